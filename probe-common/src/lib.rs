@@ -1,0 +1,117 @@
+//! Types and constants shared by the kernel side (`probe-ebpf`) and userspace (`probe-user`).
+//!
+//! Everything here crosses the kernel boundary, so every layout is `#[repr(C)]` and every number
+//! (map sizes, flags, families) has its one definition here.
+#![no_std]
+
+/// `AF_INET` as the kernel and `sockaddr_in` spell it.
+pub const AF_INET: u16 = 2;
+/// `AF_INET6` as the kernel and `sockaddr_in6` spell it.
+pub const AF_INET6: u16 = 10;
+
+/// Most destination ports `--filter-port` may name (entries of the `PORT_FILTER` map).
+pub const MAX_PORTS: u32 = 1024;
+/// Most pids `--pid` may name (entries of the `PID_FILTER` map).
+pub const MAX_PIDS: u32 = 1024;
+/// Connects in flight between entry and return that the kernel side tracks at once. The map is an
+/// LRU, so a missed return probe cannot leak an entry forever.
+pub const MAX_PENDING: u32 = 8192;
+/// Size of the event ring buffer in bytes (a power-of-two multiple of the page size).
+pub const RING_BYTES: u32 = 1 << 20;
+
+/// Index of each counter in the `COUNTERS` per-CPU array (written by the kernel side).
+pub mod counter {
+    /// Events lost because the ring buffer was full.
+    pub const RING_FULL: u32 = 0;
+    /// Number of counters.
+    pub const COUNT: u32 = 1;
+}
+
+/// Length of a task's `comm`, as in the kernel's `TASK_COMM_LEN`.
+pub const COMM_LEN: usize = 16;
+
+/// One `tcp_v4_connect` / `tcp_v6_connect` call, as the kernel side writes it into the ring buffer.
+///
+/// Addresses are in network byte order (IPv4 uses the first four bytes); ports are in host order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnectRecord {
+    /// `CLOCK_BOOTTIME` nanoseconds when the connect call was entered.
+    pub boot_ns: u64,
+    /// Process id (the kernel's tgid).
+    pub pid: u32,
+    /// Thread id (the kernel's pid).
+    pub tid: u32,
+    /// Real user id of the caller.
+    pub uid: u32,
+    /// Return value of `tcp_v4_connect` / `tcp_v6_connect` (0 or a negative errno).
+    pub ret: i32,
+    /// Source address assigned by the kernel (zero if the call failed before assigning one).
+    pub saddr: [u8; 16],
+    /// Destination address.
+    pub daddr: [u8; 16],
+    /// Source port (host order), zero if the call failed before assigning one.
+    pub sport: u16,
+    /// Destination port (host order).
+    pub dport: u16,
+    /// [`AF_INET`] for `tcp_v4_connect`, [`AF_INET6`] for `tcp_v6_connect`.
+    pub family: u16,
+    /// Explicit padding, always zero.
+    pub _pad: u16,
+    /// The calling task's name, NUL-padded.
+    pub comm: [u8; COMM_LEN],
+}
+
+impl ConnectRecord {
+    /// Size in bytes of one record in the ring buffer.
+    pub const SIZE: usize = core::mem::size_of::<Self>();
+}
+
+/// Offsets (bytes from the start of `struct sock`) of the `struct sock_common` fields the kernel
+/// side reads. Userspace resolves them from the running kernel's BTF and sets the `SOCK_OFFSETS`
+/// global before loading, because Rust eBPF cannot emit CO-RE relocations.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SockOffsets {
+    /// `skc_daddr` (IPv4 destination, `__be32`).
+    pub daddr: u32,
+    /// `skc_rcv_saddr` (IPv4 bound source, `__be32`).
+    pub rcv_saddr: u32,
+    /// `skc_num` (source port, host order `__u16`).
+    pub num: u32,
+    /// `skc_v6_daddr` (IPv6 destination, `struct in6_addr`).
+    pub v6_daddr: u32,
+    /// `skc_v6_rcv_saddr` (IPv6 bound source, `struct in6_addr`).
+    pub v6_rcv_saddr: u32,
+}
+
+/// Flags of the in-kernel filters, set by userspace as the `FILTERS` global before loading. With
+/// a flag clear, the verifier sees a constant and drops the map lookup altogether.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FilterFlags {
+    /// Non-zero: only destination ports present in `PORT_FILTER` are traced.
+    pub ports: u8,
+    /// Non-zero: only pids present in `PID_FILTER` are traced.
+    pub pids: u8,
+}
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY: all three are #[repr(C)] plain integers and arrays with explicit padding, so every
+    // bit pattern is valid.
+    unsafe impl aya::Pod for super::ConnectRecord {}
+    unsafe impl aya::Pod for super::SockOffsets {}
+    unsafe impl aya::Pod for super::FilterFlags {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_layout_has_no_implicit_padding() {
+        assert_eq!(ConnectRecord::SIZE, 8 + 4 * 4 + 16 * 2 + 2 * 4 + COMM_LEN);
+        assert_eq!(ConnectRecord::SIZE % 8, 0);
+    }
+}

@@ -1,0 +1,190 @@
+//! Kernel side of probe: one kprobe per connect function, one kretprobe shared by both.
+//!
+//! The entry probe applies the filters and remembers what only the entry knows (the socket, the
+//! requested destination, the time); the return probe reads what the kernel assigned inside the
+//! call (the source address and port) and emits one [`ConnectRecord`] per call, failed ones too.
+#![no_std]
+#![no_main]
+
+mod sock;
+
+use aya_ebpf::{
+    Global,
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
+        bpf_ktime_get_boot_ns,
+    },
+    macros::{kprobe, kretprobe, map},
+    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+    programs::{ProbeContext, RetProbeContext},
+};
+use aya_log_ebpf::debug;
+use probe_common::{
+    AF_INET, AF_INET6, ConnectRecord, FilterFlags, MAX_PENDING, MAX_PIDS, MAX_PORTS, RING_BYTES,
+    SockOffsets, counter,
+};
+
+/// Written by userspace before load (from BTF); read by the return probe.
+#[unsafe(no_mangle)]
+static SOCK_OFFSETS: Global<SockOffsets> = Global::new(SockOffsets {
+    daddr: 0,
+    rcv_saddr: 0,
+    num: 0,
+    v6_daddr: 0,
+    v6_rcv_saddr: 0,
+});
+
+/// Written by userspace before load; read by the entry probes to skip disabled filters.
+#[unsafe(no_mangle)]
+static FILTERS: Global<FilterFlags> = Global::new(FilterFlags { ports: 0, pids: 0 });
+
+/// Written by userspace before load: ring-buffer fill (bytes) at which the kernel wakes the
+/// reader. Below it records are submitted silently and userspace drains them on a short timer,
+/// which saves a wake-up per event.
+#[unsafe(no_mangle)]
+static WAKEUP_BYTES: Global<u64> = Global::new(0);
+
+/// Written by userspace at start (destination ports to trace); read by the entry probes.
+#[map]
+static PORT_FILTER: HashMap<u16, u8> = HashMap::with_max_entries(MAX_PORTS, 0);
+
+/// Written by userspace at start (pids to trace); read by the entry probes.
+#[map]
+static PID_FILTER: HashMap<u32, u8> = HashMap::with_max_entries(MAX_PIDS, 0);
+
+/// What an entry probe saw, keyed by pid_tgid: written by the entry probes, consumed (and
+/// deleted) by the return probe. LRU so that a missed return cannot leak an entry.
+#[map]
+static PENDING: LruHashMap<u64, PendingConnect> = LruHashMap::with_max_entries(MAX_PENDING, 0);
+
+/// Written by the kernel side (one record per connect call); read by userspace.
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(RING_BYTES, 0);
+
+/// Written by the kernel side (see `probe_common::counter`); summed over CPUs by userspace.
+#[map]
+static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+
+/// A connect call between its entry and its return.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct PendingConnect {
+    sk: u64,
+    boot_ns: u64,
+    daddr: [u8; 16],
+    dport: u16,
+    family: u16,
+}
+
+#[kprobe]
+pub fn tcp_v4_connect(ctx: ProbeContext) -> u32 {
+    on_connect_entry(&ctx, AF_INET);
+    0
+}
+
+#[kprobe]
+pub fn tcp_v6_connect(ctx: ProbeContext) -> u32 {
+    on_connect_entry(&ctx, AF_INET6);
+    0
+}
+
+/// Attached to the return of both tcp_v4_connect and tcp_v6_connect.
+#[kretprobe]
+pub fn tcp_connect_return(ctx: RetProbeContext) -> u32 {
+    on_connect_return(&ctx);
+    0
+}
+
+#[inline(always)]
+fn on_connect_entry(ctx: &ProbeContext, family: u16) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let filters = FILTERS.load();
+    if filters.pids != 0 && unsafe { PID_FILTER.get(&((pid_tgid >> 32) as u32)) }.is_none() {
+        return;
+    }
+    let (Some(sk), Some(uaddr)) = (ctx.arg::<u64>(0), ctx.arg::<*const u8>(1)) else {
+        return;
+    };
+    let (daddr, dport) = sock::sockaddr_destination(uaddr, family);
+    if filters.ports != 0 && unsafe { PORT_FILTER.get(&dport) }.is_none() {
+        return;
+    }
+    let pending = PendingConnect {
+        sk,
+        boot_ns: unsafe { bpf_ktime_get_boot_ns() },
+        daddr,
+        dport,
+        family,
+    };
+    // An IPv4-mapped tcp_v6_connect calls tcp_v4_connect on the same thread: the inner call
+    // overwrites the outer one here, so that connect is reported once, as tcp_v4_connect.
+    let _ = PENDING.insert(&pid_tgid, &pending, 0);
+}
+
+#[inline(always)]
+fn on_connect_return(ctx: &RetProbeContext) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let Some(pending) = (unsafe { PENDING.get(&pid_tgid) }).copied() else {
+        // Only the outer half of an IPv4-mapped connect, or an entry evicted by the LRU.
+        return;
+    };
+    let _ = PENDING.remove(&pid_tgid);
+    let ret: i32 = ctx.ret();
+
+    let wakeup = if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= WAKEUP_BYTES.load() {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    };
+    let Some(mut entry) = EVENTS.reserve::<ConnectRecord>(0) else {
+        count(counter::RING_FULL);
+        return;
+    };
+    let offsets = SOCK_OFFSETS.load();
+    let sk = pending.sk as *const u8;
+    let (saddr, sport) = sock::sock_source(sk, &offsets, pending.family);
+    // On failure the kernel may have cleared the socket's destination: keep the requested one.
+    let daddr = if ret == 0 {
+        sock::sock_destination(sk, &offsets, pending.family)
+    } else {
+        pending.daddr
+    };
+    entry.write(ConnectRecord {
+        boot_ns: pending.boot_ns,
+        pid: (pid_tgid >> 32) as u32,
+        tid: pid_tgid as u32,
+        uid: bpf_get_current_uid_gid() as u32,
+        ret,
+        saddr,
+        daddr,
+        sport,
+        dport: pending.dport,
+        family: pending.family,
+        _pad: 0,
+        comm: bpf_get_current_comm().unwrap_or_default(),
+    });
+    entry.submit(wakeup as u64);
+    debug!(
+        ctx,
+        "connect ret={} sport={} dport={}", ret, sport, pending.dport
+    );
+}
+
+#[inline(always)]
+fn count(index: u32) {
+    if let Some(slot) = COUNTERS.get_ptr_mut(index) {
+        // SAFETY: per-CPU slot, and kprobes do not nest on one CPU.
+        unsafe { *slot += 1 };
+    }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

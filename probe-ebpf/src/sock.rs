@@ -1,0 +1,64 @@
+//! Reading `struct sock` and `struct sockaddr` fields.
+//!
+//! `struct sock` offsets come from the running kernel's BTF (the `SOCK_OFFSETS` global); the
+//! sockaddr layouts are UAPI and fixed. Every read goes through `bpf_probe_read_kernel`, so a bad
+//! pointer yields zeroes rather than a verifier rejection.
+
+use aya_ebpf::helpers::bpf_probe_read_kernel;
+use probe_common::{AF_INET, SockOffsets};
+
+/// Reads a `T` at `base + offset`, or zeroes if the kernel refuses.
+#[inline(always)]
+fn read_at<T: Default>(base: *const u8, offset: u32) -> T {
+    // SAFETY: bpf_probe_read_kernel copies with fault handling; it never dereferences directly.
+    unsafe { bpf_probe_read_kernel(base.wrapping_add(offset as usize) as *const T) }
+        .unwrap_or_default()
+}
+
+/// Reads an address of `family` at `base + offset` into the 16-byte event form (IPv4 in the
+/// first four bytes).
+#[inline(always)]
+fn read_addr(base: *const u8, offset: u32, family: u16) -> [u8; 16] {
+    if family == AF_INET {
+        let v4: [u8; 4] = read_at(base, offset);
+        let mut addr = [0u8; 16];
+        addr[..4].copy_from_slice(&v4);
+        addr
+    } else {
+        read_at(base, offset)
+    }
+}
+
+/// Destination address and port a connect call was asked for, from its `struct sockaddr_in` or
+/// `struct sockaddr_in6` argument. The port sits at offset 2 in both; the address at 4 (v4) or
+/// 8 (v6, after `sin6_flowinfo`).
+#[inline(always)]
+pub fn sockaddr_destination(uaddr: *const u8, family: u16) -> ([u8; 16], u16) {
+    let port: u16 = read_at(uaddr, 2);
+    let addr_offset = if family == AF_INET { 4 } else { 8 };
+    (read_addr(uaddr, addr_offset, family), u16::from_be(port))
+}
+
+/// Source address and port the kernel assigned to `sk` (valid once `tcp_v*_connect` returned).
+#[inline(always)]
+pub fn sock_source(sk: *const u8, offsets: &SockOffsets, family: u16) -> ([u8; 16], u16) {
+    let addr_offset = if family == AF_INET {
+        offsets.rcv_saddr
+    } else {
+        offsets.v6_rcv_saddr
+    };
+    // skc_num is already in host order, unlike skc_dport.
+    (read_addr(sk, addr_offset, family), read_at(sk, offsets.num))
+}
+
+/// Destination address the kernel settled on for `sk`: it resolves a wildcard destination
+/// (`0.0.0.0`, `::`) to loopback, so after a successful call this beats the sockaddr's.
+#[inline(always)]
+pub fn sock_destination(sk: *const u8, offsets: &SockOffsets, family: u16) -> [u8; 16] {
+    let addr_offset = if family == AF_INET {
+        offsets.daddr
+    } else {
+        offsets.v6_daddr
+    };
+    read_addr(sk, addr_offset, family)
+}

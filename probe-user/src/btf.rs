@@ -1,0 +1,127 @@
+//! [`SockOffsets`] from the running kernel's BTF.
+//!
+//! Rust eBPF cannot emit CO-RE relocations, so the kernel side reads `struct sock` at offsets
+//! resolved here, at load time, from `/sys/kernel/btf/vmlinux`.
+
+use std::path::Path;
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use btf_rs::{Btf, Struct, Type};
+use probe_common::SockOffsets;
+
+/// Where the kernel exposes its own BTF.
+pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+/// Resolves the `struct sock` field offsets from the BTF file at `path`.
+pub fn sock_offsets(path: &Path) -> Result<SockOffsets> {
+    if !path.exists() {
+        bail!(
+            "this kernel has no BTF ({} is missing; it needs CONFIG_DEBUG_INFO_BTF=y)",
+            path.display()
+        );
+    }
+    let btf = Btf::from_file(path).with_context(|| format!("cannot parse {}", path.display()))?;
+    let sock = named_struct(&btf, "sock")?;
+    // Every field lives in the `struct sock_common __sk_common` at the start of `struct sock`.
+    let common = |field| field_offset(&btf, &sock, &["__sk_common", field]);
+    Ok(SockOffsets {
+        daddr: common("skc_daddr")?,
+        rcv_saddr: common("skc_rcv_saddr")?,
+        num: common("skc_num")?,
+        v6_daddr: common("skc_v6_daddr")?,
+        v6_rcv_saddr: common("skc_v6_rcv_saddr")?,
+    })
+}
+
+fn named_struct(btf: &Btf, name: &str) -> Result<Struct> {
+    btf.resolve_types_by_name(name)
+        .with_context(|| format!("struct {name} not in kernel BTF"))?
+        .into_iter()
+        .find_map(|ty| match ty {
+            Type::Struct(s) => Some(s),
+            _ => None,
+        })
+        .ok_or_else(|| anyhow!("struct {name} not in kernel BTF"))
+}
+
+/// Byte offset of the member reached by following `path` from `outer`.
+fn field_offset(btf: &Btf, outer: &Struct, path: &[&str]) -> Result<u32> {
+    let mut current = outer.clone();
+    let mut bits = 0;
+    for (depth, name) in path.iter().enumerate() {
+        let (offset, member_type) = find_member(btf, &current, name)?
+            .ok_or_else(|| anyhow!("field {} not found in kernel BTF", path.join(".")))?;
+        bits += offset;
+        if depth + 1 < path.len() {
+            current = as_struct(btf, member_type)?
+                .ok_or_else(|| anyhow!("{name} is not a struct in kernel BTF"))?;
+        }
+    }
+    if bits % 8 != 0 {
+        bail!("field {} is a bitfield in kernel BTF", path.join("."));
+    }
+    Ok(bits / 8)
+}
+
+/// Finds `name` among the members of `st`, looking inside anonymous structs and unions (where
+/// the kernel keeps most `sock_common` fields). Returns its bit offset and type.
+fn find_member(btf: &Btf, st: &Struct, name: &str) -> Result<Option<(u32, Type)>> {
+    for member in &st.members {
+        let member_name = btf.resolve_name(member).unwrap_or_default();
+        let member_type = btf.resolve_chained_type(member)?;
+        if member_name == name {
+            return Ok(Some((member.bit_offset(), member_type)));
+        }
+        if member_name.is_empty()
+            && let Some(inner) = as_struct(btf, member_type)?
+            && let Some((offset, ty)) = find_member(btf, &inner, name)?
+        {
+            return Ok(Some((member.bit_offset() + offset, ty)));
+        }
+    }
+    Ok(None)
+}
+
+/// The struct or union behind `ty`, looking through typedefs and qualifiers.
+fn as_struct(btf: &Btf, mut ty: Type) -> Result<Option<Struct>> {
+    loop {
+        ty = match ty {
+            Type::Struct(s) | Type::Union(s) => return Ok(Some(s)),
+            Type::Typedef(t) => btf.resolve_chained_type(&t)?,
+            Type::Const(t) | Type::Volatile(t) | Type::Restrict(t) => {
+                btf.resolve_chained_type(&t)?
+            }
+            _ => return Ok(None),
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Checks the resolver against the kernel this test runs on; every Linux kernel since 2.6
+    /// keeps the IPv4 fields at the very start of sock_common.
+    #[test]
+    fn resolves_sock_common_fields_of_running_kernel() {
+        let path = Path::new(VMLINUX_BTF);
+        if !path.exists() {
+            eprintln!("skipped: {VMLINUX_BTF} missing");
+            return;
+        }
+        let offsets = sock_offsets(path).unwrap();
+        assert_eq!(offsets.daddr, 0);
+        assert_eq!(offsets.rcv_saddr, 4);
+        assert_eq!(offsets.num, 14);
+        assert!(offsets.v6_daddr >= 16 && offsets.v6_rcv_saddr > offsets.v6_daddr);
+    }
+
+    #[test]
+    fn missing_btf_is_one_clear_error() {
+        let err = sock_offsets(Path::new("/nonexistent/vmlinux")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "this kernel has no BTF (/nonexistent/vmlinux is missing; it needs CONFIG_DEBUG_INFO_BTF=y)"
+        );
+    }
+}

@@ -1,0 +1,203 @@
+//! Ring-buffer records decoded into typed [`ConnectEvent`]s.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use probe_common::{AF_INET, AF_INET6, COMM_LEN, ConnectRecord};
+
+/// Which connect function an event came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Family {
+    /// `tcp_v4_connect`.
+    V4,
+    /// `tcp_v6_connect`.
+    V6,
+}
+
+impl Family {
+    /// The traced kernel function, as SystemTap's examples print it.
+    pub fn function(self) -> &'static str {
+        match self {
+            Family::V4 => "tcp_v4_connect",
+            Family::V6 => "tcp_v6_connect",
+        }
+    }
+
+    /// `"ipv4"` or `"ipv6"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::V4 => "ipv4",
+            Family::V6 => "ipv6",
+        }
+    }
+}
+
+/// One traced `tcp_v4_connect` / `tcp_v6_connect` call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnectEvent {
+    /// `CLOCK_BOOTTIME` nanoseconds at the call's entry (see [`crate::WallClock`]).
+    pub boot_ns: u64,
+    /// Process id.
+    pub pid: u32,
+    /// Thread id.
+    pub tid: u32,
+    /// Real user id.
+    pub uid: u32,
+    /// Which function was called.
+    pub family: Family,
+    /// Source address and port the kernel assigned (unspecified if the call failed early).
+    pub src: SocketAddr,
+    /// Destination address and port.
+    pub dst: SocketAddr,
+    /// The call's return value: 0 or a negative errno.
+    pub ret: i32,
+    comm: [u8; COMM_LEN],
+}
+
+/// Why a ring-buffer record could not be decoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Malformed {
+    /// The record is not exactly one [`ConnectRecord`] long.
+    Size(usize),
+    /// The family is neither `AF_INET` nor `AF_INET6`.
+    Family(u16),
+}
+
+impl ConnectEvent {
+    /// Decodes one ring-buffer record.
+    pub fn decode(bytes: &[u8]) -> Result<Self, Malformed> {
+        if bytes.len() != ConnectRecord::SIZE {
+            return Err(Malformed::Size(bytes.len()));
+        }
+        // SAFETY: the length is checked and ConnectRecord is plain old data; the ring buffer only
+        // guarantees 8-byte alignment, so read unaligned anyway.
+        let record: ConnectRecord =
+            unsafe { bytes.as_ptr().cast::<ConnectRecord>().read_unaligned() };
+        Self::from_record(&record)
+    }
+
+    /// Builds an event from a record as the kernel side wrote it.
+    pub fn from_record(r: &ConnectRecord) -> Result<Self, Malformed> {
+        let (family, saddr, daddr) = match r.family {
+            AF_INET => (Family::V4, ipv4(&r.saddr), ipv4(&r.daddr)),
+            AF_INET6 => (Family::V6, ipv6(&r.saddr), ipv6(&r.daddr)),
+            other => return Err(Malformed::Family(other)),
+        };
+        Ok(Self {
+            boot_ns: r.boot_ns,
+            pid: r.pid,
+            tid: r.tid,
+            uid: r.uid,
+            family,
+            src: SocketAddr::new(saddr, r.sport),
+            dst: SocketAddr::new(daddr, r.dport),
+            ret: r.ret,
+            comm: r.comm,
+        })
+    }
+
+    /// The calling task's name (lossy if the kernel's bytes are not UTF-8).
+    pub fn comm(&self) -> std::borrow::Cow<'_, str> {
+        let len = self.comm.iter().position(|&b| b == 0).unwrap_or(COMM_LEN);
+        String::from_utf8_lossy(&self.comm[..len])
+    }
+}
+
+fn ipv4(bytes: &[u8; 16]) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]))
+}
+
+fn ipv6(bytes: &[u8; 16]) -> IpAddr {
+    IpAddr::V6(Ipv6Addr::from(*bytes))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A record as the kernel side would write it.
+    pub(crate) fn record(
+        family: u16,
+        saddr: &[u8],
+        sport: u16,
+        daddr: &[u8],
+        dport: u16,
+    ) -> ConnectRecord {
+        let mut r = ConnectRecord {
+            boot_ns: 5_000_000_123,
+            pid: 42,
+            tid: 43,
+            uid: 1000,
+            ret: 0,
+            saddr: [0; 16],
+            daddr: [0; 16],
+            sport,
+            dport,
+            family,
+            _pad: 0,
+            comm: [0; COMM_LEN],
+        };
+        r.saddr[..saddr.len()].copy_from_slice(saddr);
+        r.daddr[..daddr.len()].copy_from_slice(daddr);
+        r.comm[..4].copy_from_slice(b"curl");
+        r
+    }
+
+    fn bytes_of(r: &ConnectRecord) -> Vec<u8> {
+        // SAFETY: ConnectRecord is plain old data without implicit padding.
+        unsafe {
+            std::slice::from_raw_parts(
+                (r as *const ConnectRecord).cast::<u8>(),
+                ConnectRecord::SIZE,
+            )
+        }
+        .to_vec()
+    }
+
+    #[test]
+    fn decodes_ipv4_record() {
+        let r = record(AF_INET, &[127, 0, 0, 1], 59538, &[10, 1, 2, 3], 8080);
+        let ev = ConnectEvent::decode(&bytes_of(&r)).unwrap();
+        assert_eq!(ev.family, Family::V4);
+        assert_eq!(ev.src, "127.0.0.1:59538".parse().unwrap());
+        assert_eq!(ev.dst, "10.1.2.3:8080".parse().unwrap());
+        assert_eq!((ev.pid, ev.tid, ev.uid, ev.ret), (42, 43, 1000, 0));
+        assert_eq!(ev.comm(), "curl");
+    }
+
+    #[test]
+    fn decodes_ipv6_record() {
+        let src: Ipv6Addr = "fe80::1".parse().unwrap();
+        let dst: Ipv6Addr = "2001:db8::8".parse().unwrap();
+        let r = record(AF_INET6, &src.octets(), 1, &dst.octets(), 443);
+        let ev = ConnectEvent::decode(&bytes_of(&r)).unwrap();
+        assert_eq!(ev.family, Family::V6);
+        assert_eq!(ev.src, "[fe80::1]:1".parse().unwrap());
+        assert_eq!(ev.dst, "[2001:db8::8]:443".parse().unwrap());
+    }
+
+    #[test]
+    fn full_comm_has_no_terminator() {
+        let mut r = record(AF_INET, &[1, 1, 1, 1], 1, &[2, 2, 2, 2], 2);
+        r.comm = *b"0123456789abcdef";
+        assert_eq!(
+            ConnectEvent::from_record(&r).unwrap().comm(),
+            "0123456789abcdef"
+        );
+    }
+
+    #[test]
+    fn rejects_wrong_size_and_family() {
+        let r = record(AF_INET, &[1, 1, 1, 1], 1, &[2, 2, 2, 2], 2);
+        let bytes = bytes_of(&r);
+        assert_eq!(
+            ConnectEvent::decode(&bytes[1..]),
+            Err(Malformed::Size(ConnectRecord::SIZE - 1))
+        );
+        assert_eq!(ConnectEvent::decode(&[]), Err(Malformed::Size(0)));
+        let bad = record(7, &[1, 1, 1, 1], 1, &[2, 2, 2, 2], 2);
+        assert_eq!(
+            ConnectEvent::decode(&bytes_of(&bad)),
+            Err(Malformed::Family(7))
+        );
+    }
+}

@@ -1,0 +1,232 @@
+//! The output styles: one line per event, appended to a reused byte buffer.
+//!
+//! `minimal` and `stap` reproduce SystemTap's tcp.connect examples 1 and 2/3 byte for byte;
+//! `json` carries every field, one object per line.
+
+use std::{fmt, io::Write as _, net::SocketAddr, str::FromStr};
+
+use serde::Serialize;
+
+use crate::{ConnectEvent, WallClock};
+
+/// An output style (`--format`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Format {
+    /// `<unix seconds>: tcp_v4_connect` (SystemTap example 1).
+    Minimal,
+    /// `<unix seconds>: tcp_v4_connect src=<ip>:<port> dst=<ip>:<port>` (examples 2 and 3).
+    #[default]
+    Stap,
+    /// One JSON object per line with every field.
+    Json,
+}
+
+impl Format {
+    /// The names `--format` accepts.
+    pub const NAMES: [&'static str; 3] = ["minimal", "stap", "json"];
+}
+
+impl FromStr for Format {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "minimal" => Ok(Format::Minimal),
+            "stap" => Ok(Format::Stap),
+            "json" => Ok(Format::Json),
+            _ => Err(format!(
+                "unknown format '{s}' (expected one of: {})",
+                Format::NAMES.join(", ")
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Format {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Format::Minimal => "minimal",
+            Format::Stap => "stap",
+            Format::Json => "json",
+        })
+    }
+}
+
+/// Writes events in one [`Format`], with timestamps converted by one [`WallClock`].
+#[derive(Clone, Copy, Debug)]
+pub struct Formatter {
+    format: Format,
+    clock: WallClock,
+}
+
+/// The JSON line: every field of a [`ConnectEvent`], timestamps in ns and in s.
+#[derive(Serialize)]
+struct JsonLine<'a> {
+    time_ns: u64,
+    time_s: u64,
+    pid: u32,
+    tid: u32,
+    uid: u32,
+    comm: &'a str,
+    family: &'static str,
+    function: &'static str,
+    saddr: std::net::IpAddr,
+    sport: u16,
+    daddr: std::net::IpAddr,
+    dport: u16,
+    ret: i32,
+}
+
+impl Formatter {
+    /// A formatter for `format` using `clock` for wall-clock time.
+    pub fn new(format: Format, clock: WallClock) -> Self {
+        Self { format, clock }
+    }
+
+    /// Appends one line (newline included) describing `event` to `out`.
+    pub fn write(&self, out: &mut Vec<u8>, event: &ConnectEvent) {
+        let time_ns = self.clock.unix_ns(event.boot_ns);
+        let time_s = time_ns / 1_000_000_000;
+        let function = event.family.function();
+        // Writing into a Vec cannot fail.
+        match self.format {
+            Format::Minimal => {
+                let _ = writeln!(out, "{time_s}: {function}");
+            }
+            Format::Stap => {
+                let _ = writeln!(
+                    out,
+                    "{time_s}: {function} src={} dst={}",
+                    Endpoint(event.src),
+                    Endpoint(event.dst)
+                );
+            }
+            Format::Json => {
+                let line = JsonLine {
+                    time_ns,
+                    time_s,
+                    pid: event.pid,
+                    tid: event.tid,
+                    uid: event.uid,
+                    comm: &event.comm(),
+                    family: event.family.name(),
+                    function,
+                    saddr: event.src.ip(),
+                    sport: event.src.port(),
+                    daddr: event.dst.ip(),
+                    dport: event.dst.port(),
+                    ret: event.ret,
+                };
+                let _ = serde_json::to_writer(&mut *out, &line);
+                out.push(b'\n');
+            }
+        }
+    }
+}
+
+/// `ip:port` for IPv4, `[ip]:port` for IPv6, without scope or flow information.
+struct Endpoint(SocketAddr);
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            SocketAddr::V4(a) => write!(f, "{}:{}", a.ip(), a.port()),
+            SocketAddr::V6(a) => write!(f, "[{}]:{}", a.ip(), a.port()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::tests::record;
+    use probe_common::{AF_INET, AF_INET6};
+
+    /// boot_ns 5_000_000_123 in the test record lands on 1795778063.000000123.
+    const CLOCK: WallClock = WallClock::with_offset(1_795_778_058_000_000_000);
+
+    fn line(format: Format, event: &ConnectEvent) -> String {
+        let mut out = Vec::new();
+        Formatter::new(format, CLOCK).write(&mut out, event);
+        String::from_utf8(out).unwrap()
+    }
+
+    fn v4() -> ConnectEvent {
+        ConnectEvent::from_record(&record(
+            AF_INET,
+            &[127, 0, 0, 1],
+            59538,
+            &[127, 0, 0, 1],
+            8080,
+        ))
+        .unwrap()
+    }
+
+    fn v6() -> ConnectEvent {
+        let src = "fd00::1".parse::<std::net::Ipv6Addr>().unwrap().octets();
+        let dst = "::1".parse::<std::net::Ipv6Addr>().unwrap().octets();
+        ConnectEvent::from_record(&record(AF_INET6, &src, 40000, &dst, 443)).unwrap()
+    }
+
+    #[test]
+    fn minimal_is_systemtap_example_1() {
+        assert_eq!(line(Format::Minimal, &v4()), "1795778063: tcp_v4_connect\n");
+        assert_eq!(line(Format::Minimal, &v6()), "1795778063: tcp_v6_connect\n");
+    }
+
+    #[test]
+    fn stap_is_systemtap_example_2() {
+        assert_eq!(
+            line(Format::Stap, &v4()),
+            "1795778063: tcp_v4_connect src=127.0.0.1:59538 dst=127.0.0.1:8080\n"
+        );
+        assert_eq!(
+            line(Format::Stap, &v6()),
+            "1795778063: tcp_v6_connect src=[fd00::1]:40000 dst=[::1]:443\n"
+        );
+    }
+
+    #[test]
+    fn json_carries_every_field() {
+        assert_eq!(
+            line(Format::Json, &v4()),
+            concat!(
+                r#"{"time_ns":1795778063000000123,"time_s":1795778063,"pid":42,"tid":43,"uid":1000,"#,
+                r#""comm":"curl","family":"ipv4","function":"tcp_v4_connect","saddr":"127.0.0.1","#,
+                r#""sport":59538,"daddr":"127.0.0.1","dport":8080,"ret":0}"#,
+                "\n"
+            )
+        );
+        let mut failed = v6();
+        failed.ret = -111;
+        assert_eq!(
+            line(Format::Json, &failed),
+            concat!(
+                r#"{"time_ns":1795778063000000123,"time_s":1795778063,"pid":42,"tid":43,"uid":1000,"#,
+                r#""comm":"curl","family":"ipv6","function":"tcp_v6_connect","saddr":"fd00::1","#,
+                r#""sport":40000,"daddr":"::1","dport":443,"ret":-111}"#,
+                "\n"
+            )
+        );
+    }
+
+    #[test]
+    fn appends_to_existing_output() {
+        let mut out = b"x\n".to_vec();
+        let f = Formatter::new(Format::Minimal, CLOCK);
+        f.write(&mut out, &v4());
+        f.write(&mut out, &v6());
+        assert_eq!(
+            out,
+            b"x\n1795778063: tcp_v4_connect\n1795778063: tcp_v6_connect\n"
+        );
+    }
+
+    #[test]
+    fn format_names_round_trip() {
+        for name in Format::NAMES {
+            assert_eq!(name.parse::<Format>().unwrap().to_string(), name);
+        }
+        assert!("xml".parse::<Format>().is_err());
+    }
+}

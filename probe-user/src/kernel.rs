@@ -1,0 +1,97 @@
+//! What the running kernel and this process can do, checked before loading anything so that each
+//! missing piece gets its own one-line error.
+
+use std::path::Path;
+
+use anyhow::{Result, bail};
+
+/// Capability numbers from `linux/capability.h`.
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_PERFMON: u32 = 38;
+const CAP_BPF: u32 = 39;
+
+/// Fails unless the process may load eBPF and attach kprobes: root, `CAP_SYS_ADMIN`, or both
+/// `CAP_BPF` and `CAP_PERFMON`.
+pub fn check_privileges() -> Result<()> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let effective = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .unwrap_or(0);
+    missing_capabilities(effective)
+}
+
+fn missing_capabilities(effective: u64) -> Result<()> {
+    let has = |cap: u32| effective & (1 << cap) != 0;
+    if has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON)) {
+        return Ok(());
+    }
+    let missing: Vec<&str> = [(CAP_BPF, "CAP_BPF"), (CAP_PERFMON, "CAP_PERFMON")]
+        .into_iter()
+        .filter(|&(cap, _)| !has(cap))
+        .map(|(_, name)| name)
+        .collect();
+    bail!(
+        "permission denied: run as root or with CAP_BPF and CAP_PERFMON (missing: {})",
+        missing.join(", ")
+    )
+}
+
+/// Fails if the kernel cannot create kprobes (`CONFIG_KPROBES` off): neither the perf `kprobe`
+/// PMU nor tracefs' `kprobe_events` exists.
+pub fn check_kprobes() -> Result<()> {
+    let present = [
+        "/sys/bus/event_source/devices/kprobe",
+        "/sys/kernel/tracing/kprobe_events",
+        "/sys/kernel/debug/tracing/kprobe_events",
+    ]
+    .iter()
+    .any(|p| Path::new(p).exists());
+    if !present {
+        bail!("this kernel has no kprobes (CONFIG_KPROBES is off), so probe-user cannot trace it");
+    }
+    Ok(())
+}
+
+/// Fails if the kernel has no BPF ring buffer (Linux < 5.8).
+pub fn check_ring_buffer() -> Result<()> {
+    match aya::sys::is_map_supported(aya::maps::MapType::RingBuf) {
+        Ok(true) => Ok(()),
+        Ok(false) => bail!("this kernel has no BPF ring buffer (it needs Linux 5.8 or later)"),
+        Err(e) => bail!("cannot probe for BPF ring buffer support: {e}"),
+    }
+}
+
+/// Raises `RLIMIT_MEMLOCK`, which bounds BPF map memory on kernels before 5.11.
+pub fn raise_memlock_limit() {
+    let unlimited = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: plain syscall with a valid pointer; failure just leaves the old limit.
+    unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_and_bpf_perfmon_pass() {
+        assert!(missing_capabilities(u64::MAX).is_ok());
+        assert!(missing_capabilities(1 << CAP_SYS_ADMIN).is_ok());
+        assert!(missing_capabilities((1 << CAP_BPF) | (1 << CAP_PERFMON)).is_ok());
+    }
+
+    #[test]
+    fn names_missing_capabilities() {
+        let err = missing_capabilities(1 << CAP_BPF).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "permission denied: run as root or with CAP_BPF and CAP_PERFMON (missing: CAP_PERFMON)"
+        );
+        let err = missing_capabilities(0).unwrap_err().to_string();
+        assert!(err.ends_with("(missing: CAP_BPF, CAP_PERFMON)"), "{err}");
+    }
+}

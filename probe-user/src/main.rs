@@ -1,0 +1,145 @@
+//! `probe-user`: the command-line tracer, a thin layer over the `probe_user` library.
+
+use std::{process::ExitCode, time::Duration};
+
+use anyhow::Result;
+use clap::Parser;
+use probe_user::{Family, Format, Formatter, Tracer, WallClock, output::BatchedStdout};
+use tokio::{
+    io::{Interest, unix::AsyncFd},
+    signal::unix::{SignalKind, signal},
+};
+
+/// Output reaches the terminal within this long even when the kernel does not wake us.
+const DRAIN_INTERVAL: Duration = Duration::from_millis(50);
+
+/// Trace TCP connects (tcp_v4_connect / tcp_v6_connect) with eBPF, printed like SystemTap's
+/// tcp.connect examples.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Cli {
+    /// Output style: minimal (timestamp only), stap (with source and destination), json.
+    #[arg(long, default_value_t = Format::Stap, value_parser = parse_format)]
+    format: Format,
+    /// Only trace connects to these destination ports (filtered in the kernel). Repeatable or
+    /// comma-separated.
+    #[arg(long = "filter-port", value_name = "PORT", value_delimiter = ',', value_parser = parse_port)]
+    filter_port: Vec<u16>,
+    /// Only trace connects made by these processes (filtered in the kernel). Repeatable or
+    /// comma-separated.
+    #[arg(long, value_name = "PID", value_delimiter = ',')]
+    pid: Vec<u32>,
+    /// Only trace IPv4 connects (tcp_v4_connect).
+    #[arg(short = '4', long = "ipv4", conflicts_with = "ipv6")]
+    ipv4: bool,
+    /// Only trace IPv6 connects (tcp_v6_connect).
+    #[arg(short = '6', long = "ipv6")]
+    ipv6: bool,
+}
+
+fn parse_format(s: &str) -> Result<Format, String> {
+    s.parse()
+}
+
+fn parse_port(s: &str) -> Result<u16, String> {
+    match s.parse::<u32>() {
+        Ok(port @ 1..=65535) => Ok(port as u16),
+        Ok(_) => Err("a port must be between 1 and 65535".into()),
+        Err(_) => Err("a port must be a number between 1 and 65535".into()),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if e.use_stderr() => {
+            // One line, not clap's usage block: the first line names the problem.
+            let rendered = e.to_string();
+            eprintln!(
+                "probe-user: error: {}",
+                rendered
+                    .lines()
+                    .next()
+                    .unwrap_or("invalid arguments")
+                    .trim_start_matches("error: ")
+            );
+            return ExitCode::from(2);
+        }
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("off")).init();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("probe-user: error: cannot start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("probe-user: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let mut builder = Tracer::builder()
+        .filter_ports(cli.filter_port)
+        .filter_pids(cli.pid);
+    if cli.ipv4 {
+        builder = builder.family(Family::V4);
+    } else if cli.ipv6 {
+        builder = builder.family(Family::V6);
+    }
+    let tracer = builder.attach()?;
+    let formatter = Formatter::new(cli.format, WallClock::measure());
+    let mut out = BatchedStdout::default();
+    // SAFETY: the tracer owns the ring buffer's fd and never closes or replaces it while
+    // registered; it is dropped (closing the fd) only after the AsyncFd is.
+    let mut tracer = unsafe { AsyncFd::register_with_interest(tracer, Interest::READABLE) }?;
+    let mut tick = tokio::time::interval(DRAIN_INTERVAL);
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sighup = signal(SignalKind::hangup())?;
+    eprintln!(
+        "Tracing TCP connects ({} format). Hit Ctrl-C to end.",
+        cli.format
+    );
+
+    loop {
+        let stopping = tokio::select! {
+            ready = tracer.readable_mut() => {
+                ready?.clear_ready();
+                false
+            }
+            _ = tick.tick() => false,
+            _ = sigint.recv() => true,
+            _ = sigterm.recv() => true,
+            _ = sighup.recv() => true,
+        };
+        tracer
+            .get_mut()
+            .drain(|event| formatter.write(out.buf(), event));
+        if out.flush().is_err() {
+            // stdout's reader went away (`| head -1`): nobody is listening, end quietly.
+            return Ok(());
+        }
+        if stopping {
+            break;
+        }
+    }
+    let counters = tracer.get_ref().counters();
+    eprintln!(
+        "probe-user: {} events printed, {} dropped (ring buffer full), {} malformed",
+        counters.events, counters.dropped, counters.malformed
+    );
+    Ok(())
+}

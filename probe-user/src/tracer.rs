@@ -1,0 +1,241 @@
+//! Loading the eBPF object, configuring it, attaching its probes, and reading its events.
+
+use std::{
+    collections::BTreeSet,
+    os::fd::{AsRawFd, RawFd},
+    path::PathBuf,
+};
+
+use anyhow::{Context as _, Result, bail};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{HashMap, MapData, PerCpuArray, RingBuf},
+    programs::KProbe,
+};
+use aya_log::EbpfLogger;
+use probe_common::{FilterFlags, MAX_PIDS, MAX_PORTS, RING_BYTES, counter};
+
+use crate::{ConnectEvent, Family, btf, kernel};
+
+/// The compiled kernel side, built by build.rs.
+static PROBE_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/probe"));
+
+/// The kernel wakes the reader only once this much is waiting; below it, the reader's periodic
+/// drain picks events up. A wake-up per event would cost more than the event itself.
+const DEFAULT_WAKEUP_BYTES: u64 = RING_BYTES as u64 / 4;
+
+/// Options of a [`Tracer`]: filters (applied in the kernel) and families to trace.
+#[derive(Clone, Debug)]
+pub struct TracerBuilder {
+    ports: BTreeSet<u16>,
+    pids: BTreeSet<u32>,
+    families: Vec<Family>,
+    btf_path: PathBuf,
+}
+
+impl Default for TracerBuilder {
+    fn default() -> Self {
+        Self {
+            ports: BTreeSet::new(),
+            pids: BTreeSet::new(),
+            families: vec![Family::V4, Family::V6],
+            btf_path: PathBuf::from(btf::VMLINUX_BTF),
+        }
+    }
+}
+
+impl TracerBuilder {
+    /// Traces only connects to these destination ports (in addition to any given before).
+    pub fn filter_ports(mut self, ports: impl IntoIterator<Item = u16>) -> Self {
+        self.ports.extend(ports);
+        self
+    }
+
+    /// Traces only connects made by these processes (in addition to any given before).
+    pub fn filter_pids(mut self, pids: impl IntoIterator<Item = u32>) -> Self {
+        self.pids.extend(pids);
+        self
+    }
+
+    /// Traces only this family's connect function (default: both).
+    pub fn family(mut self, family: Family) -> Self {
+        self.families = vec![family];
+        self
+    }
+
+    /// Reads struct offsets from this BTF file instead of the running kernel's.
+    pub fn btf_path(mut self, path: impl Into<PathBuf>) -> Self {
+        self.btf_path = path.into();
+        self
+    }
+
+    /// Checks privileges and kernel features, loads the probes and attaches them. Tracing has
+    /// started when this returns.
+    pub fn attach(self) -> Result<Tracer> {
+        if self.ports.contains(&0) {
+            bail!("port 0 cannot be a destination port");
+        }
+        if self.ports.len() > MAX_PORTS as usize {
+            bail!("at most {MAX_PORTS} ports can be filtered");
+        }
+        if self.pids.len() > MAX_PIDS as usize {
+            bail!("at most {MAX_PIDS} pids can be filtered");
+        }
+        kernel::check_privileges()?;
+        kernel::check_kprobes()?;
+        let offsets = btf::sock_offsets(&self.btf_path)?;
+        kernel::raise_memlock_limit();
+        kernel::check_ring_buffer()?;
+
+        let filters = FilterFlags {
+            ports: u8::from(!self.ports.is_empty()),
+            pids: u8::from(!self.pids.is_empty()),
+        };
+        // aya-log's level is a load-time constant: with logging off the verifier removes the
+        // logging code from the hot path entirely.
+        let log_level = log::max_level() as u8;
+        let mut ebpf = EbpfLoader::new()
+            .override_global("SOCK_OFFSETS", &offsets, true)
+            .override_global("FILTERS", &filters, true)
+            .override_global("WAKEUP_BYTES", &DEFAULT_WAKEUP_BYTES, true)
+            .override_global(aya_log::LEVEL, &log_level, false)
+            .load(PROBE_OBJECT)
+            .context("cannot load the eBPF programs")?;
+
+        let logger = if log_level > 0 {
+            Some(EbpfLogger::init(&mut ebpf).context("cannot start eBPF logging")?)
+        } else {
+            None
+        };
+        fill_filter::<u16>(&mut ebpf, "PORT_FILTER", &self.ports)?;
+        fill_filter::<u32>(&mut ebpf, "PID_FILTER", &self.pids)?;
+
+        // The return probe goes first, so that no connect is entered without its return traced.
+        let ret: &mut KProbe = program(&mut ebpf, "tcp_connect_return")?;
+        ret.load().context("cannot load tcp_connect_return")?;
+        for family in &self.families {
+            ret.attach(family.function(), 0)
+                .with_context(|| format!("cannot attach kretprobe to {}", family.function()))?;
+        }
+        for family in &self.families {
+            let entry: &mut KProbe = program(&mut ebpf, family.function())?;
+            entry
+                .load()
+                .with_context(|| format!("cannot load {}", family.function()))?;
+            entry
+                .attach(family.function(), 0)
+                .with_context(|| format!("cannot attach kprobe to {}", family.function()))?;
+        }
+
+        let events = RingBuf::try_from(take_map(&mut ebpf, "EVENTS")?)?;
+        let counters = PerCpuArray::try_from(take_map(&mut ebpf, "COUNTERS")?)?;
+        Ok(Tracer {
+            events,
+            counters,
+            logger,
+            received: 0,
+            malformed: 0,
+            _ebpf: ebpf,
+        })
+    }
+}
+
+fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut KProbe> {
+    let program = ebpf
+        .program_mut(name)
+        .with_context(|| format!("program {name} missing from the eBPF object"))?;
+    Ok(program.try_into()?)
+}
+
+fn take_map(ebpf: &mut Ebpf, name: &str) -> Result<aya::maps::Map> {
+    ebpf.take_map(name)
+        .with_context(|| format!("map {name} missing from the eBPF object"))
+}
+
+fn fill_filter<K: aya::Pod + Ord>(ebpf: &mut Ebpf, name: &str, keys: &BTreeSet<K>) -> Result<()> {
+    let map = ebpf
+        .map_mut(name)
+        .with_context(|| format!("map {name} missing from the eBPF object"))?;
+    let mut map: HashMap<_, K, u8> = HashMap::try_from(map)?;
+    for key in keys {
+        map.insert(key, &1, 0)
+            .with_context(|| format!("cannot fill {name}"))?;
+    }
+    Ok(())
+}
+
+/// Counts of what a [`Tracer`] saw and lost.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Events received from the kernel.
+    pub events: u64,
+    /// Events the kernel could not deliver because the ring buffer was full.
+    pub dropped: u64,
+    /// Records that could not be decoded.
+    pub malformed: u64,
+}
+
+impl Counters {
+    /// Every event lost anywhere.
+    pub fn lost(&self) -> u64 {
+        self.dropped + self.malformed
+    }
+}
+
+/// Attached probes and their event stream. Dropping it detaches everything.
+pub struct Tracer {
+    events: RingBuf<MapData>,
+    counters: PerCpuArray<MapData, u64>,
+    logger: Option<EbpfLogger<&'static dyn log::Log>>,
+    received: u64,
+    malformed: u64,
+    // Owns the programs and links; declared last so it is dropped after the maps above.
+    _ebpf: Ebpf,
+}
+
+impl Tracer {
+    /// A builder with no filters, tracing both families.
+    pub fn builder() -> TracerBuilder {
+        TracerBuilder::default()
+    }
+
+    /// Hands every event waiting in the ring buffer to `on_event`; returns how many there were.
+    pub fn drain(&mut self, mut on_event: impl FnMut(&ConnectEvent)) -> usize {
+        let mut n = 0;
+        while let Some(record) = self.events.next() {
+            match ConnectEvent::decode(&record) {
+                Ok(event) => {
+                    on_event(&event);
+                    n += 1;
+                }
+                Err(_) => self.malformed += 1,
+            }
+        }
+        self.received += n as u64;
+        if let Some(logger) = &mut self.logger {
+            logger.flush();
+        }
+        n
+    }
+
+    /// What was received and what was lost so far.
+    pub fn counters(&self) -> Counters {
+        let dropped = self
+            .counters
+            .get(&counter::RING_FULL, 0)
+            .map(|per_cpu| per_cpu.iter().sum())
+            .unwrap_or(0);
+        Counters {
+            events: self.received,
+            dropped,
+            malformed: self.malformed,
+        }
+    }
+}
+
+/// The ring buffer's descriptor: readable when the kernel signals waiting events.
+impl AsRawFd for Tracer {
+    fn as_raw_fd(&self) -> RawFd {
+        self.events.as_raw_fd()
+    }
+}
