@@ -1,1 +1,256 @@
+//! Helpers for whole-system tests of probe-user: starting and stopping the tracer, making real
+//! connects and recording what the client saw, and parsing the tracer's output.
+//!
+//! The tests run inside the VM started by `cargo xtask test`, as root, one at a time.
 
+use std::{
+    io::{BufRead as _, BufReader, Read as _},
+    net::{IpAddr, SocketAddr, TcpListener},
+    path::PathBuf,
+    process::{Child, ChildStderr, Command, ExitStatus, Stdio},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use socket2::{Domain, Socket, Type};
+
+/// The probe-user binary under test (`$PROBE_USER`, else `probe-user` on `$PATH`).
+pub fn probe_user() -> PathBuf {
+    std::env::var_os("PROBE_USER")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "probe-user".into())
+}
+
+/// What the tracer printed and how it ended.
+#[derive(Debug)]
+pub struct Finished {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// A running probe-user.
+pub struct Tracer {
+    child: Child,
+    stderr: BufReader<ChildStderr>,
+    banner: String,
+}
+
+impl Tracer {
+    /// Starts probe-user with `args` and waits until it reports that tracing has started.
+    pub fn start(args: &[&str]) -> Tracer {
+        Self::start_with(Command::new(probe_user()).args(args))
+    }
+
+    /// Starts a prepared probe-user command (stdout and stderr are piped here).
+    pub fn start_with(cmd: &mut Command) -> Tracer {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cannot start probe-user");
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut banner = String::new();
+        stderr.read_line(&mut banner).unwrap();
+        assert!(
+            banner.starts_with("Tracing TCP connects"),
+            "probe-user did not start: {banner:?} (exit {:?})",
+            child.wait()
+        );
+        Tracer {
+            child,
+            stderr,
+            banner,
+        }
+    }
+
+    /// The first stderr line (`Tracing TCP connects (...)`).
+    pub fn banner(&self) -> &str {
+        &self.banner
+    }
+
+    /// The process id of probe-user.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The child process, e.g. to take its stdout.
+    pub fn child_mut(&mut self) -> &mut Child {
+        &mut self.child
+    }
+
+    /// Sends `signal` and collects everything probe-user printed.
+    pub fn stop_with(self, signal: i32) -> Finished {
+        // Events are drained every 50 ms; give the last connects time to reach the ring buffer.
+        std::thread::sleep(Duration::from_millis(100));
+        // SAFETY: plain kill(2) on our own child.
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+        self.wait()
+    }
+
+    /// Stops probe-user with SIGINT, as Ctrl-C would.
+    pub fn stop(self) -> Finished {
+        self.stop_with(libc::SIGINT)
+    }
+
+    /// Waits for probe-user to exit by itself.
+    pub fn wait(mut self) -> Finished {
+        let mut stdout = String::new();
+        if let Some(mut out) = self.child.stdout.take() {
+            out.read_to_string(&mut stdout).unwrap();
+        }
+        let mut stderr = String::new();
+        self.stderr.read_to_string(&mut stderr).unwrap();
+        let status = self.child.wait().unwrap();
+        Finished {
+            status,
+            stdout,
+            stderr,
+        }
+    }
+}
+
+/// Runs probe-user to completion with `args` (for argument errors).
+pub fn run_probe_user(args: &[&str]) -> Finished {
+    let out = Command::new(probe_user())
+        .args(args)
+        .output()
+        .expect("cannot run probe-user");
+    Finished {
+        status: out.status,
+        stdout: String::from_utf8_lossy(&out.stdout).into(),
+        stderr: String::from_utf8_lossy(&out.stderr).into(),
+    }
+}
+
+/// One connect as the client saw it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SeenConnect {
+    /// `getsockname` after connect, with IPv4-mapped addresses unmapped.
+    pub src: SocketAddr,
+    /// `getpeername` after connect, unmapped likewise.
+    pub dst: SocketAddr,
+    /// Whether the kernel ran `tcp_v6_connect` (an IPv6 destination that is not IPv4-mapped).
+    pub v6: bool,
+}
+
+/// Wall-clock seconds now.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// Connects to `dst` (optionally from `bind`), returning what the client saw. The connection
+/// is closed before returning.
+pub fn connect(dst: SocketAddr, bind: Option<SocketAddr>) -> std::io::Result<SeenConnect> {
+    let socket = Socket::new(Domain::for_address(dst), Type::STREAM, None)?;
+    if let Some(bind) = bind {
+        socket.set_reuse_address(true)?;
+        socket.bind(&bind.into())?;
+    }
+    socket.connect(&dst.into())?;
+    let src = socket.local_addr()?.as_socket().unwrap();
+    let peer = socket.peer_addr()?.as_socket().unwrap();
+    Ok(SeenConnect {
+        src: unmapped(src),
+        dst: unmapped(peer),
+        v6: is_v6_connect(dst),
+    })
+}
+
+/// Whether connecting to `dst` goes through tcp_v6_connect only.
+fn is_v6_connect(dst: SocketAddr) -> bool {
+    matches!(dst.ip(), IpAddr::V6(ip) if ip.to_ipv4_mapped().is_none())
+}
+
+/// `::ffff:a.b.c.d` as `a.b.c.d`; anything else unchanged.
+pub fn unmapped(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        IpAddr::V6(ip) => match ip.to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(IpAddr::V4(v4), addr.port()),
+            None => addr,
+        },
+        IpAddr::V4(_) => addr,
+    }
+}
+
+/// A listener that accepts (and closes) connections in the background.
+pub fn listener(addr: &str) -> SocketAddr {
+    let listener = TcpListener::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"));
+    let local = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            drop(stream);
+        }
+    });
+    local
+}
+
+/// One line of `--format stap` output, parsed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StapLine {
+    pub unix_s: u64,
+    pub v6: bool,
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
+}
+
+impl StapLine {
+    /// Parses `<secs>: tcp_v4_connect src=<addr> dst=<addr>` strictly, panicking otherwise.
+    pub fn parse(line: &str) -> StapLine {
+        Self::try_parse(line).unwrap_or_else(|| panic!("not a stap line: {line:?}"))
+    }
+
+    fn try_parse(line: &str) -> Option<StapLine> {
+        let (secs, rest) = line.split_once(": ")?;
+        let mut parts = rest.split(' ');
+        let v6 = match parts.next()? {
+            "tcp_v4_connect" => false,
+            "tcp_v6_connect" => true,
+            _ => return None,
+        };
+        let src = parts.next()?.strip_prefix("src=")?.parse().ok()?;
+        let dst = parts.next()?.strip_prefix("dst=")?.parse().ok()?;
+        if parts.next().is_some() {
+            return None;
+        }
+        Some(StapLine {
+            unix_s: secs.parse().ok()?,
+            v6,
+            src,
+            dst,
+        })
+    }
+
+    /// The connect this line reports, comparable with [`SeenConnect`].
+    pub fn connect(&self) -> SeenConnect {
+        SeenConnect {
+            src: self.src,
+            dst: self.dst,
+            v6: self.v6,
+        }
+    }
+}
+
+/// The counts in probe-user's closing summary line: (printed, dropped, malformed).
+pub fn summary(stderr: &str) -> (u64, u64, u64) {
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("probe-user: ") && l.contains(" events printed"))
+        .unwrap_or_else(|| panic!("no summary in stderr: {stderr:?}"));
+    let numbers: Vec<u64> = line.split(' ').filter_map(|w| w.parse().ok()).collect();
+    assert_eq!(numbers.len(), 3, "unexpected summary {line:?}");
+    (numbers[0], numbers[1], numbers[2])
+}
+
+/// The kprobes currently registered that mention tcp connect functions.
+pub fn connect_kprobes() -> Vec<String> {
+    std::fs::read_to_string("/sys/kernel/debug/kprobes/list")
+        .expect("debugfs must be mounted at /sys/kernel/debug")
+        .lines()
+        .filter(|l| l.contains("tcp_v4_connect") || l.contains("tcp_v6_connect"))
+        .map(str::to_string)
+        .collect()
+}

@@ -1,1 +1,38 @@
-fn main() {}
+//! Developer tasks: `cargo xtask test` (unit tests, then integration tests in a VM) and
+//! `cargo xtask run -- <probe-user args>` (probe-user in a VM, with a little traffic).
+
+mod artifacts;
+mod run;
+mod test;
+mod vm;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "probe's developer tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Lints and unit tests on the host, then the integration tests inside a qemu VM.
+    Test(test::Options),
+    /// Runs probe-user inside a qemu VM while a client makes a few connects.
+    Run(run::Options),
+}
+
+fn main() -> std::process::ExitCode {
+    let result = match Cli::parse().task {
+        Task::Test(options) => test::run(options),
+        Task::Run(options) => run::run(options),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,336 @@
+//! probe-user against real connects on a real kernel (run inside the VM by `cargo xtask test`).
+
+use std::{
+    collections::BTreeMap, net::SocketAddr, os::unix::process::CommandExt as _, process::Command,
+};
+
+use probe_tests::{
+    SeenConnect, StapLine, Tracer, connect, connect_kprobes, listener, summary, unix_now,
+};
+
+/// Counts of each connect, so that "exactly once" compares multisets.
+fn tally(connects: impl IntoIterator<Item = SeenConnect>) -> BTreeMap<SeenConnect, usize> {
+    let mut counts = BTreeMap::new();
+    for c in connects {
+        *counts.entry(c).or_insert(0) += 1;
+    }
+    counts
+}
+
+/// Parses stap output, checking every timestamp against the window the connects were made in.
+fn stap_connects(stdout: &str, from_s: u64, to_s: u64) -> Vec<SeenConnect> {
+    stdout
+        .lines()
+        .map(|line| {
+            let parsed = StapLine::parse(line);
+            assert!(
+                parsed.unix_s + 1 >= from_s && parsed.unix_s <= to_s + 1,
+                "timestamp {} outside [{from_s}, {to_s}] in {line:?}",
+                parsed.unix_s
+            );
+            parsed.connect()
+        })
+        .collect()
+}
+
+fn assert_clean_exit(stderr: &str, printed: usize) {
+    assert_eq!(summary(stderr), (printed as u64, 0, 0), "stderr: {stderr}");
+}
+
+#[test]
+fn stap_format_reports_each_ipv4_and_ipv6_connect_once() {
+    let v4 = listener("127.0.0.1:0");
+    let v6 = listener("[::1]:0");
+    let tracer = Tracer::start(&[]);
+    let from = unix_now();
+    let mut seen = Vec::new();
+    for _ in 0..10 {
+        seen.push(connect(v4, None).unwrap());
+        seen.push(connect(v6, None).unwrap());
+    }
+    // A source port chosen by the client rather than the kernel.
+    seen.push(connect(v4, Some("127.0.0.1:40123".parse().unwrap())).unwrap());
+    seen.push(connect(v6, Some("[::1]:40124".parse().unwrap())).unwrap());
+    let to = unix_now();
+    let out = tracer.stop();
+
+    assert!(out.status.success(), "{out:?}");
+    let reported = stap_connects(&out.stdout, from, to);
+    assert_eq!(tally(reported), tally(seen.iter().copied()));
+    assert_clean_exit(&out.stderr, seen.len());
+}
+
+#[test]
+fn minimal_format_prints_one_timestamp_per_connect() {
+    let v4 = listener("127.0.0.1:0");
+    let v6 = listener("[::1]:0");
+    let tracer = Tracer::start(&["--format", "minimal"]);
+    let from = unix_now();
+    for _ in 0..5 {
+        connect(v4, None).unwrap();
+        connect(v6, None).unwrap();
+    }
+    let to = unix_now();
+    let out = tracer.stop();
+
+    let mut functions = BTreeMap::new();
+    for line in out.stdout.lines() {
+        let (secs, function) = line
+            .split_once(": ")
+            .unwrap_or_else(|| panic!("bad line {line:?}"));
+        let secs: u64 = secs.parse().unwrap();
+        assert!(
+            secs + 1 >= from && secs <= to + 1,
+            "timestamp {secs} in {line:?}"
+        );
+        *functions.entry(function.to_string()).or_insert(0) += 1;
+    }
+    assert_eq!(
+        functions,
+        BTreeMap::from([("tcp_v4_connect".into(), 5), ("tcp_v6_connect".into(), 5)])
+    );
+    assert_clean_exit(&out.stderr, 10);
+}
+
+#[test]
+fn filter_port_traces_only_listed_destination_ports() {
+    let wanted_a = listener("127.0.0.1:0");
+    let wanted_b = listener("[::1]:0");
+    let unwanted = listener("127.0.0.1:0");
+    let unwanted6 = listener("[::1]:0");
+    // Both spellings: repeated and comma-separated.
+    let ports = format!("{},{}", wanted_a.port(), wanted_b.port());
+    let tracer = Tracer::start(&[
+        "--filter-port",
+        &ports,
+        "--filter-port",
+        &wanted_a.port().to_string(),
+    ]);
+    let from = unix_now();
+    let mut seen = Vec::new();
+    for _ in 0..5 {
+        seen.push(connect(wanted_a, None).unwrap());
+        seen.push(connect(wanted_b, None).unwrap());
+        connect(unwanted, None).unwrap();
+        connect(unwanted6, None).unwrap();
+    }
+    let to = unix_now();
+    let out = tracer.stop();
+
+    assert_eq!(
+        tally(stap_connects(&out.stdout, from, to)),
+        tally(seen.iter().copied())
+    );
+    assert_clean_exit(&out.stderr, seen.len());
+}
+
+#[test]
+fn ipv4_only_and_ipv6_only() {
+    let v4 = listener("127.0.0.1:0");
+    let v6 = listener("[::1]:0");
+    for (flag, want_v6) in [("-4", false), ("-6", true)] {
+        let tracer = Tracer::start(&[flag]);
+        let from = unix_now();
+        let a = connect(v4, None).unwrap();
+        let b = connect(v6, None).unwrap();
+        let out = tracer.stop();
+        let expected = if want_v6 { b } else { a };
+        assert_eq!(
+            stap_connects(&out.stdout, from, unix_now()),
+            vec![expected],
+            "{flag}"
+        );
+    }
+}
+
+#[test]
+fn pid_filter_traces_only_listed_processes() {
+    let v4 = listener("127.0.0.1:0");
+    let me = std::process::id().to_string();
+    let tracer = Tracer::start(&["--pid", &me]);
+    let from = unix_now();
+    let mine = connect(v4, None).unwrap();
+    // Another process connecting to the same listener must not show up.
+    let other = Command::new(std::env::current_exe().unwrap())
+        .env("PROBE_TESTS_CONNECT_TO", v4.to_string())
+        .args(["--exact", "connect_helper", "--nocapture"])
+        .output()
+        .unwrap();
+    assert!(other.status.success(), "{other:?}");
+    let out = tracer.stop();
+    assert_eq!(stap_connects(&out.stdout, from, unix_now()), vec![mine]);
+}
+
+/// Not a test on its own: connects to `$PROBE_TESTS_CONNECT_TO` when run by
+/// `pid_filter_traces_only_listed_processes` as a separate process.
+#[test]
+fn connect_helper() {
+    if let Ok(addr) = std::env::var("PROBE_TESTS_CONNECT_TO") {
+        connect(addr.parse().unwrap(), None).unwrap();
+    }
+}
+
+#[test]
+fn json_format_carries_ids_and_addresses() {
+    let v6 = listener("[::1]:0");
+    let tracer = Tracer::start(&["--format", "json"]);
+    let (seen, tid) = std::thread::Builder::new()
+        .name("json-client".into())
+        .spawn(move || (connect(v6, None).unwrap(), unsafe { libc::gettid() } as u64))
+        .unwrap()
+        .join()
+        .unwrap();
+    let out = tracer.stop();
+
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "{}", out.stdout);
+    let v: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+    assert_eq!(v["pid"], std::process::id() as u64);
+    assert_eq!(v["tid"], tid);
+    assert_eq!(v["uid"], 0);
+    assert_eq!(v["comm"], "json-client");
+    assert_eq!(v["family"], "ipv6");
+    assert_eq!(v["function"], "tcp_v6_connect");
+    assert_eq!(v["ret"], 0);
+    assert_eq!(v["saddr"], seen.src.ip().to_string());
+    assert_eq!(v["sport"], seen.src.port());
+    assert_eq!(v["daddr"], seen.dst.ip().to_string());
+    assert_eq!(v["dport"], seen.dst.port());
+    let ns = v["time_ns"].as_u64().unwrap();
+    assert_eq!(v["time_s"].as_u64().unwrap(), ns / 1_000_000_000);
+    assert!(ns / 1_000_000_000 + 1 >= unix_now() - 5, "{ns}");
+}
+
+#[test]
+fn ipv4_mapped_connect_is_reported_once_as_tcp_v4_connect() {
+    let v4 = listener("127.0.0.1:0");
+    let mapped: SocketAddr = format!("[::ffff:127.0.0.1]:{}", v4.port()).parse().unwrap();
+    let tracer = Tracer::start(&[]);
+    let from = unix_now();
+    let seen = connect(mapped, None).unwrap();
+    let out = tracer.stop();
+    assert!(!seen.v6);
+    assert_eq!(stap_connects(&out.stdout, from, unix_now()), vec![seen]);
+}
+
+#[test]
+fn failed_connect_is_reported_with_its_error_and_destination() {
+    // An IPv6-only socket cannot reach an IPv4-mapped address: tcp_v6_connect fails with
+    // -ENETUNREACH before assigning a source, and no packet is sent.
+    let v4 = listener("127.0.0.1:0");
+    let dst: SocketAddr = format!("[::ffff:127.0.0.1]:{}", v4.port()).parse().unwrap();
+    let tracer = Tracer::start(&["--format", "json"]);
+    let socket = socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::STREAM, None).unwrap();
+    socket.set_only_v6(true).unwrap();
+    let err = socket.connect(&dst.into()).unwrap_err();
+    let out = tracer.stop();
+
+    assert_eq!(err.raw_os_error(), Some(libc::ENETUNREACH));
+    let v: serde_json::Value = serde_json::from_str(out.stdout.trim()).unwrap();
+    assert_eq!(v["function"], "tcp_v6_connect");
+    assert_eq!(v["ret"], -libc::ENETUNREACH);
+    assert_eq!(v["daddr"], "::ffff:127.0.0.1");
+    assert_eq!(v["dport"], v4.port());
+    assert_eq!(v["sport"], 0);
+}
+
+#[test]
+fn thousands_of_connects_from_several_threads_are_each_reported_once() {
+    const THREADS: usize = 4;
+    const PER_THREAD: usize = 600;
+    let v4 = listener("127.0.0.1:0");
+    let v6 = listener("[::1]:0");
+    let tracer = Tracer::start(&[]);
+    let from = unix_now();
+    let workers: Vec<_> = (0..THREADS)
+        .map(|t| {
+            std::thread::spawn(move || {
+                (0..PER_THREAD)
+                    .map(|i| connect(if (t + i) % 2 == 0 { v4 } else { v6 }, None).unwrap())
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let seen: Vec<SeenConnect> = workers
+        .into_iter()
+        .flat_map(|w| w.join().unwrap())
+        .collect();
+    let to = unix_now();
+    let out = tracer.stop();
+
+    assert_eq!(seen.len(), THREADS * PER_THREAD);
+    assert_eq!(
+        tally(stap_connects(&out.stdout, from, to)),
+        tally(seen.iter().copied())
+    );
+    assert_clean_exit(&out.stderr, seen.len());
+}
+
+#[test]
+fn sigterm_ends_cleanly_and_no_kprobe_is_left_behind() {
+    let tracer = Tracer::start(&[]);
+    let attached = connect_kprobes();
+    // Entry and return probe on each function.
+    assert_eq!(attached.len(), 4, "{attached:?}");
+    let out = tracer.stop_with(libc::SIGTERM);
+    assert!(out.status.success(), "{out:?}");
+    summary(&out.stderr);
+    assert_eq!(connect_kprobes(), Vec::<String>::new());
+}
+
+#[test]
+fn closed_stdout_ends_it_quietly() {
+    let v4 = listener("127.0.0.1:0");
+    let mut tracer = Tracer::start(&[]);
+    drop(tracer.child_mut().stdout.take());
+    connect(v4, None).unwrap();
+    let out = tracer.wait();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(out.stderr, "", "expected no output after the banner");
+    assert_eq!(connect_kprobes(), Vec::<String>::new());
+}
+
+#[test]
+fn bad_arguments_get_one_line_errors() {
+    for (args, expected) in [
+        (
+            &["--filter-port", "0"][..],
+            "probe-user: error: invalid value '0' for '--filter-port <PORT>': a port must be between 1 and 65535",
+        ),
+        (
+            &["--filter-port", "65536"][..],
+            "probe-user: error: invalid value '65536' for '--filter-port <PORT>': a port must be between 1 and 65535",
+        ),
+        (
+            &["--filter-port", "http"][..],
+            "probe-user: error: invalid value 'http' for '--filter-port <PORT>': a port must be a number between 1 and 65535",
+        ),
+        (
+            &["--format", "xml"][..],
+            "probe-user: error: invalid value 'xml' for '--format <FORMAT>': unknown format 'xml' (expected one of: minimal, stap, json)",
+        ),
+        (
+            &["--frobnicate"][..],
+            "probe-user: error: unexpected argument '--frobnicate' found",
+        ),
+    ] {
+        let out = probe_tests::run_probe_user(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
+        assert_eq!(out.stderr, format!("{expected}\n"), "{args:?}");
+        assert_eq!(out.stdout, "");
+    }
+}
+
+#[test]
+fn unprivileged_user_is_told_which_capabilities_are_missing() {
+    let out = Command::new(probe_tests::probe_user())
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "probe-user: error: permission denied: run as root or with CAP_BPF and CAP_PERFMON (missing: CAP_BPF, CAP_PERFMON)\n"
+    );
+}

@@ -1,0 +1,51 @@
+//! `cargo xtask run -- <args>`: probe-user inside the VM, traced while a client connects.
+
+use anyhow::{Result, bail};
+
+use crate::{artifacts, vm};
+
+#[derive(clap::Args)]
+pub struct Options {
+    /// Connects the client makes to each port, over IPv4 and over IPv6.
+    #[arg(long, default_value_t = 3)]
+    count: u32,
+    /// Ports the client listens on and connects to (comma-separated).
+    #[arg(long, default_value = "8080,9090", value_delimiter = ',')]
+    ports: Vec<u16>,
+    /// Arguments for probe-user.
+    #[arg(last = true)]
+    args: Vec<String>,
+}
+
+pub fn run(options: Options) -> Result<()> {
+    let probe_user = artifacts::probe_user()?;
+    let helpers = artifacts::test_helpers()?;
+    let ports: Vec<String> = options.ports.iter().map(u16::to_string).collect();
+    let args: Vec<String> = options.args.iter().map(|a| shell_quote(a)).collect();
+    let script = format!(
+        "/bin/probe-user {args} &\n\
+         tracer=$!\n\
+         i=0; while [ $i -lt 300 ] && ! grep -q tcp_v /sys/kernel/debug/kprobes/list; do\n\
+         kill -0 $tracer 2>/dev/null || exit 1; sleep 0.1; i=$((i+1)); done\n\
+         /bin/connector --count {count} --ports {ports}\n\
+         sleep 0.2; kill -INT $tracer; wait $tracer",
+        args = args.join(" "),
+        count = options.count,
+        ports = ports.join(","),
+    );
+    let mut guest = vm::Guest::new(script).binary("probe-user", &probe_user);
+    for (name, path) in &helpers {
+        guest = guest.binary(name, path);
+    }
+    let code = vm::Boot::default().run(&guest, &artifacts::work_dir("run"), |line| {
+        println!("{line}")
+    })?;
+    if code != 0 {
+        bail!("probe-user exited with {code} in the VM");
+    }
+    Ok(())
+}
+
+fn shell_quote(arg: &str) -> String {
+    format!("'{}'", arg.replace('\'', r"'\''"))
+}

@@ -1,0 +1,95 @@
+//! `cargo xtask test`: lints and unit tests on the host, then `tests/` inside the VM.
+
+use std::process::Command;
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::{artifacts, vm};
+
+#[derive(clap::Args)]
+pub struct Options {
+    /// Skip `cargo fmt --check` and `cargo clippy`.
+    #[arg(long)]
+    no_lint: bool,
+    /// Skip the host unit tests.
+    #[arg(long)]
+    no_unit: bool,
+    /// Only run VM tests whose name contains this.
+    filter: Option<String>,
+}
+
+pub fn run(options: Options) -> Result<()> {
+    if !options.no_lint {
+        cargo(&["fmt", "--all", "--check"])?;
+        // probe-ebpf only builds for the BPF target (probe-user's build.rs builds it).
+        cargo(&[
+            "clippy",
+            "--workspace",
+            "--exclude",
+            "probe-ebpf",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ])?;
+    }
+    if !options.no_unit {
+        cargo(&[
+            "test",
+            "--workspace",
+            "--exclude",
+            "probe-ebpf",
+            "--exclude",
+            "probe-tests",
+        ])?;
+    }
+
+    let probe_user = artifacts::probe_user()?;
+    let tests = artifacts::integration_tests()?;
+    if tests.is_empty() {
+        bail!("cargo built no integration tests");
+    }
+    let mut guest = vm::Guest::new(guest_script(&tests, options.filter.as_deref()));
+    guest = guest.binary("probe-user", &probe_user);
+    for (name, path) in artifacts::test_helpers()?.iter().chain(&tests) {
+        guest = guest.binary(name, path);
+    }
+    eprintln!(
+        "xtask: booting {} with {} test binaries",
+        vm::kernel_image()?.display(),
+        tests.len()
+    );
+    let code = vm::Boot::default().run(&guest, &artifacts::work_dir("test"), |line| {
+        println!("{line}")
+    })?;
+    if code != 0 {
+        bail!("integration tests failed in the VM (exit code {code})");
+    }
+    Ok(())
+}
+
+/// Runs every test binary in turn and exits non-zero if any failed. One test at a time: each
+/// test traces the whole (otherwise idle) VM.
+fn guest_script(tests: &[(String, std::path::PathBuf)], filter: Option<&str>) -> String {
+    let filter = filter.unwrap_or("");
+    let mut script = String::from("export PROBE_USER=/bin/probe-user RUST_BACKTRACE=1\nstatus=0\n");
+    for (name, _) in tests {
+        script.push_str(&format!(
+            "/bin/{name} --test-threads=1 {filter} || status=1\n"
+        ));
+    }
+    script.push_str("exit $status");
+    script
+}
+
+fn cargo(args: &[&str]) -> Result<()> {
+    let status = Command::new(env!("CARGO"))
+        .args(args)
+        .current_dir(artifacts::workspace_root())
+        .status()
+        .context("cannot run cargo")?;
+    if !status.success() {
+        bail!("cargo {} failed", args.join(" "));
+    }
+    Ok(())
+}

@@ -1,0 +1,205 @@
+//! The test VM: Debian's kernel, a busybox initramfs with our static binaries, and qemu (TCG).
+
+use std::{
+    io::{BufRead as _, BufReader, Cursor},
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+use cpio::NewcBuilder;
+
+/// The line the guest's init prints last, with the exit code of its script.
+const EXIT_MARKER: &str = "probe-vm-exit=";
+
+/// Debian's newest installed kernel image, or `$PROBE_KERNEL`.
+pub fn kernel_image() -> Result<PathBuf> {
+    if let Some(kernel) = std::env::var_os("PROBE_KERNEL") {
+        return Ok(kernel.into());
+    }
+    let mut images: Vec<PathBuf> = std::fs::read_dir("/boot")
+        .context("cannot read /boot")?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            let name = p.file_name().unwrap_or_default().to_string_lossy();
+            name.starts_with("vmlinuz-") && name.ends_with("-amd64")
+        })
+        .collect();
+    images.sort();
+    images
+        .pop()
+        .context("no /boot/vmlinuz-*-amd64: apt-get install linux-image-amd64")
+}
+
+/// What goes into the guest: files (guest path, host path) and the shell script init runs.
+pub struct Guest {
+    files: Vec<(String, PathBuf)>,
+    script: String,
+}
+
+impl Guest {
+    /// A guest that runs `script` (busybox sh) after the system is up.
+    pub fn new(script: impl Into<String>) -> Self {
+        Self {
+            files: Vec::new(),
+            script: script.into(),
+        }
+    }
+
+    /// Copies the host file `host` to `/bin/<name>` in the guest.
+    pub fn binary(mut self, name: &str, host: &Path) -> Self {
+        self.files.push((format!("bin/{name}"), host.to_path_buf()));
+        self
+    }
+
+    /// Writes the initramfs to `out`.
+    fn write_initramfs(&self, out: &Path) -> Result<()> {
+        let busybox = Path::new("/bin/busybox");
+        if !busybox.exists() {
+            bail!("/bin/busybox missing: apt-get install busybox-static");
+        }
+        let init = format!(
+            "#!/bin/busybox sh\n\
+             /bin/busybox --install -s /bin\n\
+             mount -t proc proc /proc\n\
+             mount -t sysfs sys /sys\n\
+             mount -t devtmpfs dev /dev\n\
+             mount -t debugfs debugfs /sys/kernel/debug\n\
+             mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null\n\
+             mount -t tmpfs tmp /tmp\n\
+             ip link set lo up\n\
+             echo 0 > /proc/sys/kernel/printk_ratelimit 2>/dev/null\n\
+             cd /tmp\n\
+             (\n{}\n)\n\
+             echo {EXIT_MARKER}$?\n\
+             poweroff -f\n",
+            self.script
+        );
+        let mut entries: Vec<(NewcBuilder, Cursor<Vec<u8>>)> = Vec::new();
+        for dir in ["bin", "dev", "proc", "sys", "tmp", "etc"] {
+            entries.push((
+                NewcBuilder::new(dir).mode(0o040755),
+                Cursor::new(Vec::new()),
+            ));
+        }
+        entries.push((
+            NewcBuilder::new("init").mode(0o100755),
+            Cursor::new(init.into_bytes()),
+        ));
+        entries.push((
+            NewcBuilder::new("etc/passwd").mode(0o100644),
+            Cursor::new(
+                b"root:x:0:0:root:/:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n".to_vec(),
+            ),
+        ));
+        let mut files = self.files.clone();
+        files.push(("bin/busybox".into(), busybox.to_path_buf()));
+        for (guest, host) in files {
+            let bytes =
+                std::fs::read(&host).with_context(|| format!("cannot read {}", host.display()))?;
+            entries.push((NewcBuilder::new(&guest).mode(0o100755), Cursor::new(bytes)));
+        }
+        let file = std::fs::File::create(out)
+            .with_context(|| format!("cannot create {}", out.display()))?;
+        cpio::write_cpio(entries.into_iter(), std::io::BufWriter::new(file))?;
+        Ok(())
+    }
+}
+
+/// How to run qemu.
+pub struct Boot {
+    /// `-icount shift=0,sleep=off -smp 1`: the guest clock counts instructions (benchmarks).
+    pub icount: bool,
+    /// Give up after this long.
+    pub timeout: Duration,
+}
+
+impl Default for Boot {
+    fn default() -> Self {
+        Self {
+            icount: false,
+            timeout: Duration::from_secs(1200),
+        }
+    }
+}
+
+impl Boot {
+    /// Boots `guest`, passes every console line to `on_line`, and returns the exit code of the
+    /// guest's script.
+    pub fn run(
+        &self,
+        guest: &Guest,
+        work_dir: &Path,
+        mut on_line: impl FnMut(&str),
+    ) -> Result<i32> {
+        let kernel = kernel_image()?;
+        std::fs::create_dir_all(work_dir)?;
+        let initramfs = work_dir.join("initramfs.cpio");
+        guest.write_initramfs(&initramfs)?;
+
+        let mut cmd = Command::new("qemu-system-x86_64");
+        cmd.args([
+            "-machine",
+            "accel=tcg",
+            "-m",
+            "1024",
+            "-nographic",
+            "-no-reboot",
+            "-nic",
+            "none",
+        ]);
+        if self.icount {
+            cmd.args(["-icount", "shift=0,sleep=off", "-smp", "1"]);
+        } else {
+            cmd.args(["-smp", "2"]);
+        }
+        cmd.arg("-kernel")
+            .arg(&kernel)
+            .arg("-initrd")
+            .arg(&initramfs);
+        cmd.args(["-append", "console=ttyS0 quiet panic=-1 loglevel=3"]);
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("cannot start qemu-system-x86_64: apt-get install qemu-system-x86")?;
+
+        let (tx, rx) = mpsc::channel();
+        let stdout = child.stdout.take().expect("piped stdout");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).split(b'\n') {
+                let Ok(line) = line else { break };
+                let line = String::from_utf8_lossy(&line)
+                    .trim_end_matches('\r')
+                    .to_string();
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + self.timeout;
+        let mut exit = None;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(code) = line.strip_prefix(EXIT_MARKER) {
+                        exit = code.trim().parse().ok();
+                    } else {
+                        on_line(&line);
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    let _ = child.kill();
+                    bail!("the VM did not finish within {:?}", self.timeout);
+                }
+            }
+        }
+        child.wait()?;
+        exit.context("the VM stopped without reporting an exit code (kernel panic?)")
+    }
+}
