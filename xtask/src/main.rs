@@ -2,6 +2,7 @@
 //! `cargo xtask run -- <probe-user args>` (probe-user in a VM, with a little traffic).
 
 mod artifacts;
+mod bench;
 mod run;
 mod test;
 mod vm;
@@ -21,12 +22,15 @@ enum Task {
     Test(test::Options),
     /// Runs probe-user inside a qemu VM while a client makes a few connects.
     Run(run::Options),
+    /// Measures overhead in a deterministic VM (guest instructions per connect).
+    Bench(bench::Options),
 }
 
 fn main() -> std::process::ExitCode {
     let result = match Cli::parse().task {
         Task::Test(options) => test::run(options),
         Task::Run(options) => run::run(options),
+        Task::Bench(options) => bench::run(options),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
