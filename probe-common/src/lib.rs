@@ -13,8 +13,7 @@ pub const AF_INET6: u16 = 10;
 pub const MAX_PORTS: u32 = 1024;
 /// Most pids `--pid` may name (entries of the `PID_FILTER` map).
 pub const MAX_PIDS: u32 = 1024;
-/// Connects in flight between entry and return that the kernel side tracks at once. The map is an
-/// LRU, so a missed return probe cannot leak an entry forever.
+/// Connects in flight between entry and return that the kernel side tracks at once.
 pub const MAX_PENDING: u32 = 8192;
 /// Size of the event ring buffer in bytes (a power-of-two multiple of the page size).
 pub const RING_BYTES: u32 = 1 << 20;
@@ -23,12 +22,35 @@ pub const RING_BYTES: u32 = 1 << 20;
 pub mod counter {
     /// Events lost because the ring buffer was full.
     pub const RING_FULL: u32 = 0;
+    /// Connects not traced because the map of connects in flight was full.
+    pub const PENDING_FULL: u32 = 1;
     /// Number of counters.
-    pub const COUNT: u32 = 1;
+    pub const COUNT: u32 = 2;
 }
 
 /// Length of a task's `comm`, as in the kernel's `TASK_COMM_LEN`.
 pub const COMM_LEN: usize = 16;
+
+/// An IPv4 or IPv6 address as its network-order bytes (IPv4 in the first four), stored as words:
+/// eBPF code copies a byte array one byte at a time, but words four bytes at a time.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RawAddr(pub [u32; 4]);
+
+impl RawAddr {
+    /// The 16 bytes in memory order (network order).
+    pub fn octets(&self) -> [u8; 16] {
+        let [a, b, c, d] = self.0.map(u32::to_ne_bytes);
+        core::array::from_fn(|i| [a, b, c, d][i / 4][i % 4])
+    }
+
+    /// The address whose memory holds `bytes`.
+    pub fn from_octets(bytes: [u8; 16]) -> Self {
+        let word =
+            |i: usize| u32::from_ne_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
+        Self([word(0), word(4), word(8), word(12)])
+    }
+}
 
 /// One `tcp_v4_connect` / `tcp_v6_connect` call, as the kernel side writes it into the ring buffer.
 ///
@@ -47,9 +69,9 @@ pub struct ConnectRecord {
     /// Return value of `tcp_v4_connect` / `tcp_v6_connect` (0 or a negative errno).
     pub ret: i32,
     /// Source address assigned by the kernel (zero if the call failed before assigning one).
-    pub saddr: [u8; 16],
+    pub saddr: RawAddr,
     /// Destination address.
-    pub daddr: [u8; 16],
+    pub daddr: RawAddr,
     /// Source port (host order), zero if the call failed before assigning one.
     pub sport: u16,
     /// Destination port (host order).
@@ -63,6 +85,24 @@ pub struct ConnectRecord {
 }
 
 impl ConnectRecord {
+    /// Size in bytes of one record in the ring buffer.
+    pub const SIZE: usize = core::mem::size_of::<Self>();
+}
+
+/// What an entry probe alone writes when the `ENTRY_ONLY` global is set (`--format minimal`):
+/// just what SystemTap's example 1 prints, with no return probe attached at all.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TimestampRecord {
+    /// `CLOCK_BOOTTIME` nanoseconds when the connect call was entered.
+    pub boot_ns: u64,
+    /// [`AF_INET`] for `tcp_v4_connect`, [`AF_INET6`] for `tcp_v6_connect`.
+    pub family: u16,
+    /// Explicit padding, always zero.
+    pub _pad: [u16; 3],
+}
+
+impl TimestampRecord {
     /// Size in bytes of one record in the ring buffer.
     pub const SIZE: usize = core::mem::size_of::<Self>();
 }
@@ -98,9 +138,10 @@ pub struct FilterFlags {
 
 #[cfg(feature = "user")]
 mod user {
-    // SAFETY: all three are #[repr(C)] plain integers and arrays with explicit padding, so every
+    // SAFETY: all of these are #[repr(C)] plain integers and arrays with explicit padding, so every
     // bit pattern is valid.
     unsafe impl aya::Pod for super::ConnectRecord {}
+    unsafe impl aya::Pod for super::TimestampRecord {}
     unsafe impl aya::Pod for super::SockOffsets {}
     unsafe impl aya::Pod for super::FilterFlags {}
 }
@@ -110,8 +151,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn raw_addr_round_trips_octets() {
+        let bytes: [u8; 16] = core::array::from_fn(|i| i as u8 * 7);
+        assert_eq!(RawAddr::from_octets(bytes).octets(), bytes);
+    }
+
+    #[test]
     fn event_layout_has_no_implicit_padding() {
         assert_eq!(ConnectRecord::SIZE, 8 + 4 * 4 + 16 * 2 + 2 * 4 + COMM_LEN);
         assert_eq!(ConnectRecord::SIZE % 8, 0);
+        assert_eq!(TimestampRecord::SIZE, 16);
+        assert_ne!(
+            TimestampRecord::SIZE,
+            ConnectRecord::SIZE,
+            "records are told apart by size"
+        );
     }
 }

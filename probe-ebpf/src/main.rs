@@ -12,17 +12,16 @@ use aya_ebpf::{
     Global,
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
-        bpf_ktime_get_boot_ns,
+        bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_ktime_get_boot_ns, generated,
     },
     macros::{kprobe, kretprobe, map},
-    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{HashMap, PerCpuArray, RingBuf},
     programs::{ProbeContext, RetProbeContext},
 };
 use aya_log_ebpf::debug;
 use probe_common::{
-    AF_INET, AF_INET6, ConnectRecord, FilterFlags, MAX_PENDING, MAX_PIDS, MAX_PORTS, RING_BYTES,
-    SockOffsets, counter,
+    AF_INET, AF_INET6, COMM_LEN, ConnectRecord, FilterFlags, MAX_PENDING, MAX_PIDS, MAX_PORTS,
+    RING_BYTES, RawAddr, SockOffsets, TimestampRecord, counter,
 };
 
 /// Written by userspace before load (from BTF); read by the return probe.
@@ -39,6 +38,11 @@ static SOCK_OFFSETS: Global<SockOffsets> = Global::new(SockOffsets {
 #[unsafe(no_mangle)]
 static FILTERS: Global<FilterFlags> = Global::new(FilterFlags { ports: 0, pids: 0 });
 
+/// Written by userspace before load: non-zero for `--format minimal`, where the entry probes emit
+/// a [`TimestampRecord`] themselves and no return probe is attached.
+#[unsafe(no_mangle)]
+static ENTRY_ONLY: Global<u8> = Global::new(0);
+
 /// Written by userspace before load: ring-buffer fill (bytes) at which the kernel wakes the
 /// reader. Below it records are submitted silently and userspace drains them on a short timer,
 /// which saves a wake-up per event.
@@ -54,9 +58,11 @@ static PORT_FILTER: HashMap<u16, u8> = HashMap::with_max_entries(MAX_PORTS, 0);
 static PID_FILTER: HashMap<u32, u8> = HashMap::with_max_entries(MAX_PIDS, 0);
 
 /// What an entry probe saw, keyed by pid_tgid: written by the entry probes, consumed (and
-/// deleted) by the return probe. LRU so that a missed return cannot leak an entry.
+/// deleted) by the return probe. A plain preallocated hash: an LRU's bookkeeping costs more than
+/// the rest of the probe. An entry left by a missed return is overwritten by that thread's next
+/// connect; if the map ever fills, the connect is counted as dropped.
 #[map]
-static PENDING: LruHashMap<u64, PendingConnect> = LruHashMap::with_max_entries(MAX_PENDING, 0);
+static PENDING: HashMap<u64, PendingConnect> = HashMap::with_max_entries(MAX_PENDING, 0);
 
 /// Written by the kernel side (one record per connect call); read by userspace.
 #[map]
@@ -72,7 +78,7 @@ static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT
 struct PendingConnect {
     sk: u64,
     boot_ns: u64,
-    daddr: [u8; 16],
+    daddr: RawAddr,
     dport: u16,
     family: u16,
 }
@@ -110,37 +116,39 @@ fn on_connect_entry(ctx: &ProbeContext, family: u16) {
     if filters.ports != 0 && unsafe { PORT_FILTER.get(&dport) }.is_none() {
         return;
     }
+    let boot_ns = unsafe { bpf_ktime_get_boot_ns() };
+    if ENTRY_ONLY.load() != 0 {
+        emit(TimestampRecord {
+            boot_ns,
+            family,
+            _pad: [0; 3],
+        });
+        return;
+    }
     let pending = PendingConnect {
         sk,
-        boot_ns: unsafe { bpf_ktime_get_boot_ns() },
+        boot_ns,
         daddr,
         dport,
         family,
     };
     // An IPv4-mapped tcp_v6_connect calls tcp_v4_connect on the same thread: the inner call
     // overwrites the outer one here, so that connect is reported once, as tcp_v4_connect.
-    let _ = PENDING.insert(&pid_tgid, &pending, 0);
+    if PENDING.insert(&pid_tgid, &pending, 0).is_err() {
+        count(counter::PENDING_FULL);
+    }
 }
 
 #[inline(always)]
 fn on_connect_return(ctx: &RetProbeContext) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let Some(pending) = (unsafe { PENDING.get(&pid_tgid) }).copied() else {
-        // Only the outer half of an IPv4-mapped connect, or an entry evicted by the LRU.
+        // The outer half of an IPv4-mapped connect (the inner tcp_v4_connect reported it).
         return;
     };
     let _ = PENDING.remove(&pid_tgid);
     let ret: i32 = ctx.ret();
 
-    let wakeup = if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= WAKEUP_BYTES.load() {
-        BPF_RB_FORCE_WAKEUP
-    } else {
-        BPF_RB_NO_WAKEUP
-    };
-    let Some(mut entry) = EVENTS.reserve::<ConnectRecord>(0) else {
-        count(counter::RING_FULL);
-        return;
-    };
     let offsets = SOCK_OFFSETS.load();
     let sk = pending.sk as *const u8;
     let (saddr, sport) = sock::sock_source(sk, &offsets, pending.family);
@@ -150,7 +158,7 @@ fn on_connect_return(ctx: &RetProbeContext) {
     } else {
         pending.daddr
     };
-    entry.write(ConnectRecord {
+    let mut record = ConnectRecord {
         boot_ns: pending.boot_ns,
         pid: (pid_tgid >> 32) as u32,
         tid: pid_tgid as u32,
@@ -162,13 +170,34 @@ fn on_connect_return(ctx: &RetProbeContext) {
         dport: pending.dport,
         family: pending.family,
         _pad: 0,
-        comm: bpf_get_current_comm().unwrap_or_default(),
-    });
-    entry.submit(wakeup as u64);
+        comm: [0; COMM_LEN],
+    };
+    // The raw helper writes comm in place; aya's wrapper returns a copy, moved byte by byte.
+    // SAFETY: the buffer is COMM_LEN bytes long.
+    unsafe { generated::bpf_get_current_comm(record.comm.as_mut_ptr().cast(), COMM_LEN as u32) };
+    emit(record);
     debug!(
         ctx,
         "connect ret={} sport={} dport={}", ret, sport, pending.dport
     );
+}
+
+/// Writes one record to the ring buffer, waking the reader only when enough is waiting, and
+/// counts it if the ring is full.
+#[inline(always)]
+fn emit<T: 'static>(record: T) {
+    let wakeup = if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= WAKEUP_BYTES.load() {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    };
+    match EVENTS.reserve::<T>(0) {
+        Some(mut entry) => {
+            entry.write(record);
+            entry.submit(wakeup as u64);
+        }
+        None => count(counter::RING_FULL),
+    }
 }
 
 #[inline(always)]

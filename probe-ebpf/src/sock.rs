@@ -5,7 +5,7 @@
 //! pointer yields zeroes rather than a verifier rejection.
 
 use aya_ebpf::helpers::bpf_probe_read_kernel;
-use probe_common::{AF_INET, SockOffsets};
+use probe_common::{AF_INET, RawAddr, SockOffsets};
 
 /// Reads a `T` at `base + offset`, or zeroes if the kernel refuses.
 #[inline(always)]
@@ -15,17 +15,13 @@ fn read_at<T: Default>(base: *const u8, offset: u32) -> T {
         .unwrap_or_default()
 }
 
-/// Reads an address of `family` at `base + offset` into the 16-byte event form (IPv4 in the
-/// first four bytes).
+/// Reads an address of `family` at `base + offset`.
 #[inline(always)]
-fn read_addr(base: *const u8, offset: u32, family: u16) -> [u8; 16] {
+fn read_addr(base: *const u8, offset: u32, family: u16) -> RawAddr {
     if family == AF_INET {
-        let v4: [u8; 4] = read_at(base, offset);
-        let mut addr = [0u8; 16];
-        addr[..4].copy_from_slice(&v4);
-        addr
+        RawAddr([read_at(base, offset), 0, 0, 0])
     } else {
-        read_at(base, offset)
+        RawAddr(read_at(base, offset))
     }
 }
 
@@ -33,7 +29,7 @@ fn read_addr(base: *const u8, offset: u32, family: u16) -> [u8; 16] {
 /// `struct sockaddr_in6` argument. The port sits at offset 2 in both; the address at 4 (v4) or
 /// 8 (v6, after `sin6_flowinfo`).
 #[inline(always)]
-pub fn sockaddr_destination(uaddr: *const u8, family: u16) -> ([u8; 16], u16) {
+pub fn sockaddr_destination(uaddr: *const u8, family: u16) -> (RawAddr, u16) {
     let port: u16 = read_at(uaddr, 2);
     let addr_offset = if family == AF_INET { 4 } else { 8 };
     (read_addr(uaddr, addr_offset, family), u16::from_be(port))
@@ -41,7 +37,7 @@ pub fn sockaddr_destination(uaddr: *const u8, family: u16) -> ([u8; 16], u16) {
 
 /// Source address and port the kernel assigned to `sk` (valid once `tcp_v*_connect` returned).
 #[inline(always)]
-pub fn sock_source(sk: *const u8, offsets: &SockOffsets, family: u16) -> ([u8; 16], u16) {
+pub fn sock_source(sk: *const u8, offsets: &SockOffsets, family: u16) -> (RawAddr, u16) {
     let addr_offset = if family == AF_INET {
         offsets.rcv_saddr
     } else {
@@ -54,7 +50,7 @@ pub fn sock_source(sk: *const u8, offsets: &SockOffsets, family: u16) -> ([u8; 1
 /// Destination address the kernel settled on for `sk`: it resolves a wildcard destination
 /// (`0.0.0.0`, `::`) to loopback, so after a successful call this beats the sockaddr's.
 #[inline(always)]
-pub fn sock_destination(sk: *const u8, offsets: &SockOffsets, family: u16) -> [u8; 16] {
+pub fn sock_destination(sk: *const u8, offsets: &SockOffsets, family: u16) -> RawAddr {
     let addr_offset = if family == AF_INET {
         offsets.daddr
     } else {

@@ -2,7 +2,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use probe_common::{AF_INET, AF_INET6, COMM_LEN, ConnectRecord};
+use probe_common::{AF_INET, AF_INET6, COMM_LEN, ConnectRecord, RawAddr, TimestampRecord};
 
 /// Which connect function an event came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -32,6 +32,9 @@ impl Family {
 }
 
 /// One traced `tcp_v4_connect` / `tcp_v6_connect` call.
+///
+/// A tracer built with [`crate::TracerBuilder::timestamps_only`] fills only `boot_ns` and
+/// `family`; the other fields are zero or unspecified.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConnectEvent {
     /// `CLOCK_BOOTTIME` nanoseconds at the call's entry (see [`crate::WallClock`]).
@@ -56,7 +59,7 @@ pub struct ConnectEvent {
 /// Why a ring-buffer record could not be decoded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Malformed {
-    /// The record is not exactly one [`ConnectRecord`] long.
+    /// The record is neither a [`ConnectRecord`] nor a [`TimestampRecord`] long.
     Size(usize),
     /// The family is neither `AF_INET` nor `AF_INET6`.
     Family(u16),
@@ -65,14 +68,31 @@ pub enum Malformed {
 impl ConnectEvent {
     /// Decodes one ring-buffer record.
     pub fn decode(bytes: &[u8]) -> Result<Self, Malformed> {
-        if bytes.len() != ConnectRecord::SIZE {
-            return Err(Malformed::Size(bytes.len()));
+        match bytes.len() {
+            ConnectRecord::SIZE => Self::from_record(&read_record(bytes)),
+            TimestampRecord::SIZE => Self::from_timestamp(&read_record(bytes)),
+            other => Err(Malformed::Size(other)),
         }
-        // SAFETY: the length is checked and ConnectRecord is plain old data; the ring buffer only
-        // guarantees 8-byte alignment, so read unaligned anyway.
-        let record: ConnectRecord =
-            unsafe { bytes.as_ptr().cast::<ConnectRecord>().read_unaligned() };
-        Self::from_record(&record)
+    }
+
+    /// Builds an event from an entry-only record (only the time and function are known).
+    pub fn from_timestamp(r: &TimestampRecord) -> Result<Self, Malformed> {
+        let (family, any) = match r.family {
+            AF_INET => (Family::V4, IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+            AF_INET6 => (Family::V6, IpAddr::V6(Ipv6Addr::UNSPECIFIED)),
+            other => return Err(Malformed::Family(other)),
+        };
+        Ok(Self {
+            boot_ns: r.boot_ns,
+            pid: 0,
+            tid: 0,
+            uid: 0,
+            family,
+            src: SocketAddr::new(any, 0),
+            dst: SocketAddr::new(any, 0),
+            ret: 0,
+            comm: [0; COMM_LEN],
+        })
     }
 
     /// Builds an event from a record as the kernel side wrote it.
@@ -102,12 +122,21 @@ impl ConnectEvent {
     }
 }
 
-fn ipv4(bytes: &[u8; 16]) -> IpAddr {
+/// Reads a plain-old-data record whose size the caller has checked.
+fn read_record<T: Copy>(bytes: &[u8]) -> T {
+    assert_eq!(bytes.len(), std::mem::size_of::<T>());
+    // SAFETY: the length is checked and both record types are plain old data (any bit pattern is
+    // valid); the ring buffer only guarantees 8-byte alignment, so read unaligned anyway.
+    unsafe { bytes.as_ptr().cast::<T>().read_unaligned() }
+}
+
+fn ipv4(addr: &RawAddr) -> IpAddr {
+    let bytes = addr.octets();
     IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]))
 }
 
-fn ipv6(bytes: &[u8; 16]) -> IpAddr {
-    IpAddr::V6(Ipv6Addr::from(*bytes))
+fn ipv6(addr: &RawAddr) -> IpAddr {
+    IpAddr::V6(Ipv6Addr::from(addr.octets()))
 }
 
 #[cfg(test)]
@@ -128,29 +157,50 @@ pub(crate) mod tests {
             tid: 43,
             uid: 1000,
             ret: 0,
-            saddr: [0; 16],
-            daddr: [0; 16],
+            saddr: RawAddr::default(),
+            daddr: RawAddr::default(),
             sport,
             dport,
             family,
             _pad: 0,
             comm: [0; COMM_LEN],
         };
-        r.saddr[..saddr.len()].copy_from_slice(saddr);
-        r.daddr[..daddr.len()].copy_from_slice(daddr);
+        let mut bytes = [0u8; 16];
+        bytes[..saddr.len()].copy_from_slice(saddr);
+        r.saddr = RawAddr::from_octets(bytes);
+        let mut bytes = [0u8; 16];
+        bytes[..daddr.len()].copy_from_slice(daddr);
+        r.daddr = RawAddr::from_octets(bytes);
         r.comm[..4].copy_from_slice(b"curl");
         r
     }
 
-    fn bytes_of(r: &ConnectRecord) -> Vec<u8> {
-        // SAFETY: ConnectRecord is plain old data without implicit padding.
+    fn bytes_of<T>(r: &T) -> Vec<u8> {
+        // SAFETY: both record types are plain old data without implicit padding.
         unsafe {
-            std::slice::from_raw_parts(
-                (r as *const ConnectRecord).cast::<u8>(),
-                ConnectRecord::SIZE,
-            )
+            std::slice::from_raw_parts((r as *const T).cast::<u8>(), std::mem::size_of::<T>())
         }
         .to_vec()
+    }
+
+    #[test]
+    fn decodes_timestamp_record() {
+        let r = TimestampRecord {
+            boot_ns: 77,
+            family: AF_INET6,
+            _pad: [0; 3],
+        };
+        let ev = ConnectEvent::decode(&bytes_of(&r)).unwrap();
+        assert_eq!((ev.boot_ns, ev.family), (77, Family::V6));
+        let bad = TimestampRecord {
+            boot_ns: 77,
+            family: 3,
+            _pad: [0; 3],
+        };
+        assert_eq!(
+            ConnectEvent::decode(&bytes_of(&bad)),
+            Err(Malformed::Family(3))
+        );
     }
 
     #[test]

@@ -88,18 +88,22 @@ impl Formatter {
         let time_ns = self.clock.unix_ns(event.boot_ns);
         let time_s = time_ns / 1_000_000_000;
         let function = event.family.function();
-        // Writing into a Vec cannot fail.
+        // Hand-rolled for the two SystemTap styles: core::fmt costs more per line than the
+        // kernel side does per event (see docs/benchmarks.md).
         match self.format {
             Format::Minimal => {
-                let _ = writeln!(out, "{time_s}: {function}");
+                push_decimal(out, time_s);
+                out.extend_from_slice(b": ");
+                out.extend_from_slice(function.as_bytes());
             }
             Format::Stap => {
-                let _ = writeln!(
-                    out,
-                    "{time_s}: {function} src={} dst={}",
-                    Endpoint(event.src),
-                    Endpoint(event.dst)
-                );
+                push_decimal(out, time_s);
+                out.extend_from_slice(b": ");
+                out.extend_from_slice(function.as_bytes());
+                out.extend_from_slice(b" src=");
+                push_endpoint(out, event.src);
+                out.extend_from_slice(b" dst=");
+                push_endpoint(out, event.dst);
             }
             Format::Json => {
                 let line = JsonLine {
@@ -117,23 +121,37 @@ impl Formatter {
                     dport: event.dst.port(),
                     ret: event.ret,
                 };
+                // Writing into a Vec cannot fail.
                 let _ = serde_json::to_writer(&mut *out, &line);
-                out.push(b'\n');
             }
         }
+        out.push(b'\n');
     }
 }
 
-/// `ip:port` for IPv4, `[ip]:port` for IPv6, without scope or flow information.
-struct Endpoint(SocketAddr);
+fn push_decimal(out: &mut Vec<u8>, n: impl itoa::Integer) {
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+}
 
-impl fmt::Display for Endpoint {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0 {
-            SocketAddr::V4(a) => write!(f, "{}:{}", a.ip(), a.port()),
-            SocketAddr::V6(a) => write!(f, "[{}]:{}", a.ip(), a.port()),
+/// `ip:port` for IPv4, `[ip]:port` for IPv6, without scope or flow information.
+fn push_endpoint(out: &mut Vec<u8>, addr: SocketAddr) {
+    match addr {
+        SocketAddr::V4(a) => {
+            let [a, b, c, d] = a.ip().octets();
+            for (i, octet) in [a, b, c, d].into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                push_decimal(out, octet);
+            }
+        }
+        SocketAddr::V6(a) => {
+            // IPv6 text form (RFC 5952 zero compression) is subtle: leave it to std.
+            let _ = write!(out, "[{}]", a.ip());
         }
     }
+    out.push(b':');
+    push_decimal(out, addr.port());
 }
 
 #[cfg(test)]
@@ -207,6 +225,19 @@ mod tests {
                 r#""sport":40000,"daddr":"::1","dport":443,"ret":-111}"#,
                 "\n"
             )
+        );
+    }
+
+    #[test]
+    fn stap_ipv4_covers_every_digit_count() {
+        let mut r = record(AF_INET, &[0, 9, 10, 255], 0, &[100, 99, 1, 0], 65535);
+        r.boot_ns = 0;
+        let ev = ConnectEvent::from_record(&r).unwrap();
+        let mut out = Vec::new();
+        Formatter::new(Format::Stap, WallClock::with_offset(9_000_000_000)).write(&mut out, &ev);
+        assert_eq!(
+            out,
+            b"9: tcp_v4_connect src=0.9.10.255:0 dst=100.99.1.0:65535\n"
         );
     }
 

@@ -25,4 +25,4 @@ mod tracer;
 pub use clock::WallClock;
 pub use event::{ConnectEvent, Family, Malformed};
 pub use format::{Format, Formatter};
-pub use tracer::{Counters, Tracer, TracerBuilder};
+pub use tracer::{Counters, ProgramStats, Tracer, TracerBuilder};

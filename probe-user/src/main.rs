@@ -35,6 +35,10 @@ struct Cli {
     /// Only trace IPv6 connects (tcp_v6_connect).
     #[arg(short = '6', long = "ipv6")]
     ipv6: bool,
+    /// At exit, also print each eBPF program's run count and average run time (kernel BPF
+    /// statistics, enabled only while probe-user runs).
+    #[arg(long)]
+    stats: bool,
 }
 
 fn parse_format(s: &str) -> Result<Format, String> {
@@ -94,11 +98,21 @@ async fn run(cli: Cli) -> Result<()> {
     let mut builder = Tracer::builder()
         .filter_ports(cli.filter_port)
         .filter_pids(cli.pid);
+    if cli.stats {
+        builder = builder.program_stats();
+    }
+    if cli.format == Format::Minimal {
+        builder = builder.timestamps_only();
+    }
     if cli.ipv4 {
         builder = builder.family(Family::V4);
     } else if cli.ipv6 {
         builder = builder.family(Family::V6);
     }
+    // Signals first: a SIGINT that arrives while attaching still ends the run cleanly.
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sighup = signal(SignalKind::hangup())?;
     let tracer = builder.attach()?;
     let formatter = Formatter::new(cli.format, WallClock::measure());
     let mut out = BatchedStdout::default();
@@ -106,9 +120,6 @@ async fn run(cli: Cli) -> Result<()> {
     // registered; it is dropped (closing the fd) only after the AsyncFd is.
     let mut tracer = unsafe { AsyncFd::register_with_interest(tracer, Interest::READABLE) }?;
     let mut tick = tokio::time::interval(DRAIN_INTERVAL);
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sigterm = signal(SignalKind::terminate())?;
-    let mut sighup = signal(SignalKind::hangup())?;
     eprintln!(
         "Tracing TCP connects ({} format). Hit Ctrl-C to end.",
         cli.format
@@ -136,9 +147,18 @@ async fn run(cli: Cli) -> Result<()> {
             break;
         }
     }
+    if cli.stats {
+        for p in tracer.get_ref().program_stats() {
+            let per_run = p.run_time_ns.checked_div(p.runs).unwrap_or(0);
+            eprintln!(
+                "probe-user: program {} ran {} times, {per_run} ns per run",
+                p.name, p.runs
+            );
+        }
+    }
     let counters = tracer.get_ref().counters();
     eprintln!(
-        "probe-user: {} events printed, {} dropped (ring buffer full), {} malformed",
+        "probe-user: {} events printed, {} dropped, {} malformed",
         counters.events, counters.dropped, counters.malformed
     );
     Ok(())

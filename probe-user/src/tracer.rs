@@ -30,6 +30,8 @@ pub struct TracerBuilder {
     ports: BTreeSet<u16>,
     pids: BTreeSet<u32>,
     families: Vec<Family>,
+    timestamps_only: bool,
+    program_stats: bool,
     btf_path: PathBuf,
 }
 
@@ -39,6 +41,8 @@ impl Default for TracerBuilder {
             ports: BTreeSet::new(),
             pids: BTreeSet::new(),
             families: vec![Family::V4, Family::V6],
+            timestamps_only: false,
+            program_stats: false,
             btf_path: PathBuf::from(btf::VMLINUX_BTF),
         }
     }
@@ -60,6 +64,21 @@ impl TracerBuilder {
     /// Traces only this family's connect function (default: both).
     pub fn family(mut self, family: Family) -> Self {
         self.families = vec![family];
+        self
+    }
+
+    /// Reports only when each connect was entered and which function it was (what `--format
+    /// minimal` prints): no return probe is attached, so this costs about half as much.
+    pub fn timestamps_only(mut self) -> Self {
+        self.timestamps_only = true;
+        self
+    }
+
+    /// Has the kernel account each program's run count and run time while the tracer lives (as
+    /// `kernel.bpf_stats_enabled` does), for [`Tracer::program_stats`]. This costs a clock read
+    /// per program run.
+    pub fn program_stats(mut self) -> Self {
+        self.program_stats = true;
         self
     }
 
@@ -98,6 +117,7 @@ impl TracerBuilder {
             .override_global("SOCK_OFFSETS", &offsets, true)
             .override_global("FILTERS", &filters, true)
             .override_global("WAKEUP_BYTES", &DEFAULT_WAKEUP_BYTES, true)
+            .override_global("ENTRY_ONLY", &u8::from(self.timestamps_only), true)
             .override_global(aya_log::LEVEL, &log_level, false)
             .load(PROBE_OBJECT)
             .context("cannot load the eBPF programs")?;
@@ -111,11 +131,13 @@ impl TracerBuilder {
         fill_filter::<u32>(&mut ebpf, "PID_FILTER", &self.pids)?;
 
         // The return probe goes first, so that no connect is entered without its return traced.
-        let ret: &mut KProbe = program(&mut ebpf, "tcp_connect_return")?;
-        ret.load().context("cannot load tcp_connect_return")?;
-        for family in &self.families {
-            ret.attach(family.function(), 0)
-                .with_context(|| format!("cannot attach kretprobe to {}", family.function()))?;
+        if !self.timestamps_only {
+            let ret: &mut KProbe = program(&mut ebpf, "tcp_connect_return")?;
+            ret.load().context("cannot load tcp_connect_return")?;
+            for family in &self.families {
+                ret.attach(family.function(), 0)
+                    .with_context(|| format!("cannot attach kretprobe to {}", family.function()))?;
+            }
         }
         for family in &self.families {
             let entry: &mut KProbe = program(&mut ebpf, family.function())?;
@@ -127,6 +149,14 @@ impl TracerBuilder {
                 .with_context(|| format!("cannot attach kprobe to {}", family.function()))?;
         }
 
+        let stats = if self.program_stats {
+            Some(
+                aya::sys::enable_stats(aya::sys::Stats::RunTime)
+                    .context("cannot enable BPF program statistics")?,
+            )
+        } else {
+            None
+        };
         let events = RingBuf::try_from(take_map(&mut ebpf, "EVENTS")?)?;
         let counters = PerCpuArray::try_from(take_map(&mut ebpf, "COUNTERS")?)?;
         Ok(Tracer {
@@ -135,7 +165,8 @@ impl TracerBuilder {
             logger,
             received: 0,
             malformed: 0,
-            _ebpf: ebpf,
+            _stats: stats,
+            ebpf,
         })
     }
 }
@@ -169,7 +200,8 @@ fn fill_filter<K: aya::Pod + Ord>(ebpf: &mut Ebpf, name: &str, keys: &BTreeSet<K
 pub struct Counters {
     /// Events received from the kernel.
     pub events: u64,
-    /// Events the kernel could not deliver because the ring buffer was full.
+    /// Events the kernel could not deliver: the ring buffer or the map of connects in flight
+    /// was full.
     pub dropped: u64,
     /// Records that could not be decoded.
     pub malformed: u64,
@@ -189,8 +221,21 @@ pub struct Tracer {
     logger: Option<EbpfLogger<&'static dyn log::Log>>,
     received: u64,
     malformed: u64,
+    // Keeps kernel run-time accounting on while held (see TracerBuilder::program_stats).
+    _stats: Option<std::os::fd::OwnedFd>,
     // Owns the programs and links; declared last so it is dropped after the maps above.
-    _ebpf: Ebpf,
+    ebpf: Ebpf,
+}
+
+/// Kernel accounting of one eBPF program (see [`TracerBuilder::program_stats`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProgramStats {
+    /// The program's name (its hook).
+    pub name: String,
+    /// Times it ran.
+    pub runs: u64,
+    /// Total time spent in it, in nanoseconds.
+    pub run_time_ns: u64,
 }
 
 impl Tracer {
@@ -218,13 +263,31 @@ impl Tracer {
         n
     }
 
+    /// Run counts and times of the loaded programs; zero unless built with
+    /// [`TracerBuilder::program_stats`].
+    pub fn program_stats(&self) -> Vec<ProgramStats> {
+        self.ebpf
+            .programs()
+            .filter_map(|(name, program)| {
+                let info = program.info().ok()?;
+                Some(ProgramStats {
+                    name: name.to_string(),
+                    runs: info.run_count(),
+                    run_time_ns: info.run_time().as_nanos() as u64,
+                })
+            })
+            .collect()
+    }
+
     /// What was received and what was lost so far.
     pub fn counters(&self) -> Counters {
-        let dropped = self
-            .counters
-            .get(&counter::RING_FULL, 0)
-            .map(|per_cpu| per_cpu.iter().sum())
-            .unwrap_or(0);
+        let total = |index| -> u64 {
+            self.counters
+                .get(&index, 0)
+                .map(|per_cpu| per_cpu.iter().sum())
+                .unwrap_or(0)
+        };
+        let dropped = total(counter::RING_FULL) + total(counter::PENDING_FULL);
         Counters {
             events: self.received,
             dropped,

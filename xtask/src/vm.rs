@@ -72,6 +72,7 @@ impl Guest {
              ip link set lo up\n\
              echo 0 > /proc/sys/kernel/printk_ratelimit 2>/dev/null\n\
              cd /tmp\n\
+             echo\n\
              (\n{}\n)\n\
              echo {EXIT_MARKER}$?\n\
              poweroff -f\n",
