@@ -119,6 +119,10 @@ pub struct SockOffsets {
     pub rcv_saddr: u32,
     /// `skc_num` (source port, host order `__u16`).
     pub num: u32,
+    /// `skc_dport` (destination port, `__be16`).
+    pub dport: u32,
+    /// `skc_family` (`unsigned short`).
+    pub family: u32,
     /// `skc_v6_daddr` (IPv6 destination, `struct in6_addr`).
     pub v6_daddr: u32,
     /// `skc_v6_rcv_saddr` (IPv6 bound source, `struct in6_addr`).
@@ -134,7 +138,15 @@ pub struct FilterFlags {
     pub ports: u8,
     /// Non-zero: only pids present in `PID_FILTER` are traced.
     pub pids: u8,
+    /// [`FAMILY_V4`] and/or [`FAMILY_V6`]: the families traced by the tcp_connect hook (the
+    /// per-family hooks are simply not attached for a family left out).
+    pub families: u8,
 }
+
+/// Bit of IPv4 in [`FilterFlags::families`].
+pub const FAMILY_V4: u8 = 1;
+/// Bit of IPv6 in [`FilterFlags::families`].
+pub const FAMILY_V6: u8 = 2;
 
 #[cfg(feature = "user")]
 mod user {

@@ -20,8 +20,8 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::debug;
 use probe_common::{
-    AF_INET, AF_INET6, COMM_LEN, ConnectRecord, FilterFlags, MAX_PENDING, MAX_PIDS, MAX_PORTS,
-    RING_BYTES, RawAddr, SockOffsets, TimestampRecord, counter,
+    AF_INET, AF_INET6, COMM_LEN, ConnectRecord, FAMILY_V4, FAMILY_V6, FilterFlags, MAX_PENDING,
+    MAX_PIDS, MAX_PORTS, RING_BYTES, RawAddr, SockOffsets, TimestampRecord, counter,
 };
 
 /// Written by userspace before load (from BTF); read by the return probe.
@@ -30,13 +30,19 @@ static SOCK_OFFSETS: Global<SockOffsets> = Global::new(SockOffsets {
     daddr: 0,
     rcv_saddr: 0,
     num: 0,
+    dport: 0,
+    family: 0,
     v6_daddr: 0,
     v6_rcv_saddr: 0,
 });
 
 /// Written by userspace before load; read by the entry probes to skip disabled filters.
 #[unsafe(no_mangle)]
-static FILTERS: Global<FilterFlags> = Global::new(FilterFlags { ports: 0, pids: 0 });
+static FILTERS: Global<FilterFlags> = Global::new(FilterFlags {
+    ports: 0,
+    pids: 0,
+    families: FAMILY_V4 | FAMILY_V6,
+});
 
 /// Written by userspace before load: non-zero for `--format minimal`, where the entry probes emit
 /// a [`TimestampRecord`] themselves and no return probe is attached.
@@ -149,17 +155,74 @@ fn on_connect_return(ctx: &RetProbeContext) {
     let _ = PENDING.remove(&pid_tgid);
     let ret: i32 = ctx.ret();
 
-    let offsets = SOCK_OFFSETS.load();
     let sk = pending.sk as *const u8;
-    let (saddr, sport) = sock::sock_source(sk, &offsets, pending.family);
     // On failure the kernel may have cleared the socket's destination: keep the requested one.
     let daddr = if ret == 0 {
-        sock::sock_destination(sk, &offsets, pending.family)
+        sock::sock_destination(sk, &SOCK_OFFSETS.load(), pending.family)
     } else {
         pending.daddr
     };
+    let sport = emit_connect(
+        pid_tgid,
+        pending.boot_ns,
+        sk,
+        pending.family,
+        daddr,
+        pending.dport,
+        ret,
+    );
+    debug!(
+        ctx,
+        "connect ret={} sport={} dport={}", ret, sport, pending.dport
+    );
+}
+
+/// Kprobe on tcp_connect, for `--successes-only`: called inside tcp_v4_connect/tcp_v6_connect
+/// once the source is assigned and the SYN is about to go out, so one probe sees the whole
+/// 4-tuple. Calls that fail before that point are not seen.
+#[kprobe]
+pub fn tcp_connect(ctx: ProbeContext) -> u32 {
+    on_tcp_connect(&ctx);
+    0
+}
+
+#[inline(always)]
+fn on_tcp_connect(ctx: &ProbeContext) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let filters = FILTERS.load();
+    if filters.pids != 0 && unsafe { PID_FILTER.get(&((pid_tgid >> 32) as u32)) }.is_none() {
+        return;
+    }
+    let Some(sk) = ctx.arg::<*const u8>(0) else {
+        return;
+    };
+    let offsets = SOCK_OFFSETS.load();
+    let (family, daddr, dport) = sock::sock_connection(sk, &offsets);
+    if filters.families & family_bit(family) == 0 {
+        return;
+    }
+    if filters.ports != 0 && unsafe { PORT_FILTER.get(&dport) }.is_none() {
+        return;
+    }
+    let boot_ns = unsafe { bpf_ktime_get_boot_ns() };
+    emit_connect(pid_tgid, boot_ns, sk, family, daddr, dport, 0);
+}
+
+/// Emits the [`ConnectRecord`] of a call on `sk`, reading the source the kernel assigned and the
+/// caller's identity. Returns the source port (for logging).
+#[inline(always)]
+fn emit_connect(
+    pid_tgid: u64,
+    boot_ns: u64,
+    sk: *const u8,
+    family: u16,
+    daddr: RawAddr,
+    dport: u16,
+    ret: i32,
+) -> u16 {
+    let (saddr, sport) = sock::sock_source(sk, &SOCK_OFFSETS.load(), family);
     let mut record = ConnectRecord {
-        boot_ns: pending.boot_ns,
+        boot_ns,
         pid: (pid_tgid >> 32) as u32,
         tid: pid_tgid as u32,
         uid: bpf_get_current_uid_gid() as u32,
@@ -167,8 +230,8 @@ fn on_connect_return(ctx: &RetProbeContext) {
         saddr,
         daddr,
         sport,
-        dport: pending.dport,
-        family: pending.family,
+        dport,
+        family,
         _pad: 0,
         comm: [0; COMM_LEN],
     };
@@ -176,10 +239,17 @@ fn on_connect_return(ctx: &RetProbeContext) {
     // SAFETY: the buffer is COMM_LEN bytes long.
     unsafe { generated::bpf_get_current_comm(record.comm.as_mut_ptr().cast(), COMM_LEN as u32) };
     emit(record);
-    debug!(
-        ctx,
-        "connect ret={} sport={} dport={}", ret, sport, pending.dport
-    );
+    sport
+}
+
+/// The bit of `family` in [`FilterFlags::families`].
+#[inline(always)]
+fn family_bit(family: u16) -> u8 {
+    if family == AF_INET {
+        FAMILY_V4
+    } else {
+        FAMILY_V6
+    }
 }
 
 /// Writes one record to the ring buffer, waking the reader only when enough is waiting, and

@@ -5,7 +5,7 @@
 //! pointer yields zeroes rather than a verifier rejection.
 
 use aya_ebpf::helpers::bpf_probe_read_kernel;
-use probe_common::{AF_INET, RawAddr, SockOffsets};
+use probe_common::{AF_INET, AF_INET6, RawAddr, SockOffsets};
 
 /// Reads a `T` at `base + offset`, or zeroes if the kernel refuses.
 #[inline(always)]
@@ -57,4 +57,28 @@ pub fn sock_destination(sk: *const u8, offsets: &SockOffsets, family: u16) -> Ra
         offsets.v6_daddr
     };
     read_addr(sk, addr_offset, family)
+}
+
+/// Family, destination address and destination port of a connecting `sk`. An IPv6 socket
+/// connecting to an IPv4-mapped address went through tcp_v4_connect: it is reported as IPv4,
+/// from the IPv4 fields that call filled in.
+#[inline(always)]
+pub fn sock_connection(sk: *const u8, offsets: &SockOffsets) -> (u16, RawAddr, u16) {
+    let mut family: u16 = read_at(sk, offsets.family);
+    if family == AF_INET6 {
+        let v6 = sock_destination(sk, offsets, AF_INET6);
+        // ::ffff:a.b.c.d is words 0, 0, be(0xffff), a.b.c.d.
+        if v6.0[0] == 0 && v6.0[1] == 0 && v6.0[2] == u32::to_be(0xffff) {
+            family = AF_INET;
+        } else {
+            let dport: u16 = read_at(sk, offsets.dport);
+            return (family, v6, u16::from_be(dport));
+        }
+    }
+    let dport: u16 = read_at(sk, offsets.dport);
+    (
+        family,
+        sock_destination(sk, offsets, AF_INET),
+        u16::from_be(dport),
+    )
 }

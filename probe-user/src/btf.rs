@@ -28,6 +28,8 @@ pub fn sock_offsets(path: &Path) -> Result<SockOffsets> {
         daddr: common("skc_daddr")?,
         rcv_saddr: common("skc_rcv_saddr")?,
         num: common("skc_num")?,
+        dport: common("skc_dport")?,
+        family: common("skc_family")?,
         v6_daddr: common("skc_v6_daddr")?,
         v6_rcv_saddr: common("skc_v6_rcv_saddr")?,
     })
@@ -112,7 +114,9 @@ mod tests {
         let offsets = sock_offsets(path).unwrap();
         assert_eq!(offsets.daddr, 0);
         assert_eq!(offsets.rcv_saddr, 4);
+        assert_eq!(offsets.dport, 12);
         assert_eq!(offsets.num, 14);
+        assert_eq!(offsets.family, 16);
         assert!(offsets.v6_daddr >= 16 && offsets.v6_rcv_saddr > offsets.v6_daddr);
     }
 

@@ -35,6 +35,11 @@ struct Cli {
     /// Only trace IPv6 connects (tcp_v6_connect).
     #[arg(short = '6', long = "ipv6")]
     ipv6: bool,
+    /// Report only connects that get as far as sending a SYN, from a single kprobe on
+    /// tcp_connect instead of an entry and a return probe: cheaper, but failed calls are not
+    /// reported (ret is always 0).
+    #[arg(long)]
+    successes_only: bool,
     /// At exit, also print each eBPF program's run count and average run time (kernel BPF
     /// statistics, enabled only while probe-user runs).
     #[arg(long)]
@@ -101,7 +106,9 @@ async fn run(cli: Cli) -> Result<()> {
     if cli.stats {
         builder = builder.program_stats();
     }
-    if cli.format == Format::Minimal {
+    if cli.successes_only {
+        builder = builder.successes_only();
+    } else if cli.format == Format::Minimal {
         builder = builder.timestamps_only();
     }
     if cli.ipv4 {

@@ -13,7 +13,7 @@ use aya::{
     programs::KProbe,
 };
 use aya_log::EbpfLogger;
-use probe_common::{FilterFlags, MAX_PIDS, MAX_PORTS, RING_BYTES, counter};
+use probe_common::{FAMILY_V4, FAMILY_V6, FilterFlags, MAX_PIDS, MAX_PORTS, RING_BYTES, counter};
 
 use crate::{ConnectEvent, Family, btf, kernel};
 
@@ -31,6 +31,7 @@ pub struct TracerBuilder {
     pids: BTreeSet<u32>,
     families: Vec<Family>,
     timestamps_only: bool,
+    successes_only: bool,
     program_stats: bool,
     btf_path: PathBuf,
 }
@@ -42,6 +43,7 @@ impl Default for TracerBuilder {
             pids: BTreeSet::new(),
             families: vec![Family::V4, Family::V6],
             timestamps_only: false,
+            successes_only: false,
             program_stats: false,
             btf_path: PathBuf::from(btf::VMLINUX_BTF),
         }
@@ -71,6 +73,15 @@ impl TracerBuilder {
     /// minimal` prints): no return probe is attached, so this costs about half as much.
     pub fn timestamps_only(mut self) -> Self {
         self.timestamps_only = true;
+        self
+    }
+
+    /// Reports only calls that get as far as sending a SYN, from a single kprobe on
+    /// `tcp_connect` (which sees the whole 4-tuple) instead of an entry and a return probe:
+    /// cheaper, but calls that fail are not reported and `ret` is always 0. The time is taken
+    /// inside the call rather than at its entry.
+    pub fn successes_only(mut self) -> Self {
+        self.successes_only = true;
         self
     }
 
@@ -106,9 +117,17 @@ impl TracerBuilder {
         kernel::raise_memlock_limit();
         kernel::check_ring_buffer()?;
 
+        if self.timestamps_only && self.successes_only {
+            bail!("timestamps-only and successes-only tracing cannot be combined");
+        }
+        let families = self.families.iter().map(|f| match f {
+            Family::V4 => FAMILY_V4,
+            Family::V6 => FAMILY_V6,
+        });
         let filters = FilterFlags {
             ports: u8::from(!self.ports.is_empty()),
             pids: u8::from(!self.pids.is_empty()),
+            families: families.fold(0, |bits, bit| bits | bit),
         };
         // aya-log's level is a load-time constant: with logging off the verifier removes the
         // logging code from the hot path entirely.
@@ -130,25 +149,19 @@ impl TracerBuilder {
         fill_filter::<u16>(&mut ebpf, "PORT_FILTER", &self.ports)?;
         fill_filter::<u32>(&mut ebpf, "PID_FILTER", &self.pids)?;
 
-        // The return probe goes first, so that no connect is entered without its return traced.
-        if !self.timestamps_only {
-            let ret: &mut KProbe = program(&mut ebpf, "tcp_connect_return")?;
-            ret.load().context("cannot load tcp_connect_return")?;
-            for family in &self.families {
-                ret.attach(family.function(), 0)
-                    .with_context(|| format!("cannot attach kretprobe to {}", family.function()))?;
+        if self.successes_only {
+            attach_kprobe(&mut ebpf, "tcp_connect", &["tcp_connect"])?;
+        } else {
+            let functions: Vec<&str> = self.families.iter().map(|f| f.function()).collect();
+            // The return probe goes first, so that no connect is entered without its return
+            // traced.
+            if !self.timestamps_only {
+                attach_kprobe(&mut ebpf, "tcp_connect_return", &functions)?;
+            }
+            for function in functions {
+                attach_kprobe(&mut ebpf, function, &[function])?;
             }
         }
-        for family in &self.families {
-            let entry: &mut KProbe = program(&mut ebpf, family.function())?;
-            entry
-                .load()
-                .with_context(|| format!("cannot load {}", family.function()))?;
-            entry
-                .attach(family.function(), 0)
-                .with_context(|| format!("cannot attach kprobe to {}", family.function()))?;
-        }
-
         let stats = if self.program_stats {
             Some(
                 aya::sys::enable_stats(aya::sys::Stats::RunTime)
@@ -169,6 +182,24 @@ impl TracerBuilder {
             ebpf,
         })
     }
+}
+
+/// Loads the (k)probe program `name` and attaches it to each of `functions`.
+fn attach_kprobe(ebpf: &mut Ebpf, name: &str, functions: &[&str]) -> Result<()> {
+    let program: &mut KProbe = program(ebpf, name)?;
+    program
+        .load()
+        .with_context(|| format!("cannot load {name}"))?;
+    let kind = match program.kind() {
+        aya::programs::ProbeKind::Entry => "kprobe",
+        aya::programs::ProbeKind::Return => "kretprobe",
+    };
+    for function in functions {
+        program
+            .attach(function, 0)
+            .with_context(|| format!("cannot attach {kind} to {function}"))?;
+    }
+    Ok(())
 }
 
 fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut KProbe> {

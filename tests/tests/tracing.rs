@@ -334,3 +334,48 @@ fn unprivileged_user_is_told_which_capabilities_are_missing() {
         "probe-user: error: permission denied: run as root or with CAP_BPF and CAP_PERFMON (missing: CAP_BPF, CAP_PERFMON)\n"
     );
 }
+
+#[test]
+fn successes_only_reports_each_successful_connect_from_tcp_connect() {
+    let wanted = listener("127.0.0.1:0");
+    let wanted6 = listener("[::1]:0");
+    let unwanted = listener("127.0.0.1:0");
+    let mapped: SocketAddr = format!("[::ffff:127.0.0.1]:{}", wanted.port())
+        .parse()
+        .unwrap();
+    let ports = format!("{},{}", wanted.port(), wanted6.port());
+    let tracer = Tracer::start(&["--successes-only", "--filter-port", &ports]);
+    assert_eq!(
+        connect_kprobes(),
+        Vec::<String>::new(),
+        "only tcp_connect may be probed"
+    );
+    let from = unix_now();
+    let mut seen = Vec::new();
+    for _ in 0..5 {
+        seen.push(connect(wanted, None).unwrap());
+        seen.push(connect(wanted6, None).unwrap());
+        seen.push(connect(mapped, None).unwrap());
+        connect(unwanted, None).unwrap();
+    }
+    seen.push(connect(wanted6, Some("[::1]:40125".parse().unwrap())).unwrap());
+    // Fails inside tcp_v6_connect before tcp_connect: not reported in this mode.
+    let socket = socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::STREAM, None).unwrap();
+    socket.set_only_v6(true).unwrap();
+    assert!(socket.connect(&mapped.into()).is_err());
+    let to = unix_now();
+    let out = tracer.stop();
+
+    assert_eq!(
+        tally(stap_connects(&out.stdout, from, to)),
+        tally(seen.iter().copied())
+    );
+    assert_clean_exit(&out.stderr, seen.len());
+
+    let tracer = Tracer::start(&["--successes-only", "-6"]);
+    let from = unix_now();
+    connect(wanted, None).unwrap();
+    let v6 = connect(wanted6, None).unwrap();
+    let out = tracer.stop();
+    assert_eq!(stap_connects(&out.stdout, from, unix_now()), vec![v6]);
+}

@@ -52,15 +52,33 @@ const CONFIGS: &[Config] = &[
         port: 8080,
     },
     Config {
-        name: "filter-8080-hit",
+        name: "filter-hit",
         example: "example 3, printed",
         tracer: Some("/bin/probe-user --filter-port 8080"),
         port: 8080,
     },
     Config {
-        name: "filter-8080-miss",
+        name: "filter-miss",
         example: "example 3, filtered out",
         tracer: Some("/bin/probe-user --filter-port 8080"),
+        port: 9090,
+    },
+    Config {
+        name: "succ-stap",
+        example: "example 2",
+        tracer: Some("/bin/probe-user --successes-only"),
+        port: 8080,
+    },
+    Config {
+        name: "succ-filter-hit",
+        example: "example 3, printed",
+        tracer: Some("/bin/probe-user --successes-only --filter-port 8080"),
+        port: 8080,
+    },
+    Config {
+        name: "succ-filter-miss",
+        example: "example 3, filtered out",
+        tracer: Some("/bin/probe-user --successes-only --filter-port 8080"),
         port: 9090,
     },
 ];
