@@ -129,6 +129,10 @@ pub struct SockOffsets {
     pub v6_rcv_saddr: u32,
 }
 
+/// Bytes at the start of `struct sock` that hold every IPv4 field of `sock_common` (`skc_daddr`,
+/// `skc_rcv_saddr`, `skc_dport`, `skc_num`, `skc_family`); the kernel side reads them at once.
+pub const SOCK_HEAD_LEN: usize = 24;
+
 /// Flags of the in-kernel filters, set by userspace as the `FILTERS` global before loading. With
 /// a flag clear, the verifier sees a constant and drops the map lookup altogether.
 #[repr(C)]

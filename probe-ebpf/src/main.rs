@@ -8,6 +8,8 @@
 
 mod sock;
 
+use sock::Sock;
+
 use aya_ebpf::{
     Global,
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
@@ -155,17 +157,17 @@ fn on_connect_return(ctx: &RetProbeContext) {
     let _ = PENDING.remove(&pid_tgid);
     let ret: i32 = ctx.ret();
 
-    let sk = pending.sk as *const u8;
+    let sk = Sock::read(pending.sk as *const u8, SOCK_OFFSETS.load());
     // On failure the kernel may have cleared the socket's destination: keep the requested one.
     let daddr = if ret == 0 {
-        sock::sock_destination(sk, &SOCK_OFFSETS.load(), pending.family)
+        sk.destination(pending.family)
     } else {
         pending.daddr
     };
     let sport = emit_connect(
         pid_tgid,
         pending.boot_ns,
-        sk,
+        &sk,
         pending.family,
         daddr,
         pending.dport,
@@ -196,8 +198,8 @@ fn on_tcp_connect(ctx: &ProbeContext) {
     let Some(sk) = ctx.arg::<*const u8>(0) else {
         return;
     };
-    let offsets = SOCK_OFFSETS.load();
-    let (family, daddr, dport) = sock::sock_connection(sk, &offsets);
+    let sk = Sock::read(sk, SOCK_OFFSETS.load());
+    let (family, daddr, dport) = sk.connection();
     if filters.families & family_bit(family) == 0 {
         return;
     }
@@ -205,7 +207,7 @@ fn on_tcp_connect(ctx: &ProbeContext) {
         return;
     }
     let boot_ns = unsafe { bpf_ktime_get_boot_ns() };
-    emit_connect(pid_tgid, boot_ns, sk, family, daddr, dport, 0);
+    emit_connect(pid_tgid, boot_ns, &sk, family, daddr, dport, 0);
 }
 
 /// Emits the [`ConnectRecord`] of a call on `sk`, reading the source the kernel assigned and the
@@ -214,13 +216,13 @@ fn on_tcp_connect(ctx: &ProbeContext) {
 fn emit_connect(
     pid_tgid: u64,
     boot_ns: u64,
-    sk: *const u8,
+    sk: &Sock,
     family: u16,
     daddr: RawAddr,
     dport: u16,
     ret: i32,
 ) -> u16 {
-    let (saddr, sport) = sock::sock_source(sk, &SOCK_OFFSETS.load(), family);
+    let (saddr, sport) = sk.source(family);
     let mut record = ConnectRecord {
         boot_ns,
         pid: (pid_tgid >> 32) as u32,

@@ -5,7 +5,7 @@
 //! pointer yields zeroes rather than a verifier rejection.
 
 use aya_ebpf::helpers::bpf_probe_read_kernel;
-use probe_common::{AF_INET, AF_INET6, RawAddr, SockOffsets};
+use probe_common::{AF_INET, AF_INET6, RawAddr, SOCK_HEAD_LEN, SockOffsets};
 
 /// Reads a `T` at `base + offset`, or zeroes if the kernel refuses.
 #[inline(always)]
@@ -35,50 +35,83 @@ pub fn sockaddr_destination(uaddr: *const u8, family: u16) -> (RawAddr, u16) {
     (read_addr(uaddr, addr_offset, family), u16::from_be(port))
 }
 
-/// Source address and port the kernel assigned to `sk` (valid once `tcp_v*_connect` returned).
-#[inline(always)]
-pub fn sock_source(sk: *const u8, offsets: &SockOffsets, family: u16) -> (RawAddr, u16) {
-    let addr_offset = if family == AF_INET {
-        offsets.rcv_saddr
-    } else {
-        offsets.v6_rcv_saddr
-    };
-    // skc_num is already in host order, unlike skc_dport.
-    (read_addr(sk, addr_offset, family), read_at(sk, offsets.num))
+/// A socket being connected. Its first [`SOCK_HEAD_LEN`] bytes, which hold every IPv4 field of
+/// `sock_common` (userspace checks this against BTF), are read with one helper call instead of
+/// one per field; only the IPv6 addresses, further in, are read separately.
+pub struct Sock {
+    ptr: *const u8,
+    head: [u64; SOCK_HEAD_LEN / 8],
+    offsets: SockOffsets,
 }
 
-/// Destination address the kernel settled on for `sk`: it resolves a wildcard destination
-/// (`0.0.0.0`, `::`) to loopback, so after a successful call this beats the sockaddr's.
-#[inline(always)]
-pub fn sock_destination(sk: *const u8, offsets: &SockOffsets, family: u16) -> RawAddr {
-    let addr_offset = if family == AF_INET {
-        offsets.daddr
-    } else {
-        offsets.v6_daddr
-    };
-    read_addr(sk, addr_offset, family)
-}
-
-/// Family, destination address and destination port of a connecting `sk`. An IPv6 socket
-/// connecting to an IPv4-mapped address went through tcp_v4_connect: it is reported as IPv4,
-/// from the IPv4 fields that call filled in.
-#[inline(always)]
-pub fn sock_connection(sk: *const u8, offsets: &SockOffsets) -> (u16, RawAddr, u16) {
-    let mut family: u16 = read_at(sk, offsets.family);
-    if family == AF_INET6 {
-        let v6 = sock_destination(sk, offsets, AF_INET6);
-        // ::ffff:a.b.c.d is words 0, 0, be(0xffff), a.b.c.d.
-        if v6.0[0] == 0 && v6.0[1] == 0 && v6.0[2] == u32::to_be(0xffff) {
-            family = AF_INET;
-        } else {
-            let dport: u16 = read_at(sk, offsets.dport);
-            return (family, v6, u16::from_be(dport));
+impl Sock {
+    #[inline(always)]
+    pub fn read(ptr: *const u8, offsets: SockOffsets) -> Self {
+        Self {
+            ptr,
+            head: read_at(ptr, 0),
+            offsets,
         }
     }
-    let dport: u16 = read_at(sk, offsets.dport);
-    (
-        family,
-        sock_destination(sk, offsets, AF_INET),
-        u16::from_be(dport),
-    )
+
+    /// A field of the head at `offset` (a load-time constant, so the verifier sees the bound).
+    #[inline(always)]
+    fn head_field<T: Copy + Default>(&self, offset: u32) -> T {
+        if offset as usize + core::mem::size_of::<T>() > SOCK_HEAD_LEN {
+            return T::default();
+        }
+        // SAFETY: in bounds of `head` (checked above); read_unaligned copes with any offset.
+        unsafe {
+            self.head
+                .as_ptr()
+                .cast::<u8>()
+                .add(offset as usize)
+                .cast::<T>()
+                .read_unaligned()
+        }
+    }
+
+    #[inline(always)]
+    fn addr(&self, v4_offset: u32, v6_offset: u32, family: u16) -> RawAddr {
+        if family == AF_INET {
+            RawAddr([self.head_field(v4_offset), 0, 0, 0])
+        } else {
+            RawAddr(read_at(self.ptr, v6_offset))
+        }
+    }
+
+    /// Source address and port the kernel assigned (valid once the source is chosen, inside
+    /// `tcp_v*_connect`). `skc_num` is in host order, unlike `skc_dport`.
+    #[inline(always)]
+    pub fn source(&self, family: u16) -> (RawAddr, u16) {
+        let o = &self.offsets;
+        (
+            self.addr(o.rcv_saddr, o.v6_rcv_saddr, family),
+            self.head_field(o.num),
+        )
+    }
+
+    /// Destination address the kernel settled on: it resolves a wildcard destination
+    /// (`0.0.0.0`, `::`) to loopback, so after a successful call this beats the sockaddr's.
+    #[inline(always)]
+    pub fn destination(&self, family: u16) -> RawAddr {
+        self.addr(self.offsets.daddr, self.offsets.v6_daddr, family)
+    }
+
+    /// Family, destination address and port of a connecting socket. An IPv6 socket connecting
+    /// to an IPv4-mapped address went through tcp_v4_connect: it is reported as IPv4, from the
+    /// IPv4 fields that call filled in.
+    #[inline(always)]
+    pub fn connection(&self) -> (u16, RawAddr, u16) {
+        let dport = u16::from_be(self.head_field(self.offsets.dport));
+        let family: u16 = self.head_field(self.offsets.family);
+        if family == AF_INET6 {
+            let v6 = self.destination(AF_INET6);
+            // ::ffff:a.b.c.d is the words 0, 0, be(0xffff), a.b.c.d.
+            if !(v6.0[0] == 0 && v6.0[1] == 0 && v6.0[2] == u32::to_be(0xffff)) {
+                return (AF_INET6, v6, dport);
+            }
+        }
+        (AF_INET, self.destination(AF_INET), dport)
+    }
 }

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use btf_rs::{Btf, Struct, Type};
-use probe_common::SockOffsets;
+use probe_common::{SOCK_HEAD_LEN, SockOffsets};
 
 /// Where the kernel exposes its own BTF.
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
@@ -24,7 +24,7 @@ pub fn sock_offsets(path: &Path) -> Result<SockOffsets> {
     let sock = named_struct(&btf, "sock")?;
     // Every field lives in the `struct sock_common __sk_common` at the start of `struct sock`.
     let common = |field| field_offset(&btf, &sock, &["__sk_common", field]);
-    Ok(SockOffsets {
+    let offsets = SockOffsets {
         daddr: common("skc_daddr")?,
         rcv_saddr: common("skc_rcv_saddr")?,
         num: common("skc_num")?,
@@ -32,7 +32,22 @@ pub fn sock_offsets(path: &Path) -> Result<SockOffsets> {
         family: common("skc_family")?,
         v6_daddr: common("skc_v6_daddr")?,
         v6_rcv_saddr: common("skc_v6_rcv_saddr")?,
-    })
+    };
+    // The kernel side reads the IPv4 fields from one copy of the head of struct sock.
+    for (name, offset, size) in [
+        ("skc_daddr", offsets.daddr, 4),
+        ("skc_rcv_saddr", offsets.rcv_saddr, 4),
+        ("skc_dport", offsets.dport, 2),
+        ("skc_num", offsets.num, 2),
+        ("skc_family", offsets.family, 2),
+    ] {
+        if offset as usize + size > SOCK_HEAD_LEN {
+            bail!(
+                "unsupported kernel: {name} is at byte {offset} of struct sock, past the first {SOCK_HEAD_LEN}"
+            );
+        }
+    }
+    Ok(offsets)
 }
 
 fn named_struct(btf: &Btf, name: &str) -> Result<Struct> {
