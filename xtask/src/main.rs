@@ -3,6 +3,7 @@
 
 mod artifacts;
 mod bench;
+mod chart;
 mod run;
 mod test;
 mod vm;

@@ -1,7 +1,9 @@
-//! `connect-bench --cycles N --port P`: the overhead benchmark's workload. Listens on
-//! 127.0.0.1:P and runs N cycles of socket + connect + accept + close (with RST), then prints
-//! `cycles=N ns=T`, T being CLOCK_MONOTONIC nanoseconds for all cycles (under qemu's
-//! `-icount shift=0` that is guest instructions).
+//! `connect-bench --cycles N --port P [--pace R]`: the benchmarks' workload. Listens on
+//! 127.0.0.1:P and runs N cycles of socket + connect + accept + close (with RST).
+//!
+//! Prints `cycles=N ns=T`, T being CLOCK_MONOTONIC nanoseconds for all cycles (under qemu's
+//! `-icount shift=0` that is guest instructions). With `--pace R` it makes R connects per
+//! second instead of going flat out, and also prints the p50 and p99 of connect() latency.
 
 use std::{
     net::{TcpListener, TcpStream},
@@ -18,13 +20,23 @@ fn main() {
     };
     let cycles = value("--cycles").unwrap_or(2000);
     let port = value("--port").unwrap_or(8080) as u16;
+    let pace = value("--pace").map(|per_s| Duration::from_nanos(1_000_000_000 / per_s.max(1)));
     let listener =
         TcpListener::bind(("127.0.0.1", port)).unwrap_or_else(|e| panic!("bind port {port}: {e}"));
     let addr = listener.local_addr().unwrap();
 
+    let mut latencies = Vec::with_capacity(cycles as usize);
     let start = Instant::now();
-    for _ in 0..cycles {
+    for i in 0..cycles {
+        if let Some(interval) = pace {
+            let due = start + interval * i as u32;
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+        }
+        let before = Instant::now();
         let client = TcpStream::connect(addr).expect("connect");
+        latencies.push(before.elapsed());
         let (server, _) = listener.accept().expect("accept");
         // RST on close, so no TIME_WAIT sockets pile up and every cycle costs the same.
         socket2::SockRef::from(&client)
@@ -34,5 +46,11 @@ fn main() {
         drop(server);
     }
     let elapsed = start.elapsed();
-    println!("cycles={cycles} ns={}", elapsed.as_nanos());
+    print!("cycles={cycles} ns={}", elapsed.as_nanos());
+    if pace.is_some() {
+        latencies.sort();
+        let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize].as_nanos();
+        print!(" p50={} p99={}", at(0.50), at(0.99));
+    }
+    println!();
 }
