@@ -13,6 +13,12 @@ use std::{
 
 use socket2::{Domain, Socket, Type};
 
+/// The value after `flag` in `args` (`--cycles 2000`), parsed; for the helper binaries.
+pub fn flag_value<T: std::str::FromStr>(args: &[String], flag: &str) -> Option<T> {
+    let at = args.iter().position(|a| a == flag)?;
+    args.get(at + 1)?.parse().ok()
+}
+
 /// The probe-user binary under test (`$PROBE_USER`, else `probe-user` on `$PATH`).
 pub fn probe_user() -> PathBuf {
     std::env::var_os("PROBE_USER")
@@ -50,13 +56,21 @@ impl Tracer {
             .spawn()
             .expect("cannot start probe-user");
         let mut stderr = BufReader::new(child.stderr.take().unwrap());
-        let mut banner = String::new();
-        stderr.read_line(&mut banner).unwrap();
-        assert!(
-            banner.starts_with("Tracing TCP connects"),
-            "probe-user did not start: {banner:?} (exit {:?})",
-            child.wait()
-        );
+        // Debug logging (RUST_LOG) may come first; the banner says tracing has started.
+        let mut before = String::new();
+        let banner = loop {
+            let mut line = String::new();
+            if stderr.read_line(&mut line).unwrap() == 0 {
+                panic!(
+                    "probe-user did not start: {before:?} (exit {:?})",
+                    child.wait()
+                );
+            }
+            if line.starts_with("Tracing TCP connects") {
+                break line;
+            }
+            before.push_str(&line);
+        };
         Tracer {
             child,
             stderr,

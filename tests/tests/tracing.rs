@@ -5,7 +5,7 @@ use std::{
 };
 
 use probe_tests::{
-    SeenConnect, StapLine, Tracer, connect, connect_kprobes, listener, summary, unix_now,
+    Finished, SeenConnect, StapLine, Tracer, connect, connect_kprobes, listener, summary, unix_now,
 };
 
 /// Counts of each connect, so that "exactly once" compares multisets.
@@ -31,6 +31,17 @@ fn stap_connects(stdout: &str, from_s: u64, to_s: u64) -> Vec<SeenConnect> {
             parsed.connect()
         })
         .collect()
+}
+
+/// Every connect in `seen` printed exactly once (and nothing else) in stap format, with a
+/// timestamp in `[from, to]`, and a summary with nothing lost.
+fn assert_reported_exactly_once(out: &Finished, seen: &[SeenConnect], from: u64, to: u64) {
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        tally(stap_connects(&out.stdout, from, to)),
+        tally(seen.iter().copied())
+    );
+    assert_clean_exit(&out.stderr, seen.len());
 }
 
 fn assert_clean_exit(stderr: &str, printed: usize) {
@@ -117,11 +128,7 @@ fn filter_port_traces_only_listed_destination_ports() {
     let to = unix_now();
     let out = tracer.stop();
 
-    assert_eq!(
-        tally(stap_connects(&out.stdout, from, to)),
-        tally(seen.iter().copied())
-    );
-    assert_clean_exit(&out.stderr, seen.len());
+    assert_reported_exactly_once(&out, &seen, from, to);
 }
 
 #[test]
@@ -259,11 +266,7 @@ fn thousands_of_connects_from_several_threads_are_each_reported_once() {
     let out = tracer.stop();
 
     assert_eq!(seen.len(), THREADS * PER_THREAD);
-    assert_eq!(
-        tally(stap_connects(&out.stdout, from, to)),
-        tally(seen.iter().copied())
-    );
-    assert_clean_exit(&out.stderr, seen.len());
+    assert_reported_exactly_once(&out, &seen, from, to);
 }
 
 #[test]
@@ -366,11 +369,7 @@ fn successes_only_reports_each_successful_connect_from_tcp_connect() {
     let to = unix_now();
     let out = tracer.stop();
 
-    assert_eq!(
-        tally(stap_connects(&out.stdout, from, to)),
-        tally(seen.iter().copied())
-    );
-    assert_clean_exit(&out.stderr, seen.len());
+    assert_reported_exactly_once(&out, &seen, from, to);
 
     let tracer = Tracer::start(&["--successes-only", "-6"]);
     let from = unix_now();
@@ -378,4 +377,40 @@ fn successes_only_reports_each_successful_connect_from_tcp_connect() {
     let v6 = connect(wanted6, None).unwrap();
     let out = tracer.stop();
     assert_eq!(stap_connects(&out.stdout, from, unix_now()), vec![v6]);
+}
+
+#[test]
+fn lines_arrive_while_tracing_not_only_at_exit() {
+    use std::io::BufRead as _;
+    let v4 = listener("127.0.0.1:0");
+    let mut tracer = Tracer::start(&[]);
+    let seen = connect(v4, None).unwrap();
+    // Read the line while probe-user keeps running: output is batched, not held until exit.
+    let stdout = tracer.child_mut().stdout.take().unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(stdout)
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(StapLine::parse(line.trim_end()).connect(), seen);
+    let out = tracer.stop();
+    assert!(out.status.success(), "{out:?}");
+}
+
+#[test]
+fn rust_log_debug_shows_the_kernel_side_log() {
+    let v4 = listener("127.0.0.1:0");
+    let tracer =
+        Tracer::start_with(Command::new(probe_tests::probe_user()).env("RUST_LOG", "debug"));
+    let seen = connect(v4, None).unwrap();
+    let out = tracer.stop();
+    let expected = format!(
+        "connect ret=0 sport={} dport={}",
+        seen.src.port(),
+        seen.dst.port()
+    );
+    assert!(
+        out.stderr.contains(&expected),
+        "no {expected:?} in {}",
+        out.stderr
+    );
 }

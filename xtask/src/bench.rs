@@ -5,7 +5,7 @@ use std::{collections::BTreeMap, fmt::Write as _, path::Path};
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::{artifacts, chart, vm};
+use crate::{artifacts, chart, stap, vm};
 
 #[derive(clap::Args)]
 pub struct Options {
@@ -22,66 +22,85 @@ pub struct Options {
     /// Write the results to docs/benchmarks.md (otherwise only print them).
     #[arg(long)]
     write: bool,
+    /// Also run SystemTap's three examples (installs systemtap and the kernel's 858 MB debug
+    /// package if missing, compiles the modules once).
+    #[arg(long)]
+    stap: bool,
+    /// Render the report from a saved console log (target/xtask/bench/console.log) instead of
+    /// booting the VM.
+    #[arg(long, value_name = "FILE")]
+    from_log: Option<String>,
+    /// Only the configurations whose name contains this (and the baseline).
+    #[arg(long)]
+    only: Option<String>,
 }
 
-/// One benchmark configuration: a name, the tracer command (none for the baseline) and the
-/// port the workload connects to.
+impl Options {
+    /// The configurations this run measures.
+    fn configs(&self) -> impl Iterator<Item = &'static Config> + '_ {
+        CONFIGS.iter().filter(|c| !c.stap || self.stap).filter(|c| {
+            c.tracer.is_none()
+                || self
+                    .only
+                    .as_deref()
+                    .is_none_or(|only| c.name.contains(only))
+        })
+    }
+}
+
+/// One benchmark configuration: a name, the SystemTap example it reproduces, the tracer command
+/// (none for the baseline) and the port the workload connects to.
 struct Config {
     name: &'static str,
     example: &'static str,
     tracer: Option<&'static str>,
     port: u16,
+    /// A SystemTap module (only with `--stap`); ready once its kprobes are registered, as it
+    /// prints no banner.
+    stap: bool,
 }
 
+const fn probe(
+    name: &'static str,
+    example: &'static str,
+    tracer: &'static str,
+    port: u16,
+) -> Config {
+    Config {
+        name,
+        example,
+        tracer: Some(tracer),
+        port,
+        stap: false,
+    }
+}
+
+const fn stap(
+    name: &'static str,
+    example: &'static str,
+    tracer: &'static str,
+    port: u16,
+) -> Config {
+    Config {
+        stap: true,
+        ..probe(name, example, tracer, port)
+    }
+}
+
+#[rustfmt::skip]
 const CONFIGS: &[Config] = &[
-    Config {
-        name: "baseline",
-        example: "-",
-        tracer: None,
-        port: 8080,
-    },
-    Config {
-        name: "minimal",
-        example: "example 1",
-        tracer: Some("/bin/probe-user --format minimal"),
-        port: 8080,
-    },
-    Config {
-        name: "stap",
-        example: "example 2",
-        tracer: Some("/bin/probe-user"),
-        port: 8080,
-    },
-    Config {
-        name: "filter-hit",
-        example: "example 3, printed",
-        tracer: Some("/bin/probe-user --filter-port 8080"),
-        port: 8080,
-    },
-    Config {
-        name: "filter-miss",
-        example: "example 3, filtered out",
-        tracer: Some("/bin/probe-user --filter-port 8080"),
-        port: 9090,
-    },
-    Config {
-        name: "succ-stap",
-        example: "example 2",
-        tracer: Some("/bin/probe-user --successes-only"),
-        port: 8080,
-    },
-    Config {
-        name: "succ-filter-hit",
-        example: "example 3, printed",
-        tracer: Some("/bin/probe-user --successes-only --filter-port 8080"),
-        port: 8080,
-    },
-    Config {
-        name: "succ-filter-miss",
-        example: "example 3, filtered out",
-        tracer: Some("/bin/probe-user --successes-only --filter-port 8080"),
-        port: 9090,
-    },
+    Config { name: "baseline", example: "-", tracer: None, port: 8080, stap: false },
+    probe("minimal", "example 1", "/bin/probe-user --format minimal", 8080),
+    probe("default", "example 2", "/bin/probe-user", 8080),
+    probe("filter-hit", "example 3, printed", "/bin/probe-user --filter-port 8080", 8080),
+    probe("filter-miss", "example 3, filtered out", "/bin/probe-user --filter-port 8080", 9090),
+    probe("succ-default", "example 2", "/bin/probe-user --successes-only", 8080),
+    probe("succ-filter-hit", "example 3, printed", "/bin/probe-user --successes-only --filter-port 8080", 8080),
+    probe("succ-filter-miss", "example 3, filtered out", "/bin/probe-user --successes-only --filter-port 8080", 9090),
+    stap("stap-1", "example 1", "/usr/bin/staprun /stap/tcpconn1.ko", 8080),
+    stap("stap-2", "example 2", "/usr/bin/staprun /stap/tcpconn2.ko", 8080),
+    stap("stap-3-hit", "example 3, printed", "/usr/bin/staprun /stap/tcpconn3.ko", 8080),
+    stap("stap-3-miss", "example 3, filtered out", "/usr/bin/staprun /stap/tcpconn3.ko", 9090),
 ];
 
 /// SystemTap 4.8's overhead on the same workload and VM (../shared/REFERENCE.md: its scripts,
@@ -110,21 +129,11 @@ pub fn run(options: Options) -> Result<()> {
         "latency" => true,
         other => bail!("unknown benchmark '{other}' (expected: overhead, latency)"),
     };
-    let probe_user = artifacts::probe_user()?;
-    let helpers = artifacts::test_helpers()?;
-    let mut guest =
-        vm::Guest::new(guest_script(&options, latency)).binary("probe-user", &probe_user);
-    for (name, path) in &helpers {
-        guest = guest.binary(name, path);
-    }
-    let boot = vm::Boot {
-        icount: !latency,
-        ..Default::default()
-    };
     let mut runs: BTreeMap<&str, Vec<Run>> = BTreeMap::new();
     let mut stderr_notes: BTreeMap<&str, String> = BTreeMap::new();
     let mut program_stats: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-    let code = boot.run(&guest, &artifacts::work_dir("bench"), |line| {
+    let mut console = Vec::new();
+    let mut on_line = |line: &str| {
         println!("{line}");
         if let Some((name, run)) = parse_result(line) {
             runs.entry(name).or_default().push(run);
@@ -144,9 +153,39 @@ pub fn run(options: Options) -> Result<()> {
                     .push(stat.to_string());
             }
         }
-    })?;
-    if code != 0 {
-        bail!("the benchmark failed in the VM (exit code {code})");
+        console.push(line.to_string());
+    };
+    match &options.from_log {
+        Some(log) => {
+            let text =
+                std::fs::read_to_string(log).with_context(|| format!("cannot read {log}"))?;
+            text.lines().for_each(&mut on_line);
+        }
+        None => {
+            let probe_user = artifacts::probe_user()?;
+            let helpers = artifacts::test_helpers()?;
+            let mut guest =
+                vm::Guest::new(guest_script(&options, latency)).binary("probe-user", &probe_user);
+            for (name, path) in &helpers {
+                guest = guest.binary(name, path);
+            }
+            if options.stap {
+                for (guest_path, host) in stap::prepare(&vm::kernel_image()?)? {
+                    guest = guest.file(&guest_path, &host);
+                }
+            }
+            let boot = vm::Boot {
+                icount: !latency,
+                ..Default::default()
+            };
+            let dir = artifacts::work_dir("bench");
+            let code = boot.run(&guest, &dir, &mut on_line)?;
+            // Kept so the report can be re-rendered with --from-log.
+            std::fs::write(dir.join("console.log"), console.join("\n"))?;
+            if code != 0 {
+                bail!("the benchmark failed in the VM (exit code {code})");
+            }
+        }
     }
     if latency {
         let report = latency_report(&options, &runs)?;
@@ -175,17 +214,21 @@ pub fn run(options: Options) -> Result<()> {
 }
 
 fn guest_script(options: &Options, latency: bool) -> String {
+    // Tracers are stopped with SIGTERM: a non-interactive shell starts background jobs with
+    // SIGINT ignored, and stapio keeps it ignored.
     let mut s = String::from(
-        "bench() { name=$1; port=$2; shift 2\n\
+        "bench() { name=$1; port=$2; ready=$3; shift 3\n\
          if [ $# -eq 0 ]; then\n\
            r=$(/bin/connect-bench --cycles $CYCLES --port $port $PACE) || return 1\n\
            echo \"result $name $r lines=0\"; return 0\n\
          fi\n\
          rm -f /tmp/err; \"$@\" > /tmp/out 2> /tmp/err & t=$!\n\
-         until grep -q Tracing /tmp/err 2>/dev/null; do\n\
+         until if [ $ready = banner ]; then grep -q Tracing /tmp/err 2>/dev/null;\n\
+               else grep -q tcp_v4_connect /sys/kernel/debug/kprobes/list; fi; do\n\
            kill -0 $t 2>/dev/null || { cat /tmp/err; return 1; }; sleep 0.05; done\n\
+         [ $ready = banner ] || sleep 1\n\
          r=$(/bin/connect-bench --cycles $CYCLES --port $port $PACE) || return 1\n\
-         kill -INT $t; wait $t\n\
+         kill -TERM $t; wait $t\n\
          echo \"result $name $r lines=$(wc -l < /tmp/out)\"\n\
          tail -n +2 /tmp/err | sed \"s/^/stderr $name: /\"\n\
          }\n",
@@ -195,22 +238,18 @@ fn guest_script(options: &Options, latency: bool) -> String {
     // Warm-up: first-touch costs (page cache, slab) land here, not in the first measured run.
     s.push_str("/bin/connect-bench --cycles 200 --port 8080 > /dev/null\n");
     for _ in 0..options.rounds {
-        for c in CONFIGS {
-            let _ = writeln!(
-                s,
-                "bench {} {} {} || exit 1",
-                c.name,
-                c.port,
-                c.tracer.unwrap_or("")
-            );
+        for c in options.configs() {
+            let ready = if c.stap { "kprobe" } else { "banner" };
+            let tracer = c.tracer.unwrap_or("");
+            let _ = writeln!(s, "bench {} {} {ready} {tracer} || exit 1", c.name, c.port);
         }
     }
     // Kernel BPF statistics cost a clock read per program run: a separate, unmeasured pass.
-    for c in CONFIGS.iter().filter(|_| !latency) {
+    for c in options.configs().filter(|c| !latency && !c.stap) {
         if let Some(tracer) = c.tracer {
             let _ = writeln!(
                 s,
-                "bench stats-{} {} {tracer} --stats || exit 1",
+                "bench stats-{} {} banner {tracer} --stats || exit 1",
                 c.name, c.port
             );
         }
@@ -277,11 +316,11 @@ fn report(
     );
     let _ = writeln!(
         out,
-        "| configuration | SystemTap example | probe-user overhead | stap 4.8 (reference) | target | met | \
+        "| configuration | SystemTap example | overhead | stap 4.8 | target | met | \
          per-run overheads | lines printed / connects | tracer's summary |"
     );
     let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|");
-    for c in CONFIGS.iter().filter(|c| c.tracer.is_some()) {
+    for c in options.configs().filter(|c| c.tracer.is_some()) {
         let r = runs
             .get(c.name)
             .with_context(|| format!("no results for {}", c.name))?;
@@ -292,14 +331,23 @@ fn report(
             .iter()
             .map(|r| format!("{:+.1}k", (r.ns_per_cycle - baseline) / 1000.0))
             .collect();
-        let (_, stap, target) = example(c.example);
+        let (_, _, target) = example(c.example);
+        let (stap, source) = stap_overhead(runs, c.example, baseline);
+        let (stap_cell, target_cell, met) = if c.stap {
+            ("-".to_string(), "-".to_string(), "-")
+        } else {
+            (
+                format!("+{stap:.1}k ({source})"),
+                format!("<= +{target:.1}k"),
+                if overhead <= target { "yes" } else { "no" },
+            )
+        };
         let _ = writeln!(
             out,
-            "| `{}` (port {}) | {} | **+{overhead:.1}k** | +{stap:.1}k | <= +{target:.1}k | {} | {} | {lines} / {connects} | {} |",
+            "| `{}` (port {}) | {} | **+{overhead:.1}k** | {stap_cell} | {target_cell} | {met} | {} | {lines} / {connects} | {} |",
             tracer_command(c),
             c.port,
             c.example,
-            if overhead <= target { "yes" } else { "no" },
             each.join(", "),
             notes.get(c.name).map(String::as_str).unwrap_or("-")
         );
@@ -311,7 +359,7 @@ fn report(
     );
     let _ = writeln!(out, "| configuration | programs |");
     let _ = writeln!(out, "|---|---|");
-    for c in CONFIGS.iter().filter(|c| c.tracer.is_some()) {
+    for c in options.configs().filter(|c| c.tracer.is_some() && !c.stap) {
         let stats = program_stats
             .get(c.name)
             .map(|s| s.join("; "))
@@ -319,7 +367,10 @@ fn report(
         let _ = writeln!(
             out,
             "| `{}` (port {}) | {stats} |",
-            c.tracer.unwrap_or_default().trim_start_matches("/bin/"),
+            c.tracer
+                .unwrap_or_default()
+                .trim_start_matches("/usr/bin/")
+                .trim_start_matches("/bin/"),
             c.port
         );
     }
@@ -363,8 +414,28 @@ fn latency_report(options: &Options, runs: &BTreeMap<&str, Vec<Run>>) -> Result<
     Ok(out)
 }
 
+/// SystemTap's overhead for `example`: measured in this run if it ran, else the reference.
+fn stap_overhead(
+    runs: &BTreeMap<&str, Vec<Run>>,
+    example_name: &str,
+    baseline: f64,
+) -> (f64, &'static str) {
+    let measured = CONFIGS
+        .iter()
+        .find(|c| c.stap && c.example == example_name)
+        .and_then(|c| runs.get(c.name))
+        .map(|r| (median(r.iter().map(|r| r.ns_per_cycle).collect()) - baseline) / 1000.0);
+    match measured {
+        Some(k) => (k, "measured"),
+        None => (example(example_name).1, "reference"),
+    }
+}
+
 fn tracer_command(c: &Config) -> &str {
-    c.tracer.unwrap_or_default().trim_start_matches("/bin/")
+    c.tracer
+        .unwrap_or_default()
+        .trim_start_matches("/usr/bin/")
+        .trim_start_matches("/bin/")
 }
 
 fn example(name: &str) -> (&'static str, f64, f64) {
@@ -384,15 +455,16 @@ fn chart_bars(runs: &BTreeMap<&str, Vec<Run>>) -> Vec<chart::Bar> {
         return Vec::new();
     };
     let mut bars = Vec::new();
-    for &(name, stap, target) in EXAMPLES {
+    for &(name, _, target) in EXAMPLES {
+        let (stap, source) = stap_overhead(runs, name, baseline);
         bars.push(chart::Bar {
-            label: format!("{name}: stap 4.8 (reference)"),
+            label: format!("{name}: stap 4.8 ({source})"),
             value_k: stap,
             color: chart::STAP,
         });
         for c in CONFIGS
             .iter()
-            .filter(|c| c.example == name && c.tracer.is_some())
+            .filter(|c| c.example == name && c.tracer.is_some() && !c.stap)
         {
             if let Some(v) = per_cycle(c.name) {
                 let label = format!(

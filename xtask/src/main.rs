@@ -5,6 +5,7 @@ mod artifacts;
 mod bench;
 mod chart;
 mod run;
+mod stap;
 mod test;
 mod vm;
 

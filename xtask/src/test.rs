@@ -45,6 +45,7 @@ pub fn run(options: Options) -> Result<()> {
     }
 
     let probe_user = artifacts::probe_user()?;
+    check_host_without_kprobes(&probe_user)?;
     let tests = artifacts::integration_tests()?;
     if tests.is_empty() {
         bail!("cargo built no integration tests");
@@ -65,6 +66,32 @@ pub fn run(options: Options) -> Result<()> {
     if code != 0 {
         bail!("integration tests failed in the VM (exit code {code})");
     }
+    Ok(())
+}
+
+/// The host kernel of this project's machines has no kprobes: there, the real binary must refuse
+/// in one line. Elsewhere this check has nothing to check and says so.
+fn check_host_without_kprobes(probe_user: &std::path::Path) -> Result<()> {
+    let kprobes = [
+        "/sys/bus/event_source/devices/kprobe",
+        "/sys/kernel/tracing/kprobe_events",
+    ];
+    if kprobes.iter().any(|p| std::path::Path::new(p).exists()) {
+        eprintln!("xtask: the host kernel has kprobes; no-kprobes check not applicable");
+        return Ok(());
+    }
+    let out = Command::new(probe_user)
+        .output()
+        .context("cannot run probe-user")?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let expected = "probe-user: error: this kernel has no kprobes (CONFIG_KPROBES is off), so probe-user cannot trace it\n";
+    if out.status.code() != Some(1) || stderr != expected {
+        bail!(
+            "on this host without kprobes probe-user said {stderr:?} ({})",
+            out.status
+        );
+    }
+    eprintln!("xtask: host kernel without kprobes: probe-user refused with one line, exit 1 (ok)");
     Ok(())
 }
 

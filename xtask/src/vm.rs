@@ -49,8 +49,16 @@ impl Guest {
     }
 
     /// Copies the host file `host` to `/bin/<name>` in the guest.
-    pub fn binary(mut self, name: &str, host: &Path) -> Self {
-        self.files.push((format!("bin/{name}"), host.to_path_buf()));
+    pub fn binary(self, name: &str, host: &Path) -> Self {
+        self.file(&format!("/bin/{name}"), host)
+    }
+
+    /// Copies the host file `host` to the absolute path `guest` in the guest.
+    pub fn file(mut self, guest: &str, host: &Path) -> Self {
+        self.files.push((
+            guest.trim_start_matches('/').to_string(),
+            host.to_path_buf(),
+        ));
         self
     }
 
@@ -97,6 +105,25 @@ impl Guest {
         ));
         let mut files = self.files.clone();
         files.push(("bin/busybox".into(), busybox.to_path_buf()));
+        let mut dirs: Vec<String> = Vec::new();
+        for (guest, _) in &files {
+            let mut parent = Path::new(guest).parent();
+            while let Some(dir) = parent.filter(|d| !d.as_os_str().is_empty()) {
+                dirs.push(dir.to_string_lossy().into_owned());
+                parent = dir.parent();
+            }
+        }
+        dirs.sort();
+        dirs.dedup();
+        for dir in dirs
+            .iter()
+            .filter(|d| !["bin", "etc"].contains(&d.as_str()))
+        {
+            entries.push((
+                NewcBuilder::new(dir).mode(0o040755),
+                Cursor::new(Vec::new()),
+            ));
+        }
         for (guest, host) in files {
             let bytes =
                 std::fs::read(&host).with_context(|| format!("cannot read {}", host.display()))?;

@@ -10,17 +10,14 @@ use std::{
     time::{Duration, Instant},
 };
 
+use probe_tests::flag_value;
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let value = |flag: &str| {
-        args.iter()
-            .position(|a| a == flag)
-            .and_then(|i| args.get(i + 1))
-            .and_then(|v| v.parse::<u64>().ok())
-    };
-    let cycles = value("--cycles").unwrap_or(2000);
-    let port = value("--port").unwrap_or(8080) as u16;
-    let pace = value("--pace").map(|per_s| Duration::from_nanos(1_000_000_000 / per_s.max(1)));
+    let cycles: u64 = flag_value(&args, "--cycles").unwrap_or(2000);
+    let port: u16 = flag_value(&args, "--port").unwrap_or(8080);
+    let pace = flag_value::<u64>(&args, "--pace")
+        .map(|per_s| Duration::from_nanos(1_000_000_000 / per_s.max(1)));
     let listener =
         TcpListener::bind(("127.0.0.1", port)).unwrap_or_else(|e| panic!("bind port {port}: {e}"));
     let addr = listener.local_addr().unwrap();
