@@ -38,13 +38,16 @@ pub struct Options {
 impl Options {
     /// The configurations this run measures.
     fn configs(&self) -> impl Iterator<Item = &'static Config> + '_ {
-        CONFIGS.iter().filter(|c| !c.stap || self.stap).filter(|c| {
-            c.tracer.is_none()
-                || self
-                    .only
-                    .as_deref()
-                    .is_none_or(|only| c.name.contains(only))
-        })
+        CONFIGS
+            .iter()
+            .filter(|c| !c.is_stap() || self.stap)
+            .filter(|c| {
+                c.tracer.is_none()
+                    || self
+                        .only
+                        .as_deref()
+                        .is_none_or(|only| c.name.contains(only))
+            })
     }
 }
 
@@ -55,12 +58,9 @@ struct Config {
     example: &'static str,
     tracer: Option<&'static str>,
     port: u16,
-    /// A SystemTap module (only with `--stap`); ready once its kprobes are registered, as it
-    /// prints no banner.
-    stap: bool,
 }
 
-const fn probe(
+const fn traced(
     name: &'static str,
     example: &'static str,
     tracer: &'static str,
@@ -71,36 +71,32 @@ const fn probe(
         example,
         tracer: Some(tracer),
         port,
-        stap: false,
     }
 }
 
-const fn stap(
-    name: &'static str,
-    example: &'static str,
-    tracer: &'static str,
-    port: u16,
-) -> Config {
-    Config {
-        stap: true,
-        ..probe(name, example, tracer, port)
+impl Config {
+    /// A SystemTap module (only with `--stap`): ready once its kprobe is registered, as it
+    /// prints no banner.
+    fn is_stap(&self) -> bool {
+        self.tracer
+            .is_some_and(|t| t.starts_with("/usr/bin/staprun"))
     }
 }
 
 #[rustfmt::skip]
 const CONFIGS: &[Config] = &[
-    Config { name: "baseline", example: "-", tracer: None, port: 8080, stap: false },
-    probe("minimal", "example 1", "/bin/probe-user --format minimal", 8080),
-    probe("default", "example 2", "/bin/probe-user", 8080),
-    probe("filter-hit", "example 3, printed", "/bin/probe-user --filter-port 8080", 8080),
-    probe("filter-miss", "example 3, filtered out", "/bin/probe-user --filter-port 8080", 9090),
-    probe("succ-default", "example 2", "/bin/probe-user --successes-only", 8080),
-    probe("succ-filter-hit", "example 3, printed", "/bin/probe-user --successes-only --filter-port 8080", 8080),
-    probe("succ-filter-miss", "example 3, filtered out", "/bin/probe-user --successes-only --filter-port 8080", 9090),
-    stap("stap-1", "example 1", "/usr/bin/staprun /stap/tcpconn1.ko", 8080),
-    stap("stap-2", "example 2", "/usr/bin/staprun /stap/tcpconn2.ko", 8080),
-    stap("stap-3-hit", "example 3, printed", "/usr/bin/staprun /stap/tcpconn3.ko", 8080),
-    stap("stap-3-miss", "example 3, filtered out", "/usr/bin/staprun /stap/tcpconn3.ko", 9090),
+    Config { name: "baseline", example: "-", tracer: None, port: 8080 },
+    traced("minimal", "example 1", "/bin/probe-user --format minimal", 8080),
+    traced("default", "example 2", "/bin/probe-user", 8080),
+    traced("filter-hit", "example 3, printed", "/bin/probe-user --filter-port 8080", 8080),
+    traced("filter-miss", "example 3, filtered out", "/bin/probe-user --filter-port 8080", 9090),
+    traced("succ-default", "example 2", "/bin/probe-user --successes-only", 8080),
+    traced("succ-filter-hit", "example 3, printed", "/bin/probe-user --successes-only --filter-port 8080", 8080),
+    traced("succ-filter-miss", "example 3, filtered out", "/bin/probe-user --successes-only --filter-port 8080", 9090),
+    traced("stap-1", "example 1", "/usr/bin/staprun /stap/tcpconn1.ko", 8080),
+    traced("stap-2", "example 2", "/usr/bin/staprun /stap/tcpconn2.ko", 8080),
+    traced("stap-3-hit", "example 3, printed", "/usr/bin/staprun /stap/tcpconn3.ko", 8080),
+    traced("stap-3-miss", "example 3, filtered out", "/usr/bin/staprun /stap/tcpconn3.ko", 9090),
 ];
 
 /// SystemTap 4.8's overhead on the same workload and VM (../shared/REFERENCE.md: its scripts,
@@ -239,13 +235,13 @@ fn guest_script(options: &Options, latency: bool) -> String {
     s.push_str("/bin/connect-bench --cycles 200 --port 8080 > /dev/null\n");
     for _ in 0..options.rounds {
         for c in options.configs() {
-            let ready = if c.stap { "kprobe" } else { "banner" };
+            let ready = if c.is_stap() { "kprobe" } else { "banner" };
             let tracer = c.tracer.unwrap_or("");
             let _ = writeln!(s, "bench {} {} {ready} {tracer} || exit 1", c.name, c.port);
         }
     }
     // Kernel BPF statistics cost a clock read per program run: a separate, unmeasured pass.
-    for c in options.configs().filter(|c| !latency && !c.stap) {
+    for c in options.configs().filter(|c| !latency && !c.is_stap()) {
         if let Some(tracer) = c.tracer {
             let _ = writeln!(
                 s,
@@ -333,7 +329,7 @@ fn report(
             .collect();
         let (_, _, target) = example(c.example);
         let (stap, source) = stap_overhead(runs, c.example, baseline);
-        let (stap_cell, target_cell, met) = if c.stap {
+        let (stap_cell, target_cell, met) = if c.is_stap() {
             ("-".to_string(), "-".to_string(), "-")
         } else {
             (
@@ -359,7 +355,10 @@ fn report(
     );
     let _ = writeln!(out, "| configuration | programs |");
     let _ = writeln!(out, "|---|---|");
-    for c in options.configs().filter(|c| c.tracer.is_some() && !c.stap) {
+    for c in options
+        .configs()
+        .filter(|c| c.tracer.is_some() && !c.is_stap())
+    {
         let stats = program_stats
             .get(c.name)
             .map(|s| s.join("; "))
@@ -422,7 +421,7 @@ fn stap_overhead(
 ) -> (f64, &'static str) {
     let measured = CONFIGS
         .iter()
-        .find(|c| c.stap && c.example == example_name)
+        .find(|c| c.is_stap() && c.example == example_name)
         .and_then(|c| runs.get(c.name))
         .map(|r| (median(r.iter().map(|r| r.ns_per_cycle).collect()) - baseline) / 1000.0);
     match measured {
@@ -464,7 +463,7 @@ fn chart_bars(runs: &BTreeMap<&str, Vec<Run>>) -> Vec<chart::Bar> {
         });
         for c in CONFIGS
             .iter()
-            .filter(|c| c.example == name && c.tracer.is_some() && !c.stap)
+            .filter(|c| c.example == name && c.tracer.is_some() && !c.is_stap())
         {
             if let Some(v) = per_cycle(c.name) {
                 let label = format!(
