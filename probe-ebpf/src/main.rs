@@ -3,6 +3,8 @@
 //! The entry probe applies the filters and remembers what only the entry knows (the socket, the
 //! requested destination, the time); the return probe reads what the kernel assigned inside the
 //! call (the source address and port) and emits one [`ConnectRecord`] per call, failed ones too.
+//! With `--format minimal` the entry probe alone emits a [`TimestampRecord`]; with
+//! `--successes-only` a single kprobe on `tcp_connect` replaces all of them.
 #![no_std]
 #![no_main]
 
@@ -66,9 +68,9 @@ static PORT_FILTER: HashMap<u16, u8> = HashMap::with_max_entries(MAX_PORTS, 0);
 static PID_FILTER: HashMap<u32, u8> = HashMap::with_max_entries(MAX_PIDS, 0);
 
 /// What an entry probe saw, keyed by pid_tgid: written by the entry probes, consumed (and
-/// deleted) by the return probe. A plain preallocated hash: an LRU's bookkeeping costs more than
-/// the rest of the probe. An entry left by a missed return is overwritten by that thread's next
-/// connect; if the map ever fills, the connect is counted as dropped.
+/// deleted) by the return probe. A plain hash rather than an LRU, which would evict a connect
+/// in flight silently: an entry left by a missed return is overwritten by that thread's next
+/// connect, and if the map ever fills, the connect is counted as dropped.
 #[map]
 static PENDING: HashMap<u64, PendingConnect> = HashMap::with_max_entries(MAX_PENDING, 0);
 
@@ -114,14 +116,14 @@ pub fn tcp_connect_return(ctx: RetProbeContext) -> u32 {
 fn on_connect_entry(ctx: &ProbeContext, family: u16) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let filters = FILTERS.load();
-    if filters.pids != 0 && unsafe { PID_FILTER.get(&((pid_tgid >> 32) as u32)) }.is_none() {
+    if !pid_admitted(&filters, pid_tgid) {
         return;
     }
     let (Some(sk), Some(uaddr)) = (ctx.arg::<u64>(0), ctx.arg::<*const u8>(1)) else {
         return;
     };
     let (daddr, dport) = sock::sockaddr_destination(uaddr, family);
-    if filters.ports != 0 && unsafe { PORT_FILTER.get(&dport) }.is_none() {
+    if !port_admitted(&filters, dport) {
         return;
     }
     let boot_ns = unsafe { bpf_ktime_get_boot_ns() };
@@ -192,7 +194,7 @@ pub fn tcp_connect(ctx: ProbeContext) -> u32 {
 fn on_tcp_connect(ctx: &ProbeContext) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let filters = FILTERS.load();
-    if filters.pids != 0 && unsafe { PID_FILTER.get(&((pid_tgid >> 32) as u32)) }.is_none() {
+    if !pid_admitted(&filters, pid_tgid) {
         return;
     }
     let Some(sk) = ctx.arg::<*const u8>(0) else {
@@ -203,11 +205,23 @@ fn on_tcp_connect(ctx: &ProbeContext) {
     if filters.families & family_bit(family) == 0 {
         return;
     }
-    if filters.ports != 0 && unsafe { PORT_FILTER.get(&dport) }.is_none() {
+    if !port_admitted(&filters, dport) {
         return;
     }
     let boot_ns = unsafe { bpf_ktime_get_boot_ns() };
     emit_connect(pid_tgid, boot_ns, &sk, family, daddr, dport, 0);
+}
+
+/// Whether the `--pid` filter (if any) lets the calling process through.
+#[inline(always)]
+fn pid_admitted(filters: &FilterFlags, pid_tgid: u64) -> bool {
+    filters.pids == 0 || unsafe { PID_FILTER.get(&((pid_tgid >> 32) as u32)) }.is_some()
+}
+
+/// Whether the `--filter-port` filter (if any) lets destination port `dport` through.
+#[inline(always)]
+fn port_admitted(filters: &FilterFlags, dport: u16) -> bool {
+    filters.ports == 0 || unsafe { PORT_FILTER.get(&dport) }.is_some()
 }
 
 /// Emits the [`ConnectRecord`] of a call on `sk`, reading the source the kernel assigned and the
