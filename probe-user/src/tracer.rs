@@ -102,6 +102,9 @@ impl TracerBuilder {
     /// Checks privileges and kernel features, loads the probes and attaches them. Tracing has
     /// started when this returns.
     pub fn attach(self) -> Result<Tracer> {
+        if self.timestamps_only && self.successes_only {
+            bail!("timestamps-only and successes-only tracing cannot be combined");
+        }
         if self.ports.contains(&0) {
             bail!("port 0 cannot be a destination port");
         }
@@ -117,9 +120,6 @@ impl TracerBuilder {
         kernel::raise_memlock_limit();
         kernel::check_ring_buffer()?;
 
-        if self.timestamps_only && self.successes_only {
-            bail!("timestamps-only and successes-only tracing cannot be combined");
-        }
         let families = self.families.iter().map(|f| match f {
             Family::V4 => FAMILY_V4,
             Family::V6 => FAMILY_V6,
