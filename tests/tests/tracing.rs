@@ -414,3 +414,27 @@ fn rust_log_debug_shows_the_kernel_side_log() {
         out.stderr
     );
 }
+
+#[test]
+fn a_full_ring_buffer_is_counted_not_silently_lost() {
+    // More connects than the 1 MiB ring holds (~11.9k records of 88 bytes) while the reader is
+    // stopped: the excess must show up as dropped, and printed + dropped must add up.
+    const CONNECTS: u64 = 15_000;
+    let v4 = listener("127.0.0.1:0");
+    let tracer = Tracer::start(&[]);
+    // SAFETY: plain kill(2) on our own child.
+    unsafe { libc::kill(tracer.pid() as i32, libc::SIGSTOP) };
+    for _ in 0..CONNECTS {
+        connect(v4, None).unwrap();
+    }
+    unsafe { libc::kill(tracer.pid() as i32, libc::SIGCONT) };
+    let out = tracer.stop();
+
+    assert!(out.status.success(), "{}", out.stderr);
+    let printed = out.stdout.lines().count() as u64;
+    let (reported, dropped, malformed) = summary(&out.stderr);
+    assert_eq!(reported, printed);
+    assert_eq!(malformed, 0);
+    assert!(dropped > 0, "the ring never filled: {}", out.stderr);
+    assert_eq!(printed + dropped, CONNECTS, "{}", out.stderr);
+}
