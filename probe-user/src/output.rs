@@ -1,14 +1,9 @@
 //! Batched writes to stdout: one `write` per drain of the ring buffer, not one per line.
 
-use std::{
-    fs::File,
-    io::{self, Write as _},
-    mem::ManuallyDrop,
-    os::fd::FromRawFd as _,
-};
+use std::{fs::File, io::Write as _, mem::ManuallyDrop, os::fd::FromRawFd as _};
 
-/// Flush once the pending output grows past this, even in the middle of a drain.
-const FLUSH_BYTES: usize = 64 * 1024;
+/// Initial buffer size: a drain of a busy ring fits without regrowing.
+const INITIAL_CAPACITY: usize = 128 * 1024;
 
 /// Lines waiting to be written to stdout.
 pub struct BatchedStdout {
@@ -24,7 +19,7 @@ pub struct Closed;
 impl Default for BatchedStdout {
     fn default() -> Self {
         Self {
-            buf: Vec::with_capacity(FLUSH_BYTES * 2),
+            buf: Vec::with_capacity(INITIAL_CAPACITY),
             // SAFETY: fd 1 is open for the life of the process; ManuallyDrop never closes it.
             stdout: ManuallyDrop::new(unsafe { File::from_raw_fd(1) }),
         }
@@ -37,15 +32,6 @@ impl BatchedStdout {
         &mut self.buf
     }
 
-    /// Writes pending output if there is a lot of it.
-    pub fn flush_if_full(&mut self) -> Result<(), Closed> {
-        if self.buf.len() >= FLUSH_BYTES {
-            self.flush()
-        } else {
-            Ok(())
-        }
-    }
-
     /// Writes all pending output.
     pub fn flush(&mut self) -> Result<(), Closed> {
         if self.buf.is_empty() {
@@ -53,11 +39,8 @@ impl BatchedStdout {
         }
         let result = self.stdout.write_all(&self.buf);
         self.buf.clear();
-        match result {
-            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Err(Closed),
-            // Any other write error (disk full, EIO) also means nobody gets the output.
-            Err(_) => Err(Closed),
-            Ok(()) => Ok(()),
-        }
+        // EPIPE (the reader left), and any other write error (disk full, EIO) alike, mean
+        // nobody gets the output.
+        result.map_err(|_| Closed)
     }
 }

@@ -275,6 +275,12 @@ fn parse_result(line: &str) -> Option<(&'static str, Run)> {
     ))
 }
 
+/// Median guest ns per connect cycle over the runs of configuration `name`, if it ran.
+fn median_per_cycle(runs: &BTreeMap<&str, Vec<Run>>, name: &str) -> Option<f64> {
+    runs.get(name)
+        .map(|r| median(r.iter().map(|r| r.ns_per_cycle).collect()))
+}
+
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     let n = values.len();
@@ -292,10 +298,7 @@ fn report(
     program_stats: &BTreeMap<&str, Vec<String>>,
 ) -> Result<String> {
     let per_cycle = |name: &str| -> Result<f64> {
-        let r = runs
-            .get(name)
-            .with_context(|| format!("no results for {name}"))?;
-        Ok(median(r.iter().map(|r| r.ns_per_cycle).collect()))
+        median_per_cycle(runs, name).with_context(|| format!("no results for {name}"))
     };
     let baseline = per_cycle("baseline")?;
     let mut out = String::new();
@@ -422,8 +425,8 @@ fn stap_overhead(
     let measured = CONFIGS
         .iter()
         .find(|c| c.is_stap() && c.example == example_name)
-        .and_then(|c| runs.get(c.name))
-        .map(|r| (median(r.iter().map(|r| r.ns_per_cycle).collect()) - baseline) / 1000.0);
+        .and_then(|c| median_per_cycle(runs, c.name))
+        .map(|ns| (ns - baseline) / 1000.0);
     match measured {
         Some(k) => (k, "measured"),
         None => (example(example_name).1, "reference"),
@@ -446,10 +449,7 @@ fn example(name: &str) -> (&'static str, f64, f64) {
 
 /// The bars of the chart: per example, stap's reference, each probe-user configuration, the target.
 fn chart_bars(runs: &BTreeMap<&str, Vec<Run>>) -> Vec<chart::Bar> {
-    let per_cycle = |name: &str| {
-        runs.get(name)
-            .map(|r| median(r.iter().map(|r| r.ns_per_cycle).collect()))
-    };
+    let per_cycle = |name: &str| median_per_cycle(runs, name);
     let Some(baseline) = per_cycle("baseline") else {
         return Vec::new();
     };
@@ -466,17 +466,8 @@ fn chart_bars(runs: &BTreeMap<&str, Vec<Run>>) -> Vec<chart::Bar> {
             .filter(|c| c.example == name && c.tracer.is_some() && !c.is_stap())
         {
             if let Some(v) = per_cycle(c.name) {
-                let label = format!(
-                    "{name}: {}",
-                    tracer_command(c).trim_start_matches("probe-user").trim()
-                );
-                let label = if label.ends_with(": ") {
-                    format!("{name}: probe-user")
-                } else {
-                    label.replace(": ", ": probe-user ")
-                };
                 bars.push(chart::Bar {
-                    label,
+                    label: format!("{name}: {}", tracer_command(c)),
                     value_k: (v - baseline) / 1000.0,
                     color: chart::PROBE,
                 });
