@@ -24,8 +24,11 @@ pub mod counter {
     pub const RING_FULL: u32 = 0;
     /// Connects not traced because the map of connects in flight was full.
     pub const PENDING_FULL: u32 = 1;
+    /// Connects whose return probe never ran (the kernel's kretprobe ran out of instances), seen
+    /// when the same thread enters its next connect.
+    pub const MISSED_RETURN: u32 = 2;
     /// Number of counters.
-    pub const COUNT: u32 = 2;
+    pub const COUNT: u32 = 3;
 }
 
 /// Length of a task's `comm`, as in the kernel's `TASK_COMM_LEN`.
@@ -152,6 +155,23 @@ pub const FAMILY_V4: u8 = 1;
 /// Bit of IPv6 in [`FilterFlags::families`].
 pub const FAMILY_V6: u8 = 2;
 
+/// A connect call between its entry and its return probe, keyed by pid_tgid in the kernel's
+/// `PENDING` map (userspace reaps entries whose return never came).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct PendingConnect {
+    /// The `struct sock *` being connected.
+    pub sk: u64,
+    /// `CLOCK_BOOTTIME` at entry.
+    pub boot_ns: u64,
+    /// The requested destination.
+    pub daddr: RawAddr,
+    pub dport: u16,
+    /// `AF_INET` or `AF_INET6`: which function was entered.
+    pub family: u16,
+    pub _pad: u32,
+}
+
 #[cfg(feature = "user")]
 mod user {
     // SAFETY: all of these are #[repr(C)] plain integers and arrays with explicit padding, so every
@@ -160,6 +180,7 @@ mod user {
     unsafe impl aya::Pod for super::TimestampRecord {}
     unsafe impl aya::Pod for super::SockOffsets {}
     unsafe impl aya::Pod for super::FilterFlags {}
+    unsafe impl aya::Pod for super::PendingConnect {}
 }
 
 #[cfg(test)]

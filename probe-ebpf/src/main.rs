@@ -14,7 +14,7 @@ use sock::Sock;
 
 use aya_ebpf::{
     Global,
-    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    bindings::{BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_ktime_get_boot_ns, generated,
     },
@@ -25,7 +25,8 @@ use aya_ebpf::{
 use aya_log_ebpf::debug;
 use probe_common::{
     AF_INET, AF_INET6, COMM_LEN, ConnectRecord, FAMILY_V4, FAMILY_V6, FilterFlags, MAX_PENDING,
-    MAX_PIDS, MAX_PORTS, RING_BYTES, RawAddr, SockOffsets, TimestampRecord, counter,
+    MAX_PIDS, MAX_PORTS, PendingConnect, RING_BYTES, RawAddr, SockOffsets, TimestampRecord,
+    counter,
 };
 
 /// Written by userspace before load (from BTF); read by the return probe.
@@ -68,9 +69,10 @@ static PORT_FILTER: HashMap<u16, u8> = HashMap::with_max_entries(MAX_PORTS, 0);
 static PID_FILTER: HashMap<u32, u8> = HashMap::with_max_entries(MAX_PIDS, 0);
 
 /// What an entry probe saw, keyed by pid_tgid: written by the entry probes, consumed (and
-/// deleted) by the return probe. A plain hash rather than an LRU, which would evict a connect
-/// in flight silently: an entry left by a missed return is overwritten by that thread's next
-/// connect, and if the map ever fills, the connect is counted as dropped.
+/// deleted) by the return probe; userspace deletes entries whose return never came. A plain hash
+/// rather than an LRU, which would evict a connect in flight silently: an entry left by a missed
+/// return is counted and overwritten by that thread's next connect (or reaped by userspace if
+/// the thread makes none), and if the map ever fills, the connect is counted as dropped.
 #[map]
 static PENDING: HashMap<u64, PendingConnect> = HashMap::with_max_entries(MAX_PENDING, 0);
 
@@ -81,17 +83,6 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(RING_BYTES, 0);
 /// Written by the kernel side (see `probe_common::counter`); summed over CPUs by userspace.
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
-
-/// A connect call between its entry and its return.
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct PendingConnect {
-    sk: u64,
-    boot_ns: u64,
-    daddr: RawAddr,
-    dport: u16,
-    family: u16,
-}
 
 #[kprobe]
 pub fn tcp_v4_connect(ctx: ProbeContext) -> u32 {
@@ -141,9 +132,25 @@ fn on_connect_entry(ctx: &ProbeContext, family: u16) {
         daddr,
         dport,
         family,
+        _pad: 0,
     };
-    // An IPv4-mapped tcp_v6_connect calls tcp_v4_connect on the same thread: the inner call
-    // overwrites the outer one here, so that connect is reported once, as tcp_v4_connect.
+    if PENDING
+        .insert(&pid_tgid, &pending, BPF_NOEXIST as u64)
+        .is_ok()
+    {
+        return;
+    }
+    match unsafe { PENDING.get(&pid_tgid) } {
+        // An IPv4-mapped tcp_v6_connect calls tcp_v4_connect on the same thread and socket: the
+        // inner call replaces the outer one, so that connect is reported once, as tcp_v4_connect.
+        Some(outer) if outer.sk == sk && outer.family == AF_INET6 && family == AF_INET => {}
+        // This thread's previous connect never reached its return probe: it is lost.
+        Some(_) => count(counter::MISSED_RETURN),
+        None => {
+            count(counter::PENDING_FULL);
+            return;
+        }
+    }
     if PENDING.insert(&pid_tgid, &pending, 0).is_err() {
         count(counter::PENDING_FULL);
     }

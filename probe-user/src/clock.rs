@@ -30,6 +30,11 @@ impl WallClock {
     }
 }
 
+/// `CLOCK_BOOTTIME` now, the clock of the kernel side's timestamps.
+pub(crate) fn boot_now_ns() -> u64 {
+    now_ns(libc::CLOCK_BOOTTIME) as u64
+}
+
 fn now_ns(clock: libc::clockid_t) -> i128 {
     let mut ts = libc::timespec {
         tv_sec: 0,

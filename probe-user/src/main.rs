@@ -4,6 +4,7 @@ use std::{process::ExitCode, time::Duration};
 
 use anyhow::Result;
 use clap::Parser;
+use probe_common::MAX_PENDING;
 use probe_user::{Family, Format, Formatter, Tracer, WallClock, output::BatchedStdout};
 use tokio::{
     io::{Interest, unix::AsyncFd},
@@ -154,8 +155,13 @@ async fn run(cli: Cli) -> Result<()> {
             break;
         }
     }
+    let tracer = tracer.get_mut();
     if cli.stats {
-        for p in tracer.get_ref().program_stats() {
+        eprintln!(
+            "probe-user: {} connect calls in flight (map PENDING, {MAX_PENDING} entries)",
+            tracer.pending_calls()
+        );
+        for p in tracer.program_stats() {
             let per_run = p.run_time_ns.checked_div(p.runs).unwrap_or(0);
             eprintln!(
                 "probe-user: program {} ran {} times, {per_run} ns per run",
@@ -163,10 +169,12 @@ async fn run(cli: Cli) -> Result<()> {
             );
         }
     }
-    let counters = tracer.get_ref().counters();
+    // Calls still in flight now will not be reported: count them with the missed ones.
+    tracer.reap_pending(Duration::ZERO);
+    let counters = tracer.counters();
     eprintln!(
-        "probe-user: {} events printed, {} dropped, {} malformed",
-        counters.events, counters.dropped, counters.malformed
+        "probe-user: {} events printed, {} dropped, {} missed, {} malformed",
+        counters.events, counters.dropped, counters.missed, counters.malformed
     );
     Ok(())
 }

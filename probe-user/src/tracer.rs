@@ -4,6 +4,7 @@ use std::{
     collections::BTreeSet,
     os::fd::{AsRawFd, RawFd},
     path::PathBuf,
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, Result, bail};
@@ -13,9 +14,11 @@ use aya::{
     programs::KProbe,
 };
 use aya_log::EbpfLogger;
-use probe_common::{FAMILY_V4, FAMILY_V6, FilterFlags, MAX_PIDS, MAX_PORTS, RING_BYTES, counter};
+use probe_common::{
+    FAMILY_V4, FAMILY_V6, FilterFlags, MAX_PIDS, MAX_PORTS, PendingConnect, RING_BYTES, counter,
+};
 
-use crate::{ConnectEvent, Family, btf, kernel};
+use crate::{ConnectEvent, Family, btf, clock, kernel};
 
 /// The compiled kernel side, built by build.rs.
 static PROBE_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/probe"));
@@ -23,6 +26,13 @@ static PROBE_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR")
 /// The kernel wakes the reader only once this much is waiting; below it, the reader's periodic
 /// drain picks events up. A wake-up per event would cost more than the event itself.
 const DEFAULT_WAKEUP_BYTES: u64 = RING_BYTES as u64 / 4;
+
+/// A connect call still waiting for its return probe after this long never gets it: its thread
+/// exited after the kernel missed the return (a connect call takes microseconds).
+const STALE_AFTER: Duration = Duration::from_secs(5);
+
+/// How often [`Tracer::drain`] looks for stale calls.
+const REAP_EVERY: Duration = Duration::from_secs(1);
 
 /// Options of a [`Tracer`]: filters (applied in the kernel) and families to trace.
 #[derive(Clone, Debug)]
@@ -172,12 +182,16 @@ impl TracerBuilder {
         };
         let events = RingBuf::try_from(take_map(&mut ebpf, "EVENTS")?)?;
         let counters = PerCpuArray::try_from(take_map(&mut ebpf, "COUNTERS")?)?;
+        let pending = HashMap::try_from(take_map(&mut ebpf, "PENDING")?)?;
         Ok(Tracer {
             events,
             counters,
+            pending,
             logger,
             received: 0,
             malformed: 0,
+            reaped: 0,
+            last_reap: Instant::now(),
             _stats: stats,
             ebpf,
         })
@@ -234,6 +248,10 @@ pub struct Counters {
     /// Events the kernel could not deliver: the ring buffer or the map of connects in flight
     /// was full.
     pub dropped: u64,
+    /// Connects whose return probe never ran, so they could not be reported: the kernel's
+    /// kretprobe had no free instance (its `maxactive`, as low as the number of CPUs on some
+    /// kernels), or tracing ended while the call was in flight.
+    pub missed: u64,
     /// Records that could not be decoded.
     pub malformed: u64,
 }
@@ -241,7 +259,7 @@ pub struct Counters {
 impl Counters {
     /// Every event lost anywhere.
     pub fn lost(&self) -> u64 {
-        self.dropped + self.malformed
+        self.dropped + self.missed + self.malformed
     }
 }
 
@@ -249,9 +267,12 @@ impl Counters {
 pub struct Tracer {
     events: RingBuf<MapData>,
     counters: PerCpuArray<MapData, u64>,
+    pending: HashMap<MapData, u64, PendingConnect>,
     logger: Option<EbpfLogger<&'static dyn log::Log>>,
     received: u64,
     malformed: u64,
+    reaped: u64,
+    last_reap: Instant,
     // Keeps kernel run-time accounting on while held (see TracerBuilder::program_stats).
     _stats: Option<std::os::fd::OwnedFd>,
     // Owns the programs and links; declared last so it is dropped after the maps above.
@@ -291,7 +312,47 @@ impl Tracer {
         if let Some(logger) = &mut self.logger {
             logger.flush();
         }
+        if self.last_reap.elapsed() >= REAP_EVERY {
+            self.reap_pending(STALE_AFTER);
+        }
         n
+    }
+
+    /// How many connect calls the kernel holds between their entry and return probes (bounded
+    /// by `probe_common::MAX_PENDING`; normally about the number of threads inside a connect).
+    pub fn pending_calls(&self) -> usize {
+        self.pending.keys().filter(Result::is_ok).count()
+    }
+
+    /// Forgets connect calls entered more than `max_age` ago whose return probe never ran, and
+    /// counts them as missed; returns how many. [`Tracer::drain`] does this for calls older than
+    /// a few seconds; with `Duration::ZERO`, at the end of tracing, it accounts for every call
+    /// that will not be reported.
+    pub fn reap_pending(&mut self, max_age: Duration) -> usize {
+        self.last_reap = Instant::now();
+        let cutoff = clock::boot_now_ns().saturating_sub(max_age.as_nanos() as u64);
+        let stale: Vec<u64> = self
+            .pending
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, call)| call.boot_ns <= cutoff)
+            .map(|(key, _)| key)
+            .collect();
+        // A thread may have replaced its stale entry with a new call since: deleting by key could
+        // then lose that call, so an entry is deleted only if it is still the stale one.
+        let mut reaped = 0;
+        for key in stale {
+            match self.pending.get(&key, 0) {
+                Ok(call) if call.boot_ns <= cutoff => {
+                    if self.pending.remove(&key).is_ok() {
+                        reaped += 1;
+                    }
+                }
+                _ => {}
+            }
+        }
+        self.reaped += reaped as u64;
+        reaped
     }
 
     /// Run counts and times of the loaded programs; zero unless built with
@@ -318,10 +379,10 @@ impl Tracer {
                 .map(|per_cpu| per_cpu.iter().sum())
                 .unwrap_or(0)
         };
-        let dropped = total(counter::RING_FULL) + total(counter::PENDING_FULL);
         Counters {
             events: self.received,
-            dropped,
+            dropped: total(counter::RING_FULL) + total(counter::PENDING_FULL),
+            missed: total(counter::MISSED_RETURN) + self.reaped,
             malformed: self.malformed,
         }
     }

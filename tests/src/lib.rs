@@ -248,15 +248,38 @@ impl StapLine {
     }
 }
 
-/// The counts in probe-user's closing summary line: (printed, dropped, malformed).
-pub fn summary(stderr: &str) -> (u64, u64, u64) {
+/// The counts in probe-user's closing summary line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Summary {
+    pub printed: u64,
+    pub dropped: u64,
+    pub missed: u64,
+    pub malformed: u64,
+}
+
+impl Summary {
+    /// Every event accounted for: printed or counted as lost.
+    pub fn accounted(&self) -> u64 {
+        self.printed + self.dropped + self.missed + self.malformed
+    }
+}
+
+/// Parses `probe-user: N events printed, D dropped, M missed, X malformed` from `stderr`.
+pub fn summary(stderr: &str) -> Summary {
     let line = stderr
         .lines()
         .find(|l| l.starts_with("probe-user: ") && l.contains(" events printed"))
         .unwrap_or_else(|| panic!("no summary in stderr: {stderr:?}"));
     let numbers: Vec<u64> = line.split(' ').filter_map(|w| w.parse().ok()).collect();
-    assert_eq!(numbers.len(), 3, "unexpected summary {line:?}");
-    (numbers[0], numbers[1], numbers[2])
+    let [printed, dropped, missed, malformed] = numbers[..] else {
+        panic!("unexpected summary {line:?}");
+    };
+    Summary {
+        printed,
+        dropped,
+        missed,
+        malformed,
+    }
 }
 
 /// The kprobes currently registered that mention tcp connect functions.

@@ -36,16 +36,46 @@ fn stap_connects(stdout: &str, from_s: u64, to_s: u64) -> Vec<SeenConnect> {
 /// Every connect in `seen` printed exactly once (and nothing else) in stap format, with a
 /// timestamp in `[from, to]`, and a summary with nothing lost.
 fn assert_reported_exactly_once(out: &Finished, seen: &[SeenConnect], from: u64, to: u64) {
-    assert!(out.status.success(), "{out:?}");
-    assert_eq!(
-        tally(stap_connects(&out.stdout, from, to)),
-        tally(seen.iter().copied())
-    );
+    assert_reported_once_or_counted(out, seen, from, to);
     assert_clean_exit(&out.stderr, seen.len());
 }
 
+/// Every connect in `seen` printed at most once and nothing else printed (timestamps in
+/// `[from, to]`), and every one not printed counted in the summary as dropped or missed. With
+/// many threads connecting at once, some kernels run out of kretprobe instances (see
+/// `Counters::missed`): those connects cannot be reported, but they must be counted.
+fn assert_reported_once_or_counted(out: &Finished, seen: &[SeenConnect], from: u64, to: u64) {
+    assert!(out.status.success(), "{out:?}");
+    let reported = tally(stap_connects(&out.stdout, from, to));
+    let expected = tally(seen.iter().copied());
+    let extra: Vec<String> = reported
+        .iter()
+        .filter(|&(k, n)| *n > 1 || !expected.contains_key(k))
+        .map(|(k, n)| format!("{k:?} x{n}"))
+        .collect();
+    assert!(
+        extra.is_empty(),
+        "reported but not made, or more than once: {extra:?}\nstderr: {}",
+        out.stderr
+    );
+    let summary = summary(&out.stderr);
+    assert_eq!(summary.printed, reported.len() as u64, "{}", out.stderr);
+    assert_eq!(
+        summary.accounted(),
+        seen.len() as u64,
+        "connects neither printed nor counted as lost: {:?}\nstderr: {}",
+        expected
+            .keys()
+            .filter(|k| !reported.contains_key(k))
+            .collect::<Vec<_>>(),
+        out.stderr
+    );
+}
+
 fn assert_clean_exit(stderr: &str, printed: usize) {
-    assert_eq!(summary(stderr), (printed as u64, 0, 0), "stderr: {stderr}");
+    let summary = summary(stderr);
+    assert_eq!(summary.printed, printed as u64, "stderr: {stderr}");
+    assert_eq!(summary.accounted(), summary.printed, "stderr: {stderr}");
 }
 
 #[test]
@@ -266,7 +296,7 @@ fn thousands_of_connects_from_several_threads_are_each_reported_once() {
     let out = tracer.stop();
 
     assert_eq!(seen.len(), THREADS * PER_THREAD);
-    assert_reported_exactly_once(&out, &seen, from, to);
+    assert_reported_once_or_counted(&out, &seen, from, to);
 }
 
 #[test]
@@ -277,7 +307,7 @@ fn sigterm_ends_cleanly_and_no_kprobe_is_left_behind() {
     assert_eq!(attached.len(), 4, "{attached:?}");
     let out = tracer.stop_with(libc::SIGTERM);
     assert!(out.status.success(), "{out:?}");
-    summary(&out.stderr);
+    assert_eq!(summary(&out.stderr).accounted(), 0);
     assert_eq!(connect_kprobes(), Vec::<String>::new());
 }
 
@@ -416,25 +446,37 @@ fn rust_log_debug_shows_the_kernel_side_log() {
 }
 
 #[test]
-fn a_full_ring_buffer_is_counted_not_silently_lost() {
+fn a_full_ring_buffer_is_counted_not_silently_lost_and_tracing_recovers() {
     // More connects than the 1 MiB ring holds (~11.9k records of 88 bytes) while the reader is
-    // stopped: the excess must show up as dropped, and printed + dropped must add up.
-    const CONNECTS: u64 = 15_000;
+    // stopped: the excess must show up as dropped, and printed + dropped must add up. Once the
+    // reader runs again, new connects are printed again.
+    const BURST: u64 = 15_000;
+    const AFTER: u64 = 100;
     let v4 = listener("127.0.0.1:0");
     let tracer = Tracer::start(&[]);
     // SAFETY: plain kill(2) on our own child.
     unsafe { libc::kill(tracer.pid() as i32, libc::SIGSTOP) };
-    for _ in 0..CONNECTS {
+    for _ in 0..BURST {
         connect(v4, None).unwrap();
     }
     unsafe { libc::kill(tracer.pid() as i32, libc::SIGCONT) };
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let after: Vec<SeenConnect> = (0..AFTER).map(|_| connect(v4, None).unwrap()).collect();
     let out = tracer.stop();
 
     assert!(out.status.success(), "{}", out.stderr);
-    let printed = out.stdout.lines().count() as u64;
-    let (reported, dropped, malformed) = summary(&out.stderr);
-    assert_eq!(reported, printed);
-    assert_eq!(malformed, 0);
-    assert!(dropped > 0, "the ring never filled: {}", out.stderr);
-    assert_eq!(printed + dropped, CONNECTS, "{}", out.stderr);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    let summary = summary(&out.stderr);
+    assert_eq!(summary.printed, lines.len() as u64);
+    assert_eq!(summary.malformed, 0);
+    assert!(summary.dropped > 0, "the ring never filled: {}", out.stderr);
+    assert_eq!(summary.accounted(), BURST + AFTER, "{}", out.stderr);
+    let last: Vec<SeenConnect> = lines[lines.len() - AFTER as usize..]
+        .iter()
+        .map(|l| StapLine::parse(l).connect())
+        .collect();
+    assert_eq!(
+        last, after,
+        "connects after the burst not reported in order"
+    );
 }

@@ -4,6 +4,7 @@
 mod artifacts;
 mod bench;
 mod chart;
+mod kernels;
 mod run;
 mod stap;
 mod test;

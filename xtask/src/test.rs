@@ -1,10 +1,10 @@
 //! `cargo xtask test`: lints and unit tests on the host, then `tests/` inside the VM.
 
-use std::process::Command;
+use std::{path::PathBuf, process::Command};
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::{artifacts, vm};
+use crate::{artifacts, kernels, vm};
 
 #[derive(clap::Args)]
 pub struct Options {
@@ -14,6 +14,11 @@ pub struct Options {
     /// Skip the host unit tests.
     #[arg(long)]
     no_unit: bool,
+    /// Kernels to run the VM tests on: a version of the matrix (5.10, 6.1, 6.12; Debian's
+    /// bullseye, bookworm and trixie kernels, fetched on first use), `all`, or the path of a
+    /// kernel image. Repeatable or comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "all")]
+    kernel: Vec<String>,
     /// Only run VM tests whose name contains this.
     filter: Option<String>,
 }
@@ -44,6 +49,7 @@ pub fn run(options: Options) -> Result<()> {
         ])?;
     }
 
+    let kernels = resolve_kernels(&options.kernel)?;
     let probe_user = artifacts::probe_user()?;
     check_host_without_kprobes(&probe_user)?;
     let tests = artifacts::integration_tests()?;
@@ -55,18 +61,46 @@ pub fn run(options: Options) -> Result<()> {
     for (name, path) in artifacts::test_helpers()?.iter().chain(&tests) {
         guest = guest.binary(name, path);
     }
-    eprintln!(
-        "xtask: booting {} with {} test binaries",
-        vm::kernel_image()?.display(),
-        tests.len()
-    );
-    let code = vm::Boot::default().run(&guest, &artifacts::work_dir("test"), |line| {
-        println!("{line}")
-    })?;
-    if code != 0 {
-        bail!("integration tests failed in the VM (exit code {code})");
+    let mut failed = Vec::new();
+    for (name, image) in &kernels {
+        eprintln!(
+            "xtask: booting kernel {name} ({}) with {} test binaries",
+            image.display(),
+            tests.len()
+        );
+        let boot = vm::Boot {
+            kernel: Some(image.clone()),
+            ..Default::default()
+        };
+        let code = boot.run(&guest, &artifacts::work_dir("test"), |line| {
+            println!("{line}")
+        })?;
+        eprintln!("xtask: kernel {name}: integration tests exited with {code}");
+        if code != 0 {
+            failed.push(name.as_str());
+        }
+    }
+    if !failed.is_empty() {
+        bail!("integration tests failed on kernel {}", failed.join(", "));
     }
     Ok(())
+}
+
+/// The `--kernel` values as (name, image) pairs, fetching matrix kernels as needed.
+fn resolve_kernels(values: &[String]) -> Result<Vec<(String, PathBuf)>> {
+    let mut kernels = Vec::new();
+    for value in values {
+        if value == "all" {
+            for (version, _) in kernels::MATRIX {
+                kernels.push((version.to_string(), kernels::image(version)?));
+            }
+        } else if value.contains('/') {
+            kernels.push((value.clone(), PathBuf::from(value)));
+        } else {
+            kernels.push((value.clone(), kernels::image(value)?));
+        }
+    }
+    Ok(kernels)
 }
 
 /// The host kernel of this project's machines has no kprobes: there, the real binary must refuse

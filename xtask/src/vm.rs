@@ -142,6 +142,8 @@ pub struct Boot {
     pub icount: bool,
     /// Give up after this long.
     pub timeout: Duration,
+    /// The kernel image to boot (default: [`kernel_image`]).
+    pub kernel: Option<PathBuf>,
 }
 
 impl Default for Boot {
@@ -149,6 +151,7 @@ impl Default for Boot {
         Self {
             icount: false,
             timeout: Duration::from_secs(1200),
+            kernel: None,
         }
     }
 }
@@ -162,7 +165,10 @@ impl Boot {
         work_dir: &Path,
         mut on_line: impl FnMut(&str),
     ) -> Result<i32> {
-        let kernel = kernel_image()?;
+        let kernel = match &self.kernel {
+            Some(kernel) => kernel.clone(),
+            None => kernel_image()?,
+        };
         std::fs::create_dir_all(work_dir)?;
         let initramfs = work_dir.join("initramfs.cpio");
         guest.write_initramfs(&initramfs)?;

@@ -1,0 +1,136 @@
+//! Debian kernels for the test matrix, fetched with apt from their suites and cached.
+//!
+//! The host's apt configuration is left alone: each suite gets its own sources list, package
+//! lists and cache under `target/xtask/kernels/<suite>`, and the image is unpacked from the
+//! package with `dpkg-deb -x` rather than installed.
+
+use std::{path::PathBuf, process::Command};
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::artifacts;
+
+/// The kernels the integration tests run on: (version, Debian suite).
+pub const MATRIX: [(&str, &str); 3] = [
+    ("5.10", "bullseye"),
+    ("6.1", "bookworm"),
+    ("6.12", "trixie"),
+];
+
+/// The image of Debian's kernel `version` (one of [`MATRIX`]), fetched on first use.
+pub fn image(version: &str) -> Result<PathBuf> {
+    let Some(&(_, suite)) = MATRIX.iter().find(|(v, _)| *v == version) else {
+        let known: Vec<&str> = MATRIX.iter().map(|(v, _)| *v).collect();
+        bail!(
+            "unknown kernel {version:?} (expected one of: {})",
+            known.join(", ")
+        );
+    };
+    let dir = artifacts::work_dir("kernels").join(suite);
+    let image = dir.join("vmlinuz");
+    if image.exists() {
+        return Ok(image);
+    }
+    eprintln!("xtask: fetching Debian {suite}'s kernel ({version})");
+    std::fs::create_dir_all(dir.join("lists/partial"))?;
+    std::fs::create_dir_all(dir.join("cache/archives/partial"))?;
+    // An empty dpkg status: otherwise the host's installed kernel shows up among the suite's.
+    std::fs::write(dir.join("status"), "")?;
+    std::fs::write(
+        dir.join("sources.list"),
+        format!("deb http://deb.debian.org/debian {suite} main\n"),
+    )?;
+    let apt = |tool: &str| {
+        let mut cmd = Command::new(tool);
+        cmd.current_dir(&dir).args([
+            "-q",
+            "-o",
+            &format!(
+                "Dir::Etc::sourcelist={}",
+                dir.join("sources.list").display()
+            ),
+            "-o",
+            "Dir::Etc::sourceparts=-",
+            "-o",
+            &format!("Dir::State::Lists={}", dir.join("lists").display()),
+            "-o",
+            &format!("Dir::Cache={}", dir.join("cache").display()),
+            "-o",
+            &format!("Dir::State::status={}", dir.join("status").display()),
+        ]);
+        cmd
+    };
+    run(apt("apt-get").arg("update"))?;
+    // linux-image-amd64 is a metapackage: the image is the package it depends on.
+    let show = output(apt("apt-cache").args(["show", "linux-image-amd64"]))?;
+    let package = image_package(&show)
+        .with_context(|| format!("no kernel package in {suite}'s linux-image-amd64"))?;
+    run(apt("apt-get").args(["download", package]))?;
+    let deb = std::fs::read_dir(&dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| {
+            let name = p.file_name().unwrap_or_default().to_string_lossy();
+            name.starts_with(package) && name.ends_with(".deb")
+        })
+        .with_context(|| format!("apt-get download left no {package} package"))?;
+    let root = dir.join("root");
+    run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root))?;
+    let vmlinuz = std::fs::read_dir(root.join("boot"))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| {
+            p.file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .starts_with("vmlinuz-")
+        })
+        .with_context(|| format!("{} holds no /boot/vmlinuz-*", deb.display()))?;
+    std::fs::copy(&vmlinuz, &image)?;
+    // The unpacked modules and the package are not needed: the guest loads no modules.
+    std::fs::remove_dir_all(&root)?;
+    std::fs::remove_file(&deb)?;
+    Ok(image)
+}
+
+/// The package named by the first `Depends:` of `apt-cache show linux-image-amd64` (the newest
+/// version comes first), e.g. `linux-image-6.1.0-56-amd64`.
+fn image_package(show: &str) -> Option<&str> {
+    show.lines()
+        .find_map(|l| l.strip_prefix("Depends:"))?
+        .split([',', '('])
+        .next()
+        .map(str::trim)
+        .filter(|p| p.starts_with("linux-image-"))
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot run {:?}", cmd.get_program()))?;
+    if !status.success() {
+        bail!("{cmd:?} failed ({status})");
+    }
+    Ok(())
+}
+
+fn output(cmd: &mut Command) -> Result<String> {
+    let out = cmd
+        .output()
+        .with_context(|| format!("cannot run {:?}", cmd.get_program()))?;
+    if !out.status.success() {
+        bail!("{cmd:?} failed ({})", out.status);
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_package_is_the_metapackage_dependency() {
+        let show = "Package: linux-image-amd64\nVersion: 6.1.192-2\n\
+                    Depends: linux-image-6.1.0-56-amd64 (= 6.1.192-2)\nDescription: x\n";
+        assert_eq!(image_package(show), Some("linux-image-6.1.0-56-amd64"));
+        assert_eq!(image_package("Package: x\n"), None);
+    }
+}
