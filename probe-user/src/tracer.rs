@@ -342,13 +342,10 @@ impl Tracer {
         // then lose that call, so an entry is deleted only if it is still the stale one.
         let mut reaped = 0;
         for key in stale {
-            match self.pending.get(&key, 0) {
-                Ok(call) if call.boot_ns <= cutoff => {
-                    if self.pending.remove(&key).is_ok() {
-                        reaped += 1;
-                    }
-                }
-                _ => {}
+            let still_stale =
+                matches!(self.pending.get(&key, 0), Ok(call) if call.boot_ns <= cutoff);
+            if still_stale && self.pending.remove(&key).is_ok() {
+                reaped += 1;
             }
         }
         self.reaped += reaped as u64;
