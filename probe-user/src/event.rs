@@ -250,4 +250,42 @@ pub(crate) mod tests {
             Err(Malformed::Family(7))
         );
     }
+
+    /// Arbitrary ring-buffer bytes: never a panic; a wrong size or an unknown family is
+    /// reported as such, and every well-sized record with a known family decodes.
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        const FAMILY_AT: usize = std::mem::offset_of!(ConnectRecord, family);
+
+        proptest! {
+            #[test]
+            fn any_bytes_decode_or_are_malformed(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+                match ConnectEvent::decode(&bytes) {
+                    Ok(_) => prop_assert!(matches!(bytes.len(), ConnectRecord::SIZE | TimestampRecord::SIZE)),
+                    Err(Malformed::Size(n)) => {
+                        prop_assert_eq!(n, bytes.len());
+                        prop_assert!(!matches!(n, ConnectRecord::SIZE | TimestampRecord::SIZE));
+                    }
+                    Err(Malformed::Family(f)) => prop_assert!(f != AF_INET && f != AF_INET6),
+                }
+            }
+
+            #[test]
+            fn records_with_a_known_family_decode(
+                mut bytes in proptest::collection::vec(any::<u8>(), ConnectRecord::SIZE),
+                v6 in any::<bool>(),
+            ) {
+                let family = if v6 { AF_INET6 } else { AF_INET };
+                bytes[FAMILY_AT..FAMILY_AT + 2].copy_from_slice(&family.to_ne_bytes());
+                let ev = ConnectEvent::decode(&bytes).unwrap();
+                let r: ConnectRecord = read_record(&bytes);
+                prop_assert_eq!(ev.family, if v6 { Family::V6 } else { Family::V4 });
+                prop_assert_eq!((ev.src.port(), ev.dst.port()), (r.sport, r.dport));
+                prop_assert_eq!((ev.pid, ev.tid, ev.uid, ev.ret, ev.boot_ns), (r.pid, r.tid, r.uid, r.ret, r.boot_ns));
+            }
+        }
+    }
 }

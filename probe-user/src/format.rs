@@ -260,4 +260,74 @@ mod tests {
         }
         assert!("xml".parse::<Format>().is_err());
     }
+
+    /// Every formatter on arbitrary events: SystemTap lines parse back to the event's function
+    /// and addresses, and JSON round-trips every field.
+    mod properties {
+        use probe_common::ConnectRecord;
+        use proptest::prelude::*;
+
+        use super::*;
+
+        const FAMILY_AT: usize = std::mem::offset_of!(ConnectRecord, family);
+
+        fn event() -> impl Strategy<Value = ConnectEvent> {
+            (
+                proptest::collection::vec(any::<u8>(), ConnectRecord::SIZE),
+                any::<bool>(),
+            )
+                .prop_map(|(mut bytes, v6)| {
+                    let family = if v6 { AF_INET6 } else { AF_INET };
+                    bytes[FAMILY_AT..FAMILY_AT + 2].copy_from_slice(&family.to_ne_bytes());
+                    ConnectEvent::decode(&bytes).unwrap()
+                })
+        }
+
+        fn clock() -> impl Strategy<Value = WallClock> {
+            (-(1i128 << 64)..(1i128 << 64)).prop_map(WallClock::with_offset)
+        }
+
+        proptest! {
+            #[test]
+            fn stap_and_minimal_lines_parse_back(ev in event(), clock in clock()) {
+                let time_s = clock.unix_ns(ev.boot_ns) / 1_000_000_000;
+                let mut out = Vec::new();
+                Formatter::new(Format::Stap, clock).write(&mut out, &ev);
+                let line = String::from_utf8(out).unwrap();
+                let expected = format!("{time_s}: {} src=", ev.family.function());
+                prop_assert!(line.starts_with(&expected), "{}", line);
+                let rest = line[expected.len()..].strip_suffix('\n').unwrap();
+                let (src, dst) = rest.split_once(" dst=").unwrap();
+                prop_assert_eq!(src.parse::<SocketAddr>().unwrap(), ev.src);
+                prop_assert_eq!(dst.parse::<SocketAddr>().unwrap(), ev.dst);
+
+                let mut out = Vec::new();
+                Formatter::new(Format::Minimal, clock).write(&mut out, &ev);
+                prop_assert_eq!(String::from_utf8(out).unwrap(), format!("{time_s}: {}\n", ev.family.function()));
+            }
+
+            #[test]
+            fn json_round_trips(ev in event(), clock in clock()) {
+                let mut out = Vec::new();
+                Formatter::new(Format::Json, clock).write(&mut out, &ev);
+                prop_assert_eq!(out.iter().filter(|&&b| b == b'\n').count(), 1);
+                let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+                let time_ns = clock.unix_ns(ev.boot_ns);
+                prop_assert_eq!(v["time_ns"].as_u64(), Some(time_ns));
+                prop_assert_eq!(v["time_s"].as_u64(), Some(time_ns / 1_000_000_000));
+                prop_assert_eq!(v["pid"].as_u64(), Some(u64::from(ev.pid)));
+                prop_assert_eq!(v["tid"].as_u64(), Some(u64::from(ev.tid)));
+                prop_assert_eq!(v["uid"].as_u64(), Some(u64::from(ev.uid)));
+                prop_assert_eq!(v["ret"].as_i64(), Some(i64::from(ev.ret)));
+                prop_assert_eq!(v["comm"].as_str(), Some(&*ev.comm()));
+                prop_assert_eq!(v["family"].as_str(), Some(ev.family.name()));
+                prop_assert_eq!(v["function"].as_str(), Some(ev.family.function()));
+                let endpoint = |addr: &str, port: &str| {
+                    SocketAddr::new(v[addr].as_str().unwrap().parse().unwrap(), v[port].as_u64().unwrap() as u16)
+                };
+                prop_assert_eq!(endpoint("saddr", "sport"), ev.src);
+                prop_assert_eq!(endpoint("daddr", "dport"), ev.dst);
+            }
+        }
+    }
 }

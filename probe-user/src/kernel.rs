@@ -13,17 +13,25 @@ const CAP_BPF: u32 = 39;
 /// Fails unless the process may load eBPF and attach kprobes: root, `CAP_SYS_ADMIN`, or both
 /// `CAP_BPF` and `CAP_PERFMON`.
 pub fn check_privileges() -> Result<()> {
+    missing_capabilities(effective_capabilities())
+}
+
+/// This process's effective capability set, as a bit mask.
+fn effective_capabilities() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let effective = status
+    status
         .lines()
         .find_map(|l| l.strip_prefix("CapEff:"))
         .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
-        .unwrap_or(0);
-    missing_capabilities(effective)
+        .unwrap_or(0)
+}
+
+fn has_capability(effective: u64, cap: u32) -> bool {
+    effective & (1 << cap) != 0
 }
 
 fn missing_capabilities(effective: u64) -> Result<()> {
-    let has = |cap: u32| effective & (1 << cap) != 0;
+    let has = |cap: u32| has_capability(effective, cap);
     if has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON)) {
         return Ok(());
     }
@@ -36,6 +44,24 @@ fn missing_capabilities(effective: u64) -> Result<()> {
         "permission denied: run as root or with CAP_BPF and CAP_PERFMON (missing: {})",
         missing.join(", ")
     )
+}
+
+/// Why attaching a probe was refused, if `kernel.perf_event_paranoid` explains it: Debian's (and
+/// Android's) kernels add a level 3, which allows perf events (kprobes included) only with
+/// `CAP_SYS_ADMIN`, so `CAP_BPF` + `CAP_PERFMON` suffice only once it is lowered to 2.
+pub fn perf_paranoid_hint() -> Option<String> {
+    let level: i32 = std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    if level <= 2 || has_capability(effective_capabilities(), CAP_SYS_ADMIN) {
+        return None;
+    }
+    Some(format!(
+        "kernel.perf_event_paranoid is {level}, which allows kprobes only with CAP_SYS_ADMIN; \
+         run as root or lower it to 2 (sysctl kernel.perf_event_paranoid=2)"
+    ))
 }
 
 /// Fails if the kernel cannot create kprobes (`CONFIG_KPROBES` off): neither the perf `kprobe`

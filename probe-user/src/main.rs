@@ -178,3 +178,73 @@ async fn run(cli: Cli) -> Result<()> {
     );
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn parse(args: &[String]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("probe-user".to_string()).chain(args.iter().cloned()))
+    }
+
+    #[test]
+    fn command_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    proptest! {
+        /// Whatever the arguments, parsing returns (a value or an error), never panics.
+        #[test]
+        fn any_arguments_parse_or_fail_cleanly(args in proptest::collection::vec(
+            prop_oneof![
+                Just("--format".to_string()), Just("--filter-port".to_string()),
+                Just("--pid".to_string()), Just("-4".to_string()), Just("-6".to_string()),
+                Just("--successes-only".to_string()), Just("--stats".to_string()),
+                "[a-z0-9,=-]{0,12}", any::<String>(),
+            ],
+            0..8,
+        )) {
+            let _ = parse(&args);
+        }
+
+        /// Port lists, comma-separated or repeated, are accepted exactly when every port is in
+        /// 1..=65535, and then come out as given.
+        #[test]
+        fn port_lists_round_trip(ports in proptest::collection::vec(0u32..70_000, 1..6), repeat in any::<bool>()) {
+            let args: Vec<String> = if repeat {
+                ports.iter().flat_map(|p| ["--filter-port".to_string(), p.to_string()]).collect()
+            } else {
+                let list: Vec<String> = ports.iter().map(u32::to_string).collect();
+                vec!["--filter-port".to_string(), list.join(",")]
+            };
+            let valid = ports.iter().all(|p| (1..=65535).contains(p));
+            match parse(&args) {
+                Ok(cli) => {
+                    prop_assert!(valid);
+                    let expected: Vec<u16> = ports.iter().map(|&p| p as u16).collect();
+                    prop_assert_eq!(cli.filter_port, expected);
+                }
+                Err(e) => {
+                    prop_assert!(!valid, "{}", e);
+                    prop_assert!(e.to_string().contains("a port must be"), "{}", e);
+                }
+            }
+        }
+
+        #[test]
+        fn pid_lists_round_trip(pids in proptest::collection::vec(any::<u32>(), 1..6)) {
+            let list: Vec<String> = pids.iter().map(u32::to_string).collect();
+            let cli = parse(&["--pid".to_string(), list.join(",")]).unwrap();
+            prop_assert_eq!(cli.pid, pids);
+        }
+
+        #[test]
+        fn format_names_parse(name in "[a-z]{0,8}") {
+            let parsed = parse(&["--format".to_string(), name.clone()]);
+            prop_assert_eq!(parsed.is_ok(), Format::NAMES.contains(&name.as_str()));
+        }
+    }
+}

@@ -209,9 +209,13 @@ fn attach_kprobe(ebpf: &mut Ebpf, name: &str, functions: &[&str]) -> Result<()> 
         aya::programs::ProbeKind::Return => "kretprobe",
     };
     for function in functions {
-        program
-            .attach(function, 0)
-            .with_context(|| format!("cannot attach {kind} to {function}"))?;
+        if let Err(e) = program.attach(function, 0) {
+            let e = anyhow::Error::new(e).context(format!("cannot attach {kind} to {function}"));
+            return Err(match kernel::perf_paranoid_hint() {
+                Some(hint) => e.context(hint),
+                None => e,
+            });
+        }
     }
     Ok(())
 }

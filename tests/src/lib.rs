@@ -39,6 +39,7 @@ pub struct Tracer {
     child: Child,
     stderr: BufReader<ChildStderr>,
     banner: String,
+    stdout_reader: Option<std::thread::JoinHandle<String>>,
 }
 
 impl Tracer {
@@ -75,7 +76,29 @@ impl Tracer {
             child,
             stderr,
             banner,
+            stdout_reader: None,
         }
+    }
+
+    /// Reads stdout in the background from now on, so that a lot of output never blocks
+    /// probe-user on a full pipe (which would fill its ring buffer).
+    pub fn read_stdout_in_background(&mut self) {
+        let mut out = self.child.stdout.take().expect("stdout already taken");
+        self.stdout_reader = Some(std::thread::spawn(move || {
+            let mut stdout = String::new();
+            out.read_to_string(&mut stdout).unwrap();
+            stdout
+        }));
+    }
+
+    /// probe-user's peak resident set size so far (`VmHWM`), in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("no VmHWM in {status}"))
     }
 
     /// The first stderr line (`Tracing TCP connects (...)`).
@@ -112,6 +135,8 @@ impl Tracer {
         let mut stdout = String::new();
         if let Some(mut out) = self.child.stdout.take() {
             out.read_to_string(&mut stdout).unwrap();
+        } else if let Some(reader) = self.stdout_reader.take() {
+            stdout = reader.join().unwrap();
         }
         let mut stderr = String::new();
         self.stderr.read_to_string(&mut stderr).unwrap();

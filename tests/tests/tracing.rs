@@ -55,7 +55,11 @@ fn assert_reported_once_or_counted(out: &Finished, seen: &[SeenConnect], from: u
         .collect();
     assert!(
         extra.is_empty(),
-        "reported but not made, or more than once: {extra:?}\nstderr: {}",
+        "reported but not made, or more than once: {extra:?}\nmade but not reported: {:?}\nstderr: {}",
+        expected
+            .keys()
+            .filter(|k| !reported.contains_key(k))
+            .collect::<Vec<_>>(),
         out.stderr
     );
     let summary = summary(&out.stderr);

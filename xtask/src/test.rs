@@ -136,7 +136,7 @@ fn guest_script(tests: &[(String, std::path::PathBuf)], filter: Option<&str>) ->
     let mut script = String::from("export PROBE_USER=/bin/probe-user RUST_BACKTRACE=1\nstatus=0\n");
     for (name, _) in tests {
         script.push_str(&format!(
-            "/bin/{name} --test-threads=1 {filter} || status=1\n"
+            "/bin/{name} --test-threads=1 --show-output {filter} || status=1\n"
         ));
     }
     script.push_str("exit $status");
