@@ -89,14 +89,40 @@ pub fn check_ring_buffer() -> Result<()> {
     }
 }
 
-/// Raises `RLIMIT_MEMLOCK`, which bounds BPF map memory on kernels before 5.11.
+/// Raises `RLIMIT_MEMLOCK`, which bounds BPF map memory on kernels before 5.11: to unlimited if
+/// allowed (root), else the soft limit to the hard one.
 pub fn raise_memlock_limit() {
     let unlimited = libc::rlimit {
         rlim_cur: libc::RLIM_INFINITY,
         rlim_max: libc::RLIM_INFINITY,
     };
-    // SAFETY: plain syscall with a valid pointer; failure just leaves the old limit.
-    unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) };
+    // SAFETY: plain syscalls with valid pointers; failure just leaves the old limit.
+    unsafe {
+        if libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) != 0 {
+            let mut limit = std::mem::zeroed::<libc::rlimit>();
+            if libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) == 0 {
+                limit.rlim_cur = limit.rlim_max;
+                libc::setrlimit(libc::RLIMIT_MEMLOCK, &limit);
+            }
+        }
+    }
+}
+
+/// Why loading may have failed, if `RLIMIT_MEMLOCK` explains it: kernels before 5.11 charge BPF
+/// maps to it, and without `CAP_SYS_RESOURCE` it cannot be raised past its hard limit.
+pub fn memlock_hint() -> Option<String> {
+    // SAFETY: plain syscall with a valid out-pointer.
+    let mut limit = unsafe { std::mem::zeroed::<libc::rlimit>() };
+    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) } != 0
+        || limit.rlim_cur == libc::RLIM_INFINITY
+    {
+        return None;
+    }
+    Some(format!(
+        "the locked-memory limit (RLIMIT_MEMLOCK) is {} KiB, which kernels before 5.11 charge BPF \
+         maps to; raise it (ulimit -l unlimited, or LimitMEMLOCK=infinity for a service)",
+        limit.rlim_cur / 1024
+    ))
 }
 
 #[cfg(test)]

@@ -149,7 +149,8 @@ impl TracerBuilder {
             .override_global("ENTRY_ONLY", &u8::from(self.timestamps_only), true)
             .override_global(aya_log::LEVEL, &log_level, false)
             .load(PROBE_OBJECT)
-            .context("cannot load the eBPF programs")?;
+            .context("cannot load the eBPF programs")
+            .map_err(|e| with_hint(e, kernel::memlock_hint()))?;
 
         let logger = if log_level > 0 {
             Some(EbpfLogger::init(&mut ebpf).context("cannot start eBPF logging")?)
@@ -211,13 +212,18 @@ fn attach_kprobe(ebpf: &mut Ebpf, name: &str, functions: &[&str]) -> Result<()> 
     for function in functions {
         if let Err(e) = program.attach(function, 0) {
             let e = anyhow::Error::new(e).context(format!("cannot attach {kind} to {function}"));
-            return Err(match kernel::perf_paranoid_hint() {
-                Some(hint) => e.context(hint),
-                None => e,
-            });
+            return Err(with_hint(e, kernel::perf_paranoid_hint()));
         }
     }
     Ok(())
+}
+
+/// Puts `hint` (what to change to make it work) in front of `error`.
+fn with_hint(error: anyhow::Error, hint: Option<String>) -> anyhow::Error {
+    match hint {
+        Some(hint) => error.context(hint),
+        None => error,
+    }
 }
 
 fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut KProbe> {

@@ -91,14 +91,17 @@ impl Tracer {
         }));
     }
 
-    /// probe-user's peak resident set size so far (`VmHWM`), in KiB.
-    pub fn peak_rss_kib(&self) -> u64 {
+    /// probe-user's (peak, current) resident set size (`VmHWM`, `VmRSS`), in KiB.
+    pub fn rss_kib(&self) -> (u64, u64) {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or_else(|| panic!("no VmHWM in {status}"))
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                .unwrap_or_else(|| panic!("no {name} in {status}"))
+        };
+        (field("VmHWM:"), field("VmRSS:"))
     }
 
     /// The first stderr line (`Tracing TCP connects (...)`).

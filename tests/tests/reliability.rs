@@ -84,7 +84,7 @@ fn stress_every_connect_is_printed_or_counted_and_no_state_is_left_behind() {
         .collect();
     let made = tally(workers.into_iter().flat_map(|w| w.join().unwrap()));
     let elapsed = started.elapsed();
-    let peak_rss_kib = tracer.peak_rss_kib();
+    let (peak_rss_kib, rss_kib) = tracer.rss_kib();
     let out = tracer.stop();
 
     assert!(out.status.success(), "{}", out.stderr);
@@ -117,7 +117,7 @@ fn stress_every_connect_is_printed_or_counted_and_no_state_is_left_behind() {
         "{in_flight} calls left in flight"
     );
     println!(
-        "figures: stress connects={connects} printed={} dropped={} missed={} in_flight_at_exit={in_flight} peak_rss_kib={peak_rss_kib} seconds={:.1} kernel={}",
+        "figures: stress connects={connects} printed={} dropped={} missed={} in_flight_at_exit={in_flight} peak_rss_kib={peak_rss_kib} rss_kib={rss_kib} seconds={:.1} kernel={}",
         summary.printed,
         summary.dropped,
         summary.missed,
@@ -194,6 +194,36 @@ fn as_nobody(caps: &str, args: &[&str]) -> Command {
         .arg(probe_user())
         .args(args);
     cmd
+}
+
+/// (major, minor) of the running kernel.
+fn kernel_version() -> (u32, u32) {
+    let release = kernel_release();
+    let mut parts = release.split(['.', '-']).map(|p| p.parse().unwrap_or(0));
+    (parts.next().unwrap(), parts.next().unwrap())
+}
+
+#[test]
+fn a_low_memlock_limit_matters_only_before_5_11_and_is_named() {
+    let _paranoid = PerfParanoid::set("2");
+    let mut cmd = Command::new("as-user");
+    cmd.args(["--caps", "CAP_BPF,CAP_PERFMON", "--memlock-kib", "64", "--"])
+        .arg(probe_user());
+    if kernel_version() >= (5, 11) {
+        // Maps are charged to the memory cgroup instead: the limit does not matter.
+        let tracer = Tracer::start_with(&mut cmd);
+        let out = tracer.stop();
+        assert!(out.status.success(), "{out:?}");
+    } else {
+        let out = cmd.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.starts_with("probe-user: error: the locked-memory limit (RLIMIT_MEMLOCK) is 64 KiB, which kernels before 5.11 charge BPF maps to; raise it (ulimit -l unlimited, or LimitMEMLOCK=infinity for a service): cannot load"),
+            "{stderr}"
+        );
+    }
 }
 
 const PERF_PARANOID: &str = "/proc/sys/kernel/perf_event_paranoid";

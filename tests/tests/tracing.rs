@@ -483,4 +483,11 @@ fn a_full_ring_buffer_is_counted_not_silently_lost_and_tracing_recovers() {
         last, after,
         "connects after the burst not reported in order"
     );
+    println!(
+        "figures: burst connects={} printed={} dropped={} missed={}",
+        BURST + AFTER,
+        summary.printed,
+        summary.dropped,
+        summary.missed
+    );
 }

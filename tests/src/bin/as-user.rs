@@ -1,9 +1,10 @@
-//! `as-user --caps CAP_BPF,CAP_PERFMON -- <command> [args]`: runs a command as user nobody with
-//! only the listed capabilities (none if `--caps` is empty), like `setpriv --reuid nobody
-//! --inh-caps ... --ambient-caps ...`, which the busybox guest lacks.
+//! `as-user --caps CAP_BPF,CAP_PERFMON [--memlock-kib N] -- <command> [args]`: runs a command as
+//! user nobody with only the listed capabilities (none if `--caps` is empty), like `setpriv
+//! --reuid nobody --inh-caps ... --ambient-caps ...`, which the busybox guest lacks.
 //!
-//! The memlock limit is lifted first, as a service manager would (`LimitMEMLOCK=infinity`):
-//! kernels before 5.11 charge BPF maps to it, and limits are not privileges.
+//! The memlock limit is set first (soft and hard; default unlimited, as a service manager would
+//! with `LimitMEMLOCK=infinity`): kernels before 5.11 charge BPF maps to it, and limits are not
+//! privileges.
 
 use std::{os::unix::process::CommandExt as _, process::Command};
 
@@ -14,7 +15,7 @@ const NOBODY: u32 = 65534;
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some(split) = args.iter().position(|a| a == "--") else {
-        fail("usage: as-user --caps CAP_A,CAP_B -- <command> [args]");
+        fail("usage: as-user --caps CAP_A,CAP_B [--memlock-kib N] -- <command> [args]");
     };
     let wanted: CapsHashSet = probe_tests::flag_value::<String>(&args[..split], "--caps")
         .unwrap_or_default()
@@ -29,16 +30,15 @@ fn main() {
         .split_first()
         .unwrap_or_else(|| fail("no command"));
 
-    let unlimited = libc::rlimit {
-        rlim_cur: libc::RLIM_INFINITY,
-        rlim_max: libc::RLIM_INFINITY,
+    let memlock = probe_tests::flag_value::<u64>(&args[..split], "--memlock-kib")
+        .map_or(libc::RLIM_INFINITY, |kib| kib * 1024);
+    let memlock = libc::rlimit {
+        rlim_cur: memlock,
+        rlim_max: memlock,
     };
     // SAFETY: plain syscalls with valid arguments; each result is checked.
     unsafe {
-        check(
-            libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited),
-            "setrlimit",
-        );
+        check(libc::setrlimit(libc::RLIMIT_MEMLOCK, &memlock), "setrlimit");
         // Keep the permitted set across the uid change, so the wanted capabilities can be made
         // ambient (inherited by the command) afterwards.
         check(
