@@ -53,6 +53,12 @@ impl RawAddr {
             |i: usize| u32::from_ne_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
         Self([word(0), word(4), word(8), word(12)])
     }
+
+    /// Whether this IPv6 address is IPv4-mapped (`::ffff:a.b.c.d`: the words 0, 0, be(0xffff),
+    /// a.b.c.d), which the kernel connects through `tcp_v4_connect`.
+    pub fn is_v4_mapped(&self) -> bool {
+        self.0[0] == 0 && self.0[1] == 0 && self.0[2] == u32::to_be(0xffff)
+    }
 }
 
 /// One `tcp_v4_connect` / `tcp_v6_connect` call, as the kernel side writes it into the ring buffer.
@@ -130,6 +136,12 @@ pub struct SockOffsets {
     pub v6_daddr: u32,
     /// `skc_v6_rcv_saddr` (IPv6 bound source, `struct in6_addr`).
     pub v6_rcv_saddr: u32,
+    /// `sk_protocol` (`u16`; `IPPROTO_TCP` for TCP sockets), for the state-change tracepoint,
+    /// which other protocols share.
+    pub protocol: u32,
+    /// `inet_sport` of `struct inet_sock` (source port, `__be16`): unlike `skc_num` it survives
+    /// the port's release when a connecting socket closes, so the tracepoint backend reads it.
+    pub inet_sport: u32,
 }
 
 /// Bytes at the start of `struct sock` that hold every IPv4 field of `sock_common` (`skc_daddr`,
@@ -154,6 +166,20 @@ pub struct FilterFlags {
 pub const FAMILY_V4: u8 = 1;
 /// Bit of IPv6 in [`FilterFlags::families`].
 pub const FAMILY_V6: u8 = 2;
+
+/// The process that started a connect, remembered by the tracepoint backend from the socket's
+/// CLOSE -> SYN_SENT transition (in the caller's context) until its next transition, when the
+/// source port is known (keyed by socket address in the kernel's `CONNECTING` map).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Connecting {
+    /// `CLOCK_BOOTTIME` at the CLOSE -> SYN_SENT transition, inside the connect call.
+    pub boot_ns: u64,
+    pub pid_tgid: u64,
+    pub uid: u32,
+    pub comm: [u8; COMM_LEN],
+    pub _pad: u32,
+}
 
 /// A connect call between its entry and its return probe, keyed by pid_tgid in the kernel's
 /// `PENDING` map (userspace reaps entries whose return never came).

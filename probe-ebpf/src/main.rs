@@ -1,10 +1,18 @@
-//! Kernel side of probe: one kprobe per connect function, one kretprobe shared by both.
+//! Kernel side of probe: hooks on the TCP connect path, one record per connect call. Userspace
+//! attaches one of three sets of programs (its `--attach` backends):
 //!
-//! The entry probe applies the filters and remembers what only the entry knows (the socket, the
-//! requested destination, the time); the return probe reads what the kernel assigned inside the
-//! call (the source address and port) and emits one [`ConnectRecord`] per call, failed ones too.
-//! With `--format minimal` the entry probe alone emits a [`TimestampRecord`]; with
-//! `--successes-only` a single kprobe on `tcp_connect` replaces all of them.
+//! - kprobe: an entry kprobe per connect function remembers what only the entry knows (the
+//!   socket, the requested destination, the time); one kretprobe shared by both reads what the
+//!   kernel assigned inside the call (the source) and emits the record, failed calls included.
+//! - fentry: an fexit program per connect function sees the arguments and the return value at
+//!   once, so it needs no map between entry and return.
+//! - tracepoint: `sock:inet_sock_set_state` (attached raw, so tracefs is not needed). The CLOSE ->
+//!   SYN_SENT transition happens inside the connect call, in the caller's context, before the
+//!   source port is chosen: it remembers the caller; the socket's next transition completes the
+//!   record. Calls that fail before sending a SYN are not seen.
+//!
+//! With `--format minimal` the entry hooks alone emit a [`TimestampRecord`]; with
+//! `--successes-only` a single hook on `tcp_connect` replaces the kprobe and fentry sets.
 #![no_std]
 #![no_main]
 
@@ -13,20 +21,20 @@ mod sock;
 use sock::Sock;
 
 use aya_ebpf::{
-    Global,
+    EbpfContext, Global,
     bindings::{BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_ktime_get_boot_ns, generated,
     },
-    macros::{kprobe, kretprobe, map},
-    maps::{HashMap, PerCpuArray, RingBuf},
-    programs::{ProbeContext, RetProbeContext},
+    macros::{fentry, fexit, kprobe, kretprobe, map, raw_tracepoint},
+    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+    programs::{FEntryContext, FExitContext, ProbeContext, RawTracePointContext, RetProbeContext},
 };
 use aya_log_ebpf::debug;
 use probe_common::{
-    AF_INET, AF_INET6, COMM_LEN, ConnectRecord, FAMILY_V4, FAMILY_V6, FilterFlags, MAX_PENDING,
-    MAX_PIDS, MAX_PORTS, PendingConnect, RING_BYTES, RawAddr, SockOffsets, TimestampRecord,
-    counter,
+    AF_INET, AF_INET6, COMM_LEN, ConnectRecord, Connecting, FAMILY_V4, FAMILY_V6, FilterFlags,
+    MAX_PENDING, MAX_PIDS, MAX_PORTS, PendingConnect, RING_BYTES, RawAddr, SockOffsets,
+    TimestampRecord, counter,
 };
 
 /// Written by userspace before load (from BTF); read by the return probe.
@@ -39,6 +47,8 @@ static SOCK_OFFSETS: Global<SockOffsets> = Global::new(SockOffsets {
     family: 0,
     v6_daddr: 0,
     v6_rcv_saddr: 0,
+    protocol: 0,
+    inet_sport: 0,
 });
 
 /// Written by userspace before load; read by the entry probes to skip disabled filters.
@@ -76,6 +86,18 @@ static PID_FILTER: HashMap<u32, u8> = HashMap::with_max_entries(MAX_PIDS, 0);
 #[map]
 static PENDING: HashMap<u64, PendingConnect> = HashMap::with_max_entries(MAX_PENDING, 0);
 
+/// Who is connecting each socket, keyed by socket address: written by the tracepoint at
+/// CLOSE -> SYN_SENT, consumed (and deleted) at the socket's next transition, which every
+/// connecting socket makes (to ESTABLISHED, or to CLOSE however the attempt ends).
+#[map]
+static CONNECTING: HashMap<u64, Connecting> = HashMap::with_max_entries(MAX_PENDING, 0);
+
+/// fexit backend: the socket an IPv4-mapped connect's inner tcp_v4_connect just reported, keyed
+/// by pid_tgid; written by that call's exit, consumed by the outer tcp_v6_connect's exit, which
+/// then stays silent. An LRU: with `-4` nobody consumes the entries.
+#[map]
+static MAPPED_INNER: LruHashMap<u64, u64> = LruHashMap::with_max_entries(MAX_PIDS, 0);
+
 /// Written by the kernel side (one record per connect call); read by userspace.
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(RING_BYTES, 0);
@@ -84,16 +106,25 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(RING_BYTES, 0);
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
 
+// ---- kprobe backend ----
+
 #[kprobe]
 pub fn tcp_v4_connect(ctx: ProbeContext) -> u32 {
-    on_connect_entry(&ctx, AF_INET);
+    kprobe_entry(&ctx, AF_INET);
     0
 }
 
 #[kprobe]
 pub fn tcp_v6_connect(ctx: ProbeContext) -> u32 {
-    on_connect_entry(&ctx, AF_INET6);
+    kprobe_entry(&ctx, AF_INET6);
     0
+}
+
+#[inline(always)]
+fn kprobe_entry(ctx: &ProbeContext, family: u16) {
+    if let (Some(sk), Some(uaddr)) = (ctx.arg::<u64>(0), ctx.arg::<*const u8>(1)) {
+        on_connect_entry(sk, uaddr, family);
+    }
 }
 
 /// Attached to the return of both tcp_v4_connect and tcp_v6_connect.
@@ -103,22 +134,95 @@ pub fn tcp_connect_return(ctx: RetProbeContext) -> u32 {
     0
 }
 
+/// Kprobe on tcp_connect, for `--successes-only`.
+#[kprobe]
+pub fn tcp_connect(ctx: ProbeContext) -> u32 {
+    if let Some(sk) = ctx.arg::<*const u8>(0) {
+        on_tcp_connect(sk);
+    }
+    0
+}
+
+// ---- fentry backend ----
+
+/// For `--format minimal` only (the fexit programs report everything else).
+#[fentry(function = "tcp_v4_connect")]
+pub fn fentry_tcp_v4_connect(ctx: FEntryContext) -> u32 {
+    on_connect_entry(ctx.arg(0), ctx.arg(1), AF_INET);
+    0
+}
+
+/// For `--format minimal` only (the fexit programs report everything else).
+#[fentry(function = "tcp_v6_connect")]
+pub fn fentry_tcp_v6_connect(ctx: FEntryContext) -> u32 {
+    on_connect_entry(ctx.arg(0), ctx.arg(1), AF_INET6);
+    0
+}
+
+// An fexit program's context holds the function's arguments followed by its return value:
+// tcp_v*_connect(struct sock *sk, struct sockaddr *uaddr, int addr_len) returns at index 3.
+// (bpf_get_func_ret would need Linux 5.17.)
+
+#[fexit(function = "tcp_v4_connect")]
+pub fn fexit_tcp_v4_connect(ctx: FExitContext) -> u32 {
+    on_connect_exit(
+        &ctx,
+        ctx.arg(0),
+        ctx.arg(1),
+        ctx.arg::<i64>(3) as i32,
+        AF_INET,
+    );
+    0
+}
+
+#[fexit(function = "tcp_v6_connect")]
+pub fn fexit_tcp_v6_connect(ctx: FExitContext) -> u32 {
+    on_connect_exit(
+        &ctx,
+        ctx.arg(0),
+        ctx.arg(1),
+        ctx.arg::<i64>(3) as i32,
+        AF_INET6,
+    );
+    0
+}
+
+/// For `--successes-only`.
+#[fentry(function = "tcp_connect")]
+pub fn fentry_tcp_connect(ctx: FEntryContext) -> u32 {
+    on_tcp_connect(ctx.arg(0));
+    0
+}
+
+// ---- tracepoint backend ----
+
+/// `sock:inet_sock_set_state(const struct sock *sk, int oldstate, int newstate)`.
+#[raw_tracepoint(tracepoint = "inet_sock_set_state")]
+pub fn inet_sock_set_state(ctx: RawTracePointContext) -> i32 {
+    on_sock_set_state(&ctx, ctx.arg(0), ctx.arg(1), ctx.arg(2));
+    0
+}
+
+// ---- what the hooks share ----
+
+/// Entry of tcp_v4_connect / tcp_v6_connect (kprobe, or fentry for `--format minimal`).
 #[inline(always)]
-fn on_connect_entry(ctx: &ProbeContext, family: u16) {
+fn on_connect_entry(sk: u64, uaddr: *const u8, family: u16) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let filters = FILTERS.load();
     if !pid_admitted(&filters, pid_tgid) {
         return;
     }
-    let (Some(sk), Some(uaddr)) = (ctx.arg::<u64>(0), ctx.arg::<*const u8>(1)) else {
-        return;
-    };
     let (daddr, dport) = sock::sockaddr_destination(uaddr, family);
     if !port_admitted(&filters, dport) {
         return;
     }
     let boot_ns = unsafe { bpf_ktime_get_boot_ns() };
     if ENTRY_ONLY.load() != 0 {
+        // An IPv4-mapped tcp_v6_connect enters tcp_v4_connect next: count the connect there.
+        if family == AF_INET6 && daddr.is_v4_mapped() {
+            return;
+        }
         emit(TimestampRecord {
             boot_ns,
             family,
@@ -156,6 +260,7 @@ fn on_connect_entry(ctx: &ProbeContext, family: u16) {
     }
 }
 
+/// Return of tcp_v4_connect / tcp_v6_connect (kretprobe): completes the call its entry stashed.
 #[inline(always)]
 fn on_connect_return(ctx: &RetProbeContext) {
     let pid_tgid = bpf_get_current_pid_tgid();
@@ -188,25 +293,60 @@ fn on_connect_return(ctx: &RetProbeContext) {
     );
 }
 
-/// Kprobe on tcp_connect, for `--successes-only`: called inside tcp_v4_connect/tcp_v6_connect
-/// once the source is assigned and the SYN is about to go out, so one probe sees the whole
-/// 4-tuple. Calls that fail before that point are not seen.
-#[kprobe]
-pub fn tcp_connect(ctx: ProbeContext) -> u32 {
-    on_tcp_connect(&ctx);
-    0
-}
-
+/// Exit of tcp_v4_connect / tcp_v6_connect (fexit): arguments and return value at once. The time
+/// is taken at the exit, microseconds after the entry.
 #[inline(always)]
-fn on_tcp_connect(ctx: &ProbeContext) {
+fn on_connect_exit<C: EbpfContext>(
+    ctx: &C,
+    sk: *const u8,
+    uaddr: *const u8,
+    ret: i32,
+    family: u16,
+) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let filters = FILTERS.load();
     if !pid_admitted(&filters, pid_tgid) {
         return;
     }
-    let Some(sk) = ctx.arg::<*const u8>(0) else {
+    let (daddr, dport) = sock::sockaddr_destination(uaddr, family);
+    // An IPv6 socket connecting to an IPv4-mapped address goes through tcp_v4_connect, whose
+    // exit reports it and tells the outer tcp_v6_connect's exit to stay silent. (If the outer
+    // call fails first, e.g. on an IPv6-only socket, it reports its own failure.)
+    if family == AF_INET6 && daddr.is_v4_mapped() {
+        if unsafe { MAPPED_INNER.get(&pid_tgid) } == Some(&(sk as u64)) {
+            let _ = MAPPED_INNER.remove(&pid_tgid);
+            return;
+        }
+    }
+    if !port_admitted(&filters, dport) {
         return;
+    }
+    let boot_ns = unsafe { bpf_ktime_get_boot_ns() };
+    let sk_ptr = sk;
+    let sk = Sock::read(sk, SOCK_OFFSETS.load());
+    if family == AF_INET && sk.family() == AF_INET6 && filters.families & FAMILY_V6 != 0 {
+        let _ = MAPPED_INNER.insert(&pid_tgid, &(sk_ptr as u64), 0);
+    }
+    // On failure the kernel may have cleared the socket's destination: keep the requested one.
+    let daddr = if ret == 0 {
+        sk.destination(family)
+    } else {
+        daddr
     };
+    let sport = emit_connect(pid_tgid, boot_ns, &sk, family, daddr, dport, ret);
+    debug!(ctx, "connect ret={} sport={} dport={}", ret, sport, dport);
+}
+
+/// tcp_connect, for `--successes-only`: called inside tcp_v4_connect/tcp_v6_connect once the
+/// source is assigned and the SYN is about to go out, so one hook sees the whole 4-tuple. Calls
+/// that fail before that point are not seen.
+#[inline(always)]
+fn on_tcp_connect(sk: *const u8) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let filters = FILTERS.load();
+    if !pid_admitted(&filters, pid_tgid) {
+        return;
+    }
     let sk = Sock::read(sk, SOCK_OFFSETS.load());
     let (family, daddr, dport) = sk.connection();
     if filters.families & family_bit(family) == 0 {
@@ -217,6 +357,92 @@ fn on_tcp_connect(ctx: &ProbeContext) {
     }
     let boot_ns = unsafe { bpf_ktime_get_boot_ns() };
     emit_connect(pid_tgid, boot_ns, &sk, family, daddr, dport, 0);
+}
+
+/// TCP states (`include/net/tcp_states.h`) and `IPPROTO_TCP`.
+const TCP_SYN_SENT: i32 = 2;
+const TCP_CLOSE: i32 = 7;
+const IPPROTO_TCP: u16 = 6;
+
+/// A socket state change (tracepoint backend).
+#[inline(always)]
+fn on_sock_set_state<C: EbpfContext>(ctx: &C, sk_ptr: *const u8, old: i32, new: i32) {
+    if old == TCP_CLOSE && new == TCP_SYN_SENT {
+        on_syn_sent(sk_ptr);
+    } else if old == TCP_SYN_SENT {
+        on_syn_sent_left(ctx, sk_ptr);
+    }
+}
+
+/// CLOSE -> SYN_SENT, inside tcp_v4_connect / tcp_v6_connect in the caller's context: the
+/// destination is set, the source port not yet. Remembers the caller until the next transition.
+#[inline(always)]
+fn on_syn_sent(sk_ptr: *const u8) {
+    let sk = Sock::read(sk_ptr, SOCK_OFFSETS.load());
+    if sk.protocol() != IPPROTO_TCP {
+        return;
+    }
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let filters = FILTERS.load();
+    if !pid_admitted(&filters, pid_tgid) {
+        return;
+    }
+    let (family, _, dport) = sk.connection();
+    if filters.families & family_bit(family) == 0 || !port_admitted(&filters, dport) {
+        return;
+    }
+    let boot_ns = unsafe { bpf_ktime_get_boot_ns() };
+    if ENTRY_ONLY.load() != 0 {
+        emit(TimestampRecord {
+            boot_ns,
+            family,
+            _pad: [0; 3],
+        });
+        return;
+    }
+    let mut caller = Connecting {
+        boot_ns,
+        pid_tgid,
+        uid: bpf_get_current_uid_gid() as u32,
+        comm: [0; COMM_LEN],
+        _pad: 0,
+    };
+    // SAFETY: the buffer is COMM_LEN bytes long.
+    unsafe { generated::bpf_get_current_comm(caller.comm.as_mut_ptr().cast(), COMM_LEN as u32) };
+    if CONNECTING.insert(&(sk_ptr as u64), &caller, 0).is_err() {
+        count(counter::PENDING_FULL);
+    }
+}
+
+/// SYN_SENT -> anything: the connect call is over (ESTABLISHED, or CLOSE when refused, timed
+/// out or aborted), and the source the kernel chose is known.
+#[inline(always)]
+fn on_syn_sent_left<C: EbpfContext>(ctx: &C, sk_ptr: *const u8) {
+    let key = sk_ptr as u64;
+    let Some(caller) = (unsafe { CONNECTING.get(&key) }).copied() else {
+        return;
+    };
+    let _ = CONNECTING.remove(&key);
+    let sk = Sock::read(sk_ptr, SOCK_OFFSETS.load());
+    let (family, daddr, dport) = sk.connection();
+    let (saddr, sport) = sk.bound_source(family);
+    // No source port: the call failed inside after SYN_SENT (no free port), which only a
+    // return probe could report with its error.
+    if sport == 0 {
+        return;
+    }
+    let mut record = connect_record(
+        caller.boot_ns,
+        caller.pid_tgid,
+        caller.uid,
+        family,
+        (saddr, sport),
+        (daddr, dport),
+        0,
+    );
+    record.comm = caller.comm;
+    emit(record);
+    debug!(ctx, "connect ret={} sport={} dport={}", 0, sport, dport);
 }
 
 /// Whether the `--pid` filter (if any) lets the calling process through.
@@ -231,8 +457,8 @@ fn port_admitted(filters: &FilterFlags, dport: u16) -> bool {
     filters.ports == 0 || unsafe { PORT_FILTER.get(&dport) }.is_some()
 }
 
-/// Emits the [`ConnectRecord`] of a call on `sk`, reading the source the kernel assigned and the
-/// caller's identity. Returns the source port (for logging).
+/// Emits the [`ConnectRecord`] of a call on `sk` by the current task, reading the source the
+/// kernel assigned. Returns the source port (for logging).
 #[inline(always)]
 fn emit_connect(
     pid_tgid: u64,
@@ -243,12 +469,32 @@ fn emit_connect(
     dport: u16,
     ret: i32,
 ) -> u16 {
-    let (saddr, sport) = sk.source(family);
-    let mut record = ConnectRecord {
+    let source = sk.source(family);
+    let uid = bpf_get_current_uid_gid() as u32;
+    let mut record = connect_record(boot_ns, pid_tgid, uid, family, source, (daddr, dport), ret);
+    // The raw helper writes comm in place; aya's wrapper returns a copy, moved byte by byte.
+    // SAFETY: the buffer is COMM_LEN bytes long.
+    unsafe { generated::bpf_get_current_comm(record.comm.as_mut_ptr().cast(), COMM_LEN as u32) };
+    emit(record);
+    source.1
+}
+
+/// A record with every field but `comm` (left zero for the caller to fill).
+#[inline(always)]
+fn connect_record(
+    boot_ns: u64,
+    pid_tgid: u64,
+    uid: u32,
+    family: u16,
+    (saddr, sport): (RawAddr, u16),
+    (daddr, dport): (RawAddr, u16),
+    ret: i32,
+) -> ConnectRecord {
+    ConnectRecord {
         boot_ns,
         pid: (pid_tgid >> 32) as u32,
         tid: pid_tgid as u32,
-        uid: bpf_get_current_uid_gid() as u32,
+        uid,
         ret,
         saddr,
         daddr,
@@ -257,12 +503,7 @@ fn emit_connect(
         family,
         _pad: 0,
         comm: [0; COMM_LEN],
-    };
-    // The raw helper writes comm in place; aya's wrapper returns a copy, moved byte by byte.
-    // SAFETY: the buffer is COMM_LEN bytes long.
-    unsafe { generated::bpf_get_current_comm(record.comm.as_mut_ptr().cast(), COMM_LEN as u32) };
-    emit(record);
-    sport
+    }
 }
 
 /// The bit of `family` in [`FilterFlags::families`].

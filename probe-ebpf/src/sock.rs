@@ -104,14 +104,35 @@ impl Sock {
     #[inline(always)]
     pub fn connection(&self) -> (u16, RawAddr, u16) {
         let dport = u16::from_be(self.head_field(self.offsets.dport));
-        let family: u16 = self.head_field(self.offsets.family);
+        let family = self.family();
         if family == AF_INET6 {
             let v6 = self.destination(AF_INET6);
-            // ::ffff:a.b.c.d is the words 0, 0, be(0xffff), a.b.c.d.
-            if !(v6.0[0] == 0 && v6.0[1] == 0 && v6.0[2] == u32::to_be(0xffff)) {
+            if !v6.is_v4_mapped() {
                 return (AF_INET6, v6, dport);
             }
         }
         (AF_INET, self.destination(AF_INET), dport)
+    }
+
+    /// `skc_family`: `AF_INET6` for an IPv6 socket even inside tcp_v4_connect (IPv4-mapped).
+    #[inline(always)]
+    pub fn family(&self) -> u16 {
+        self.head_field(self.offsets.family)
+    }
+
+    /// `sk_protocol` (`IPPROTO_TCP` for TCP).
+    #[inline(always)]
+    pub fn protocol(&self) -> u16 {
+        read_at(self.ptr, self.offsets.protocol)
+    }
+
+    /// Source address and port as `struct inet_sock` keeps them: still set while a connecting
+    /// socket is being closed (refused), when `skc_num` is already cleared; 0 if no source port
+    /// was ever assigned.
+    #[inline(always)]
+    pub fn bound_source(&self, family: u16) -> (RawAddr, u16) {
+        let port: u16 = read_at(self.ptr, self.offsets.inet_sport);
+        let (addr, _) = self.source(family);
+        (addr, u16::from_be(port))
     }
 }

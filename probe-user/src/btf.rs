@@ -32,6 +32,8 @@ pub fn sock_offsets(path: &Path) -> Result<SockOffsets> {
         family: common("skc_family")?,
         v6_daddr: common("skc_v6_daddr")?,
         v6_rcv_saddr: common("skc_v6_rcv_saddr")?,
+        protocol: field_offset(&btf, &sock, &["sk_protocol"])?,
+        inet_sport: field_offset(&btf, &named_struct(&btf, "inet_sock")?, &["inet_sport"])?,
     };
     // The kernel side reads the IPv4 fields from one copy of the head of struct sock.
     for (name, offset, size) in [

@@ -14,6 +14,7 @@
 //! # Ok::<(), anyhow::Error>(())
 //! ```
 
+mod backend;
 pub mod btf;
 mod clock;
 mod event;
@@ -22,6 +23,7 @@ pub mod kernel;
 pub mod output;
 mod tracer;
 
+pub use backend::Backend;
 pub use clock::WallClock;
 pub use event::{ConnectEvent, Family, Malformed};
 pub use format::{Format, Formatter};

@@ -5,7 +5,7 @@ use std::{process::ExitCode, time::Duration};
 use anyhow::Result;
 use clap::Parser;
 use probe_common::MAX_PENDING;
-use probe_user::{Family, Format, Formatter, Tracer, WallClock, output::BatchedStdout};
+use probe_user::{Backend, Family, Format, Formatter, Tracer, WallClock, output::BatchedStdout};
 use tokio::{
     io::{Interest, unix::AsyncFd},
     signal::unix::{SignalKind, signal},
@@ -41,6 +41,11 @@ struct Cli {
     /// reported (ret is always 0).
     #[arg(long)]
     successes_only: bool,
+    /// How to hook the connect path: auto (kprobe if the kernel has kprobes, else fentry, else
+    /// tracepoint), kprobe, fentry (fexit on the connect functions) or tracepoint
+    /// (sock:inet_sock_set_state; reports only calls that send a SYN).
+    #[arg(long, value_name = "BACKEND", default_value = "auto", value_parser = parse_attach)]
+    attach: Attach,
     /// At exit, also print each eBPF program's run count and average run time (kernel BPF
     /// statistics, enabled only while probe-user runs).
     #[arg(long)]
@@ -49,6 +54,20 @@ struct Cli {
 
 fn parse_format(s: &str) -> Result<Format, String> {
     s.parse()
+}
+
+/// `--attach`: a backend, or the first that works.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Attach {
+    Auto,
+    Only(Backend),
+}
+
+fn parse_attach(s: &str) -> Result<Attach, String> {
+    match s {
+        "auto" => Ok(Attach::Auto),
+        _ => s.parse().map(Attach::Only),
+    }
 }
 
 fn parse_port(s: &str) -> Result<u16, String> {
@@ -107,6 +126,9 @@ async fn run(cli: Cli) -> Result<()> {
     if cli.stats {
         builder = builder.program_stats();
     }
+    if let Attach::Only(backend) = cli.attach {
+        builder = builder.backend(backend);
+    }
     if cli.successes_only {
         builder = builder.successes_only();
     } else if cli.format == Format::Minimal {
@@ -122,6 +144,10 @@ async fn run(cli: Cli) -> Result<()> {
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sighup = signal(SignalKind::hangup())?;
     let tracer = builder.attach()?;
+    for (backend, why) in tracer.fallbacks() {
+        eprintln!("probe-user: not attaching with {backend}: {why}");
+    }
+    let backend = tracer.backend();
     let formatter = Formatter::new(cli.format, WallClock::measure());
     let mut out = BatchedStdout::default();
     // SAFETY: the tracer owns the ring buffer's fd and never closes or replaces it while
@@ -129,7 +155,7 @@ async fn run(cli: Cli) -> Result<()> {
     let mut tracer = unsafe { AsyncFd::register_with_interest(tracer, Interest::READABLE) }?;
     let mut tick = tokio::time::interval(DRAIN_INTERVAL);
     eprintln!(
-        "Tracing TCP connects ({} format). Hit Ctrl-C to end.",
+        "Tracing TCP connects ({} format, {backend}). Hit Ctrl-C to end.",
         cli.format
     );
 
@@ -203,6 +229,7 @@ mod tests {
                 Just("--format".to_string()), Just("--filter-port".to_string()),
                 Just("--pid".to_string()), Just("-4".to_string()), Just("-6".to_string()),
                 Just("--successes-only".to_string()), Just("--stats".to_string()),
+                Just("--attach".to_string()),
                 "[a-z0-9,=-]{0,12}", any::<String>(),
             ],
             0..8,
@@ -239,6 +266,13 @@ mod tests {
             let list: Vec<String> = pids.iter().map(u32::to_string).collect();
             let cli = parse(&["--pid".to_string(), list.join(",")]).unwrap();
             prop_assert_eq!(cli.pid, pids);
+        }
+
+        #[test]
+        fn attach_names_parse(name in "[a-z]{0,10}") {
+            let parsed = parse(&["--attach".to_string(), name.clone()]);
+            let known = name == "auto" || Backend::NAMES.contains(&name.as_str());
+            prop_assert_eq!(parsed.is_ok(), known);
         }
 
         #[test]

@@ -11,14 +11,17 @@ use anyhow::{Context as _, Result, bail};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap, MapData, PerCpuArray, RingBuf},
-    programs::KProbe,
 };
 use aya_log::EbpfLogger;
 use probe_common::{
     FAMILY_V4, FAMILY_V6, FilterFlags, MAX_PIDS, MAX_PORTS, PendingConnect, RING_BYTES, counter,
 };
 
-use crate::{ConnectEvent, Family, btf, clock, kernel};
+use crate::{
+    Backend, ConnectEvent, Family,
+    backend::{self, Mode, with_hint},
+    btf, clock, kernel,
+};
 
 /// The compiled kernel side, built by build.rs.
 static PROBE_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/probe"));
@@ -44,6 +47,7 @@ pub struct TracerBuilder {
     successes_only: bool,
     program_stats: bool,
     btf_path: PathBuf,
+    backend: Option<Backend>,
 }
 
 impl Default for TracerBuilder {
@@ -56,6 +60,7 @@ impl Default for TracerBuilder {
             successes_only: false,
             program_stats: false,
             btf_path: PathBuf::from(btf::VMLINUX_BTF),
+            backend: None,
         }
     }
 }
@@ -103,14 +108,22 @@ impl TracerBuilder {
         self
     }
 
+    /// Attaches with this backend only, instead of the first of [`Backend::AUTO_ORDER`] that
+    /// works here.
+    pub fn backend(mut self, backend: Backend) -> Self {
+        self.backend = Some(backend);
+        self
+    }
+
     /// Reads struct offsets from this BTF file instead of the running kernel's.
     pub fn btf_path(mut self, path: impl Into<PathBuf>) -> Self {
         self.btf_path = path.into();
         self
     }
 
-    /// Checks privileges and kernel features, loads the probes and attaches them. Tracing has
-    /// started when this returns.
+    /// Checks privileges and kernel features, loads the programs and attaches them with the
+    /// chosen backend, or else the first of [`Backend::AUTO_ORDER`] that works (see
+    /// [`Tracer::fallbacks`]). Tracing has started when this returns.
     pub fn attach(self) -> Result<Tracer> {
         if self.timestamps_only && self.successes_only {
             bail!("timestamps-only and successes-only tracing cannot be combined");
@@ -125,7 +138,6 @@ impl TracerBuilder {
             bail!("at most {MAX_PIDS} pids can be filtered");
         }
         kernel::check_privileges()?;
-        kernel::check_kprobes()?;
         let offsets = btf::sock_offsets(&self.btf_path)?;
         kernel::raise_memlock_limit();
         kernel::check_ring_buffer()?;
@@ -160,19 +172,39 @@ impl TracerBuilder {
         fill_filter::<u16>(&mut ebpf, "PORT_FILTER", &self.ports)?;
         fill_filter::<u32>(&mut ebpf, "PID_FILTER", &self.pids)?;
 
-        if self.successes_only {
-            attach_kprobe(&mut ebpf, "tcp_connect", &["tcp_connect"])?;
+        let mode = if self.successes_only {
+            Mode::SuccessesOnly
+        } else if self.timestamps_only {
+            Mode::TimestampsOnly
         } else {
-            let functions: Vec<&str> = self.families.iter().map(|f| f.function()).collect();
-            // The return probe goes first, so that no connect is entered without its return
-            // traced.
-            if !self.timestamps_only {
-                attach_kprobe(&mut ebpf, "tcp_connect_return", &functions)?;
-            }
-            for function in functions {
-                attach_kprobe(&mut ebpf, function, &[function])?;
+            Mode::Full
+        };
+        let candidates = match self.backend {
+            Some(backend) => vec![backend],
+            None => Backend::AUTO_ORDER.to_vec(),
+        };
+        let mut fallbacks = Vec::new();
+        let mut chosen = None;
+        for backend in candidates {
+            match backend::attach(&mut ebpf, backend, mode, &self.families) {
+                Ok(()) => {
+                    chosen = Some(backend);
+                    break;
+                }
+                Err(e) if self.backend.is_some() => return Err(e),
+                Err(e) => fallbacks.push((backend, e.to_string())),
             }
         }
+        let Some(backend) = chosen else {
+            let reasons: Vec<String> = fallbacks
+                .iter()
+                .map(|(backend, why)| format!("{backend}: {why}"))
+                .collect();
+            bail!(
+                "no way to attach works on this kernel ({})",
+                reasons.join("; ")
+            );
+        };
         let stats = if self.program_stats {
             Some(
                 aya::sys::enable_stats(aya::sys::Stats::RunTime)
@@ -185,6 +217,8 @@ impl TracerBuilder {
         let counters = PerCpuArray::try_from(take_map(&mut ebpf, "COUNTERS")?)?;
         let pending = HashMap::try_from(take_map(&mut ebpf, "PENDING")?)?;
         Ok(Tracer {
+            backend,
+            fallbacks,
             events,
             counters,
             pending,
@@ -197,40 +231,6 @@ impl TracerBuilder {
             ebpf,
         })
     }
-}
-
-/// Loads the (k)probe program `name` and attaches it to each of `functions`.
-fn attach_kprobe(ebpf: &mut Ebpf, name: &str, functions: &[&str]) -> Result<()> {
-    let program: &mut KProbe = program(ebpf, name)?;
-    program
-        .load()
-        .with_context(|| format!("cannot load {name}"))?;
-    let kind = match program.kind() {
-        aya::programs::ProbeKind::Entry => "kprobe",
-        aya::programs::ProbeKind::Return => "kretprobe",
-    };
-    for function in functions {
-        if let Err(e) = program.attach(function, 0) {
-            let e = anyhow::Error::new(e).context(format!("cannot attach {kind} to {function}"));
-            return Err(with_hint(e, kernel::perf_paranoid_hint()));
-        }
-    }
-    Ok(())
-}
-
-/// Puts `hint` (what to change to make it work) in front of `error`.
-fn with_hint(error: anyhow::Error, hint: Option<String>) -> anyhow::Error {
-    match hint {
-        Some(hint) => error.context(hint),
-        None => error,
-    }
-}
-
-fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut KProbe> {
-    let program = ebpf
-        .program_mut(name)
-        .with_context(|| format!("program {name} missing from the eBPF object"))?;
-    Ok(program.try_into()?)
 }
 
 fn take_map(ebpf: &mut Ebpf, name: &str) -> Result<aya::maps::Map> {
@@ -275,6 +275,8 @@ impl Counters {
 
 /// Attached probes and their event stream. Dropping it detaches everything.
 pub struct Tracer {
+    backend: Backend,
+    fallbacks: Vec<(Backend, String)>,
     events: RingBuf<MapData>,
     counters: PerCpuArray<MapData, u64>,
     pending: HashMap<MapData, u64, PendingConnect>,
@@ -304,6 +306,17 @@ impl Tracer {
     /// A builder with no filters, tracing both families.
     pub fn builder() -> TracerBuilder {
         TracerBuilder::default()
+    }
+
+    /// How the programs are attached.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The backends tried before [`Tracer::backend`] and why each could not be used (empty
+    /// unless the backend was chosen automatically and the first choice failed).
+    pub fn fallbacks(&self) -> &[(Backend, String)] {
+        &self.fallbacks
     }
 
     /// Hands every event waiting in the ring buffer to `on_event`; returns how many there were.

@@ -26,6 +26,45 @@ pub fn probe_user() -> PathBuf {
         .unwrap_or_else(|| "probe-user".into())
 }
 
+/// The backend under test: `$PROBE_ATTACH` (passed to probe-user as `--attach`), else what
+/// `--attach auto` picks on the test kernels: kprobe where the kernel has kprobes, the
+/// tracepoint elsewhere (this project's machines have neither kprobes nor fentry).
+pub fn backend() -> String {
+    std::env::var("PROBE_ATTACH").unwrap_or_else(|_| {
+        if std::path::Path::new("/sys/bus/event_source/devices/kprobe").exists() {
+            "kprobe".into()
+        } else {
+            "tracepoint".into()
+        }
+    })
+}
+
+/// Whether the backend under test uses kprobes (listed in `/sys/kernel/debug/kprobes/list`).
+pub fn uses_kprobes() -> bool {
+    backend() == "kprobe"
+}
+
+/// Whether the backend under test reports connect calls that fail inside the kernel (the
+/// tracepoint backend sees only calls that send a SYN).
+pub fn reports_failed_calls() -> bool {
+    backend() != "tracepoint"
+}
+
+/// `--attach <backend>` if `$PROBE_ATTACH` is set, else nothing (probe-user's default, auto).
+pub fn attach_args() -> Vec<String> {
+    match std::env::var("PROBE_ATTACH") {
+        Ok(backend) => vec!["--attach".into(), backend],
+        Err(_) => Vec::new(),
+    }
+}
+
+/// A probe-user command with the backend under test.
+pub fn probe_user_command() -> Command {
+    let mut cmd = Command::new(probe_user());
+    cmd.args(attach_args());
+    cmd
+}
+
 /// What the tracer printed and how it ended.
 #[derive(Debug)]
 pub struct Finished {
@@ -38,6 +77,7 @@ pub struct Finished {
 pub struct Tracer {
     child: Child,
     stderr: BufReader<ChildStderr>,
+    preamble: String,
     banner: String,
     stdout_reader: Option<std::thread::JoinHandle<String>>,
 }
@@ -45,7 +85,7 @@ pub struct Tracer {
 impl Tracer {
     /// Starts probe-user with `args` and waits until it reports that tracing has started.
     pub fn start(args: &[&str]) -> Tracer {
-        Self::start_with(Command::new(probe_user()).args(args))
+        Self::start_with(probe_user_command().args(args))
     }
 
     /// Starts a prepared probe-user command (stdout and stderr are piped here).
@@ -75,6 +115,7 @@ impl Tracer {
         Tracer {
             child,
             stderr,
+            preamble: before,
             banner,
             stdout_reader: None,
         }
@@ -104,7 +145,13 @@ impl Tracer {
         (field("VmHWM:"), field("VmRSS:"))
     }
 
-    /// The first stderr line (`Tracing TCP connects (...)`).
+    /// What probe-user printed on stderr before the banner (debug logs, backends it could not
+    /// use).
+    pub fn preamble(&self) -> &str {
+        &self.preamble
+    }
+
+    /// The stderr line saying tracing has started (`Tracing TCP connects (...)`).
     pub fn banner(&self) -> &str {
         &self.banner
     }
@@ -310,12 +357,24 @@ pub fn summary(stderr: &str) -> Summary {
     }
 }
 
-/// The kprobes currently registered that mention tcp connect functions.
+/// The kprobes currently registered that mention tcp connect functions (none can exist where
+/// the kernel has no kprobes).
 pub fn connect_kprobes() -> Vec<String> {
-    std::fs::read_to_string("/sys/kernel/debug/kprobes/list")
-        .expect("debugfs must be mounted at /sys/kernel/debug")
-        .lines()
+    let list = match std::fs::read_to_string("/sys/kernel/debug/kprobes/list") {
+        Ok(list) => list,
+        Err(_) if !std::path::Path::new("/sys/bus/event_source/devices/kprobe").exists() => {
+            return Vec::new();
+        }
+        Err(e) => panic!("debugfs must be mounted at /sys/kernel/debug: {e}"),
+    };
+    list.lines()
         .filter(|l| l.contains("tcp_v4_connect") || l.contains("tcp_v6_connect"))
         .map(str::to_string)
         .collect()
+}
+
+/// How many entries of [`connect_kprobes`] one tracer (default mode) adds: an entry and a
+/// return probe on each connect function with the kprobe backend, none with the others.
+pub fn kprobes_per_tracer() -> usize {
+    if uses_kprobes() { 4 } else { 0 }
 }

@@ -9,7 +9,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use probe_tests::{StapLine, Tracer, connect, connect_kprobes, listener, probe_user, summary};
+use probe_tests::{
+    StapLine, Tracer, attach_args, connect, connect_kprobes, kprobes_per_tracer, listener,
+    probe_user, reports_failed_calls, summary, uses_kprobes,
+};
 use socket2::{Domain, Socket, Type};
 
 /// (family, destination port, return value): what a JSON line says about one connect call.
@@ -82,7 +85,16 @@ fn stress_every_connect_is_printed_or_counted_and_no_state_is_left_behind() {
             })
         })
         .collect();
-    let made = tally(workers.into_iter().flat_map(|w| w.join().unwrap()));
+    let mut made = tally(workers.into_iter().flat_map(|w| w.join().unwrap()));
+    let unroutable_made: u64 = made
+        .iter()
+        .filter(|((_, _, ret), _)| *ret != 0)
+        .map(|(_, n)| n)
+        .sum();
+    if !reports_failed_calls() {
+        // Calls failing before a SYN is sent are out of the tracepoint backend's sight.
+        made.retain(|(_, _, ret), _| *ret == 0);
+    }
     let elapsed = started.elapsed();
     let (peak_rss_kib, rss_kib) = tracer.rss_kib();
     let out = tracer.stop();
@@ -104,7 +116,7 @@ fn stress_every_connect_is_printed_or_counted_and_no_state_is_left_behind() {
         );
     }
     let connects: u64 = made.values().sum();
-    assert_eq!(connects, (THREADS * PER_THREAD) as u64);
+    assert_eq!(unroutable_made, (THREADS * PER_THREAD / 10) as u64);
     let summary = summary(&out.stderr);
     assert_eq!(summary.printed, printed.values().sum::<u64>());
     assert_eq!(summary.malformed, 0, "{}", out.stderr);
@@ -153,7 +165,7 @@ fn sigint_sigterm_and_sighup_each_end_it_cleanly_with_a_summary() {
 #[test]
 fn sigkill_leaves_no_kprobe_attached() {
     let mut tracer = Tracer::start(&[]);
-    assert_eq!(connect_kprobes().len(), 4);
+    assert_eq!(connect_kprobes().len(), kprobes_per_tracer());
     tracer.child_mut().kill().unwrap();
     tracer.child_mut().wait().unwrap();
     // The links are released with the process's file descriptors.
@@ -170,7 +182,12 @@ fn two_instances_at_once_each_report_every_connect() {
     let v6 = listener("[::1]:0");
     let first = Tracer::start(&[]);
     let second = Tracer::start(&["--filter-port", &v6.port().to_string()]);
-    assert_eq!(connect_kprobes().len(), 8, "{:?}", connect_kprobes());
+    assert_eq!(
+        connect_kprobes().len(),
+        2 * kprobes_per_tracer(),
+        "{:?}",
+        connect_kprobes()
+    );
     let seen: Vec<_> = (0..20)
         .map(|i| connect(if i % 2 == 0 { v4 } else { v6 }, None).unwrap())
         .collect();
@@ -192,6 +209,7 @@ fn as_nobody(caps: &str, args: &[&str]) -> Command {
     let mut cmd = Command::new("as-user");
     cmd.args(["--caps", caps, "--"])
         .arg(probe_user())
+        .args(attach_args())
         .args(args);
     cmd
 }
@@ -247,20 +265,28 @@ impl Drop for PerfParanoid {
 
 #[test]
 fn runs_as_nobody_with_only_cap_bpf_and_cap_perfmon() {
-    // Debian's kernels default to level 3, which needs CAP_SYS_ADMIN for any perf event: the
-    // error must say so; at level 2 (upstream's default) the two capabilities suffice.
+    // Debian's kernels default to level 3, which needs CAP_SYS_ADMIN for any perf event, kprobes
+    // included: the kprobe backend must say so; fentry and the tracepoint use no perf event and
+    // work (so does auto, falling back to fentry). At level 2 (upstream's default) the two
+    // capabilities suffice for every backend.
     {
         let _paranoid = PerfParanoid::set("3");
-        let out = as_nobody("CAP_BPF,CAP_PERFMON", &[]).output().unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{out:?}");
-        assert_eq!(stderr.lines().count(), 1, "{stderr}");
-        assert!(
-            stderr.starts_with(
-                "probe-user: error: kernel.perf_event_paranoid is 3, which allows kprobes only with CAP_SYS_ADMIN; run as root or lower it to 2 (sysctl kernel.perf_event_paranoid=2): cannot attach"
-            ),
-            "{stderr}"
-        );
+        if uses_kprobes() && !attach_args().is_empty() {
+            let out = as_nobody("CAP_BPF,CAP_PERFMON", &[]).output().unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "{out:?}");
+            assert_eq!(stderr.lines().count(), 1, "{stderr}");
+            assert!(
+                stderr.starts_with(
+                    "probe-user: error: kernel.perf_event_paranoid is 3, which allows kprobes only with CAP_SYS_ADMIN; run as root or lower it to 2 (sysctl kernel.perf_event_paranoid=2): cannot attach"
+                ),
+                "{stderr}"
+            );
+        } else {
+            let tracer = Tracer::start_with(&mut as_nobody("CAP_BPF,CAP_PERFMON", &[]));
+            let out = tracer.stop();
+            assert!(out.status.success(), "{out:?}");
+        }
     }
     let _paranoid = PerfParanoid::set("2");
     let v6 = listener("[::1]:0");
