@@ -56,15 +56,21 @@ fn assert_reported_once_or_counted(out: &Finished, seen: &[SeenConnect], from: u
         .collect();
     assert!(
         extra.is_empty(),
-        "reported but not made, or more often than made: {extra:?}\nmade but not reported: {:?}\nstderr: {}",
+        "reported but not made, or more often than made: {extra:?}\nmade but not reported: {:?}\nmade: {seen:?}\nstdout: {}\nstderr: {}",
         expected
             .keys()
             .filter(|k| !reported.contains_key(k))
             .collect::<Vec<_>>(),
+        out.stdout,
         out.stderr
     );
     let summary = summary(&out.stderr);
-    assert_eq!(summary.printed, reported.len() as u64, "{}", out.stderr);
+    assert_eq!(
+        summary.printed,
+        reported.values().sum::<usize>() as u64,
+        "{}",
+        out.stderr
+    );
     assert_eq!(
         summary.accounted(),
         seen.len() as u64,
