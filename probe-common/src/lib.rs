@@ -9,8 +9,8 @@ pub const AF_INET: u16 = 2;
 /// `AF_INET6` as the kernel and `sockaddr_in6` spell it.
 pub const AF_INET6: u16 = 10;
 
-/// Most destination ports `--filter-port` may name (entries of the `PORT_FILTER` map).
-pub const MAX_PORTS: u32 = 1024;
+/// 64-bit words of the `PORT_SET` bitmap: one bit per port, 0 to 65535.
+pub const PORT_WORDS: usize = 65536 / 64;
 /// Most pids `--pid` may name (entries of the `PID_FILTER` map).
 pub const MAX_PIDS: u32 = 1024;
 /// Connects in flight between entry and return that the kernel side tracks at once.
@@ -153,7 +153,7 @@ pub const SOCK_HEAD_LEN: usize = 24;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FilterFlags {
-    /// Non-zero: only destination ports present in `PORT_FILTER` are traced.
+    /// Non-zero: only destination ports whose bit is set in `PORT_SET` are traced.
     pub ports: u8,
     /// Non-zero: only pids present in `PID_FILTER` are traced.
     pub pids: u8,

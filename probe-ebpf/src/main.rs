@@ -33,7 +33,7 @@ use aya_ebpf::{
 use aya_log_ebpf::debug;
 use probe_common::{
     AF_INET, AF_INET6, COMM_LEN, ConnectRecord, Connecting, FAMILY_V4, FAMILY_V6, FilterFlags,
-    MAX_PENDING, MAX_PIDS, MAX_PORTS, PendingConnect, RING_BYTES, RawAddr, SockOffsets,
+    MAX_PENDING, MAX_PIDS, PORT_WORDS, PendingConnect, RING_BYTES, RawAddr, SockOffsets,
     TimestampRecord, counter,
 };
 
@@ -70,9 +70,11 @@ static ENTRY_ONLY: Global<u8> = Global::new(0);
 #[unsafe(no_mangle)]
 static WAKEUP_BYTES: Global<u64> = Global::new(0);
 
-/// Written by userspace at start (destination ports to trace); read by the entry probes.
-#[map]
-static PORT_FILTER: HashMap<u16, u8> = HashMap::with_max_entries(MAX_PORTS, 0);
+/// Written by userspace before load: bit `port` is set for each destination port to trace
+/// (`--filter-port`). A bitmap in read-only data rather than a hash map, so the check is one
+/// load instead of a helper call and a hash.
+#[unsafe(no_mangle)]
+static PORT_SET: Global<[u64; PORT_WORDS]> = Global::new([0; PORT_WORDS]);
 
 /// Written by userspace at start (pids to trace); read by the entry probes.
 #[map]
@@ -454,7 +456,14 @@ fn pid_admitted(filters: &FilterFlags, pid_tgid: u64) -> bool {
 /// Whether the `--filter-port` filter (if any) lets destination port `dport` through.
 #[inline(always)]
 fn port_admitted(filters: &FilterFlags, dport: u16) -> bool {
-    filters.ports == 0 || unsafe { PORT_FILTER.get(&dport) }.is_some()
+    if filters.ports == 0 {
+        return true;
+    }
+    // One word, not `PORT_SET.load()`, which would copy all 8 KiB. `Global` is transparent over
+    // the array, and `dport >> 6` < PORT_WORDS keeps the verifier's bounds check happy.
+    let words = (&raw const PORT_SET).cast::<u64>();
+    let word = unsafe { core::ptr::read_volatile(words.add((dport >> 6) as usize)) };
+    (word >> (dport & 63)) & 1 != 0
 }
 
 /// Emits the [`ConnectRecord`] of a call on `sk` by the current task, reading the source the

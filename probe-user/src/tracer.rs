@@ -14,7 +14,7 @@ use aya::{
 };
 use aya_log::EbpfLogger;
 use probe_common::{
-    FAMILY_V4, FAMILY_V6, FilterFlags, MAX_PIDS, MAX_PORTS, PendingConnect, RING_BYTES, counter,
+    FAMILY_V4, FAMILY_V6, FilterFlags, MAX_PIDS, PORT_WORDS, PendingConnect, RING_BYTES, counter,
 };
 
 use crate::{
@@ -131,9 +131,6 @@ impl TracerBuilder {
         if self.ports.contains(&0) {
             bail!("port 0 cannot be a destination port");
         }
-        if self.ports.len() > MAX_PORTS as usize {
-            bail!("at most {MAX_PORTS} ports can be filtered");
-        }
         if self.pids.len() > MAX_PIDS as usize {
             bail!("at most {MAX_PIDS} pids can be filtered");
         }
@@ -157,6 +154,7 @@ impl TracerBuilder {
         let mut ebpf = EbpfLoader::new()
             .override_global("SOCK_OFFSETS", &offsets, true)
             .override_global("FILTERS", &filters, true)
+            .override_global("PORT_SET", &port_set(&self.ports), true)
             .override_global("WAKEUP_BYTES", &DEFAULT_WAKEUP_BYTES, true)
             .override_global("ENTRY_ONLY", &u8::from(self.timestamps_only), true)
             .override_global(aya_log::LEVEL, &log_level, false)
@@ -169,7 +167,6 @@ impl TracerBuilder {
         } else {
             None
         };
-        fill_filter::<u16>(&mut ebpf, "PORT_FILTER", &self.ports)?;
         fill_filter::<u32>(&mut ebpf, "PID_FILTER", &self.pids)?;
 
         let mode = if self.successes_only {
@@ -248,6 +245,15 @@ fn fill_filter<K: aya::Pod + Ord>(ebpf: &mut Ebpf, name: &str, keys: &BTreeSet<K
             .with_context(|| format!("cannot fill {name}"))?;
     }
     Ok(())
+}
+
+/// The kernel side's `PORT_SET`: bit `port` set for each port.
+fn port_set(ports: &BTreeSet<u16>) -> [u64; PORT_WORDS] {
+    let mut words = [0u64; PORT_WORDS];
+    for &port in ports {
+        words[usize::from(port >> 6)] |= 1 << (port & 63);
+    }
+    words
 }
 
 /// Counts of what a [`Tracer`] saw and lost.
@@ -412,5 +418,20 @@ impl Tracer {
 impl AsRawFd for Tracer {
     fn as_raw_fd(&self) -> RawFd {
         self.events.as_raw_fd()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_set_has_exactly_the_ports_bits() {
+        let ports = BTreeSet::from([1, 63, 64, 8080, 65535]);
+        let words = port_set(&ports);
+        let set: Vec<u16> = (0..=u16::MAX)
+            .filter(|&p| words[usize::from(p >> 6)] >> (p & 63) & 1 == 1)
+            .collect();
+        assert_eq!(set, ports.into_iter().collect::<Vec<_>>());
     }
 }

@@ -401,7 +401,7 @@ fn latency_report(options: &Options, runs: &BTreeMap<&str, Vec<Run>>) -> Result<
         "| configuration | port | connect() p50 | connect() p99 | lines printed / connects |"
     );
     let _ = writeln!(out, "|---|---|---|---|---|");
-    for c in CONFIGS {
+    for c in options.configs() {
         let r = runs
             .get(c.name)
             .with_context(|| format!("no results for {}", c.name))?;
