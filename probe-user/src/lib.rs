@@ -1,8 +1,12 @@
-//! Trace TCP connects (`tcp_v4_connect` / `tcp_v6_connect`) with eBPF kprobes, and print them the
-//! way SystemTap's tcp.connect examples do.
+//! Trace TCP connects (`tcp_v4_connect` / `tcp_v6_connect`) with eBPF, and print them the way
+//! SystemTap's tcp.connect examples do.
 //!
 //! The kernel side filters (destination ports, pids) and copies raw facts into a ring buffer;
-//! this crate loads it, decodes the events and formats them.
+//! this crate loads it ([`TracerBuilder::attach`], with a kprobe, fentry or tracepoint
+//! [`Backend`]), decodes the events ([`ConnectEvent`]) and formats them ([`Formatter`]).
+//! Dropping the [`Tracer`] (or its [`EventStream`]) detaches everything.
+//!
+//! Synchronously, in batches, as the `probe-user` command does:
 //!
 //! ```no_run
 //! use probe_user::{Format, Formatter, Tracer, WallClock};
@@ -13,6 +17,24 @@
 //! tracer.drain(|event| formatter.write(&mut out, event));
 //! # Ok::<(), anyhow::Error>(())
 //! ```
+//!
+//! As an async stream in a tokio runtime, as an agent would (see `examples/agent.rs`):
+//!
+//! ```no_run
+//! use probe_user::Tracer;
+//! use tokio_stream::StreamExt as _;
+//!
+//! # async fn agent() -> anyhow::Result<()> {
+//! let mut events = Tracer::builder().filter_ports([443]).attach()?.into_stream()?;
+//! while let Some(event) = events.next().await {
+//!     println!("{} ({}) connected to {}", event.pid, event.comm(), event.dst);
+//! }
+//! let lost = events.counters().lost();
+//! # Ok(())
+//! # }
+//! ```
+
+#![warn(missing_docs)]
 
 mod backend;
 pub mod btf;
@@ -21,10 +43,12 @@ mod event;
 mod format;
 pub mod kernel;
 pub mod output;
+mod stream;
 mod tracer;
 
 pub use backend::Backend;
 pub use clock::WallClock;
 pub use event::{ConnectEvent, Family, Malformed};
 pub use format::{Format, Formatter};
+pub use stream::{DRAIN_INTERVAL, EventStream};
 pub use tracer::{Counters, ProgramStats, Tracer, TracerBuilder};

@@ -6,13 +6,7 @@ use anyhow::Result;
 use clap::Parser;
 use probe_common::MAX_PENDING;
 use probe_user::{Backend, Family, Format, Formatter, Tracer, WallClock, output::BatchedStdout};
-use tokio::{
-    io::{Interest, unix::AsyncFd},
-    signal::unix::{SignalKind, signal},
-};
-
-/// Output reaches the terminal within this long even when the kernel does not wake us.
-const DRAIN_INTERVAL: Duration = Duration::from_millis(50);
+use tokio::signal::unix::{SignalKind, signal};
 
 /// Trace TCP connects (tcp_v4_connect / tcp_v6_connect) with eBPF, printed like SystemTap's
 /// tcp.connect examples.
@@ -150,10 +144,7 @@ async fn run(cli: Cli) -> Result<()> {
     let backend = tracer.backend();
     let formatter = Formatter::new(cli.format, WallClock::measure());
     let mut out = BatchedStdout::default();
-    // SAFETY: the tracer owns the ring buffer's fd and never closes or replaces it while
-    // registered; it is dropped (closing the fd) only after the AsyncFd is.
-    let mut tracer = unsafe { AsyncFd::register_with_interest(tracer, Interest::READABLE) }?;
-    let mut tick = tokio::time::interval(DRAIN_INTERVAL);
+    let mut events = tracer.into_stream()?;
     eprintln!(
         "Tracing TCP connects ({} format, {backend}). Hit Ctrl-C to end.",
         cli.format
@@ -161,18 +152,16 @@ async fn run(cli: Cli) -> Result<()> {
 
     loop {
         let stopping = tokio::select! {
-            ready = tracer.readable_mut() => {
-                ready?.clear_ready();
-                false
-            }
-            _ = tick.tick() => false,
+            _ = events.next_batch(|event| formatter.write(out.buf(), event)) => false,
             _ = sigint.recv() => true,
             _ = sigterm.recv() => true,
             _ = sighup.recv() => true,
         };
-        tracer
-            .get_mut()
-            .drain(|event| formatter.write(out.buf(), event));
+        if stopping {
+            events
+                .tracer_mut()
+                .drain(|event| formatter.write(out.buf(), event));
+        }
         if out.flush().is_err() {
             // stdout's reader went away (`| head -1`): nobody is listening, end quietly.
             return Ok(());
@@ -181,7 +170,7 @@ async fn run(cli: Cli) -> Result<()> {
             break;
         }
     }
-    let tracer = tracer.get_mut();
+    let tracer = events.tracer_mut();
     if cli.stats {
         eprintln!(
             "probe-user: {} connect calls in flight (map PENDING, {MAX_PENDING} entries)",

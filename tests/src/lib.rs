@@ -90,6 +90,12 @@ impl Tracer {
 
     /// Starts a prepared probe-user command (stdout and stderr are piped here).
     pub fn start_with(cmd: &mut Command) -> Tracer {
+        Self::start_until(cmd, "Tracing TCP connects")
+    }
+
+    /// Starts a prepared command (stdout and stderr piped here) and waits for a stderr line
+    /// starting with `banner`, which says tracing has started.
+    pub fn start_until(cmd: &mut Command, banner: &str) -> Tracer {
         let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -103,11 +109,12 @@ impl Tracer {
             let mut line = String::new();
             if stderr.read_line(&mut line).unwrap() == 0 {
                 panic!(
-                    "probe-user did not start: {before:?} (exit {:?})",
+                    "{:?} did not start: {before:?} (exit {:?})",
+                    cmd.get_program(),
                     child.wait()
                 );
             }
-            if line.starts_with("Tracing TCP connects") {
+            if line.starts_with(banner) {
                 break line;
             }
             before.push_str(&line);

@@ -539,3 +539,51 @@ fn a_full_ring_buffer_is_counted_not_silently_lost_and_tracing_recovers() {
         summary.missed
     );
 }
+
+#[test]
+fn library_example_agent_reports_the_connects() {
+    // probe-user/examples/agent.rs: the library's Stream API, as an agent would use it.
+    let v4 = listener("127.0.0.1:0");
+    let v6 = listener("[::1]:0");
+    let unwanted = listener("127.0.0.1:0");
+    let mut cmd = Command::new("agent");
+    cmd.args(["--events", "3"]);
+    for port in [v4.port(), v6.port()] {
+        cmd.args(["--filter-port", &port.to_string()]);
+    }
+    let agent = Tracer::start_until(&mut cmd, "agent: tracing");
+    connect(unwanted, None).unwrap();
+    let seen: Vec<SeenConnect> = [v4, v6, v4]
+        .into_iter()
+        .map(|dst| connect(dst, None).unwrap())
+        .collect();
+    let out = agent.wait();
+
+    assert!(out.status.success(), "{out:?}");
+    // `<pid> <comm> <src> -> <dst> ret=<ret>`, one per event, in order.
+    let expected: Vec<String> = seen
+        .iter()
+        .map(|c| format!("{} {} -> {} ret=0", std::process::id(), c.src, c.dst))
+        .collect();
+    let printed: Vec<String> = out
+        .stdout
+        .lines()
+        .map(|l| {
+            let mut words: Vec<&str> = l.split(' ').collect();
+            words.remove(1); // comm: the test harness's thread name
+            words.join(" ")
+        })
+        .collect();
+    assert_eq!(printed, expected);
+    for line in [
+        format!("agent: port {}: 2 connects", v4.port()),
+        format!("agent: port {}: 1 connects", v6.port()),
+        "agent: 3 events, 0 lost (dropped 0, missed 0, malformed 0)".to_string(),
+    ] {
+        assert!(
+            out.stderr.lines().any(|l| l == line),
+            "no {line:?} in {}",
+            out.stderr
+        );
+    }
+}

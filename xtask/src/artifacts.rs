@@ -75,6 +75,11 @@ pub fn test_helpers() -> Result<Vec<(String, PathBuf)>> {
     cargo_build(&["build", "-p", "probe-tests", "--bins"], "bin")
 }
 
+/// Builds probe-user's examples (the agent the tests run).
+pub fn examples() -> Result<Vec<(String, PathBuf)>> {
+    cargo_build(&["build", "-p", "probe-user", "--examples"], "example")
+}
+
 /// Builds the integration tests of the tests crate, returning each test binary.
 pub fn integration_tests() -> Result<Vec<(String, PathBuf)>> {
     cargo_build(&["test", "-p", "probe-tests", "--no-run"], "test")

@@ -81,7 +81,9 @@ pub fn run(options: Options) -> Result<()> {
     }
     let kernels = resolve_kernels(&options.kernel)?;
     let probe_user = artifacts::probe_user()?;
-    let helpers = artifacts::test_helpers()?;
+    // The test helpers and probe-user's examples, all copied next to the tests.
+    let mut helpers = artifacts::test_helpers()?;
+    helpers.extend(artifacts::examples()?);
     let tests = artifacts::integration_tests()?;
     if tests.is_empty() {
         bail!("cargo built no integration tests");
@@ -148,15 +150,11 @@ fn run_natively(
         return Ok(Vec::new());
     }
     check_host_refusals(probe_user)?;
-    let helper_dir = helpers
-        .first()
-        .and_then(|(_, path)| path.parent())
-        .context("no test helpers built")?;
-    let path = format!(
-        "{}:{}",
-        helper_dir.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
+    let mut dirs: Vec<&Path> = helpers.iter().filter_map(|(_, p)| p.parent()).collect();
+    dirs.dedup();
+    let mut path = std::env::join_paths(dirs)?;
+    path.push(":");
+    path.push(std::env::var_os("PATH").unwrap_or_default());
     let mut failed = Vec::new();
     for attach in [Some("tracepoint"), None] {
         let label = attach.map_or("plain probe-user (auto)".to_string(), |b| {

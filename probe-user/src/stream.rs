@@ -1,0 +1,116 @@
+//! Events as an async (tokio) [`Stream`], for agents that embed the tracer.
+
+use std::{
+    collections::VecDeque,
+    future::poll_fn,
+    io,
+    pin::Pin,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use futures_core::Stream;
+use tokio::{
+    io::{Interest, unix::AsyncFd},
+    time::{Interval, MissedTickBehavior},
+};
+
+use crate::{ConnectEvent, Counters, Tracer};
+
+/// How often waiting events are collected when the kernel does not signal: it wakes the reader
+/// only once a quarter of the ring buffer is full, so that a quiet system costs no wake-ups.
+pub const DRAIN_INTERVAL: Duration = Duration::from_millis(50);
+
+/// The events of an attached [`Tracer`], as a [`Stream`] (see [`Tracer::into_stream`]).
+/// Dropping it detaches everything.
+pub struct EventStream {
+    tracer: AsyncFd<Tracer>,
+    ready: VecDeque<ConnectEvent>,
+    tick: Interval,
+}
+
+impl Tracer {
+    /// Turns the tracer into a [`Stream`] of events. Needs a tokio runtime with I/O and time
+    /// enabled; events reach the stream within [`DRAIN_INTERVAL`].
+    pub fn into_stream(self) -> io::Result<EventStream> {
+        let mut tick = tokio::time::interval(DRAIN_INTERVAL);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        // SAFETY: the tracer owns the ring buffer's fd and never closes or replaces it while
+        // registered; it is dropped (closing the fd) only after the AsyncFd deregisters it.
+        let tracer = unsafe { AsyncFd::register_with_interest(self, Interest::READABLE) }?;
+        Ok(EventStream {
+            tracer,
+            ready: VecDeque::new(),
+            tick,
+        })
+    }
+}
+
+impl EventStream {
+    /// What was received and lost so far (see [`Tracer::counters`]).
+    pub fn counters(&self) -> Counters {
+        self.tracer.get_ref().counters()
+    }
+
+    /// The tracer, e.g. for its statistics or a last [`Tracer::drain`] before exiting.
+    pub fn tracer_mut(&mut self) -> &mut Tracer {
+        self.tracer.get_mut()
+    }
+
+    /// Waits until events arrive, then hands every waiting one to `on_event` at once and returns
+    /// how many there were: the batch form of the stream, for consumers that write in batches.
+    pub async fn next_batch(&mut self, mut on_event: impl FnMut(&ConnectEvent)) -> usize {
+        poll_fn(|cx| {
+            loop {
+                let mut n = 0;
+                while let Some(event) = self.ready.pop_front() {
+                    on_event(&event);
+                    n += 1;
+                }
+                n += self.tracer.get_mut().drain(&mut on_event);
+                if n > 0 {
+                    return Poll::Ready(n);
+                }
+                if self.poll_wake(cx).is_pending() {
+                    return Poll::Pending;
+                }
+            }
+        })
+        .await
+    }
+
+    /// Registers for the next chance of events (the ring buffer's descriptor or the drain
+    /// tick); `Ready` if one has come since, so the caller should drain again.
+    fn poll_wake(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        match self.tracer.poll_read_ready_mut(cx) {
+            Poll::Ready(Ok(mut guard)) => {
+                guard.clear_ready();
+                return Poll::Ready(());
+            }
+            // The ring buffer's descriptor cannot fail once registered; the tick still drains.
+            Poll::Ready(Err(_)) | Poll::Pending => {}
+        }
+        self.tick.poll_tick(cx).map(|_| ())
+    }
+}
+
+impl Stream for EventStream {
+    type Item = ConnectEvent;
+
+    /// The next event. The stream never ends by itself: tracing goes on until it is dropped.
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<ConnectEvent>> {
+        let this = self.get_mut();
+        loop {
+            if let Some(event) = this.ready.pop_front() {
+                return Poll::Ready(Some(event));
+            }
+            let ready = &mut this.ready;
+            if this.tracer.get_mut().drain(|event| ready.push_back(*event)) > 0 {
+                continue;
+            }
+            if this.poll_wake(cx).is_pending() {
+                return Poll::Pending;
+            }
+        }
+    }
+}
