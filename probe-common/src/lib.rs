@@ -11,7 +11,8 @@ pub const AF_INET6: u16 = 10;
 
 /// 64-bit words of the `PORT_SET` bitmap: one bit per port, 0 to 65535.
 pub const PORT_WORDS: usize = 65536 / 64;
-/// Most pids `--pid` may name (entries of the `PID_FILTER` map).
+/// Most pids `--pid` may name (entries of the `PID_FILTER` map), and likewise uids (`--uid`),
+/// cgroups (`--cgroup`), task names (`--comm`) and destination networks (`--dst`).
 pub const MAX_PIDS: u32 = 1024;
 /// Connects in flight between entry and return that the kernel side tracks at once.
 pub const MAX_PENDING: u32 = 8192;
@@ -52,6 +53,11 @@ impl RawAddr {
         let word =
             |i: usize| u32::from_ne_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
         Self([word(0), word(4), word(8), word(12)])
+    }
+
+    /// The IPv4 address in the first word as IPv4-mapped IPv6 (`::ffff:a.b.c.d`).
+    pub fn v4_mapped(&self) -> RawAddr {
+        RawAddr([0, 0, u32::to_be(0xffff), self.0[0]])
     }
 
     /// Whether this IPv6 address is IPv4-mapped (`::ffff:a.b.c.d`: the words 0, 0, be(0xffff),
@@ -160,6 +166,23 @@ pub struct FilterFlags {
     /// [`FAMILY_V4`] and/or [`FAMILY_V6`]: the families traced by the tcp_connect hook (the
     /// per-family hooks are simply not attached for a family left out).
     pub families: u8,
+    /// Non-zero: only uids present in `UID_FILTER` are traced.
+    pub uids: u8,
+    /// Non-zero: only tasks in a cgroup (v2) whose id is present in `CGROUP_FILTER` are traced.
+    pub cgroups: u8,
+    /// Non-zero: only tasks whose `comm` is present in `COMM_FILTER` are traced.
+    pub comms: u8,
+    /// Non-zero: only destinations inside a network of `DST_FILTER` are traced.
+    pub destinations: u8,
+}
+
+/// A destination network in the `DST_FILTER` LPM trie: IPv4 networks are stored IPv4-mapped
+/// (`::ffff:a.b.c.d`, prefix + 96), so one trie serves both families.
+pub type DstKey = RawAddr;
+
+/// Prefix length in the `DST_FILTER` trie of an IPv4 network of `prefix` bits.
+pub const fn mapped_prefix(prefix: u32) -> u32 {
+    96 + prefix
 }
 
 /// Bit of IPv4 in [`FilterFlags::families`].
@@ -207,6 +230,7 @@ mod user {
     unsafe impl aya::Pod for super::SockOffsets {}
     unsafe impl aya::Pod for super::FilterFlags {}
     unsafe impl aya::Pod for super::PendingConnect {}
+    unsafe impl aya::Pod for super::RawAddr {}
 }
 
 #[cfg(test)]

@@ -22,19 +22,21 @@ use sock::Sock;
 
 use aya_ebpf::{
     EbpfContext, Global,
-    bindings::{BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    bindings::{
+        BPF_F_NO_PREALLOC, BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP,
+    },
     helpers::{
         bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_ktime_get_boot_ns, generated,
     },
     macros::{fentry, fexit, kprobe, kretprobe, map, raw_tracepoint},
-    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf, lpm_trie::Key},
     programs::{FEntryContext, FExitContext, ProbeContext, RawTracePointContext, RetProbeContext},
 };
 use aya_log_ebpf::debug;
 use probe_common::{
-    AF_INET, AF_INET6, COMM_LEN, ConnectRecord, Connecting, FAMILY_V4, FAMILY_V6, FilterFlags,
-    MAX_PENDING, MAX_PIDS, PORT_WORDS, PendingConnect, RING_BYTES, RawAddr, SockOffsets,
-    TimestampRecord, counter,
+    AF_INET, AF_INET6, COMM_LEN, ConnectRecord, Connecting, DstKey, FAMILY_V4, FAMILY_V6,
+    FilterFlags, MAX_PENDING, MAX_PIDS, PORT_WORDS, PendingConnect, RING_BYTES, RawAddr,
+    SockOffsets, TimestampRecord, counter,
 };
 
 /// Written by userspace before load (from BTF); read by the return probe.
@@ -57,6 +59,10 @@ static FILTERS: Global<FilterFlags> = Global::new(FilterFlags {
     ports: 0,
     pids: 0,
     families: FAMILY_V4 | FAMILY_V6,
+    uids: 0,
+    cgroups: 0,
+    comms: 0,
+    destinations: 0,
 });
 
 /// Written by userspace before load: non-zero for `--format minimal`, where the entry probes emit
@@ -76,9 +82,28 @@ static WAKEUP_BYTES: Global<u64> = Global::new(0);
 #[unsafe(no_mangle)]
 static PORT_SET: Global<[u64; PORT_WORDS]> = Global::new([0; PORT_WORDS]);
 
-/// Written by userspace at start (pids to trace); read by the entry probes.
+/// Written by userspace at start (pids to trace); read by the hooks, in the caller's context.
 #[map]
 static PID_FILTER: HashMap<u32, u8> = HashMap::with_max_entries(MAX_PIDS, 0);
+
+/// Written by userspace at start (uids to trace); read by the hooks, in the caller's context.
+#[map]
+static UID_FILTER: HashMap<u32, u8> = HashMap::with_max_entries(MAX_PIDS, 0);
+
+/// Written by userspace at start (ids of the cgroup v2 directories to trace); read by the hooks,
+/// in the caller's context.
+#[map]
+static CGROUP_FILTER: HashMap<u64, u8> = HashMap::with_max_entries(MAX_PIDS, 0);
+
+/// Written by userspace at start (task names to trace, NUL-padded); read by the hooks, in the
+/// caller's context.
+#[map]
+static COMM_FILTER: HashMap<[u8; COMM_LEN], u8> = HashMap::with_max_entries(MAX_PIDS, 0);
+
+/// Written by userspace at start (destination networks to trace, IPv4 ones IPv4-mapped); read
+/// by the hooks once the destination is known.
+#[map]
+static DST_FILTER: LpmTrie<DstKey, u8> = LpmTrie::with_max_entries(MAX_PIDS, BPF_F_NO_PREALLOC);
 
 /// What an entry probe saw, keyed by pid_tgid: written by the entry probes, consumed (and
 /// deleted) by the return probe; userspace deletes entries whose return never came. A plain hash
@@ -212,11 +237,11 @@ pub fn inet_sock_set_state(ctx: RawTracePointContext) -> i32 {
 fn on_connect_entry(sk: u64, uaddr: *const u8, family: u16) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let filters = FILTERS.load();
-    if !pid_admitted(&filters, pid_tgid) {
+    if !caller_admitted(&filters, pid_tgid) {
         return;
     }
     let (daddr, dport) = sock::sockaddr_destination(uaddr, family);
-    if !port_admitted(&filters, dport) {
+    if !destination_admitted(&filters, family, daddr, dport) {
         return;
     }
     let boot_ns = unsafe { bpf_ktime_get_boot_ns() };
@@ -307,7 +332,7 @@ fn on_connect_exit<C: EbpfContext>(
 ) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let filters = FILTERS.load();
-    if !pid_admitted(&filters, pid_tgid) {
+    if !caller_admitted(&filters, pid_tgid) {
         return;
     }
     let (daddr, dport) = sock::sockaddr_destination(uaddr, family);
@@ -320,7 +345,7 @@ fn on_connect_exit<C: EbpfContext>(
             return;
         }
     }
-    if !port_admitted(&filters, dport) {
+    if !destination_admitted(&filters, family, daddr, dport) {
         return;
     }
     let boot_ns = unsafe { bpf_ktime_get_boot_ns() };
@@ -346,7 +371,7 @@ fn on_connect_exit<C: EbpfContext>(
 fn on_tcp_connect(sk: *const u8) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let filters = FILTERS.load();
-    if !pid_admitted(&filters, pid_tgid) {
+    if !caller_admitted(&filters, pid_tgid) {
         return;
     }
     let sk = Sock::read(sk, SOCK_OFFSETS.load());
@@ -354,7 +379,7 @@ fn on_tcp_connect(sk: *const u8) {
     if filters.families & family_bit(family) == 0 {
         return;
     }
-    if !port_admitted(&filters, dport) {
+    if !destination_admitted(&filters, family, daddr, dport) {
         return;
     }
     let boot_ns = unsafe { bpf_ktime_get_boot_ns() };
@@ -386,11 +411,13 @@ fn on_syn_sent(sk_ptr: *const u8) {
     }
     let pid_tgid = bpf_get_current_pid_tgid();
     let filters = FILTERS.load();
-    if !pid_admitted(&filters, pid_tgid) {
+    if !caller_admitted(&filters, pid_tgid) {
         return;
     }
-    let (family, _, dport) = sk.connection();
-    if filters.families & family_bit(family) == 0 || !port_admitted(&filters, dport) {
+    let (family, daddr, dport) = sk.connection();
+    if filters.families & family_bit(family) == 0
+        || !destination_admitted(&filters, family, daddr, dport)
+    {
         return;
     }
     let boot_ns = unsafe { bpf_ktime_get_boot_ns() };
@@ -447,10 +474,51 @@ fn on_syn_sent_left<C: EbpfContext>(ctx: &C, sk_ptr: *const u8) {
     debug!(ctx, "connect ret={} sport={} dport={}", 0, sport, dport);
 }
 
-/// Whether the `--pid` filter (if any) lets the calling process through.
+/// Whether the filters on the caller (`--pid`, `--uid`, `--cgroup`, `--comm`; each only if
+/// given) let the calling task through.
 #[inline(always)]
-fn pid_admitted(filters: &FilterFlags, pid_tgid: u64) -> bool {
-    filters.pids == 0 || unsafe { PID_FILTER.get(&((pid_tgid >> 32) as u32)) }.is_some()
+fn caller_admitted(filters: &FilterFlags, pid_tgid: u64) -> bool {
+    if filters.pids != 0 && unsafe { PID_FILTER.get(&((pid_tgid >> 32) as u32)) }.is_none() {
+        return false;
+    }
+    if filters.uids != 0 && unsafe { UID_FILTER.get(&(bpf_get_current_uid_gid() as u32)) }.is_none()
+    {
+        return false;
+    }
+    if filters.cgroups != 0
+        && unsafe { CGROUP_FILTER.get(&generated::bpf_get_current_cgroup_id()) }.is_none()
+    {
+        return false;
+    }
+    if filters.comms != 0 {
+        let mut comm = [0u8; COMM_LEN];
+        // SAFETY: the buffer is COMM_LEN bytes long.
+        unsafe { generated::bpf_get_current_comm(comm.as_mut_ptr().cast(), COMM_LEN as u32) };
+        if unsafe { COMM_FILTER.get(&comm) }.is_none() {
+            return false;
+        }
+    }
+    true
+}
+
+/// Whether the filters on the destination (`--filter-port`, `--dst`; each only if given) let a
+/// connect to `daddr`:`dport` of `family` through.
+#[inline(always)]
+fn destination_admitted(filters: &FilterFlags, family: u16, daddr: RawAddr, dport: u16) -> bool {
+    if !port_admitted(filters, dport) {
+        return false;
+    }
+    if filters.destinations != 0 {
+        let addr = if family == AF_INET {
+            daddr.v4_mapped()
+        } else {
+            daddr
+        };
+        if DST_FILTER.get(&Key::new(128, addr)).is_none() {
+            return false;
+        }
+    }
+    true
 }
 
 /// Whether the `--filter-port` filter (if any) lets destination port `dport` through.

@@ -40,6 +40,7 @@ mod backend;
 pub mod btf;
 mod clock;
 mod event;
+pub mod filter;
 mod format;
 pub mod kernel;
 pub mod output;

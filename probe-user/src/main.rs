@@ -24,6 +24,23 @@ struct Cli {
     /// comma-separated.
     #[arg(long, value_name = "PID", value_delimiter = ',')]
     pid: Vec<u32>,
+    /// Only trace connects made by tasks of these user ids (filtered in the kernel).
+    /// Repeatable or comma-separated.
+    #[arg(long, value_name = "UID", value_delimiter = ',')]
+    uid: Vec<u32>,
+    /// Only trace connects made by tasks in this cgroup v2 directory, e.g.
+    /// /sys/fs/cgroup/system.slice/nginx.service (filtered in the kernel; not its children).
+    /// Repeatable.
+    #[arg(long, value_name = "PATH")]
+    cgroup: Vec<std::path::PathBuf>,
+    /// Only trace connects made by tasks with this name (comm, at most 15 bytes; filtered in the
+    /// kernel). Repeatable.
+    #[arg(long, value_name = "NAME")]
+    comm: Vec<String>,
+    /// Only trace connects to destinations in this network (CIDR, IPv4 or IPv6, or a single
+    /// address; filtered in the kernel). Repeatable or comma-separated.
+    #[arg(long, value_name = "CIDR", value_delimiter = ',', value_parser = probe_user::filter::parse_network)]
+    dst: Vec<ipnet::IpNet>,
     /// Only trace IPv4 connects (tcp_v4_connect).
     #[arg(short = '4', long = "ipv4", conflicts_with = "ipv6")]
     ipv4: bool,
@@ -116,7 +133,11 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<()> {
     let mut builder = Tracer::builder()
         .filter_ports(cli.filter_port)
-        .filter_pids(cli.pid);
+        .filter_pids(cli.pid)
+        .filter_uids(cli.uid)
+        .filter_cgroups(cli.cgroup)
+        .filter_comms(cli.comm)
+        .filter_destinations(cli.dst);
     if cli.stats {
         builder = builder.program_stats();
     }

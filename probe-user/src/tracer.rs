@@ -10,17 +10,19 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, MapData, PerCpuArray, RingBuf},
+    maps::{HashMap, LpmTrie, MapData, PerCpuArray, RingBuf, lpm_trie::Key},
 };
 use aya_log::EbpfLogger;
+use ipnet::IpNet;
 use probe_common::{
-    FAMILY_V4, FAMILY_V6, FilterFlags, MAX_PIDS, PORT_WORDS, PendingConnect, RING_BYTES, counter,
+    COMM_LEN, DstKey, FAMILY_V4, FAMILY_V6, FilterFlags, MAX_PIDS, PORT_WORDS, PendingConnect,
+    RING_BYTES, counter,
 };
 
 use crate::{
     Backend, ConnectEvent, Family,
     backend::{self, Mode, with_hint},
-    btf, clock, kernel,
+    btf, clock, filter, kernel,
 };
 
 /// The compiled kernel side, built by build.rs.
@@ -42,6 +44,10 @@ const REAP_EVERY: Duration = Duration::from_secs(1);
 pub struct TracerBuilder {
     ports: BTreeSet<u16>,
     pids: BTreeSet<u32>,
+    uids: BTreeSet<u32>,
+    cgroups: Vec<PathBuf>,
+    comms: BTreeSet<String>,
+    destinations: Vec<IpNet>,
     families: Vec<Family>,
     timestamps_only: bool,
     successes_only: bool,
@@ -55,6 +61,10 @@ impl Default for TracerBuilder {
         Self {
             ports: BTreeSet::new(),
             pids: BTreeSet::new(),
+            uids: BTreeSet::new(),
+            cgroups: Vec::new(),
+            comms: BTreeSet::new(),
+            destinations: Vec::new(),
             families: vec![Family::V4, Family::V6],
             timestamps_only: false,
             successes_only: false,
@@ -75,6 +85,34 @@ impl TracerBuilder {
     /// Traces only connects made by these processes (in addition to any given before).
     pub fn filter_pids(mut self, pids: impl IntoIterator<Item = u32>) -> Self {
         self.pids.extend(pids);
+        self
+    }
+
+    /// Traces only connects made by tasks of these (real) user ids (in addition to any given
+    /// before).
+    pub fn filter_uids(mut self, uids: impl IntoIterator<Item = u32>) -> Self {
+        self.uids.extend(uids);
+        self
+    }
+
+    /// Traces only connects made by tasks in these cgroup v2 directories (e.g.
+    /// `/sys/fs/cgroup/system.slice/nginx.service`; the directory itself, not its children).
+    pub fn filter_cgroups(mut self, paths: impl IntoIterator<Item = impl Into<PathBuf>>) -> Self {
+        self.cgroups.extend(paths.into_iter().map(Into::into));
+        self
+    }
+
+    /// Traces only connects made by tasks with these names (`comm`, at most 15 bytes; a thread
+    /// name if the thread set one).
+    pub fn filter_comms(mut self, names: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.comms.extend(names.into_iter().map(Into::into));
+        self
+    }
+
+    /// Traces only connects to destinations inside these networks (IPv4 or IPv6; an
+    /// IPv4-mapped destination counts as IPv4).
+    pub fn filter_destinations(mut self, networks: impl IntoIterator<Item = IpNet>) -> Self {
+        self.destinations.extend(networks);
         self
     }
 
@@ -131,9 +169,27 @@ impl TracerBuilder {
         if self.ports.contains(&0) {
             bail!("port 0 cannot be a destination port");
         }
-        if self.pids.len() > MAX_PIDS as usize {
-            bail!("at most {MAX_PIDS} pids can be filtered");
+        for (what, n) in [
+            ("pids", self.pids.len()),
+            ("uids", self.uids.len()),
+            ("cgroups", self.cgroups.len()),
+            ("task names", self.comms.len()),
+            ("destination networks", self.destinations.len()),
+        ] {
+            if n > MAX_PIDS as usize {
+                bail!("at most {MAX_PIDS} {what} can be filtered");
+            }
         }
+        let comms = self
+            .comms
+            .iter()
+            .map(|c| filter::comm_key(c))
+            .collect::<Result<BTreeSet<_>>>()?;
+        let cgroups = self
+            .cgroups
+            .iter()
+            .map(|p| filter::cgroup_id(p))
+            .collect::<Result<BTreeSet<_>>>()?;
         kernel::check_privileges()?;
         let offsets = btf::sock_offsets(&self.btf_path)?;
         kernel::raise_memlock_limit();
@@ -147,6 +203,10 @@ impl TracerBuilder {
             ports: u8::from(!self.ports.is_empty()),
             pids: u8::from(!self.pids.is_empty()),
             families: families.fold(0, |bits, bit| bits | bit),
+            uids: u8::from(!self.uids.is_empty()),
+            cgroups: u8::from(!cgroups.is_empty()),
+            comms: u8::from(!comms.is_empty()),
+            destinations: u8::from(!self.destinations.is_empty()),
         };
         // aya-log's level is a load-time constant: with logging off the verifier removes the
         // logging code from the hot path entirely.
@@ -168,6 +228,10 @@ impl TracerBuilder {
             None
         };
         fill_filter::<u32>(&mut ebpf, "PID_FILTER", &self.pids)?;
+        fill_filter::<u32>(&mut ebpf, "UID_FILTER", &self.uids)?;
+        fill_filter::<u64>(&mut ebpf, "CGROUP_FILTER", &cgroups)?;
+        fill_filter::<[u8; COMM_LEN]>(&mut ebpf, "COMM_FILTER", &comms)?;
+        fill_destinations(&mut ebpf, &self.destinations)?;
 
         let mode = if self.successes_only {
             Mode::SuccessesOnly
@@ -233,6 +297,19 @@ impl TracerBuilder {
 fn take_map(ebpf: &mut Ebpf, name: &str) -> Result<aya::maps::Map> {
     ebpf.take_map(name)
         .with_context(|| format!("map {name} missing from the eBPF object"))
+}
+
+fn fill_destinations(ebpf: &mut Ebpf, networks: &[IpNet]) -> Result<()> {
+    let map = ebpf
+        .map_mut("DST_FILTER")
+        .context("map DST_FILTER missing from the eBPF object")?;
+    let mut trie: LpmTrie<_, DstKey, u8> = LpmTrie::try_from(map)?;
+    for network in networks {
+        let (prefix, addr) = filter::dst_key(network);
+        trie.insert(&Key::new(prefix, addr), &1, 0)
+            .with_context(|| format!("cannot fill DST_FILTER with {network}"))?;
+    }
+    Ok(())
 }
 
 fn fill_filter<K: aya::Pod + Ord>(ebpf: &mut Ebpf, name: &str, keys: &BTreeSet<K>) -> Result<()> {

@@ -1,0 +1,110 @@
+//! Turning filter arguments into what the kernel side's filter maps hold.
+
+use std::{net::IpAddr, os::unix::fs::MetadataExt as _, path::Path};
+
+use anyhow::{Context as _, Result, bail};
+use ipnet::IpNet;
+use probe_common::{COMM_LEN, DstKey, RawAddr, mapped_prefix};
+
+/// `CGROUP2_SUPER_MAGIC` from `linux/magic.h`.
+const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
+
+/// The id the kernel gives the cgroup v2 directory at `path` (what `bpf_get_current_cgroup_id`
+/// returns for its tasks): the directory's inode number on the cgroup2 filesystem.
+pub fn cgroup_id(path: &Path) -> Result<u64> {
+    let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+        .with_context(|| format!("bad cgroup path {}", path.display()))?;
+    // SAFETY: plain syscall with a valid path and out-pointer.
+    let mut fs = unsafe { std::mem::zeroed::<libc::statfs>() };
+    if unsafe { libc::statfs(c_path.as_ptr(), &mut fs) } != 0 {
+        bail!(
+            "cannot use cgroup {}: {}",
+            path.display(),
+            std::io::Error::last_os_error()
+        );
+    }
+    let meta =
+        std::fs::metadata(path).with_context(|| format!("cannot use cgroup {}", path.display()))?;
+    if fs.f_type as i64 != CGROUP2_SUPER_MAGIC || !meta.is_dir() {
+        bail!(
+            "{} is not a cgroup v2 directory (e.g. /sys/fs/cgroup/system.slice/nginx.service)",
+            path.display()
+        );
+    }
+    Ok(meta.ino())
+}
+
+/// `name` as the kernel keeps a task's `comm`: at most 15 bytes, NUL-padded to 16.
+pub fn comm_key(name: &str) -> Result<[u8; COMM_LEN]> {
+    let bytes = name.as_bytes();
+    if bytes.is_empty() || bytes.len() >= COMM_LEN || bytes.contains(&0) {
+        bail!(
+            "a task name (--comm) is 1 to {} bytes, as the kernel truncates them: {name:?}",
+            COMM_LEN - 1
+        );
+    }
+    let mut key = [0u8; COMM_LEN];
+    key[..bytes.len()].copy_from_slice(bytes);
+    Ok(key)
+}
+
+/// A destination network as a `DST_FILTER` entry: (prefix length, address), IPv4 networks
+/// IPv4-mapped.
+pub fn dst_key(net: &IpNet) -> (u32, DstKey) {
+    match net.trunc() {
+        IpNet::V4(v4) => {
+            let mut first = RawAddr::default();
+            first.0[0] = u32::from_ne_bytes(v4.addr().octets());
+            (mapped_prefix(u32::from(v4.prefix_len())), first.v4_mapped())
+        }
+        IpNet::V6(v6) => (
+            u32::from(v6.prefix_len()),
+            RawAddr::from_octets(v6.addr().octets()),
+        ),
+    }
+}
+
+/// Parses `--dst`: a network (`10.0.0.0/8`, `fd00::/8`) or a single address.
+pub fn parse_network(s: &str) -> Result<IpNet, String> {
+    s.parse::<IpNet>()
+        .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("not an address or network in CIDR notation: {s:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv4_networks_are_ipv4_mapped() {
+        let (prefix, key) = dst_key(&"10.1.2.3/8".parse().unwrap());
+        assert_eq!(prefix, 104);
+        assert_eq!(
+            key.octets(),
+            "::ffff:10.0.0.0"
+                .parse::<std::net::Ipv6Addr>()
+                .unwrap()
+                .octets()
+        );
+        let (prefix, key) = dst_key(&parse_network("::1").unwrap());
+        assert_eq!(prefix, 128);
+        assert_eq!(key.octets(), std::net::Ipv6Addr::LOCALHOST.octets());
+        assert_eq!(dst_key(&parse_network("127.0.0.2").unwrap()).0, 128);
+        assert!(parse_network("10.0.0.0/33").is_err());
+        assert!(parse_network("example.com").is_err());
+    }
+
+    #[test]
+    fn comm_keys_are_nul_padded_and_bounded() {
+        assert_eq!(&comm_key("curl").unwrap()[..5], b"curl\0");
+        assert!(comm_key("0123456789abcdef").is_err());
+        assert!(comm_key("").is_err());
+    }
+
+    #[test]
+    fn cgroup_ids_need_a_cgroup2_directory() {
+        let err = cgroup_id(Path::new("/")).unwrap_err().to_string();
+        assert!(err.contains("is not a cgroup v2 directory"), "{err}");
+        assert!(cgroup_id(Path::new("/nonexistent")).is_err());
+    }
+}

@@ -1,0 +1,194 @@
+//! Every in-kernel filter admits exactly the right connects, alone and combined (run inside the
+//! VM by `cargo xtask test`, with each backend).
+
+use std::{
+    net::SocketAddr,
+    process::Command,
+    sync::{Arc, Barrier},
+};
+
+use probe_tests::{SeenConnect, StapLine, Tracer, connect, listener, unmapped};
+
+/// The connects a tracer printed, in order.
+fn printed(stdout: &str) -> Vec<SeenConnect> {
+    stdout
+        .lines()
+        .map(|l| StapLine::parse(l).connect())
+        .collect()
+}
+
+/// Runs `connect-once` (another process) with `prefix` before it, returning what it saw.
+fn connect_from(prefix: &[&str], extra: &[&str], dst: SocketAddr) -> SeenConnect {
+    let (program, args) = prefix.split_first().unwrap_or((&"connect-once", &[]));
+    let out = Command::new(program)
+        .args(args)
+        .args(extra)
+        .arg(dst.to_string())
+        .output()
+        .expect("cannot run connect-once");
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let (src, peer) = text.trim().split_once(' ').unwrap();
+    SeenConnect {
+        src: unmapped(src.parse().unwrap()),
+        dst: unmapped(peer.parse().unwrap()),
+        v6: dst.is_ipv6(),
+    }
+}
+
+#[test]
+fn uid_filter_traces_only_the_listed_users() {
+    let v4 = listener("127.0.0.1:0");
+    let tracer = Tracer::start(&["--uid", "65534"]);
+    connect(v4, None).unwrap(); // as root
+    let nobody = connect_from(&["as-user", "--caps", "", "--", "connect-once"], &[], v4);
+    let out = tracer.stop();
+    assert_eq!(printed(&out.stdout), vec![nobody]);
+}
+
+#[test]
+fn comm_filter_traces_only_the_named_tasks() {
+    let v4 = listener("127.0.0.1:0");
+    let tracer = Tracer::start(&["--comm", "probe-wanted"]);
+    let connect_as = |name: &str| {
+        std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || connect(v4, None).unwrap())
+            .unwrap()
+            .join()
+            .unwrap()
+    };
+    let wanted = connect_as("probe-wanted");
+    connect_as("probe-other");
+    connect_as("probe-wanted-2");
+    let out = tracer.stop();
+    assert_eq!(printed(&out.stdout), vec![wanted]);
+}
+
+/// A cgroup v2 directory for this test: under the existing cgroup2 mount, or a fresh mount.
+fn test_cgroup() -> String {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+    let root = match mounts
+        .lines()
+        .map(|l| l.split(' ').collect::<Vec<_>>())
+        .find(|f| f.get(2) == Some(&"cgroup2"))
+    {
+        Some(fields) => fields[1].to_string(),
+        None => {
+            std::fs::create_dir_all("/tmp/cgroup2").unwrap();
+            let status = Command::new("mount")
+                .args(["-t", "cgroup2", "none", "/tmp/cgroup2"])
+                .status()
+                .unwrap();
+            assert!(status.success(), "cannot mount cgroup2");
+            "/tmp/cgroup2".into()
+        }
+    };
+    let dir = format!("{root}/probe-test-{}", std::process::id());
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn cgroup_filter_traces_only_tasks_in_the_cgroup() {
+    let v6 = listener("[::1]:0");
+    let cgroup = test_cgroup();
+    let tracer = Tracer::start(&["--cgroup", &cgroup]);
+    connect(v6, None).unwrap(); // outside
+    let inside = connect_from(&[], &["--cgroup", &cgroup], v6);
+    let out = tracer.stop();
+    let _ = std::fs::remove_dir(&cgroup);
+    assert_eq!(printed(&out.stdout), vec![inside]);
+}
+
+#[test]
+fn dst_filter_traces_only_destinations_in_the_networks() {
+    // Listening on every IPv4 address: 127.0.0.1 and 127.0.0.2 are both loopback.
+    let any4 = listener("0.0.0.0:0");
+    let v6 = listener("[::1]:0");
+    let at = |host: &str, port: u16| -> SocketAddr { format!("{host}:{port}").parse().unwrap() };
+    let targets = [
+        at("127.0.0.1", any4.port()),
+        at("127.0.0.2", any4.port()),
+        at("[::1]", v6.port()),
+        at("[::ffff:127.0.0.2]", any4.port()),
+    ];
+    for (networks, wanted) in [
+        ("127.0.0.2,::1/128", [false, true, true, true]),
+        ("127.0.0.0/8", [true, true, false, true]),
+        ("fd00::/8", [false, false, false, false]),
+    ] {
+        let tracer = Tracer::start(&["--dst", networks]);
+        let seen: Vec<SeenConnect> = targets
+            .iter()
+            .map(|&dst| connect(dst, None).unwrap())
+            .collect();
+        let out = tracer.stop();
+        let expected: Vec<SeenConnect> = seen
+            .into_iter()
+            .zip(wanted)
+            .filter_map(|(c, w)| w.then_some(c))
+            .collect();
+        assert_eq!(printed(&out.stdout), expected, "--dst {networks}");
+    }
+}
+
+#[test]
+fn filters_combine_with_and() {
+    let any4 = listener("0.0.0.0:0");
+    let to = |host: &str| -> SocketAddr { format!("{host}:{}", any4.port()).parse().unwrap() };
+    let (one, two) = (to("127.0.0.1"), to("127.0.0.2"));
+    let tracer = Tracer::start(&[
+        "--comm",
+        "probe-wanted",
+        "--dst",
+        "127.0.0.2",
+        "--filter-port",
+        &any4.port().to_string(),
+        "--uid",
+        "0",
+    ]);
+    // Both threads connect to both addresses at once: only the wanted thread's connect to
+    // 127.0.0.2 passes every filter.
+    let barrier = Arc::new(Barrier::new(2));
+    let spawn = |name: &str| {
+        let barrier = barrier.clone();
+        std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || {
+                barrier.wait();
+                [connect(one, None).unwrap(), connect(two, None).unwrap()]
+            })
+            .unwrap()
+    };
+    let (wanted, other) = (spawn("probe-wanted"), spawn("probe-other"));
+    let wanted = wanted.join().unwrap();
+    other.join().unwrap();
+    let out = tracer.stop();
+    assert_eq!(printed(&out.stdout), vec![wanted[1]]);
+}
+
+#[test]
+fn bad_filter_values_get_one_line_errors() {
+    for (args, code, expected) in [
+        (
+            &["--dst", "bogus"][..],
+            2,
+            "probe-user: error: invalid value 'bogus' for '--dst <CIDR>': not an address or network in CIDR notation: \"bogus\"",
+        ),
+        (
+            &["--comm", "a-name-longer-than-15"][..],
+            1,
+            "probe-user: error: a task name (--comm) is 1 to 15 bytes, as the kernel truncates them: \"a-name-longer-than-15\"",
+        ),
+        (
+            &["--cgroup", "/proc"][..],
+            1,
+            "probe-user: error: /proc is not a cgroup v2 directory (e.g. /sys/fs/cgroup/system.slice/nginx.service)",
+        ),
+    ] {
+        let out = probe_tests::run_probe_user(args);
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {out:?}");
+        assert_eq!(out.stderr, format!("{expected}\n"), "{args:?}");
+    }
+}
