@@ -28,8 +28,36 @@ pub mod counter {
     /// Connects whose return probe never ran (the kernel's kretprobe ran out of instances), seen
     /// when the same thread enters its next connect.
     pub const MISSED_RETURN: u32 = 2;
+    /// Connects not counted (`--count`) because the map of counts was full.
+    pub const COUNTS_FULL: u32 = 3;
     /// Number of counters.
-    pub const COUNT: u32 = 3;
+    pub const COUNT: u32 = 4;
+}
+
+/// What `--count` aggregates connects by (the kernel side's `COUNT_BY` global).
+pub mod count_by {
+    /// Not counting: every connect is an event in the ring buffer.
+    pub const NONE: u8 = 0;
+    /// Destination address and port.
+    pub const DESTINATION: u8 = 1;
+    /// Destination port only (the address is left zero).
+    pub const PORT: u8 = 2;
+}
+
+/// Most distinct keys `--count` keeps (entries of the `CONNECT_COUNTS` map); connects with a
+/// new key beyond it are counted as dropped.
+pub const MAX_COUNT_KEYS: u32 = 16384;
+
+/// A key of the kernel's `CONNECT_COUNTS` map: what `--count` counts connects by.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct CountKey {
+    /// Destination address (zero when counting by port only).
+    pub daddr: RawAddr,
+    pub dport: u16,
+    /// `AF_INET` or `AF_INET6`.
+    pub family: u16,
+    pub _pad: u32,
 }
 
 /// Length of a task's `comm`, as in the kernel's `TASK_COMM_LEN`.
@@ -38,7 +66,7 @@ pub const COMM_LEN: usize = 16;
 /// An IPv4 or IPv6 address as its network-order bytes (IPv4 in the first four), stored as words:
 /// eBPF code copies a byte array one byte at a time, but words four bytes at a time.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct RawAddr(pub [u32; 4]);
 
 impl RawAddr {
@@ -71,7 +99,7 @@ impl RawAddr {
 ///
 /// Addresses are in network byte order (IPv4 uses the first four bytes); ports are in host order.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ConnectRecord {
     /// `CLOCK_BOOTTIME` nanoseconds when the connect call was entered.
     pub boot_ns: u64,
@@ -231,6 +259,7 @@ mod user {
     unsafe impl aya::Pod for super::FilterFlags {}
     unsafe impl aya::Pod for super::PendingConnect {}
     unsafe impl aya::Pod for super::RawAddr {}
+    unsafe impl aya::Pod for super::CountKey {}
 }
 
 #[cfg(test)]

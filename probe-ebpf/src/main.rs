@@ -29,14 +29,14 @@ use aya_ebpf::{
         bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_ktime_get_boot_ns, generated,
     },
     macros::{fentry, fexit, kprobe, kretprobe, map, raw_tracepoint},
-    maps::{HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf, lpm_trie::Key},
+    maps::{HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf, lpm_trie::Key},
     programs::{FEntryContext, FExitContext, ProbeContext, RawTracePointContext, RetProbeContext},
 };
 use aya_log_ebpf::debug;
 use probe_common::{
-    AF_INET, AF_INET6, COMM_LEN, ConnectRecord, Connecting, DstKey, FAMILY_V4, FAMILY_V6,
-    FilterFlags, MAX_PENDING, MAX_PIDS, PORT_WORDS, PendingConnect, RING_BYTES, RawAddr,
-    SockOffsets, TimestampRecord, counter,
+    AF_INET, AF_INET6, COMM_LEN, ConnectRecord, Connecting, CountKey, DstKey, FAMILY_V4, FAMILY_V6,
+    FilterFlags, MAX_COUNT_KEYS, MAX_PENDING, MAX_PIDS, PORT_WORDS, PendingConnect, RING_BYTES,
+    RawAddr, SockOffsets, TimestampRecord, count_by, counter,
 };
 
 /// Written by userspace before load (from BTF); read by the return probe.
@@ -75,6 +75,11 @@ static ENTRY_ONLY: Global<u8> = Global::new(0);
 /// which saves a wake-up per event.
 #[unsafe(no_mangle)]
 static WAKEUP_BYTES: Global<u64> = Global::new(0);
+
+/// Written by userspace before load: what `--count` aggregates by (`count_by::NONE`: no
+/// counting, every connect is an event).
+#[unsafe(no_mangle)]
+static COUNT_BY: Global<u8> = Global::new(count_by::NONE);
 
 /// Written by userspace before load: bit `port` is set for each destination port to trace
 /// (`--filter-port`). A bitmap in read-only data rather than a hash map, so the check is one
@@ -124,6 +129,12 @@ static CONNECTING: HashMap<u64, Connecting> = HashMap::with_max_entries(MAX_PEND
 /// then stays silent. An LRU: with `-4` nobody consumes the entries.
 #[map]
 static MAPPED_INNER: LruHashMap<u64, u64> = LruHashMap::with_max_entries(MAX_PIDS, 0);
+
+/// `--count`: connects per key, counted here instead of emitted as events; written by the hooks,
+/// read (summed over CPUs) by userspace at every interval. Per-CPU, so no atomics are needed.
+#[map]
+static CONNECT_COUNTS: PerCpuHashMap<CountKey, u64> =
+    PerCpuHashMap::with_max_entries(MAX_COUNT_KEYS, 0);
 
 /// Written by the kernel side (one record per connect call); read by userspace.
 #[map]
@@ -457,7 +468,7 @@ fn on_syn_sent_left<C: EbpfContext>(ctx: &C, sk_ptr: *const u8) {
     let (saddr, sport) = sk.bound_source(family);
     // No source port: the call failed inside after SYN_SENT (no free port), which only a
     // return probe could report with its error.
-    if sport == 0 {
+    if sport == 0 || counted(family, daddr, dport) {
         return;
     }
     let mut record = connect_record(
@@ -547,6 +558,9 @@ fn emit_connect(
     ret: i32,
 ) -> u16 {
     let source = sk.source(family);
+    if counted(family, daddr, dport) {
+        return source.1;
+    }
     let uid = bpf_get_current_uid_gid() as u32;
     let mut record = connect_record(boot_ns, pid_tgid, uid, family, source, (daddr, dport), ret);
     // The raw helper writes comm in place; aya's wrapper returns a copy, moved byte by byte.
@@ -554,6 +568,37 @@ fn emit_connect(
     unsafe { generated::bpf_get_current_comm(record.comm.as_mut_ptr().cast(), COMM_LEN as u32) };
     emit(record);
     source.1
+}
+
+/// With `--count`, counts a connect under its key instead of emitting it; returns whether it did.
+#[inline(always)]
+fn counted(family: u16, daddr: RawAddr, dport: u16) -> bool {
+    let by = COUNT_BY.load();
+    if by == count_by::NONE {
+        return false;
+    }
+    let key = CountKey {
+        daddr: if by == count_by::PORT {
+            RawAddr([0; 4])
+        } else {
+            daddr
+        },
+        dport,
+        family,
+        _pad: 0,
+    };
+    if let Some(n) = CONNECT_COUNTS.get_ptr_mut(&key) {
+        // SAFETY: this CPU's slot of a per-CPU value; hooks do not nest on one CPU.
+        unsafe { *n += 1 };
+    } else if CONNECT_COUNTS.insert(&key, &1, BPF_NOEXIST as u64).is_err() {
+        // Created by another CPU meanwhile (then this CPU's slot exists, zeroed), or full.
+        match CONNECT_COUNTS.get_ptr_mut(&key) {
+            // SAFETY: as above.
+            Some(n) => unsafe { *n += 1 },
+            None => count(counter::COUNTS_FULL),
+        }
+    }
+    true
 }
 
 /// A record with every field but `comm` (left zero for the caller to fill).

@@ -7,7 +7,7 @@ use std::{fmt, io::Write as _, net::SocketAddr, str::FromStr};
 
 use serde::Serialize;
 
-use crate::{ConnectEvent, WallClock};
+use crate::{ConnectCount, ConnectEvent, WallClock};
 
 /// An output style (`--format`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -126,6 +126,53 @@ impl Formatter {
             }
         }
         out.push(b'\n');
+    }
+}
+
+/// One row of the JSON count table.
+#[derive(Serialize)]
+struct JsonCount {
+    function: &'static str,
+    family: &'static str,
+    daddr: Option<std::net::IpAddr>,
+    dport: u16,
+    connects: u64,
+}
+
+impl Formatter {
+    /// Appends the `--count` table of `counts` as of `unix_s`: a text table in `stap` (and
+    /// `minimal`) format, one JSON object (`{"time_s":..,"counts":[..]}`) and a newline in
+    /// `json`.
+    pub fn write_counts(&self, out: &mut Vec<u8>, unix_s: u64, counts: &[ConnectCount]) {
+        if self.format == Format::Json {
+            let rows: Vec<JsonCount> = counts
+                .iter()
+                .map(|c| JsonCount {
+                    function: c.family.function(),
+                    family: c.family.name(),
+                    daddr: c.daddr,
+                    dport: c.dport,
+                    connects: c.connects,
+                })
+                .collect();
+            let table = serde_json::json!({ "time_s": unix_s, "counts": rows });
+            // Writing into a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut *out, &table);
+            out.push(b'\n');
+            return;
+        }
+        let _ = writeln!(out, "{unix_s}: connects since start");
+        let _ = writeln!(out, "{:>10}  {:<14}  DESTINATION", "CONNECTS", "FUNCTION");
+        for c in counts {
+            let _ = write!(out, "{:>10}  {:<14}  ", c.connects, c.family.function());
+            match c.daddr {
+                Some(ip) => push_endpoint(out, SocketAddr::new(ip, c.dport)),
+                None => {
+                    let _ = write!(out, "*:{}", c.dport);
+                }
+            }
+            out.push(b'\n');
+        }
     }
 }
 
@@ -259,6 +306,46 @@ mod tests {
             assert_eq!(name.parse::<Format>().unwrap().to_string(), name);
         }
         assert!("xml".parse::<Format>().is_err());
+    }
+
+    #[test]
+    fn count_tables() {
+        let counts = [
+            ConnectCount {
+                family: crate::Family::V4,
+                daddr: Some("127.0.0.1".parse().unwrap()),
+                dport: 8080,
+                connects: 12,
+            },
+            ConnectCount {
+                family: crate::Family::V6,
+                daddr: None,
+                dport: 443,
+                connects: 3,
+            },
+        ];
+        let table = |format| {
+            let mut out = Vec::new();
+            Formatter::new(format, CLOCK).write_counts(&mut out, 1795778063, &counts);
+            String::from_utf8(out).unwrap()
+        };
+        assert_eq!(
+            table(Format::Stap),
+            concat!(
+                "1795778063: connects since start\n",
+                "  CONNECTS  FUNCTION        DESTINATION\n",
+                "        12  tcp_v4_connect  127.0.0.1:8080\n",
+                "         3  tcp_v6_connect  *:443\n",
+            )
+        );
+        assert_eq!(
+            table(Format::Json),
+            concat!(
+                r#"{"counts":[{"connects":12,"daddr":"127.0.0.1","dport":8080,"family":"ipv4","function":"tcp_v4_connect"},"#,
+                r#"{"connects":3,"daddr":null,"dport":443,"family":"ipv6","function":"tcp_v6_connect"}],"time_s":1795778063}"#,
+                "\n"
+            )
+        );
     }
 
     /// Every formatter on arbitrary events: SystemTap lines parse back to the event's function

@@ -52,4 +52,4 @@ pub use clock::WallClock;
 pub use event::{ConnectEvent, Family, Malformed};
 pub use format::{Format, Formatter};
 pub use stream::{DRAIN_INTERVAL, EventStream};
-pub use tracer::{Counters, ProgramStats, Tracer, TracerBuilder};
+pub use tracer::{ConnectCount, CountBy, Counters, ProgramStats, Tracer, TracerBuilder};

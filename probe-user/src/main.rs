@@ -5,7 +5,9 @@ use std::{process::ExitCode, time::Duration};
 use anyhow::Result;
 use clap::Parser;
 use probe_common::MAX_PENDING;
-use probe_user::{Backend, Family, Format, Formatter, Tracer, WallClock, output::BatchedStdout};
+use probe_user::{
+    Backend, CountBy, Family, Format, Formatter, Tracer, WallClock, output::BatchedStdout,
+};
 use tokio::signal::unix::{SignalKind, signal};
 
 /// Trace TCP connects (tcp_v4_connect / tcp_v6_connect) with eBPF, printed like SystemTap's
@@ -52,6 +54,16 @@ struct Cli {
     /// reported (ret is always 0).
     #[arg(long)]
     successes_only: bool,
+    /// Count connects in the kernel instead of printing each one, and print a table of counts
+    /// (most connects first) every --interval and at exit.
+    #[arg(long)]
+    count: bool,
+    /// With --count: how often to print the table (e.g. 5s, 1m, 500ms).
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration, requires = "count")]
+    interval: Duration,
+    /// With --count: count by destination address and port, or by destination port only.
+    #[arg(long, value_name = "KEY", default_value = "destination", value_parser = ["destination", "port"], requires = "count")]
+    count_by: String,
     /// How to hook the connect path: auto (kprobe if the kernel has kprobes, else fentry, else
     /// tracepoint), kprobe, fentry (fexit on the connect functions) or tracepoint
     /// (sock:inet_sock_set_state; reports only calls that send a SYN).
@@ -61,6 +73,83 @@ struct Cli {
     /// statistics, enabled only while probe-user runs).
     #[arg(long)]
     stats: bool,
+}
+
+/// SIGINT, SIGTERM and SIGHUP, each of which ends tracing cleanly.
+struct Signals([tokio::signal::unix::Signal; 3]);
+
+impl Signals {
+    fn new() -> std::io::Result<Self> {
+        Ok(Self([
+            signal(SignalKind::interrupt())?,
+            signal(SignalKind::terminate())?,
+            signal(SignalKind::hangup())?,
+        ]))
+    }
+
+    /// Waits for any of them.
+    async fn recv(&mut self) {
+        let [int, term, hup] = &mut self.0;
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+            _ = hup.recv() => {}
+        }
+    }
+}
+
+/// `--count`: prints the kernel's count table every `interval` and at the end.
+async fn count_until_signal(
+    mut tracer: Tracer,
+    formatter: Formatter,
+    mut out: BatchedStdout,
+    interval: Duration,
+    mut signals: Signals,
+) -> Result<()> {
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    loop {
+        let stopping = tokio::select! {
+            _ = tick.tick() => false,
+            _ = signals.recv() => true,
+        };
+        // No events come through the ring buffer; this keeps the bookkeeping (reaping calls
+        // whose return was missed) going.
+        tracer.drain(|_| {});
+        let unix_s = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        formatter.write_counts(out.buf(), unix_s, &tracer.connect_counts());
+        if out.flush().is_err() {
+            return Ok(());
+        }
+        if stopping {
+            break;
+        }
+    }
+    tracer.reap_pending(Duration::ZERO);
+    let counted: u64 = tracer.connect_counts().iter().map(|c| c.connects).sum();
+    let counters = tracer.counters();
+    eprintln!(
+        "probe-user: {counted} connects counted, {} dropped, {} missed, {} malformed",
+        counters.dropped, counters.missed, counters.malformed
+    );
+    Ok(())
+}
+
+/// The first line of a clap error, completed by the next one if it ends with a colon or the
+/// next lists the possible values.
+fn one_line(rendered: &str) -> String {
+    let mut lines = rendered.lines().map(str::trim).filter(|l| !l.is_empty());
+    let first = lines
+        .next()
+        .unwrap_or("invalid arguments")
+        .trim_start_matches("error: ");
+    match lines.next() {
+        Some(next) if first.ends_with(':') || next.starts_with("[possible values") => {
+            format!("{first} {next}")
+        }
+        _ => first.to_string(),
+    }
 }
 
 fn parse_format(s: &str) -> Result<Format, String> {
@@ -93,16 +182,9 @@ fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) if e.use_stderr() => {
-            // One line, not clap's usage block: the first line names the problem.
-            let rendered = e.to_string();
-            eprintln!(
-                "probe-user: error: {}",
-                rendered
-                    .lines()
-                    .next()
-                    .unwrap_or("invalid arguments")
-                    .trim_start_matches("error: ")
-            );
+            // One line, not clap's usage block: the first line names the problem (completed by
+            // the next when that lists the missing arguments or the possible values).
+            eprintln!("probe-user: error: {}", one_line(&e.to_string()));
             return ExitCode::from(2);
         }
         Err(e) => {
@@ -141,6 +223,12 @@ async fn run(cli: Cli) -> Result<()> {
     if cli.stats {
         builder = builder.program_stats();
     }
+    if cli.count {
+        builder = builder.count_by(match cli.count_by.as_str() {
+            "port" => CountBy::Port,
+            _ => CountBy::Destination,
+        });
+    }
     if let Attach::Only(backend) = cli.attach {
         builder = builder.backend(backend);
     }
@@ -155,9 +243,7 @@ async fn run(cli: Cli) -> Result<()> {
         builder = builder.family(Family::V6);
     }
     // Signals first: a SIGINT that arrives while attaching still ends the run cleanly.
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sigterm = signal(SignalKind::terminate())?;
-    let mut sighup = signal(SignalKind::hangup())?;
+    let mut signals = Signals::new()?;
     let tracer = builder.attach()?;
     for (backend, why) in tracer.fallbacks() {
         eprintln!("probe-user: not attaching with {backend}: {why}");
@@ -165,6 +251,13 @@ async fn run(cli: Cli) -> Result<()> {
     let backend = tracer.backend();
     let formatter = Formatter::new(cli.format, WallClock::measure());
     let mut out = BatchedStdout::default();
+    if cli.count {
+        eprintln!(
+            "Counting TCP connects by {} ({}). Hit Ctrl-C to end.",
+            cli.count_by, backend
+        );
+        return count_until_signal(tracer, formatter, out, cli.interval, signals).await;
+    }
     let mut events = tracer.into_stream()?;
     eprintln!(
         "Tracing TCP connects ({} format, {backend}). Hit Ctrl-C to end.",
@@ -174,9 +267,7 @@ async fn run(cli: Cli) -> Result<()> {
     loop {
         let stopping = tokio::select! {
             _ = events.next_batch(|event| formatter.write(out.buf(), event)) => false,
-            _ = sigint.recv() => true,
-            _ = sigterm.recv() => true,
-            _ = sighup.recv() => true,
+            _ = signals.recv() => true,
         };
         if stopping {
             events

@@ -10,13 +10,13 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, LpmTrie, MapData, PerCpuArray, RingBuf, lpm_trie::Key},
+    maps::{HashMap, LpmTrie, MapData, PerCpuArray, PerCpuHashMap, RingBuf, lpm_trie::Key},
 };
 use aya_log::EbpfLogger;
 use ipnet::IpNet;
 use probe_common::{
-    COMM_LEN, DstKey, FAMILY_V4, FAMILY_V6, FilterFlags, MAX_PIDS, PORT_WORDS, PendingConnect,
-    RING_BYTES, counter,
+    COMM_LEN, ConnectRecord, CountKey, DstKey, FAMILY_V4, FAMILY_V6, FilterFlags, MAX_PIDS,
+    PORT_WORDS, PendingConnect, RING_BYTES, count_by, counter,
 };
 
 use crate::{
@@ -54,6 +54,30 @@ pub struct TracerBuilder {
     program_stats: bool,
     btf_path: PathBuf,
     backend: Option<Backend>,
+    count_by: Option<CountBy>,
+}
+
+/// What [`TracerBuilder::count_by`] aggregates connects by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CountBy {
+    /// Destination address and port.
+    Destination,
+    /// Destination port only.
+    Port,
+}
+
+/// Connects to one destination (or port), counted in the kernel (see
+/// [`TracerBuilder::count_by`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnectCount {
+    /// Which connect function.
+    pub family: Family,
+    /// The destination address; `None` when counting by port only.
+    pub daddr: Option<std::net::IpAddr>,
+    /// The destination port.
+    pub dport: u16,
+    /// Connects since tracing started.
+    pub connects: u64,
 }
 
 impl Default for TracerBuilder {
@@ -71,6 +95,7 @@ impl Default for TracerBuilder {
             program_stats: false,
             btf_path: PathBuf::from(btf::VMLINUX_BTF),
             backend: None,
+            count_by: None,
         }
     }
 }
@@ -153,6 +178,14 @@ impl TracerBuilder {
         self
     }
 
+    /// Counts connects in the kernel, per destination or per port, instead of sending an event
+    /// for each: nothing crosses to userspace per connect; read the counts with
+    /// [`Tracer::connect_counts`]. Cannot be combined with [`TracerBuilder::timestamps_only`].
+    pub fn count_by(mut self, by: CountBy) -> Self {
+        self.count_by = Some(by);
+        self
+    }
+
     /// Reads struct offsets from this BTF file instead of the running kernel's.
     pub fn btf_path(mut self, path: impl Into<PathBuf>) -> Self {
         self.btf_path = path.into();
@@ -165,6 +198,11 @@ impl TracerBuilder {
     pub fn attach(self) -> Result<Tracer> {
         if self.timestamps_only && self.successes_only {
             bail!("timestamps-only and successes-only tracing cannot be combined");
+        }
+        if self.timestamps_only && self.count_by.is_some() {
+            bail!(
+                "counting needs each connect's destination, which timestamps-only tracing does not read"
+            );
         }
         if self.ports.contains(&0) {
             bail!("port 0 cannot be a destination port");
@@ -217,6 +255,15 @@ impl TracerBuilder {
             .override_global("PORT_SET", &port_set(&self.ports), true)
             .override_global("WAKEUP_BYTES", &DEFAULT_WAKEUP_BYTES, true)
             .override_global("ENTRY_ONLY", &u8::from(self.timestamps_only), true)
+            .override_global(
+                "COUNT_BY",
+                &match self.count_by {
+                    None => count_by::NONE,
+                    Some(CountBy::Destination) => count_by::DESTINATION,
+                    Some(CountBy::Port) => count_by::PORT,
+                },
+                true,
+            )
             .override_global(aya_log::LEVEL, &log_level, false)
             .load(PROBE_OBJECT)
             .context("cannot load the eBPF programs")
@@ -277,12 +324,15 @@ impl TracerBuilder {
         let events = RingBuf::try_from(take_map(&mut ebpf, "EVENTS")?)?;
         let counters = PerCpuArray::try_from(take_map(&mut ebpf, "COUNTERS")?)?;
         let pending = HashMap::try_from(take_map(&mut ebpf, "PENDING")?)?;
+        let counts = PerCpuHashMap::try_from(take_map(&mut ebpf, "CONNECT_COUNTS")?)?;
         Ok(Tracer {
             backend,
             fallbacks,
             events,
             counters,
             pending,
+            counts,
+            count_by: self.count_by,
             logger,
             received: 0,
             malformed: 0,
@@ -363,6 +413,8 @@ pub struct Tracer {
     events: RingBuf<MapData>,
     counters: PerCpuArray<MapData, u64>,
     pending: HashMap<MapData, u64, PendingConnect>,
+    counts: PerCpuHashMap<MapData, CountKey, u64>,
+    count_by: Option<CountBy>,
     logger: Option<EbpfLogger<&'static dyn log::Log>>,
     received: u64,
     malformed: u64,
@@ -422,6 +474,38 @@ impl Tracer {
             self.reap_pending(STALE_AFTER);
         }
         n
+    }
+
+    /// The kernel's connect counts (with [`TracerBuilder::count_by`]; empty otherwise), most
+    /// connects first.
+    pub fn connect_counts(&self) -> Vec<ConnectCount> {
+        let by_port = self.count_by == Some(CountBy::Port);
+        let mut counts: Vec<ConnectCount> = self
+            .counts
+            .iter()
+            .filter_map(Result::ok)
+            .filter_map(|(key, per_cpu)| {
+                let event = ConnectEvent::from_record(&ConnectRecord {
+                    daddr: key.daddr,
+                    dport: key.dport,
+                    family: key.family,
+                    ..ConnectRecord::default()
+                })
+                .ok()?;
+                Some(ConnectCount {
+                    family: event.family,
+                    daddr: (!by_port).then_some(event.dst.ip()),
+                    dport: key.dport,
+                    connects: per_cpu.iter().sum(),
+                })
+            })
+            .collect();
+        counts.sort_by(|a, b| {
+            b.connects
+                .cmp(&a.connects)
+                .then_with(|| (a.dport, a.daddr).cmp(&(b.dport, b.daddr)))
+        });
+        counts
     }
 
     /// How many connect calls the kernel holds between their entry and return probes (bounded
@@ -484,7 +568,9 @@ impl Tracer {
         };
         Counters {
             events: self.received,
-            dropped: total(counter::RING_FULL) + total(counter::PENDING_FULL),
+            dropped: total(counter::RING_FULL)
+                + total(counter::PENDING_FULL)
+                + total(counter::COUNTS_FULL),
             missed: total(counter::MISSED_RETURN) + self.reaped,
             malformed: self.malformed,
         }

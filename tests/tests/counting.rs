@@ -1,0 +1,101 @@
+//! `--count`: connects counted in the kernel, printed as tables (run inside the VM by
+//! `cargo xtask test`, with each backend).
+
+use std::time::Duration;
+
+use probe_tests::{Tracer, connect, listener, probe_user_command};
+
+/// Starts probe-user in count mode with `args`.
+fn start_counting(args: &[&str]) -> Tracer {
+    Tracer::start_until(
+        probe_user_command().arg("--count").args(args),
+        "Counting TCP connects",
+    )
+}
+
+#[test]
+fn count_table_matches_the_connects_made() {
+    let v4 = listener("127.0.0.1:0");
+    let v6 = listener("[::1]:0");
+    let unwanted = listener("127.0.0.1:0");
+    let ports = format!("{},{}", v4.port(), v6.port());
+    // An interval longer than the test: only the table at exit is printed.
+    let tracer = start_counting(&["--interval", "1h", "--filter-port", &ports]);
+    for dst in [v4, v6, v4, unwanted, v4, v6] {
+        connect(dst, None).unwrap();
+    }
+    let out = tracer.stop();
+
+    assert!(out.status.success(), "{out:?}");
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.len(), 4, "{}", out.stdout);
+    assert!(
+        lines[0].ends_with(": connects since start"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(lines[1], "  CONNECTS  FUNCTION        DESTINATION");
+    assert_eq!(lines[2], format!("         3  tcp_v4_connect  {v4}"));
+    assert_eq!(lines[3], format!("         2  tcp_v6_connect  {v6}"));
+    assert!(
+        out.stderr
+            .lines()
+            .any(|l| l == "probe-user: 5 connects counted, 0 dropped, 0 missed, 0 malformed"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn count_by_port_prints_json_tables_every_interval() {
+    let a = listener("127.0.0.1:0");
+    let b = listener("[::1]:0");
+    let a2 = listener("0.0.0.0:0");
+    let tracer = start_counting(&[
+        "--count-by",
+        "port",
+        "--format",
+        "json",
+        "--interval",
+        "300ms",
+    ]);
+    for dst in [a, b, a] {
+        connect(dst, None).unwrap();
+    }
+    // Same port, other address: one row per port.
+    let to_a2 = format!("127.0.0.2:{}", a2.port()).parse().unwrap();
+    connect(to_a2, None).unwrap();
+    connect(format!("127.0.0.1:{}", a2.port()).parse().unwrap(), None).unwrap();
+    std::thread::sleep(Duration::from_millis(1000));
+    let out = tracer.stop();
+
+    assert!(out.status.success(), "{out:?}");
+    let tables: Vec<serde_json::Value> = out
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(tables.len() >= 3, "{}", out.stdout);
+    let last = tables.last().unwrap();
+    let rows: Vec<(u64, String, u64)> = last["counts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            assert!(r["daddr"].is_null(), "{r}");
+            (
+                r["dport"].as_u64().unwrap(),
+                r["family"].as_str().unwrap().to_string(),
+                r["connects"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let mut expected = vec![
+        (u64::from(a.port()), "ipv4".to_string(), 2),
+        (u64::from(a2.port()), "ipv4".to_string(), 2),
+        (u64::from(b.port()), "ipv6".to_string(), 1),
+    ];
+    // Most connects first; ties by port.
+    expected[..2].sort();
+    assert_eq!(rows, expected, "{}", out.stdout);
+}
