@@ -43,6 +43,7 @@ mod event;
 pub mod filter;
 mod format;
 pub mod kernel;
+pub mod metrics;
 pub mod output;
 mod stream;
 mod tracer;

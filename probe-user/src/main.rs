@@ -61,9 +61,16 @@ struct Cli {
     /// With --count: how often to print the table (e.g. 5s, 1m, 500ms).
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration, requires = "count")]
     interval: Duration,
-    /// With --count: count by destination address and port, or by destination port only.
-    #[arg(long, value_name = "KEY", default_value = "destination", value_parser = ["destination", "port"], requires = "count")]
-    count_by: String,
+    /// With --count or --metrics: count by destination address and port (the default for
+    /// --count tables), or by destination port only (the default for --metrics, whose connects
+    /// carry a daddr label only when this says destination).
+    #[arg(long, value_name = "KEY", value_parser = ["destination", "port"])]
+    count_by: Option<String>,
+    /// Serve Prometheus/OpenMetrics counters at http://ADDR/metrics (ADDR is PORT for
+    /// 127.0.0.1:PORT, or IP:PORT): connects by family and destination port, counted in the
+    /// kernel, and the dropped/missed/malformed counts. Nothing is printed per connect.
+    #[arg(long, value_name = "ADDR", value_parser = parse_metrics_addr)]
+    metrics: Option<std::net::SocketAddr>,
     /// How to hook the connect path: auto (kprobe if the kernel has kprobes, else fentry, else
     /// tracepoint), kprobe, fentry (fexit on the connect functions) or tracepoint
     /// (sock:inet_sock_set_state; reports only calls that send a SYN).
@@ -98,29 +105,59 @@ impl Signals {
     }
 }
 
-/// `--count`: prints the kernel's count table every `interval` and at the end.
+/// What to do with the kernel's counts.
+struct Counting {
+    /// `--count`: print a table this often and at the end.
+    tables: Option<Duration>,
+    /// `--metrics`: scrapes to answer.
+    scrapes: Option<tokio::sync::mpsc::Receiver<probe_user::metrics::Scrape>>,
+    /// `--count-by destination` given explicitly: metrics carry a daddr label.
+    daddr_labels: bool,
+}
+
+/// `--count` / `--metrics`: prints the kernel's count table every interval and at the end,
+/// and answers scrapes, until a signal.
 async fn count_until_signal(
     mut tracer: Tracer,
     formatter: Formatter,
     mut out: BatchedStdout,
-    interval: Duration,
+    mut counting: Counting,
     mut signals: Signals,
 ) -> Result<()> {
-    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    // Without --count, the tick only keeps the bookkeeping going.
+    let period = counting.tables.unwrap_or(Duration::from_secs(1));
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     loop {
+        let scrape = async {
+            match &mut counting.scrapes {
+                Some(rx) => rx.recv().await,
+                None => std::future::pending().await,
+            }
+        };
         let stopping = tokio::select! {
             _ = tick.tick() => false,
+            Some(reply) = scrape => {
+                let text = probe_user::metrics::render(
+                    &tracer.connect_counts(),
+                    tracer.counters(),
+                    counting.daddr_labels,
+                );
+                let _ = reply.send(text);
+                continue;
+            }
             _ = signals.recv() => true,
         };
         // No events come through the ring buffer; this keeps the bookkeeping (reaping calls
         // whose return was missed) going.
         tracer.drain(|_| {});
-        let unix_s = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        formatter.write_counts(out.buf(), unix_s, &tracer.connect_counts());
-        if out.flush().is_err() {
-            return Ok(());
+        if counting.tables.is_some() {
+            let unix_s = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            formatter.write_counts(out.buf(), unix_s, &tracer.connect_counts());
+            if out.flush().is_err() {
+                return Ok(());
+            }
         }
         if stopping {
             break;
@@ -134,6 +171,15 @@ async fn count_until_signal(
         counters.dropped, counters.missed, counters.malformed
     );
     Ok(())
+}
+
+/// `--metrics`: `PORT` (loopback) or `IP:PORT`.
+fn parse_metrics_addr(s: &str) -> Result<std::net::SocketAddr, String> {
+    if let Ok(port) = s.parse::<u16>() {
+        return Ok(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    s.parse()
+        .map_err(|_| format!("expected PORT or IP:PORT (e.g. 9464, 0.0.0.0:9464), got {s:?}"))
 }
 
 /// The first line of a clap error, completed by the next one if it ends with a colon or the
@@ -223,11 +269,16 @@ async fn run(cli: Cli) -> Result<()> {
     if cli.stats {
         builder = builder.program_stats();
     }
-    if cli.count {
-        builder = builder.count_by(match cli.count_by.as_str() {
-            "port" => CountBy::Port,
-            _ => CountBy::Destination,
-        });
+    let counting = cli.count || cli.metrics.is_some();
+    let count_by = match (cli.count_by.as_deref(), cli.count) {
+        (Some("port"), _) | (None, false) => CountBy::Port,
+        _ => CountBy::Destination,
+    };
+    if cli.count_by.is_some() && !counting {
+        anyhow::bail!("--count-by needs --count or --metrics");
+    }
+    if counting {
+        builder = builder.count_by(count_by);
     }
     if let Attach::Only(backend) = cli.attach {
         builder = builder.backend(backend);
@@ -251,12 +302,22 @@ async fn run(cli: Cli) -> Result<()> {
     let backend = tracer.backend();
     let formatter = Formatter::new(cli.format, WallClock::measure());
     let mut out = BatchedStdout::default();
-    if cli.count {
-        eprintln!(
-            "Counting TCP connects by {} ({}). Hit Ctrl-C to end.",
-            cli.count_by, backend
-        );
-        return count_until_signal(tracer, formatter, out, cli.interval, signals).await;
+    if counting {
+        let scrapes = match cli.metrics {
+            Some(addr) => Some(probe_user::metrics::serve(addr).await?),
+            None => None,
+        };
+        let by = match count_by {
+            CountBy::Port => "port",
+            CountBy::Destination => "destination",
+        };
+        eprintln!("Counting TCP connects by {by} ({backend}). Hit Ctrl-C to end.");
+        let counting = Counting {
+            tables: cli.count.then_some(cli.interval),
+            scrapes,
+            daddr_labels: cli.count_by.as_deref() == Some("destination"),
+        };
+        return count_until_signal(tracer, formatter, out, counting, signals).await;
     }
     let mut events = tracer.into_stream()?;
     eprintln!(

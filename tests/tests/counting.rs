@@ -99,3 +99,91 @@ fn count_by_port_prints_json_tables_every_interval() {
     expected[..2].sort();
     assert_eq!(rows, expected, "{}", out.stdout);
 }
+
+/// A TCP port nobody listens on right now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `GET path` over HTTP/1.1 from `addr`: (status line, content type, body).
+fn http_get(addr: &str, path: &str) -> (String, String, String) {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    let status = head.lines().next().unwrap().to_string();
+    let content_type = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-type: "))
+        .unwrap_or_default()
+        .to_string();
+    (status, content_type, body.to_string())
+}
+
+#[test]
+fn metrics_endpoint_counts_the_connects_made() {
+    let v4 = listener("127.0.0.1:0");
+    let v6 = listener("[::1]:0");
+    let port = free_port();
+    let ports = format!("{},{}", v4.port(), v6.port());
+    let port_arg = port.to_string();
+    for (count_by, with_daddr) in [(None, false), (Some("destination"), true)] {
+        let mut args = vec!["--metrics", &port_arg, "--filter-port", &ports];
+        if let Some(by) = count_by {
+            args.extend(["--count-by", by]);
+        }
+        let tracer = Tracer::start_until(probe_user_command().args(&args), "Counting TCP connects");
+        for dst in [v4, v6, v4, v4, v6] {
+            connect(dst, None).unwrap();
+        }
+        let (status, content_type, body) = http_get(&format!("127.0.0.1:{port}"), "/metrics");
+        assert_eq!(status, "HTTP/1.1 200 OK");
+        assert!(
+            content_type.starts_with("application/openmetrics-text"),
+            "{content_type}"
+        );
+        // Bound to loopback's 127.0.0.1 only.
+        assert!(std::net::TcpStream::connect(("127.0.0.2", port)).is_err());
+        let (status, _, _) = http_get(&format!("127.0.0.1:{port}"), "/other");
+        assert_eq!(status, "HTTP/1.1 404 Not Found");
+        let out = tracer.stop();
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(out.stdout, "", "nothing is printed per connect");
+
+        let sample = |family: &str, p: u16, daddr: &str| {
+            if with_daddr {
+                format!(
+                    "probe_connects_total{{family=\"{family}\",dport=\"{p}\",daddr=\"{daddr}\"}}"
+                )
+            } else {
+                format!("probe_connects_total{{family=\"{family}\",dport=\"{p}\"}}")
+            }
+        };
+        let mut expected = vec![
+            format!("{} 3", sample("ipv4", v4.port(), "127.0.0.1")),
+            format!("{} 2", sample("ipv6", v6.port(), "::1")),
+            "probe_events_dropped_total 0".to_string(),
+            "probe_events_missed_total 0".to_string(),
+            "probe_events_malformed_total 0".to_string(),
+        ];
+        let mut samples: Vec<String> = body
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(str::to_string)
+            .collect();
+        samples.sort();
+        expected.sort();
+        assert_eq!(samples, expected, "{body}");
+        assert!(body.ends_with("# EOF\n"), "{body}");
+    }
+}
