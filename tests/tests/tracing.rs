@@ -560,6 +560,8 @@ fn library_example_agent_reports_the_connects() {
     let out = agent.wait();
 
     assert!(out.status.success(), "{out:?}");
+    // The agent dropped its stream on exit: everything is detached.
+    assert_eq!(connect_kprobes(), Vec::<String>::new());
     // `<pid> <comm> <src> -> <dst> ret=<ret>`, one per event, in order.
     let expected: Vec<String> = seen
         .iter()
