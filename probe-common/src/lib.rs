@@ -260,6 +260,7 @@ mod user {
     unsafe impl aya::Pod for super::PendingConnect {}
     unsafe impl aya::Pod for super::RawAddr {}
     unsafe impl aya::Pod for super::CountKey {}
+    unsafe impl aya::Pod for super::Connecting {}
 }
 
 #[cfg(test)]

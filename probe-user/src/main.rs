@@ -346,7 +346,7 @@ async fn run(cli: Cli) -> Result<()> {
     let tracer = events.tracer_mut();
     if cli.stats {
         eprintln!(
-            "probe-user: {} connect calls in flight (map PENDING, {MAX_PENDING} entries)",
+            "probe-user: {} connect calls in flight (maps PENDING and CONNECTING, {MAX_PENDING} entries each)",
             tracer.pending_calls()
         );
         for p in tracer.program_stats() {

@@ -15,8 +15,8 @@ use aya::{
 use aya_log::EbpfLogger;
 use ipnet::IpNet;
 use probe_common::{
-    COMM_LEN, ConnectRecord, CountKey, DstKey, FAMILY_V4, FAMILY_V6, FilterFlags, MAX_PIDS,
-    PORT_WORDS, PendingConnect, RING_BYTES, count_by, counter,
+    COMM_LEN, ConnectRecord, Connecting, CountKey, DstKey, FAMILY_V4, FAMILY_V6, FilterFlags,
+    MAX_PIDS, PORT_WORDS, PendingConnect, RING_BYTES, count_by, counter,
 };
 
 use crate::{
@@ -324,6 +324,7 @@ impl TracerBuilder {
         let events = RingBuf::try_from(take_map(&mut ebpf, "EVENTS")?)?;
         let counters = PerCpuArray::try_from(take_map(&mut ebpf, "COUNTERS")?)?;
         let pending = HashMap::try_from(take_map(&mut ebpf, "PENDING")?)?;
+        let connecting = HashMap::try_from(take_map(&mut ebpf, "CONNECTING")?)?;
         let counts = PerCpuHashMap::try_from(take_map(&mut ebpf, "CONNECT_COUNTS")?)?;
         Ok(Tracer {
             backend,
@@ -331,6 +332,7 @@ impl TracerBuilder {
             events,
             counters,
             pending,
+            connecting,
             counts,
             count_by: self.count_by,
             logger,
@@ -413,6 +415,7 @@ pub struct Tracer {
     events: RingBuf<MapData>,
     counters: PerCpuArray<MapData, u64>,
     pending: HashMap<MapData, u64, PendingConnect>,
+    connecting: HashMap<MapData, u64, Connecting>,
     counts: PerCpuHashMap<MapData, CountKey, u64>,
     count_by: Option<CountBy>,
     logger: Option<EbpfLogger<&'static dyn log::Log>>,
@@ -508,10 +511,13 @@ impl Tracer {
         counts
     }
 
-    /// How many connect calls the kernel holds between their entry and return probes (bounded
-    /// by `probe_common::MAX_PENDING`; normally about the number of threads inside a connect).
+    /// How many connects the kernel holds between their first and last hook: calls between
+    /// their entry and return probes (kprobe backend), plus sockets between SYN_SENT and their
+    /// next state (tracepoint backend). Each map is bounded by `probe_common::MAX_PENDING`;
+    /// normally this is about the number of threads inside a connect.
     pub fn pending_calls(&self) -> usize {
         self.pending.keys().filter(Result::is_ok).count()
+            + self.connecting.keys().filter(Result::is_ok).count()
     }
 
     /// Forgets connect calls entered more than `max_age` ago whose return probe never ran, and
