@@ -12,7 +12,9 @@
 //!   record. Calls that fail before sending a SYN are not seen.
 //!
 //! With `--format minimal` the entry hooks alone emit a [`TimestampRecord`]; with
-//! `--successes-only` a single hook on `tcp_connect` replaces the kprobe and fentry sets.
+//! `--successes-only` a single hook on `tcp_connect` replaces the kprobe and fentry sets. With
+//! `--count` (and `--metrics`) the hooks count each connect in `CONNECT_COUNTS` instead of
+//! emitting it. Every hook applies the same filters (`caller_admitted`, `destination_admitted`).
 #![no_std]
 #![no_main]
 
@@ -39,7 +41,7 @@ use probe_common::{
     RawAddr, SockOffsets, TimestampRecord, count_by, counter,
 };
 
-/// Written by userspace before load (from BTF); read by the return probe.
+/// Written by userspace before load (from BTF); read by every hook that reads a socket.
 #[unsafe(no_mangle)]
 static SOCK_OFFSETS: Global<SockOffsets> = Global::new(SockOffsets {
     daddr: 0,
@@ -53,7 +55,7 @@ static SOCK_OFFSETS: Global<SockOffsets> = Global::new(SockOffsets {
     inet_sport: 0,
 });
 
-/// Written by userspace before load; read by the entry probes to skip disabled filters.
+/// Written by userspace before load; read by every hook to skip disabled filters.
 #[unsafe(no_mangle)]
 static FILTERS: Global<FilterFlags> = Global::new(FilterFlags {
     ports: 0,
