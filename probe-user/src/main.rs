@@ -14,6 +14,7 @@ use tokio::signal::unix::{SignalKind, signal};
 /// tcp.connect examples.
 #[derive(Parser, Debug)]
 #[command(version, about)]
+#[command(group(clap::ArgGroup::new("counting").args(["count", "metrics"]).multiple(true)))]
 struct Cli {
     /// Output style: minimal (timestamp only), stap (with source and destination), json.
     #[arg(long, default_value_t = Format::Stap, value_parser = parse_format)]
@@ -64,7 +65,7 @@ struct Cli {
     /// With --count or --metrics: count by destination address and port (the default for
     /// --count tables), or by destination port only (the default for --metrics, whose connects
     /// carry a daddr label only when this says destination).
-    #[arg(long, value_name = "KEY", value_parser = ["destination", "port"])]
+    #[arg(long, value_name = "KEY", value_parser = ["destination", "port"], requires = "counting")]
     count_by: Option<String>,
     /// Serve Prometheus/OpenMetrics counters at http://ADDR/metrics (ADDR is PORT for
     /// 127.0.0.1:PORT, or IP:PORT): connects by family and destination port, counted in the
@@ -274,9 +275,6 @@ async fn run(cli: Cli) -> Result<()> {
         (Some("port"), _) | (None, false) => CountBy::Port,
         _ => CountBy::Destination,
     };
-    if cli.count_by.is_some() && !counting {
-        anyhow::bail!("--count-by needs --count or --metrics");
-    }
     if counting {
         builder = builder.count_by(count_by);
     }
