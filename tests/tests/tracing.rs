@@ -399,6 +399,18 @@ fn bad_arguments_get_one_line_errors() {
             &["--frobnicate"][..],
             "probe-user: error: unexpected argument '--frobnicate' found",
         ),
+        (
+            &["--count-by", "port"][..],
+            "probe-user: error: the following required arguments were not provided: <--count|--metrics <ADDR>>",
+        ),
+        (
+            &["--count", "--count-by", "dport"][..],
+            "probe-user: error: invalid value 'dport' for '--count-by <KEY>' [possible values: destination, port]",
+        ),
+        (
+            &["--metrics", "localhost"][..],
+            "probe-user: error: invalid value 'localhost' for '--metrics <ADDR>': expected PORT or IP:PORT (e.g. 9464, 0.0.0.0:9464), got \"localhost\"",
+        ),
     ] {
         let out = probe_tests::run_probe_user(args);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
