@@ -99,7 +99,7 @@ impl RawAddr {
 ///
 /// Addresses are in network byte order (IPv4 uses the first four bytes); ports are in host order.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConnectRecord {
     /// `CLOCK_BOOTTIME` nanoseconds when the connect call was entered.
     pub boot_ns: u64,

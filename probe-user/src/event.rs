@@ -29,6 +29,24 @@ impl Family {
             Family::V6 => "ipv6",
         }
     }
+
+    /// The family of the kernel's `AF_INET` / `AF_INET6`.
+    pub fn from_af(af: u16) -> Result<Self, Malformed> {
+        match af {
+            AF_INET => Ok(Family::V4),
+            AF_INET6 => Ok(Family::V6),
+            other => Err(Malformed::Family(other)),
+        }
+    }
+
+    /// An address of this family as the kernel side stores it (IPv4 in the first four bytes).
+    pub fn ip(self, addr: &RawAddr) -> IpAddr {
+        let bytes = addr.octets();
+        match self {
+            Family::V4 => IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3])),
+            Family::V6 => IpAddr::V6(Ipv6Addr::from(bytes)),
+        }
+    }
 }
 
 /// One traced `tcp_v4_connect` / `tcp_v6_connect` call.
@@ -77,11 +95,8 @@ impl ConnectEvent {
 
     /// Builds an event from an entry-only record (only the time and function are known).
     pub fn from_timestamp(r: &TimestampRecord) -> Result<Self, Malformed> {
-        let (family, any) = match r.family {
-            AF_INET => (Family::V4, IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
-            AF_INET6 => (Family::V6, IpAddr::V6(Ipv6Addr::UNSPECIFIED)),
-            other => return Err(Malformed::Family(other)),
-        };
+        let family = Family::from_af(r.family)?;
+        let any = family.ip(&RawAddr::default());
         Ok(Self {
             boot_ns: r.boot_ns,
             pid: 0,
@@ -97,19 +112,15 @@ impl ConnectEvent {
 
     /// Builds an event from a record as the kernel side wrote it.
     pub fn from_record(r: &ConnectRecord) -> Result<Self, Malformed> {
-        let (family, saddr, daddr) = match r.family {
-            AF_INET => (Family::V4, ipv4(&r.saddr), ipv4(&r.daddr)),
-            AF_INET6 => (Family::V6, ipv6(&r.saddr), ipv6(&r.daddr)),
-            other => return Err(Malformed::Family(other)),
-        };
+        let family = Family::from_af(r.family)?;
         Ok(Self {
             boot_ns: r.boot_ns,
             pid: r.pid,
             tid: r.tid,
             uid: r.uid,
             family,
-            src: SocketAddr::new(saddr, r.sport),
-            dst: SocketAddr::new(daddr, r.dport),
+            src: SocketAddr::new(family.ip(&r.saddr), r.sport),
+            dst: SocketAddr::new(family.ip(&r.daddr), r.dport),
             ret: r.ret,
             comm: r.comm,
         })
@@ -128,15 +139,6 @@ fn read_record<T: Copy>(bytes: &[u8]) -> T {
     // SAFETY: the length is checked and both record types are plain old data (any bit pattern is
     // valid); the ring buffer only guarantees 8-byte alignment, so read unaligned anyway.
     unsafe { bytes.as_ptr().cast::<T>().read_unaligned() }
-}
-
-fn ipv4(addr: &RawAddr) -> IpAddr {
-    let bytes = addr.octets();
-    IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]))
-}
-
-fn ipv6(addr: &RawAddr) -> IpAddr {
-    IpAddr::V6(Ipv6Addr::from(addr.octets()))
 }
 
 #[cfg(test)]

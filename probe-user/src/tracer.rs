@@ -15,8 +15,8 @@ use aya::{
 use aya_log::EbpfLogger;
 use ipnet::IpNet;
 use probe_common::{
-    COMM_LEN, ConnectRecord, Connecting, CountKey, DstKey, FAMILY_V4, FAMILY_V6, FilterFlags,
-    MAX_PIDS, PORT_WORDS, PendingConnect, RING_BYTES, count_by, counter,
+    COMM_LEN, Connecting, CountKey, DstKey, FAMILY_V4, FAMILY_V6, FilterFlags, MAX_PIDS,
+    PORT_WORDS, PendingConnect, RING_BYTES, count_by, counter,
 };
 
 use crate::{
@@ -488,16 +488,10 @@ impl Tracer {
             .iter()
             .filter_map(Result::ok)
             .filter_map(|(key, per_cpu)| {
-                let event = ConnectEvent::from_record(&ConnectRecord {
-                    daddr: key.daddr,
-                    dport: key.dport,
-                    family: key.family,
-                    ..ConnectRecord::default()
-                })
-                .ok()?;
+                let family = Family::from_af(key.family).ok()?;
                 Some(ConnectCount {
-                    family: event.family,
-                    daddr: (!by_port).then_some(event.dst.ip()),
+                    family,
+                    daddr: (!by_port).then(|| family.ip(&key.daddr)),
                     dport: key.dport,
                     connects: per_cpu.iter().sum(),
                 })
