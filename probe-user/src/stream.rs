@@ -60,23 +60,30 @@ impl EventStream {
     /// Waits until events arrive, then hands every waiting one to `on_event` at once and returns
     /// how many there were: the batch form of the stream, for consumers that write in batches.
     pub async fn next_batch(&mut self, mut on_event: impl FnMut(&ConnectEvent)) -> usize {
-        poll_fn(|cx| {
-            loop {
-                let mut n = 0;
-                while let Some(event) = self.ready.pop_front() {
-                    on_event(&event);
-                    n += 1;
-                }
-                n += self.tracer.get_mut().drain(&mut on_event);
-                if n > 0 {
-                    return Poll::Ready(n);
-                }
-                if self.poll_wake(cx).is_pending() {
-                    return Poll::Pending;
-                }
+        poll_fn(|cx| self.poll_batch(cx, &mut on_event)).await
+    }
+
+    /// Hands every waiting event to `on_event` (`Ready(n)`, n > 0), or registers for the next
+    /// chance of events (`Pending`).
+    fn poll_batch(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut on_event: impl FnMut(&ConnectEvent),
+    ) -> Poll<usize> {
+        loop {
+            let mut n = 0;
+            while let Some(event) = self.ready.pop_front() {
+                on_event(&event);
+                n += 1;
             }
-        })
-        .await
+            n += self.tracer.get_mut().drain(&mut on_event);
+            if n > 0 {
+                return Poll::Ready(n);
+            }
+            if self.poll_wake(cx).is_pending() {
+                return Poll::Pending;
+            }
+        }
     }
 
     /// Registers for the next chance of events (the ring buffer's descriptor or the drain
@@ -100,17 +107,13 @@ impl Stream for EventStream {
     /// The next event. The stream never ends by itself: tracing goes on until it is dropped.
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<ConnectEvent>> {
         let this = self.get_mut();
-        loop {
-            if let Some(event) = this.ready.pop_front() {
-                return Poll::Ready(Some(event));
-            }
-            let ready = &mut this.ready;
-            if this.tracer.get_mut().drain(|event| ready.push_back(*event)) > 0 {
-                continue;
-            }
-            if this.poll_wake(cx).is_pending() {
-                return Poll::Pending;
-            }
+        if let Some(event) = this.ready.pop_front() {
+            return Poll::Ready(Some(event));
         }
+        // The queue is empty: refill it with the next batch.
+        let mut batch = std::mem::take(&mut this.ready);
+        let polled = this.poll_batch(cx, |event| batch.push_back(*event));
+        this.ready = batch;
+        polled.map(|_| this.ready.pop_front())
     }
 }
