@@ -312,12 +312,7 @@ fn on_connect_return(ctx: &RetProbeContext) {
     let ret: i32 = ctx.ret();
 
     let sk = Sock::read(pending.sk as *const u8, SOCK_OFFSETS.load());
-    // On failure the kernel may have cleared the socket's destination: keep the requested one.
-    let daddr = if ret == 0 {
-        sk.destination(pending.family)
-    } else {
-        pending.daddr
-    };
+    let daddr = sk.reported_destination(pending.family, pending.daddr, ret);
     let sport = emit_connect(
         pid_tgid,
         pending.boot_ns,
@@ -367,12 +362,7 @@ fn on_connect_exit<C: EbpfContext>(
     if family == AF_INET && sk.family() == AF_INET6 && filters.families & FAMILY_V6 != 0 {
         let _ = MAPPED_INNER.insert(&pid_tgid, &(sk_ptr as u64), 0);
     }
-    // On failure the kernel may have cleared the socket's destination: keep the requested one.
-    let daddr = if ret == 0 {
-        sk.destination(family)
-    } else {
-        daddr
-    };
+    let daddr = sk.reported_destination(family, daddr, ret);
     let sport = emit_connect(pid_tgid, boot_ns, &sk, family, daddr, dport, ret);
     debug!(ctx, "connect ret={} sport={} dport={}", ret, sport, dport);
 }
@@ -389,9 +379,6 @@ fn on_tcp_connect(sk: *const u8) {
     }
     let sk = Sock::read(sk, SOCK_OFFSETS.load());
     let (family, daddr, dport) = sk.connection();
-    if filters.families & family_bit(family) == 0 {
-        return;
-    }
     if !destination_admitted(&filters, family, daddr, dport) {
         return;
     }
@@ -428,9 +415,7 @@ fn on_syn_sent(sk_ptr: *const u8) {
         return;
     }
     let (family, daddr, dport) = sk.connection();
-    if filters.families & family_bit(family) == 0
-        || !destination_admitted(&filters, family, daddr, dport)
-    {
+    if !destination_admitted(&filters, family, daddr, dport) {
         return;
     }
     let boot_ns = unsafe { bpf_ktime_get_boot_ns() };
@@ -514,11 +499,12 @@ fn caller_admitted(filters: &FilterFlags, pid_tgid: u64) -> bool {
     true
 }
 
-/// Whether the filters on the destination (`--filter-port`, `--dst`; each only if given) let a
-/// connect to `daddr`:`dport` of `family` through.
+/// Whether the filters on the destination (`-4`/`-6`, `--filter-port`, `--dst`) let a connect
+/// to `daddr`:`dport` of `family` through. (The per-function hooks are attached only for the
+/// chosen families anyway; the tcp_connect and tracepoint hooks see both.)
 #[inline(always)]
 fn destination_admitted(filters: &FilterFlags, family: u16, daddr: RawAddr, dport: u16) -> bool {
-    if !port_admitted(filters, dport) {
+    if filters.families & family_bit(family) == 0 || !port_admitted(filters, dport) {
         return false;
     }
     if filters.destinations != 0 {

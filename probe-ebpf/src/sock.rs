@@ -98,6 +98,18 @@ impl Sock {
         self.addr(self.offsets.daddr, self.offsets.v6_daddr, family)
     }
 
+    /// The destination to report for a connect call on this socket that returned `ret`: the
+    /// socket's own after success, the `requested` one after a failure (which may have cleared
+    /// the socket's).
+    #[inline(always)]
+    pub fn reported_destination(&self, family: u16, requested: RawAddr, ret: i32) -> RawAddr {
+        if ret == 0 {
+            self.destination(family)
+        } else {
+            requested
+        }
+    }
+
     /// Family, destination address and port of a connecting socket. An IPv6 socket connecting
     /// to an IPv4-mapped address went through tcp_v4_connect: it is reported as IPv4, from the
     /// IPv4 fields that call filled in.
