@@ -31,12 +31,34 @@ pub fn probe_user() -> PathBuf {
 /// tracepoint elsewhere (this project's machines have neither kprobes nor fentry).
 pub fn backend() -> String {
     std::env::var("PROBE_ATTACH").unwrap_or_else(|_| {
-        if std::path::Path::new("/sys/bus/event_source/devices/kprobe").exists() {
+        if kernel_has_kprobes() {
             "kprobe".into()
         } else {
             "tracepoint".into()
         }
     })
+}
+
+/// Whether the running kernel can create kprobes (its perf `kprobe` PMU exists).
+pub fn kernel_has_kprobes() -> bool {
+    std::path::Path::new("/sys/bus/event_source/devices/kprobe").exists()
+}
+
+/// One JSON object per line of `stdout` (`--format json`, or `--count --format json`).
+pub fn json_lines(stdout: &str) -> Vec<serde_json::Value> {
+    stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}")))
+        .collect()
+}
+
+/// Runs probe-user with `args` and checks it exits with `code` after printing exactly
+/// `expected` (one line) on stderr and nothing on stdout.
+pub fn assert_one_line_error(args: &[&str], code: i32, expected: &str) {
+    let out = run_probe_user(args);
+    assert_eq!(out.status.code(), Some(code), "{args:?}: {out:?}");
+    assert_eq!(out.stderr, format!("{expected}\n"), "{args:?}");
+    assert_eq!(out.stdout, "", "{args:?}");
 }
 
 /// Whether the backend under test uses kprobes (listed in `/sys/kernel/debug/kprobes/list`).
@@ -369,7 +391,7 @@ pub fn summary(stderr: &str) -> Summary {
 pub fn connect_kprobes() -> Vec<String> {
     let list = match std::fs::read_to_string("/sys/kernel/debug/kprobes/list") {
         Ok(list) => list,
-        Err(_) if !std::path::Path::new("/sys/bus/event_source/devices/kprobe").exists() => {
+        Err(_) if !kernel_has_kprobes() => {
             return Vec::new();
         }
         Err(e) => panic!("debugfs must be mounted at /sys/kernel/debug: {e}"),

@@ -70,11 +70,7 @@ fn count_by_port_prints_json_tables_every_interval() {
     let out = tracer.stop();
 
     assert!(out.status.success(), "{out:?}");
-    let tables: Vec<serde_json::Value> = out
-        .stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let tables = probe_tests::json_lines(&out.stdout);
     assert!(tables.len() >= 3, "{}", out.stdout);
     let last = tables.last().unwrap();
     let rows: Vec<(u64, String, u64)> = last["counts"]

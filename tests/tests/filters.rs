@@ -187,8 +187,6 @@ fn bad_filter_values_get_one_line_errors() {
             "probe-user: error: /proc is not a cgroup v2 directory (e.g. /sys/fs/cgroup/system.slice/nginx.service)",
         ),
     ] {
-        let out = probe_tests::run_probe_user(args);
-        assert_eq!(out.status.code(), Some(code), "{args:?}: {out:?}");
-        assert_eq!(out.stderr, format!("{expected}\n"), "{args:?}");
+        probe_tests::assert_one_line_error(args, code, expected);
     }
 }

@@ -100,8 +100,7 @@ fn stress_every_connect_is_printed_or_counted_and_no_state_is_left_behind() {
     let out = tracer.stop();
 
     assert!(out.status.success(), "{}", out.stderr);
-    let printed = tally(out.stdout.lines().map(|line| {
-        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    let printed = tally(probe_tests::json_lines(&out.stdout).iter().map(|v| {
         (
             v["family"].as_str().unwrap().to_string(),
             v["dport"].as_u64().unwrap() as u16,
@@ -309,11 +308,7 @@ fn runs_as_nobody_with_only_cap_bpf_and_cap_perfmon() {
     let seen = connect(v6, None).unwrap();
     let out = tracer.stop();
     assert!(out.status.success(), "{out:?}");
-    let lines: Vec<serde_json::Value> = out
-        .stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = probe_tests::json_lines(&out.stdout);
     assert_eq!(lines.len(), 1, "{}", out.stdout);
     assert_eq!(lines[0]["sport"], seen.src.port());
     assert_eq!(lines[0]["dport"], seen.dst.port());

@@ -233,9 +233,9 @@ fn json_format_carries_ids_and_addresses() {
         .unwrap();
     let out = tracer.stop();
 
-    let lines: Vec<&str> = out.stdout.lines().collect();
+    let lines = probe_tests::json_lines(&out.stdout);
     assert_eq!(lines.len(), 1, "{}", out.stdout);
-    let v: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+    let v = &lines[0];
     assert_eq!(v["pid"], std::process::id() as u64);
     assert_eq!(v["tid"], tid);
     assert_eq!(v["uid"], 0);
@@ -323,7 +323,7 @@ fn auto_attach_says_which_backend_it_chose_and_why() {
     let v4 = listener("127.0.0.1:0");
     let tracer =
         Tracer::start_with(Command::new(probe_tests::probe_user()).args(["--attach", "auto"]));
-    let has_kprobes = std::path::Path::new("/sys/bus/event_source/devices/kprobe").exists();
+    let has_kprobes = probe_tests::kernel_has_kprobes();
     let expected = if has_kprobes { "kprobe" } else { "tracepoint" };
     assert_eq!(
         tracer.banner().trim_end(),
@@ -412,10 +412,7 @@ fn bad_arguments_get_one_line_errors() {
             "probe-user: error: invalid value 'localhost' for '--metrics <ADDR>': expected PORT or IP:PORT (e.g. 9464, 0.0.0.0:9464), got \"localhost\"",
         ),
     ] {
-        let out = probe_tests::run_probe_user(args);
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
-        assert_eq!(out.stderr, format!("{expected}\n"), "{args:?}");
-        assert_eq!(out.stdout, "");
+        probe_tests::assert_one_line_error(args, 2, expected);
     }
 }
 
