@@ -50,7 +50,7 @@ struct Cli {
     /// Only trace IPv6 connects (tcp_v6_connect).
     #[arg(short = '6', long = "ipv6")]
     ipv6: bool,
-    /// Report only connects that get as far as sending a SYN, from a single kprobe on
+    /// Report only connects that get as far as sending a SYN, from a single hook on
     /// tcp_connect instead of an entry and a return probe: cheaper, but failed calls are not
     /// reported (ret is always 0).
     #[arg(long)]
@@ -77,8 +77,9 @@ struct Cli {
     /// (sock:inet_sock_set_state; reports only calls that send a SYN).
     #[arg(long, value_name = "BACKEND", default_value = "auto", value_parser = parse_attach)]
     attach: Attach,
-    /// At exit, also print each eBPF program's run count and average run time (kernel BPF
-    /// statistics, enabled only while probe-user runs).
+    /// At exit, also print the connects still in flight in the kernel's maps and each eBPF
+    /// program's run count and average run time (kernel BPF statistics, enabled only while
+    /// probe-user runs).
     #[arg(long)]
     stats: bool,
 }
