@@ -6,9 +6,16 @@ use anyhow::{Context as _, anyhow};
 fn main() -> anyhow::Result<()> {
     let toolchain = pinned_toolchain()?;
     // -Z build-std=core is needed for bpfel-unknown-none; RUSTC_BOOTSTRAP=1 allows it on a
-    // stable toolchain. It is set only in this build script's process and its children.
+    // stable toolchain. aya-build relays every line the inner cargo prints as a warning of this
+    // package: a quiet inner cargo (verbose off, which quiet cannot be combined with) prints
+    // only compiler diagnostics and errors, not a `Compiling ...` line per crate. All of this
+    // is set only in this build script's process and its children.
     // SAFETY: build scripts are single-threaded at this point.
-    unsafe { std::env::set_var("RUSTC_BOOTSTRAP", "1") };
+    unsafe {
+        std::env::set_var("RUSTC_BOOTSTRAP", "1");
+        std::env::set_var("CARGO_TERM_QUIET", "true");
+        std::env::set_var("CARGO_TERM_VERBOSE", "false");
+    }
     let package = aya_build::Package {
         name: "probe-ebpf",
         root_dir: "../probe-ebpf",

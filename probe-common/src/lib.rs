@@ -1,67 +1,213 @@
 //! Types and constants shared by the kernel side (`probe-ebpf`) and userspace (`probe-user`).
 //!
-//! Everything here crosses the kernel boundary, so every layout is `#[repr(C)]` and every number
-//! (map sizes, flags, families) has its one definition here.
+//! Everything here crosses the kernel boundary, so every layout is `#[repr(C)]`, every enum has
+//! an explicit representation, and every name or number (map, program and global names, map
+//! sizes, record kinds, families) has its one definition here:
+//!
+//! - [`names`]: the maps, globals and programs of the eBPF object, by the name userspace looks
+//!   them up with (the kernel side checks at compile time that its items carry these names);
+//! - [`record`]: what the kernel side writes into the ring buffer, each record tagged with its
+//!   [`RecordKind`];
+//! - [`config`]: what userspace sets before loading (globals) and writes into the filter maps;
+//! - [`state`]: the values of the kernel side's own maps (calls in flight, counts, counters);
+//! - [`Family`], [`Function`] and [`Backend`]: address families, the traced kernel functions,
+//!   and the ways of hooking them.
 #![no_std]
+
+pub mod config;
+pub mod names;
+pub mod record;
+pub mod state;
+
+pub use config::{CountBy, FilterFlags, SockOffsets};
+pub use record::{ConnectRecord, RecordHeader, RecordKind, TimestampRecord};
 
 /// `AF_INET` as the kernel and `sockaddr_in` spell it.
 pub const AF_INET: u16 = 2;
 /// `AF_INET6` as the kernel and `sockaddr_in6` spell it.
 pub const AF_INET6: u16 = 10;
 
-/// 64-bit words of the `PORT_SET` bitmap: one bit per port, 0 to 65535.
-pub const PORT_WORDS: usize = 65536 / 64;
-/// Most pids `--pid` may name (entries of the `PID_FILTER` map), and likewise uids (`--uid`),
-/// cgroups (`--cgroup`), task names (`--comm`) and destination networks (`--dst`).
-pub const MAX_PIDS: u32 = 1024;
-/// Connects in flight between entry and return that the kernel side tracks at once.
-pub const MAX_PENDING: u32 = 8192;
-/// Size of the event ring buffer in bytes (a power-of-two multiple of the page size).
-pub const RING_BYTES: u32 = 1 << 20;
-
-/// Index of each counter in the `COUNTERS` per-CPU array (written by the kernel side).
-pub mod counter {
-    /// Events lost because the ring buffer was full.
-    pub const RING_FULL: u32 = 0;
-    /// Connects not traced because the map of connects in flight was full.
-    pub const PENDING_FULL: u32 = 1;
-    /// Connects whose return probe never ran (the kernel's kretprobe ran out of instances), seen
-    /// when the same thread enters its next connect.
-    pub const MISSED_RETURN: u32 = 2;
-    /// Connects not counted (`--count`) because the map of counts was full.
-    pub const COUNTS_FULL: u32 = 3;
-    /// Number of counters.
-    pub const COUNT: u32 = 4;
-}
-
-/// What `--count` aggregates connects by (the kernel side's `COUNT_BY` global).
-pub mod count_by {
-    /// Not counting: every connect is an event in the ring buffer.
-    pub const NONE: u8 = 0;
-    /// Destination address and port.
-    pub const DESTINATION: u8 = 1;
-    /// Destination port only (the address is left zero).
-    pub const PORT: u8 = 2;
-}
-
-/// Most distinct keys `--count` keeps (entries of the `CONNECT_COUNTS` map); connects with a
-/// new key beyond it are counted as dropped.
-pub const MAX_COUNT_KEYS: u32 = 16384;
-
-/// A key of the kernel's `CONNECT_COUNTS` map: what `--count` counts connects by.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct CountKey {
-    /// Destination address (zero when counting by port only).
-    pub daddr: RawAddr,
-    pub dport: u16,
-    /// `AF_INET` or `AF_INET6`.
-    pub family: u16,
-    pub _pad: u32,
-}
-
 /// Length of a task's `comm`, as in the kernel's `TASK_COMM_LEN`.
 pub const COMM_LEN: usize = 16;
+
+/// Sizes of the kernel side's maps: each bounds one thing, named for it.
+pub mod limit {
+    /// Most pids `--pid` may name (entries of `PID_FILTER`).
+    pub const MAX_PIDS: u32 = 1024;
+    /// Most uids `--uid` may name (entries of `UID_FILTER`).
+    pub const MAX_UIDS: u32 = 1024;
+    /// Most cgroups `--cgroup` may name (entries of `CGROUP_FILTER`).
+    pub const MAX_CGROUPS: u32 = 1024;
+    /// Most task names `--comm` may name (entries of `COMM_FILTER`).
+    pub const MAX_COMMS: u32 = 1024;
+    /// Most destination networks `--dst` may name (entries of `DST_FILTER`).
+    pub const MAX_NETWORKS: u32 = 1024;
+    /// Connect calls between their entry and return probes that the kernel side tracks at once
+    /// (entries of `PENDING`).
+    pub const MAX_PENDING: u32 = 8192;
+    /// Sockets between SYN_SENT and their next state that the tracepoint backend tracks at once
+    /// (entries of `CONNECTING`).
+    pub const MAX_CONNECTING: u32 = 8192;
+    /// IPv4-mapped connects between their inner and outer exit (entries of the LRU
+    /// `MAPPED_INNER`; more threads inside such a call at once than this is not expected).
+    pub const MAX_MAPPED_CALLS: u32 = 1024;
+    /// Most distinct keys `--count` keeps (entries of `CONNECT_COUNTS`); connects with a new
+    /// key beyond it are counted as dropped.
+    pub const MAX_COUNT_KEYS: u32 = 16384;
+    /// Size of the event ring buffer in bytes (a power-of-two multiple of the page size).
+    pub const RING_BYTES: u32 = 1 << 20;
+}
+
+/// A fixed set of values with one name each (`--format`, `--attach`, `--count-by`): one table
+/// serves parsing, printing and listing the choices.
+pub trait Named: Copy + PartialEq + 'static {
+    /// Every value, in the order they are listed.
+    const ALL: &'static [Self];
+
+    /// The value's name.
+    fn name(self) -> &'static str;
+
+    /// The value named `name`.
+    fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.iter().copied().find(|v| v.name() == name)
+    }
+}
+
+/// An address family. The discriminants are the kernel's `AF_INET` / `AF_INET6`, as records
+/// and count keys store them (as plain `u16`: any bit pattern must be readable).
+#[repr(u16)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Family {
+    /// IPv4, traced at `tcp_v4_connect` (IPv4-mapped IPv6 destinations included).
+    V4 = AF_INET,
+    /// IPv6, traced at `tcp_v6_connect`.
+    V6 = AF_INET6,
+}
+
+impl Family {
+    /// `AF_INET` or `AF_INET6`.
+    #[inline(always)]
+    pub const fn af(self) -> u16 {
+        self as u16
+    }
+
+    /// The family of the kernel's `AF_INET` / `AF_INET6`.
+    #[inline(always)]
+    pub const fn from_af(af: u16) -> Option<Self> {
+        match af {
+            AF_INET => Some(Family::V4),
+            AF_INET6 => Some(Family::V6),
+            _ => None,
+        }
+    }
+
+    /// This family's bit in [`FilterFlags::families`].
+    #[inline(always)]
+    pub const fn bit(self) -> u8 {
+        match self {
+            Family::V4 => 1,
+            Family::V6 => 2,
+        }
+    }
+
+    /// The kernel function that connects a socket of this family.
+    pub const fn connect_function(self) -> Function {
+        match self {
+            Family::V4 => Function::TcpV4Connect,
+            Family::V6 => Function::TcpV6Connect,
+        }
+    }
+
+    /// `"ipv4"` or `"ipv6"`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Family::V4 => "ipv4",
+            Family::V6 => "ipv6",
+        }
+    }
+
+    /// An address of this family as the kernel side stores it (IPv4 in the first four bytes).
+    pub fn ip(self, addr: &RawAddr) -> core::net::IpAddr {
+        let bytes = addr.octets();
+        match self {
+            Family::V4 => core::net::Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]).into(),
+            Family::V6 => core::net::Ipv6Addr::from(bytes).into(),
+        }
+    }
+}
+
+/// A kernel function the programs hook.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Function {
+    /// `int tcp_v4_connect(struct sock *sk, struct sockaddr *uaddr, int addr_len)`.
+    TcpV4Connect,
+    /// `int tcp_v6_connect(struct sock *sk, struct sockaddr *uaddr, int addr_len)`.
+    TcpV6Connect,
+    /// `int tcp_connect(struct sock *sk)`: called by both once the source is assigned and the
+    /// SYN is about to go out (`--successes-only`).
+    TcpConnect,
+}
+
+impl Function {
+    /// The function's name in the kernel (and in SystemTap's output).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Function::TcpV4Connect => "tcp_v4_connect",
+            Function::TcpV6Connect => "tcp_v6_connect",
+            Function::TcpConnect => "tcp_connect",
+        }
+    }
+}
+
+/// How the kernel side is attached (`--attach`). Every backend reports the same connects with
+/// the same fields, except where noted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Backend {
+    /// A kprobe and a kretprobe on `tcp_v4_connect` / `tcp_v6_connect`, as SystemTap does.
+    /// Needs `CONFIG_KPROBES`.
+    Kprobe,
+    /// An fexit program on each connect function (arguments and return value at once; time
+    /// taken at the return). Needs BPF trampolines (x86_64 and arm64 since Linux 5.5, with
+    /// `CONFIG_FUNCTION_TRACER`); cheaper than a kprobe and never misses a return.
+    Fentry,
+    /// The `sock:inet_sock_set_state` tracepoint, attached raw. Works without kprobes or
+    /// trampolines, but reports only calls that get as far as sending a SYN (`ret` is 0), each
+    /// once the socket leaves SYN_SENT (established, refused or given up).
+    Tracepoint,
+}
+
+impl Backend {
+    /// The order `auto` tries them in: kprobe first, as SystemTap and its examples do.
+    pub const AUTO_ORDER: [Backend; 3] = [Backend::Kprobe, Backend::Fentry, Backend::Tracepoint];
+
+    /// The `--attach` name (a `const fn`, so tools can name a backend in constants).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Backend::Kprobe => "kprobe",
+            Backend::Fentry => "fentry",
+            Backend::Tracepoint => "tracepoint",
+        }
+    }
+
+    /// Whether connect calls that fail inside the kernel are reported (with their error).
+    pub fn reports_failed_calls(self) -> bool {
+        self != Backend::Tracepoint
+    }
+}
+
+impl Named for Backend {
+    const ALL: &'static [Self] = &Backend::AUTO_ORDER;
+
+    fn name(self) -> &'static str {
+        Backend::name(self)
+    }
+}
+
+impl core::fmt::Display for Backend {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.name())
+    }
+}
 
 /// An IPv4 or IPv6 address as its network-order bytes (IPv4 in the first four), stored as words:
 /// eBPF code copies a byte array one byte at a time, but words four bytes at a time.
@@ -84,183 +230,31 @@ impl RawAddr {
     }
 
     /// The IPv4 address in the first word as IPv4-mapped IPv6 (`::ffff:a.b.c.d`).
+    #[inline(always)]
     pub fn v4_mapped(&self) -> RawAddr {
         RawAddr([0, 0, u32::to_be(0xffff), self.0[0]])
     }
 
     /// Whether this IPv6 address is IPv4-mapped (`::ffff:a.b.c.d`: the words 0, 0, be(0xffff),
     /// a.b.c.d), which the kernel connects through `tcp_v4_connect`.
+    #[inline(always)]
     pub fn is_v4_mapped(&self) -> bool {
         self.0[0] == 0 && self.0[1] == 0 && self.0[2] == u32::to_be(0xffff)
     }
-}
-
-/// One `tcp_v4_connect` / `tcp_v6_connect` call, as the kernel side writes it into the ring buffer.
-///
-/// Addresses are in network byte order (IPv4 uses the first four bytes); ports are in host order.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ConnectRecord {
-    /// `CLOCK_BOOTTIME` nanoseconds when the connect call was entered.
-    pub boot_ns: u64,
-    /// Process id (the kernel's tgid).
-    pub pid: u32,
-    /// Thread id (the kernel's pid).
-    pub tid: u32,
-    /// Real user id of the caller.
-    pub uid: u32,
-    /// Return value of `tcp_v4_connect` / `tcp_v6_connect` (0 or a negative errno).
-    pub ret: i32,
-    /// Source address assigned by the kernel (zero if the call failed before assigning one).
-    pub saddr: RawAddr,
-    /// Destination address.
-    pub daddr: RawAddr,
-    /// Source port (host order), zero if the call failed before assigning one.
-    pub sport: u16,
-    /// Destination port (host order).
-    pub dport: u16,
-    /// [`AF_INET`] for `tcp_v4_connect`, [`AF_INET6`] for `tcp_v6_connect`.
-    pub family: u16,
-    /// Explicit padding, always zero.
-    pub _pad: u16,
-    /// The calling task's name, NUL-padded.
-    pub comm: [u8; COMM_LEN],
-}
-
-impl ConnectRecord {
-    /// Size in bytes of one record in the ring buffer.
-    pub const SIZE: usize = core::mem::size_of::<Self>();
-}
-
-/// What an entry probe alone writes when the `ENTRY_ONLY` global is set (`--format minimal`):
-/// just what SystemTap's example 1 prints, with no return probe attached at all.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct TimestampRecord {
-    /// `CLOCK_BOOTTIME` nanoseconds when the connect call was entered.
-    pub boot_ns: u64,
-    /// [`AF_INET`] for `tcp_v4_connect`, [`AF_INET6`] for `tcp_v6_connect`.
-    pub family: u16,
-    /// Explicit padding, always zero.
-    pub _pad: [u16; 3],
-}
-
-impl TimestampRecord {
-    /// Size in bytes of one record in the ring buffer.
-    pub const SIZE: usize = core::mem::size_of::<Self>();
-}
-
-/// Offsets (bytes from the start of `struct sock`) of the `struct sock_common` fields the kernel
-/// side reads. Userspace resolves them from the running kernel's BTF and sets the `SOCK_OFFSETS`
-/// global before loading, because Rust eBPF cannot emit CO-RE relocations.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct SockOffsets {
-    /// `skc_daddr` (IPv4 destination, `__be32`).
-    pub daddr: u32,
-    /// `skc_rcv_saddr` (IPv4 bound source, `__be32`).
-    pub rcv_saddr: u32,
-    /// `skc_num` (source port, host order `__u16`).
-    pub num: u32,
-    /// `skc_dport` (destination port, `__be16`).
-    pub dport: u32,
-    /// `skc_family` (`unsigned short`).
-    pub family: u32,
-    /// `skc_v6_daddr` (IPv6 destination, `struct in6_addr`).
-    pub v6_daddr: u32,
-    /// `skc_v6_rcv_saddr` (IPv6 bound source, `struct in6_addr`).
-    pub v6_rcv_saddr: u32,
-    /// `sk_protocol` (`u16`; `IPPROTO_TCP` for TCP sockets), for the state-change tracepoint,
-    /// which other protocols share.
-    pub protocol: u32,
-    /// `inet_sport` of `struct inet_sock` (source port, `__be16`): unlike `skc_num` it survives
-    /// the port's release when a connecting socket closes, so the tracepoint backend reads it.
-    pub inet_sport: u32,
-}
-
-/// Bytes at the start of `struct sock` that hold every IPv4 field of `sock_common` (`skc_daddr`,
-/// `skc_rcv_saddr`, `skc_dport`, `skc_num`, `skc_family`); the kernel side reads them at once.
-pub const SOCK_HEAD_LEN: usize = 24;
-
-/// Flags of the in-kernel filters, set by userspace as the `FILTERS` global before loading. With
-/// a flag clear, the verifier sees a constant and drops the map lookup altogether.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct FilterFlags {
-    /// Non-zero: only destination ports whose bit is set in `PORT_SET` are traced.
-    pub ports: u8,
-    /// Non-zero: only pids present in `PID_FILTER` are traced.
-    pub pids: u8,
-    /// [`FAMILY_V4`] and/or [`FAMILY_V6`]: the families traced by the tcp_connect hook (the
-    /// per-family hooks are simply not attached for a family left out).
-    pub families: u8,
-    /// Non-zero: only uids present in `UID_FILTER` are traced.
-    pub uids: u8,
-    /// Non-zero: only tasks in a cgroup (v2) whose id is present in `CGROUP_FILTER` are traced.
-    pub cgroups: u8,
-    /// Non-zero: only tasks whose `comm` is present in `COMM_FILTER` are traced.
-    pub comms: u8,
-    /// Non-zero: only destinations inside a network of `DST_FILTER` are traced.
-    pub destinations: u8,
-}
-
-/// A destination network in the `DST_FILTER` LPM trie: IPv4 networks are stored IPv4-mapped
-/// (`::ffff:a.b.c.d`, prefix + 96), so one trie serves both families.
-pub type DstKey = RawAddr;
-
-/// Prefix length in the `DST_FILTER` trie of an IPv4 network of `prefix` bits.
-pub const fn mapped_prefix(prefix: u32) -> u32 {
-    96 + prefix
-}
-
-/// Bit of IPv4 in [`FilterFlags::families`].
-pub const FAMILY_V4: u8 = 1;
-/// Bit of IPv6 in [`FilterFlags::families`].
-pub const FAMILY_V6: u8 = 2;
-
-/// The process that started a connect, remembered by the tracepoint backend from the socket's
-/// CLOSE -> SYN_SENT transition (in the caller's context) until its next transition, when the
-/// source port is known (keyed by socket address in the kernel's `CONNECTING` map).
-#[repr(C)]
-#[derive(Clone, Copy, Debug)]
-pub struct Connecting {
-    /// `CLOCK_BOOTTIME` at the CLOSE -> SYN_SENT transition, inside the connect call.
-    pub boot_ns: u64,
-    pub pid_tgid: u64,
-    pub uid: u32,
-    pub comm: [u8; COMM_LEN],
-    pub _pad: u32,
-}
-
-/// A connect call between its entry and its return probe, keyed by pid_tgid in the kernel's
-/// `PENDING` map (userspace reaps entries whose return never came).
-#[repr(C)]
-#[derive(Clone, Copy, Debug)]
-pub struct PendingConnect {
-    /// The `struct sock *` being connected.
-    pub sk: u64,
-    /// `CLOCK_BOOTTIME` at entry.
-    pub boot_ns: u64,
-    /// The requested destination.
-    pub daddr: RawAddr,
-    pub dport: u16,
-    /// `AF_INET` or `AF_INET6`: which function was entered.
-    pub family: u16,
-    pub _pad: u32,
 }
 
 #[cfg(feature = "user")]
 mod user {
     // SAFETY: all of these are #[repr(C)] plain integers and arrays with explicit padding, so every
     // bit pattern is valid.
-    unsafe impl aya::Pod for super::ConnectRecord {}
-    unsafe impl aya::Pod for super::TimestampRecord {}
-    unsafe impl aya::Pod for super::SockOffsets {}
-    unsafe impl aya::Pod for super::FilterFlags {}
-    unsafe impl aya::Pod for super::PendingConnect {}
     unsafe impl aya::Pod for super::RawAddr {}
-    unsafe impl aya::Pod for super::CountKey {}
-    unsafe impl aya::Pod for super::Connecting {}
+    unsafe impl aya::Pod for super::record::ConnectRecord {}
+    unsafe impl aya::Pod for super::record::TimestampRecord {}
+    unsafe impl aya::Pod for super::config::SockOffsets {}
+    unsafe impl aya::Pod for super::config::FilterFlags {}
+    unsafe impl aya::Pod for super::state::PendingConnect {}
+    unsafe impl aya::Pod for super::state::CountKey {}
+    unsafe impl aya::Pod for super::state::Connecting {}
 }
 
 #[cfg(test)]
@@ -274,14 +268,22 @@ mod tests {
     }
 
     #[test]
-    fn event_layout_has_no_implicit_padding() {
-        assert_eq!(ConnectRecord::SIZE, 8 + 4 * 4 + 16 * 2 + 2 * 4 + COMM_LEN);
-        assert_eq!(ConnectRecord::SIZE % 8, 0);
-        assert_eq!(TimestampRecord::SIZE, 16);
-        assert_ne!(
-            TimestampRecord::SIZE,
-            ConnectRecord::SIZE,
-            "records are told apart by size"
-        );
+    fn families_round_trip_their_kernel_value() {
+        for family in [Family::V4, Family::V6] {
+            assert_eq!(Family::from_af(family.af()), Some(family));
+        }
+        assert_eq!(Family::from_af(7), None);
+        assert_eq!(Family::V4.bit() & Family::V6.bit(), 0);
+    }
+
+    #[test]
+    fn named_values_round_trip() {
+        for &backend in Backend::ALL {
+            assert_eq!(Backend::from_name(backend.name()), Some(backend));
+        }
+        for &by in CountBy::ALL {
+            assert_eq!(CountBy::from_name(by.name()), Some(by));
+        }
+        assert_eq!(Backend::from_name("uprobe"), None);
     }
 }

@@ -5,7 +5,9 @@
 //! pointer yields zeroes rather than a verifier rejection.
 
 use aya_ebpf::helpers::bpf_probe_read_kernel;
-use probe_common::{AF_INET, AF_INET6, RawAddr, SOCK_HEAD_LEN, SockOffsets};
+use probe_common::{Family, RawAddr, SockOffsets, config::SOCK_HEAD_LEN};
+
+use crate::filter::Destination;
 
 /// Reads a `T` at `base + offset`, or zeroes if the kernel refuses.
 #[inline(always)]
@@ -17,11 +19,10 @@ fn read_at<T: Default>(base: *const u8, offset: u32) -> T {
 
 /// Reads an address of `family` at `base + offset`.
 #[inline(always)]
-fn read_addr(base: *const u8, offset: u32, family: u16) -> RawAddr {
-    if family == AF_INET {
-        RawAddr([read_at(base, offset), 0, 0, 0])
-    } else {
-        RawAddr(read_at(base, offset))
+fn read_addr(base: *const u8, offset: u32, family: Family) -> RawAddr {
+    match family {
+        Family::V4 => RawAddr([read_at(base, offset), 0, 0, 0]),
+        Family::V6 => RawAddr(read_at(base, offset)),
     }
 }
 
@@ -29,10 +30,17 @@ fn read_addr(base: *const u8, offset: u32, family: u16) -> RawAddr {
 /// `struct sockaddr_in6` argument. The port sits at offset 2 in both; the address at 4 (v4) or
 /// 8 (v6, after `sin6_flowinfo`).
 #[inline(always)]
-pub fn sockaddr_destination(uaddr: *const u8, family: u16) -> (RawAddr, u16) {
+pub fn sockaddr_destination(uaddr: *const u8, family: Family) -> Destination {
     let port: u16 = read_at(uaddr, 2);
-    let addr_offset = if family == AF_INET { 4 } else { 8 };
-    (read_addr(uaddr, addr_offset, family), u16::from_be(port))
+    let addr_offset = match family {
+        Family::V4 => 4,
+        Family::V6 => 8,
+    };
+    Destination {
+        family,
+        addr: read_addr(uaddr, addr_offset, family),
+        port: u16::from_be(port),
+    }
 }
 
 /// A socket being connected. Its first [`SOCK_HEAD_LEN`] bytes, which hold every IPv4 field of
@@ -72,18 +80,17 @@ impl Sock {
     }
 
     #[inline(always)]
-    fn addr(&self, v4_offset: u32, v6_offset: u32, family: u16) -> RawAddr {
-        if family == AF_INET {
-            RawAddr([self.head_field(v4_offset), 0, 0, 0])
-        } else {
-            RawAddr(read_at(self.ptr, v6_offset))
+    fn addr(&self, v4_offset: u32, v6_offset: u32, family: Family) -> RawAddr {
+        match family {
+            Family::V4 => RawAddr([self.head_field(v4_offset), 0, 0, 0]),
+            Family::V6 => RawAddr(read_at(self.ptr, v6_offset)),
         }
     }
 
     /// Source address and port the kernel assigned (valid once the source is chosen, inside
     /// `tcp_v*_connect`). `skc_num` is in host order, unlike `skc_dport`.
     #[inline(always)]
-    pub fn source(&self, family: u16) -> (RawAddr, u16) {
+    pub fn source(&self, family: Family) -> (RawAddr, u16) {
         let o = &self.offsets;
         (
             self.addr(o.rcv_saddr, o.v6_rcv_saddr, family),
@@ -94,17 +101,20 @@ impl Sock {
     /// Destination address the kernel settled on: it resolves a wildcard destination
     /// (`0.0.0.0`, `::`) to loopback, so after a successful call this beats the sockaddr's.
     #[inline(always)]
-    pub fn destination(&self, family: u16) -> RawAddr {
+    pub fn destination(&self, family: Family) -> RawAddr {
         self.addr(self.offsets.daddr, self.offsets.v6_daddr, family)
     }
 
     /// The destination to report for a connect call on this socket that returned `ret`: the
-    /// socket's own after success, the `requested` one after a failure (which may have cleared
-    /// the socket's).
+    /// socket's own address after success, the `requested` one after a failure (which may have
+    /// cleared the socket's).
     #[inline(always)]
-    pub fn reported_destination(&self, family: u16, requested: RawAddr, ret: i32) -> RawAddr {
+    pub fn reported_destination(&self, requested: Destination, ret: i32) -> Destination {
         if ret == 0 {
-            self.destination(family)
+            Destination {
+                addr: self.destination(requested.family),
+                ..requested
+            }
         } else {
             requested
         }
@@ -114,19 +124,27 @@ impl Sock {
     /// to an IPv4-mapped address went through tcp_v4_connect: it is reported as IPv4, from the
     /// IPv4 fields that call filled in.
     #[inline(always)]
-    pub fn connection(&self) -> (u16, RawAddr, u16) {
-        let dport = u16::from_be(self.head_field(self.offsets.dport));
-        let family = self.family();
-        if family == AF_INET6 {
-            let v6 = self.destination(AF_INET6);
-            if !v6.is_v4_mapped() {
-                return (AF_INET6, v6, dport);
+    pub fn connection(&self) -> Destination {
+        let port = u16::from_be(self.head_field(self.offsets.dport));
+        if self.family() == Family::V6.af() {
+            let addr = self.destination(Family::V6);
+            if !addr.is_v4_mapped() {
+                return Destination {
+                    family: Family::V6,
+                    addr,
+                    port,
+                };
             }
         }
-        (AF_INET, self.destination(AF_INET), dport)
+        Destination {
+            family: Family::V4,
+            addr: self.destination(Family::V4),
+            port,
+        }
     }
 
-    /// `skc_family`: `AF_INET6` for an IPv6 socket even inside tcp_v4_connect (IPv4-mapped).
+    /// `skc_family` (`AF_INET`, `AF_INET6`): `AF_INET6` for an IPv6 socket even inside
+    /// tcp_v4_connect (IPv4-mapped).
     #[inline(always)]
     pub fn family(&self) -> u16 {
         self.head_field(self.offsets.family)
@@ -142,7 +160,7 @@ impl Sock {
     /// socket is being closed (refused), when `skc_num` is already cleared; 0 if no source port
     /// was ever assigned.
     #[inline(always)]
-    pub fn bound_source(&self, family: u16) -> (RawAddr, u16) {
+    pub fn bound_source(&self, family: Family) -> (RawAddr, u16) {
         let port: u16 = read_at(self.ptr, self.offsets.inet_sport);
         let (addr, _) = self.source(family);
         (addr, u16::from_be(port))

@@ -1,84 +1,27 @@
-//! The three ways of hooking the connect path (`--attach`), and which programs each attaches.
+//! The three ways of hooking the connect path (`--attach`), and which programs each attaches
+//! for each [`Mode`].
 
-use std::{fmt, str::FromStr};
-
-use anyhow::{Context as _, Result};
 use aya::{
     Btf, Ebpf,
-    programs::{KProbe, Program, RawTracePoint},
+    programs::{KProbe, Program, ProgramError, RawTracePoint},
 };
+use probe_common::{Backend, Family, Function, names::program};
 
-use crate::{Family, kernel};
-
-/// How the kernel side is attached. Every backend reports the same connects with the same
-/// fields, except where noted.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Backend {
-    /// A kprobe and a kretprobe on `tcp_v4_connect` / `tcp_v6_connect`, as SystemTap does.
-    /// Needs `CONFIG_KPROBES`.
-    Kprobe,
-    /// An fexit program on each connect function (arguments and return value at once; time
-    /// taken at the return). Needs BPF trampolines (x86_64 and arm64 since Linux 5.5, with
-    /// `CONFIG_FUNCTION_TRACER`); cheaper than a kprobe and never misses a return.
-    Fentry,
-    /// The `sock:inet_sock_set_state` tracepoint, attached raw. Works without kprobes or
-    /// trampolines, but reports only calls that get as far as sending a SYN (`ret` is 0), each
-    /// once the socket leaves SYN_SENT (established, refused or given up).
-    Tracepoint,
-}
-
-impl Backend {
-    /// The order `auto` tries them in: kprobe first, as SystemTap and its examples do.
-    pub const AUTO_ORDER: [Backend; 3] = [Backend::Kprobe, Backend::Fentry, Backend::Tracepoint];
-
-    /// The names `--attach` accepts (besides `auto`).
-    pub const NAMES: [&'static str; 3] = ["kprobe", "fentry", "tracepoint"];
-
-    /// The `--attach` name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Backend::Kprobe => "kprobe",
-            Backend::Fentry => "fentry",
-            Backend::Tracepoint => "tracepoint",
-        }
-    }
-
-    /// Whether connect calls that fail inside the kernel are reported (with their error).
-    pub fn reports_failed_calls(self) -> bool {
-        self != Backend::Tracepoint
-    }
-}
-
-impl fmt::Display for Backend {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for Backend {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::AUTO_ORDER
-            .into_iter()
-            .find(|b| b.name() == s)
-            .ok_or_else(|| {
-                format!(
-                    "unknown backend '{s}' (expected one of: auto, {})",
-                    Self::NAMES.join(", ")
-                )
-            })
-    }
-}
+use crate::{error::AttachError, kernel};
 
 /// What the tracer reports, which decides the programs a backend attaches.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Mode {
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Mode {
     /// Every call with its source, destination and return value.
+    #[default]
     Full,
-    /// Only the time and function of each call (`--format minimal`).
+    /// Only the time and function of each call (`--format minimal`): no return probe is
+    /// attached, so this costs about half as much. Events carry only `boot_ns` and `family`.
     TimestampsOnly,
-    /// Only calls that send a SYN, from one hook on `tcp_connect`.
+    /// Only calls that get as far as sending a SYN, from a single hook on `tcp_connect` (which
+    /// sees the whole 4-tuple) instead of an entry and a return probe: cheaper, but calls that
+    /// fail are not reported and `ret` is always 0. The time is taken inside the call rather
+    /// than at its entry.
     SuccessesOnly,
 }
 
@@ -89,7 +32,7 @@ pub(crate) fn attach(
     backend: Backend,
     mode: Mode,
     families: &[Family],
-) -> Result<()> {
+) -> Result<(), AttachError> {
     let mut attached = Vec::new();
     let result = attach_programs(ebpf, backend, mode, families, &mut attached);
     if result.is_err() {
@@ -106,65 +49,84 @@ fn attach_programs(
     mode: Mode,
     families: &[Family],
     attached: &mut Vec<&'static str>,
-) -> Result<()> {
-    let functions: Vec<&'static str> = families.iter().map(|f| f.function()).collect();
+) -> Result<(), AttachError> {
+    let functions: Vec<Function> = families.iter().map(|f| f.connect_function()).collect();
     match backend {
         Backend::Kprobe => {
             kernel::check_kprobes()?;
             match mode {
-                Mode::SuccessesOnly => kprobe(ebpf, "tcp_connect", &["tcp_connect"], attached)?,
+                Mode::SuccessesOnly => kprobe(
+                    ebpf,
+                    program::tcp_connect,
+                    &[Function::TcpConnect],
+                    attached,
+                )?,
                 Mode::Full | Mode::TimestampsOnly => {
                     // The return probe goes first, so that no connect is entered without its
                     // return traced.
                     if mode == Mode::Full {
-                        kprobe(ebpf, "tcp_connect_return", &functions, attached)?;
+                        kprobe(ebpf, program::tcp_connect_return, &functions, attached)?;
                     }
-                    for function in functions {
-                        kprobe(ebpf, function, &[function], attached)?;
+                    for &family in families {
+                        let function = family.connect_function();
+                        kprobe(ebpf, kprobe_program(family), &[function], attached)?;
                     }
                 }
             }
         }
         Backend::Fentry => {
-            let btf = Btf::from_sys_fs().context("cannot read the kernel's BTF")?;
-            let programs: Vec<(&'static str, &'static str)> = match mode {
-                Mode::SuccessesOnly => vec![("fentry_tcp_connect", "tcp_connect")],
+            let btf = Btf::from_sys_fs().map_err(|e| AttachError::KernelBtf(Box::new(e)))?;
+            let programs: Vec<(&'static str, Function)> = match mode {
+                Mode::SuccessesOnly => vec![(program::fentry_tcp_connect, Function::TcpConnect)],
                 Mode::TimestampsOnly | Mode::Full => families
                     .iter()
-                    .map(|&f| (trampoline_program(mode, f), f.function()))
+                    .map(|&f| (trampoline_program(mode, f), f.connect_function()))
                     .collect(),
             };
             for (name, function) in programs {
-                trampoline(ebpf, name, function, &btf, attached)
-                    .with_context(|| format!("cannot attach {name} to {function}"))
-                    .context(
-                        "this kernel cannot attach fentry/fexit programs (they need BTF and BPF \
-                         trampolines, Linux 5.5+ with CONFIG_FUNCTION_TRACER)",
-                    )?;
+                trampoline(ebpf, name, function, &btf, attached).map_err(|source| {
+                    AttachError::Trampoline {
+                        program: name,
+                        function: function.name(),
+                        source: Box::new(source),
+                    }
+                })?;
             }
         }
         Backend::Tracepoint => {
-            let name = "inet_sock_set_state";
+            let name = program::inet_sock_set_state;
             let program: &mut RawTracePoint = program(ebpf, name)?;
-            program
-                .load()
-                .with_context(|| format!("cannot load {name}"))?;
-            attached.push(name);
-            program.attach(name).with_context(|| {
-                format!("cannot attach to the sock:{name} tracepoint (it needs Linux 4.16+ with CONFIG_BPF_EVENTS)")
+            program.load().map_err(|source| AttachError::Load {
+                program: name,
+                source: Box::new(source),
             })?;
+            attached.push(name);
+            program
+                .attach(name)
+                .map_err(|source| AttachError::Tracepoint {
+                    tracepoint: name,
+                    source: Box::new(source),
+                })?;
         }
     }
     Ok(())
 }
 
+/// The entry kprobe of `family`'s connect function.
+fn kprobe_program(family: Family) -> &'static str {
+    match family {
+        Family::V4 => program::tcp_v4_connect,
+        Family::V6 => program::tcp_v6_connect,
+    }
+}
+
 /// The fentry (entry only) or fexit (everything) program for `family`'s connect function.
 fn trampoline_program(mode: Mode, family: Family) -> &'static str {
     match (mode, family) {
-        (Mode::TimestampsOnly, Family::V4) => "fentry_tcp_v4_connect",
-        (Mode::TimestampsOnly, Family::V6) => "fentry_tcp_v6_connect",
-        (_, Family::V4) => "fexit_tcp_v4_connect",
-        (_, Family::V6) => "fexit_tcp_v6_connect",
+        (Mode::TimestampsOnly, Family::V4) => program::fentry_tcp_v4_connect,
+        (Mode::TimestampsOnly, Family::V6) => program::fentry_tcp_v6_connect,
+        (_, Family::V4) => program::fexit_tcp_v4_connect,
+        (_, Family::V6) => program::fexit_tcp_v6_connect,
     }
 }
 
@@ -172,23 +134,28 @@ fn trampoline_program(mode: Mode, family: Family) -> &'static str {
 fn kprobe(
     ebpf: &mut Ebpf,
     name: &'static str,
-    functions: &[&str],
+    functions: &[Function],
     attached: &mut Vec<&'static str>,
-) -> Result<()> {
+) -> Result<(), AttachError> {
     let program: &mut KProbe = program(ebpf, name)?;
-    program
-        .load()
-        .with_context(|| format!("cannot load {name}"))?;
+    program.load().map_err(|source| AttachError::Load {
+        program: name,
+        source: Box::new(source),
+    })?;
     attached.push(name);
     let kind = match program.kind() {
         aya::programs::ProbeKind::Entry => "kprobe",
         aya::programs::ProbeKind::Return => "kretprobe",
     };
     for function in functions {
-        if let Err(e) = program.attach(function, 0) {
-            let e = anyhow::Error::new(e).context(format!("cannot attach {kind} to {function}"));
-            return Err(with_hint(e, kernel::perf_paranoid_hint()));
-        }
+        program
+            .attach(function.name(), 0)
+            .map_err(|source| AttachError::Probe {
+                kind,
+                function: function.name(),
+                hint: kernel::perf_paranoid_hint(),
+                source: Box::new(source),
+            })?;
     }
     Ok(())
 }
@@ -197,25 +164,22 @@ fn kprobe(
 fn trampoline(
     ebpf: &mut Ebpf,
     name: &'static str,
-    function: &str,
+    function: Function,
     btf: &Btf,
     attached: &mut Vec<&'static str>,
-) -> Result<()> {
-    let program = ebpf
-        .program_mut(name)
-        .with_context(|| format!("program {name} missing from the eBPF object"))?;
-    match program {
-        Program::FEntry(p) => {
-            p.load(function, btf)?;
+) -> Result<(), ProgramError> {
+    match ebpf.program_mut(name) {
+        Some(Program::FEntry(p)) => {
+            p.load(function.name(), btf)?;
             attached.push(name);
             p.attach()?;
         }
-        Program::FExit(p) => {
-            p.load(function, btf)?;
+        Some(Program::FExit(p)) => {
+            p.load(function.name(), btf)?;
             attached.push(name);
             p.attach()?;
         }
-        _ => anyhow::bail!("program {name} is neither fentry nor fexit"),
+        _ => return Err(ProgramError::UnexpectedProgramType),
     }
     Ok(())
 }
@@ -231,39 +195,12 @@ fn unload(ebpf: &mut Ebpf, name: &str) {
     };
 }
 
-fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T>
+/// Program `name` of the object, as the type its hook needs.
+fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, AttachError>
 where
-    &'a mut T: TryFrom<&'a mut Program, Error = aya::programs::ProgramError>,
+    &'a mut T: TryFrom<&'a mut Program, Error = ProgramError>,
 {
-    let program = ebpf
-        .program_mut(name)
-        .with_context(|| format!("program {name} missing from the eBPF object"))?;
-    Ok(program.try_into()?)
-}
-
-/// Puts `hint` (what to change to make it work) in front of `error`.
-pub(crate) fn with_hint(error: anyhow::Error, hint: Option<String>) -> anyhow::Error {
-    match hint {
-        Some(hint) => error.context(hint),
-        None => error,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_round_trip() {
-        for backend in Backend::AUTO_ORDER {
-            assert_eq!(backend.name().parse::<Backend>(), Ok(backend));
-        }
-        assert_eq!(
-            "uprobe".parse::<Backend>(),
-            Err(
-                "unknown backend 'uprobe' (expected one of: auto, kprobe, fentry, tracepoint)"
-                    .into()
-            )
-        );
-    }
+    ebpf.program_mut(name)
+        .and_then(|p| p.try_into().ok())
+        .ok_or(AttachError::Object(name))
 }

@@ -5,9 +5,17 @@
 
 use std::path::Path;
 
-use anyhow::{Context as _, Result, anyhow, bail};
 use btf_rs::{Btf, Struct, Type};
-use probe_common::{SOCK_HEAD_LEN, SockOffsets};
+use probe_common::{SockOffsets, config::SOCK_HEAD_LEN};
+
+use crate::error::{Error, Missing};
+
+type Result<T> = std::result::Result<T, Error>;
+
+/// A BTF error with `message`.
+fn btf_error(message: impl Into<String>) -> Error {
+    Error::Btf(message.into())
+}
 
 /// Where the kernel exposes its own BTF.
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
@@ -15,12 +23,10 @@ pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 /// Resolves the `struct sock` field offsets from the BTF file at `path`.
 pub fn sock_offsets(path: &Path) -> Result<SockOffsets> {
     if !path.exists() {
-        bail!(
-            "this kernel has no BTF ({} is missing; it needs CONFIG_DEBUG_INFO_BTF=y)",
-            path.display()
-        );
+        return Err(Missing::Btf(path.to_owned()).into());
     }
-    let btf = Btf::from_file(path).with_context(|| format!("cannot parse {}", path.display()))?;
+    let btf = Btf::from_file(path)
+        .map_err(|e| btf_error(format!("cannot parse {}: {e}", path.display())))?;
     let sock = named_struct(&btf, "sock")?;
     // Every field lives in the `struct sock_common __sk_common` at the start of `struct sock`.
     let common = |field| field_offset(&btf, &sock, &["__sk_common", field]);
@@ -44,9 +50,9 @@ pub fn sock_offsets(path: &Path) -> Result<SockOffsets> {
         ("skc_family", offsets.family, 2),
     ] {
         if offset as usize + size > SOCK_HEAD_LEN {
-            bail!(
+            return Err(btf_error(format!(
                 "unsupported kernel: {name} is at byte {offset} of struct sock, past the first {SOCK_HEAD_LEN}"
-            );
+            )));
         }
     }
     Ok(offsets)
@@ -54,13 +60,14 @@ pub fn sock_offsets(path: &Path) -> Result<SockOffsets> {
 
 fn named_struct(btf: &Btf, name: &str) -> Result<Struct> {
     btf.resolve_types_by_name(name)
-        .with_context(|| format!("struct {name} not in kernel BTF"))?
+        .ok()
         .into_iter()
+        .flatten()
         .find_map(|ty| match ty {
             Type::Struct(s) => Some(s),
             _ => None,
         })
-        .ok_or_else(|| anyhow!("struct {name} not in kernel BTF"))
+        .ok_or_else(|| btf_error(format!("struct {name} not in kernel BTF")))
 }
 
 /// Byte offset of the member reached by following `path` from `outer`.
@@ -68,16 +75,20 @@ fn field_offset(btf: &Btf, outer: &Struct, path: &[&str]) -> Result<u32> {
     let mut current = outer.clone();
     let mut bits = 0;
     for (depth, name) in path.iter().enumerate() {
-        let (offset, member_type) = find_member(btf, &current, name)?
-            .ok_or_else(|| anyhow!("field {} not found in kernel BTF", path.join(".")))?;
+        let (offset, member_type) = find_member(btf, &current, name)?.ok_or_else(|| {
+            btf_error(format!("field {} not found in kernel BTF", path.join(".")))
+        })?;
         bits += offset;
         if depth + 1 < path.len() {
             current = as_struct(btf, member_type)?
-                .ok_or_else(|| anyhow!("{name} is not a struct in kernel BTF"))?;
+                .ok_or_else(|| btf_error(format!("{name} is not a struct in kernel BTF")))?;
         }
     }
     if bits % 8 != 0 {
-        bail!("field {} is a bitfield in kernel BTF", path.join("."));
+        return Err(btf_error(format!(
+            "field {} is a bitfield in kernel BTF",
+            path.join(".")
+        )));
     }
     Ok(bits / 8)
 }
@@ -87,7 +98,7 @@ fn field_offset(btf: &Btf, outer: &Struct, path: &[&str]) -> Result<u32> {
 fn find_member(btf: &Btf, st: &Struct, name: &str) -> Result<Option<(u32, Type)>> {
     for member in &st.members {
         let member_name = btf.resolve_name(member).unwrap_or_default();
-        let member_type = btf.resolve_chained_type(member)?;
+        let member_type = resolve(btf, member)?;
         if member_name == name {
             return Ok(Some((member.bit_offset(), member_type)));
         }
@@ -101,15 +112,19 @@ fn find_member(btf: &Btf, st: &Struct, name: &str) -> Result<Option<(u32, Type)>
     Ok(None)
 }
 
+/// The type `of` refers to.
+fn resolve(btf: &Btf, of: &dyn btf_rs::BtfType) -> Result<Type> {
+    btf.resolve_chained_type(of)
+        .map_err(|e| btf_error(format!("kernel BTF: {e}")))
+}
+
 /// The struct or union behind `ty`, looking through typedefs and qualifiers.
 fn as_struct(btf: &Btf, mut ty: Type) -> Result<Option<Struct>> {
     loop {
         ty = match ty {
             Type::Struct(s) | Type::Union(s) => return Ok(Some(s)),
-            Type::Typedef(t) => btf.resolve_chained_type(&t)?,
-            Type::Const(t) | Type::Volatile(t) | Type::Restrict(t) => {
-                btf.resolve_chained_type(&t)?
-            }
+            Type::Typedef(t) => resolve(btf, &t)?,
+            Type::Const(t) | Type::Volatile(t) | Type::Restrict(t) => resolve(btf, &t)?,
             _ => return Ok(None),
         };
     }

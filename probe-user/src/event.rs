@@ -1,53 +1,10 @@
 //! Ring-buffer records decoded into typed [`ConnectEvent`]s.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 
-use probe_common::{AF_INET, AF_INET6, COMM_LEN, ConnectRecord, RawAddr, TimestampRecord};
-
-/// Which connect function an event came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Family {
-    /// `tcp_v4_connect`.
-    V4,
-    /// `tcp_v6_connect`.
-    V6,
-}
-
-impl Family {
-    /// The traced kernel function, as SystemTap's examples print it.
-    pub fn function(self) -> &'static str {
-        match self {
-            Family::V4 => "tcp_v4_connect",
-            Family::V6 => "tcp_v6_connect",
-        }
-    }
-
-    /// `"ipv4"` or `"ipv6"`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Family::V4 => "ipv4",
-            Family::V6 => "ipv6",
-        }
-    }
-
-    /// The family of the kernel's `AF_INET` / `AF_INET6`.
-    pub fn from_af(af: u16) -> Result<Self, Malformed> {
-        match af {
-            AF_INET => Ok(Family::V4),
-            AF_INET6 => Ok(Family::V6),
-            other => Err(Malformed::Family(other)),
-        }
-    }
-
-    /// An address of this family as the kernel side stores it (IPv4 in the first four bytes).
-    pub fn ip(self, addr: &RawAddr) -> IpAddr {
-        let bytes = addr.octets();
-        match self {
-            Family::V4 => IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3])),
-            Family::V6 => IpAddr::V6(Ipv6Addr::from(bytes)),
-        }
-    }
-}
+use probe_common::{
+    COMM_LEN, ConnectRecord, Family, Function, RawAddr, RecordHeader, RecordKind, TimestampRecord,
+};
 
 /// One traced `tcp_v4_connect` / `tcp_v6_connect` call.
 ///
@@ -63,7 +20,8 @@ pub struct ConnectEvent {
     pub tid: u32,
     /// Real user id.
     pub uid: u32,
-    /// Which function was called.
+    /// The address family (IPv4-mapped IPv6 destinations are IPv4, as the kernel connects
+    /// them through `tcp_v4_connect`).
     pub family: Family,
     /// Source address and port the kernel assigned (unspecified if the call failed early).
     pub src: SocketAddr,
@@ -75,27 +33,41 @@ pub struct ConnectEvent {
 }
 
 /// Why a ring-buffer record could not be decoded.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Malformed {
-    /// The record is neither a [`ConnectRecord`] nor a [`TimestampRecord`] long.
+    /// The record is shorter than its header, or not as long as its kind's record.
+    #[error("a record of {0} bytes")]
     Size(usize),
+    /// The header names no [`RecordKind`].
+    #[error("a record of unknown kind {0}")]
+    Kind(u32),
     /// The family is neither `AF_INET` nor `AF_INET6`.
+    #[error("a record of unknown family {0}")]
     Family(u16),
 }
 
 impl ConnectEvent {
-    /// Decodes one ring-buffer record.
+    /// Decodes one ring-buffer record: its header's kind says which record follows.
     pub fn decode(bytes: &[u8]) -> Result<Self, Malformed> {
-        match bytes.len() {
-            ConnectRecord::SIZE => Self::from_record(&read_record(bytes)),
-            TimestampRecord::SIZE => Self::from_timestamp(&read_record(bytes)),
-            other => Err(Malformed::Size(other)),
+        let header = bytes
+            .get(..RecordHeader::SIZE)
+            .ok_or(Malformed::Size(bytes.len()))?;
+        let header: RecordHeader = read_record(header)?;
+        match RecordKind::try_from(header.kind).map_err(Malformed::Kind)? {
+            RecordKind::Connect => Self::from_record(&read_record(bytes)?),
+            RecordKind::Timestamp => Self::from_timestamp(&read_record(bytes)?),
         }
+    }
+
+    /// The kernel function that connected the socket: `tcp_v4_connect` or `tcp_v6_connect`
+    /// after the family (SystemTap's examples print it).
+    pub fn function(&self) -> Function {
+        self.family.connect_function()
     }
 
     /// Builds an event from an entry-only record (only the time and function are known).
     pub fn from_timestamp(r: &TimestampRecord) -> Result<Self, Malformed> {
-        let family = Family::from_af(r.family)?;
+        let family = family(r.family)?;
         let any = family.ip(&RawAddr::default());
         Ok(Self {
             boot_ns: r.boot_ns,
@@ -112,7 +84,7 @@ impl ConnectEvent {
 
     /// Builds an event from a record as the kernel side wrote it.
     pub fn from_record(r: &ConnectRecord) -> Result<Self, Malformed> {
-        let family = Family::from_af(r.family)?;
+        let family = family(r.family)?;
         Ok(Self {
             boot_ns: r.boot_ns,
             pid: r.pid,
@@ -133,16 +105,27 @@ impl ConnectEvent {
     }
 }
 
-/// Reads a plain-old-data record whose size the caller has checked.
-fn read_record<T: Copy>(bytes: &[u8]) -> T {
-    assert_eq!(bytes.len(), std::mem::size_of::<T>());
-    // SAFETY: the length is checked and both record types are plain old data (any bit pattern is
+/// The family of a record's `AF_*` value.
+pub(crate) fn family(af: u16) -> Result<Family, Malformed> {
+    Family::from_af(af).ok_or(Malformed::Family(af))
+}
+
+/// Reads a plain-old-data record (header or whole record) if `bytes` is exactly its size.
+fn read_record<T: Copy>(bytes: &[u8]) -> Result<T, Malformed> {
+    if bytes.len() != std::mem::size_of::<T>() {
+        return Err(Malformed::Size(bytes.len()));
+    }
+    // SAFETY: the length is checked and every record type is plain old data (any bit pattern is
     // valid); the ring buffer only guarantees 8-byte alignment, so read unaligned anyway.
-    unsafe { bytes.as_ptr().cast::<T>().read_unaligned() }
+    Ok(unsafe { bytes.as_ptr().cast::<T>().read_unaligned() })
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
+    use std::net::Ipv6Addr;
+
+    use probe_common::{AF_INET, AF_INET6};
+
     use super::*;
 
     /// A record as the kernel side would write it.
@@ -154,6 +137,7 @@ pub(crate) mod tests {
         dport: u16,
     ) -> ConnectRecord {
         let mut r = ConnectRecord {
+            header: RecordKind::Connect.header(),
             boot_ns: 5_000_000_123,
             pid: 42,
             tid: 43,
@@ -178,7 +162,7 @@ pub(crate) mod tests {
     }
 
     fn bytes_of<T>(r: &T) -> Vec<u8> {
-        // SAFETY: both record types are plain old data without implicit padding.
+        // SAFETY: every record type is plain old data without implicit padding.
         unsafe {
             std::slice::from_raw_parts((r as *const T).cast::<u8>(), std::mem::size_of::<T>())
         }
@@ -188,17 +172,14 @@ pub(crate) mod tests {
     #[test]
     fn decodes_timestamp_record() {
         let r = TimestampRecord {
+            header: RecordKind::Timestamp.header(),
             boot_ns: 77,
             family: AF_INET6,
             _pad: [0; 3],
         };
         let ev = ConnectEvent::decode(&bytes_of(&r)).unwrap();
         assert_eq!((ev.boot_ns, ev.family), (77, Family::V6));
-        let bad = TimestampRecord {
-            boot_ns: 77,
-            family: 3,
-            _pad: [0; 3],
-        };
+        let bad = TimestampRecord { family: 3, ..r };
         assert_eq!(
             ConnectEvent::decode(&bytes_of(&bad)),
             Err(Malformed::Family(3))
@@ -210,6 +191,7 @@ pub(crate) mod tests {
         let r = record(AF_INET, &[127, 0, 0, 1], 59538, &[10, 1, 2, 3], 8080);
         let ev = ConnectEvent::decode(&bytes_of(&r)).unwrap();
         assert_eq!(ev.family, Family::V4);
+        assert_eq!(ev.function(), Function::TcpV4Connect);
         assert_eq!(ev.src, "127.0.0.1:59538".parse().unwrap());
         assert_eq!(ev.dst, "10.1.2.3:8080".parse().unwrap());
         assert_eq!((ev.pid, ev.tid, ev.uid, ev.ret), (42, 43, 1000, 0));
@@ -223,6 +205,7 @@ pub(crate) mod tests {
         let r = record(AF_INET6, &src.octets(), 1, &dst.octets(), 443);
         let ev = ConnectEvent::decode(&bytes_of(&r)).unwrap();
         assert_eq!(ev.family, Family::V6);
+        assert_eq!(ev.function(), Function::TcpV6Connect);
         assert_eq!(ev.src, "[fe80::1]:1".parse().unwrap());
         assert_eq!(ev.dst, "[2001:db8::8]:443".parse().unwrap());
     }
@@ -238,14 +221,21 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn rejects_wrong_size_and_family() {
+    fn rejects_wrong_size_kind_and_family() {
         let r = record(AF_INET, &[1, 1, 1, 1], 1, &[2, 2, 2, 2], 2);
         let bytes = bytes_of(&r);
         assert_eq!(
-            ConnectEvent::decode(&bytes[1..]),
+            ConnectEvent::decode(&bytes[..bytes.len() - 1]),
             Err(Malformed::Size(ConnectRecord::SIZE - 1))
         );
         assert_eq!(ConnectEvent::decode(&[]), Err(Malformed::Size(0)));
+        assert_eq!(ConnectEvent::decode(&bytes[..7]), Err(Malformed::Size(7)));
+        let mut unknown = r;
+        unknown.header.kind = 99;
+        assert_eq!(
+            ConnectEvent::decode(&bytes_of(&unknown)),
+            Err(Malformed::Kind(99))
+        );
         let bad = record(7, &[1, 1, 1, 1], 1, &[2, 2, 2, 2], 2);
         assert_eq!(
             ConnectEvent::decode(&bytes_of(&bad)),
@@ -253,8 +243,9 @@ pub(crate) mod tests {
         );
     }
 
-    /// Arbitrary ring-buffer bytes: never a panic; a wrong size or an unknown family is
-    /// reported as such, and every well-sized record with a known family decodes.
+    /// Arbitrary ring-buffer bytes: never a panic; a wrong size, an unknown kind or an unknown
+    /// family is reported as such, and every well-sized record of a known kind and family
+    /// decodes.
     mod properties {
         use proptest::prelude::*;
 
@@ -262,14 +253,33 @@ pub(crate) mod tests {
 
         const FAMILY_AT: usize = std::mem::offset_of!(ConnectRecord, family);
 
+        /// The size of the record of the kind in `bytes`' header, if it names one.
+        fn size_of_kind(bytes: &[u8]) -> Option<usize> {
+            let kind = u32::from_ne_bytes(bytes.get(..4)?.try_into().ok()?);
+            match RecordKind::try_from(kind).ok()? {
+                RecordKind::Connect => Some(ConnectRecord::SIZE),
+                RecordKind::Timestamp => Some(TimestampRecord::SIZE),
+            }
+        }
+
         proptest! {
             #[test]
-            fn any_bytes_decode_or_are_malformed(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            fn any_bytes_decode_or_are_malformed(
+                mut bytes in proptest::collection::vec(any::<u8>(), 0..200),
+                kind in 0u32..4,
+            ) {
+                if bytes.len() >= 4 {
+                    bytes[..4].copy_from_slice(&kind.to_ne_bytes());
+                }
                 match ConnectEvent::decode(&bytes) {
-                    Ok(_) => prop_assert!(matches!(bytes.len(), ConnectRecord::SIZE | TimestampRecord::SIZE)),
+                    Ok(_) => prop_assert_eq!(size_of_kind(&bytes), Some(bytes.len())),
                     Err(Malformed::Size(n)) => {
                         prop_assert_eq!(n, bytes.len());
-                        prop_assert!(!matches!(n, ConnectRecord::SIZE | TimestampRecord::SIZE));
+                        prop_assert!(n < RecordHeader::SIZE || size_of_kind(&bytes) != Some(n));
+                    }
+                    Err(Malformed::Kind(k)) => {
+                        prop_assert_eq!(k, kind);
+                        prop_assert!(RecordKind::try_from(k).is_err());
                     }
                     Err(Malformed::Family(f)) => prop_assert!(f != AF_INET && f != AF_INET6),
                 }
@@ -281,9 +291,10 @@ pub(crate) mod tests {
                 v6 in any::<bool>(),
             ) {
                 let family = if v6 { AF_INET6 } else { AF_INET };
+                bytes[..4].copy_from_slice(&(RecordKind::Connect as u32).to_ne_bytes());
                 bytes[FAMILY_AT..FAMILY_AT + 2].copy_from_slice(&family.to_ne_bytes());
                 let ev = ConnectEvent::decode(&bytes).unwrap();
-                let r: ConnectRecord = read_record(&bytes);
+                let r: ConnectRecord = read_record(&bytes).unwrap();
                 prop_assert_eq!(ev.family, if v6 { Family::V6 } else { Family::V4 });
                 prop_assert_eq!((ev.src.port(), ev.dst.port()), (r.sport, r.dport));
                 prop_assert_eq!((ev.pid, ev.tid, ev.uid, ev.ret, ev.boot_ns), (r.pid, r.tid, r.uid, r.ret, r.boot_ns));

@@ -2,46 +2,43 @@
 
 use std::{net::IpAddr, os::unix::fs::MetadataExt as _, path::Path};
 
-use anyhow::{Context as _, Result, bail};
 use ipnet::IpNet;
-use probe_common::{COMM_LEN, DstKey, RawAddr, mapped_prefix};
+use probe_common::{
+    COMM_LEN, RawAddr,
+    config::{DstKey, mapped_prefix},
+};
+
+use crate::error::FilterError;
 
 /// `CGROUP2_SUPER_MAGIC` from `linux/magic.h`.
 const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
 
 /// The id the kernel gives the cgroup v2 directory at `path` (what `bpf_get_current_cgroup_id`
 /// returns for its tasks): the directory's inode number on the cgroup2 filesystem.
-pub fn cgroup_id(path: &Path) -> Result<u64> {
+pub fn cgroup_id(path: &Path) -> Result<u64, FilterError> {
+    let unusable = |source| FilterError::Cgroup {
+        path: path.to_owned(),
+        source,
+    };
     let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
-        .with_context(|| format!("bad cgroup path {}", path.display()))?;
+        .map_err(|e| unusable(e.into()))?;
     // SAFETY: plain syscall with a valid path and out-pointer.
     let mut fs = unsafe { std::mem::zeroed::<libc::statfs>() };
     if unsafe { libc::statfs(c_path.as_ptr(), &mut fs) } != 0 {
-        bail!(
-            "cannot use cgroup {}: {}",
-            path.display(),
-            std::io::Error::last_os_error()
-        );
+        return Err(unusable(std::io::Error::last_os_error()));
     }
-    let meta =
-        std::fs::metadata(path).with_context(|| format!("cannot use cgroup {}", path.display()))?;
+    let meta = std::fs::metadata(path).map_err(unusable)?;
     if fs.f_type as i64 != CGROUP2_SUPER_MAGIC || !meta.is_dir() {
-        bail!(
-            "{} is not a cgroup v2 directory (e.g. /sys/fs/cgroup/system.slice/nginx.service)",
-            path.display()
-        );
+        return Err(FilterError::NotCgroup2(path.to_owned()));
     }
     Ok(meta.ino())
 }
 
 /// `name` as the kernel keeps a task's `comm`: at most 15 bytes, NUL-padded to 16.
-pub fn comm_key(name: &str) -> Result<[u8; COMM_LEN]> {
+pub fn comm_key(name: &str) -> Result<[u8; COMM_LEN], FilterError> {
     let bytes = name.as_bytes();
     if bytes.is_empty() || bytes.len() >= COMM_LEN || bytes.contains(&0) {
-        bail!(
-            "a task name (--comm) is 1 to {} bytes, as the kernel truncates them: {name:?}",
-            COMM_LEN - 1
-        );
+        return Err(FilterError::Comm(name.to_owned()));
     }
     let mut key = [0u8; COMM_LEN];
     key[..bytes.len()].copy_from_slice(bytes);
@@ -65,10 +62,10 @@ pub fn dst_key(net: &IpNet) -> (u32, DstKey) {
 }
 
 /// Parses `--dst`: a network (`10.0.0.0/8`, `fd00::/8`) or a single address.
-pub fn parse_network(s: &str) -> Result<IpNet, String> {
+pub fn parse_network(s: &str) -> Result<IpNet, FilterError> {
     s.parse::<IpNet>()
         .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
-        .map_err(|_| format!("not an address or network in CIDR notation: {s:?}"))
+        .map_err(|_| FilterError::Network(s.to_owned()))
 }
 
 #[cfg(test)]

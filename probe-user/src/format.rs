@@ -7,7 +7,10 @@ use std::{fmt, io::Write as _, net::SocketAddr, str::FromStr};
 
 use serde::Serialize;
 
-use crate::{ConnectCount, ConnectEvent, WallClock};
+use crate::{
+    ConnectCount, ConnectEvent, WallClock,
+    names::{self, Named, UnknownName},
+};
 
 /// An output style (`--format`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -21,34 +24,29 @@ pub enum Format {
     Json,
 }
 
-impl Format {
-    /// The names `--format` accepts.
-    pub const NAMES: [&'static str; 3] = ["minimal", "stap", "json"];
+impl Named for Format {
+    const ALL: &'static [Self] = &[Format::Minimal, Format::Stap, Format::Json];
+
+    fn name(self) -> &'static str {
+        match self {
+            Format::Minimal => "minimal",
+            Format::Stap => "stap",
+            Format::Json => "json",
+        }
+    }
 }
 
 impl FromStr for Format {
-    type Err = String;
+    type Err = UnknownName;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "minimal" => Ok(Format::Minimal),
-            "stap" => Ok(Format::Stap),
-            "json" => Ok(Format::Json),
-            _ => Err(format!(
-                "unknown format '{s}' (expected one of: {})",
-                Format::NAMES.join(", ")
-            )),
-        }
+        names::parse("format", s, &[])
     }
 }
 
 impl fmt::Display for Format {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Format::Minimal => "minimal",
-            Format::Stap => "stap",
-            Format::Json => "json",
-        })
+        names::write(*self, f)
     }
 }
 
@@ -87,7 +85,7 @@ impl Formatter {
     pub fn write(&self, out: &mut Vec<u8>, event: &ConnectEvent) {
         let time_ns = self.clock.unix_ns(event.boot_ns);
         let time_s = time_ns / 1_000_000_000;
-        let function = event.family.function();
+        let function = event.function().name();
         // Hand-rolled for the two SystemTap styles: core::fmt costs more per line than the
         // kernel side does per event (see docs/benchmarks.md).
         match self.format {
@@ -148,7 +146,7 @@ impl Formatter {
             let rows: Vec<JsonCount> = counts
                 .iter()
                 .map(|c| JsonCount {
-                    function: c.family.function(),
+                    function: c.family.connect_function().name(),
                     family: c.family.name(),
                     daddr: c.daddr,
                     dport: c.dport,
@@ -164,7 +162,8 @@ impl Formatter {
         let _ = writeln!(out, "{unix_s}: connects since start");
         let _ = writeln!(out, "{:>10}  {:<14}  DESTINATION", "CONNECTS", "FUNCTION");
         for c in counts {
-            let _ = write!(out, "{:>10}  {:<14}  ", c.connects, c.family.function());
+            let function = c.family.connect_function().name();
+            let _ = write!(out, "{:>10}  {:<14}  ", c.connects, function);
             match c.daddr {
                 Some(ip) => push_endpoint(out, SocketAddr::new(ip, c.dport)),
                 None => {
@@ -302,10 +301,14 @@ mod tests {
 
     #[test]
     fn format_names_round_trip() {
-        for name in Format::NAMES {
-            assert_eq!(name.parse::<Format>().unwrap().to_string(), name);
+        for format in Format::ALL {
+            assert_eq!(format.name().parse::<Format>().unwrap(), *format);
+            assert_eq!(format.to_string(), format.name());
         }
-        assert!("xml".parse::<Format>().is_err());
+        assert_eq!(
+            "xml".parse::<Format>().unwrap_err().to_string(),
+            "unknown format 'xml' (expected one of: minimal, stap, json)"
+        );
     }
 
     #[test]
@@ -351,7 +354,7 @@ mod tests {
     /// Every formatter on arbitrary events: SystemTap lines parse back to the event's function
     /// and addresses, and JSON round-trips every field.
     mod properties {
-        use probe_common::ConnectRecord;
+        use probe_common::{ConnectRecord, RecordKind};
         use proptest::prelude::*;
 
         use super::*;
@@ -365,6 +368,7 @@ mod tests {
             )
                 .prop_map(|(mut bytes, v6)| {
                     let family = if v6 { AF_INET6 } else { AF_INET };
+                    bytes[..4].copy_from_slice(&(RecordKind::Connect as u32).to_ne_bytes());
                     bytes[FAMILY_AT..FAMILY_AT + 2].copy_from_slice(&family.to_ne_bytes());
                     ConnectEvent::decode(&bytes).unwrap()
                 })
@@ -381,7 +385,7 @@ mod tests {
                 let mut out = Vec::new();
                 Formatter::new(Format::Stap, clock).write(&mut out, &ev);
                 let line = String::from_utf8(out).unwrap();
-                let expected = format!("{time_s}: {} src=", ev.family.function());
+                let expected = format!("{time_s}: {} src=", ev.function().name());
                 prop_assert!(line.starts_with(&expected), "{}", line);
                 let rest = line[expected.len()..].strip_suffix('\n').unwrap();
                 let (src, dst) = rest.split_once(" dst=").unwrap();
@@ -390,7 +394,7 @@ mod tests {
 
                 let mut out = Vec::new();
                 Formatter::new(Format::Minimal, clock).write(&mut out, &ev);
-                prop_assert_eq!(String::from_utf8(out).unwrap(), format!("{time_s}: {}\n", ev.family.function()));
+                prop_assert_eq!(String::from_utf8(out).unwrap(), format!("{time_s}: {}\n", ev.function().name()));
             }
 
             #[test]
@@ -408,7 +412,7 @@ mod tests {
                 prop_assert_eq!(v["ret"].as_i64(), Some(i64::from(ev.ret)));
                 prop_assert_eq!(v["comm"].as_str(), Some(&*ev.comm()));
                 prop_assert_eq!(v["family"].as_str(), Some(ev.family.name()));
-                prop_assert_eq!(v["function"].as_str(), Some(ev.family.function()));
+                prop_assert_eq!(v["function"].as_str(), Some(ev.function().name()));
                 let endpoint = |addr: &str, port: &str| {
                     SocketAddr::new(v[addr].as_str().unwrap().parse().unwrap(), v[port].as_u64().unwrap() as u16)
                 };

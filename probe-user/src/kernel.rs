@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use anyhow::{Result, bail};
+use crate::error::{Error, Missing};
 
 /// Capability numbers from `linux/capability.h`.
 const CAP_SYS_ADMIN: u32 = 21;
@@ -12,7 +12,7 @@ const CAP_BPF: u32 = 39;
 
 /// Fails unless the process may load eBPF and attach kprobes: root, `CAP_SYS_ADMIN`, or both
 /// `CAP_BPF` and `CAP_PERFMON`.
-pub fn check_privileges() -> Result<()> {
+pub fn check_privileges() -> Result<(), Error> {
     missing_capabilities(effective_capabilities())
 }
 
@@ -30,7 +30,7 @@ fn has_capability(effective: u64, cap: u32) -> bool {
     effective & (1 << cap) != 0
 }
 
-fn missing_capabilities(effective: u64) -> Result<()> {
+fn missing_capabilities(effective: u64) -> Result<(), Error> {
     let has = |cap: u32| has_capability(effective, cap);
     if has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON)) {
         return Ok(());
@@ -40,10 +40,7 @@ fn missing_capabilities(effective: u64) -> Result<()> {
         .filter(|&(cap, _)| !has(cap))
         .map(|(_, name)| name)
         .collect();
-    bail!(
-        "permission denied: run as root or with CAP_BPF and CAP_PERFMON (missing: {})",
-        missing.join(", ")
-    )
+    Err(Error::Permission { missing })
 }
 
 /// Why attaching a probe was refused, if `kernel.perf_event_paranoid` explains it: Debian's (and
@@ -66,7 +63,7 @@ pub fn perf_paranoid_hint() -> Option<String> {
 
 /// Fails if the kernel cannot create kprobes (`CONFIG_KPROBES` off): neither the perf `kprobe`
 /// PMU nor tracefs' `kprobe_events` exists.
-pub fn check_kprobes() -> Result<()> {
+pub fn check_kprobes() -> Result<(), Missing> {
     let present = [
         "/sys/bus/event_source/devices/kprobe",
         "/sys/kernel/tracing/kprobe_events",
@@ -74,18 +71,19 @@ pub fn check_kprobes() -> Result<()> {
     ]
     .iter()
     .any(|p| Path::new(p).exists());
-    if !present {
-        bail!("this kernel has no kprobes (CONFIG_KPROBES is off), so probe-user cannot trace it");
+    if present {
+        Ok(())
+    } else {
+        Err(Missing::Kprobes)
     }
-    Ok(())
 }
 
 /// Fails if the kernel has no BPF ring buffer (Linux < 5.8).
-pub fn check_ring_buffer() -> Result<()> {
+pub fn check_ring_buffer() -> Result<(), Missing> {
     match aya::sys::is_map_supported(aya::maps::MapType::RingBuf) {
         Ok(true) => Ok(()),
-        Ok(false) => bail!("this kernel has no BPF ring buffer (it needs Linux 5.8 or later)"),
-        Err(e) => bail!("cannot probe for BPF ring buffer support: {e}"),
+        Ok(false) => Err(Missing::RingBuffer),
+        Err(e) => Err(Missing::RingBufferProbe(e.to_string())),
     }
 }
 

@@ -1,10 +1,12 @@
 //! Trace TCP connects (`tcp_v4_connect` / `tcp_v6_connect`) with eBPF, and print them the way
 //! SystemTap's tcp.connect examples do.
 //!
-//! The kernel side filters (destination ports, pids) and copies raw facts into a ring buffer;
-//! this crate loads it ([`TracerBuilder::attach`], with a kprobe, fentry or tracepoint
-//! [`Backend`]), decodes the events ([`ConnectEvent`]) and formats them ([`Formatter`]).
-//! Dropping the [`Tracer`] (or its [`EventStream`]) detaches everything.
+//! The kernel side filters (destination ports and networks, pids, uids, cgroups, task names) and
+//! copies raw facts into a ring buffer; this crate loads it ([`TracerBuilder::attach`], with a
+//! kprobe, fentry or tracepoint [`Backend`]), decodes the records ([`ConnectEvent`]) and formats
+//! them ([`Formatter`]). Dropping the [`Tracer`] (or its [`EventStream`]) detaches everything.
+//! Setting up returns a typed [`Error`]: a missing capability, a kernel feature, BTF, the
+//! verifier, a backend that cannot attach, or a bad filter.
 //!
 //! Synchronously, in batches, as the `probe-user` command does:
 //!
@@ -15,17 +17,25 @@
 //! let formatter = Formatter::new(Format::Stap, WallClock::measure());
 //! let mut out = Vec::new();
 //! tracer.drain(|event| formatter.write(&mut out, event));
-//! # Ok::<(), anyhow::Error>(())
+//! # Ok::<(), probe_user::Error>(())
 //! ```
 //!
-//! As an async stream in a tokio runtime, as an agent would (see `examples/agent.rs`):
+//! As an async stream in a tokio runtime, as an agent would (see `examples/agent.rs`), telling
+//! apart what the operator can fix:
 //!
 //! ```no_run
-//! use probe_user::Tracer;
+//! use probe_user::{Error, Tracer};
 //! use tokio_stream::StreamExt as _;
 //!
-//! # async fn agent() -> anyhow::Result<()> {
-//! let mut events = Tracer::builder().filter_ports([443]).attach()?.into_stream()?;
+//! # async fn agent() -> Result<(), Box<dyn std::error::Error>> {
+//! let tracer = match Tracer::builder().filter_ports([443]).attach() {
+//!     Err(Error::Permission { missing }) => {
+//!         eprintln!("grant {} to the agent", missing.join(" and "));
+//!         return Ok(());
+//!     }
+//!     other => other?,
+//! };
+//! let mut events = tracer.into_stream()?;
 //! while let Some(event) = events.next().await {
 //!     println!("{} ({}) connected to {}", event.pid, event.comm(), event.dst);
 //! }
@@ -33,24 +43,32 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! The data path, from hook to output, is mapped in `docs/architecture.md`.
 
 #![warn(missing_docs)]
 
 mod backend;
-pub mod btf;
+mod btf;
+mod builder;
 mod clock;
+mod error;
 mod event;
-pub mod filter;
+mod filter;
 mod format;
-pub mod kernel;
-pub mod metrics;
-pub mod output;
+mod kernel;
+mod loader;
+pub mod names;
 mod stream;
 mod tracer;
 
-pub use backend::Backend;
+pub use backend::Mode;
+pub use builder::TracerBuilder;
 pub use clock::WallClock;
-pub use event::{ConnectEvent, Family, Malformed};
+pub use error::{AttachError, BackendError, Error, FilterError, Missing};
+pub use event::{ConnectEvent, Malformed};
+pub use filter::parse_network;
 pub use format::{Format, Formatter};
+pub use probe_common::{Backend, CountBy, Family, Function};
 pub use stream::{DRAIN_INTERVAL, EventStream};
-pub use tracer::{ConnectCount, CountBy, Counters, ProgramStats, Tracer, TracerBuilder};
+pub use tracer::{ConnectCount, Counters, ProgramStats, Tracer};

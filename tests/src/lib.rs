@@ -1,7 +1,9 @@
-//! Helpers for whole-system tests of probe-user: starting and stopping the tracer, making real
-//! connects and recording what the client saw, and parsing the tracer's output.
+//! Helpers for whole-system tests of probe-user: starting and stopping it ([`ProbeUser`]),
+//! making real connects and recording what the client saw, and parsing probe-user's output.
 //!
-//! The tests run inside the VM started by `cargo xtask test`, as root, one at a time.
+//! The tests run as root, one at a time. `cargo xtask test` runs them inside its VM on each
+//! kernel of the matrix with each backend and, on a host without kprobes, natively too (in a
+//! fresh network namespace, with the tracepoint backend and with plain probe-user).
 
 use std::{
     io::{BufRead as _, BufReader, Read as _},
@@ -11,6 +13,7 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
+use probe_common::Backend;
 use socket2::{Domain, Socket, Type};
 
 /// The value after `flag` in `args` (`--cycles 2000`), parsed; for the helper binaries.
@@ -26,17 +29,25 @@ pub fn probe_user() -> PathBuf {
         .unwrap_or_else(|| "probe-user".into())
 }
 
-/// The backend under test: `$PROBE_ATTACH` (passed to probe-user as `--attach`), else what
-/// `--attach auto` picks on the test kernels: kprobe where the kernel has kprobes, the
-/// tracepoint elsewhere (this project's machines have neither kprobes nor fentry).
+/// probe-user's names for its attach backends (`--attach <name>`, and in its banner).
+pub const KPROBE: &str = Backend::Kprobe.name();
+pub const FENTRY: &str = Backend::Fentry.name();
+pub const TRACEPOINT: &str = Backend::Tracepoint.name();
+
+/// The backend under test: `$PROBE_ATTACH` (passed to probe-user as `--attach`), else
+/// [`auto_backend`].
 pub fn backend() -> String {
-    std::env::var("PROBE_ATTACH").unwrap_or_else(|_| {
-        if kernel_has_kprobes() {
-            "kprobe".into()
-        } else {
-            "tracepoint".into()
-        }
-    })
+    std::env::var("PROBE_ATTACH").unwrap_or_else(|_| auto_backend().into())
+}
+
+/// What `--attach auto` picks on the test kernels: kprobe where the kernel has kprobes, the
+/// tracepoint elsewhere (this project's machines have neither kprobes nor fentry).
+pub fn auto_backend() -> &'static str {
+    if kernel_has_kprobes() {
+        KPROBE
+    } else {
+        TRACEPOINT
+    }
 }
 
 /// Whether the running kernel can create kprobes (its perf `kprobe` PMU exists).
@@ -63,13 +74,13 @@ pub fn assert_one_line_error(args: &[&str], code: i32, expected: &str) {
 
 /// Whether the backend under test uses kprobes (listed in `/sys/kernel/debug/kprobes/list`).
 pub fn uses_kprobes() -> bool {
-    backend() == "kprobe"
+    backend() == KPROBE
 }
 
 /// Whether the backend under test reports connect calls that fail inside the kernel (the
 /// tracepoint backend sees only calls that send a SYN).
 pub fn reports_failed_calls() -> bool {
-    backend() != "tracepoint"
+    backend() != TRACEPOINT
 }
 
 /// `--attach <backend>` if `$PROBE_ATTACH` is set, else nothing (probe-user's default, auto).
@@ -87,7 +98,7 @@ pub fn probe_user_command() -> Command {
     cmd
 }
 
-/// What the tracer printed and how it ended.
+/// What probe-user printed and how it ended.
 #[derive(Debug)]
 pub struct Finished {
     pub status: ExitStatus,
@@ -95,8 +106,8 @@ pub struct Finished {
     pub stderr: String,
 }
 
-/// A running probe-user.
-pub struct Tracer {
+/// A running probe-user process (the CLI under test), its output piped here.
+pub struct ProbeUser {
     child: Child,
     stderr: BufReader<ChildStderr>,
     preamble: String,
@@ -104,20 +115,20 @@ pub struct Tracer {
     stdout_reader: Option<std::thread::JoinHandle<String>>,
 }
 
-impl Tracer {
+impl ProbeUser {
     /// Starts probe-user with `args` and waits until it reports that tracing has started.
-    pub fn start(args: &[&str]) -> Tracer {
+    pub fn start(args: &[&str]) -> ProbeUser {
         Self::start_with(probe_user_command().args(args))
     }
 
     /// Starts a prepared probe-user command (stdout and stderr are piped here).
-    pub fn start_with(cmd: &mut Command) -> Tracer {
+    pub fn start_with(cmd: &mut Command) -> ProbeUser {
         Self::start_until(cmd, "Tracing TCP connects")
     }
 
     /// Starts a prepared command (stdout and stderr piped here) and waits for a stderr line
     /// starting with `banner`, which says tracing has started.
-    pub fn start_until(cmd: &mut Command, banner: &str) -> Tracer {
+    pub fn start_until(cmd: &mut Command, banner: &str) -> ProbeUser {
         let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -141,7 +152,7 @@ impl Tracer {
             }
             before.push_str(&line);
         };
-        Tracer {
+        ProbeUser {
             child,
             stderr,
             preamble: before,

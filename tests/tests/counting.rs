@@ -1,13 +1,13 @@
-//! `--count`: connects counted in the kernel, printed as tables (run inside the VM by
-//! `cargo xtask test`, with each backend).
+//! `--count`: connects counted in the kernel, printed as tables (run by `cargo xtask test`,
+//! in the VM with each backend and natively: see the `probe_tests` crate docs).
 
 use std::time::Duration;
 
-use probe_tests::{Tracer, connect, listener, probe_user_command};
+use probe_tests::{ProbeUser, connect, listener, probe_user_command};
 
 /// Starts probe-user in count mode with `args`.
-fn start_counting(args: &[&str]) -> Tracer {
-    Tracer::start_until(
+fn start_counting(args: &[&str]) -> ProbeUser {
+    ProbeUser::start_until(
         probe_user_command().arg("--count").args(args),
         "Counting TCP connects",
     )
@@ -138,7 +138,8 @@ fn metrics_endpoint_counts_the_connects_made() {
         if let Some(by) = count_by {
             args.extend(["--count-by", by]);
         }
-        let tracer = Tracer::start_until(probe_user_command().args(&args), "Counting TCP connects");
+        let tracer =
+            ProbeUser::start_until(probe_user_command().args(&args), "Counting TCP connects");
         for dst in [v4, v6, v4, v4, v6] {
             connect(dst, None).unwrap();
         }

@@ -1,5 +1,6 @@
-//! Every in-kernel filter admits exactly the right connects, alone and combined (run inside the
-//! VM by `cargo xtask test`, with each backend).
+//! Every in-kernel filter admits exactly the right connects, alone and combined (run by
+//! `cargo xtask test`, in the VM with each backend and natively: see the `probe_tests` crate
+//! docs).
 
 use std::{
     net::SocketAddr,
@@ -7,7 +8,7 @@ use std::{
     sync::{Arc, Barrier},
 };
 
-use probe_tests::{SeenConnect, StapLine, Tracer, connect, listener, unmapped};
+use probe_tests::{ProbeUser, SeenConnect, StapLine, connect, listener, unmapped};
 
 /// The connects a tracer printed, in order.
 fn printed(stdout: &str) -> Vec<SeenConnect> {
@@ -39,7 +40,7 @@ fn connect_from(prefix: &[&str], extra: &[&str], dst: SocketAddr) -> SeenConnect
 #[test]
 fn uid_filter_traces_only_the_listed_users() {
     let v4 = listener("127.0.0.1:0");
-    let tracer = Tracer::start(&["--uid", "65534"]);
+    let tracer = ProbeUser::start(&["--uid", "65534"]);
     connect(v4, None).unwrap(); // as root
     let nobody = connect_from(&["as-user", "--caps", "", "--", "connect-once"], &[], v4);
     let out = tracer.stop();
@@ -49,7 +50,7 @@ fn uid_filter_traces_only_the_listed_users() {
 #[test]
 fn comm_filter_traces_only_the_named_tasks() {
     let v4 = listener("127.0.0.1:0");
-    let tracer = Tracer::start(&["--comm", "probe-wanted"]);
+    let tracer = ProbeUser::start(&["--comm", "probe-wanted"]);
     let connect_as = |name: &str| {
         std::thread::Builder::new()
             .name(name.into())
@@ -93,7 +94,7 @@ fn test_cgroup() -> String {
 fn cgroup_filter_traces_only_tasks_in_the_cgroup() {
     let v6 = listener("[::1]:0");
     let cgroup = test_cgroup();
-    let tracer = Tracer::start(&["--cgroup", &cgroup]);
+    let tracer = ProbeUser::start(&["--cgroup", &cgroup]);
     connect(v6, None).unwrap(); // outside
     let inside = connect_from(&[], &["--cgroup", &cgroup], v6);
     let out = tracer.stop();
@@ -118,7 +119,7 @@ fn dst_filter_traces_only_destinations_in_the_networks() {
         ("127.0.0.0/8", [true, true, false, true]),
         ("fd00::/8", [false, false, false, false]),
     ] {
-        let tracer = Tracer::start(&["--dst", networks]);
+        let tracer = ProbeUser::start(&["--dst", networks]);
         let seen: Vec<SeenConnect> = targets
             .iter()
             .map(|&dst| connect(dst, None).unwrap())
@@ -138,7 +139,7 @@ fn filters_combine_with_and() {
     let any4 = listener("0.0.0.0:0");
     let to = |host: &str| -> SocketAddr { format!("{host}:{}", any4.port()).parse().unwrap() };
     let (one, two) = (to("127.0.0.1"), to("127.0.0.2"));
-    let tracer = Tracer::start(&[
+    let tracer = ProbeUser::start(&[
         "--comm",
         "probe-wanted",
         "--dst",

@@ -1,6 +1,6 @@
-//! Reliability of probe-user on a real kernel: load, lifecycle, least privilege (run inside the
-//! VM by `cargo xtask test`). Figures go to stdout as `figures: ...` lines for
-//! docs/reliability.md.
+//! Reliability of probe-user on a real kernel: load, lifecycle, least privilege (run by
+//! `cargo xtask test`, in the VM with each backend and natively: see the `probe_tests` crate
+//! docs). Figures go to stdout as `figures: ...` lines for docs/reliability.md.
 
 use std::{
     collections::BTreeMap,
@@ -10,7 +10,7 @@ use std::{
 };
 
 use probe_tests::{
-    StapLine, Tracer, attach_args, connect, connect_kprobes, kprobes_per_tracer, listener,
+    ProbeUser, StapLine, attach_args, connect, connect_kprobes, kprobes_per_tracer, listener,
     probe_user, reports_failed_calls, summary, uses_kprobes,
 };
 use socket2::{Domain, Socket, Type};
@@ -65,7 +65,7 @@ fn stress_every_connect_is_printed_or_counted_and_no_state_is_left_behind() {
         "192.0.2.1:9".parse().unwrap(),
         "[2001:db8::1]:9".parse().unwrap(),
     ];
-    let mut tracer = Tracer::start(&["--format", "json", "--stats"]);
+    let mut tracer = ProbeUser::start(&["--format", "json", "--stats"]);
     tracer.read_stdout_in_background();
     let started = Instant::now();
     let workers: Vec<_> = (0..THREADS)
@@ -148,7 +148,7 @@ fn kernel_release() -> String {
 fn sigint_sigterm_and_sighup_each_end_it_cleanly_with_a_summary() {
     let v4 = listener("127.0.0.1:0");
     for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-        let tracer = Tracer::start(&[]);
+        let tracer = ProbeUser::start(&[]);
         let seen = connect(v4, None).unwrap();
         let out = tracer.stop_with(signal);
         assert_eq!(out.status.code(), Some(0), "signal {signal}: {out:?}");
@@ -163,7 +163,7 @@ fn sigint_sigterm_and_sighup_each_end_it_cleanly_with_a_summary() {
 
 #[test]
 fn sigkill_leaves_no_kprobe_attached() {
-    let mut tracer = Tracer::start(&[]);
+    let mut tracer = ProbeUser::start(&[]);
     assert_eq!(connect_kprobes().len(), kprobes_per_tracer());
     tracer.child_mut().kill().unwrap();
     tracer.child_mut().wait().unwrap();
@@ -179,8 +179,8 @@ fn sigkill_leaves_no_kprobe_attached() {
 fn two_instances_at_once_each_report_every_connect() {
     let v4 = listener("127.0.0.1:0");
     let v6 = listener("[::1]:0");
-    let first = Tracer::start(&[]);
-    let second = Tracer::start(&["--filter-port", &v6.port().to_string()]);
+    let first = ProbeUser::start(&[]);
+    let second = ProbeUser::start(&["--filter-port", &v6.port().to_string()]);
     assert_eq!(
         connect_kprobes().len(),
         2 * kprobes_per_tracer(),
@@ -228,7 +228,7 @@ fn a_low_memlock_limit_matters_only_before_5_11_and_is_named() {
         .arg(probe_user());
     if kernel_version() >= (5, 11) {
         // Maps are charged to the memory cgroup instead: the limit does not matter.
-        let tracer = Tracer::start_with(&mut cmd);
+        let tracer = ProbeUser::start_with(&mut cmd);
         let out = tracer.stop();
         assert!(out.status.success(), "{out:?}");
     } else {
@@ -282,14 +282,15 @@ fn runs_as_nobody_with_only_cap_bpf_and_cap_perfmon() {
                 "{stderr}"
             );
         } else {
-            let tracer = Tracer::start_with(&mut as_nobody("CAP_BPF,CAP_PERFMON", &[]));
+            let tracer = ProbeUser::start_with(&mut as_nobody("CAP_BPF,CAP_PERFMON", &[]));
             let out = tracer.stop();
             assert!(out.status.success(), "{out:?}");
         }
     }
     let _paranoid = PerfParanoid::set("2");
     let v6 = listener("[::1]:0");
-    let tracer = Tracer::start_with(&mut as_nobody("CAP_BPF,CAP_PERFMON", &["--format", "json"]));
+    let tracer =
+        ProbeUser::start_with(&mut as_nobody("CAP_BPF,CAP_PERFMON", &["--format", "json"]));
     let status = std::fs::read_to_string(format!("/proc/{}/status", tracer.pid())).unwrap();
     let field = |name: &str| {
         status

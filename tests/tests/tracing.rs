@@ -1,11 +1,13 @@
-//! probe-user against real connects on a real kernel (run inside the VM by `cargo xtask test`).
+//! probe-user against real connects on a real kernel (run by `cargo xtask test`, in the VM with
+//! each backend and natively: see the `probe_tests` crate docs).
 
 use std::{
     collections::BTreeMap, net::SocketAddr, os::unix::process::CommandExt as _, process::Command,
 };
 
 use probe_tests::{
-    Finished, SeenConnect, StapLine, Tracer, connect, connect_kprobes, listener, summary, unix_now,
+    Finished, ProbeUser, SeenConnect, StapLine, connect, connect_kprobes, listener, summary,
+    unix_now,
 };
 
 /// Counts of each connect, so that "exactly once" compares multisets.
@@ -93,7 +95,7 @@ fn assert_clean_exit(stderr: &str, printed: usize) {
 fn stap_format_reports_each_ipv4_and_ipv6_connect_once() {
     let v4 = listener("127.0.0.1:0");
     let v6 = listener("[::1]:0");
-    let tracer = Tracer::start(&[]);
+    let tracer = ProbeUser::start(&[]);
     let from = unix_now();
     let mut seen = Vec::new();
     for _ in 0..10 {
@@ -116,7 +118,7 @@ fn stap_format_reports_each_ipv4_and_ipv6_connect_once() {
 fn minimal_format_prints_one_timestamp_per_connect() {
     let v4 = listener("127.0.0.1:0");
     let v6 = listener("[::1]:0");
-    let tracer = Tracer::start(&["--format", "minimal"]);
+    let tracer = ProbeUser::start(&["--format", "minimal"]);
     let from = unix_now();
     for _ in 0..5 {
         connect(v4, None).unwrap();
@@ -155,7 +157,7 @@ fn filter_port_traces_only_listed_destination_ports() {
     let unwanted6 = listener("[::1]:0");
     // Both spellings: repeated and comma-separated.
     let ports = format!("{},{}", wanted_a.port(), wanted_b.port());
-    let tracer = Tracer::start(&[
+    let tracer = ProbeUser::start(&[
         "--filter-port",
         &ports,
         "--filter-port",
@@ -180,7 +182,7 @@ fn ipv4_only_and_ipv6_only() {
     let v4 = listener("127.0.0.1:0");
     let v6 = listener("[::1]:0");
     for (flag, want_v6) in [("-4", false), ("-6", true)] {
-        let tracer = Tracer::start(&[flag]);
+        let tracer = ProbeUser::start(&[flag]);
         let from = unix_now();
         let a = connect(v4, None).unwrap();
         let b = connect(v6, None).unwrap();
@@ -198,7 +200,7 @@ fn ipv4_only_and_ipv6_only() {
 fn pid_filter_traces_only_listed_processes() {
     let v4 = listener("127.0.0.1:0");
     let me = std::process::id().to_string();
-    let tracer = Tracer::start(&["--pid", &me]);
+    let tracer = ProbeUser::start(&["--pid", &me]);
     let from = unix_now();
     let mine = connect(v4, None).unwrap();
     // Another process connecting to the same listener must not show up.
@@ -224,7 +226,7 @@ fn connect_helper() {
 #[test]
 fn json_format_carries_ids_and_addresses() {
     let v6 = listener("[::1]:0");
-    let tracer = Tracer::start(&["--format", "json"]);
+    let tracer = ProbeUser::start(&["--format", "json"]);
     let (seen, tid) = std::thread::Builder::new()
         .name("json-client".into())
         .spawn(move || (connect(v6, None).unwrap(), unsafe { libc::gettid() } as u64))
@@ -256,7 +258,7 @@ fn json_format_carries_ids_and_addresses() {
 fn ipv4_mapped_connect_is_reported_once_as_tcp_v4_connect() {
     let v4 = listener("127.0.0.1:0");
     let mapped: SocketAddr = format!("[::ffff:127.0.0.1]:{}", v4.port()).parse().unwrap();
-    let tracer = Tracer::start(&[]);
+    let tracer = ProbeUser::start(&[]);
     let from = unix_now();
     let seen = connect(mapped, None).unwrap();
     let out = tracer.stop();
@@ -270,7 +272,7 @@ fn failed_connect_is_reported_with_its_error_and_destination() {
     // -ENETUNREACH before assigning a source, and no packet is sent.
     let v4 = listener("127.0.0.1:0");
     let dst: SocketAddr = format!("[::ffff:127.0.0.1]:{}", v4.port()).parse().unwrap();
-    let tracer = Tracer::start(&["--format", "json"]);
+    let tracer = ProbeUser::start(&["--format", "json"]);
     let socket = socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::STREAM, None).unwrap();
     socket.set_only_v6(true).unwrap();
     let err = socket.connect(&dst.into()).unwrap_err();
@@ -296,7 +298,7 @@ fn thousands_of_connects_from_several_threads_are_each_reported_once() {
     const PER_THREAD: usize = 600;
     let v4 = listener("127.0.0.1:0");
     let v6 = listener("[::1]:0");
-    let tracer = Tracer::start(&[]);
+    let tracer = ProbeUser::start(&[]);
     let from = unix_now();
     let workers: Vec<_> = (0..THREADS)
         .map(|t| {
@@ -322,9 +324,9 @@ fn thousands_of_connects_from_several_threads_are_each_reported_once() {
 fn auto_attach_says_which_backend_it_chose_and_why() {
     let v4 = listener("127.0.0.1:0");
     let tracer =
-        Tracer::start_with(Command::new(probe_tests::probe_user()).args(["--attach", "auto"]));
+        ProbeUser::start_with(Command::new(probe_tests::probe_user()).args(["--attach", "auto"]));
     let has_kprobes = probe_tests::kernel_has_kprobes();
-    let expected = if has_kprobes { "kprobe" } else { "tracepoint" };
+    let expected = probe_tests::auto_backend();
     assert_eq!(
         tracer.banner().trim_end(),
         format!("Tracing TCP connects (stap format, {expected}). Hit Ctrl-C to end.")
@@ -350,7 +352,7 @@ fn auto_attach_says_which_backend_it_chose_and_why() {
 
 #[test]
 fn sigterm_ends_cleanly_and_no_kprobe_is_left_behind() {
-    let tracer = Tracer::start(&[]);
+    let tracer = ProbeUser::start(&[]);
     let attached = connect_kprobes();
     // Entry and return probe on each function (kprobe backend).
     assert_eq!(
@@ -367,7 +369,7 @@ fn sigterm_ends_cleanly_and_no_kprobe_is_left_behind() {
 #[test]
 fn closed_stdout_ends_it_quietly() {
     let v4 = listener("127.0.0.1:0");
-    let mut tracer = Tracer::start(&[]);
+    let mut tracer = ProbeUser::start(&[]);
     drop(tracer.child_mut().stdout.take());
     connect(v4, None).unwrap();
     let out = tracer.wait();
@@ -439,7 +441,7 @@ fn successes_only_reports_each_successful_connect_from_tcp_connect() {
         .parse()
         .unwrap();
     let ports = format!("{},{}", wanted.port(), wanted6.port());
-    let tracer = Tracer::start(&["--successes-only", "--filter-port", &ports]);
+    let tracer = ProbeUser::start(&["--successes-only", "--filter-port", &ports]);
     assert_eq!(
         connect_kprobes(),
         Vec::<String>::new(),
@@ -463,7 +465,7 @@ fn successes_only_reports_each_successful_connect_from_tcp_connect() {
 
     assert_reported_exactly_once(&out, &seen, from, to);
 
-    let tracer = Tracer::start(&["--successes-only", "-6"]);
+    let tracer = ProbeUser::start(&["--successes-only", "-6"]);
     let from = unix_now();
     connect(wanted, None).unwrap();
     let v6 = connect(wanted6, None).unwrap();
@@ -475,7 +477,7 @@ fn successes_only_reports_each_successful_connect_from_tcp_connect() {
 fn lines_arrive_while_tracing_not_only_at_exit() {
     use std::io::BufRead as _;
     let v4 = listener("127.0.0.1:0");
-    let mut tracer = Tracer::start(&[]);
+    let mut tracer = ProbeUser::start(&[]);
     let seen = connect(v4, None).unwrap();
     // Read the line while probe-user keeps running: output is batched, not held until exit.
     let stdout = tracer.child_mut().stdout.take().unwrap();
@@ -491,7 +493,7 @@ fn lines_arrive_while_tracing_not_only_at_exit() {
 #[test]
 fn rust_log_debug_shows_the_kernel_side_log() {
     let v4 = listener("127.0.0.1:0");
-    let tracer = Tracer::start_with(probe_tests::probe_user_command().env("RUST_LOG", "debug"));
+    let tracer = ProbeUser::start_with(probe_tests::probe_user_command().env("RUST_LOG", "debug"));
     let seen = connect(v4, None).unwrap();
     let out = tracer.stop();
     let expected = format!(
@@ -514,7 +516,7 @@ fn a_full_ring_buffer_is_counted_not_silently_lost_and_tracing_recovers() {
     const BURST: u64 = 15_000;
     const AFTER: u64 = 100;
     let v4 = listener("127.0.0.1:0");
-    let tracer = Tracer::start(&[]);
+    let tracer = ProbeUser::start(&[]);
     // SAFETY: plain kill(2) on our own child.
     unsafe { libc::kill(tracer.pid() as i32, libc::SIGSTOP) };
     for _ in 0..BURST {
@@ -560,7 +562,7 @@ fn library_example_agent_reports_the_connects() {
     for port in [v4.port(), v6.port()] {
         cmd.args(["--filter-port", &port.to_string()]);
     }
-    let agent = Tracer::start_until(&mut cmd, "agent: tracing");
+    let agent = ProbeUser::start_until(&mut cmd, "agent: tracing");
     connect(unwanted, None).unwrap();
     let seen: Vec<SeenConnect> = [v4, v6, v4]
         .into_iter()

@@ -1,5 +1,8 @@
 //! `cargo xtask bench overhead`: guest instructions per connect with and without each tracer,
-//! in one deterministic boot (`-icount shift=0,sleep=off -smp 1`).
+//! in one deterministic boot (`-icount shift=0,sleep=off -smp 1`). `cargo xtask bench latency`:
+//! connect() p50/p99 with and without each tracer at a paced 1000 connects/s, in real time
+//! (no icount: noisy). The tracers are probe-user's configurations and, with `--stap`,
+//! SystemTap's three examples (see [`crate::stap`]).
 
 use std::{collections::BTreeMap, fmt::Write as _, path::Path};
 
@@ -51,21 +54,24 @@ impl Options {
     }
 }
 
-/// One benchmark configuration: a name, the SystemTap example it reproduces, the tracer command
-/// (none for the baseline) and the port the workload connects to.
+/// One benchmark configuration: a name, the SystemTap example it reproduces, the tracer (none
+/// for the baseline) and the port the workload connects to.
 struct Config {
     name: &'static str,
     example: &'static str,
-    tracer: Option<&'static str>,
+    tracer: Option<Tracer>,
     port: u16,
 }
 
-const fn traced(
-    name: &'static str,
-    example: &'static str,
-    tracer: &'static str,
-    port: u16,
-) -> Config {
+#[derive(Clone, Copy)]
+enum Tracer {
+    /// A probe-user command line.
+    ProbeUser(&'static str),
+    /// SystemTap's example `n`, run by staprun.
+    Stap(u32),
+}
+
+const fn traced(name: &'static str, example: &'static str, tracer: Tracer, port: u16) -> Config {
     Config {
         name,
         example,
@@ -78,33 +84,43 @@ impl Config {
     /// A SystemTap module (only with `--stap`): ready once its kprobe is registered, as it
     /// prints no banner.
     fn is_stap(&self) -> bool {
-        self.tracer
-            .is_some_and(|t| t.starts_with("/usr/bin/staprun"))
+        matches!(self.tracer, Some(Tracer::Stap(_)))
+    }
+
+    /// The tracer's command line in the guest (empty for the baseline).
+    fn command(&self) -> String {
+        match self.tracer {
+            None => String::new(),
+            Some(Tracer::ProbeUser(command)) => command.to_string(),
+            Some(Tracer::Stap(n)) => stap::staprun_command(n),
+        }
     }
 }
+
+use Tracer::{ProbeUser, Stap};
 
 #[rustfmt::skip]
 const CONFIGS: &[Config] = &[
     Config { name: "baseline", example: "-", tracer: None, port: 8080 },
-    traced("minimal", "example 1", "/bin/probe-user --format minimal", 8080),
-    traced("default", "example 2", "/bin/probe-user", 8080),
-    traced("filter-hit", "example 3, printed", "/bin/probe-user --filter-port 8080", 8080),
-    traced("filter-miss", "example 3, filtered out", "/bin/probe-user --filter-port 8080", 9090),
-    traced("succ-default", "example 2", "/bin/probe-user --successes-only", 8080),
-    traced("succ-filter-hit", "example 3, printed", "/bin/probe-user --successes-only --filter-port 8080", 8080),
-    traced("succ-filter-miss", "example 3, filtered out", "/bin/probe-user --successes-only --filter-port 8080", 9090),
-    traced("fentry-minimal", "example 1", "/bin/probe-user --attach fentry --format minimal", 8080),
-    traced("fentry-default", "example 2", "/bin/probe-user --attach fentry", 8080),
-    traced("fentry-filter-hit", "example 3, printed", "/bin/probe-user --attach fentry --filter-port 8080", 8080),
-    traced("fentry-filter-miss", "example 3, filtered out", "/bin/probe-user --attach fentry --filter-port 8080", 9090),
-    traced("tp-minimal", "example 1", "/bin/probe-user --attach tracepoint --format minimal", 8080),
-    traced("tp-default", "example 2", "/bin/probe-user --attach tracepoint", 8080),
-    traced("tp-filter-hit", "example 3, printed", "/bin/probe-user --attach tracepoint --filter-port 8080", 8080),
-    traced("tp-filter-miss", "example 3, filtered out", "/bin/probe-user --attach tracepoint --filter-port 8080", 9090),
-    traced("stap-1", "example 1", "/usr/bin/staprun /stap/tcpconn1.ko", 8080),
-    traced("stap-2", "example 2", "/usr/bin/staprun /stap/tcpconn2.ko", 8080),
-    traced("stap-3-hit", "example 3, printed", "/usr/bin/staprun /stap/tcpconn3.ko", 8080),
-    traced("stap-3-miss", "example 3, filtered out", "/usr/bin/staprun /stap/tcpconn3.ko", 9090),
+    traced("minimal", "example 1", ProbeUser("/bin/probe-user --format minimal"), 8080),
+    traced("default", "example 2", ProbeUser("/bin/probe-user"), 8080),
+    traced("filter-hit", "example 3, printed", ProbeUser("/bin/probe-user --filter-port 8080"), 8080),
+    traced("filter-miss", "example 3, filtered out", ProbeUser("/bin/probe-user --filter-port 8080"), 9090),
+    traced("succ-default", "example 2", ProbeUser("/bin/probe-user --successes-only"), 8080),
+    traced("succ-filter-hit", "example 3, printed", ProbeUser("/bin/probe-user --successes-only --filter-port 8080"), 8080),
+    traced("succ-filter-miss", "example 3, filtered out", ProbeUser("/bin/probe-user --successes-only --filter-port 8080"), 9090),
+    traced("fentry-minimal", "example 1", ProbeUser("/bin/probe-user --attach fentry --format minimal"), 8080),
+    traced("fentry-default", "example 2", ProbeUser("/bin/probe-user --attach fentry"), 8080),
+    traced("fentry-filter-hit", "example 3, printed", ProbeUser("/bin/probe-user --attach fentry --filter-port 8080"), 8080),
+    traced("fentry-filter-miss", "example 3, filtered out", ProbeUser("/bin/probe-user --attach fentry --filter-port 8080"), 9090),
+    traced("tp-minimal", "example 1", ProbeUser("/bin/probe-user --attach tracepoint --format minimal"), 8080),
+    traced("tp-default", "example 2", ProbeUser("/bin/probe-user --attach tracepoint"), 8080),
+    traced("tp-filter-hit", "example 3, printed", ProbeUser("/bin/probe-user --attach tracepoint --filter-port 8080"), 8080),
+    traced("tp-filter-miss", "example 3, filtered out", ProbeUser("/bin/probe-user --attach tracepoint --filter-port 8080"), 9090),
+    traced("stap-1", "example 1", Stap(1), 8080),
+    traced("stap-2", "example 2", Stap(2), 8080),
+    traced("stap-3-hit", "example 3, printed", Stap(3), 8080),
+    traced("stap-3-miss", "example 3, filtered out", Stap(3), 9090),
 ];
 
 /// SystemTap 4.8's overhead on the same workload and VM (../shared/REFERENCE.md: its scripts,
@@ -244,17 +260,24 @@ fn guest_script(options: &Options, latency: bool) -> String {
     for _ in 0..options.rounds {
         for c in options.configs() {
             let ready = if c.is_stap() { "kprobe" } else { "banner" };
-            let tracer = c.tracer.unwrap_or("");
-            let _ = writeln!(s, "bench {} {} {ready} {tracer} || exit 1", c.name, c.port);
+            let _ = writeln!(
+                s,
+                "bench {} {} {ready} {} || exit 1",
+                c.name,
+                c.port,
+                c.command()
+            );
         }
     }
     // Kernel BPF statistics cost a clock read per program run: a separate, unmeasured pass.
     for c in options.configs().filter(|c| !latency && !c.is_stap()) {
-        if let Some(tracer) = c.tracer {
+        if c.tracer.is_some() {
             let _ = writeln!(
                 s,
-                "bench stats-{} {} banner {tracer} --stats || exit 1",
-                c.name, c.port
+                "bench stats-{} {} banner {} --stats || exit 1",
+                c.name,
+                c.port,
+                c.command()
             );
         }
     }
@@ -377,10 +400,7 @@ fn report(
         let _ = writeln!(
             out,
             "| `{}` (port {}) | {stats} |",
-            c.tracer
-                .unwrap_or_default()
-                .trim_start_matches("/usr/bin/")
-                .trim_start_matches("/bin/"),
+            tracer_command(c),
             c.port
         );
     }
@@ -441,11 +461,13 @@ fn stap_overhead(
     }
 }
 
-fn tracer_command(c: &Config) -> &str {
-    c.tracer
-        .unwrap_or_default()
+/// The tracer's command line as the report shows it, without the program's directory.
+fn tracer_command(c: &Config) -> String {
+    let command = c.command();
+    command
         .trim_start_matches("/usr/bin/")
         .trim_start_matches("/bin/")
+        .to_string()
 }
 
 fn example(name: &str) -> (&'static str, f64, f64) {

@@ -1,5 +1,7 @@
-//! Developer tasks: `cargo xtask test` (unit tests, then integration tests in a VM) and
-//! `cargo xtask run -- <probe-user args>` (probe-user in a VM, with a little traffic).
+//! Developer tasks: `cargo xtask test` (lints and unit tests, then the integration tests in a VM
+//! and natively on the host), `cargo xtask run -- <probe-user args>` (probe-user in a VM, with a
+//! little traffic) and `cargo xtask bench [overhead|latency]` (what tracing costs a connect, in
+//! a VM).
 
 mod artifacts;
 mod bench;
@@ -21,11 +23,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Task {
-    /// Lints and unit tests on the host, then the integration tests inside a qemu VM.
+    /// Lints and unit tests on the host, then the integration tests inside a qemu VM and
+    /// natively on the host.
     Test(test::Options),
     /// Runs probe-user inside a qemu VM while a client makes a few connects.
     Run(run::Options),
-    /// Measures overhead in a deterministic VM (guest instructions per connect).
+    /// Measures overhead in a deterministic VM (guest instructions per connect) or connect()
+    /// latency.
     Bench(bench::Options),
 }
 

@@ -11,9 +11,22 @@ use anyhow::{Context as _, Result, bail};
 
 use crate::artifacts;
 
-/// Guest path of the module compiled from `tcpconn<n>.stp`.
-pub fn module_path(n: u32) -> String {
-    format!("/stap/tcpconn{n}.ko")
+/// Guest path of staprun, which loads a compiled module and prints what it reports.
+const STAPRUN: &str = "/usr/bin/staprun";
+
+/// The name of SystemTap example `n`: its script is `<name>.stp`, its module `<name>.ko`.
+fn example_name(n: u32) -> String {
+    format!("tcpconn{n}")
+}
+
+/// Guest path of the module compiled from example `n`.
+fn module_path(n: u32) -> String {
+    format!("/stap/{}.ko", example_name(n))
+}
+
+/// The guest command line that runs example `n` (its module, as [`prepare`] copies it).
+pub fn staprun_command(n: u32) -> String {
+    format!("{STAPRUN} {}", module_path(n))
 }
 
 /// Files to copy into the guest: `(guest path, host path)`.
@@ -30,15 +43,16 @@ pub fn prepare(kernel_image: &Path) -> Result<Vec<(String, PathBuf)>> {
     let scripts = artifacts::workspace_root().join("../shared/stap");
     let mut files = Vec::new();
     for n in 1..=3 {
-        let script = scripts.join(format!("tcpconn{n}.stp"));
-        let module = dir.join(format!("tcpconn{n}.ko"));
+        let name = example_name(n);
+        let script = scripts.join(format!("{name}.stp"));
+        let module = dir.join(format!("{name}.ko"));
         if !is_newer(&module, &script) {
             eprintln!(
                 "xtask: compiling {} with stap (kernel {kver})",
                 script.display()
             );
             let status = Command::new("stap")
-                .args(["-r", &kver, "-p4", "-m", &format!("tcpconn{n}")])
+                .args(["-r", &kver, "-p4", "-m", &name])
                 .arg(&script)
                 .current_dir(&dir)
                 // The host's lockdown makes stap ask for signing keys otherwise.
@@ -52,7 +66,7 @@ pub fn prepare(kernel_image: &Path) -> Result<Vec<(String, PathBuf)>> {
         }
         files.push((module_path(n), module));
     }
-    for program in ["/usr/bin/staprun", "/usr/lib/systemtap/stapio"] {
+    for program in [STAPRUN, "/usr/lib/systemtap/stapio"] {
         files.push((program.to_string(), PathBuf::from(program)));
         for lib in shared_libraries(program)? {
             files.push((lib.clone(), PathBuf::from(lib)));

@@ -8,11 +8,15 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
+use probe_common::Backend;
 
 use crate::{artifacts, kernels, vm};
 
-/// The attach backends (`probe-user --attach`).
-const BACKENDS: [&str; 3] = ["kprobe", "fentry", "tracepoint"];
+/// The attach backends, by probe-user's names for them (`probe-user --attach <name>`).
+const KPROBE: &str = Backend::Kprobe.name();
+const FENTRY: &str = Backend::Fentry.name();
+const TRACEPOINT: &str = Backend::Tracepoint.name();
+const BACKENDS: [&str; 3] = [KPROBE, FENTRY, TRACEPOINT];
 
 /// The line the guest script prints for each test binary that failed.
 const FAILED_MARKER: &str = "xtask-failed:";
@@ -33,13 +37,8 @@ pub struct Options {
     /// kernel image. Repeatable or comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "all")]
     kernel: Vec<String>,
-    /// Backends to run the VM tests with (kprobe, fentry, tracepoint). Repeatable or
-    /// comma-separated.
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "kprobe,fentry,tracepoint"
-    )]
+    /// Backends to run the VM tests with. Repeatable or comma-separated.
+    #[arg(long, value_delimiter = ',', default_values = BACKENDS)]
     attach: Vec<String>,
     /// Only run tests whose name contains this.
     filter: Option<String>,
@@ -59,6 +58,18 @@ pub fn run(options: Options) -> Result<()> {
             "-D",
             "warnings",
         ])?;
+        // The library alone, as an agent embeds it: none of the command's dependencies.
+        cargo(&[
+            "clippy",
+            "--package",
+            "probe-user",
+            "--no-default-features",
+            "--lib",
+            "--",
+            "-D",
+            "warnings",
+        ])?;
+        clippy_ebpf()?;
     }
     if !options.no_unit {
         cargo(&[
@@ -156,7 +167,7 @@ fn run_natively(
     path.push(":");
     path.push(std::env::var_os("PATH").unwrap_or_default());
     let mut failed = Vec::new();
-    for attach in [Some("tracepoint"), None] {
+    for attach in [Some(TRACEPOINT), None] {
         let label = attach.map_or("plain probe-user (auto)".to_string(), |b| {
             format!("--attach {b}")
         });
@@ -210,11 +221,11 @@ fn resolve_kernels(values: &[String]) -> Result<Vec<(String, PathBuf)>> {
 fn check_host_refusals(probe_user: &Path) -> Result<()> {
     for (backend, expected) in [
         (
-            "kprobe",
+            KPROBE,
             "probe-user: error: this kernel has no kprobes (CONFIG_KPROBES is off), so probe-user cannot trace it\n",
         ),
         (
-            "fentry",
+            FENTRY,
             "probe-user: error: this kernel cannot attach fentry/fexit programs (they need BTF and BPF trampolines, Linux 5.5+ with CONFIG_FUNCTION_TRACER): ",
         ),
     ] {
@@ -256,14 +267,40 @@ fn guest_script(tests: &[(String, PathBuf)], backends: &[String], filter: Option
     script
 }
 
+/// `cargo clippy` on probe-ebpf for its BPF target, as probe-user's build.rs builds it
+/// (`-Z build-std=core`, which RUSTC_BOOTSTRAP allows on the pinned stable toolchain).
+fn clippy_ebpf() -> Result<()> {
+    let args = [
+        "clippy",
+        "--release",
+        "--target",
+        "bpfel-unknown-none",
+        "-Z",
+        "build-std=core",
+        "--target-dir",
+        "../target/ebpf-clippy",
+        "--",
+        "-D",
+        "warnings",
+    ];
+    let dir = artifacts::workspace_root().join("probe-ebpf");
+    cargo_in(&dir, &[("RUSTC_BOOTSTRAP", "1")], &args)
+}
+
 fn cargo(args: &[&str]) -> Result<()> {
+    cargo_in(&artifacts::workspace_root(), &[], args)
+}
+
+/// Runs cargo with `args` in `dir`, with `env` added to the environment.
+fn cargo_in(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Result<()> {
     let status = Command::new(env!("CARGO"))
         .args(args)
-        .current_dir(artifacts::workspace_root())
+        .envs(env.iter().copied())
+        .current_dir(dir)
         .status()
         .context("cannot run cargo")?;
     if !status.success() {
-        bail!("cargo {} failed", args.join(" "));
+        bail!("cargo {} (in {}) failed", args.join(" "), dir.display());
     }
     Ok(())
 }

@@ -15,12 +15,12 @@ use prometheus_client::{
 };
 use tokio::sync::{mpsc, oneshot};
 
-use crate::{ConnectCount, Counters};
+use probe_user::{ConnectCount, Counters};
 
 /// The exposition's content type.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// Renders `counts` (from [`crate::Tracer::connect_counts`]) and `counters` as OpenMetrics
+/// Renders `counts` (from [`probe_user::Tracer::connect_counts`]) and `counters` as OpenMetrics
 /// text: `probe_connects_total{family,dport}` (plus `daddr` when `with_daddr`; counts of the
 /// same port and family are summed otherwise) and `probe_events_{dropped,missed,malformed}_total`.
 pub fn render(counts: &[ConnectCount], counters: Counters, with_daddr: bool) -> String {
@@ -131,7 +131,7 @@ async fn respond(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Family as IpFamily;
+    use probe_user::Family as IpFamily;
 
     #[test]
     fn renders_counts_and_losses() {

@@ -1,12 +1,19 @@
-//! `probe-user`: the command-line tracer, a thin layer over the `probe_user` library.
+//! `probe-user`: the command-line tracer, a thin layer over the `probe_user` library: arguments
+//! (clap) onto a [`probe_user::TracerBuilder`], events or counts onto stdout ([`output`]) or a
+//! Prometheus endpoint ([`metrics`]), errors as one line.
+
+mod metrics;
+mod output;
 
 use std::{process::ExitCode, time::Duration};
 
 use anyhow::Result;
-use clap::Parser;
-use probe_common::MAX_PENDING;
+use clap::{Parser, builder::PossibleValuesParser, builder::TypedValueParser as _};
+use output::BatchedStdout;
+use probe_common::limit::{MAX_CONNECTING, MAX_PENDING};
 use probe_user::{
-    Backend, CountBy, Family, Format, Formatter, Tracer, WallClock, output::BatchedStdout,
+    Backend, CountBy, Family, Format, Formatter, Mode, Tracer, WallClock,
+    names::{self, Named},
 };
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -42,7 +49,7 @@ struct Cli {
     comm: Vec<String>,
     /// Only trace connects to destinations in this network (CIDR, IPv4 or IPv6, or a single
     /// address; filtered in the kernel). Repeatable or comma-separated.
-    #[arg(long, value_name = "CIDR", value_delimiter = ',', value_parser = probe_user::filter::parse_network)]
+    #[arg(long, value_name = "CIDR", value_delimiter = ',', value_parser = probe_user::parse_network)]
     dst: Vec<ipnet::IpNet>,
     /// Only trace IPv4 connects (tcp_v4_connect).
     #[arg(short = '4', long = "ipv4", conflicts_with = "ipv6")]
@@ -65,8 +72,8 @@ struct Cli {
     /// With --count or --metrics: count by destination address and port (the default for
     /// --count tables), or by destination port only (the default for --metrics, whose connects
     /// carry a daddr label only when this says destination).
-    #[arg(long, value_name = "KEY", value_parser = ["destination", "port"], requires = "counting")]
-    count_by: Option<String>,
+    #[arg(long, value_name = "KEY", value_parser = parse_count_by(), requires = "counting")]
+    count_by: Option<CountBy>,
     /// Serve Prometheus/OpenMetrics counters at http://ADDR/metrics (ADDR is PORT for
     /// 127.0.0.1:PORT, or IP:PORT): connects by family and destination port, counted in the
     /// kernel, and the dropped/missed/malformed counts. Nothing is printed per connect.
@@ -107,64 +114,100 @@ impl Signals {
     }
 }
 
+/// Repeats `step` on `state` until a signal arrives, then runs `last` to collect what is left;
+/// writes what each printed into `out`'s buffer right after it. Returns `false` (at once) if
+/// stdout's reader went away (`| head -1`): nobody is listening, so the caller ends quietly.
+async fn until_signal<S>(
+    state: &mut S,
+    signals: &mut Signals,
+    out: &mut BatchedStdout,
+    mut step: impl AsyncFnMut(&mut S, &mut Vec<u8>),
+    last: impl FnOnce(&mut S, &mut Vec<u8>),
+) -> bool {
+    loop {
+        tokio::select! {
+            _ = step(state, out.buf()) => {}
+            _ = signals.recv() => break,
+        }
+        if out.flush().is_err() {
+            return false;
+        }
+    }
+    last(state, out.buf());
+    out.flush().is_ok()
+}
+
 /// What to do with the kernel's counts.
 struct Counting {
+    tracer: Tracer,
+    formatter: Formatter,
     /// `--count`: print a table this often and at the end.
     tables: Option<Duration>,
     /// `--metrics`: scrapes to answer.
-    scrapes: Option<tokio::sync::mpsc::Receiver<probe_user::metrics::Scrape>>,
+    scrapes: Option<tokio::sync::mpsc::Receiver<metrics::Scrape>>,
     /// `--count-by destination` given explicitly: metrics carry a daddr label.
     daddr_labels: bool,
+}
+
+impl Counting {
+    /// Keeps the bookkeeping going (no events come through the ring buffer, but calls whose
+    /// return was missed are reaped) and appends the count table, if tables are printed.
+    fn update(&mut self, out: &mut Vec<u8>) {
+        self.tracer.drain(|_| {});
+        if self.tables.is_some() {
+            let unix_s = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            self.formatter
+                .write_counts(out, unix_s, &self.tracer.connect_counts());
+        }
+    }
+
+    /// Answers one scrape with the counts as they are now.
+    fn answer(&self, reply: metrics::Scrape) {
+        let text = metrics::render(
+            &self.tracer.connect_counts(),
+            self.tracer.counters(),
+            self.daddr_labels,
+        );
+        let _ = reply.send(text);
+    }
 }
 
 /// `--count` / `--metrics`: prints the kernel's count table every interval and at the end,
 /// and answers scrapes, until a signal.
 async fn count_until_signal(
-    mut tracer: Tracer,
-    formatter: Formatter,
-    mut out: BatchedStdout,
     mut counting: Counting,
+    mut out: BatchedStdout,
     mut signals: Signals,
 ) -> Result<()> {
     // Without --count, the tick only keeps the bookkeeping going.
     let period = counting.tables.unwrap_or(Duration::from_secs(1));
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-    loop {
+    let step = async |counting: &mut Counting, out: &mut Vec<u8>| {
         let scrape = async {
             match &mut counting.scrapes {
                 Some(rx) => rx.recv().await,
                 None => std::future::pending().await,
             }
         };
-        let stopping = tokio::select! {
-            _ = tick.tick() => false,
-            Some(reply) = scrape => {
-                let text = probe_user::metrics::render(
-                    &tracer.connect_counts(),
-                    tracer.counters(),
-                    counting.daddr_labels,
-                );
-                let _ = reply.send(text);
-                continue;
-            }
-            _ = signals.recv() => true,
-        };
-        // No events come through the ring buffer; this keeps the bookkeeping (reaping calls
-        // whose return was missed) going.
-        tracer.drain(|_| {});
-        if counting.tables.is_some() {
-            let unix_s = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
-            formatter.write_counts(out.buf(), unix_s, &tracer.connect_counts());
-            if out.flush().is_err() {
-                return Ok(());
-            }
+        tokio::select! {
+            _ = tick.tick() => counting.update(out),
+            Some(reply) = scrape => counting.answer(reply),
         }
-        if stopping {
-            break;
-        }
+    };
+    if !until_signal(
+        &mut counting,
+        &mut signals,
+        &mut out,
+        step,
+        Counting::update,
+    )
+    .await
+    {
+        return Ok(());
     }
+    let tracer = &mut counting.tracer;
     tracer.reap_pending(Duration::ZERO);
     let counted: u64 = tracer.connect_counts().iter().map(|c| c.connects).sum();
     let counters = tracer.counters();
@@ -173,6 +216,13 @@ async fn count_until_signal(
         counters.dropped, counters.missed, counters.malformed
     );
     Ok(())
+}
+
+/// `--count-by`: a name of [`CountBy`]'s table, listed in the error.
+fn parse_count_by() -> impl clap::builder::TypedValueParser<Value = CountBy> {
+    let names: Vec<&'static str> = CountBy::ALL.iter().map(|by| by.name()).collect();
+    PossibleValuesParser::new(names)
+        .map(|name| CountBy::from_name(&name).expect("the parser admits only CountBy's names"))
 }
 
 /// `--metrics`: `PORT` (loopback) or `IP:PORT`.
@@ -200,7 +250,7 @@ fn one_line(rendered: &str) -> String {
     }
 }
 
-fn parse_format(s: &str) -> Result<Format, String> {
+fn parse_format(s: &str) -> Result<Format, names::UnknownName> {
     s.parse()
 }
 
@@ -211,10 +261,10 @@ enum Attach {
     Only(Backend),
 }
 
-fn parse_attach(s: &str) -> Result<Attach, String> {
+fn parse_attach(s: &str) -> Result<Attach, names::UnknownName> {
     match s {
         "auto" => Ok(Attach::Auto),
-        _ => s.parse().map(Attach::Only),
+        _ => names::parse("backend", s, &["auto"]).map(Attach::Only),
     }
 }
 
@@ -272,10 +322,13 @@ async fn run(cli: Cli) -> Result<()> {
         builder = builder.program_stats();
     }
     let counting = cli.count || cli.metrics.is_some();
-    let count_by = match (cli.count_by.as_deref(), cli.count) {
-        (Some("port"), _) | (None, false) => CountBy::Port,
-        _ => CountBy::Destination,
-    };
+    // --count tables default to destinations; --metrics to ports (a label per address only
+    // when asked for).
+    let count_by = cli.count_by.unwrap_or(if cli.count {
+        CountBy::Destination
+    } else {
+        CountBy::Port
+    });
     if counting {
         builder = builder.count_by(count_by);
     }
@@ -283,9 +336,9 @@ async fn run(cli: Cli) -> Result<()> {
         builder = builder.backend(backend);
     }
     if cli.successes_only {
-        builder = builder.successes_only();
+        builder = builder.mode(Mode::SuccessesOnly);
     } else if cli.format == Format::Minimal {
-        builder = builder.timestamps_only();
+        builder = builder.mode(Mode::TimestampsOnly);
     }
     if cli.ipv4 {
         builder = builder.family(Family::V4);
@@ -295,28 +348,29 @@ async fn run(cli: Cli) -> Result<()> {
     // Signals first: a SIGINT that arrives while attaching still ends the run cleanly.
     let mut signals = Signals::new()?;
     let tracer = builder.attach()?;
-    for (backend, why) in tracer.fallbacks() {
-        eprintln!("probe-user: not attaching with {backend}: {why}");
+    for skipped in tracer.fallbacks() {
+        eprintln!(
+            "probe-user: not attaching with {}: {skipped}",
+            skipped.backend
+        );
     }
     let backend = tracer.backend();
     let formatter = Formatter::new(cli.format, WallClock::measure());
     let mut out = BatchedStdout::default();
     if counting {
         let scrapes = match cli.metrics {
-            Some(addr) => Some(probe_user::metrics::serve(addr).await?),
+            Some(addr) => Some(metrics::serve(addr).await?),
             None => None,
         };
-        let by = match count_by {
-            CountBy::Port => "port",
-            CountBy::Destination => "destination",
-        };
-        eprintln!("Counting TCP connects by {by} ({backend}). Hit Ctrl-C to end.");
+        eprintln!("Counting TCP connects by {count_by} ({backend}). Hit Ctrl-C to end.");
         let counting = Counting {
+            tracer,
+            formatter,
             tables: cli.count.then_some(cli.interval),
             scrapes,
-            daddr_labels: cli.count_by.as_deref() == Some("destination"),
+            daddr_labels: cli.count_by == Some(CountBy::Destination),
         };
-        return count_until_signal(tracer, formatter, out, counting, signals).await;
+        return count_until_signal(counting, out, signals).await;
     }
     let mut events = tracer.into_stream()?;
     eprintln!(
@@ -324,28 +378,21 @@ async fn run(cli: Cli) -> Result<()> {
         cli.format
     );
 
-    loop {
-        let stopping = tokio::select! {
-            _ = events.next_batch(|event| formatter.write(out.buf(), event)) => false,
-            _ = signals.recv() => true,
-        };
-        if stopping {
-            events
-                .tracer_mut()
-                .drain(|event| formatter.write(out.buf(), event));
-        }
-        if out.flush().is_err() {
-            // stdout's reader went away (`| head -1`): nobody is listening, end quietly.
-            return Ok(());
-        }
-        if stopping {
-            break;
-        }
+    let step = async |events: &mut probe_user::EventStream, out: &mut Vec<u8>| {
+        events.next_batch(|event| formatter.write(out, event)).await;
+    };
+    let last = |events: &mut probe_user::EventStream, out: &mut Vec<u8>| {
+        events
+            .tracer_mut()
+            .drain(|event| formatter.write(out, event));
+    };
+    if !until_signal(&mut events, &mut signals, &mut out, step, last).await {
+        return Ok(());
     }
     let tracer = events.tracer_mut();
     if cli.stats {
         eprintln!(
-            "probe-user: {} connect calls in flight (maps PENDING and CONNECTING, {MAX_PENDING} entries each)",
+            "probe-user: {} connect calls in flight (maps PENDING and CONNECTING, {MAX_PENDING} and {MAX_CONNECTING} entries)",
             tracer.pending_calls()
         );
         for p in tracer.program_stats() {
@@ -380,6 +427,18 @@ mod tests {
     #[test]
     fn command_is_well_formed() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn unknown_backend_lists_auto_and_every_backend() {
+        assert_eq!(
+            parse_attach("uprobe").unwrap_err().to_string(),
+            "unknown backend 'uprobe' (expected one of: auto, kprobe, fentry, tracepoint)"
+        );
+        for &backend in Backend::ALL {
+            assert_eq!(parse_attach(backend.name()), Ok(Attach::Only(backend)));
+        }
+        assert_eq!(parse_attach("auto"), Ok(Attach::Auto));
     }
 
     proptest! {
@@ -432,14 +491,14 @@ mod tests {
         #[test]
         fn attach_names_parse(name in "[a-z]{0,10}") {
             let parsed = parse(&["--attach".to_string(), name.clone()]);
-            let known = name == "auto" || Backend::NAMES.contains(&name.as_str());
+            let known = name == "auto" || Backend::from_name(&name).is_some();
             prop_assert_eq!(parsed.is_ok(), known);
         }
 
         #[test]
         fn format_names_parse(name in "[a-z]{0,8}") {
             let parsed = parse(&["--format".to_string(), name.clone()]);
-            prop_assert_eq!(parsed.is_ok(), Format::NAMES.contains(&name.as_str()));
+            prop_assert_eq!(parsed.is_ok(), Format::from_name(&name).is_some());
         }
     }
 }

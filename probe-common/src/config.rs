@@ -1,0 +1,116 @@
+//! What userspace decides before loading: the load-time globals (constants to the verifier) and
+//! the keys of the filter maps.
+
+use crate::{Family, Named, RawAddr};
+
+/// Offsets (bytes from the start of `struct sock`) of the `struct sock_common` fields the kernel
+/// side reads. Userspace resolves them from the running kernel's BTF and sets the `SOCK_OFFSETS`
+/// global before loading, because Rust eBPF cannot emit CO-RE relocations.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SockOffsets {
+    /// `skc_daddr` (IPv4 destination, `__be32`).
+    pub daddr: u32,
+    /// `skc_rcv_saddr` (IPv4 bound source, `__be32`).
+    pub rcv_saddr: u32,
+    /// `skc_num` (source port, host order `__u16`).
+    pub num: u32,
+    /// `skc_dport` (destination port, `__be16`).
+    pub dport: u32,
+    /// `skc_family` (`unsigned short`).
+    pub family: u32,
+    /// `skc_v6_daddr` (IPv6 destination, `struct in6_addr`).
+    pub v6_daddr: u32,
+    /// `skc_v6_rcv_saddr` (IPv6 bound source, `struct in6_addr`).
+    pub v6_rcv_saddr: u32,
+    /// `sk_protocol` (`u16`; `IPPROTO_TCP` for TCP sockets), for the state-change tracepoint,
+    /// which other protocols share.
+    pub protocol: u32,
+    /// `inet_sport` of `struct inet_sock` (source port, `__be16`): unlike `skc_num` it survives
+    /// the port's release when a connecting socket closes, so the tracepoint backend reads it.
+    pub inet_sport: u32,
+}
+
+/// Bytes at the start of `struct sock` that hold every IPv4 field of `sock_common` (`skc_daddr`,
+/// `skc_rcv_saddr`, `skc_dport`, `skc_num`, `skc_family`); the kernel side reads them at once.
+pub const SOCK_HEAD_LEN: usize = 24;
+
+/// Flags of the in-kernel filters, set by userspace as the `FILTERS` global before loading. With
+/// a flag clear, the verifier sees a constant and drops the map lookup altogether.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FilterFlags {
+    /// Non-zero: only destination ports whose bit is set in `PORT_SET` are traced.
+    pub ports: u8,
+    /// Non-zero: only pids present in `PID_FILTER` are traced.
+    pub pids: u8,
+    /// The [`Family::bit`]s of the families traced (the per-family hooks are simply not
+    /// attached for a family left out; the tcp_connect and tracepoint hooks check this).
+    pub families: u8,
+    /// Non-zero: only uids present in `UID_FILTER` are traced.
+    pub uids: u8,
+    /// Non-zero: only tasks in a cgroup (v2) whose id is present in `CGROUP_FILTER` are traced.
+    pub cgroups: u8,
+    /// Non-zero: only tasks whose `comm` is present in `COMM_FILTER` are traced.
+    pub comms: u8,
+    /// Non-zero: only destinations inside a network of `DST_FILTER` are traced.
+    pub destinations: u8,
+}
+
+impl FilterFlags {
+    /// No filter: every connect of both families.
+    pub const NONE: FilterFlags = FilterFlags {
+        ports: 0,
+        pids: 0,
+        families: Family::V4.bit() | Family::V6.bit(),
+        uids: 0,
+        cgroups: 0,
+        comms: 0,
+        destinations: 0,
+    };
+}
+
+/// 64-bit words of the `PORT_SET` bitmap: one bit per port, 0 to 65535.
+pub const PORT_WORDS: usize = 65536 / 64;
+
+/// A destination network in the `DST_FILTER` LPM trie: IPv4 networks are stored IPv4-mapped
+/// (`::ffff:a.b.c.d`, prefix + 96), so one trie serves both families.
+pub type DstKey = RawAddr;
+
+/// Prefix length in the `DST_FILTER` trie of an IPv4 network of `prefix` bits.
+pub const fn mapped_prefix(prefix: u32) -> u32 {
+    96 + prefix
+}
+
+/// What `--count` aggregates connects by. The `COUNT_BY` global holds `CountBy as u8`, or
+/// [`CountBy::OFF`] when every connect is an event instead.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CountBy {
+    /// Destination address and port.
+    Destination = 1,
+    /// Destination port only (the address is left zero in the key).
+    Port = 2,
+}
+
+impl CountBy {
+    /// The `COUNT_BY` value when not counting: every connect is an event in the ring buffer.
+    pub const OFF: u8 = 0;
+}
+
+impl Named for CountBy {
+    const ALL: &'static [Self] = &[CountBy::Destination, CountBy::Port];
+
+    fn name(self) -> &'static str {
+        match self {
+            CountBy::Destination => "destination",
+            CountBy::Port => "port",
+        }
+    }
+}
+
+impl core::fmt::Display for CountBy {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.name())
+    }
+}

@@ -1,0 +1,87 @@
+//! The names of the eBPF object's maps, globals and programs: userspace looks them up by these
+//! constants, and the kernel side ties each of its items to its constant at compile time (see
+//! `check_names!` in probe-ebpf), so renaming one side alone does not compile.
+//!
+//! Each constant's value is its own identifier, which is the item's name in the object.
+
+macro_rules! names {
+    ($($(#[$doc:meta])* $name:ident),* $(,)?) => {
+        $(
+            $(#[$doc])*
+            #[allow(non_upper_case_globals)]
+            pub const $name: &str = stringify!($name);
+        )*
+    };
+}
+
+/// Maps (`#[map]` statics of probe-ebpf).
+pub mod map {
+    names! {
+        /// Ring buffer of records (kernel -> userspace).
+        EVENTS,
+        /// Per-CPU loss counters (`crate::state::counter`).
+        COUNTERS,
+        /// Connect calls between entry and return (kprobe backend).
+        PENDING,
+        /// Sockets between SYN_SENT and their next state (tracepoint backend).
+        CONNECTING,
+        /// IPv4-mapped connects between their inner and outer exit (fentry backend).
+        MAPPED_INNER,
+        /// Connects per key (`--count`, `--metrics`).
+        CONNECT_COUNTS,
+        /// `--pid` filter.
+        PID_FILTER,
+        /// `--uid` filter.
+        UID_FILTER,
+        /// `--cgroup` filter.
+        CGROUP_FILTER,
+        /// `--comm` filter.
+        COMM_FILTER,
+        /// `--dst` filter (LPM trie).
+        DST_FILTER,
+    }
+}
+
+/// Globals set by userspace before loading (constants to the verifier).
+pub mod global {
+    names! {
+        /// `crate::SockOffsets` from BTF.
+        SOCK_OFFSETS,
+        /// `crate::FilterFlags`.
+        FILTERS,
+        /// `u8`: non-zero for `--format minimal` (entry hooks emit timestamp records).
+        ENTRY_ONLY,
+        /// `u64`: ring-buffer fill at which the kernel wakes the reader.
+        WAKEUP_BYTES,
+        /// `u8`: `crate::CountBy as u8`, or `CountBy::OFF`.
+        COUNT_BY,
+        /// `[u64; PORT_WORDS]`: the `--filter-port` bitmap.
+        PORT_SET,
+    }
+}
+
+/// Programs (the hooks' function names in probe-ebpf).
+pub mod program {
+    names! {
+        /// kprobe on tcp_v4_connect.
+        tcp_v4_connect,
+        /// kprobe on tcp_v6_connect.
+        tcp_v6_connect,
+        /// kretprobe on both connect functions.
+        tcp_connect_return,
+        /// kprobe on tcp_connect (`--successes-only`).
+        tcp_connect,
+        /// fentry on tcp_v4_connect (`--format minimal`).
+        fentry_tcp_v4_connect,
+        /// fentry on tcp_v6_connect (`--format minimal`).
+        fentry_tcp_v6_connect,
+        /// fexit on tcp_v4_connect.
+        fexit_tcp_v4_connect,
+        /// fexit on tcp_v6_connect.
+        fexit_tcp_v6_connect,
+        /// fentry on tcp_connect (`--successes-only`).
+        fentry_tcp_connect,
+        /// raw tracepoint sock:inet_sock_set_state.
+        inet_sock_set_state,
+    }
+}

@@ -1,0 +1,142 @@
+//! What the kernel side writes into the ring buffer: one record per reported connect, each
+//! starting with a [`RecordHeader`] whose [`RecordKind`] says which record follows.
+//!
+//! A new kind of record is a new [`RecordKind`] variant, a `#[repr(C)]` struct that starts with
+//! a [`RecordHeader`], and one decoder arm in userspace (the match there is exhaustive, so the
+//! compiler points at it).
+
+use crate::{COMM_LEN, RawAddr};
+
+/// What a ring-buffer record is. Stored as a plain `u32` in [`RecordHeader::kind`] (userspace
+/// must be able to read any bit pattern) and turned back with `TryFrom<u32>`.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RecordKind {
+    /// A [`ConnectRecord`]: one connect call with its 4-tuple, caller and result.
+    Connect = 1,
+    /// A [`TimestampRecord`]: only the time and family of a connect call (`--format minimal`).
+    Timestamp = 2,
+}
+
+impl RecordKind {
+    /// The header of a record of this kind.
+    #[inline(always)]
+    pub const fn header(self) -> RecordHeader {
+        RecordHeader {
+            kind: self as u32,
+            _reserved: 0,
+        }
+    }
+}
+
+impl TryFrom<u32> for RecordKind {
+    type Error = u32;
+
+    /// The kind whose value is `kind`, or `kind` itself if there is none.
+    fn try_from(kind: u32) -> Result<Self, u32> {
+        match kind {
+            1 => Ok(RecordKind::Connect),
+            2 => Ok(RecordKind::Timestamp),
+            other => Err(other),
+        }
+    }
+}
+
+/// The first bytes of every ring-buffer record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecordHeader {
+    /// A [`RecordKind`] value.
+    pub kind: u32,
+    /// Zero; keeps the record body 8-byte aligned.
+    pub _reserved: u32,
+}
+
+impl RecordHeader {
+    /// Size in bytes of the header.
+    pub const SIZE: usize = core::mem::size_of::<Self>();
+}
+
+/// One `tcp_v4_connect` / `tcp_v6_connect` call ([`RecordKind::Connect`]).
+///
+/// Addresses are in network byte order (IPv4 uses the first four bytes); ports are in host order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnectRecord {
+    /// [`RecordKind::Connect`].
+    pub header: RecordHeader,
+    /// `CLOCK_BOOTTIME` nanoseconds when the connect call was entered.
+    pub boot_ns: u64,
+    /// Process id (the kernel's tgid).
+    pub pid: u32,
+    /// Thread id (the kernel's pid).
+    pub tid: u32,
+    /// Real user id of the caller.
+    pub uid: u32,
+    /// Return value of `tcp_v4_connect` / `tcp_v6_connect` (0 or a negative errno).
+    pub ret: i32,
+    /// Source address assigned by the kernel (zero if the call failed before assigning one).
+    pub saddr: RawAddr,
+    /// Destination address.
+    pub daddr: RawAddr,
+    /// Source port (host order), zero if the call failed before assigning one.
+    pub sport: u16,
+    /// Destination port (host order).
+    pub dport: u16,
+    /// [`crate::AF_INET`] or [`crate::AF_INET6`] (a [`crate::Family`] value).
+    pub family: u16,
+    /// Explicit padding, always zero.
+    pub _pad: u16,
+    /// The calling task's name, NUL-padded.
+    pub comm: [u8; COMM_LEN],
+}
+
+impl ConnectRecord {
+    /// Size in bytes of one record in the ring buffer.
+    pub const SIZE: usize = core::mem::size_of::<Self>();
+}
+
+/// What an entry hook alone writes when the `ENTRY_ONLY` global is set (`--format minimal`):
+/// just what SystemTap's example 1 prints, with no return probe attached at all
+/// ([`RecordKind::Timestamp`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TimestampRecord {
+    /// [`RecordKind::Timestamp`].
+    pub header: RecordHeader,
+    /// `CLOCK_BOOTTIME` nanoseconds when the connect call was entered.
+    pub boot_ns: u64,
+    /// [`crate::AF_INET`] or [`crate::AF_INET6`] (a [`crate::Family`] value).
+    pub family: u16,
+    /// Explicit padding, always zero.
+    pub _pad: [u16; 3],
+}
+
+impl TimestampRecord {
+    /// Size in bytes of one record in the ring buffer.
+    pub const SIZE: usize = core::mem::size_of::<Self>();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layouts_have_no_implicit_padding() {
+        assert_eq!(RecordHeader::SIZE, 8);
+        assert_eq!(
+            ConnectRecord::SIZE,
+            RecordHeader::SIZE + 8 + 4 * 4 + 16 * 2 + 2 * 4 + COMM_LEN
+        );
+        assert_eq!(ConnectRecord::SIZE % 8, 0);
+        assert_eq!(TimestampRecord::SIZE, RecordHeader::SIZE + 16);
+    }
+
+    #[test]
+    fn kinds_round_trip() {
+        for kind in [RecordKind::Connect, RecordKind::Timestamp] {
+            assert_eq!(RecordKind::try_from(kind.header().kind), Ok(kind));
+        }
+        assert_eq!(RecordKind::try_from(0), Err(0));
+    }
+}

@@ -1,0 +1,70 @@
+//! Values of the maps the kernel side keeps for itself: calls in flight, counts and counters
+//! (userspace reads them, and deletes stale calls).
+
+use crate::{COMM_LEN, RawAddr};
+
+/// Index of each counter in the `COUNTERS` per-CPU array (written by the kernel side).
+pub mod counter {
+    /// Events lost because the ring buffer was full.
+    pub const RING_FULL: u32 = 0;
+    /// Connects not traced because the map of connects in flight was full.
+    pub const PENDING_FULL: u32 = 1;
+    /// Connects whose return probe never ran (the kernel's kretprobe ran out of instances), seen
+    /// when the same thread enters its next connect.
+    pub const MISSED_RETURN: u32 = 2;
+    /// Connects not counted (`--count`) because the map of counts was full.
+    pub const COUNTS_FULL: u32 = 3;
+    /// Number of counters.
+    pub const COUNT: u32 = 4;
+}
+
+/// A key of the kernel's `CONNECT_COUNTS` map: what `--count` counts connects by.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct CountKey {
+    /// Destination address (zero when counting by port only).
+    pub daddr: RawAddr,
+    /// Destination port (host order).
+    pub dport: u16,
+    /// `AF_INET` or `AF_INET6` (a [`crate::Family`] value).
+    pub family: u16,
+    /// Explicit padding, always zero.
+    pub _pad: u32,
+}
+
+/// The process that started a connect, remembered by the tracepoint backend from the socket's
+/// CLOSE -> SYN_SENT transition (in the caller's context) until its next transition, when the
+/// source port is known (keyed by socket address in the kernel's `CONNECTING` map).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Connecting {
+    /// `CLOCK_BOOTTIME` at the CLOSE -> SYN_SENT transition, inside the connect call.
+    pub boot_ns: u64,
+    /// The caller's `bpf_get_current_pid_tgid()`.
+    pub pid_tgid: u64,
+    /// The caller's real user id.
+    pub uid: u32,
+    /// The caller's name, NUL-padded.
+    pub comm: [u8; COMM_LEN],
+    /// Explicit padding, always zero.
+    pub _pad: u32,
+}
+
+/// A connect call between its entry and its return probe, keyed by pid_tgid in the kernel's
+/// `PENDING` map (userspace reaps entries whose return never came).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct PendingConnect {
+    /// The `struct sock *` being connected.
+    pub sk: u64,
+    /// `CLOCK_BOOTTIME` at entry.
+    pub boot_ns: u64,
+    /// The requested destination.
+    pub daddr: RawAddr,
+    /// The requested destination port (host order).
+    pub dport: u16,
+    /// `AF_INET` or `AF_INET6`: which function was entered.
+    pub family: u16,
+    /// Explicit padding, always zero.
+    pub _pad: u32,
+}

@@ -1,0 +1,150 @@
+//! [`TracerBuilder`]: what to trace (filters, families, [`Mode`]) and how (backend), checked and
+//! turned into an attached [`Tracer`] by the stages in `loader`.
+
+use std::{collections::BTreeSet, path::PathBuf};
+
+use ipnet::IpNet;
+use probe_common::{Backend, CountBy, Family};
+
+use crate::{Error, Mode, Tracer, btf, loader};
+
+/// Options of a [`Tracer`]: filters (applied in the kernel), families, what to report and how
+/// to attach.
+#[derive(Clone, Debug)]
+pub struct TracerBuilder {
+    pub(crate) ports: BTreeSet<u16>,
+    pub(crate) pids: BTreeSet<u32>,
+    pub(crate) uids: BTreeSet<u32>,
+    pub(crate) cgroups: Vec<PathBuf>,
+    pub(crate) comms: BTreeSet<String>,
+    pub(crate) destinations: Vec<IpNet>,
+    pub(crate) families: Vec<Family>,
+    pub(crate) mode: Mode,
+    pub(crate) program_stats: bool,
+    pub(crate) btf_path: PathBuf,
+    pub(crate) backend: Option<Backend>,
+    pub(crate) count_by: Option<CountBy>,
+}
+
+impl Default for TracerBuilder {
+    fn default() -> Self {
+        Self {
+            ports: BTreeSet::new(),
+            pids: BTreeSet::new(),
+            uids: BTreeSet::new(),
+            cgroups: Vec::new(),
+            comms: BTreeSet::new(),
+            destinations: Vec::new(),
+            families: vec![Family::V4, Family::V6],
+            mode: Mode::Full,
+            program_stats: false,
+            btf_path: PathBuf::from(btf::VMLINUX_BTF),
+            backend: None,
+            count_by: None,
+        }
+    }
+}
+
+impl TracerBuilder {
+    /// Traces only connects to these destination ports (in addition to any given before).
+    pub fn filter_ports(mut self, ports: impl IntoIterator<Item = u16>) -> Self {
+        self.ports.extend(ports);
+        self
+    }
+
+    /// Traces only connects made by these processes (in addition to any given before).
+    pub fn filter_pids(mut self, pids: impl IntoIterator<Item = u32>) -> Self {
+        self.pids.extend(pids);
+        self
+    }
+
+    /// Traces only connects made by tasks of these (real) user ids (in addition to any given
+    /// before).
+    pub fn filter_uids(mut self, uids: impl IntoIterator<Item = u32>) -> Self {
+        self.uids.extend(uids);
+        self
+    }
+
+    /// Traces only connects made by tasks in these cgroup v2 directories (e.g.
+    /// `/sys/fs/cgroup/system.slice/nginx.service`; the directory itself, not its children).
+    pub fn filter_cgroups(mut self, paths: impl IntoIterator<Item = impl Into<PathBuf>>) -> Self {
+        self.cgroups.extend(paths.into_iter().map(Into::into));
+        self
+    }
+
+    /// Traces only connects made by tasks with these names (`comm`, at most 15 bytes; a thread
+    /// name if the thread set one).
+    pub fn filter_comms(mut self, names: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.comms.extend(names.into_iter().map(Into::into));
+        self
+    }
+
+    /// Traces only connects to destinations inside these networks (IPv4 or IPv6; an
+    /// IPv4-mapped destination counts as IPv4).
+    pub fn filter_destinations(mut self, networks: impl IntoIterator<Item = IpNet>) -> Self {
+        self.destinations.extend(networks);
+        self
+    }
+
+    /// Traces only this family's connect function (default: both).
+    pub fn family(mut self, family: Family) -> Self {
+        self.families = vec![family];
+        self
+    }
+
+    /// What to report for each connect (default: [`Mode::Full`]).
+    pub fn mode(mut self, mode: Mode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Has the kernel account each program's run count and run time while the tracer lives (as
+    /// `kernel.bpf_stats_enabled` does), for [`Tracer::program_stats`]. This costs a clock read
+    /// per program run.
+    pub fn program_stats(mut self) -> Self {
+        self.program_stats = true;
+        self
+    }
+
+    /// Attaches with this backend only, instead of the first of [`Backend::AUTO_ORDER`] that
+    /// works here.
+    pub fn backend(mut self, backend: Backend) -> Self {
+        self.backend = Some(backend);
+        self
+    }
+
+    /// Counts connects in the kernel, per destination or per port, instead of sending an event
+    /// for each: nothing crosses to userspace per connect; read the counts with
+    /// [`Tracer::connect_counts`]. Cannot be combined with [`Mode::TimestampsOnly`].
+    pub fn count_by(mut self, by: CountBy) -> Self {
+        self.count_by = Some(by);
+        self
+    }
+
+    /// Reads struct offsets from this BTF file instead of the running kernel's.
+    pub fn btf_path(mut self, path: impl Into<PathBuf>) -> Self {
+        self.btf_path = path.into();
+        self
+    }
+
+    /// Checks the options, privileges and kernel features, loads the programs and attaches them
+    /// with the chosen backend, or else the first of [`Backend::AUTO_ORDER`] that works (see
+    /// [`Tracer::fallbacks`]). Tracing has started when this returns; on an error nothing stays
+    /// loaded or attached.
+    pub fn attach(self) -> Result<Tracer, Error> {
+        let keys = loader::validate(&self)?;
+        let mut ebpf = loader::load(&self)?;
+        let logger = loader::start_logger(&mut ebpf)?;
+        loader::fill_filters(&mut ebpf, &self, &keys)?;
+        let (backend, fallbacks) = loader::attach_first_working(&mut ebpf, &self)?;
+        let stats = if self.program_stats {
+            Some(
+                aya::sys::enable_stats(aya::sys::Stats::RunTime)
+                    .map_err(|e| Error::Stats(Box::new(e)))?,
+            )
+        } else {
+            None
+        };
+        Tracer::new(ebpf, backend, fallbacks, self.count_by, logger, stats)
+    }
+}

@@ -1,0 +1,223 @@
+//! The library's errors: what went wrong setting up a [`crate::Tracer`], as variants an agent
+//! can match (a missing capability, a kernel feature, BTF, loading, attaching a backend, a bad
+//! filter) and messages a person can act on.
+
+use std::{fmt, path::PathBuf};
+
+use probe_common::{Backend, COMM_LEN};
+
+/// Why a [`crate::Tracer`] could not be set up. Nothing stays attached after any of these.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A filter value the kernel side cannot take; found before anything is loaded.
+    #[error(transparent)]
+    Filter(#[from] FilterError),
+    /// Options that do not go together (e.g. counting with [`crate::Mode::TimestampsOnly`]).
+    #[error("{0}")]
+    Options(&'static str),
+    /// The process may not load eBPF programs: it needs root, or `CAP_BPF` and `CAP_PERFMON`.
+    #[error(
+        "permission denied: run as root or with CAP_BPF and CAP_PERFMON (missing: {})",
+        .missing.join(", ")
+    )]
+    Permission {
+        /// The capabilities missing from the effective set.
+        missing: Vec<&'static str>,
+    },
+    /// The running kernel lacks something every backend needs.
+    #[error(transparent)]
+    Kernel(#[from] Missing),
+    /// The kernel's BTF could not be read, or lacks a field the kernel side reads.
+    #[error("{0}")]
+    Btf(String),
+    /// The kernel refused the eBPF object (the verifier, or a resource limit: see `hint`).
+    #[error("{}cannot load the eBPF programs", hint_prefix(.hint))]
+    Load {
+        /// What to change to make it work, when known (e.g. `RLIMIT_MEMLOCK` on old kernels).
+        hint: Option<String>,
+        /// What aya reported.
+        #[source]
+        source: Box<aya::EbpfError>,
+    },
+    /// A map of the object could not be used or filled.
+    #[error("cannot use map {map}")]
+    Map {
+        /// The map's name (`probe_common::names::map`).
+        map: &'static str,
+        /// What aya reported.
+        #[source]
+        source: Box<aya::maps::MapError>,
+    },
+    /// A map or program is missing from the eBPF object (a build mismatch).
+    #[error("{0} missing from the eBPF object")]
+    Object(String),
+    /// The backend asked for could not be attached.
+    #[error(transparent)]
+    Attach(BackendError),
+    /// No backend of [`Backend::AUTO_ORDER`] could be attached; why, for each.
+    #[error("no way to attach works on this kernel ({})", list(.0))]
+    NoBackend(Vec<BackendError>),
+    /// Kernel run-time statistics could not be enabled (they need `CAP_SYS_ADMIN`).
+    #[error("cannot enable BPF program statistics")]
+    Stats(#[source] Box<aya::sys::SyscallError>),
+    /// aya's logger for the eBPF programs could not be started.
+    #[error("cannot start eBPF logging")]
+    Log(#[source] aya_log::Error),
+}
+
+/// A kernel feature that is missing.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Missing {
+    /// `CONFIG_KPROBES` is off (only the kprobe backend needs it).
+    #[error("this kernel has no kprobes (CONFIG_KPROBES is off), so probe-user cannot trace it")]
+    Kprobes,
+    /// The BPF ring buffer (Linux 5.8+).
+    #[error("this kernel has no BPF ring buffer (it needs Linux 5.8 or later)")]
+    RingBuffer,
+    /// Whether the ring buffer exists could not be found out.
+    #[error("cannot probe for BPF ring buffer support: {0}")]
+    RingBufferProbe(String),
+    /// The kernel's own BTF (`CONFIG_DEBUG_INFO_BTF`).
+    #[error("this kernel has no BTF ({} is missing; it needs CONFIG_DEBUG_INFO_BTF=y)", .0.display())]
+    Btf(PathBuf),
+}
+
+/// A filter value that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FilterError {
+    /// `--filter-port 0`.
+    #[error("port 0 cannot be a destination port")]
+    PortZero,
+    /// More values than the kernel side's filter map holds.
+    #[error("at most {max} {what} can be filtered")]
+    TooMany {
+        /// What was filtered (`"pids"`, `"uids"`, ...).
+        what: &'static str,
+        /// The size of that filter map (`probe_common::limit`).
+        max: u32,
+    },
+    /// A task name that no task can have.
+    #[error(
+        "a task name (--comm) is 1 to {max} bytes, as the kernel truncates them: {:?}",
+        .0,
+        max = COMM_LEN - 1
+    )]
+    Comm(String),
+    /// A cgroup path that cannot be looked at.
+    #[error("cannot use cgroup {}", .path.display())]
+    Cgroup {
+        /// The path given.
+        path: PathBuf,
+        /// Why it cannot be used.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A path that is not a directory of the cgroup v2 hierarchy.
+    #[error(
+        "{} is not a cgroup v2 directory (e.g. /sys/fs/cgroup/system.slice/nginx.service)",
+        .0.display()
+    )]
+    NotCgroup2(PathBuf),
+    /// A destination that is neither an address nor a network.
+    #[error("not an address or network in CIDR notation: {0:?}")]
+    Network(String),
+}
+
+/// Why one backend could not be attached.
+#[derive(Debug)]
+pub struct BackendError {
+    /// The backend.
+    pub backend: Backend,
+    /// Why.
+    pub error: AttachError,
+}
+
+impl fmt::Display for BackendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.error.fmt(f)
+    }
+}
+
+impl std::error::Error for BackendError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        std::error::Error::source(&self.error)
+    }
+}
+
+/// Why a backend's programs could not be loaded or attached.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AttachError {
+    /// The kernel lacks what the backend needs.
+    #[error(transparent)]
+    Missing(#[from] Missing),
+    /// The verifier refused a program.
+    #[error("cannot load {program}")]
+    Load {
+        /// The program (`probe_common::names::program`).
+        program: &'static str,
+        /// What aya reported.
+        #[source]
+        source: Box<aya::programs::ProgramError>,
+    },
+    /// A kprobe or kretprobe could not be attached.
+    #[error("{}cannot attach {kind} to {function}", hint_prefix(.hint))]
+    Probe {
+        /// `kprobe` or `kretprobe`.
+        kind: &'static str,
+        /// The kernel function.
+        function: &'static str,
+        /// What to change to make it work, when known (e.g. `kernel.perf_event_paranoid`).
+        hint: Option<String>,
+        /// What aya reported.
+        #[source]
+        source: Box<aya::programs::ProgramError>,
+    },
+    /// The kernel's BTF, which fentry/fexit programs are loaded against, could not be read.
+    #[error("cannot read the kernel's BTF")]
+    KernelBtf(#[source] Box<aya::BtfError>),
+    /// An fentry or fexit program could not be loaded or attached.
+    #[error(
+        "this kernel cannot attach fentry/fexit programs (they need BTF and BPF trampolines, \
+         Linux 5.5+ with CONFIG_FUNCTION_TRACER): cannot attach {program} to {function}"
+    )]
+    Trampoline {
+        /// The program (`probe_common::names::program`).
+        program: &'static str,
+        /// The kernel function.
+        function: &'static str,
+        /// What aya reported.
+        #[source]
+        source: Box<aya::programs::ProgramError>,
+    },
+    /// The tracepoint could not be attached.
+    #[error(
+        "cannot attach to the sock:{tracepoint} tracepoint (it needs Linux 4.16+ with CONFIG_BPF_EVENTS)"
+    )]
+    Tracepoint {
+        /// The tracepoint's name.
+        tracepoint: &'static str,
+        /// What aya reported.
+        #[source]
+        source: Box<aya::programs::ProgramError>,
+    },
+    /// A program is missing from the object, or of another type (a build mismatch).
+    #[error("program {0} missing from the eBPF object or not of the expected type")]
+    Object(&'static str),
+}
+
+/// `hint: ` in front of a message, or nothing.
+fn hint_prefix(hint: &Option<String>) -> String {
+    hint.as_ref().map(|h| format!("{h}: ")).unwrap_or_default()
+}
+
+fn list(errors: &[BackendError]) -> String {
+    let reasons: Vec<String> = errors
+        .iter()
+        .map(|e| format!("{}: {}", e.backend, e))
+        .collect();
+    reasons.join("; ")
+}

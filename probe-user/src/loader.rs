@@ -1,0 +1,217 @@
+//! The stages of [`crate::TracerBuilder::attach`], in order: validate the options (nothing
+//! touched yet) -> load the object with its globals (privileges, BTF and kernel features
+//! checked first) -> fill the filter maps -> attach the first backend that works.
+
+use std::collections::BTreeSet;
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{HashMap, LpmTrie, lpm_trie::Key},
+};
+use aya_log::EbpfLogger;
+use probe_common::{
+    COMM_LEN, CountBy, FilterFlags,
+    config::{DstKey, PORT_WORDS},
+    limit,
+    names::{global, map},
+};
+
+use crate::{
+    Backend, Mode, TracerBuilder, backend,
+    error::{BackendError, Error, FilterError},
+    filter, kernel,
+};
+
+/// The compiled kernel side, built by build.rs.
+static PROBE_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/probe"));
+
+/// The kernel wakes the reader only once this much is waiting; below it, the reader's periodic
+/// drain picks events up. A wake-up per event would cost more than the event itself.
+const DEFAULT_WAKEUP_BYTES: u64 = limit::RING_BYTES as u64 / 4;
+
+/// Filter values turned into the kernel side's keys.
+pub(crate) struct FilterKeys {
+    comms: BTreeSet<[u8; COMM_LEN]>,
+    cgroups: BTreeSet<u64>,
+}
+
+/// Stage 1: checks every option and turns the filter values into map keys, touching nothing in
+/// the kernel.
+pub(crate) fn validate(options: &TracerBuilder) -> Result<FilterKeys, Error> {
+    if options.mode == Mode::TimestampsOnly && options.count_by.is_some() {
+        return Err(Error::Options(
+            "counting needs each connect's destination, which timestamps-only tracing does not read",
+        ));
+    }
+    if options.ports.contains(&0) {
+        return Err(FilterError::PortZero.into());
+    }
+    for (what, n, max) in [
+        ("pids", options.pids.len(), limit::MAX_PIDS),
+        ("uids", options.uids.len(), limit::MAX_UIDS),
+        ("cgroups", options.cgroups.len(), limit::MAX_CGROUPS),
+        ("task names", options.comms.len(), limit::MAX_COMMS),
+        (
+            "destination networks",
+            options.destinations.len(),
+            limit::MAX_NETWORKS,
+        ),
+    ] {
+        if n > max as usize {
+            return Err(FilterError::TooMany { what, max }.into());
+        }
+    }
+    Ok(FilterKeys {
+        comms: options
+            .comms
+            .iter()
+            .map(|c| filter::comm_key(c))
+            .collect::<Result<_, _>>()?,
+        cgroups: options
+            .cgroups
+            .iter()
+            .map(|p| filter::cgroup_id(p))
+            .collect::<Result<_, _>>()?,
+    })
+}
+
+/// Stage 2: checks privileges and kernel features, then loads the object with its globals set
+/// (struct offsets from BTF, filter flags, port bitmap, mode, counting).
+pub(crate) fn load(options: &TracerBuilder) -> Result<Ebpf, Error> {
+    kernel::check_privileges()?;
+    let offsets = crate::btf::sock_offsets(&options.btf_path)?;
+    kernel::raise_memlock_limit();
+    kernel::check_ring_buffer()?;
+
+    let filters = FilterFlags {
+        ports: u8::from(!options.ports.is_empty()),
+        pids: u8::from(!options.pids.is_empty()),
+        families: options.families.iter().fold(0, |bits, f| bits | f.bit()),
+        uids: u8::from(!options.uids.is_empty()),
+        cgroups: u8::from(!options.cgroups.is_empty()),
+        comms: u8::from(!options.comms.is_empty()),
+        destinations: u8::from(!options.destinations.is_empty()),
+    };
+    let count_by = options.count_by.map_or(CountBy::OFF, |by| by as u8);
+    let entry_only = u8::from(options.mode == Mode::TimestampsOnly);
+    // aya-log's level is a load-time constant: with logging off the verifier removes the
+    // logging code from the hot path entirely.
+    let log_level = log::max_level() as u8;
+    EbpfLoader::new()
+        .override_global(global::SOCK_OFFSETS, &offsets, true)
+        .override_global(global::FILTERS, &filters, true)
+        .override_global(global::PORT_SET, &port_set(&options.ports), true)
+        .override_global(global::WAKEUP_BYTES, &DEFAULT_WAKEUP_BYTES, true)
+        .override_global(global::ENTRY_ONLY, &entry_only, true)
+        .override_global(global::COUNT_BY, &count_by, true)
+        .override_global(aya_log::LEVEL, &log_level, false)
+        .load(PROBE_OBJECT)
+        .map_err(|source| Error::Load {
+            hint: kernel::memlock_hint(),
+            source: Box::new(source),
+        })
+}
+
+/// Relays the programs' aya-log messages to `log`, if any level is enabled.
+pub(crate) fn start_logger(
+    ebpf: &mut Ebpf,
+) -> Result<Option<EbpfLogger<&'static dyn log::Log>>, Error> {
+    if log::max_level() == log::LevelFilter::Off {
+        return Ok(None);
+    }
+    EbpfLogger::init(ebpf).map(Some).map_err(Error::Log)
+}
+
+/// Stage 3: fills the filter maps.
+pub(crate) fn fill_filters(
+    ebpf: &mut Ebpf,
+    options: &TracerBuilder,
+    keys: &FilterKeys,
+) -> Result<(), Error> {
+    fill_set(ebpf, map::PID_FILTER, &options.pids)?;
+    fill_set(ebpf, map::UID_FILTER, &options.uids)?;
+    fill_set(ebpf, map::CGROUP_FILTER, &keys.cgroups)?;
+    fill_set(ebpf, map::COMM_FILTER, &keys.comms)?;
+    let name = map::DST_FILTER;
+    let mut trie: LpmTrie<_, DstKey, u8> =
+        LpmTrie::try_from(map_mut(ebpf, name)?).map_err(|source| Error::Map {
+            map: name,
+            source: Box::new(source),
+        })?;
+    for network in &options.destinations {
+        let (prefix, addr) = filter::dst_key(network);
+        trie.insert(&Key::new(prefix, addr), &1, 0)
+            .map_err(|source| Error::Map {
+                map: name,
+                source: Box::new(source),
+            })?;
+    }
+    Ok(())
+}
+
+/// Fills the hash map `name` with `keys` (each with the value 1: present).
+fn fill_set<K: aya::Pod + Ord>(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    keys: &BTreeSet<K>,
+) -> Result<(), Error> {
+    let fill = |map| -> Result<(), aya::maps::MapError> {
+        let mut set: HashMap<_, K, u8> = HashMap::try_from(map)?;
+        keys.iter().try_for_each(|key| set.insert(key, &1, 0))
+    };
+    fill(map_mut(ebpf, name)?).map_err(|source| Error::Map {
+        map: name,
+        source: Box::new(source),
+    })
+}
+
+fn map_mut<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut aya::maps::Map, Error> {
+    ebpf.map_mut(name)
+        .ok_or_else(|| Error::Object(format!("map {name}")))
+}
+
+/// Stage 4: attaches the backend asked for, or else the first of [`Backend::AUTO_ORDER`] that
+/// works; returns it and why each one before it could not be used.
+pub(crate) fn attach_first_working(
+    ebpf: &mut Ebpf,
+    options: &TracerBuilder,
+) -> Result<(Backend, Vec<BackendError>), Error> {
+    if let Some(backend) = options.backend {
+        return match backend::attach(ebpf, backend, options.mode, &options.families) {
+            Ok(()) => Ok((backend, Vec::new())),
+            Err(error) => Err(Error::Attach(BackendError { backend, error })),
+        };
+    }
+    let mut fallbacks = Vec::new();
+    for backend in Backend::AUTO_ORDER {
+        match backend::attach(ebpf, backend, options.mode, &options.families) {
+            Ok(()) => return Ok((backend, fallbacks)),
+            Err(error) => fallbacks.push(BackendError { backend, error }),
+        }
+    }
+    Err(Error::NoBackend(fallbacks))
+}
+
+/// The kernel side's `PORT_SET`: bit `port` set for each port.
+fn port_set(ports: &BTreeSet<u16>) -> [u64; PORT_WORDS] {
+    let mut words = [0u64; PORT_WORDS];
+    for &port in ports {
+        words[usize::from(port >> 6)] |= 1 << (port & 63);
+    }
+    words
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_set_has_exactly_the_ports_bits() {
+        let ports = BTreeSet::from([1, 63, 64, 8080, 65535]);
+        let words = port_set(&ports);
+        let set: Vec<u16> = (0..=u16::MAX)
+            .filter(|&p| words[usize::from(p >> 6)] >> (p & 63) & 1 == 1)
+            .collect();
+        assert_eq!(set, ports.into_iter().collect::<Vec<_>>());
+    }
+}
