@@ -73,13 +73,34 @@ impl FilterFlags {
 /// 64-bit words of the `PORT_SET` bitmap: one bit per port, 0 to 65535.
 pub const PORT_WORDS: usize = 65536 / 64;
 
-/// A destination network in the `DST_FILTER` LPM trie: IPv4 networks are stored IPv4-mapped
-/// (`::ffff:a.b.c.d`, prefix + 96), so one trie serves both families.
-pub type DstKey = RawAddr;
+/// A destination (or network) in the `DST_FILTER` LPM trie: the family in a word of its own,
+/// then the address, so that one trie serves both families and an IPv6 network (even `::/0`)
+/// never matches an IPv4 destination, nor the reverse. An IPv4-mapped IPv6 destination is an
+/// IPv4 one (the kernel connects it through `tcp_v4_connect`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DstKey {
+    /// `AF_INET` or `AF_INET6` in network byte order (the trie compares bytes in memory order).
+    pub family: u32,
+    /// The address (IPv4 in the first word, the rest zero).
+    pub addr: RawAddr,
+}
 
-/// Prefix length in the `DST_FILTER` trie of an IPv4 network of `prefix` bits.
-pub const fn mapped_prefix(prefix: u32) -> u32 {
-    96 + prefix
+impl DstKey {
+    /// Bits of the key before the address: a network of `prefix` bits is a trie entry of
+    /// `FAMILY_BITS + prefix` bits, and a destination is looked up with all `FULL_BITS`.
+    pub const FAMILY_BITS: u32 = 32;
+    /// Bits of a whole key.
+    pub const FULL_BITS: u32 = Self::FAMILY_BITS + 128;
+
+    /// The key of a destination (or network) of `family` at `addr`.
+    #[inline(always)]
+    pub fn new(family: Family, addr: RawAddr) -> Self {
+        DstKey {
+            family: u32::from(family.af()).to_be(),
+            addr,
+        }
+    }
 }
 
 /// What `--count` aggregates connects by. The `COUNT_BY` global holds `CountBy as u8`, or

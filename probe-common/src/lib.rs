@@ -229,17 +229,24 @@ impl RawAddr {
         Self([word(0), word(4), word(8), word(12)])
     }
 
-    /// The IPv4 address in the first word as IPv4-mapped IPv6 (`::ffff:a.b.c.d`).
-    #[inline(always)]
-    pub fn v4_mapped(&self) -> RawAddr {
-        RawAddr([0, 0, u32::to_be(0xffff), self.0[0]])
-    }
-
     /// Whether this IPv6 address is IPv4-mapped (`::ffff:a.b.c.d`: the words 0, 0, be(0xffff),
     /// a.b.c.d), which the kernel connects through `tcp_v4_connect`.
     #[inline(always)]
     pub fn is_v4_mapped(&self) -> bool {
         self.0[0] == 0 && self.0[1] == 0 && self.0[2] == u32::to_be(0xffff)
+    }
+
+    /// Whether this is the wildcard address (`0.0.0.0`, `::`), which a connect asks the kernel
+    /// to resolve (to loopback, or the socket's bound source).
+    #[inline(always)]
+    pub fn is_unspecified(&self) -> bool {
+        self.0 == [0; 4]
+    }
+
+    /// The IPv4 address inside an IPv4-mapped one, in the first word.
+    #[inline(always)]
+    pub fn unmapped(&self) -> RawAddr {
+        RawAddr([self.0[3], 0, 0, 0])
     }
 }
 
@@ -252,6 +259,7 @@ mod user {
     unsafe impl aya::Pod for super::record::TimestampRecord {}
     unsafe impl aya::Pod for super::config::SockOffsets {}
     unsafe impl aya::Pod for super::config::FilterFlags {}
+    unsafe impl aya::Pod for super::config::DstKey {}
     unsafe impl aya::Pod for super::state::PendingConnect {}
     unsafe impl aya::Pod for super::state::CountKey {}
     unsafe impl aya::Pod for super::state::Connecting {}

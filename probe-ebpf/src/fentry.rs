@@ -20,14 +20,14 @@ use crate::{
 /// For `--format minimal` only (the fexit programs report everything else).
 #[fentry(function = "tcp_v4_connect")]
 pub fn fentry_tcp_v4_connect(ctx: FEntryContext) -> u32 {
-    on_connect_entry(ctx.arg(0), ctx.arg(1), Family::V4);
+    on_connect_entry(ctx.arg(0), ctx.arg(1), ctx.arg::<i64>(2) as i32, Family::V4);
     0
 }
 
 /// For `--format minimal` only (the fexit programs report everything else).
 #[fentry(function = "tcp_v6_connect")]
 pub fn fentry_tcp_v6_connect(ctx: FEntryContext) -> u32 {
-    on_connect_entry(ctx.arg(0), ctx.arg(1), Family::V6);
+    on_connect_entry(ctx.arg(0), ctx.arg(1), ctx.arg::<i64>(2) as i32, Family::V6);
     0
 }
 
@@ -41,6 +41,7 @@ pub fn fexit_tcp_v4_connect(ctx: FExitContext) -> u32 {
         &ctx,
         ctx.arg(0),
         ctx.arg(1),
+        ctx.arg::<i64>(2) as i32,
         ctx.arg::<i64>(3) as i32,
         Family::V4,
     );
@@ -53,6 +54,7 @@ pub fn fexit_tcp_v6_connect(ctx: FExitContext) -> u32 {
         &ctx,
         ctx.arg(0),
         ctx.arg(1),
+        ctx.arg::<i64>(2) as i32,
         ctx.arg::<i64>(3) as i32,
         Family::V6,
     );
@@ -66,6 +68,7 @@ fn on_connect_exit<C: EbpfContext>(
     ctx: &C,
     sk_ptr: *const u8,
     uaddr: *const u8,
+    addr_len: i32,
     ret: i32,
     family: Family,
 ) {
@@ -73,7 +76,7 @@ fn on_connect_exit<C: EbpfContext>(
         pid_tgid,
         destination: requested,
     }) = filter::admitted(|pid_tgid| {
-        let to = sock::sockaddr_destination(uaddr, family);
+        let to = sock::sockaddr_destination(uaddr, addr_len, family);
         // An IPv6 socket connecting to an IPv4-mapped address goes through tcp_v4_connect,
         // whose exit reports it and tells the outer tcp_v6_connect's exit to stay silent. (If
         // the outer call fails first, e.g. on an IPv6-only socket, it reports its own failure.)
@@ -98,7 +101,11 @@ fn on_connect_exit<C: EbpfContext>(
         let _ = MAPPED_INNER.insert(&pid_tgid, &(sk_ptr as u64), 0);
     }
     let to = sk.reported_destination(requested, ret);
+    if !filter::reported_admitted(&requested, &to) {
+        return;
+    }
     emit::connect(ctx, &to, || {
-        emit::current_task_record(boot_ns, pid_tgid, sk.source(family), &to, ret)
+        let source = sk.reported_source(family, ret);
+        emit::current_task_record(boot_ns, pid_tgid, source, &to, ret)
     });
 }

@@ -7,7 +7,7 @@ use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_get_current_uid_gid, generated},
     maps::lpm_trie::Key,
 };
-use probe_common::{COMM_LEN, Family, FilterFlags, RawAddr};
+use probe_common::{COMM_LEN, Family, FilterFlags, RawAddr, config::DstKey};
 
 use crate::{CGROUP_FILTER, COMM_FILTER, DST_FILTER, FILTERS, PID_FILTER, PORT_SET, UID_FILTER};
 
@@ -74,24 +74,48 @@ fn caller_admitted(filters: &FilterFlags, pid_tgid: u64) -> bool {
     true
 }
 
-/// Whether the filters on the destination let a connect to `to` through. (The per-function
-/// hooks are attached only for the chosen families anyway; the tcp_connect and tracepoint hooks
-/// see both.)
+/// Whether the filters on the destination let a connect to `to` through. An IPv4-mapped IPv6
+/// destination is an IPv4 one for `-4`/`-6` and `--dst` (the kernel connects it through
+/// tcp_v4_connect, and every backend reports it so), whichever hook sees it. A wildcard
+/// address (`0.0.0.0`, `::`) passes `--dst` here: the kernel resolves it inside the call, and
+/// the hook that completes the call checks what it resolved to ([`reported_admitted`]). (The
+/// per-function hooks are attached only for the chosen families anyway; the tcp_connect and
+/// tracepoint hooks see both.)
 #[inline(always)]
 fn destination_admitted(filters: &FilterFlags, to: &Destination) -> bool {
-    if filters.families & to.family.bit() == 0 || !port_admitted(filters, to.port) {
+    let family = ipv4_if_mapped(to).0;
+    if filters.families & family.bit() == 0 || !port_admitted(filters, to.port) {
         return false;
     }
-    if filters.destinations != 0 {
-        let addr = match to.family {
-            Family::V4 => to.addr.v4_mapped(),
-            Family::V6 => to.addr,
-        };
-        if DST_FILTER.get(&Key::new(128, addr)).is_none() {
-            return false;
-        }
+    filters.destinations == 0 || to.addr.is_unspecified() || network_admitted(to)
+}
+
+/// For the hooks that complete a call whose entry was admitted: whether `--dst` lets through
+/// the destination the call is `reported` with, when it `requested` the wildcard address (a
+/// successful call reports what the kernel resolved it to).
+#[inline(always)]
+pub fn reported_admitted(requested: &Destination, reported: &Destination) -> bool {
+    FILTERS.load().destinations == 0
+        || !requested.addr.is_unspecified()
+        || network_admitted(reported)
+}
+
+/// Whether `to` lies in one of the `--dst` networks.
+#[inline(always)]
+fn network_admitted(to: &Destination) -> bool {
+    let (family, addr) = ipv4_if_mapped(to);
+    let key = Key::new(DstKey::FULL_BITS, DstKey::new(family, addr));
+    DST_FILTER.get(&key).is_some()
+}
+
+/// The family and address `to` is reported with: an IPv4-mapped IPv6 address is IPv4.
+#[inline(always)]
+fn ipv4_if_mapped(to: &Destination) -> (Family, RawAddr) {
+    if to.family == Family::V6 && to.addr.is_v4_mapped() {
+        (Family::V4, to.addr.unmapped())
+    } else {
+        (to.family, to.addr)
     }
-    true
 }
 
 /// Whether the `--filter-port` filter (if any) lets destination port `dport` through.

@@ -38,24 +38,36 @@ pub fn tcp_connect_return(ctx: RetProbeContext) -> u32 {
 
 #[inline(always)]
 fn kprobe_entry(ctx: &ProbeContext, family: Family) {
-    if let (Some(sk), Some(uaddr)) = (ctx.arg::<u64>(0), ctx.arg::<*const u8>(1)) {
-        on_connect_entry(sk, uaddr, family);
+    if let (Some(sk), Some(uaddr), Some(addr_len)) = (
+        ctx.arg::<u64>(0),
+        ctx.arg::<*const u8>(1),
+        ctx.arg::<u64>(2),
+    ) {
+        on_connect_entry(sk, uaddr, addr_len as i32, family);
     }
 }
 
 /// Entry of tcp_v4_connect / tcp_v6_connect (kprobe, or fentry for `--format minimal`):
 /// `tcp_v*_connect(struct sock *sk, struct sockaddr *uaddr, int addr_len)`.
 #[inline(always)]
-pub fn on_connect_entry(sk: u64, uaddr: *const u8, family: Family) {
+pub fn on_connect_entry(sk: u64, uaddr: *const u8, addr_len: i32, family: Family) {
     let Some(Admitted {
         pid_tgid,
         destination: to,
-    }) = filter::admitted(|_| Some(sock::sockaddr_destination(uaddr, family)))
+    }) = filter::admitted(|_| Some(sock::sockaddr_destination(uaddr, addr_len, family)))
     else {
         return;
     };
     let boot_ns = unsafe { bpf_ktime_get_boot_ns() };
     if ENTRY_ONLY.load() != 0 {
+        // With no return probe to see what the kernel makes of a wildcard destination, `--dst`
+        // judges where the kernel will send it.
+        if to.addr.is_unspecified() {
+            let resolved = Sock::read(sk as *const u8, SOCK_OFFSETS.load()).resolve_wildcard(to);
+            if !filter::reported_admitted(&to, &resolved) {
+                return;
+            }
+        }
         // An IPv4-mapped tcp_v6_connect enters tcp_v4_connect next: count the connect there.
         if family == Family::V6 && to.addr.is_v4_mapped() {
             return;
@@ -114,7 +126,11 @@ fn on_connect_return(ctx: &RetProbeContext) {
         port: pending.dport,
     };
     let to = sk.reported_destination(requested, ret);
+    if !filter::reported_admitted(&requested, &to) {
+        return;
+    }
     emit::connect(ctx, &to, || {
-        emit::current_task_record(pending.boot_ns, pid_tgid, sk.source(family), &to, ret)
+        let source = sk.reported_source(family, ret);
+        emit::current_task_record(pending.boot_ns, pid_tgid, source, &to, ret)
     });
 }

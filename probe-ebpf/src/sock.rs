@@ -27,18 +27,25 @@ fn read_addr(base: *const u8, offset: u32, family: Family) -> RawAddr {
 }
 
 /// Destination address and port a connect call was asked for, from its `struct sockaddr_in` or
-/// `struct sockaddr_in6` argument. The port sits at offset 2 in both; the address at 4 (v4) or
-/// 8 (v6, after `sin6_flowinfo`).
+/// `struct sockaddr_in6` argument of `addr_len` bytes. The port sits at offset 2 in both; the
+/// address at 4 (v4) or 8 (v6, after `sin6_flowinfo`). What lies beyond `addr_len` was never
+/// copied from the caller (the kernel's buffer holds stale stack bytes there; the call then
+/// fails with EINVAL): it reads as zero.
 #[inline(always)]
-pub fn sockaddr_destination(uaddr: *const u8, family: Family) -> Destination {
-    let port: u16 = read_at(uaddr, 2);
-    let addr_offset = match family {
-        Family::V4 => 4,
-        Family::V6 => 8,
+pub fn sockaddr_destination(uaddr: *const u8, addr_len: i32, family: Family) -> Destination {
+    let (addr_at, addr_end) = match family {
+        Family::V4 => (4, 8),
+        Family::V6 => (8, 24),
+    };
+    let port: u16 = if addr_len >= 4 { read_at(uaddr, 2) } else { 0 };
+    let addr = if addr_len >= addr_end {
+        read_addr(uaddr, addr_at, family)
+    } else {
+        RawAddr::default()
     };
     Destination {
         family,
-        addr: read_addr(uaddr, addr_offset, family),
+        addr,
         port: u16::from_be(port),
     }
 }
@@ -118,6 +125,41 @@ impl Sock {
         } else {
             requested
         }
+    }
+
+    /// The source to report for a connect call on this socket that returned `ret`: what the
+    /// kernel assigned after success; none (`0.0.0.0:0`, `[::]:0`) after a failure, whatever the
+    /// kernel left behind (6.x kernels clear it on the way out, 5.10 keeps the routed address),
+    /// so that every kernel gives the same answer.
+    #[inline(always)]
+    pub fn reported_source(&self, family: Family, ret: i32) -> (RawAddr, u16) {
+        if ret == 0 {
+            self.source(family)
+        } else {
+            (RawAddr::default(), 0)
+        }
+    }
+
+    /// Where the kernel sends a connect to the wildcard address `to` (`0.0.0.0`, `::`): to the
+    /// socket's bound IPv4 source if it has one, else to loopback (`ip_route_connect` and
+    /// `tcp_v6_connect` do the same).
+    #[inline(always)]
+    pub fn resolve_wildcard(&self, to: Destination) -> Destination {
+        let addr = match to.family {
+            Family::V4 => {
+                let bound = self.source(Family::V4).0;
+                if bound.is_unspecified() {
+                    RawAddr([u32::to_be(0x7f00_0001), 0, 0, 0])
+                } else {
+                    bound
+                }
+            }
+            Family::V6 if self.source(Family::V6).0.is_v4_mapped() => {
+                RawAddr([0, 0, u32::to_be(0xffff), u32::to_be(0x7f00_0001)])
+            }
+            Family::V6 => RawAddr([0, 0, 0, u32::to_be(1)]),
+        };
+        Destination { addr, ..to }
     }
 
     /// Family, destination address and port of a connecting socket. An IPv6 socket connecting

@@ -41,7 +41,9 @@ async fn main() -> anyhow::Result<()> {
     while limit != Some(seen) {
         tokio::select! {
             Some(event) = events.next() => {
-                println!("{} {} {} -> {} ret={}", event.pid, event.comm(), event.src, event.dst, event.ret);
+                // A task names itself (prctl): escaped, a name with a newline cannot forge lines.
+                let comm = event.comm().escape_debug().to_string();
+                println!("{} {comm} {} -> {} ret={}", event.pid, event.src, event.dst, event.ret);
                 *per_port.entry(event.dst.port()).or_default() += 1;
                 seen += 1;
             }

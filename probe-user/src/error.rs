@@ -58,6 +58,12 @@ pub enum Error {
     /// No backend of [`Backend::AUTO_ORDER`] could be attached; why, for each.
     #[error("no way to attach works on this kernel ({})", list(.0))]
     NoBackend(Vec<BackendError>),
+    /// Kernel run-time statistics were asked for without `CAP_SYS_ADMIN`, which turning them on
+    /// needs; found before anything is loaded.
+    #[error(
+        "permission denied: program statistics (--stats) need CAP_SYS_ADMIN (root); run without them or as root"
+    )]
+    StatsPermission,
     /// Kernel run-time statistics could not be enabled (they need `CAP_SYS_ADMIN`).
     #[error("cannot enable BPF program statistics")]
     Stats(#[source] Box<aya::sys::SyscallError>),

@@ -3,10 +3,7 @@
 use std::{net::IpAddr, os::unix::fs::MetadataExt as _, path::Path};
 
 use ipnet::IpNet;
-use probe_common::{
-    COMM_LEN, RawAddr,
-    config::{DstKey, mapped_prefix},
-};
+use probe_common::{COMM_LEN, Family, RawAddr, config::DstKey};
 
 use crate::error::FilterError;
 
@@ -45,20 +42,30 @@ pub fn comm_key(name: &str) -> Result<[u8; COMM_LEN], FilterError> {
     Ok(key)
 }
 
-/// A destination network as a `DST_FILTER` entry: (prefix length, address), IPv4 networks
-/// IPv4-mapped.
+/// A destination network as a `DST_FILTER` entry: (prefix length in bits, key). The family
+/// takes the key's first [`DstKey::FAMILY_BITS`], so a network only ever matches destinations
+/// of its own family. An IPv4-mapped IPv6 network (`::ffff:10.0.0.0/104`) is the IPv4 network
+/// it maps, as mapped destinations are IPv4 ones.
 pub fn dst_key(net: &IpNet) -> (u32, DstKey) {
-    match net.trunc() {
-        IpNet::V4(v4) => {
-            let mut first = RawAddr::default();
-            first.0[0] = u32::from_ne_bytes(v4.addr().octets());
-            (mapped_prefix(u32::from(v4.prefix_len())), first.v4_mapped())
-        }
-        IpNet::V6(v6) => (
-            u32::from(v6.prefix_len()),
-            RawAddr::from_octets(v6.addr().octets()),
-        ),
-    }
+    let (family, addr, prefix) = match net.trunc() {
+        IpNet::V4(v4) => (Family::V4, v4_addr(v4.addr()), v4.prefix_len()),
+        IpNet::V6(v6) => match v6.addr().to_ipv4_mapped() {
+            Some(v4) if v6.prefix_len() >= 96 => (Family::V4, v4_addr(v4), v6.prefix_len() - 96),
+            _ => (
+                Family::V6,
+                RawAddr::from_octets(v6.addr().octets()),
+                v6.prefix_len(),
+            ),
+        },
+    };
+    (
+        DstKey::FAMILY_BITS + u32::from(prefix),
+        DstKey::new(family, addr),
+    )
+}
+
+fn v4_addr(addr: std::net::Ipv4Addr) -> RawAddr {
+    RawAddr([u32::from_ne_bytes(addr.octets()), 0, 0, 0])
 }
 
 /// Parses `--dst`: a network (`10.0.0.0/8`, `fd00::/8`) or a single address.
@@ -73,20 +80,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ipv4_networks_are_ipv4_mapped() {
+    fn networks_are_keyed_by_family() {
         let (prefix, key) = dst_key(&"10.1.2.3/8".parse().unwrap());
-        assert_eq!(prefix, 104);
-        assert_eq!(
-            key.octets(),
-            "::ffff:10.0.0.0"
-                .parse::<std::net::Ipv6Addr>()
-                .unwrap()
-                .octets()
-        );
+        assert_eq!(prefix, 32 + 8);
+        assert_eq!(key, DstKey::new(Family::V4, v4_addr([10, 0, 0, 0].into())));
         let (prefix, key) = dst_key(&parse_network("::1").unwrap());
-        assert_eq!(prefix, 128);
-        assert_eq!(key.octets(), std::net::Ipv6Addr::LOCALHOST.octets());
-        assert_eq!(dst_key(&parse_network("127.0.0.2").unwrap()).0, 128);
+        assert_eq!(prefix, 32 + 128);
+        let loopback = RawAddr::from_octets(std::net::Ipv6Addr::LOCALHOST.octets());
+        assert_eq!(key, DstKey::new(Family::V6, loopback));
+        assert_eq!(dst_key(&parse_network("127.0.0.2").unwrap()).0, 32 + 32);
+        // `::/0` is every IPv6 destination and no IPv4 one: the family word differs.
+        let (prefix, any6) = dst_key(&parse_network("::/0").unwrap());
+        assert_eq!(prefix, DstKey::FAMILY_BITS);
+        assert_ne!(
+            any6.family,
+            DstKey::new(Family::V4, RawAddr::default()).family
+        );
+        // An IPv4-mapped network is its IPv4 network.
+        assert_eq!(
+            dst_key(&parse_network("::ffff:10.0.0.0/104").unwrap()),
+            dst_key(&parse_network("10.0.0.0/8").unwrap())
+        );
         assert!(parse_network("10.0.0.0/33").is_err());
         assert!(parse_network("example.com").is_err());
     }

@@ -81,6 +81,13 @@ impl Formatter {
         Self { format, clock }
     }
 
+    /// Re-measures the wall clock, so that a step of the system clock (NTP, `date -s`) shows
+    /// in the lines written after it, as SystemTap's `gettimeofday_s()` would. Cheap (three
+    /// vDSO clock reads): call it once per batch of events.
+    pub fn follow_clock(&mut self) {
+        self.clock = WallClock::measure();
+    }
+
     /// Appends one line (newline included) describing `event` to `out`.
     pub fn write(&self, out: &mut Vec<u8>, event: &ConnectEvent) {
         let time_ns = self.clock.unix_ns(event.boot_ns);
@@ -138,9 +145,10 @@ struct JsonCount {
 }
 
 impl Formatter {
-    /// Appends the `--count` table of `counts` as of `unix_s`: a text table in `stap` (and
-    /// `minimal`) format, one JSON object (`{"time_s":..,"counts":[..]}`) and a newline in
-    /// `json`.
+    /// Appends the `--count` table of `counts` as of `unix_s`: a text table in `stap` format,
+    /// one JSON object (`{"time_s":..,"counts":[..]}`) and a newline in `json`. (`minimal`
+    /// shows no destination; the command refuses it with counting, and here it writes the text
+    /// table.)
     pub fn write_counts(&self, out: &mut Vec<u8>, unix_s: u64, counts: &[ConnectCount]) {
         if self.format == Format::Json {
             let rows: Vec<JsonCount> = counts

@@ -16,6 +16,16 @@ pub fn check_privileges() -> Result<(), Error> {
     missing_capabilities(effective_capabilities())
 }
 
+/// Fails unless the process may turn on the kernel's BPF run-time statistics
+/// (`BPF_ENABLE_STATS` needs `CAP_SYS_ADMIN`, which `CAP_BPF` + `CAP_PERFMON` do not give).
+pub fn check_stats_privileges() -> Result<(), Error> {
+    if has_capability(effective_capabilities(), CAP_SYS_ADMIN) {
+        Ok(())
+    } else {
+        Err(Error::StatsPermission)
+    }
+}
+
 /// This process's effective capability set, as a bit mask.
 fn effective_capabilities() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();

@@ -59,6 +59,7 @@ mod format;
 mod kernel;
 mod loader;
 pub mod names;
+mod program_info;
 mod stream;
 mod tracer;
 

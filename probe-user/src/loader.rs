@@ -79,6 +79,9 @@ pub(crate) fn validate(options: &TracerBuilder) -> Result<FilterKeys, Error> {
 /// (struct offsets from BTF, filter flags, port bitmap, mode, counting).
 pub(crate) fn load(options: &TracerBuilder) -> Result<Ebpf, Error> {
     kernel::check_privileges()?;
+    if options.program_stats {
+        kernel::check_stats_privileges()?;
+    }
     let offsets = crate::btf::sock_offsets(&options.btf_path)?;
     kernel::raise_memlock_limit();
     kernel::check_ring_buffer()?;

@@ -1,13 +1,14 @@
 //! An attached [`Tracer`]: reading its events, counts, statistics and what was lost.
 
 use std::{
-    os::fd::{AsRawFd, RawFd},
+    os::fd::{AsFd as _, AsRawFd, RawFd},
     time::{Duration, Instant},
 };
 
 use aya::{
     Ebpf,
     maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
+    programs::ProgramFd,
 };
 use aya_log::EbpfLogger;
 use probe_common::{
@@ -16,11 +17,18 @@ use probe_common::{
     state::{Connecting, CountKey, PendingConnect, counter},
 };
 
-use crate::{Backend, ConnectEvent, Error, TracerBuilder, clock, error::BackendError, event};
+use crate::{
+    Backend, ConnectEvent, Error, TracerBuilder, clock, error::BackendError, event, program_info,
+};
 
 /// A connect call still waiting for its return probe after this long never gets it: its thread
 /// exited after the kernel missed the return (a connect call takes microseconds).
 const STALE_AFTER: Duration = Duration::from_secs(5);
+
+/// A socket still in SYN_SENT after this long (tracepoint backend) will never be reported:
+/// the kernel gives up on a SYN after about two minutes (`tcp_syn_retries` 6), so its
+/// transition out of SYN_SENT was missed.
+const CONNECTING_STALE_AFTER: Duration = Duration::from_secs(600);
 
 /// How often [`Tracer::drain`] looks for stale calls.
 const REAP_EVERY: Duration = Duration::from_secs(1);
@@ -47,9 +55,11 @@ pub struct Counters {
     /// Events the kernel could not deliver: the ring buffer or the map of connects in flight
     /// was full.
     pub dropped: u64,
-    /// Connects whose return probe never ran, so they could not be reported: the kernel's
+    /// Connects whose completion was never seen, so they could not be reported: the kernel's
     /// kretprobe had no free instance (its `maxactive`, as low as the number of CPUs on some
-    /// kernels), or tracing ended while the call was in flight.
+    /// kernels), the kernel skipped a program run because it was already running on that CPU
+    /// (its recursion misses), or tracing ended while the call was in flight (between entry
+    /// and return, or a socket still in SYN_SENT).
     pub missed: u64,
     /// Records that could not be decoded.
     pub malformed: u64,
@@ -79,8 +89,12 @@ pub struct Tracer {
     last_reap: Instant,
     // Keeps kernel run-time accounting on while held (see TracerBuilder::program_stats).
     _stats: Option<std::os::fd::OwnedFd>,
-    // Owns the programs and links; declared last so it is dropped after the maps above.
-    ebpf: Ebpf,
+    // The attached programs by name, through descriptors of their own: their run counts and
+    // recursion misses stay readable after `detach`.
+    programs: Vec<(String, ProgramFd)>,
+    // Owns the programs and links (`None` once detached); declared last so it is dropped
+    // after the maps above.
+    ebpf: Option<Ebpf>,
 }
 
 /// Kernel accounting of one eBPF program (see [`TracerBuilder::program_stats`]).
@@ -92,6 +106,9 @@ pub struct ProgramStats {
     pub runs: u64,
     /// Total time spent in it, in nanoseconds.
     pub run_time_ns: u64,
+    /// Runs the kernel skipped because the program was already running on that CPU (counted
+    /// as missed in [`Counters`]).
+    pub recursion_misses: u64,
 }
 
 impl Tracer {
@@ -109,9 +126,17 @@ impl Tracer {
         logger: Option<EbpfLogger<&'static dyn log::Log>>,
         stats: Option<std::os::fd::OwnedFd>,
     ) -> Result<Self, Error> {
+        let programs = ebpf
+            .programs()
+            .filter_map(|(name, program)| {
+                let fd = program.fd().ok()?.try_clone().ok()?;
+                Some((name.to_string(), fd))
+            })
+            .collect();
         Ok(Tracer {
             backend,
             fallbacks,
+            programs,
             events: take_map(&mut ebpf, map::EVENTS)?,
             counters: take_map(&mut ebpf, map::COUNTERS)?,
             pending: take_map(&mut ebpf, map::PENDING)?,
@@ -124,7 +149,7 @@ impl Tracer {
             reaped: 0,
             last_reap: Instant::now(),
             _stats: stats,
-            ebpf,
+            ebpf: Some(ebpf),
         })
     }
 
@@ -156,7 +181,7 @@ impl Tracer {
             logger.flush();
         }
         if self.last_reap.elapsed() >= REAP_EVERY {
-            self.reap_pending(STALE_AFTER);
+            self.reap(STALE_AFTER, CONNECTING_STALE_AFTER);
         }
         n
     }
@@ -197,48 +222,63 @@ impl Tracer {
             + self.connecting.keys().filter(Result::is_ok).count()
     }
 
-    /// Forgets connect calls entered more than `max_age` ago whose return probe never ran, and
-    /// counts them as missed; returns how many. [`Tracer::drain`] does this for calls older than
-    /// a few seconds; with `Duration::ZERO`, at the end of tracing, it accounts for every call
-    /// that will not be reported.
+    /// Forgets connect calls entered more than `max_age` ago that will never complete (their
+    /// return probe never ran, or the socket's transition out of SYN_SENT was missed), and
+    /// counts them as missed; returns how many. [`Tracer::drain`] does this for calls older
+    /// than a few seconds (sockets in SYN_SENT: ten minutes); with `Duration::ZERO`, at the end
+    /// of tracing (after [`Tracer::detach`]), it accounts for every call that will not be
+    /// reported.
     pub fn reap_pending(&mut self, max_age: Duration) -> usize {
+        self.reap(max_age, max_age)
+    }
+
+    fn reap(&mut self, calls_age: Duration, sockets_age: Duration) -> usize {
         self.last_reap = Instant::now();
-        let cutoff = clock::boot_now_ns().saturating_sub(max_age.as_nanos() as u64);
-        let stale: Vec<u64> = self
-            .pending
-            .iter()
-            .filter_map(Result::ok)
-            .filter(|(_, call)| call.boot_ns <= cutoff)
-            .map(|(key, _)| key)
-            .collect();
-        // A thread may have replaced its stale entry with a new call since: deleting by key could
-        // then lose that call, so an entry is deleted only if it is still the stale one.
-        let mut reaped = 0;
-        for key in stale {
-            let still_stale =
-                matches!(self.pending.get(&key, 0), Ok(call) if call.boot_ns <= cutoff);
-            if still_stale && self.pending.remove(&key).is_ok() {
-                reaped += 1;
-            }
-        }
+        let now = clock::boot_now_ns();
+        let cutoff = |age: Duration| now.saturating_sub(age.as_nanos() as u64);
+        let reaped = reap_map(&mut self.pending, cutoff(calls_age), |call| call.boot_ns)
+            + reap_map(&mut self.connecting, cutoff(sockets_age), |c| c.boot_ns);
         self.reaped += reaped as u64;
         reaped
     }
 
-    /// Run counts and times of the loaded programs; zero unless built with
-    /// [`TracerBuilder::program_stats`].
+    /// Detaches every program, so that nothing more is recorded, while keeping what they
+    /// recorded readable: the ring buffer (a last [`Tracer::drain`] then sees every event), the
+    /// calls in flight ([`Tracer::reap_pending`] with `Duration::ZERO` then counts them), the
+    /// counts and counters, and the programs' statistics. This is the exact way to end: every
+    /// connect a program saw is then printed, dropped or missed. Dropping the tracer detaches
+    /// too.
+    pub fn detach(&mut self) {
+        self.ebpf = None;
+    }
+
+    /// Run counts, times and recursion misses of the attached programs; runs and times are zero
+    /// unless built with [`TracerBuilder::program_stats`].
     pub fn program_stats(&self) -> Vec<ProgramStats> {
-        self.ebpf
-            .programs()
-            .filter_map(|(name, program)| {
-                let info = program.info().ok()?;
+        self.programs
+            .iter()
+            .filter_map(|(name, fd)| {
+                let info = program_info::prog_info(fd.as_fd()).ok()?;
                 Some(ProgramStats {
-                    name: name.to_string(),
-                    runs: info.run_count(),
-                    run_time_ns: info.run_time().as_nanos() as u64,
+                    name: name.clone(),
+                    runs: info.run_cnt,
+                    run_time_ns: info.run_time_ns,
+                    recursion_misses: info.recursion_misses,
                 })
             })
             .collect()
+    }
+
+    /// Connects lost to program runs the kernel skipped (recursion misses). A skipped kretprobe
+    /// run is left out: the call it would have completed stays in `PENDING` and is counted when
+    /// reaped. (A skipped tracepoint run that would have completed a socket is counted twice,
+    /// here and when the socket is reaped: over-counted, never silent.)
+    fn skipped_runs(&self) -> u64 {
+        self.program_stats()
+            .iter()
+            .filter(|p| p.name != probe_common::names::program::tcp_connect_return)
+            .map(|p| p.recursion_misses)
+            .sum()
     }
 
     /// What was received and what was lost so far.
@@ -254,7 +294,7 @@ impl Tracer {
             dropped: total(counter::RING_FULL)
                 + total(counter::PENDING_FULL)
                 + total(counter::COUNTS_FULL),
-            missed: total(counter::MISSED_RETURN) + self.reaped,
+            missed: total(counter::MISSED_RETURN) + self.reaped + self.skipped_runs(),
             malformed: self.malformed,
         }
     }
@@ -265,6 +305,30 @@ impl AsRawFd for Tracer {
     fn as_raw_fd(&self) -> RawFd {
         self.events.as_raw_fd()
     }
+}
+
+/// Deletes the entries of `map` stamped at or before `cutoff` (by `stamp`); returns how many.
+fn reap_map<V: aya::Pod>(
+    map: &mut HashMap<MapData, u64, V>,
+    cutoff: u64,
+    stamp: impl Fn(&V) -> u64,
+) -> usize {
+    let stale: Vec<u64> = map
+        .iter()
+        .filter_map(Result::ok)
+        .filter(|(_, value)| stamp(value) <= cutoff)
+        .map(|(key, _)| key)
+        .collect();
+    // The kernel may have replaced a stale entry with a new one since (a thread's next call, a
+    // socket address reused): deleting by key could then lose that one, so an entry is deleted
+    // only if it is still the stale one.
+    stale
+        .into_iter()
+        .filter(|key| {
+            let still_stale = matches!(map.get(key, 0), Ok(value) if stamp(&value) <= cutoff);
+            still_stale && map.remove(key).is_ok()
+        })
+        .count()
 }
 
 /// Takes map `name` out of the object, as the type userspace reads it with.

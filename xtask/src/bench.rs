@@ -235,7 +235,10 @@ pub fn run(options: Options) -> Result<()> {
 
 fn guest_script(options: &Options, latency: bool) -> String {
     // Tracers are stopped with SIGTERM: a non-interactive shell starts background jobs with
-    // SIGINT ignored, and stapio keeps it ignored.
+    // SIGINT ignored, and stapio keeps it ignored. After a tracer exits, the kernel finishes
+    // tearing its programs down in deferred work (RCU callbacks, trampoline freeing) that would
+    // land in the next run, ~4k instructions per connect in a baseline: the 2 s sleep lets it
+    // settle (under `sleep=off` idle time costs no wall time).
     let mut s = String::from(
         "bench() { name=$1; port=$2; ready=$3; shift 3\n\
          if [ $# -eq 0 ]; then\n\
@@ -250,6 +253,7 @@ fn guest_script(options: &Options, latency: bool) -> String {
          r=$(/bin/connect-bench --cycles $CYCLES --port $port $PACE) || return 1\n\
          kill -TERM $t; wait $t\n\
          echo \"result $name $r lines=$(wc -l < /tmp/out)\"\n\
+         sleep 2\n\
          tail -n +2 /tmp/err | sed \"s/^/stderr $name: /\"\n\
          }\n",
     );

@@ -253,7 +253,9 @@ fn check_host_refusals(probe_user: &Path) -> Result<()> {
 /// VM.
 fn guest_script(tests: &[(String, PathBuf)], backends: &[String], filter: Option<&str>) -> String {
     let filter = filter.unwrap_or("");
-    let mut script = String::from("export PROBE_USER=/bin/probe-user RUST_BACKTRACE=1\nstatus=0\n");
+    let mut script = String::from(
+        "export PROBE_USER=/bin/probe-user PROBE_IN_VM=1 RUST_BACKTRACE=1\nstatus=0\n",
+    );
     for backend in backends {
         script.push_str(&format!("echo 'xtask: --attach {backend}'\n"));
         for (name, _) in tests {

@@ -7,12 +7,12 @@ mod output;
 
 use std::{process::ExitCode, time::Duration};
 
-use anyhow::Result;
+use anyhow::{Result, anyhow};
 use clap::{Parser, builder::PossibleValuesParser, builder::TypedValueParser as _};
-use output::BatchedStdout;
+use output::{BatchedStdout, WriteError};
 use probe_common::limit::{MAX_CONNECTING, MAX_PENDING};
 use probe_user::{
-    Backend, CountBy, Family, Format, Formatter, Mode, Tracer, WallClock,
+    Backend, CountBy, EventStream, Family, Format, Formatter, Mode, Tracer, WallClock,
     names::{self, Named},
 };
 use tokio::signal::unix::{SignalKind, signal};
@@ -51,10 +51,11 @@ struct Cli {
     /// address; filtered in the kernel). Repeatable or comma-separated.
     #[arg(long, value_name = "CIDR", value_delimiter = ',', value_parser = probe_user::parse_network)]
     dst: Vec<ipnet::IpNet>,
-    /// Only trace IPv4 connects (tcp_v4_connect).
+    /// Only trace IPv4 connects (tcp_v4_connect; IPv4-mapped IPv6 destinations included).
     #[arg(short = '4', long = "ipv4", conflicts_with = "ipv6")]
     ipv4: bool,
-    /// Only trace IPv6 connects (tcp_v6_connect).
+    /// Only trace IPv6 connects (tcp_v6_connect; IPv4-mapped IPv6 destinations excluded, as they
+    /// are IPv4 connects).
     #[arg(short = '6', long = "ipv6")]
     ipv6: bool,
     /// Report only connects that get as far as sending a SYN, from a single hook on
@@ -66,8 +67,8 @@ struct Cli {
     /// (most connects first) every --interval and at exit.
     #[arg(long)]
     count: bool,
-    /// With --count: how often to print the table (e.g. 5s, 1m, 500ms).
-    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration, requires = "count")]
+    /// With --count: how often to print the table (e.g. 5s, 1m, 500ms; 10ms to 24h).
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_interval, requires = "count")]
     interval: Duration,
     /// With --count or --metrics: count by destination address and port (the default for
     /// --count tables), or by destination port only (the default for --metrics, whose connects
@@ -89,6 +90,16 @@ struct Cli {
     /// probe-user runs).
     #[arg(long)]
     stats: bool,
+}
+
+impl Cli {
+    /// Options clap accepts one by one that cannot work together.
+    fn contradiction(&self) -> Option<&'static str> {
+        let counting = self.count || self.metrics.is_some();
+        (counting && self.format == Format::Minimal).then_some(
+            "--format minimal prints no destination, so it cannot show counts: use --format stap or json with --count or --metrics",
+        )
+    }
 }
 
 /// SIGINT, SIGTERM and SIGHUP, each of which ends tracing cleanly.
@@ -115,26 +126,32 @@ impl Signals {
 }
 
 /// Repeats `step` on `state` until a signal arrives, then runs `last` to collect what is left;
-/// writes what each printed into `out`'s buffer right after it. Returns `false` (at once) if
-/// stdout's reader went away (`| head -1`): nobody is listening, so the caller ends quietly.
+/// writes what each printed into `out`'s buffer right after it. Returns `Ok(false)` (at once)
+/// if stdout's reader went away (`| head -1`): nobody is listening, so the caller ends quietly;
+/// any other write error (a full disk, EIO) is an error.
 async fn until_signal<S>(
     state: &mut S,
     signals: &mut Signals,
     out: &mut BatchedStdout,
     mut step: impl AsyncFnMut(&mut S, &mut Vec<u8>),
     last: impl FnOnce(&mut S, &mut Vec<u8>),
-) -> bool {
+) -> Result<bool> {
+    let written = |out: &mut BatchedStdout| match out.flush() {
+        Ok(()) => Ok(true),
+        Err(WriteError::Closed) => Ok(false),
+        Err(WriteError::Failed(e)) => Err(anyhow!("cannot write to stdout: {e}")),
+    };
     loop {
         tokio::select! {
             _ = step(state, out.buf()) => {}
             _ = signals.recv() => break,
         }
-        if out.flush().is_err() {
-            return false;
+        if !written(out)? {
+            return Ok(false);
         }
     }
     last(state, out.buf());
-    out.flush().is_ok()
+    written(out)
 }
 
 /// What to do with the kernel's counts.
@@ -196,15 +213,13 @@ async fn count_until_signal(
             Some(reply) = scrape => counting.answer(reply),
         }
     };
-    if !until_signal(
-        &mut counting,
-        &mut signals,
-        &mut out,
-        step,
-        Counting::update,
-    )
-    .await
-    {
+    // At the end: detach first, so that the last table and the counters below account for
+    // every connect a program saw.
+    let last = |counting: &mut Counting, out: &mut Vec<u8>| {
+        counting.tracer.detach();
+        counting.update(out);
+    };
+    if !until_signal(&mut counting, &mut signals, &mut out, step, last).await? {
         return Ok(());
     }
     let tracer = &mut counting.tracer;
@@ -223,6 +238,18 @@ fn parse_count_by() -> impl clap::builder::TypedValueParser<Value = CountBy> {
     let names: Vec<&'static str> = CountBy::ALL.iter().map(|by| by.name()).collect();
     PossibleValuesParser::new(names)
         .map(|name| CountBy::from_name(&name).expect("the parser admits only CountBy's names"))
+}
+
+/// `--interval`: a duration from 10 ms (a table more often is unreadable and costs a map walk
+/// each time) to 24 h.
+fn parse_interval(s: &str) -> Result<Duration, String> {
+    const RANGE: std::ops::RangeInclusive<Duration> =
+        Duration::from_millis(10)..=Duration::from_secs(24 * 3600);
+    let interval = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if !RANGE.contains(&interval) {
+        return Err("an interval must be between 10ms and 24h".into());
+    }
+    Ok(interval)
 }
 
 /// `--metrics`: `PORT` (loopback) or `IP:PORT`.
@@ -290,6 +317,10 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
     };
+    if let Some(contradiction) = cli.contradiction() {
+        eprintln!("probe-user: error: {contradiction}");
+        return ExitCode::from(2);
+    }
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("off")).init();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -359,7 +390,12 @@ async fn run(cli: Cli) -> Result<()> {
     let mut out = BatchedStdout::default();
     if counting {
         let scrapes = match cli.metrics {
-            Some(addr) => Some(metrics::serve(addr).await?),
+            Some(addr) => {
+                let (bound, scrapes) = metrics::serve(addr).await?;
+                // With port 0 the kernel picks one: say which.
+                eprintln!("probe-user: serving metrics on http://{bound}/metrics");
+                Some(scrapes)
+            }
             None => None,
         };
         eprintln!("Counting TCP connects by {count_by} ({backend}). Hit Ctrl-C to end.");
@@ -372,24 +408,37 @@ async fn run(cli: Cli) -> Result<()> {
         };
         return count_until_signal(counting, out, signals).await;
     }
-    let mut events = tracer.into_stream()?;
+    let events = tracer.into_stream()?;
     eprintln!(
         "Tracing TCP connects ({} format, {backend}). Hit Ctrl-C to end.",
         cli.format
     );
 
-    let step = async |events: &mut probe_user::EventStream, out: &mut Vec<u8>| {
-        events.next_batch(|event| formatter.write(out, event)).await;
+    let mut printing = (events, formatter);
+    let step = async |(events, formatter): &mut (EventStream, Formatter), out: &mut Vec<u8>| {
+        // Lines follow the wall clock (NTP steps, `date -s`): it is read again as each batch
+        // arrives, before its first line is written.
+        let mut first = true;
+        let write = |event: &probe_user::ConnectEvent| {
+            if std::mem::take(&mut first) {
+                formatter.follow_clock();
+            }
+            formatter.write(out, event);
+        };
+        events.next_batch(write).await;
     };
-    let last = |events: &mut probe_user::EventStream, out: &mut Vec<u8>| {
-        events
-            .tracer_mut()
-            .drain(|event| formatter.write(out, event));
+    // At the end: detach first, so that the last drain sees every event a program emitted and
+    // the counters below account for every connect a program saw.
+    let last = |(events, formatter): &mut (EventStream, Formatter), out: &mut Vec<u8>| {
+        let tracer = events.tracer_mut();
+        tracer.detach();
+        formatter.follow_clock();
+        tracer.drain(|event| formatter.write(out, event));
     };
-    if !until_signal(&mut events, &mut signals, &mut out, step, last).await {
+    if !until_signal(&mut printing, &mut signals, &mut out, step, last).await? {
         return Ok(());
     }
-    let tracer = events.tracer_mut();
+    let tracer = printing.0.tracer_mut();
     if cli.stats {
         eprintln!(
             "probe-user: {} connect calls in flight (maps PENDING and CONNECTING, {MAX_PENDING} and {MAX_CONNECTING} entries)",
@@ -401,6 +450,12 @@ async fn run(cli: Cli) -> Result<()> {
                 "probe-user: program {} ran {} times, {per_run} ns per run",
                 p.name, p.runs
             );
+            if p.recursion_misses > 0 {
+                eprintln!(
+                    "probe-user: program {} was skipped {} times (already running on its CPU)",
+                    p.name, p.recursion_misses
+                );
+            }
         }
     }
     // Calls still in flight now will not be reported: count them with the missed ones.

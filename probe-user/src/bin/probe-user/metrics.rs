@@ -1,19 +1,46 @@
 //! Prometheus / OpenMetrics exposition of the kernel's connect counts and of what was lost, and
 //! a small HTTP server for it (`probe-user --metrics`).
+//!
+//! # What a client can do to the endpoint
+//!
+//! Anyone who can connect to the address (with the default, 127.0.0.1, any local user) can
+//! hold at most [`MAX_CONNECTIONS`] (64) connections at once, each for at most
+//! [`CONNECTION_DEADLINE`] (10 s) and with at most [`MAX_BUF_SIZE`] (16 KiB) of its request
+//! buffered:
+//!
+//! - a connection that has not sent its request headers within [`HEADER_READ_TIMEOUT`] (5 s)
+//!   is closed, however slowly it sends them (idle connections and slowloris clients);
+//! - keep-alive is off (one request per connection, answered with `connection: close`), and
+//!   any connection still open [`CONNECTION_DEADLINE`] after it was accepted is closed,
+//!   whatever the client does (a slow body, a response it does not read);
+//! - connections beyond the cap are accepted, answered `503 Service Unavailable` and closed at
+//!   once: they neither queue nor hold anything, and the accept loop never waits for a slot;
+//! - errors accepting a connection (`EMFILE` when the process is out of file descriptors,
+//!   `ENOBUFS`, ...) pause accepting for 100 ms, doubling up to 1 s, and accepting resumes: the
+//!   first error of a run is reported on stderr once, later ones only at `RUST_LOG=warn`.
+//!
+//! So a user who keeps opening connections can make scrapes fail (503 or a closed connection)
+//! for as long as they keep every slot taken, which needs a new connection per slot at least
+//! every 10 s (every 5 s without sending a request); they cannot stop the endpoint for good,
+//! and once they stop, scrapes get through again within 10 s (5 s if their connections were
+//! idle). Counting in the kernel is never affected.
 
-use std::{convert::Infallible, net::SocketAddr};
+use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::{Context as _, Result};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Request, Response, StatusCode, body::Incoming, header, server::conn::http1};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus_client::{
     encoding::text::encode,
     metrics::{counter::Counter, family::Family},
     registry::Registry,
 };
-use tokio::sync::{mpsc, oneshot};
+use tokio::{
+    net::{TcpListener, TcpStream},
+    sync::{Semaphore, mpsc, oneshot},
+};
 
 use probe_user::{ConnectCount, Counters};
 
@@ -68,32 +95,143 @@ pub fn render(counts: &[ConnectCount], counters: Counters, with_daddr: bool) -> 
     text
 }
 
+/// Connections served at once; more are answered 503 and closed. A Prometheus server needs one
+/// per scrape (keep-alive is off), so 64 leaves room for several scrapers, overlapping scrapes
+/// and a curl or two, while bounding what any client can hold: 64 sockets (well within a
+/// 1024-descriptor limit) and 64 × [`MAX_BUF_SIZE`] of buffered requests.
+pub const MAX_CONNECTIONS: usize = 64;
+
+/// Time a connection has, from when it is accepted, to send its complete request headers
+/// (hyper's `header_read_timeout`, which is not reset by each byte).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Longest a connection is kept, whatever the client does: the same as Prometheus' default
+/// `scrape_timeout`, and far longer than answering a scrape takes.
+pub const CONNECTION_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Most bytes of a request buffered per connection (hyper's minimum is 8 KiB; a scrape's
+/// request is a few hundred bytes).
+pub const MAX_BUF_SIZE: usize = 16 * 1024;
+
+/// First pause after an error accepting a connection; each further error in a row doubles it,
+/// up to [`ACCEPT_BACKOFF_MAX`].
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(100);
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// The answer to a connection beyond [`MAX_CONNECTIONS`].
+const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\n\
+content-length: 5\r\nretry-after: 1\r\nconnection: close\r\n\r\nbusy\n";
+
+/// How much the server lets each client hold (the constants above, smaller in tests).
+#[derive(Clone, Copy, Debug)]
+struct Limits {
+    max_connections: usize,
+    header_read_timeout: Duration,
+    connection_deadline: Duration,
+}
+
+impl Limits {
+    const DEFAULT: Limits = Limits {
+        max_connections: MAX_CONNECTIONS,
+        header_read_timeout: HEADER_READ_TIMEOUT,
+        connection_deadline: CONNECTION_DEADLINE,
+    };
+}
+
 /// A scrape waiting for the current exposition text.
 pub type Scrape = oneshot::Sender<String>;
 
 /// Serves `GET /metrics` on `addr` over HTTP/1.1: each scrape is sent down the returned channel
 /// and answered with whatever text the receiver replies (so the numbers are read at scrape
-/// time). Runs on the current tokio runtime until the receiver is dropped.
-pub async fn serve(addr: SocketAddr) -> Result<mpsc::Receiver<Scrape>> {
-    let listener = tokio::net::TcpListener::bind(addr)
+/// time). Returns the address actually bound (its port chosen by the kernel if `addr`'s is 0)
+/// and the channel. Runs on the current tokio runtime until the receiver is dropped, within
+/// the limits described at the top of this module.
+pub async fn serve(addr: SocketAddr) -> Result<(SocketAddr, mpsc::Receiver<Scrape>)> {
+    serve_with(addr, Limits::DEFAULT).await
+}
+
+async fn serve_with(
+    addr: SocketAddr,
+    limits: Limits,
+) -> Result<(SocketAddr, mpsc::Receiver<Scrape>)> {
+    let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot serve metrics on {addr}"))?;
+    let bound = listener
+        .local_addr()
+        .with_context(|| format!("cannot serve metrics on {addr}"))?;
     let (tx, rx) = mpsc::channel::<Scrape>(16);
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let tx = tx.clone();
-            if tx.is_closed() {
-                break;
+    tokio::spawn(accept_loop(listener, tx, limits));
+    Ok((bound, rx))
+}
+
+/// Accepts connections until `scrapes`' receiver is dropped, serving each in its own task
+/// (while a slot is free) within `limits`. Never ends on an accept error.
+async fn accept_loop(listener: TcpListener, scrapes: mpsc::Sender<Scrape>, limits: Limits) {
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .keep_alive(false)
+        .max_buf_size(MAX_BUF_SIZE);
+    let mut backoff = ACCEPT_BACKOFF_MIN;
+    let mut failing = false;
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = scrapes.closed() => return,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => {
+                backoff = ACCEPT_BACKOFF_MIN;
+                failing = false;
+                stream
             }
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |req| respond(req, tx.clone()));
-                let _ = http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    Ok(rx)
+            // That connection is gone, not the listener: take the next one.
+            Err(e) if is_connection_error(&e) => continue,
+            Err(e) => {
+                if failing {
+                    log::warn!("metrics: cannot accept a connection: {e}; retrying in {backoff:?}");
+                } else {
+                    eprintln!("probe-user: metrics: cannot accept a connection: {e}; retrying");
+                    failing = true;
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    () = scrapes.closed() => return,
+                }
+                backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
+                continue;
+            }
+        };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            refuse(stream);
+            continue;
+        };
+        let scrapes = scrapes.clone();
+        let service = hyper::service::service_fn(move |req| respond(req, scrapes.clone()));
+        let connection = http.serve_connection(TokioIo::new(stream), service);
+        tokio::spawn(async move {
+            // Past the deadline the connection is dropped, which closes it.
+            let _ = tokio::time::timeout(limits.connection_deadline, connection).await;
+            drop(slot);
+        });
+    }
+}
+
+/// Errors that end one incoming connection, not the listener's ability to accept more.
+fn is_connection_error(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    matches!(
+        e.kind(),
+        ConnectionAborted | ConnectionRefused | ConnectionReset
+    )
+}
+
+/// Answers a connection beyond the cap with [`BUSY`] if its socket can take it right now (a
+/// fresh socket's send buffer always can) and closes it, without waiting for anything.
+fn refuse(stream: TcpStream) {
+    let _ = stream.try_write(BUSY);
 }
 
 async fn respond(
@@ -170,5 +308,141 @@ mod tests {
             ),
             "{text}"
         );
+    }
+
+    /// Limits small enough for a test to exhaust and wait out.
+    const SMALL: Limits = Limits {
+        max_connections: 2,
+        header_read_timeout: Duration::from_millis(300),
+        connection_deadline: Duration::from_secs(2),
+    };
+
+    /// Serves on 127.0.0.1 with `limits` (on a thread and runtime of its own, until the test
+    /// process ends), answering every scrape with `text`; returns the bound address.
+    fn serving(limits: Limits, text: String) -> SocketAddr {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let (addr, mut scrapes) = serve_with(([127, 0, 0, 1], 0).into(), limits)
+                    .await
+                    .unwrap();
+                tx.send(addr).unwrap();
+                while let Some(reply) = scrapes.recv().await {
+                    let _ = reply.send(text.clone());
+                }
+            });
+        });
+        rx.recv().unwrap()
+    }
+
+    /// A connection to `addr` whose reads give up after 5 s.
+    fn connect(addr: SocketAddr) -> std::net::TcpStream {
+        let stream = std::net::TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        stream
+    }
+
+    /// Everything `stream` receives until the server closes it (a read timeout fails).
+    fn read_all(stream: &mut std::net::TcpStream) -> Vec<u8> {
+        use std::io::Read as _;
+        let mut received = Vec::new();
+        match stream.read_to_end(&mut received) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            Err(e) => panic!(
+                "not closed by the server: {e} after {} bytes",
+                received.len()
+            ),
+        }
+        received
+    }
+
+    /// `GET path` on a new connection: the whole response.
+    fn get(addr: SocketAddr, path: &str) -> String {
+        use std::io::Write as _;
+        let mut stream = connect(addr);
+        write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        String::from_utf8(read_all(&mut stream)).unwrap()
+    }
+
+    #[test]
+    fn answers_scrapes_of_any_size_and_closes_each_connection() {
+        // 1 MiB, far beyond the request buffer.
+        let text = format!("{}# EOF\n", "probe_connects_total 1\n".repeat(48 * 1024));
+        let addr = serving(Limits::DEFAULT, text.clone());
+        let response = get(addr, "/metrics");
+        let (head, body) = response.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+        assert!(
+            head.contains(&format!("content-type: {CONTENT_TYPE}\r\n")),
+            "{head}"
+        );
+        // Keep-alive is off: the server said so and closed the connection (`get` read to EOF).
+        assert!(head.contains("connection: close\r\n"), "{head}");
+        assert!(body == text, "{} bytes of {}", body.len(), text.len());
+        assert!(get(addr, "/other").starts_with("HTTP/1.1 404 Not Found\r\n"));
+    }
+
+    #[test]
+    fn connections_beyond_the_cap_are_refused_at_once_until_slots_free_up() {
+        let addr = serving(SMALL, "# EOF\n".into());
+        let start = std::time::Instant::now();
+        let mut idle: Vec<_> = (0..SMALL.max_connections).map(|_| connect(addr)).collect();
+        // Answered at once, not after waiting for a slot (which would give a 200).
+        for _ in 0..3 {
+            let refused = read_all(&mut connect(addr));
+            assert_eq!(
+                String::from_utf8_lossy(&refused),
+                String::from_utf8_lossy(BUSY)
+            );
+        }
+        // The idle connections sent no request: closed after the header timeout, no sooner.
+        for stream in &mut idle {
+            assert_eq!(read_all(stream), b"");
+        }
+        let elapsed = start.elapsed();
+        assert!(elapsed >= SMALL.header_read_timeout, "{elapsed:?}");
+        assert!(elapsed < SMALL.connection_deadline, "{elapsed:?}");
+        assert!(get(addr, "/metrics").starts_with("HTTP/1.1 200 OK\r\n"));
+    }
+
+    #[test]
+    fn slow_clients_are_cut_off() {
+        use std::io::Write as _;
+        // More than the loopback socket buffers can hold, so that a client that does not read
+        // keeps the response from being sent.
+        let text = format!("{}# EOF\n", "probe_connects_total 1\n".repeat(1 << 20));
+        let addr = serving(SMALL, text.clone());
+
+        // Headers that never end: cut off at the header timeout.
+        let mut slow_headers = connect(addr);
+        let start = std::time::Instant::now();
+        slow_headers
+            .write_all(b"GET /metrics HTTP/1.1\r\n")
+            .unwrap();
+        assert_eq!(read_all(&mut slow_headers), b"");
+        let elapsed = start.elapsed();
+        assert!(elapsed >= SMALL.header_read_timeout, "{elapsed:?}");
+        assert!(elapsed < SMALL.connection_deadline, "{elapsed:?}");
+
+        // A response nobody reads: cut off at the connection deadline.
+        let mut slow_reader = connect(addr);
+        slow_reader
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        std::thread::sleep(SMALL.connection_deadline + Duration::from_millis(500));
+        let received = read_all(&mut slow_reader);
+        assert!(received.len() < text.len(), "{} bytes", received.len());
+
+        // Both slots are free again.
+        for _ in 0..SMALL.max_connections + 1 {
+            assert!(get(addr, "/metrics").starts_with("HTTP/1.1 200 OK\r\n"));
+        }
     }
 }

@@ -12,9 +12,15 @@ pub struct BatchedStdout {
     stdout: ManuallyDrop<File>,
 }
 
-/// stdout was closed by its reader (`probe-user | head -1`).
-#[derive(Debug, PartialEq, Eq)]
-pub struct Closed;
+/// Why output could not be written.
+#[derive(Debug)]
+pub enum WriteError {
+    /// stdout's reader went away (`probe-user | head -1`, EPIPE): nobody is listening, so the
+    /// command ends quietly.
+    Closed,
+    /// Any other error (a full disk, EIO): output is being lost, which is an error.
+    Failed(std::io::Error),
+}
 
 impl Default for BatchedStdout {
     fn default() -> Self {
@@ -33,14 +39,15 @@ impl BatchedStdout {
     }
 
     /// Writes all pending output.
-    pub fn flush(&mut self) -> Result<(), Closed> {
+    pub fn flush(&mut self) -> Result<(), WriteError> {
         if self.buf.is_empty() {
             return Ok(());
         }
         let result = self.stdout.write_all(&self.buf);
         self.buf.clear();
-        // EPIPE (the reader left), and any other write error (disk full, EIO) alike, mean
-        // nobody gets the output.
-        result.map_err(|_| Closed)
+        result.map_err(|e| match e.kind() {
+            std::io::ErrorKind::BrokenPipe => WriteError::Closed,
+            _ => WriteError::Failed(e),
+        })
     }
 }

@@ -1,0 +1,523 @@
+//! Exactness at the edges: the same connect gets the same answer from every backend, format and
+//! mode; every connect a program saw is printed or counted, at exit too; bad flags and broken
+//! outputs get one line. Run by `cargo xtask test` in the VM with each backend and natively.
+
+use std::{
+    mem::size_of,
+    net::{Ipv4Addr, SocketAddr},
+    os::fd::AsRawFd as _,
+    process::{Command, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use probe_tests::{
+    FENTRY, KPROBE, ProbeUser, StapLine, attach_args, backend, connect, connect_kprobes,
+    json_lines, listener, probe_user, reports_failed_calls, summary, unix_now,
+};
+use socket2::{Domain, Socket, Type};
+
+/// A plain IPv4 connect, an IPv4-mapped one (an IPv6 socket, through tcp_v4_connect) and a
+/// plain IPv6 one, to listeners on one port number each.
+struct ThreeFamilies {
+    v4: SocketAddr,
+    mapped: SocketAddr,
+    v6: SocketAddr,
+}
+
+impl ThreeFamilies {
+    fn new() -> Self {
+        let v4 = listener("127.0.0.1:0");
+        let v6 = listener("[::1]:0");
+        let mapped = format!("[::ffff:127.0.0.1]:{}", v4.port()).parse().unwrap();
+        ThreeFamilies { v4, mapped, v6 }
+    }
+
+    /// Makes the three connects while `args` traces them; returns probe-user's output.
+    fn traced(&self, args: &[&str]) -> probe_tests::Finished {
+        let banner = if args.contains(&"--count") {
+            "Counting TCP connects"
+        } else {
+            "Tracing TCP connects"
+        };
+        let tracer = ProbeUser::start_until(probe_tests::probe_user_command().args(args), banner);
+        for dst in [self.v4, self.mapped, self.v6] {
+            connect(dst, None).unwrap();
+        }
+        let out = tracer.stop();
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        out
+    }
+}
+
+/// `(function, destination)` of every stap line.
+fn stap_destinations(stdout: &str) -> Vec<(bool, SocketAddr)> {
+    let mut lines: Vec<(bool, SocketAddr)> = stdout
+        .lines()
+        .map(|l| {
+            let line = StapLine::parse(l);
+            (line.v6, line.dst)
+        })
+        .collect();
+    lines.sort();
+    lines
+}
+
+/// `(function, daddr, dport, connects)` of the last `--count --format json` table.
+fn counted(stdout: &str) -> Vec<(String, String, u64, u64)> {
+    let tables = json_lines(stdout);
+    let last = tables.last().expect("a count table");
+    let mut rows: Vec<_> = last["counts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["function"].as_str().unwrap().to_string(),
+                r["daddr"].as_str().unwrap_or("*").to_string(),
+                r["dport"].as_u64().unwrap(),
+                r["connects"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    rows.sort();
+    rows
+}
+
+#[test]
+fn edge_ipv4_mapped_connects_are_ipv4_connects_for_minus_4_and_minus_6_in_every_format() {
+    let c = ThreeFamilies::new();
+    let v4_dst = c.v4;
+    let v6_dst = c.v6;
+
+    // -4: the plain and the mapped connect, both as tcp_v4_connect to 127.0.0.1.
+    let out = c.traced(&["-4"]);
+    assert_eq!(
+        stap_destinations(&out.stdout),
+        vec![(false, v4_dst), (false, v4_dst)]
+    );
+    let out = c.traced(&["-4", "--format", "minimal"]);
+    assert_eq!(out.stdout.lines().count(), 2, "{out:?}");
+    assert!(out.stdout.lines().all(|l| l.ends_with(": tcp_v4_connect")));
+    let out = c.traced(&["-4", "--count", "--format", "json"]);
+    let port = u64::from(v4_dst.port());
+    assert_eq!(
+        counted(&out.stdout),
+        vec![("tcp_v4_connect".into(), "127.0.0.1".into(), port, 2)]
+    );
+
+    // -6: only the plain IPv6 connect, never the mapped one.
+    let out = c.traced(&["-6"]);
+    assert_eq!(stap_destinations(&out.stdout), vec![(true, v6_dst)]);
+    let out = c.traced(&["-6", "--format", "minimal"]);
+    assert_eq!(out.stdout.lines().collect::<Vec<_>>().len(), 1, "{out:?}");
+    assert!(out.stdout.ends_with(": tcp_v6_connect\n"), "{out:?}");
+    let out = c.traced(&["-6", "--count", "--format", "json"]);
+    let port = u64::from(v6_dst.port());
+    assert_eq!(
+        counted(&out.stdout),
+        vec![("tcp_v6_connect".into(), "::1".into(), port, 1)]
+    );
+}
+
+#[test]
+fn edge_destination_networks_never_match_the_other_family() {
+    let c = ThreeFamilies::new();
+    // Every IPv6 network contains ::ffff:0:0/96, where the kernel keeps IPv4-mapped addresses:
+    // ::/0 must still match no IPv4 destination, mapped ones included.
+    let out = c.traced(&["--dst", "::/0"]);
+    assert_eq!(stap_destinations(&out.stdout), vec![(true, c.v6)]);
+    let out = c.traced(&["--dst", "0.0.0.0/0"]);
+    assert_eq!(
+        stap_destinations(&out.stdout),
+        vec![(false, c.v4), (false, c.v4)]
+    );
+    // An IPv4-mapped network is the IPv4 network it maps.
+    let out = c.traced(&["--dst", "::ffff:127.0.0.0/104"]);
+    assert_eq!(
+        stap_destinations(&out.stdout),
+        vec![(false, c.v4), (false, c.v4)]
+    );
+}
+
+/// `connect(2)` on a new socket of `domain` with the first `len` bytes of `addr`; the error.
+fn raw_connect(domain: Domain, addr: &[u8], len: usize) -> std::io::Error {
+    let socket = Socket::new(domain, Type::STREAM, None).unwrap();
+    assert!(len <= addr.len());
+    // SAFETY: addr is valid for len bytes.
+    let ret = unsafe {
+        libc::connect(
+            socket.as_raw_fd(),
+            addr.as_ptr().cast(),
+            len as libc::socklen_t,
+        )
+    };
+    assert_eq!(ret, -1);
+    std::io::Error::last_os_error()
+}
+
+#[test]
+fn edge_a_short_addr_len_reports_nothing_beyond_it() {
+    if !reports_failed_calls() {
+        // The tracepoint sees only calls that send a SYN; these fail before.
+        return;
+    }
+    let port: u16 = 4321;
+    // sockaddr_in for 127.0.0.1:4321, and sockaddr_in6 for [::1]:4321.
+    let mut sin = [0u8; size_of::<libc::sockaddr_in>()];
+    sin[..2].copy_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
+    sin[2..4].copy_from_slice(&port.to_be_bytes());
+    sin[4..8].copy_from_slice(&Ipv4Addr::LOCALHOST.octets());
+    let mut sin6 = [0u8; size_of::<libc::sockaddr_in6>()];
+    sin6[..2].copy_from_slice(&(libc::AF_INET6 as u16).to_ne_bytes());
+    sin6[2..4].copy_from_slice(&port.to_be_bytes());
+    sin6[23] = 1;
+
+    let tracer = ProbeUser::start(&["--format", "json"]);
+    // The kernel copies only addr_len bytes and fails the call with EINVAL; the rest of its
+    // buffer is whatever its stack held.
+    for (domain, addr, len) in [
+        (Domain::IPV4, &sin[..], 4),
+        (Domain::IPV4, &sin[..], 2),
+        (Domain::IPV6, &sin6[..], 20),
+    ] {
+        let e = raw_connect(domain, addr, len);
+        assert_eq!(e.raw_os_error(), Some(libc::EINVAL), "{e}");
+    }
+    let out = tracer.stop();
+    let reported: Vec<(String, u64, i64)> = json_lines(&out.stdout)
+        .iter()
+        .map(|e| {
+            (
+                e["daddr"].as_str().unwrap().to_string(),
+                e["dport"].as_u64().unwrap(),
+                e["ret"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    let einval = -i64::from(libc::EINVAL);
+    assert_eq!(
+        reported,
+        vec![
+            ("0.0.0.0".to_string(), u64::from(port), einval),
+            ("0.0.0.0".to_string(), 0, einval),
+            ("::".to_string(), u64::from(port), einval),
+        ],
+        "{out:?}"
+    );
+}
+
+#[test]
+fn edge_an_unwritable_stdout_is_one_error_line_not_silence() {
+    let v4 = listener("127.0.0.1:0");
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let mut cmd = probe_tests::probe_user_command();
+    cmd.stdout(full).stderr(Stdio::piped()).stdin(Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    // Connect until probe-user has written (and failed) or 20 s have passed.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        connect(v4, None).unwrap();
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "probe-user did not stop");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    let last = stderr.lines().last().unwrap_or_default();
+    assert_eq!(
+        last, "probe-user: error: cannot write to stdout: No space left on device (os error 28)",
+        "{stderr}"
+    );
+}
+
+#[test]
+fn edge_contradictory_and_out_of_range_flags_are_usage_errors() {
+    for (args, expected) in [
+        (
+            &["--count", "--interval", "0s"][..],
+            "probe-user: error: invalid value '0s' for '--interval <DURATION>': an interval must be between 10ms and 24h",
+        ),
+        (
+            &["--count", "--interval", "25h"][..],
+            "probe-user: error: invalid value '25h' for '--interval <DURATION>': an interval must be between 10ms and 24h",
+        ),
+        (
+            &["--count", "--format", "minimal"][..],
+            "probe-user: error: --format minimal prints no destination, so it cannot show counts: use --format stap or json with --count or --metrics",
+        ),
+        (
+            &["--metrics", "0", "--format", "minimal"][..],
+            "probe-user: error: --format minimal prints no destination, so it cannot show counts: use --format stap or json with --count or --metrics",
+        ),
+    ] {
+        probe_tests::assert_one_line_error(args, 2, expected);
+    }
+    // An interval too large for any clock is refused by the parser, never a panic later.
+    let out = probe_tests::run_probe_user(&["--count", "--interval", "99999999999999999h"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert_eq!(out.stderr.lines().count(), 1, "{out:?}");
+}
+
+#[test]
+fn edge_stats_without_cap_sys_admin_is_refused_before_attaching() {
+    let out = Command::new("as-user")
+        .args(["--caps", "CAP_BPF,CAP_PERFMON", "--"])
+        .arg(probe_user())
+        .args(attach_args())
+        .arg("--stats")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "probe-user: error: permission denied: program statistics (--stats) need CAP_SYS_ADMIN (root); run without them or as root\n"
+    );
+    assert_eq!(connect_kprobes(), Vec::<String>::new());
+}
+
+/// Sets CLOCK_REALTIME `by` seconds forward (negative: back).
+fn step_clock(by: i64) {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid out-pointer; setting the clock needs root, which the VM tests have.
+    unsafe {
+        assert_eq!(libc::clock_gettime(libc::CLOCK_REALTIME, &mut now), 0);
+        now.tv_sec += by;
+        assert_eq!(libc::clock_settime(libc::CLOCK_REALTIME, &now), 0);
+    }
+}
+
+#[test]
+fn edge_lines_follow_a_step_of_the_wall_clock() {
+    if std::env::var_os("PROBE_IN_VM").is_none() {
+        // Stepping the clock of the machine the tests run on natively is not ours to do.
+        return;
+    }
+    let v4 = listener("127.0.0.1:0");
+    let tracer = ProbeUser::start(&[]);
+    connect(v4, None).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    const DAY: i64 = 86_400;
+    step_clock(DAY);
+    // The batch after the step may still use the old clock: the lines after it follow.
+    std::thread::sleep(Duration::from_millis(300));
+    let from = unix_now();
+    connect(v4, None).unwrap();
+    let to = unix_now();
+    let out = tracer.stop();
+    step_clock(-DAY);
+    let stamps: Vec<u64> = out
+        .stdout
+        .lines()
+        .map(|l| StapLine::parse(l).unix_s)
+        .collect();
+    assert_eq!(stamps.len(), 2, "{out:?}");
+    assert!(stamps[0] + 3600 < from, "{stamps:?} vs {from}");
+    assert!(
+        stamps[1] + 1 >= from && stamps[1] <= to + 1,
+        "{stamps:?} not in [{from}, {to}]"
+    );
+}
+
+#[test]
+fn edge_the_example_agent_escapes_task_names() {
+    let v4 = listener("127.0.0.1:0");
+    let mut cmd = Command::new("agent");
+    cmd.args(["--events", "1", "--filter-port", &v4.port().to_string()]);
+    let agent = ProbeUser::start_until(&mut cmd, "agent: tracing");
+    std::thread::Builder::new()
+        .name("evil\n9 x 1.2.3.4".into())
+        .spawn(move || connect(v4, None).unwrap())
+        .unwrap()
+        .join()
+        .unwrap();
+    let out = agent.wait();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(out.stdout.lines().count(), 1, "{out:?}");
+    assert!(out.stdout.contains(r"evil\n9 x 1.2"), "{out:?}");
+}
+
+/// `program <name> ran <n> times` and `... was skipped <n> times` lines of `--stats`.
+fn program_runs(stderr: &str, name: &str) -> u64 {
+    let number_after = |prefix: &str| -> u64 {
+        stderr
+            .lines()
+            .filter_map(|l| l.strip_prefix(prefix))
+            .filter_map(|rest| rest.split(' ').next()?.parse::<u64>().ok())
+            .sum()
+    };
+    number_after(&format!("probe-user: program {name} ran "))
+        + number_after(&format!("probe-user: program {name} was skipped "))
+}
+
+#[test]
+fn edge_stopping_under_load_accounts_for_every_program_run() {
+    // Each run of these programs is one connect call, which must end printed, dropped or
+    // missed (the tracepoint's program runs on every state change of every socket, so it has
+    // no such identity; its exit is covered by the test below).
+    let programs: &[&str] = match backend().as_str() {
+        KPROBE => &["tcp_v4_connect", "tcp_v6_connect"],
+        FENTRY => &["fexit_tcp_v4_connect", "fexit_tcp_v6_connect"],
+        _ => return,
+    };
+    let v4 = listener("127.0.0.1:0");
+    let refused: SocketAddr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let tracer = ProbeUser::start(&["--stats"]);
+    let threads: Vec<_> = (0..4)
+        .map(|i| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut made = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let _ = connect(if i % 2 == 0 { v4 } else { refused }, None);
+                    made += 1;
+                }
+                made
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(1));
+    // Stopped while the threads keep connecting.
+    let out = tracer.stop();
+    stop.store(true, Ordering::Relaxed);
+    let made: u64 = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    assert!(out.status.success(), "{out:?}");
+    let s = summary(&out.stderr);
+    let runs: u64 = programs.iter().map(|p| program_runs(&out.stderr, p)).sum();
+    assert!(
+        runs > 100 && runs < made,
+        "{runs} runs, {made} made: {}",
+        out.stderr
+    );
+    assert_eq!(
+        s.printed + s.dropped + s.missed,
+        runs,
+        "printed + dropped + missed must be every run: {s:?}\n{}",
+        out.stderr
+    );
+    assert_eq!(out.stdout.lines().count() as u64, s.printed);
+}
+
+#[test]
+fn edge_connects_still_in_syn_sent_at_exit_are_counted() {
+    // A listener that never accepts, with room for one connection in its accept queue: the
+    // kernel drops later SYNs, so those connects stay in SYN_SENT (retrying for minutes).
+    let server = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    server
+        .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    server.listen(0).unwrap();
+    let addr = server.local_addr().unwrap();
+    let tracer = ProbeUser::start(&[]);
+    let clients: Vec<Socket> = (0..6)
+        .map(|_| {
+            let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+            s.set_nonblocking(true).unwrap();
+            let e = s.connect(&addr).unwrap_err();
+            assert_eq!(e.raw_os_error(), Some(libc::EINPROGRESS), "{e}");
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let out = tracer.stop();
+    drop(clients);
+    assert!(out.status.success(), "{out:?}");
+    let s = summary(&out.stderr);
+    assert_eq!(out.stdout.lines().count() as u64, s.printed);
+    assert_eq!(
+        s.printed + s.dropped + s.missed,
+        6,
+        "every connect printed or counted: {s:?}\n{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn edge_dst_filters_what_the_kernel_connected_a_wildcard_destination_to() {
+    // A connect to 0.0.0.0:P (or [::]:P) goes to loopback: `--dst` decides on that, as every
+    // format prints it, on every backend and in every mode.
+    let v4 = listener("127.0.0.1:0");
+    let v6 = listener("[::1]:0");
+    let any4 = SocketAddr::from(([0, 0, 0, 0], v4.port()));
+    let any6: SocketAddr = format!("[::]:{}", v6.port()).parse().unwrap();
+    let run = |args: &[&str]| {
+        let banner = if args.contains(&"--count") {
+            "Counting TCP connects"
+        } else {
+            "Tracing TCP connects"
+        };
+        let tracer = ProbeUser::start_until(probe_tests::probe_user_command().args(args), banner);
+        connect(any4, None).unwrap();
+        connect(any6, None).unwrap();
+        let out = tracer.stop();
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        out
+    };
+    let out = run(&["--dst", "127.0.0.0/8,::1"]);
+    assert_eq!(
+        stap_destinations(&out.stdout),
+        vec![(false, v4), (true, v6)]
+    );
+    let out = run(&["--dst", "127.0.0.0/8", "--format", "minimal"]);
+    assert_eq!(out.stdout.lines().count(), 1, "{out:?}");
+    assert!(out.stdout.ends_with(": tcp_v4_connect\n"), "{out:?}");
+    let out = run(&["--dst", "::1", "--count", "--format", "json"]);
+    assert_eq!(
+        counted(&out.stdout),
+        vec![(
+            "tcp_v6_connect".into(),
+            "::1".into(),
+            u64::from(v6.port()),
+            1
+        )]
+    );
+    let out = run(&["--dst", "10.0.0.0/8,fd00::/8"]);
+    assert_eq!(out.stdout, "", "{out:?}");
+    assert_eq!(summary(&out.stderr).printed, 0);
+}
+
+#[test]
+fn edge_a_failed_call_has_no_source_on_every_kernel() {
+    if !reports_failed_calls() {
+        return;
+    }
+    // No route to 10.255.255.1 (the test's network has only loopback): tcp_v4_connect fails
+    // with ENETUNREACH after the socket was bound to a source.
+    let tracer = ProbeUser::start(&["--format", "json"]);
+    for bind in [None, Some(SocketAddr::from(([127, 0, 0, 1], 0)))] {
+        let e = connect(SocketAddr::from(([10, 255, 255, 1], 80)), bind).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ENETUNREACH), "{e}");
+    }
+    let out = tracer.stop();
+    let events = json_lines(&out.stdout);
+    assert_eq!(events.len(), 2, "{out:?}");
+    for e in events {
+        assert_eq!(e["ret"], -libc::ENETUNREACH, "{e}");
+        assert_eq!(
+            (e["saddr"].as_str(), e["sport"].as_u64()),
+            (Some("0.0.0.0"), Some(0)),
+            "{e}"
+        );
+        assert_eq!(
+            (e["daddr"].as_str(), e["dport"].as_u64()),
+            (Some("10.255.255.1"), Some(80)),
+            "{e}"
+        );
+    }
+}
