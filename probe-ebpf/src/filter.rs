@@ -95,9 +95,13 @@ fn destination_admitted(filters: &FilterFlags, to: &Destination) -> bool {
 /// successful call reports what the kernel resolved it to).
 #[inline(always)]
 pub fn reported_admitted(requested: &Destination, reported: &Destination) -> bool {
-    FILTERS.load().destinations == 0
-        || !requested.addr.is_unspecified()
-        || network_admitted(reported)
+    if !requested.addr.is_unspecified() {
+        return true;
+    }
+    // `::` on an IPv6 socket bound to an IPv4-mapped source goes to IPv4 loopback.
+    let filters = FILTERS.load();
+    filters.families & ipv4_if_mapped(reported).0.bit() != 0
+        && (filters.destinations == 0 || network_admitted(reported))
 }
 
 /// Whether `to` lies in one of the `--dst` networks.

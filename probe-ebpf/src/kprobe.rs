@@ -62,11 +62,13 @@ pub fn on_connect_entry(sk: u64, uaddr: *const u8, addr_len: i32, family: Family
     if ENTRY_ONLY.load() != 0 {
         // With no return probe to see what the kernel makes of a wildcard destination, `--dst`
         // judges where the kernel will send it.
+        let mut to = to;
         if to.addr.is_unspecified() {
             let resolved = Sock::read(sk as *const u8, SOCK_OFFSETS.load()).resolve_wildcard(to);
             if !filter::reported_admitted(&to, &resolved) {
                 return;
             }
+            to = resolved;
         }
         // An IPv4-mapped tcp_v6_connect enters tcp_v4_connect next: count the connect there.
         if family == Family::V6 && to.addr.is_v4_mapped() {

@@ -57,6 +57,7 @@ static SOCK_OFFSETS: Global<SockOffsets> = Global::new(SockOffsets {
     v6_rcv_saddr: 0,
     protocol: 0,
     inet_sport: 0,
+    node_pprev: 0,
 });
 
 /// Written by userspace before load; read by the admission path to skip disabled filters.
@@ -105,8 +106,8 @@ static CGROUP_FILTER: HashMap<u64, u8> = HashMap::with_max_entries(limit::MAX_CG
 #[map]
 static COMM_FILTER: HashMap<[u8; COMM_LEN], u8> = HashMap::with_max_entries(limit::MAX_COMMS, 0);
 
-/// Written by userspace at start (destination networks to trace, IPv4 ones IPv4-mapped); read
-/// by the admission path once the destination is known.
+/// Written by userspace at start (destination networks to trace, keyed by family word and
+/// address: `DstKey`); read by the admission path once the destination is known.
 #[map]
 static DST_FILTER: LpmTrie<DstKey, u8> =
     LpmTrie::with_max_entries(limit::MAX_NETWORKS, BPF_F_NO_PREALLOC);

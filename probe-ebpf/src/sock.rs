@@ -198,6 +198,12 @@ impl Sock {
         read_at(self.ptr, self.offsets.protocol)
     }
 
+    /// Whether the socket is in the kernel's hash tables (`!sk_unhashed(sk)`).
+    #[inline(always)]
+    pub fn is_hashed(&self) -> bool {
+        read_at::<u64>(self.ptr, self.offsets.node_pprev) != 0
+    }
+
     /// Source address and port as `struct inet_sock` keeps them: still set while a connecting
     /// socket is being closed (refused), when `skc_num` is already cleared; 0 if no source port
     /// was ever assigned.

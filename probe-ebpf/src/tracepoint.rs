@@ -5,6 +5,7 @@
 
 use aya_ebpf::{
     EbpfContext,
+    bindings::BPF_NOEXIST,
     helpers::{bpf_get_current_uid_gid, bpf_ktime_get_boot_ns, generated},
     macros::raw_tracepoint,
     programs::RawTracePointContext,
@@ -31,7 +32,7 @@ pub fn inet_sock_set_state(ctx: RawTracePointContext) -> i32 {
     if old == TCP_CLOSE && new == TCP_SYN_SENT {
         on_syn_sent(sk);
     } else if old == TCP_SYN_SENT {
-        on_syn_sent_left(&ctx, sk);
+        on_syn_sent_left(&ctx, sk, new);
     }
     0
 }
@@ -65,25 +66,39 @@ fn on_syn_sent(sk_ptr: *const u8) {
     };
     // SAFETY: the buffer is COMM_LEN bytes long.
     unsafe { generated::bpf_get_current_comm(caller.comm.as_mut_ptr().cast(), COMM_LEN as u32) };
-    if CONNECTING.insert(&(sk_ptr as u64), &caller, 0).is_err() {
+    let key = sk_ptr as u64;
+    if CONNECTING.insert(&key, &caller, BPF_NOEXIST as u64).is_ok() {
+        return;
+    }
+    // This socket's previous connect never left SYN_SENT as far as this program saw (a run
+    // the kernel skipped while the program was busy on that CPU): it is lost, and counted.
+    if unsafe { CONNECTING.get(&key) }.is_some() {
+        emit::count(counter::MISSED_RETURN);
+    }
+    if CONNECTING.insert(&key, &caller, 0).is_err() {
         emit::count(counter::PENDING_FULL);
     }
 }
 
-/// SYN_SENT -> anything: the connect call is over (ESTABLISHED, or CLOSE when refused, timed
+/// SYN_SENT -> `new`: the connect call is over (ESTABLISHED, or CLOSE when refused, timed
 /// out or aborted), and the source the kernel chose is known.
 #[inline(always)]
-fn on_syn_sent_left<C: EbpfContext>(ctx: &C, sk_ptr: *const u8) {
+fn on_syn_sent_left<C: EbpfContext>(ctx: &C, sk_ptr: *const u8, new: i32) {
     let key = sk_ptr as u64;
     let Some(caller) = (unsafe { CONNECTING.get(&key) }).copied() else {
         return;
     };
     let _ = CONNECTING.remove(&key);
     let sk = Sock::read(sk_ptr, SOCK_OFFSETS.load());
+    // Back to CLOSE without ever being hashed: the call itself failed after SYN_SENT (no free
+    // source port, or a bound port whose 4-tuple is taken: EADDRNOTAVAIL) and sent no SYN. Not
+    // a connect; this backend does not report failed calls.
+    if new == TCP_CLOSE && !sk.is_hashed() {
+        return;
+    }
     let to = sk.connection();
     let source = sk.bound_source(to.family);
-    // No source port: the call failed inside after SYN_SENT (no free port), which only a
-    // return probe could report with its error.
+    // No source port: the call failed inside after SYN_SENT (no free port).
     if source.1 == 0 {
         return;
     }

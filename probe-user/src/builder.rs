@@ -136,7 +136,7 @@ impl TracerBuilder {
         let mut ebpf = loader::load(&self)?;
         let logger = loader::start_logger(&mut ebpf)?;
         loader::fill_filters(&mut ebpf, &self, &keys)?;
-        let (backend, fallbacks) = loader::attach_first_working(&mut ebpf, &self)?;
+        // Before attaching, so that every run of every program is accounted.
         let stats = if self.program_stats {
             Some(
                 aya::sys::enable_stats(aya::sys::Stats::RunTime)
@@ -145,6 +145,7 @@ impl TracerBuilder {
         } else {
             None
         };
+        let (backend, fallbacks) = loader::attach_first_working(&mut ebpf, &self)?;
         Tracer::new(ebpf, backend, fallbacks, self.count_by, logger, stats)
     }
 }

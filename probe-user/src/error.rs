@@ -36,9 +36,9 @@ pub enum Error {
     Load {
         /// What to change to make it work, when known (e.g. `RLIMIT_MEMLOCK` on old kernels).
         hint: Option<String>,
-        /// What aya reported.
+        /// What aya reported (see [`load_source`]).
         #[source]
-        source: Box<aya::EbpfError>,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// A map of the object could not be used or filled.
     #[error("cannot use map {map}")]
@@ -213,6 +213,19 @@ pub enum AttachError {
     /// A program is missing from the object, or of another type (a build mismatch).
     #[error("program {0} missing from the eBPF object or not of the expected type")]
     Object(&'static str),
+}
+
+/// The source to keep of a load error: aya's map and program errors, rather than the
+/// `EbpfError` around them, whose message repeats theirs (`map error: {0}`, `BTF error: {0}`), so that a printed
+/// chain says each thing once.
+pub(crate) fn load_source(error: aya::EbpfError) -> Box<dyn std::error::Error + Send + Sync> {
+    match error {
+        aya::EbpfError::MapError(e) => Box::new(e),
+        aya::EbpfError::ProgramError(e) => Box::new(e),
+        aya::EbpfError::BtfError(e) => Box::new(e),
+        aya::EbpfError::ParseError(e) => Box::new(e),
+        other => Box::new(other),
+    }
 }
 
 /// `hint: ` in front of a message, or nothing.

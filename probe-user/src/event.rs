@@ -8,7 +8,7 @@ use probe_common::{
 
 /// One traced `tcp_v4_connect` / `tcp_v6_connect` call.
 ///
-/// A tracer built with [`crate::TracerBuilder::timestamps_only`] fills only `boot_ns` and
+/// A tracer built with [`crate::Mode::TimestampsOnly`] fills only `boot_ns` and
 /// `family`; the other fields are zero or unspecified.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConnectEvent {

@@ -111,7 +111,7 @@ pub(crate) fn load(options: &TracerBuilder) -> Result<Ebpf, Error> {
         .load(PROBE_OBJECT)
         .map_err(|source| Error::Load {
             hint: kernel::memlock_hint(),
-            source: Box::new(source),
+            source: crate::error::load_source(source),
         })
 }
 

@@ -36,14 +36,17 @@ impl ThreeFamilies {
         ThreeFamilies { v4, mapped, v6 }
     }
 
-    /// Makes the three connects while `args` traces them; returns probe-user's output.
+    /// Makes the three connects while `args` (and `--pid` of this process: natively, other
+    /// processes connect too) traces them; returns probe-user's output.
     fn traced(&self, args: &[&str]) -> probe_tests::Finished {
         let banner = if args.contains(&"--count") {
             "Counting TCP connects"
         } else {
             "Tracing TCP connects"
         };
-        let tracer = ProbeUser::start_until(probe_tests::probe_user_command().args(args), banner);
+        let mut cmd = probe_tests::probe_user_command();
+        cmd.args(args).args(only_us());
+        let tracer = ProbeUser::start_until(&mut cmd, banner);
         for dst in [self.v4, self.mapped, self.v6] {
             connect(dst, None).unwrap();
         }
@@ -51,6 +54,11 @@ impl ThreeFamilies {
         assert!(out.status.success(), "{args:?}: {out:?}");
         out
     }
+}
+
+/// `--pid <this process>`: natively, the host's other processes connect too.
+fn only_us() -> [String; 2] {
+    ["--pid".to_string(), std::process::id().to_string()]
 }
 
 /// `(function, destination)` of every stap line.
@@ -176,7 +184,8 @@ fn edge_a_short_addr_len_reports_nothing_beyond_it() {
     sin6[2..4].copy_from_slice(&port.to_be_bytes());
     sin6[23] = 1;
 
-    let tracer = ProbeUser::start(&["--format", "json"]);
+    let pid = std::process::id().to_string();
+    let tracer = ProbeUser::start(&["--format", "json", "--pid", &pid]);
     // The kernel copies only addr_len bytes and fails the call with EINVAL; the rest of its
     // buffer is whatever its stack held.
     for (domain, addr, len) in [
@@ -424,7 +433,8 @@ fn edge_connects_still_in_syn_sent_at_exit_are_counted() {
         .unwrap();
     server.listen(0).unwrap();
     let addr = server.local_addr().unwrap();
-    let tracer = ProbeUser::start(&[]);
+    let pid = std::process::id().to_string();
+    let tracer = ProbeUser::start(&["--pid", &pid]);
     let clients: Vec<Socket> = (0..6)
         .map(|_| {
             let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
@@ -462,7 +472,9 @@ fn edge_dst_filters_what_the_kernel_connected_a_wildcard_destination_to() {
         } else {
             "Tracing TCP connects"
         };
-        let tracer = ProbeUser::start_until(probe_tests::probe_user_command().args(args), banner);
+        let mut cmd = probe_tests::probe_user_command();
+        cmd.args(args).args(only_us());
+        let tracer = ProbeUser::start_until(&mut cmd, banner);
         connect(any4, None).unwrap();
         connect(any6, None).unwrap();
         let out = tracer.stop();
@@ -499,7 +511,8 @@ fn edge_a_failed_call_has_no_source_on_every_kernel() {
     }
     // No route to 10.255.255.1 (the test's network has only loopback): tcp_v4_connect fails
     // with ENETUNREACH after the socket was bound to a source.
-    let tracer = ProbeUser::start(&["--format", "json"]);
+    let pid = std::process::id().to_string();
+    let tracer = ProbeUser::start(&["--format", "json", "--pid", &pid]);
     for bind in [None, Some(SocketAddr::from(([127, 0, 0, 1], 0)))] {
         let e = connect(SocketAddr::from(([10, 255, 255, 1], 80)), bind).unwrap_err();
         assert_eq!(e.raw_os_error(), Some(libc::ENETUNREACH), "{e}");
@@ -520,4 +533,40 @@ fn edge_a_failed_call_has_no_source_on_every_kernel() {
             "{e}"
         );
     }
+}
+
+#[test]
+fn edge_a_call_failing_after_syn_sent_is_never_reported_as_a_connect() {
+    // Two sockets bound to the same source port (SO_REUSEADDR) connect to the same listener:
+    // the second call fails inside tcp_v4_connect after SYN_SENT (its 4-tuple is taken:
+    // EADDRNOTAVAIL) and sends no SYN. The 4-tuple must be reported once as a connect; backends
+    // that report failed calls show the second with its error.
+    let server = listener("127.0.0.1:0");
+    let bound = |port: u16| {
+        let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        s.set_reuse_address(true).unwrap();
+        s.bind(&SocketAddr::from(([127, 0, 0, 1], port)).into())
+            .unwrap();
+        s
+    };
+    let pid = std::process::id().to_string();
+    let tracer = ProbeUser::start(&["--format", "json", "--pid", &pid]);
+    let first = bound(0);
+    first.connect(&server.into()).unwrap();
+    let port = first.local_addr().unwrap().as_socket().unwrap().port();
+    let second = bound(port);
+    let e = second.connect(&server.into()).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EADDRNOTAVAIL), "{e}");
+    let out = tracer.stop();
+    drop((first, second));
+    let events: Vec<(u64, i64)> = json_lines(&out.stdout)
+        .iter()
+        .map(|e| (e["sport"].as_u64().unwrap(), e["ret"].as_i64().unwrap()))
+        .collect();
+    let mut expected = vec![(u64::from(port), 0)];
+    if reports_failed_calls() {
+        expected.push((0, -i64::from(libc::EADDRNOTAVAIL)));
+    }
+    assert_eq!(events, expected, "{out:?}");
+    assert_eq!(summary(&out.stderr).missed, 0, "{out:?}");
 }

@@ -76,7 +76,7 @@ pub fn render(counts: &[ConnectCount], counters: Counters, with_daddr: bool) -> 
         ),
         (
             "events_missed",
-            "Connects whose return probe never ran (kretprobe maxactive)",
+            "Connects seen starting but never completing (missed returns, skipped runs, in flight at exit)",
             counters.missed,
         ),
         (
