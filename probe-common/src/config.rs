@@ -29,11 +29,10 @@ pub struct SockOffsets {
     /// `inet_sport` of `struct inet_sock` (source port, `__be16`): unlike `skc_num` it survives
     /// the port's release when a connecting socket closes, so the tracepoint backend reads it.
     pub inet_sport: u32,
-    /// `skc_node.pprev` (a pointer; `skc_nulls_node.pprev` shares it): non-null while the
-    /// socket is in the kernel's hash tables. A connecting socket is hashed once its source port
-    /// is chosen, so the tracepoint backend tells a call that failed inside (never hashed) from
-    /// a connect that was refused or gave up (still hashed as it leaves SYN_SENT).
-    pub node_pprev: u32,
+    /// `snd_nxt` of `struct tcp_sock` (`u32`): zero in a new socket until `tcp_connect` sends
+    /// the SYN, so the tracepoint backend tells a call that failed inside after SYN_SENT (no SYN
+    /// sent) from a connect that was refused, timed out or closed (a SYN went out).
+    pub snd_nxt: u32,
 }
 
 /// Bytes at the start of `struct sock` that hold every IPv4 field of `sock_common` (`skc_daddr`,

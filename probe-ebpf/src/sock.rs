@@ -198,10 +198,11 @@ impl Sock {
         read_at(self.ptr, self.offsets.protocol)
     }
 
-    /// Whether the socket is in the kernel's hash tables (`!sk_unhashed(sk)`).
+    /// Whether a SYN was ever sent on this socket (`tcp_sock.snd_nxt`, zero in a new socket
+    /// until `tcp_connect` sets it).
     #[inline(always)]
-    pub fn is_hashed(&self) -> bool {
-        read_at::<u64>(self.ptr, self.offsets.node_pprev) != 0
+    pub fn sent_syn(&self) -> bool {
+        read_at::<u32>(self.ptr, self.offsets.snd_nxt) != 0
     }
 
     /// Source address and port as `struct inet_sock` keeps them: still set while a connecting

@@ -18,6 +18,7 @@ use probe_common::{
 use crate::{
     CONNECTING, ENTRY_ONLY, SOCK_OFFSETS, emit,
     filter::{self, Admitted},
+    share::{self, Share},
     sock::Sock,
 };
 
@@ -57,10 +58,15 @@ fn on_syn_sent(sk_ptr: *const u8) {
         emit::timestamp(boot_ns, &to);
         return;
     }
+    let uid = bpf_get_current_uid_gid() as u32;
+    if !share::take(uid, Share::Connecting) {
+        emit::count(counter::PENDING_FULL);
+        return;
+    }
     let mut caller = Connecting {
         boot_ns,
         pid_tgid,
-        uid: bpf_get_current_uid_gid() as u32,
+        uid,
         comm: [0; COMM_LEN],
         _pad: 0,
     };
@@ -72,11 +78,13 @@ fn on_syn_sent(sk_ptr: *const u8) {
     }
     // This socket's previous connect never left SYN_SENT as far as this program saw (a run
     // the kernel skipped while the program was busy on that CPU): it is lost, and counted.
-    if unsafe { CONNECTING.get(&key) }.is_some() {
+    if let Some(stale) = unsafe { CONNECTING.get(&key) } {
         emit::count(counter::MISSED_RETURN);
+        share::give_back(stale.uid, Share::Connecting);
     }
     if CONNECTING.insert(&key, &caller, 0).is_err() {
         emit::count(counter::PENDING_FULL);
+        share::give_back(uid, Share::Connecting);
     }
 }
 
@@ -89,11 +97,12 @@ fn on_syn_sent_left<C: EbpfContext>(ctx: &C, sk_ptr: *const u8, new: i32) {
         return;
     };
     let _ = CONNECTING.remove(&key);
+    share::give_back(caller.uid, Share::Connecting);
     let sk = Sock::read(sk_ptr, SOCK_OFFSETS.load());
-    // Back to CLOSE without ever being hashed: the call itself failed after SYN_SENT (no free
-    // source port, or a bound port whose 4-tuple is taken: EADDRNOTAVAIL) and sent no SYN. Not
-    // a connect; this backend does not report failed calls.
-    if new == TCP_CLOSE && !sk.is_hashed() {
+    // Back to CLOSE without a SYN ever sent: the call itself failed after SYN_SENT (no free
+    // source port, or a bound port whose 4-tuple is taken: EADDRNOTAVAIL). Not a connect; this
+    // backend does not report failed calls. (A refused, timed-out or closed connect sent one.)
+    if new == TCP_CLOSE && !sk.sent_syn() {
         return;
     }
     let to = sk.connection();
@@ -102,10 +111,15 @@ fn on_syn_sent_left<C: EbpfContext>(ctx: &C, sk_ptr: *const u8, new: i32) {
     if source.1 == 0 {
         return;
     }
-    emit::connect(ctx, &to, || {
-        let mut record =
-            emit::connect_record(caller.boot_ns, caller.pid_tgid, caller.uid, source, &to, 0);
-        record.comm = caller.comm;
-        record
-    });
+    emit::connect(
+        ctx,
+        &to,
+        || caller.uid,
+        || {
+            let mut record =
+                emit::connect_record(caller.boot_ns, caller.pid_tgid, caller.uid, source, &to, 0);
+            record.comm = caller.comm;
+            record
+        },
+    );
 }
