@@ -29,10 +29,11 @@ pub struct SockOffsets {
     /// `inet_sport` of `struct inet_sock` (source port, `__be16`): unlike `skc_num` it survives
     /// the port's release when a connecting socket closes, so the tracepoint backend reads it.
     pub inet_sport: u32,
-    /// `snd_nxt` of `struct tcp_sock` (`u32`): zero in a new socket until `tcp_connect` sends
-    /// the SYN, so the tracepoint backend tells a call that failed inside after SYN_SENT (no SYN
-    /// sent) from a connect that was refused, timed out or closed (a SYN went out).
-    pub snd_nxt: u32,
+    /// `segs_out` of `struct tcp_sock` (`u32`): segments handed out by `__tcp_transmit_skb`,
+    /// zero in a new socket (and again after `tcp_disconnect`) until a SYN really goes out, so
+    /// the tracepoint backend tells a call that failed inside after SYN_SENT (nothing sent) from
+    /// a connect that was refused, timed out or closed (its SYN went out).
+    pub segs_out: u32,
 }
 
 /// Bytes at the start of `struct sock` that hold every IPv4 field of `sock_common` (`skc_daddr`,

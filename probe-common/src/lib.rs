@@ -54,14 +54,6 @@ pub mod limit {
     /// Most distinct keys `--count` keeps (entries of `CONNECT_COUNTS`); connects with a new
     /// key beyond it are counted as dropped.
     pub const MAX_COUNT_KEYS: u32 = 16384;
-    /// Users (uids other than root) holding a share of `CONNECTING` or `CONNECT_COUNTS` at once
-    /// (entries of `UID_SHARES`).
-    pub const MAX_SHARING_UIDS: u32 = 4096;
-    /// Entries of `CONNECTING` one non-root uid may hold at once: a quarter, so that one local
-    /// user filling it with sockets stuck in SYN_SENT leaves the rest to everyone else.
-    pub const CONNECTING_PER_UID: u32 = MAX_CONNECTING / 4;
-    /// Keys of `CONNECT_COUNTS` one non-root uid may create: a quarter, likewise.
-    pub const COUNT_KEYS_PER_UID: u32 = MAX_COUNT_KEYS / 4;
     /// Size of the event ring buffer in bytes (a power-of-two multiple of the page size).
     pub const RING_BYTES: u32 = 1 << 20;
 }
@@ -271,7 +263,6 @@ mod user {
     unsafe impl aya::Pod for super::state::PendingConnect {}
     unsafe impl aya::Pod for super::state::CountKey {}
     unsafe impl aya::Pod for super::state::Connecting {}
-    unsafe impl aya::Pod for super::state::UidShare {}
 }
 
 #[cfg(test)]

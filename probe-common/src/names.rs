@@ -39,8 +39,6 @@ pub mod map {
         COMM_FILTER,
         /// `--dst` filter (LPM trie).
         DST_FILTER,
-        /// What each non-root uid holds of `CONNECTING` and `CONNECT_COUNTS`.
-        UID_SHARES,
     }
 }
 

@@ -18,18 +18,6 @@ pub mod counter {
     pub const COUNT: u32 = 4;
 }
 
-/// What one non-root uid holds of the maps a local user could otherwise fill for everyone (a
-/// value of the kernel's `UID_SHARES`, keyed by uid; updated with atomic adds).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
-pub struct UidShare {
-    /// Entries of `CONNECTING` (sockets in SYN_SENT) it holds now. (64-bit: the BPF target
-    /// has atomic adds for 64-bit words only.)
-    pub connecting: u64,
-    /// Keys of `CONNECT_COUNTS` it created.
-    pub count_keys: u64,
-}
-
 /// A key of the kernel's `CONNECT_COUNTS` map: what `--count` counts connects by.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -12,23 +12,13 @@ use probe_common::{
     state::{CountKey, counter},
 };
 
-use crate::{
-    CONNECT_COUNTS, COUNT_BY, COUNTERS, EVENTS, WAKEUP_BYTES,
-    filter::Destination,
-    share::{self, Share},
-};
+use crate::{CONNECT_COUNTS, COUNT_BY, COUNTERS, EVENTS, WAKEUP_BYTES, filter::Destination};
 
-/// Reports one connect to `to` by the user `uid` returns: counts it (`--count`), or else emits
-/// the record `record` builds. Each closure runs only if needed (`uid` only for a new count
-/// key).
+/// Reports one connect to `to`: counts it (`--count`), or else emits the record `record` builds
+/// (only called when the record is needed).
 #[inline(always)]
-pub fn connect<C: EbpfContext>(
-    ctx: &C,
-    to: &Destination,
-    uid: impl FnOnce() -> u32,
-    record: impl FnOnce() -> ConnectRecord,
-) {
-    if counted(to, uid) {
+pub fn connect<C: EbpfContext>(ctx: &C, to: &Destination, record: impl FnOnce() -> ConnectRecord) {
+    if counted(to) {
         return;
     }
     let record = record();
@@ -78,12 +68,6 @@ pub fn connect_record(
     }
 }
 
-/// The real uid of the current task.
-#[inline(always)]
-pub fn current_uid() -> u32 {
-    bpf_get_current_uid_gid() as u32
-}
-
 /// The record of a connect by the current task (its uid and comm read now).
 #[inline(always)]
 pub fn current_task_record(
@@ -93,17 +77,17 @@ pub fn current_task_record(
     to: &Destination,
     ret: i32,
 ) -> ConnectRecord {
-    let mut record = connect_record(boot_ns, pid_tgid, current_uid(), source, to, ret);
+    let uid = bpf_get_current_uid_gid() as u32;
+    let mut record = connect_record(boot_ns, pid_tgid, uid, source, to, ret);
     // The raw helper writes comm in place; aya's wrapper returns a copy, moved byte by byte.
     // SAFETY: the buffer is COMM_LEN bytes long.
     unsafe { generated::bpf_get_current_comm(record.comm.as_mut_ptr().cast(), COMM_LEN as u32) };
     record
 }
 
-/// With `--count`, counts a connect by the user `uid` returns under its key instead of emitting
-/// it; returns whether it did (counted, or counted as dropped).
+/// With `--count`, counts a connect under its key instead of emitting it; returns whether it did.
 #[inline(always)]
-fn counted(to: &Destination, uid: impl FnOnce() -> u32) -> bool {
+fn counted(to: &Destination) -> bool {
     let by = COUNT_BY.load();
     if by == CountBy::OFF {
         return false;
@@ -121,15 +105,8 @@ fn counted(to: &Destination, uid: impl FnOnce() -> u32) -> bool {
     if let Some(n) = CONNECT_COUNTS.get_ptr_mut(&key) {
         // SAFETY: this CPU's slot of a per-CPU value (see `count` on nesting).
         unsafe { *n += 1 };
-        return true;
-    }
-    let uid = uid();
-    if !share::take(uid, Share::CountKeys) {
-        // This user created its share of keys already.
-        count(counter::COUNTS_FULL);
     } else if CONNECT_COUNTS.insert(&key, &1, BPF_NOEXIST as u64).is_err() {
         // Created by another CPU meanwhile (then this CPU's slot exists, zeroed), or full.
-        share::give_back(uid, Share::CountKeys);
         match CONNECT_COUNTS.get_ptr_mut(&key) {
             // SAFETY: as above.
             Some(n) => unsafe { *n += 1 },

@@ -104,7 +104,7 @@ fn on_connect_exit<C: EbpfContext>(
     if !filter::reported_admitted(&requested, &to) {
         return;
     }
-    emit::connect(ctx, &to, emit::current_uid, || {
+    emit::connect(ctx, &to, || {
         let source = sk.reported_source(family, ret);
         emit::current_task_record(boot_ns, pid_tgid, source, &to, ret)
     });

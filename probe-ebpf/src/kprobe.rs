@@ -131,7 +131,7 @@ fn on_connect_return(ctx: &RetProbeContext) {
     if !filter::reported_admitted(&requested, &to) {
         return;
     }
-    emit::connect(ctx, &to, emit::current_uid, || {
+    emit::connect(ctx, &to, || {
         let source = sk.reported_source(family, ret);
         emit::current_task_record(pending.boot_ns, pid_tgid, source, &to, ret)
     });

@@ -21,15 +21,11 @@
 //! maps, each with who writes and who reads it.
 #![no_std]
 #![no_main]
-// Atomic adds on map values (see `share`); the eBPF build runs with RUSTC_BOOTSTRAP already.
-#![allow(internal_features)]
-#![feature(core_intrinsics)]
 
 mod emit;
 mod fentry;
 mod filter;
 mod kprobe;
-mod share;
 mod sock;
 mod tcp_connect;
 mod tracepoint;
@@ -44,7 +40,7 @@ use probe_common::{
     COMM_LEN, CountBy, FilterFlags, SockOffsets,
     config::{DstKey, PORT_WORDS},
     limit,
-    state::{Connecting, CountKey, PendingConnect, UidShare, counter},
+    state::{Connecting, CountKey, PendingConnect, counter},
 };
 
 // ---- globals: written by userspace before load, constants to the verifier ----
@@ -61,7 +57,7 @@ static SOCK_OFFSETS: Global<SockOffsets> = Global::new(SockOffsets {
     v6_rcv_saddr: 0,
     protocol: 0,
     inet_sport: 0,
-    snd_nxt: 0,
+    segs_out: 0,
 });
 
 /// Written by userspace before load; read by the admission path to skip disabled filters.
@@ -145,12 +141,6 @@ static MAPPED_INNER: LruHashMap<u64, u64> =
 static CONNECT_COUNTS: PerCpuHashMap<CountKey, u64> =
     PerCpuHashMap::with_max_entries(limit::MAX_COUNT_KEYS, 0);
 
-/// What each non-root uid holds of `CONNECTING` and `CONNECT_COUNTS` (see `share`): written
-/// (atomic adds) by the tracepoint and the emit path; userspace gives back the `CONNECTING`
-/// entries it reaps.
-#[map]
-static UID_SHARES: HashMap<u32, UidShare> = HashMap::with_max_entries(limit::MAX_SHARING_UIDS, 0);
-
 /// Written by the emit path (one record per connect call); read by userspace.
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(limit::RING_BYTES, 0);
@@ -176,7 +166,7 @@ macro_rules! check_names {
 
 check_names! {
     maps: EVENTS, COUNTERS, PENDING, CONNECTING, MAPPED_INNER, CONNECT_COUNTS, PID_FILTER,
-        UID_FILTER, CGROUP_FILTER, COMM_FILTER, DST_FILTER, UID_SHARES;
+        UID_FILTER, CGROUP_FILTER, COMM_FILTER, DST_FILTER;
     globals: SOCK_OFFSETS, FILTERS, ENTRY_ONLY, WAKEUP_BYTES, COUNT_BY, PORT_SET;
     programs: kprobe::tcp_v4_connect, kprobe::tcp_v6_connect, kprobe::tcp_connect_return,
         tcp_connect::tcp_connect, tcp_connect::fentry_tcp_connect, fentry::fentry_tcp_v4_connect,

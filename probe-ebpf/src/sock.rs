@@ -198,11 +198,11 @@ impl Sock {
         read_at(self.ptr, self.offsets.protocol)
     }
 
-    /// Whether a SYN was ever sent on this socket (`tcp_sock.snd_nxt`, zero in a new socket
-    /// until `tcp_connect` sets it).
+    /// Whether a segment (for a connecting socket: its SYN) ever went out on this socket since
+    /// it was created or last disconnected (`tcp_sock.segs_out`).
     #[inline(always)]
-    pub fn sent_syn(&self) -> bool {
-        read_at::<u32>(self.ptr, self.offsets.snd_nxt) != 0
+    pub fn sent_anything(&self) -> bool {
+        read_at::<u32>(self.ptr, self.offsets.segs_out) != 0
     }
 
     /// Source address and port as `struct inet_sock` keeps them: still set while a connecting

@@ -18,7 +18,6 @@ use probe_common::{
 use crate::{
     CONNECTING, ENTRY_ONLY, SOCK_OFFSETS, emit,
     filter::{self, Admitted},
-    share::{self, Share},
     sock::Sock,
 };
 
@@ -58,15 +57,10 @@ fn on_syn_sent(sk_ptr: *const u8) {
         emit::timestamp(boot_ns, &to);
         return;
     }
-    let uid = bpf_get_current_uid_gid() as u32;
-    if !share::take(uid, Share::Connecting) {
-        emit::count(counter::PENDING_FULL);
-        return;
-    }
     let mut caller = Connecting {
         boot_ns,
         pid_tgid,
-        uid,
+        uid: bpf_get_current_uid_gid() as u32,
         comm: [0; COMM_LEN],
         _pad: 0,
     };
@@ -77,14 +71,16 @@ fn on_syn_sent(sk_ptr: *const u8) {
         return;
     }
     // This socket's previous connect never left SYN_SENT as far as this program saw (a run
-    // the kernel skipped while the program was busy on that CPU): it is lost, and counted.
-    if let Some(stale) = unsafe { CONNECTING.get(&key) } {
+    // the kernel skipped while the program was busy on that CPU): it is lost, and counted by
+    // whoever removes the entry (userspace may be reaping it at this moment).
+    if CONNECTING.remove(&key).is_ok() {
         emit::count(counter::MISSED_RETURN);
-        share::give_back(stale.uid, Share::Connecting);
     }
-    if CONNECTING.insert(&key, &caller, 0).is_err() {
+    if CONNECTING
+        .insert(&key, &caller, BPF_NOEXIST as u64)
+        .is_err()
+    {
         emit::count(counter::PENDING_FULL);
-        share::give_back(uid, Share::Connecting);
     }
 }
 
@@ -96,13 +92,17 @@ fn on_syn_sent_left<C: EbpfContext>(ctx: &C, sk_ptr: *const u8, new: i32) {
     let Some(caller) = (unsafe { CONNECTING.get(&key) }).copied() else {
         return;
     };
-    let _ = CONNECTING.remove(&key);
-    share::give_back(caller.uid, Share::Connecting);
+    // Whoever removes the entry accounts for the connect: userspace may have reaped it since.
+    if CONNECTING.remove(&key).is_err() {
+        return;
+    }
     let sk = Sock::read(sk_ptr, SOCK_OFFSETS.load());
-    // Back to CLOSE without a SYN ever sent: the call itself failed after SYN_SENT (no free
-    // source port, or a bound port whose 4-tuple is taken: EADDRNOTAVAIL). Not a connect; this
-    // backend does not report failed calls. (A refused, timed-out or closed connect sent one.)
-    if new == TCP_CLOSE && !sk.sent_syn() {
+    // Back to CLOSE with nothing ever sent: the call itself failed after SYN_SENT (no free
+    // source port, a bound port whose 4-tuple is taken: EADDRNOTAVAIL, or the SYN could not be
+    // built or sent). Not a connect; this backend does not report failed calls. (The socket is
+    // unhashed before this tracepoint fires, so that cannot tell; a refused, timed-out or
+    // closed connect sent its SYN.)
+    if new == TCP_CLOSE && !sk.sent_anything() {
         return;
     }
     let to = sk.connection();
@@ -111,15 +111,10 @@ fn on_syn_sent_left<C: EbpfContext>(ctx: &C, sk_ptr: *const u8, new: i32) {
     if source.1 == 0 {
         return;
     }
-    emit::connect(
-        ctx,
-        &to,
-        || caller.uid,
-        || {
-            let mut record =
-                emit::connect_record(caller.boot_ns, caller.pid_tgid, caller.uid, source, &to, 0);
-            record.comm = caller.comm;
-            record
-        },
-    );
+    emit::connect(ctx, &to, || {
+        let mut record =
+            emit::connect_record(caller.boot_ns, caller.pid_tgid, caller.uid, source, &to, 0);
+        record.comm = caller.comm;
+        record
+    });
 }

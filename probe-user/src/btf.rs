@@ -40,7 +40,7 @@ pub fn sock_offsets(path: &Path) -> Result<SockOffsets> {
         v6_rcv_saddr: common("skc_v6_rcv_saddr")?,
         protocol: field_offset(&btf, &sock, &["sk_protocol"])?,
         inet_sport: field_offset(&btf, &named_struct(&btf, "inet_sock")?, &["inet_sport"])?,
-        snd_nxt: field_offset(&btf, &named_struct(&btf, "tcp_sock")?, &["snd_nxt"])?,
+        segs_out: field_offset(&btf, &named_struct(&btf, "tcp_sock")?, &["segs_out"])?,
     };
     // The kernel side reads the IPv4 fields from one copy of the head of struct sock.
     for (name, offset, size) in [

@@ -14,7 +14,7 @@ use aya_log::EbpfLogger;
 use probe_common::{
     CountBy, Family,
     names::map,
-    state::{Connecting, CountKey, PendingConnect, UidShare, counter},
+    state::{Connecting, CountKey, PendingConnect, counter},
 };
 
 use crate::{
@@ -83,7 +83,6 @@ pub struct Tracer {
     counters: PerCpuArray<MapData, u64>,
     pending: HashMap<MapData, u64, PendingConnect>,
     connecting: HashMap<MapData, u64, Connecting>,
-    shares: HashMap<MapData, u32, UidShare>,
     counts: PerCpuHashMap<MapData, CountKey, u64>,
     count_by: Option<CountBy>,
     logger: Option<EbpfLogger<&'static dyn log::Log>>,
@@ -145,7 +144,6 @@ impl Tracer {
             counters: take_map(&mut ebpf, map::COUNTERS)?,
             pending: take_map(&mut ebpf, map::PENDING)?,
             connecting: take_map(&mut ebpf, map::CONNECTING)?,
-            shares: take_map(&mut ebpf, map::UID_SHARES)?,
             counts: take_map(&mut ebpf, map::CONNECT_COUNTS)?,
             count_by,
             logger,
@@ -241,17 +239,8 @@ impl Tracer {
         self.last_reap = Instant::now();
         let now = clock::boot_now_ns();
         let cutoff = |age: Duration| now.saturating_sub(age.as_nanos() as u64);
-        let calls = reap_map(&mut self.pending, cutoff(calls_age), |call| call.boot_ns);
-        let sockets = reap_map(&mut self.connecting, cutoff(sockets_age), |c| c.boot_ns);
-        // Give the reaped sockets' entries back to their users' shares (see the kernel side's
-        // `share`). Not atomic with the kernel's own adds, but reaping is rare.
-        for socket in &sockets {
-            if let Ok(mut share) = self.shares.get(&socket.uid, 0) {
-                share.connecting = share.connecting.saturating_sub(1);
-                let _ = self.shares.insert(&socket.uid, &share, 0);
-            }
-        }
-        let reaped = calls.len() + sockets.len();
+        let reaped = reap_map(&mut self.pending, cutoff(calls_age), |call| call.boot_ns)
+            + reap_map(&mut self.connecting, cutoff(sockets_age), |c| c.boot_ns);
         self.reaped += reaped as u64;
         reaped
     }
@@ -332,12 +321,12 @@ impl AsRawFd for Tracer {
     }
 }
 
-/// Deletes the entries of `map` stamped at or before `cutoff` (by `stamp`); returns them.
+/// Deletes the entries of `map` stamped at or before `cutoff` (by `stamp`); returns how many.
 fn reap_map<V: aya::Pod>(
     map: &mut HashMap<MapData, u64, V>,
     cutoff: u64,
     stamp: impl Fn(&V) -> u64,
-) -> Vec<V> {
+) -> usize {
     let stale: Vec<u64> = map
         .iter()
         .filter_map(Result::ok)
@@ -349,11 +338,11 @@ fn reap_map<V: aya::Pod>(
     // only if it is still the stale one.
     stale
         .into_iter()
-        .filter_map(|key| {
-            let value = map.get(&key, 0).ok().filter(|v| stamp(v) <= cutoff)?;
-            map.remove(&key).ok().map(|()| value)
+        .filter(|key| {
+            let still_stale = matches!(map.get(key, 0), Ok(value) if stamp(&value) <= cutoff);
+            still_stale && map.remove(key).is_ok()
         })
-        .collect()
+        .count()
 }
 
 /// Takes map `name` out of the object, as the type userspace reads it with.

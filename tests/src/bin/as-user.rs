@@ -1,4 +1,4 @@
-//! `as-user --caps CAP_BPF,CAP_PERFMON [--memlock-kib N] [--nofile N] -- <command> [args]`: runs a command as
+//! `as-user --caps CAP_BPF,CAP_PERFMON [--memlock-kib N] -- <command> [args]`: runs a command as
 //! user nobody with only the listed capabilities (none if `--caps` is empty), like `setpriv
 //! --reuid nobody --inh-caps ... --ambient-caps ...`, which the busybox guest lacks.
 //!
@@ -15,9 +15,7 @@ const NOBODY: u32 = 65534;
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some(split) = args.iter().position(|a| a == "--") else {
-        fail(
-            "usage: as-user --caps CAP_A,CAP_B [--memlock-kib N] [--nofile N] -- <command> [args]",
-        );
+        fail("usage: as-user --caps CAP_A,CAP_B [--memlock-kib N] -- <command> [args]");
     };
     let wanted: CapsHashSet = probe_tests::flag_value::<String>(&args[..split], "--caps")
         .unwrap_or_default()
@@ -46,13 +44,6 @@ fn main() {
             && memlock.rlim_cur != libc::RLIM_INFINITY
         {
             check(-1, "setrlimit");
-        }
-        if let Some(n) = probe_tests::flag_value::<u64>(&args[..split], "--nofile") {
-            let nofile = libc::rlimit {
-                rlim_cur: n,
-                rlim_max: n,
-            };
-            check(libc::setrlimit(libc::RLIMIT_NOFILE, &nofile), "setrlimit");
         }
         // Keep the permitted set across the uid change, so the wanted capabilities can be made
         // ambient (inherited by the command) afterwards.
