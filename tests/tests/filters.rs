@@ -171,6 +171,11 @@ fn filters_combine_with_and() {
 
 #[test]
 fn bad_filter_values_get_one_line_errors() {
+    // Every filter value is checked before anything is loaded: a usage error (exit 2).
+    let too_many_pids = (1..=1025)
+        .map(|p: u32| p.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
     for (args, code, expected) in [
         (
             &["--dst", "bogus"][..],
@@ -179,13 +184,18 @@ fn bad_filter_values_get_one_line_errors() {
         ),
         (
             &["--comm", "a-name-longer-than-15"][..],
-            1,
+            2,
             "probe-user: error: a task name (--comm) is 1 to 15 bytes, as the kernel truncates them: \"a-name-longer-than-15\"",
         ),
         (
             &["--cgroup", "/proc"][..],
-            1,
+            2,
             "probe-user: error: /proc is not a cgroup v2 directory (e.g. /sys/fs/cgroup/system.slice/nginx.service)",
+        ),
+        (
+            &["--pid", &too_many_pids][..],
+            2,
+            "probe-user: error: at most 1024 pids can be filtered",
         ),
     ] {
         probe_tests::assert_one_line_error(args, code, expected);

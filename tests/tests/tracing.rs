@@ -510,9 +510,9 @@ fn rust_log_debug_shows_the_kernel_side_log() {
 
 #[test]
 fn a_full_ring_buffer_is_counted_not_silently_lost_and_tracing_recovers() {
-    // More connects than the 1 MiB ring holds (~11.9k records of 88 bytes) while the reader is
-    // stopped: the excess must show up as dropped, and printed + dropped must add up. Once the
-    // reader runs again, new connects are printed again.
+    // More connects than the 1 MiB ring holds (~10.9k records of 96 bytes: 88 and the ring's
+    // 8-byte header) while the reader is stopped: the excess must show up as dropped, and
+    // printed + dropped must add up. Once the reader runs again, new connects are printed again.
     const BURST: u64 = 15_000;
     const AFTER: u64 = 100;
     let v4 = listener("127.0.0.1:0");
