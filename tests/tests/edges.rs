@@ -36,24 +36,29 @@ impl ThreeFamilies {
         ThreeFamilies { v4, mapped, v6 }
     }
 
-    /// Makes the three connects while `args` (and `--pid` of this process: natively, other
-    /// processes connect too) traces them; returns probe-user's output.
+    /// Makes the three connects while `args` traces them (see [`traced`]).
     fn traced(&self, args: &[&str]) -> probe_tests::Finished {
-        let banner = if args.contains(&"--count") {
-            "Counting TCP connects"
-        } else {
-            "Tracing TCP connects"
-        };
-        let mut cmd = probe_tests::probe_user_command();
-        cmd.args(args).args(only_us());
-        let tracer = ProbeUser::start_until(&mut cmd, banner);
-        for dst in [self.v4, self.mapped, self.v6] {
-            connect(dst, None).unwrap();
-        }
-        let out = tracer.stop();
-        assert!(out.status.success(), "{args:?}: {out:?}");
-        out
+        traced(args, &[self.v4, self.mapped, self.v6])
     }
+}
+
+/// Connects to each of `dsts` while probe-user with `args` (and `--pid` of this process:
+/// natively, other processes connect too) traces or counts them; returns its output.
+fn traced(args: &[&str], dsts: &[SocketAddr]) -> probe_tests::Finished {
+    let banner = if args.contains(&"--count") {
+        "Counting TCP connects"
+    } else {
+        "Tracing TCP connects"
+    };
+    let mut cmd = probe_tests::probe_user_command();
+    cmd.args(args).args(only_us());
+    let tracer = ProbeUser::start_until(&mut cmd, banner);
+    for &dst in dsts {
+        connect(dst, None).unwrap();
+    }
+    let out = tracer.stop();
+    assert!(out.status.success(), "{args:?}: {out:?}");
+    out
 }
 
 /// `--pid <this process>`: natively, the host's other processes connect too.
@@ -466,21 +471,7 @@ fn edge_dst_filters_what_the_kernel_connected_a_wildcard_destination_to() {
     let v6 = listener("[::1]:0");
     let any4 = SocketAddr::from(([0, 0, 0, 0], v4.port()));
     let any6: SocketAddr = format!("[::]:{}", v6.port()).parse().unwrap();
-    let run = |args: &[&str]| {
-        let banner = if args.contains(&"--count") {
-            "Counting TCP connects"
-        } else {
-            "Tracing TCP connects"
-        };
-        let mut cmd = probe_tests::probe_user_command();
-        cmd.args(args).args(only_us());
-        let tracer = ProbeUser::start_until(&mut cmd, banner);
-        connect(any4, None).unwrap();
-        connect(any6, None).unwrap();
-        let out = tracer.stop();
-        assert!(out.status.success(), "{args:?}: {out:?}");
-        out
-    };
+    let run = |args: &[&str]| traced(args, &[any4, any6]);
     let out = run(&["--dst", "127.0.0.0/8,::1"]);
     assert_eq!(
         stap_destinations(&out.stdout),
