@@ -14,8 +14,15 @@ pub mod counter {
     pub const MISSED_RETURN: u32 = 2;
     /// Connects not counted (`--count`) because the map of counts was full.
     pub const COUNTS_FULL: u32 = 3;
+    /// Entries the kernel side put into the LRU `CONNECTING` map. Not a loss: with
+    /// [`CONNECTING_REMOVED`] and what userspace reaped, it tells how many entries the map
+    /// evicted (each a connect that cannot be reported), which the kernel does silently.
+    pub const CONNECTING_ADDED: u32 = 4;
+    /// Entries the kernel side removed from `CONNECTING` (a completion, or a new connect on a
+    /// socket whose previous one was missed). See [`CONNECTING_ADDED`].
+    pub const CONNECTING_REMOVED: u32 = 5;
     /// Number of counters.
-    pub const COUNT: u32 = 4;
+    pub const COUNT: u32 = 6;
 }
 
 /// A key of the kernel's `CONNECT_COUNTS` map: what `--count` counts connects by.

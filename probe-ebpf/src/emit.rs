@@ -1,6 +1,8 @@
 //! The one emit path: a connect that passed the filters becomes a record in the ring buffer, or
 //! with `--count` a count in `CONNECT_COUNTS`; whatever cannot be delivered is counted.
 
+use core::intrinsics::{AtomicOrdering, atomic_xadd};
+
 use aya_ebpf::{
     EbpfContext,
     bindings::{BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
@@ -138,10 +140,15 @@ fn emit<T: 'static>(record: T) {
 #[inline(always)]
 pub fn count(index: u32) {
     if let Some(slot) = COUNTERS.get_ptr_mut(index) {
-        // SAFETY: this CPU's slot. kprobe and fentry/fexit programs never run nested on one
-        // CPU (the kernel skips a run while another is active there); the tracepoint also fires
-        // in softirq context, which may interrupt a run of it in process context on older
-        // kernels, and then one of the two increments can be lost.
-        unsafe { *slot += 1 };
+        // An atomic add, though the slot is this CPU's: the tracepoint also fires in softirq
+        // context, which may interrupt a run of it in process context on older kernels, and a
+        // plain read-modify-write could then lose one of the two increments (the bookkeeping
+        // counters of `CONNECTING` must be exact).
+        // One `BPF_XADD` (`lock *(u64 *)(r + 0) += 1`), which every kernel accepts: the
+        // result is unused (`AtomicU64::fetch_add` does not exist for the BPF target, whose
+        // atomics lack compare-and-swap; the intrinsic is allowed by the build's
+        // RUSTC_BOOTSTRAP).
+        // SAFETY: a live, aligned u64 of this CPU's slot.
+        let _ = unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(slot, 1) };
     }
 }

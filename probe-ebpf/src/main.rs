@@ -21,6 +21,9 @@
 //! maps, each with who writes and who reads it.
 #![no_std]
 #![no_main]
+// Atomic adds on counters (see `emit::count`); the eBPF build runs with RUSTC_BOOTSTRAP already.
+#![allow(internal_features)]
+#![feature(core_intrinsics)]
 
 mod emit;
 mod fentry;
@@ -123,9 +126,17 @@ static PENDING: HashMap<u64, PendingConnect> = HashMap::with_max_entries(limit::
 /// Who is connecting each socket, keyed by socket address: written by the tracepoint at
 /// CLOSE -> SYN_SENT, consumed (and deleted) at the socket's next transition, which every
 /// connecting socket makes (to ESTABLISHED, or to CLOSE however the attempt ends). Userspace
-/// counts its entries (`--stats`).
+/// counts its entries (`--stats`) and reaps stale ones.
+///
+/// An LRU, unlike `PENDING`: an entry lives as long as its handshake, which any local user can
+/// stretch to minutes (a destination that drops SYNs), so a user holding more sockets in
+/// SYN_SENT than the map holds would otherwise lock every later connect out. Full, the map
+/// evicts the entry least recently used, so the oldest handshakes (the hog's own) are lost,
+/// not the new ones. The kernel evicts silently: `COUNTERS[CONNECTING_ADDED]` and
+/// `[CONNECTING_REMOVED]` let userspace count the evictions as dropped.
 #[map]
-static CONNECTING: HashMap<u64, Connecting> = HashMap::with_max_entries(limit::MAX_CONNECTING, 0);
+static CONNECTING: LruHashMap<u64, Connecting> =
+    LruHashMap::with_max_entries(limit::MAX_CONNECTING, 0);
 
 /// fexit backend: the socket an IPv4-mapped connect's inner tcp_v4_connect just reported, keyed
 /// by pid_tgid; written by that call's exit, consumed by the outer tcp_v6_connect's exit, which

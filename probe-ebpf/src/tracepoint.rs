@@ -68,18 +68,19 @@ fn on_syn_sent(sk_ptr: *const u8) {
     unsafe { generated::bpf_get_current_comm(caller.comm.as_mut_ptr().cast(), COMM_LEN as u32) };
     let key = sk_ptr as u64;
     if CONNECTING.insert(&key, &caller, BPF_NOEXIST as u64).is_ok() {
+        emit::count(counter::CONNECTING_ADDED);
         return;
     }
     // This socket's previous connect never left SYN_SENT as far as this program saw (a run
     // the kernel skipped while the program was busy on that CPU): it is lost, and counted by
     // whoever removes the entry (userspace may be reaping it at this moment).
     if CONNECTING.remove(&key).is_ok() {
+        emit::count(counter::CONNECTING_REMOVED);
         emit::count(counter::MISSED_RETURN);
     }
-    if CONNECTING
-        .insert(&key, &caller, BPF_NOEXIST as u64)
-        .is_err()
-    {
+    if CONNECTING.insert(&key, &caller, BPF_NOEXIST as u64).is_ok() {
+        emit::count(counter::CONNECTING_ADDED);
+    } else {
         emit::count(counter::PENDING_FULL);
     }
 }
@@ -96,6 +97,7 @@ fn on_syn_sent_left<C: EbpfContext>(ctx: &C, sk_ptr: *const u8, new: i32) {
     if CONNECTING.remove(&key).is_err() {
         return;
     }
+    emit::count(counter::CONNECTING_REMOVED);
     let sk = Sock::read(sk_ptr, SOCK_OFFSETS.load());
     // Back to CLOSE with nothing ever sent: the call itself failed after SYN_SENT (no free
     // source port, a bound port whose 4-tuple is taken: EADDRNOTAVAIL, or the SYN could not be

@@ -2,6 +2,7 @@
 
 use std::{
     os::fd::{AsFd as _, AsRawFd, RawFd},
+    sync::atomic::{AtomicU64, Ordering},
     time::{Duration, Instant},
 };
 
@@ -56,7 +57,8 @@ pub struct Counters {
     /// Events received from the kernel.
     pub events: u64,
     /// Events the kernel could not deliver: the ring buffer or the map of connects in flight
-    /// was full.
+    /// was full (a full map of sockets in SYN_SENT, tracepoint backend, evicts its oldest
+    /// entry, counted here).
     pub dropped: u64,
     /// Connects whose completion was never seen, so they could not be reported: the kernel's
     /// kretprobe had no free instance (its `maxactive`, as low as the number of CPUs on some
@@ -89,6 +91,10 @@ pub struct Tracer {
     received: u64,
     malformed: u64,
     reaped: u64,
+    // Of `reaped`, the entries of `CONNECTING` (see `Tracer::evicted`).
+    reaped_sockets: u64,
+    // The highest count of `CONNECTING` evictions seen so far (see `Tracer::evicted`).
+    evicted: AtomicU64,
     last_reap: Instant,
     // Keeps kernel run-time accounting on while held (see TracerBuilder::program_stats).
     _stats: Option<std::os::fd::OwnedFd>,
@@ -150,6 +156,8 @@ impl Tracer {
             received: 0,
             malformed: 0,
             reaped: 0,
+            reaped_sockets: 0,
+            evicted: AtomicU64::new(0),
             last_reap: Instant::now(),
             _stats: stats,
             ebpf: Some(ebpf),
@@ -239,10 +247,27 @@ impl Tracer {
         self.last_reap = Instant::now();
         let now = clock::boot_now_ns();
         let cutoff = |age: Duration| now.saturating_sub(age.as_nanos() as u64);
-        let reaped = reap_map(&mut self.pending, cutoff(calls_age), |call| call.boot_ns)
-            + reap_map(&mut self.connecting, cutoff(sockets_age), |c| c.boot_ns);
-        self.reaped += reaped as u64;
-        reaped
+        let calls = reap_map(&mut self.pending, cutoff(calls_age), |call| call.boot_ns);
+        let sockets = reap_map(&mut self.connecting, cutoff(sockets_age), |c| c.boot_ns);
+        self.reaped += (calls + sockets) as u64;
+        self.reaped_sockets += sockets as u64;
+        calls + sockets
+    }
+
+    /// Connects the LRU `CONNECTING` map evicted to make room for newer ones (a user holding
+    /// more sockets in SYN_SENT than it holds): every entry the kernel side added was removed
+    /// by it, reaped by userspace, is still there, or was evicted. Counters and map are not
+    /// read at one instant, so while tracing this is a lower bound (the number of entries added
+    /// is read first, and what is removed meanwhile is subtracted twice), kept monotonic; once
+    /// detached it is exact.
+    fn evicted(&self, total: impl Fn(u32) -> u64) -> u64 {
+        let added = total(counter::CONNECTING_ADDED);
+        let live = self.connecting.keys().filter(Result::is_ok).count() as u64;
+        let removed = total(counter::CONNECTING_REMOVED);
+        let evicted = added.saturating_sub(live + removed + self.reaped_sockets);
+        self.evicted
+            .fetch_max(evicted, Ordering::Relaxed)
+            .max(evicted)
     }
 
     /// Detaches every program, so that nothing more is recorded, while keeping what they
@@ -307,7 +332,8 @@ impl Tracer {
             events: self.received,
             dropped: total(counter::RING_FULL)
                 + total(counter::PENDING_FULL)
-                + total(counter::COUNTS_FULL),
+                + total(counter::COUNTS_FULL)
+                + self.evicted(total),
             missed: total(counter::MISSED_RETURN) + self.reaped + self.skipped_runs(),
             malformed: self.malformed,
         }
