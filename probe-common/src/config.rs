@@ -34,6 +34,8 @@ pub struct SockOffsets {
     /// the tracepoint backend tells a call that failed inside after SYN_SENT (nothing sent) from
     /// a connect that was refused, timed out or closed (its SYN went out).
     pub segs_out: u32,
+    /// `sk_err` of `struct sock` (`int`): the error that ended a handshake (`--outcome`).
+    pub sk_err: u32,
 }
 
 /// Bytes at the start of `struct sock` that hold every IPv4 field of `sock_common` (`skc_daddr`,

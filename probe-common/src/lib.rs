@@ -10,17 +10,20 @@
 //!   [`RecordKind`];
 //! - [`config`]: what userspace sets before loading (globals) and writes into the filter maps;
 //! - [`state`]: the values of the kernel side's own maps (calls in flight, counts, counters);
+//! - [`outcome`]: how a connect ended (`--outcome`), and its latency buckets;
 //! - [`Family`], [`Function`] and [`Backend`]: address families, the traced kernel functions,
 //!   and the ways of hooking them.
 #![no_std]
 
 pub mod config;
 pub mod names;
+pub mod outcome;
 pub mod record;
 pub mod state;
 
 pub use config::{CountBy, FilterFlags, SockOffsets};
-pub use record::{ConnectRecord, RecordHeader, RecordKind, TimestampRecord};
+pub use outcome::{Outcome, OutcomeConfig};
+pub use record::{ConnectRecord, OutcomeRecord, RecordHeader, RecordKind, TimestampRecord};
 
 /// `AF_INET` as the kernel and `sockaddr_in` spell it.
 pub const AF_INET: u16 = 2;
@@ -45,8 +48,9 @@ pub mod limit {
     /// Connect calls between their entry and return probes that the kernel side tracks at once
     /// (entries of `PENDING`).
     pub const MAX_PENDING: u32 = 8192;
-    /// Sockets between SYN_SENT and their next state that the tracepoint backend tracks at once
-    /// (entries of `CONNECTING`).
+    /// Sockets between SYN_SENT and their next state that the kernel side tracks at once
+    /// (entries of the LRU `CONNECTING`: the tracepoint backend's connects, and with
+    /// `--outcome` every backend's).
     pub const MAX_CONNECTING: u32 = 8192;
     /// IPv4-mapped connects between their inner and outer exit (entries of the LRU
     /// `MAPPED_INNER`; more threads inside such a call at once than this is not expected).
@@ -262,7 +266,9 @@ mod user {
     unsafe impl aya::Pod for super::config::DstKey {}
     unsafe impl aya::Pod for super::state::PendingConnect {}
     unsafe impl aya::Pod for super::state::CountKey {}
-    unsafe impl aya::Pod for super::state::Connecting {}
+    unsafe impl aya::Pod for super::state::CountValue {}
+    unsafe impl aya::Pod for super::record::OutcomeRecord {}
+    unsafe impl aya::Pod for super::outcome::OutcomeConfig {}
 }
 
 #[cfg(test)]

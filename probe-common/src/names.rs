@@ -23,7 +23,8 @@ pub mod map {
         COUNTERS,
         /// Connect calls between entry and return (kprobe backend).
         PENDING,
-        /// Sockets between SYN_SENT and their next state (tracepoint backend).
+        /// Sockets between SYN_SENT and their next state (tracepoint backend; every backend
+        /// with `--outcome`).
         CONNECTING,
         /// IPv4-mapped connects between their inner and outer exit (fentry backend).
         MAPPED_INNER,
@@ -57,6 +58,8 @@ pub mod global {
         COUNT_BY,
         /// `[u64; PORT_WORDS]`: the `--filter-port` bitmap.
         PORT_SET,
+        /// `crate::OutcomeConfig` (`--outcome`, `--failed-only`, `--min-latency`).
+        OUTCOME,
     }
 }
 
@@ -83,5 +86,8 @@ pub mod program {
         fentry_tcp_connect,
         /// raw tracepoint sock:inet_sock_set_state.
         inet_sock_set_state,
+        /// raw tracepoint sock:inet_sock_set_state, completions only (`--outcome` with the
+        /// kprobe and fentry backends).
+        connect_outcome,
     }
 }

@@ -16,6 +16,8 @@ pub enum RecordKind {
     Connect = 1,
     /// A [`TimestampRecord`]: only the time and family of a connect call (`--format minimal`).
     Timestamp = 2,
+    /// An [`OutcomeRecord`]: a connect with how it ended (`--outcome`).
+    Outcome = 3,
 }
 
 impl RecordKind {
@@ -37,6 +39,7 @@ impl TryFrom<u32> for RecordKind {
         match kind {
             1 => Ok(RecordKind::Connect),
             2 => Ok(RecordKind::Timestamp),
+            3 => Ok(RecordKind::Outcome),
             other => Err(other),
         }
     }
@@ -117,6 +120,28 @@ impl TimestampRecord {
     pub const SIZE: usize = core::mem::size_of::<Self>();
 }
 
+/// A connect and how it ended ([`RecordKind::Outcome`], with `--outcome`): written when the
+/// socket leaves SYN_SENT, or at the return of a call that failed.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OutcomeRecord {
+    /// The connect, as it is reported without `--outcome` except for its header's kind
+    /// ([`RecordKind::Outcome`]).
+    pub connect: ConnectRecord,
+    /// Nanoseconds from the connect call (its `boot_ns`) to the outcome.
+    pub latency_ns: u64,
+    /// An [`crate::Outcome`] value.
+    pub outcome: u32,
+    /// The error the kernel gave (positive errno: the socket's `sk_err`, or `-ret` of a failed
+    /// call), 0 if none.
+    pub errno: u32,
+}
+
+impl OutcomeRecord {
+    /// Size in bytes of one record in the ring buffer.
+    pub const SIZE: usize = core::mem::size_of::<Self>();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,11 +155,16 @@ mod tests {
         );
         assert_eq!(ConnectRecord::SIZE % 8, 0);
         assert_eq!(TimestampRecord::SIZE, RecordHeader::SIZE + 16);
+        assert_eq!(OutcomeRecord::SIZE, ConnectRecord::SIZE + 16);
     }
 
     #[test]
     fn kinds_round_trip() {
-        for kind in [RecordKind::Connect, RecordKind::Timestamp] {
+        for kind in [
+            RecordKind::Connect,
+            RecordKind::Timestamp,
+            RecordKind::Outcome,
+        ] {
             assert_eq!(RecordKind::try_from(kind.header().kind), Ok(kind));
         }
         assert_eq!(RecordKind::try_from(0), Err(0));

@@ -1,7 +1,7 @@
 //! Values of the maps the kernel side keeps for itself: calls in flight, counts and counters
 //! (userspace reads them, and deletes stale calls).
 
-use crate::{COMM_LEN, RawAddr};
+use crate::RawAddr;
 
 /// Index of each counter in the `COUNTERS` per-CPU array (written by the kernel side).
 pub mod counter {
@@ -35,26 +35,22 @@ pub struct CountKey {
     pub dport: u16,
     /// `AF_INET` or `AF_INET6` (a [`crate::Family`] value).
     pub family: u16,
+    /// With `--outcome`: the [`crate::Outcome`] (as `u8`); otherwise 0.
+    pub outcome: u8,
+    /// With `--outcome`: the latency bucket (`crate::outcome::latency_bucket`); otherwise 0.
+    pub bucket: u8,
     /// Explicit padding, always zero.
-    pub _pad: u32,
+    pub _pad: u16,
 }
 
-/// The process that started a connect, remembered by the tracepoint backend from the socket's
-/// CLOSE -> SYN_SENT transition (in the caller's context) until its next transition, when the
-/// source port is known (keyed by socket address in the kernel's `CONNECTING` map).
+/// A value of the kernel's per-CPU `CONNECT_COUNTS` map.
 #[repr(C)]
-#[derive(Clone, Copy, Debug)]
-pub struct Connecting {
-    /// `CLOCK_BOOTTIME` at the CLOSE -> SYN_SENT transition, inside the connect call.
-    pub boot_ns: u64,
-    /// The caller's `bpf_get_current_pid_tgid()`.
-    pub pid_tgid: u64,
-    /// The caller's real user id.
-    pub uid: u32,
-    /// The caller's name, NUL-padded.
-    pub comm: [u8; COMM_LEN],
-    /// Explicit padding, always zero.
-    pub _pad: u32,
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CountValue {
+    /// Connects counted under the key.
+    pub connects: u64,
+    /// Sum of their latencies in nanoseconds (with `--outcome`; otherwise 0).
+    pub latency_ns: u64,
 }
 
 /// A connect call between its entry and its return probe, keyed by pid_tgid in the kernel's

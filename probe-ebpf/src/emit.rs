@@ -1,26 +1,33 @@
 //! The one emit path: a connect that passed the filters becomes a record in the ring buffer, or
 //! with `--count` a count in `CONNECT_COUNTS`; whatever cannot be delivered is counted.
 
-use core::intrinsics::{AtomicOrdering, atomic_xadd};
+use core::{
+    intrinsics::{AtomicOrdering, atomic_xadd},
+    ptr::addr_of_mut,
+};
 
 use aya_ebpf::{
     EbpfContext,
     bindings::{BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{bpf_get_current_uid_gid, generated},
+    maps::ring_buf::RingBufEntry,
 };
 use aya_log_ebpf::debug;
 use probe_common::{
-    COMM_LEN, ConnectRecord, CountBy, RawAddr, RecordKind, TimestampRecord,
-    state::{CountKey, counter},
+    COMM_LEN, ConnectRecord, CountBy, Outcome, OutcomeRecord, RawAddr, RecordKind, TimestampRecord,
+    outcome::latency_bucket,
+    state::{CountKey, CountValue, counter},
 };
 
-use crate::{CONNECT_COUNTS, COUNT_BY, COUNTERS, EVENTS, WAKEUP_BYTES, filter::Destination};
+use crate::{
+    CONNECT_COUNTS, COUNT_BY, COUNTERS, EVENTS, OUTCOME, WAKEUP_BYTES, filter::Destination,
+};
 
 /// Reports one connect to `to`: counts it (`--count`), or else emits the record `record` builds
 /// (only called when the record is needed).
 #[inline(always)]
 pub fn connect<C: EbpfContext>(ctx: &C, to: &Destination, record: impl FnOnce() -> ConnectRecord) {
-    if counted(to) {
+    if counted(to, 0, 0) {
         return;
     }
     let record = record();
@@ -29,6 +36,41 @@ pub fn connect<C: EbpfContext>(ctx: &C, to: &Destination, record: impl FnOnce() 
         "connect ret={} sport={} dport={}", record.ret, record.sport, record.dport
     );
     emit(record);
+}
+
+/// Reports a connect with how it ended (`--outcome`; see `outcome`): counts it (`--count`), or
+/// else emits it, unless `--failed-only` or `--min-latency` leaves it out.
+#[inline(always)]
+pub fn completed(
+    to: &Destination,
+    record: &ConnectRecord,
+    outcome: Outcome,
+    errno: u32,
+    latency_ns: u64,
+) {
+    let config = OUTCOME.load();
+    if (config.failed_only != 0 && !outcome.is_failure()) || latency_ns < config.min_latency_ns {
+        return;
+    }
+    if counted(to, outcome as u8, latency_ns) {
+        return;
+    }
+    // Written in place in the ring buffer: a record built on the stack first, and copied,
+    // would not fit the BPF stack next to the connect record it contains.
+    let Some(mut entry) = reserve::<OutcomeRecord>() else {
+        return;
+    };
+    let slot = entry.as_mut_ptr();
+    // SAFETY: the reservation is an OutcomeRecord's size and alignment; every field is
+    // written (plain data, nothing to drop).
+    unsafe {
+        addr_of_mut!((*slot).connect).write(*record);
+        (*slot).connect.header = RecordKind::Outcome.header();
+        (*slot).latency_ns = latency_ns;
+        (*slot).outcome = outcome as u32;
+        (*slot).errno = errno;
+    }
+    submit(entry);
 }
 
 /// Reports only the time of a connect (`--format minimal`).
@@ -88,8 +130,10 @@ pub fn current_task_record(
 }
 
 /// With `--count`, counts a connect under its key instead of emitting it; returns whether it did.
+/// With `--outcome` the key holds the connect's `outcome` (as u8) and latency bucket, and the
+/// value sums its `latency_ns`; without, both are 0.
 #[inline(always)]
-fn counted(to: &Destination) -> bool {
+fn counted(to: &Destination, outcome: u8, latency_ns: u64) -> bool {
     let by = COUNT_BY.load();
     if by == CountBy::OFF {
         return false;
@@ -102,38 +146,73 @@ fn counted(to: &Destination) -> bool {
         },
         dport: to.port,
         family: to.family.af(),
+        outcome,
+        bucket: if outcome == 0 {
+            0
+        } else {
+            latency_bucket(latency_ns)
+        },
         _pad: 0,
     };
-    if let Some(n) = CONNECT_COUNTS.get_ptr_mut(&key) {
-        // SAFETY: this CPU's slot of a per-CPU value (see `count` on nesting).
-        unsafe { *n += 1 };
-    } else if CONNECT_COUNTS.insert(&key, &1, BPF_NOEXIST as u64).is_err() {
+    let first = CountValue {
+        connects: 1,
+        latency_ns,
+    };
+    if let Some(value) = CONNECT_COUNTS.get_ptr_mut(&key) {
+        add(value, latency_ns);
+    } else if CONNECT_COUNTS
+        .insert(&key, &first, BPF_NOEXIST as u64)
+        .is_err()
+    {
         // Created by another CPU meanwhile (then this CPU's slot exists, zeroed), or full.
         match CONNECT_COUNTS.get_ptr_mut(&key) {
-            // SAFETY: as above.
-            Some(n) => unsafe { *n += 1 },
+            Some(value) => add(value, latency_ns),
             None => count(counter::COUNTS_FULL),
         }
     }
     true
 }
 
+/// Adds one connect of `latency_ns` to this CPU's slot of a `CONNECT_COUNTS` value.
+#[inline(always)]
+fn add(value: *mut CountValue, latency_ns: u64) {
+    // SAFETY: this CPU's slot of a per-CPU value. A run in softirq interrupting one in process
+    // context on the same CPU (the tracepoint, on older kernels) could lose an increment.
+    unsafe {
+        (*value).connects += 1;
+        (*value).latency_ns += latency_ns;
+    }
+}
+
 /// Writes one record to the ring buffer, waking the reader only when enough is waiting, and
 /// counts it if the ring is full.
 #[inline(always)]
 fn emit<T: 'static>(record: T) {
+    if let Some(mut entry) = reserve::<T>() {
+        entry.write(record);
+        submit(entry);
+    }
+}
+
+/// Room for one `T` in the ring buffer, or `None` (counted) if it is full.
+#[inline(always)]
+fn reserve<T: 'static>() -> Option<RingBufEntry<T>> {
+    let entry = EVENTS.reserve::<T>(0);
+    if entry.is_none() {
+        count(counter::RING_FULL);
+    }
+    entry
+}
+
+/// Commits a written record, waking the reader only when enough is waiting.
+#[inline(always)]
+fn submit<T: 'static>(entry: RingBufEntry<T>) {
     let wakeup = if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= WAKEUP_BYTES.load() {
         BPF_RB_FORCE_WAKEUP
     } else {
         BPF_RB_NO_WAKEUP
     };
-    match EVENTS.reserve::<T>(0) {
-        Some(mut entry) => {
-            entry.write(record);
-            entry.submit(wakeup as u64);
-        }
-        None => count(counter::RING_FULL),
-    }
+    entry.submit(wakeup as u64);
 }
 
 /// Adds one to this CPU's slot of counter `index` (see `probe_common::state::counter`).

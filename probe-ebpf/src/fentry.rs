@@ -14,6 +14,7 @@ use crate::{
     FILTERS, MAPPED_INNER, SOCK_OFFSETS, emit,
     filter::{self, Admitted},
     kprobe::on_connect_entry,
+    outcome,
     sock::{self, Sock},
 };
 
@@ -104,7 +105,7 @@ fn on_connect_exit<C: EbpfContext>(
     if !filter::reported_admitted(&requested, &to) {
         return;
     }
-    emit::connect(ctx, &to, || {
+    outcome::call_returned(ctx, sk_ptr, &to, ret, || {
         let source = sk.reported_source(family, ret);
         emit::current_task_record(boot_ns, pid_tgid, source, &to, ret)
     });

@@ -14,6 +14,7 @@ use probe_common::{Family, state::PendingConnect, state::counter};
 use crate::{
     ENTRY_ONLY, PENDING, SOCK_OFFSETS, emit,
     filter::{self, Admitted, Destination},
+    outcome,
     sock::{self, Sock},
 };
 
@@ -131,7 +132,7 @@ fn on_connect_return(ctx: &RetProbeContext) {
     if !filter::reported_admitted(&requested, &to) {
         return;
     }
-    emit::connect(ctx, &to, || {
+    outcome::call_returned(ctx, pending.sk as *const u8, &to, ret, || {
         let source = sk.reported_source(family, ret);
         emit::current_task_record(pending.boot_ns, pid_tgid, source, &to, ret)
     });

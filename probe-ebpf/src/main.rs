@@ -11,6 +11,11 @@
 //!   before the source port is chosen: it remembers the caller; the socket's next transition
 //!   completes the record. Calls that fail before sending a SYN are not seen.
 //!
+//! With `--outcome` ([`outcome`]) a connect is reported when its handshake ends: the kprobe and
+//! fentry backends put a successful call's record in `CONNECTING` and a second program on
+//! `sock:inet_sock_set_state` (`connect_outcome`) completes it, as the tracepoint backend's own
+//! program does.
+//!
 //! With `--format minimal` the entry hooks alone emit a `TimestampRecord`; with
 //! `--successes-only` a single hook on `tcp_connect` ([`tcp_connect`], kprobe or fentry)
 //! replaces the kprobe and fentry sets. Every hook goes through the one admission path
@@ -29,6 +34,7 @@ mod emit;
 mod fentry;
 mod filter;
 mod kprobe;
+mod outcome;
 mod sock;
 mod tcp_connect;
 mod tracepoint;
@@ -40,10 +46,10 @@ use aya_ebpf::{
     maps::{HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use probe_common::{
-    COMM_LEN, CountBy, FilterFlags, SockOffsets,
+    COMM_LEN, ConnectRecord, CountBy, FilterFlags, OutcomeConfig, SockOffsets,
     config::{DstKey, PORT_WORDS},
     limit,
-    state::{Connecting, CountKey, PendingConnect, counter},
+    state::{CountKey, CountValue, PendingConnect, counter},
 };
 
 // ---- globals: written by userspace before load, constants to the verifier ----
@@ -61,6 +67,7 @@ static SOCK_OFFSETS: Global<SockOffsets> = Global::new(SockOffsets {
     protocol: 0,
     inet_sport: 0,
     segs_out: 0,
+    sk_err: 0,
 });
 
 /// Written by userspace before load; read by the admission path to skip disabled filters.
@@ -88,6 +95,11 @@ static COUNT_BY: Global<u8> = Global::new(CountBy::OFF);
 /// map, so the check is one load instead of a helper call and a hash.
 #[unsafe(no_mangle)]
 static PORT_SET: Global<[u64; PORT_WORDS]> = Global::new([0; PORT_WORDS]);
+
+/// Written by userspace before load (`--outcome`, `--failed-only`, `--min-latency`); read by
+/// the return hooks and the completion path (`outcome`) and by the emit path's filters.
+#[unsafe(no_mangle)]
+static OUTCOME: Global<OutcomeConfig> = Global::new(OutcomeConfig::OFF);
 
 // ---- maps ----
 
@@ -123,10 +135,13 @@ static DST_FILTER: LpmTrie<DstKey, u8> =
 #[map]
 static PENDING: HashMap<u64, PendingConnect> = HashMap::with_max_entries(limit::MAX_PENDING, 0);
 
-/// Who is connecting each socket, keyed by socket address: written by the tracepoint at
-/// CLOSE -> SYN_SENT, consumed (and deleted) at the socket's next transition, which every
-/// connecting socket makes (to ESTABLISHED, or to CLOSE however the attempt ends). Userspace
-/// counts its entries (`--stats`) and reaps stale ones.
+/// The connect of each socket in SYN_SENT, keyed by socket address: written by the tracepoint
+/// at CLOSE -> SYN_SENT (its source still zero), or with `--outcome` by the kprobe and fentry
+/// return hooks after a successful call; consumed (and deleted) by the completion path
+/// (`outcome::left_syn_sent`) at the socket's next transition, which every connecting socket
+/// makes (to ESTABLISHED, or to CLOSE however the attempt ends). Userspace counts its entries
+/// (`--stats`), reaps stale ones, and at the end reports what is left (`--outcome`: as
+/// pending).
 ///
 /// An LRU, unlike `PENDING`: an entry lives as long as its handshake, which any local user can
 /// stretch to minutes (a destination that drops SYNs), so a user holding more sockets in
@@ -135,7 +150,7 @@ static PENDING: HashMap<u64, PendingConnect> = HashMap::with_max_entries(limit::
 /// not the new ones. The kernel evicts silently: `COUNTERS[CONNECTING_ADDED]` and
 /// `[CONNECTING_REMOVED]` let userspace count the evictions as dropped.
 #[map]
-static CONNECTING: LruHashMap<u64, Connecting> =
+static CONNECTING: LruHashMap<u64, ConnectRecord> =
     LruHashMap::with_max_entries(limit::MAX_CONNECTING, 0);
 
 /// fexit backend: the socket an IPv4-mapped connect's inner tcp_v4_connect just reported, keyed
@@ -145,11 +160,11 @@ static CONNECTING: LruHashMap<u64, Connecting> =
 static MAPPED_INNER: LruHashMap<u64, u64> =
     LruHashMap::with_max_entries(limit::MAX_MAPPED_CALLS, 0);
 
-/// `--count`: connects per key, counted here by the emit path instead of emitted as events;
-/// read (summed over CPUs) by userspace at every interval or scrape. Per-CPU, so no atomics are
-/// needed.
+/// `--count`: connects (and with `--outcome` the sum of their latencies) per key, counted here
+/// by the emit path instead of emitted as events; read (summed over CPUs) by userspace at every
+/// interval or scrape. Per-CPU, so no atomics are needed.
 #[map]
-static CONNECT_COUNTS: PerCpuHashMap<CountKey, u64> =
+static CONNECT_COUNTS: PerCpuHashMap<CountKey, CountValue> =
     PerCpuHashMap::with_max_entries(limit::MAX_COUNT_KEYS, 0);
 
 /// Written by the emit path (one record per connect call); read by userspace.
@@ -178,11 +193,11 @@ macro_rules! check_names {
 check_names! {
     maps: EVENTS, COUNTERS, PENDING, CONNECTING, MAPPED_INNER, CONNECT_COUNTS, PID_FILTER,
         UID_FILTER, CGROUP_FILTER, COMM_FILTER, DST_FILTER;
-    globals: SOCK_OFFSETS, FILTERS, ENTRY_ONLY, WAKEUP_BYTES, COUNT_BY, PORT_SET;
+    globals: SOCK_OFFSETS, FILTERS, ENTRY_ONLY, WAKEUP_BYTES, COUNT_BY, PORT_SET, OUTCOME;
     programs: kprobe::tcp_v4_connect, kprobe::tcp_v6_connect, kprobe::tcp_connect_return,
         tcp_connect::tcp_connect, tcp_connect::fentry_tcp_connect, fentry::fentry_tcp_v4_connect,
         fentry::fentry_tcp_v6_connect, fentry::fexit_tcp_v4_connect, fentry::fexit_tcp_v6_connect,
-        tracepoint::inet_sock_set_state;
+        tracepoint::inet_sock_set_state, outcome::connect_outcome;
 }
 
 #[cfg(not(test))]

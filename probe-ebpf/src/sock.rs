@@ -9,6 +9,11 @@ use probe_common::{Family, RawAddr, SockOffsets, config::SOCK_HEAD_LEN};
 
 use crate::filter::Destination;
 
+/// TCP states (`include/net/tcp_states.h`) and `IPPROTO_TCP`.
+pub const TCP_SYN_SENT: i32 = 2;
+pub const TCP_CLOSE: i32 = 7;
+pub const IPPROTO_TCP: u16 = 6;
+
 /// Reads a `T` at `base + offset`, or zeroes if the kernel refuses.
 #[inline(always)]
 fn read_at<T: Default>(base: *const u8, offset: u32) -> T {
@@ -203,6 +208,13 @@ impl Sock {
     #[inline(always)]
     pub fn sent_anything(&self) -> bool {
         read_at::<u32>(self.ptr, self.offsets.segs_out) != 0
+    }
+
+    /// The socket's pending error (`sk_err`, a positive errno; 0 if none): what ended a
+    /// handshake, set before the socket moves to CLOSE.
+    #[inline(always)]
+    pub fn error(&self) -> u32 {
+        read_at::<i32>(self.ptr, self.offsets.sk_err).unsigned_abs()
     }
 
     /// Source address and port as `struct inet_sock` keeps them: still set while a connecting

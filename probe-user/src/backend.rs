@@ -7,7 +7,7 @@ use aya::{
 };
 use probe_common::{Backend, Family, Function, names::program};
 
-use crate::{error::AttachError, kernel};
+use crate::{TracerBuilder, error::AttachError, kernel};
 
 /// What the tracer reports, which decides the programs a backend attaches.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -25,16 +25,27 @@ pub enum Mode {
     SuccessesOnly,
 }
 
-/// Loads and attaches `backend`'s programs for `mode` on the `families`' connect functions.
+/// Loads and attaches `backend`'s programs for `options`' mode on its families' connect
+/// functions (and, with outcomes, the completion program the kprobe and fentry backends need).
 /// On failure whatever it attached is detached again, so another backend can be tried.
 pub(crate) fn attach(
     ebpf: &mut Ebpf,
     backend: Backend,
-    mode: Mode,
-    families: &[Family],
+    options: &TracerBuilder,
 ) -> Result<(), AttachError> {
     let mut attached = Vec::new();
-    let result = attach_programs(ebpf, backend, mode, families, &mut attached);
+    let mut result = attach_programs(
+        ebpf,
+        backend,
+        options.mode,
+        &options.families,
+        &mut attached,
+    );
+    // The tracepoint backend's own program completes its connects; the others need one more
+    // on the same tracepoint, attached after them so that no connect they track is missed.
+    if result.is_ok() && options.outcome.enabled != 0 && backend != Backend::Tracepoint {
+        result = raw_tracepoint(ebpf, program::connect_outcome, &mut attached);
+    }
     if result.is_err() {
         for name in attached {
             unload(ebpf, name);
@@ -93,22 +104,30 @@ fn attach_programs(
                 })?;
             }
         }
-        Backend::Tracepoint => {
-            let name = program::inet_sock_set_state;
-            let program: &mut RawTracePoint = program(ebpf, name)?;
-            program.load().map_err(|source| AttachError::Load {
-                program: name,
-                source: Box::new(source),
-            })?;
-            attached.push(name);
-            program
-                .attach(name)
-                .map_err(|source| AttachError::Tracepoint {
-                    tracepoint: name,
-                    source: Box::new(source),
-                })?;
-        }
+        Backend::Tracepoint => raw_tracepoint(ebpf, program::inet_sock_set_state, attached)?,
     }
+    Ok(())
+}
+
+/// Loads the raw tracepoint program `name` and attaches it to `sock:inet_sock_set_state`.
+fn raw_tracepoint(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    attached: &mut Vec<&'static str>,
+) -> Result<(), AttachError> {
+    let tracepoint = program::inet_sock_set_state;
+    let program: &mut RawTracePoint = program(ebpf, name)?;
+    program.load().map_err(|source| AttachError::Load {
+        program: name,
+        source: Box::new(source),
+    })?;
+    attached.push(name);
+    program
+        .attach(tracepoint)
+        .map_err(|source| AttachError::Tracepoint {
+            tracepoint,
+            source: Box::new(source),
+        })?;
     Ok(())
 }
 

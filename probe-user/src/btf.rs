@@ -41,6 +41,7 @@ pub fn sock_offsets(path: &Path) -> Result<SockOffsets> {
         protocol: field_offset(&btf, &sock, &["sk_protocol"])?,
         inet_sport: field_offset(&btf, &named_struct(&btf, "inet_sock")?, &["inet_sport"])?,
         segs_out: field_offset(&btf, &named_struct(&btf, "tcp_sock")?, &["segs_out"])?,
+        sk_err: field_offset(&btf, &sock, &["sk_err"])?,
     };
     // The kernel side reads the IPv4 fields from one copy of the head of struct sock.
     for (name, offset, size) in [

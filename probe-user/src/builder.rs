@@ -4,7 +4,7 @@
 use std::{collections::BTreeSet, path::PathBuf};
 
 use ipnet::IpNet;
-use probe_common::{Backend, CountBy, Family};
+use probe_common::{Backend, CountBy, Family, OutcomeConfig};
 
 use crate::{Error, Mode, Tracer, btf, loader};
 
@@ -24,6 +24,7 @@ pub struct TracerBuilder {
     pub(crate) btf_path: PathBuf,
     pub(crate) backend: Option<Backend>,
     pub(crate) count_by: Option<CountBy>,
+    pub(crate) outcome: OutcomeConfig,
 }
 
 impl Default for TracerBuilder {
@@ -41,6 +42,7 @@ impl Default for TracerBuilder {
             btf_path: PathBuf::from(btf::VMLINUX_BTF),
             backend: None,
             count_by: None,
+            outcome: OutcomeConfig::OFF,
         }
     }
 }
@@ -121,6 +123,34 @@ impl TracerBuilder {
         self
     }
 
+    /// Reports each connect once its outcome is known ([`crate::Completion`] in every event;
+    /// with [`TracerBuilder::count_by`], counts by outcome and latency bucket too): when its
+    /// socket leaves SYN_SENT, or at once if the call failed. Connects still in SYN_SENT when
+    /// tracing ends come out of the last [`Tracer::drain`] after [`Tracer::detach`] as
+    /// [`crate::Outcome::Pending`]. With the kprobe and fentry backends this attaches one more
+    /// program, on `sock:inet_sock_set_state`. Not with [`Mode::TimestampsOnly`] or
+    /// [`Mode::SuccessesOnly`].
+    pub fn outcome(mut self) -> Self {
+        self.outcome.enabled = 1;
+        self
+    }
+
+    /// With [`TracerBuilder::outcome`] (implied): only connects that did not come up (every
+    /// outcome but established), filtered in the kernel.
+    pub fn failed_only(mut self) -> Self {
+        self.outcome.enabled = 1;
+        self.outcome.failed_only = 1;
+        self
+    }
+
+    /// With [`TracerBuilder::outcome`] (implied): only connects whose latency is at least
+    /// `min`, filtered in the kernel.
+    pub fn min_latency(mut self, min: std::time::Duration) -> Self {
+        self.outcome.enabled = 1;
+        self.outcome.min_latency_ns = u64::try_from(min.as_nanos()).unwrap_or(u64::MAX);
+        self
+    }
+
     /// Reads struct offsets from this BTF file instead of the running kernel's.
     pub fn btf_path(mut self, path: impl Into<PathBuf>) -> Self {
         self.btf_path = path.into();
@@ -146,6 +176,6 @@ impl TracerBuilder {
             None
         };
         let (backend, fallbacks) = loader::attach_first_working(&mut ebpf, &self)?;
-        Tracer::new(ebpf, backend, fallbacks, self.count_by, logger, stats)
+        Tracer::new(ebpf, backend, fallbacks, &self, logger, stats)
     }
 }

@@ -3,7 +3,8 @@
 use std::net::SocketAddr;
 
 use probe_common::{
-    COMM_LEN, ConnectRecord, Family, Function, RawAddr, RecordHeader, RecordKind, TimestampRecord,
+    COMM_LEN, ConnectRecord, Family, Function, Outcome, OutcomeRecord, RawAddr, RecordHeader,
+    RecordKind, TimestampRecord,
 };
 
 /// One traced `tcp_v4_connect` / `tcp_v6_connect` call.
@@ -29,7 +30,24 @@ pub struct ConnectEvent {
     pub dst: SocketAddr,
     /// The call's return value: 0 or a negative errno.
     pub ret: i32,
+    /// How the connect ended, with [`crate::TracerBuilder::outcome`]; `None` without.
+    pub completion: Option<Completion>,
     comm: [u8; COMM_LEN],
+}
+
+/// How a connect ended and how long it took ([`crate::TracerBuilder::outcome`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Completion {
+    /// What ended it.
+    pub outcome: Outcome,
+    /// Nanoseconds from the connect call to the outcome (the SYN-ACK, the reset, the ICMP
+    /// error, the kernel giving up, the close, or the call's failure; for
+    /// [`Outcome::Pending`], the end of tracing). The kprobe and tracepoint backends start at
+    /// the call's entry, the fentry backend at its return.
+    pub latency_ns: u64,
+    /// The error the kernel gave, a positive errno (`ECONNREFUSED`, `ETIMEDOUT`, ...; for a
+    /// failed call `-ret`); 0 if none.
+    pub errno: u32,
 }
 
 /// Why a ring-buffer record could not be decoded.
@@ -44,6 +62,9 @@ pub enum Malformed {
     /// The family is neither `AF_INET` nor `AF_INET6`.
     #[error("a record of unknown family {0}")]
     Family(u16),
+    /// The record's outcome is none of [`Outcome`]'s.
+    #[error("a record of unknown outcome {0}")]
+    Outcome(u32),
 }
 
 impl ConnectEvent {
@@ -56,6 +77,7 @@ impl ConnectEvent {
         match RecordKind::try_from(header.kind).map_err(Malformed::Kind)? {
             RecordKind::Connect => Self::from_record(&read_record(bytes)?),
             RecordKind::Timestamp => Self::from_timestamp(&read_record(bytes)?),
+            RecordKind::Outcome => Self::from_outcome(&read_record(bytes)?),
         }
     }
 
@@ -78,7 +100,21 @@ impl ConnectEvent {
             src: SocketAddr::new(any, 0),
             dst: SocketAddr::new(any, 0),
             ret: 0,
+            completion: None,
             comm: [0; COMM_LEN],
+        })
+    }
+
+    /// The event of an [`OutcomeRecord`].
+    pub fn from_outcome(r: &OutcomeRecord) -> Result<Self, Malformed> {
+        let outcome = Outcome::try_from(r.outcome).map_err(Malformed::Outcome)?;
+        Ok(Self {
+            completion: Some(Completion {
+                outcome,
+                latency_ns: r.latency_ns,
+                errno: r.errno,
+            }),
+            ..Self::from_record(&r.connect)?
         })
     }
 
@@ -94,6 +130,7 @@ impl ConnectEvent {
             src: SocketAddr::new(family.ip(&r.saddr), r.sport),
             dst: SocketAddr::new(family.ip(&r.daddr), r.dport),
             ret: r.ret,
+            completion: None,
             comm: r.comm,
         })
     }
@@ -259,6 +296,7 @@ pub(crate) mod tests {
             match RecordKind::try_from(kind).ok()? {
                 RecordKind::Connect => Some(ConnectRecord::SIZE),
                 RecordKind::Timestamp => Some(TimestampRecord::SIZE),
+                RecordKind::Outcome => Some(OutcomeRecord::SIZE),
             }
         }
 
@@ -266,7 +304,7 @@ pub(crate) mod tests {
             #[test]
             fn any_bytes_decode_or_are_malformed(
                 mut bytes in proptest::collection::vec(any::<u8>(), 0..200),
-                kind in 0u32..4,
+                kind in 0u32..5,
             ) {
                 if bytes.len() >= 4 {
                     bytes[..4].copy_from_slice(&kind.to_ne_bytes());
@@ -282,6 +320,10 @@ pub(crate) mod tests {
                         prop_assert!(RecordKind::try_from(k).is_err());
                     }
                     Err(Malformed::Family(f)) => prop_assert!(f != AF_INET && f != AF_INET6),
+                    Err(Malformed::Outcome(o)) => {
+                        prop_assert_eq!(kind, RecordKind::Outcome as u32);
+                        prop_assert!(Outcome::try_from(o).is_err());
+                    }
                 }
             }
 

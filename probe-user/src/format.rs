@@ -73,6 +73,12 @@ struct JsonLine<'a> {
     daddr: std::net::IpAddr,
     dport: u16,
     ret: i32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    outcome: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    latency_ns: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    errno: Option<u32>,
 }
 
 impl Formatter {
@@ -109,6 +115,12 @@ impl Formatter {
                 push_endpoint(out, event.src);
                 out.extend_from_slice(b" dst=");
                 push_endpoint(out, event.dst);
+                if let Some(c) = &event.completion {
+                    out.extend_from_slice(b" outcome=");
+                    out.extend_from_slice(c.outcome.name().as_bytes());
+                    out.extend_from_slice(b" latency=");
+                    push_millis(out, c.latency_ns);
+                }
             }
             Format::Json => {
                 let line = JsonLine {
@@ -125,6 +137,9 @@ impl Formatter {
                     daddr: event.dst.ip(),
                     dport: event.dst.port(),
                     ret: event.ret,
+                    outcome: event.completion.map(|c| c.outcome.name()),
+                    latency_ns: event.completion.map(|c| c.latency_ns),
+                    errno: event.completion.map(|c| c.errno).filter(|&e| e != 0),
                 };
                 // Writing into a Vec cannot fail.
                 let _ = serde_json::to_writer(&mut *out, &line);
@@ -142,6 +157,10 @@ struct JsonCount {
     daddr: Option<std::net::IpAddr>,
     dport: u16,
     connects: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    outcome: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    latency_ns_sum: Option<u64>,
 }
 
 impl Formatter {
@@ -159,6 +178,8 @@ impl Formatter {
                     daddr: c.daddr,
                     dport: c.dport,
                     connects: c.connects,
+                    outcome: c.outcome.map(|o| o.name()),
+                    latency_ns_sum: c.outcome.map(|_| c.latency_ns),
                 })
                 .collect();
             let table = serde_json::json!({ "time_s": unix_s, "counts": rows });
@@ -168,10 +189,23 @@ impl Formatter {
             return;
         }
         let _ = writeln!(out, "{unix_s}: connects since start");
-        let _ = writeln!(out, "{:>10}  {:<14}  DESTINATION", "CONNECTS", "FUNCTION");
+        // With outcomes, a row per destination and outcome, with the average latency.
+        let outcomes = counts.iter().any(|c| c.outcome.is_some());
+        let _ = write!(out, "{:>10}  ", "CONNECTS");
+        if outcomes {
+            let _ = write!(out, "{:<11}  {:>12}  ", "OUTCOME", "AVG LATENCY");
+        }
+        let _ = writeln!(out, "{:<14}  DESTINATION", "FUNCTION");
         for c in counts {
             let function = c.family.connect_function().name();
-            let _ = write!(out, "{:>10}  {:<14}  ", c.connects, function);
+            let _ = write!(out, "{:>10}  ", c.connects);
+            if let Some(outcome) = c.outcome {
+                let mut avg = Vec::new();
+                push_millis(&mut avg, c.latency_ns / c.connects.max(1));
+                let avg = String::from_utf8_lossy(&avg);
+                let _ = write!(out, "{:<11}  {avg:>12}  ", outcome.name());
+            }
+            let _ = write!(out, "{:<14}  ", function);
             match c.daddr {
                 Some(ip) => push_endpoint(out, SocketAddr::new(ip, c.dport)),
                 None => {
@@ -188,6 +222,13 @@ fn push_decimal(out: &mut Vec<u8>, n: impl itoa::Integer) {
 }
 
 /// `ip:port` for IPv4, `[ip]:port` for IPv6, without scope or flow information.
+/// `ns` as milliseconds with three decimals (`0.183ms`), truncated to the microsecond.
+fn push_millis(out: &mut Vec<u8>, ns: u64) {
+    let us = ns / 1000;
+    push_decimal(out, us / 1000);
+    let _ = write!(out, ".{:03}ms", us % 1000);
+}
+
 fn push_endpoint(out: &mut Vec<u8>, addr: SocketAddr) {
     match addr {
         SocketAddr::V4(a) => {
@@ -327,19 +368,17 @@ mod tests {
                 daddr: Some("127.0.0.1".parse().unwrap()),
                 dport: 8080,
                 connects: 12,
+                ..COUNT
             },
             ConnectCount {
                 family: crate::Family::V6,
                 daddr: None,
                 dport: 443,
                 connects: 3,
+                ..COUNT
             },
         ];
-        let table = |format| {
-            let mut out = Vec::new();
-            Formatter::new(format, CLOCK).write_counts(&mut out, 1795778063, &counts);
-            String::from_utf8(out).unwrap()
-        };
+        let table = |format| table(format, &counts);
         assert_eq!(
             table(Format::Stap),
             concat!(
@@ -357,6 +396,86 @@ mod tests {
                 "\n"
             )
         );
+    }
+
+    /// `counts` as a table in `format`.
+    fn table(format: Format, counts: &[ConnectCount]) -> String {
+        let mut out = Vec::new();
+        Formatter::new(format, CLOCK).write_counts(&mut out, 1795778063, counts);
+        String::from_utf8(out).unwrap()
+    }
+
+    const COUNT: ConnectCount = ConnectCount {
+        family: crate::Family::V4,
+        daddr: None,
+        dport: 0,
+        outcome: None,
+        connects: 0,
+        latency_ns: 0,
+        latency_buckets: [0; probe_common::outcome::LATENCY_BUCKETS as usize + 1],
+    };
+
+    #[test]
+    fn count_tables_with_outcomes() {
+        let counts = [
+            ConnectCount {
+                daddr: Some("127.0.0.1".parse().unwrap()),
+                dport: 8080,
+                outcome: Some(crate::Outcome::Established),
+                connects: 4,
+                latency_ns: 1_000_000,
+                ..COUNT
+            },
+            ConnectCount {
+                daddr: Some("127.0.0.1".parse().unwrap()),
+                dport: 8081,
+                outcome: Some(crate::Outcome::Refused),
+                connects: 1,
+                latency_ns: 183_400,
+                ..COUNT
+            },
+        ];
+        let table = |format| table(format, &counts);
+        assert_eq!(
+            table(Format::Stap),
+            concat!(
+                "1795778063: connects since start\n",
+                "  CONNECTS  OUTCOME       AVG LATENCY  FUNCTION        DESTINATION\n",
+                "         4  established       0.250ms  tcp_v4_connect  127.0.0.1:8080\n",
+                "         1  refused           0.183ms  tcp_v4_connect  127.0.0.1:8081\n",
+            )
+        );
+        assert!(table(Format::Json).contains(
+            r#"{"connects":1,"daddr":"127.0.0.1","dport":8081,"family":"ipv4","function":"tcp_v4_connect","latency_ns_sum":183400,"outcome":"refused"}"#
+        ));
+    }
+
+    #[test]
+    fn outcome_lines() {
+        let mut event = v4();
+        event.completion = Some(crate::Completion {
+            outcome: crate::Outcome::Refused,
+            latency_ns: 183_999,
+            errno: 111,
+        });
+        assert!(
+            line(Format::Stap, &event).ends_with(" outcome=refused latency=0.183ms\n"),
+            "{}",
+            line(Format::Stap, &event)
+        );
+        let json: serde_json::Value = serde_json::from_str(&line(Format::Json, &event)).unwrap();
+        assert_eq!(json["outcome"], "refused");
+        assert_eq!(json["latency_ns"], 183_999);
+        assert_eq!(json["errno"], 111);
+        event.completion = Some(crate::Completion {
+            outcome: crate::Outcome::Established,
+            latency_ns: 12_345_678_901,
+            errno: 0,
+        });
+        assert!(line(Format::Stap, &event).ends_with(" outcome=established latency=12345.678ms\n"));
+        let json: serde_json::Value = serde_json::from_str(&line(Format::Json, &event)).unwrap();
+        assert!(json.get("errno").is_none(), "{json}");
+        assert_eq!(line(Format::Minimal, &event), line(Format::Minimal, &v4()));
     }
 
     /// Every formatter on arbitrary events: SystemTap lines parse back to the event's function

@@ -43,6 +43,11 @@ pub(crate) fn validate(options: &TracerBuilder) -> Result<FilterKeys, Error> {
             "counting needs each connect's destination, which timestamps-only tracing does not read",
         ));
     }
+    if options.outcome.enabled != 0 && options.mode != Mode::Full {
+        return Err(Error::Options(
+            "outcomes need each connect call's return and socket, which timestamps-only and successes-only tracing do not follow",
+        ));
+    }
     if options.ports.contains(&0) {
         return Err(FilterError::PortZero.into());
     }
@@ -107,6 +112,7 @@ pub(crate) fn load(options: &TracerBuilder) -> Result<Ebpf, Error> {
         .override_global(global::WAKEUP_BYTES, &DEFAULT_WAKEUP_BYTES, true)
         .override_global(global::ENTRY_ONLY, &entry_only, true)
         .override_global(global::COUNT_BY, &count_by, true)
+        .override_global(global::OUTCOME, &options.outcome, true)
         .override_global(aya_log::LEVEL, &log_level, false)
         .load(PROBE_OBJECT)
         .map_err(|source| Error::Load {
@@ -180,14 +186,14 @@ pub(crate) fn attach_first_working(
     options: &TracerBuilder,
 ) -> Result<(Backend, Vec<BackendError>), Error> {
     if let Some(backend) = options.backend {
-        return match backend::attach(ebpf, backend, options.mode, &options.families) {
+        return match backend::attach(ebpf, backend, options) {
             Ok(()) => Ok((backend, Vec::new())),
             Err(error) => Err(Error::Attach(BackendError { backend, error })),
         };
     }
     let mut fallbacks = Vec::new();
     for backend in Backend::AUTO_ORDER {
-        match backend::attach(ebpf, backend, options.mode, &options.families) {
+        match backend::attach(ebpf, backend, options) {
             Ok(()) => return Ok((backend, fallbacks)),
             Err(error) => fallbacks.push(BackendError { backend, error }),
         }

@@ -1,6 +1,7 @@
 //! An attached [`Tracer`]: reading its events, counts, statistics and what was lost.
 
 use std::{
+    collections::{BTreeMap, VecDeque},
     os::fd::{AsFd as _, AsRawFd, RawFd},
     sync::atomic::{AtomicU64, Ordering},
     time::{Duration, Instant},
@@ -13,9 +14,10 @@ use aya::{
 };
 use aya_log::EbpfLogger;
 use probe_common::{
-    CountBy, Family,
+    ConnectRecord, CountBy, Family, Outcome,
     names::map,
-    state::{Connecting, CountKey, PendingConnect, counter},
+    outcome::{LATENCY_BUCKETS, latency_bucket},
+    state::{CountKey, CountValue, PendingConnect, counter},
 };
 
 use crate::{
@@ -37,8 +39,8 @@ const DETACH_GRACE: Duration = Duration::from_millis(50);
 /// How often [`Tracer::drain`] looks for stale calls.
 const REAP_EVERY: Duration = Duration::from_secs(1);
 
-/// Connects to one destination (or port), counted in the kernel (see
-/// [`TracerBuilder::count_by`]).
+/// Connects to one destination (or port), with [`TracerBuilder::outcome`] one outcome, counted
+/// in the kernel (see [`TracerBuilder::count_by`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConnectCount {
     /// The address family (and so the connect function).
@@ -47,8 +49,16 @@ pub struct ConnectCount {
     pub daddr: Option<std::net::IpAddr>,
     /// The destination port.
     pub dport: u16,
+    /// How these connects ended, with [`TracerBuilder::outcome`]; `None` without.
+    pub outcome: Option<Outcome>,
     /// Connects since tracing started.
     pub connects: u64,
+    /// Sum of their latencies in nanoseconds (with [`TracerBuilder::outcome`]; 0 without).
+    pub latency_ns: u64,
+    /// How many of them took at most `probe_common::outcome::latency_bucket_bound_ns(b)`
+    /// and more than the bound of `b - 1` (index [`LATENCY_BUCKETS`]: longer than every
+    /// bound), with [`TracerBuilder::outcome`]; zero without.
+    pub latency_buckets: [u64; LATENCY_BUCKETS as usize + 1],
 }
 
 /// Counts of what a [`Tracer`] saw and lost.
@@ -84,9 +94,16 @@ pub struct Tracer {
     events: RingBuf<MapData>,
     counters: PerCpuArray<MapData, u64>,
     pending: HashMap<MapData, u64, PendingConnect>,
-    connecting: HashMap<MapData, u64, Connecting>,
-    counts: PerCpuHashMap<MapData, CountKey, u64>,
+    connecting: HashMap<MapData, u64, ConnectRecord>,
+    counts: PerCpuHashMap<MapData, CountKey, CountValue>,
     count_by: Option<CountBy>,
+    // With outcomes: the connects still in SYN_SENT at `detach`, as pending events for the
+    // next drain, or (counting) as counts.
+    outcome: bool,
+    pending_events: VecDeque<ConnectEvent>,
+    pending_counts: Vec<(CountKey, CountValue)>,
+    // Of the `CONNECTING` entries, those `detach` reported as pending (see `Tracer::evicted`).
+    reported_sockets: u64,
     logger: Option<EbpfLogger<&'static dyn log::Log>>,
     received: u64,
     malformed: u64,
@@ -131,7 +148,7 @@ impl Tracer {
         mut ebpf: Ebpf,
         backend: Backend,
         fallbacks: Vec<BackendError>,
-        count_by: Option<CountBy>,
+        options: &TracerBuilder,
         logger: Option<EbpfLogger<&'static dyn log::Log>>,
         stats: Option<std::os::fd::OwnedFd>,
     ) -> Result<Self, Error> {
@@ -151,7 +168,11 @@ impl Tracer {
             pending: take_map(&mut ebpf, map::PENDING)?,
             connecting: take_map(&mut ebpf, map::CONNECTING)?,
             counts: take_map(&mut ebpf, map::CONNECT_COUNTS)?,
-            count_by,
+            count_by: options.count_by,
+            outcome: options.outcome.enabled != 0,
+            pending_events: VecDeque::new(),
+            pending_counts: Vec::new(),
+            reported_sockets: 0,
             logger,
             received: 0,
             malformed: 0,
@@ -178,6 +199,8 @@ impl Tracer {
     /// Hands every event waiting in the ring buffer to `on_event`; returns how many there were.
     pub fn drain(&mut self, mut on_event: impl FnMut(&ConnectEvent)) -> usize {
         let mut n = 0;
+        // Pending connects come last, after the ring buffer's events (only once detached).
+        let pending = std::mem::take(&mut self.pending_events);
         while let Some(record) = self.events.next() {
             match ConnectEvent::decode(&record) {
                 Ok(event) => {
@@ -186,6 +209,10 @@ impl Tracer {
                 }
                 Err(_) => self.malformed += 1,
             }
+        }
+        for event in &pending {
+            on_event(event);
+            n += 1;
         }
         self.received += n as u64;
         if let Some(logger) = &mut self.logger {
@@ -201,24 +228,50 @@ impl Tracer {
     /// connects first.
     pub fn connect_counts(&self) -> Vec<ConnectCount> {
         let by_port = self.count_by == Some(CountBy::Port);
-        let mut counts: Vec<ConnectCount> = self
+        let kernel = self
             .counts
             .iter()
             .filter_map(Result::ok)
-            .filter_map(|(key, per_cpu)| {
-                let family = event::family(key.family).ok()?;
-                Some(ConnectCount {
+            .map(|(key, per_cpu)| {
+                let sum = per_cpu
+                    .iter()
+                    .fold(CountValue::default(), |sum, v| CountValue {
+                        connects: sum.connects + v.connects,
+                        latency_ns: sum.latency_ns + v.latency_ns,
+                    });
+                (key, sum)
+            });
+        // The kernel keys hold the latency bucket too: one row per destination and outcome.
+        let mut rows: BTreeMap<(u16, Option<std::net::IpAddr>, u16, u8), ConnectCount> =
+            BTreeMap::new();
+        for (key, value) in kernel.chain(self.pending_counts.iter().copied()) {
+            let Ok(family) = event::family(key.family) else {
+                continue;
+            };
+            let daddr = (!by_port).then(|| family.ip(&key.daddr));
+            let row = rows
+                .entry((key.family, daddr, key.dport, key.outcome))
+                .or_insert(ConnectCount {
                     family,
-                    daddr: (!by_port).then(|| family.ip(&key.daddr)),
+                    daddr,
                     dport: key.dport,
-                    connects: per_cpu.iter().sum(),
-                })
-            })
-            .collect();
+                    outcome: Outcome::try_from(u32::from(key.outcome)).ok(),
+                    connects: 0,
+                    latency_ns: 0,
+                    latency_buckets: [0; LATENCY_BUCKETS as usize + 1],
+                });
+            row.connects += value.connects;
+            row.latency_ns += value.latency_ns;
+            if row.outcome.is_some() {
+                let bucket = usize::from(key.bucket.min(LATENCY_BUCKETS));
+                row.latency_buckets[bucket] += value.connects;
+            }
+        }
+        let mut counts: Vec<ConnectCount> = rows.into_values().collect();
         counts.sort_by(|a, b| {
             b.connects
                 .cmp(&a.connects)
-                .then_with(|| (a.dport, a.daddr).cmp(&(b.dport, b.daddr)))
+                .then_with(|| (a.dport, a.daddr, a.outcome).cmp(&(b.dport, b.daddr, b.outcome)))
         });
         counts
     }
@@ -264,7 +317,8 @@ impl Tracer {
         let added = total(counter::CONNECTING_ADDED);
         let live = self.connecting.keys().filter(Result::is_ok).count() as u64;
         let removed = total(counter::CONNECTING_REMOVED);
-        let evicted = added.saturating_sub(live + removed + self.reaped_sockets);
+        let evicted =
+            added.saturating_sub(live + removed + self.reaped_sockets + self.reported_sockets);
         self.evicted
             .fetch_max(evicted, Ordering::Relaxed)
             .max(evicted)
@@ -282,6 +336,56 @@ impl Tracer {
             // function returns through the old fexit trampoline, and a tracepoint run may still
             // be finishing: give them a moment to commit before the caller's last drain.
             std::thread::sleep(DETACH_GRACE);
+            if self.outcome {
+                self.take_pending();
+            }
+        }
+    }
+
+    /// With outcomes, once detached: every connect still in SYN_SENT becomes a pending event
+    /// (or count) for the last drain, rather than a missed one.
+    fn take_pending(&mut self) {
+        let now = clock::boot_now_ns();
+        let keys: Vec<u64> = self.connecting.keys().filter_map(Result::ok).collect();
+        for key in keys {
+            let Ok(record) = self.connecting.get(&key, 0) else {
+                continue;
+            };
+            if self.connecting.remove(&key).is_err() {
+                continue;
+            }
+            self.reported_sockets += 1;
+            let latency_ns = now.saturating_sub(record.boot_ns);
+            let Ok(mut event) = ConnectEvent::from_record(&record) else {
+                self.malformed += 1;
+                continue;
+            };
+            event.completion = Some(crate::Completion {
+                outcome: Outcome::Pending,
+                latency_ns,
+                errno: 0,
+            });
+            match self.count_by {
+                None => self.pending_events.push_back(event),
+                Some(by) => {
+                    let key = CountKey {
+                        daddr: match by {
+                            CountBy::Port => Default::default(),
+                            CountBy::Destination => record.daddr,
+                        },
+                        dport: record.dport,
+                        family: record.family,
+                        outcome: Outcome::Pending as u8,
+                        bucket: latency_bucket(latency_ns),
+                        _pad: 0,
+                    };
+                    let value = CountValue {
+                        connects: 1,
+                        latency_ns,
+                    };
+                    self.pending_counts.push((key, value));
+                }
+            }
         }
     }
 

@@ -63,6 +63,21 @@ struct Cli {
     /// reported (ret is always 0).
     #[arg(long)]
     successes_only: bool,
+    /// Report each connect once its outcome is known (established, refused, timeout,
+    /// unreachable, reset, aborted, error; pending if still connecting at exit) with its
+    /// latency from the call to the outcome: stap lines gain ` outcome=... latency=...ms`,
+    /// JSON lines `outcome`, `latency_ns` and `errno`, counts and metrics an outcome and a
+    /// latency histogram.
+    #[arg(long)]
+    outcome: bool,
+    /// Only report connects that did not come up (every outcome but established; filtered in
+    /// the kernel). Implies --outcome.
+    #[arg(long)]
+    failed_only: bool,
+    /// Only report connects whose latency is at least this (e.g. 100ms; up to 24h; filtered
+    /// in the kernel). Implies --outcome.
+    #[arg(long, value_name = "DURATION", value_parser = parse_min_latency)]
+    min_latency: Option<Duration>,
     /// Count connects in the kernel instead of printing each one, and print a table of counts
     /// (most connects first) every --interval and at exit.
     #[arg(long)]
@@ -96,9 +111,28 @@ impl Cli {
     /// Options clap accepts one by one that cannot work together.
     fn contradiction(&self) -> Option<&'static str> {
         let counting = self.count || self.metrics.is_some();
-        (counting && self.format == Format::Minimal).then_some(
-            "--format minimal prints no destination, so it cannot show counts: use --format stap or json with --count or --metrics",
-        )
+        if counting && self.format == Format::Minimal {
+            return Some(
+                "--format minimal prints no destination, so it cannot show counts: use --format stap or json with --count or --metrics",
+            );
+        }
+        if self.outcomes() && self.format == Format::Minimal {
+            return Some(
+                "--format minimal prints only the time of each call, so it cannot show outcomes: use --format stap or json with --outcome, --failed-only or --min-latency",
+            );
+        }
+        if self.outcomes() && self.successes_only {
+            return Some(
+                "--successes-only does not follow connects past the SYN, so it cannot show outcomes: leave it out with --outcome, --failed-only or --min-latency",
+            );
+        }
+        None
+    }
+
+    /// Whether connects are reported with their outcome (asked for, or implied by a filter on
+    /// it).
+    fn outcomes(&self) -> bool {
+        self.outcome || self.failed_only || self.min_latency.is_some()
     }
 }
 
@@ -252,6 +286,15 @@ fn parse_interval(s: &str) -> Result<Duration, String> {
     Ok(interval)
 }
 
+/// `--min-latency`: a duration up to 24 h.
+fn parse_min_latency(s: &str) -> Result<Duration, String> {
+    let min = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if min > Duration::from_secs(24 * 3600) {
+        return Err("a minimum latency must be at most 24h".into());
+    }
+    Ok(min)
+}
+
 /// `--metrics`: `PORT` (loopback) or `IP:PORT`.
 fn parse_metrics_addr(s: &str) -> Result<std::net::SocketAddr, String> {
     if let Ok(port) = s.parse::<u16>() {
@@ -349,6 +392,7 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<()> {
+    let outcomes = cli.outcomes();
     let mut builder = Tracer::builder()
         .filter_ports(cli.filter_port)
         .filter_pids(cli.pid)
@@ -377,6 +421,15 @@ async fn run(cli: Cli) -> Result<()> {
         builder = builder.mode(Mode::SuccessesOnly);
     } else if cli.format == Format::Minimal {
         builder = builder.mode(Mode::TimestampsOnly);
+    }
+    if outcomes {
+        builder = builder.outcome();
+    }
+    if cli.failed_only {
+        builder = builder.failed_only();
+    }
+    if let Some(min) = cli.min_latency {
+        builder = builder.min_latency(min);
     }
     if cli.ipv4 {
         builder = builder.family(Family::V4);

@@ -32,8 +32,13 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Request, Response, StatusCode, body::Incoming, header, server::conn::http1};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use probe_common::{
+    Named as _,
+    outcome::{LATENCY_BUCKETS, latency_bucket_bound_ns},
+};
 use prometheus_client::{
-    encoding::text::encode,
+    encoding::{EncodeMetric, MetricEncoder, NoLabelSet, text::encode},
+    metrics::MetricType,
     metrics::{counter::Counter, family::Family},
     registry::Registry,
 };
@@ -50,14 +55,19 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 /// Renders `counts` (from [`probe_user::Tracer::connect_counts`]) and `counters` as OpenMetrics
 /// text: `probe_connects_total{family,dport}` (plus `daddr` when `with_daddr`; counts of the
 /// same port and family are summed otherwise) and `probe_events_{dropped,missed,malformed}_total`.
+/// With outcomes also `probe_connect_failures_total{...,reason}` (every outcome but
+/// established and pending) and the histogram `probe_connect_duration_seconds{...,outcome}`
+/// (buckets of powers of two microseconds, counted in the kernel).
 pub fn render(counts: &[ConnectCount], counters: Counters, with_daddr: bool) -> String {
     let mut registry = Registry::with_prefix("probe");
-    let connects = Family::<Vec<(String, String)>, Counter>::default();
+    let connects = Family::<Labels, Counter>::default();
     registry.register(
         "connects",
         "TCP connect calls traced (tcp_v4_connect / tcp_v6_connect), by destination",
         connects.clone(),
     );
+    let failures = Family::<Labels, Counter>::default();
+    let mut durations = Histograms::default();
     for c in counts {
         let mut labels = vec![
             ("family".to_string(), c.family.name().to_string()),
@@ -67,6 +77,28 @@ pub fn render(counts: &[ConnectCount], counters: Counters, with_daddr: bool) -> 
             labels.push(("daddr".to_string(), daddr.to_string()));
         }
         connects.get_or_create(&labels).inc_by(c.connects);
+        let Some(outcome) = c.outcome else {
+            continue;
+        };
+        if outcome.is_failure() {
+            let mut labels = labels.clone();
+            labels.push(("reason".to_string(), outcome.name().to_string()));
+            failures.get_or_create(&labels).inc_by(c.connects);
+        }
+        labels.push(("outcome".to_string(), outcome.name().to_string()));
+        durations.add(labels, c);
+    }
+    if counts.iter().any(|c| c.outcome.is_some()) {
+        registry.register(
+            "connect_failures",
+            "TCP connects that did not come up, by destination and reason (the outcome)",
+            failures,
+        );
+        registry.register(
+            "connect_duration_seconds",
+            "Time from the connect call to its outcome, by destination and outcome",
+            durations,
+        );
     }
     for (name, help, value) in [
         (
@@ -93,6 +125,69 @@ pub fn render(counts: &[ConnectCount], counters: Counters, with_daddr: bool) -> 
     // Writing into a String cannot fail.
     let _ = encode(&mut text, &registry);
     text
+}
+
+/// A metric's labels, in order.
+type Labels = Vec<(String, String)>;
+
+/// Latency histograms counted in the kernel (already bucketed), one per label set.
+#[derive(Debug, Default)]
+struct Histograms(Vec<(Labels, Histogram)>);
+
+/// One histogram: sum in seconds, count, and (upper bound in seconds, count) per bucket, not
+/// cumulative (the encoder accumulates), the last bound `+Inf`.
+#[derive(Debug)]
+struct Histogram {
+    sum: f64,
+    count: u64,
+    buckets: Vec<(f64, u64)>,
+}
+
+impl Histograms {
+    /// Adds the histogram of `count` (rows of one label set are merged: by port, several
+    /// destinations share one).
+    fn add(&mut self, labels: Labels, count: &ConnectCount) {
+        let at = match self.0.iter().position(|(l, _)| *l == labels) {
+            Some(at) => at,
+            None => {
+                let buckets = (0..=LATENCY_BUCKETS)
+                    .map(|b| match latency_bucket_bound_ns(b) {
+                        // The encoder writes `+Inf` for this bound.
+                        u64::MAX => (f64::MAX, 0),
+                        bound => (bound as f64 / 1e9, 0),
+                    })
+                    .collect();
+                let empty = Histogram {
+                    sum: 0.0,
+                    count: 0,
+                    buckets,
+                };
+                self.0.push((labels, empty));
+                self.0.len() - 1
+            }
+        };
+        let histogram = &mut self.0[at].1;
+        histogram.sum += count.latency_ns as f64 / 1e9;
+        histogram.count += count.connects;
+        for (bucket, n) in histogram.buckets.iter_mut().zip(count.latency_buckets) {
+            bucket.1 += n;
+        }
+    }
+}
+
+impl EncodeMetric for Histograms {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        for (labels, h) in &self.0 {
+            encoder
+                .encode_family(labels)?
+                .encode_histogram::<NoLabelSet>(h.sum, h.count, &h.buckets, None)?;
+        }
+        Ok(())
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
 }
 
 /// Connections served at once; more are answered 503 and closed. A Prometheus server needs one
@@ -271,22 +366,52 @@ mod tests {
     use super::*;
     use probe_user::Family as IpFamily;
 
+    /// A count of `connects` to `daddr`:443, without outcome.
+    fn count(daddr: &str, connects: u64) -> ConnectCount {
+        ConnectCount {
+            family: IpFamily::V4,
+            daddr: Some(daddr.parse().unwrap()),
+            dport: 443,
+            outcome: None,
+            connects,
+            latency_ns: 0,
+            latency_buckets: [0; LATENCY_BUCKETS as usize + 1],
+        }
+    }
+
+    #[test]
+    fn renders_outcomes_as_failure_counters_and_histograms() {
+        let mut established = count("10.0.0.1", 3);
+        established.outcome = Some(probe_user::Outcome::Established);
+        established.latency_ns = 3_000_000;
+        established.latency_buckets[10] = 3; // <= 1.024 ms
+        let mut refused = count("10.0.0.2", 2);
+        refused.outcome = Some(probe_user::Outcome::Refused);
+        refused.latency_ns = 100_000;
+        refused.latency_buckets[6] = 2; // <= 64 us
+        let text = render(&[established, refused], Counters::default(), false);
+        for line in [
+            "probe_connects_total{family=\"ipv4\",dport=\"443\"} 5\n",
+            "probe_connect_failures_total{family=\"ipv4\",dport=\"443\",reason=\"refused\"} 2\n",
+            "probe_connect_duration_seconds_sum{family=\"ipv4\",dport=\"443\",outcome=\"established\"} 0.003\n",
+            "probe_connect_duration_seconds_count{family=\"ipv4\",dport=\"443\",outcome=\"established\"} 3\n",
+            "probe_connect_duration_seconds_bucket{le=\"0.001024\",family=\"ipv4\",dport=\"443\",outcome=\"established\"} 3\n",
+            "probe_connect_duration_seconds_bucket{le=\"0.000512\",family=\"ipv4\",dport=\"443\",outcome=\"established\"} 0\n",
+            "probe_connect_duration_seconds_bucket{le=\"+Inf\",family=\"ipv4\",dport=\"443\",outcome=\"refused\"} 2\n",
+            "probe_connect_duration_seconds_bucket{le=\"0.000064\",family=\"ipv4\",dport=\"443\",outcome=\"refused\"} 2\n",
+        ] {
+            assert!(text.contains(line), "{line} in\n{text}");
+        }
+        assert!(!text.contains("reason=\"established\""), "{text}");
+        assert!(
+            !render(&[count("10.0.0.1", 1)], Counters::default(), false)
+                .contains("connect_duration"),
+        );
+    }
+
     #[test]
     fn renders_counts_and_losses() {
-        let counts = [
-            ConnectCount {
-                family: IpFamily::V4,
-                daddr: Some("10.0.0.1".parse().unwrap()),
-                dport: 443,
-                connects: 3,
-            },
-            ConnectCount {
-                family: IpFamily::V4,
-                daddr: Some("10.0.0.2".parse().unwrap()),
-                dport: 443,
-                connects: 2,
-            },
-        ];
+        let counts = [count("10.0.0.1", 3), count("10.0.0.2", 2)];
         let counters = Counters {
             events: 0,
             dropped: 4,

@@ -1,0 +1,138 @@
+//! Sockets between SYN_SENT and their next state, and (`--outcome`) how their connect ended.
+//!
+//! The tracepoint backend starts tracking a socket at its CLOSE -> SYN_SENT transition (inside
+//! the call, before the source port is chosen); with `--outcome` the kprobe and fentry
+//! backends do so at the return of a call that succeeded (the record complete). Either way the
+//! socket's next `inet_sock_set_state` transition ends the connect: ESTABLISHED, or CLOSE with
+//! `sk_err` telling why (set by tcp_reset, tcp_write_err or tcp_v*_err before tcp_done). The
+//! `connect_outcome` program sees those transitions for the kprobe and fentry backends; the
+//! tracepoint backend's own program does for it.
+
+use aya_ebpf::{
+    EbpfContext, bindings::BPF_NOEXIST, helpers::bpf_ktime_get_boot_ns, macros::raw_tracepoint,
+    programs::RawTracePointContext,
+};
+use probe_common::{ConnectRecord, Family, Outcome, state::counter};
+
+use crate::{
+    CONNECTING, OUTCOME, SOCK_OFFSETS, emit,
+    filter::Destination,
+    sock::{Sock, TCP_CLOSE, TCP_SYN_SENT},
+};
+
+/// sock:inet_sock_set_state for the kprobe and fentry backends with `--outcome`: only the
+/// transitions out of SYN_SENT, which end the connects their return hooks put in `CONNECTING`.
+#[raw_tracepoint(tracepoint = "inet_sock_set_state")]
+pub fn connect_outcome(ctx: RawTracePointContext) -> i32 {
+    let (sk, old, new): (*const u8, i32, i32) = (ctx.arg(0), ctx.arg(1), ctx.arg(2));
+    if old == TCP_SYN_SENT {
+        left_syn_sent(&ctx, sk, new);
+    }
+    0
+}
+
+/// Whether connects are reported when their outcome is known (`--outcome`).
+#[inline(always)]
+pub fn enabled() -> bool {
+    OUTCOME.load().enabled != 0
+}
+
+/// Remembers the connect of socket `sk_ptr` (by `record`'s caller) until the socket leaves
+/// SYN_SENT. The record's source port is 0 when it is not known yet (the tracepoint backend).
+#[inline(always)]
+pub fn track(sk_ptr: *const u8, record: &ConnectRecord) {
+    let key = sk_ptr as u64;
+    if CONNECTING.insert(&key, record, BPF_NOEXIST as u64).is_ok() {
+        emit::count(counter::CONNECTING_ADDED);
+        return;
+    }
+    // This socket's previous connect never left SYN_SENT as far as this program saw (a run
+    // the kernel skipped while the program was busy on that CPU): it is lost, and counted by
+    // whoever removes the entry (userspace may be reaping it at this moment).
+    if CONNECTING.remove(&key).is_ok() {
+        emit::count(counter::CONNECTING_REMOVED);
+        emit::count(counter::MISSED_RETURN);
+    }
+    if CONNECTING.insert(&key, record, BPF_NOEXIST as u64).is_ok() {
+        emit::count(counter::CONNECTING_ADDED);
+    } else {
+        emit::count(counter::PENDING_FULL);
+    }
+}
+
+/// The return of a connect call by the kprobe or fentry backend, `record` built by the caller
+/// (only called when needed): reported now, or with `--outcome` tracked until its handshake
+/// ends (a call that failed ends now, as `error` or `unreachable`).
+#[inline(always)]
+pub fn call_returned<C: EbpfContext>(
+    ctx: &C,
+    sk_ptr: *const u8,
+    to: &Destination,
+    ret: i32,
+    record: impl FnOnce() -> ConnectRecord,
+) {
+    if !enabled() {
+        emit::connect(ctx, to, record);
+        return;
+    }
+    let record = record();
+    if ret == 0 {
+        track(sk_ptr, &record);
+        return;
+    }
+    let latency_ns = unsafe { bpf_ktime_get_boot_ns() }.saturating_sub(record.boot_ns);
+    let outcome = Outcome::of_failed_call(ret);
+    emit::completed(to, &record, outcome, ret.unsigned_abs(), latency_ns);
+}
+
+/// Socket `sk_ptr` left SYN_SENT for `new`: the connect it was tracked for (if any) is over.
+#[inline(always)]
+pub fn left_syn_sent<C: EbpfContext>(ctx: &C, sk_ptr: *const u8, new: i32) {
+    let key = sk_ptr as u64;
+    let Some(mut record) = (unsafe { CONNECTING.get(&key) }).copied() else {
+        return;
+    };
+    // Whoever removes the entry accounts for the connect: userspace may have reaped it since.
+    if CONNECTING.remove(&key).is_err() {
+        return;
+    }
+    emit::count(counter::CONNECTING_REMOVED);
+    let sk = Sock::read(sk_ptr, SOCK_OFFSETS.load());
+    if record.sport == 0 {
+        // Tracked by the tracepoint backend from SYN_SENT, inside the call. Back to CLOSE with
+        // nothing ever sent: the call itself failed after SYN_SENT (no free source port, a
+        // bound port whose 4-tuple is taken: EADDRNOTAVAIL, or the SYN could not be built or
+        // sent). Not a connect; this backend does not report failed calls. (The socket is
+        // unhashed before this tracepoint fires, so that cannot tell; a refused, timed-out or
+        // closed connect sent its SYN.)
+        if new == TCP_CLOSE && !sk.sent_anything() {
+            return;
+        }
+        let to = sk.connection();
+        let (saddr, sport) = sk.bound_source(to.family);
+        // No source port: the call failed inside after SYN_SENT (no free port).
+        if sport == 0 {
+            return;
+        }
+        (record.saddr, record.sport) = (saddr, sport);
+        (record.daddr, record.dport, record.family) = (to.addr, to.port, to.family.af());
+    }
+    let Some(family) = Family::from_af(record.family) else {
+        return;
+    };
+    let to = Destination {
+        family,
+        addr: record.daddr,
+        port: record.dport,
+    };
+    if !enabled() {
+        emit::connect(ctx, &to, || record);
+        return;
+    }
+    let latency_ns = unsafe { bpf_ktime_get_boot_ns() }.saturating_sub(record.boot_ns);
+    let errno = if new == TCP_CLOSE { sk.error() } else { 0 };
+    // Any state but CLOSE (ESTABLISHED; SYN_RECV in a simultaneous open) means the peer
+    // answered the SYN.
+    let outcome = Outcome::of_handshake(new != TCP_CLOSE, errno);
+    emit::completed(&to, &record, outcome, errno, latency_ns);
+}
