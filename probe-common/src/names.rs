@@ -26,6 +26,8 @@ pub mod map {
         /// Sockets between SYN_SENT and their next state (tracepoint backend; every backend
         /// with `--outcome`).
         CONNECTING,
+        /// Per-CPU room for building a record (kernel side only).
+        RECORD_SCRATCH,
         /// IPv4-mapped connects between their inner and outer exit (fentry backend).
         MAPPED_INNER,
         /// Connects per key (`--count`, `--metrics`).

@@ -23,19 +23,30 @@ use crate::{
     CONNECT_COUNTS, COUNT_BY, COUNTERS, EVENTS, OUTCOME, WAKEUP_BYTES, filter::Destination,
 };
 
-/// Reports one connect to `to`: counts it (`--count`), or else emits the record `record` builds
-/// (only called when the record is needed).
+/// Reports one connect to `to`: counts it (`--count`), or else emits the record `fill` writes
+/// (only called when the record is needed, into the ring buffer itself: a record built on the
+/// stack and copied would cost stack the return hooks need).
 #[inline(always)]
-pub fn connect<C: EbpfContext>(ctx: &C, to: &Destination, record: impl FnOnce() -> ConnectRecord) {
+pub fn connect<C: EbpfContext>(ctx: &C, to: &Destination, fill: impl FnOnce(&mut ConnectRecord)) {
     if counted(to, 0, 0) {
         return;
     }
-    let record = record();
+    let Some(mut entry) = reserve::<ConnectRecord>() else {
+        return;
+    };
+    let slot = entry.as_mut_ptr();
+    // SAFETY: the reservation is a ConnectRecord's size and alignment; zeroed, it is a valid
+    // one (plain data), which `fill` completes.
+    let record = unsafe {
+        slot.write_bytes(0, 1);
+        &mut *slot
+    };
+    fill(record);
     debug!(
         ctx,
         "connect ret={} sport={} dport={}", record.ret, record.sport, record.dport
     );
-    emit(record);
+    submit(entry);
 }
 
 /// Reports a connect with how it ended (`--outcome`; see `outcome`): counts it (`--count`), or
@@ -84,49 +95,32 @@ pub fn timestamp(boot_ns: u64, to: &Destination) {
     });
 }
 
-/// The record of a connect by task `pid_tgid` with user id `uid`, from `source` to `to`; `comm`
-/// is left zero for the caller to fill.
+/// Writes into `record` the connect by the current task (its uid and comm read now),
+/// `pid_tgid`, from `source` to `to`, entered at `boot_ns`, that returned `ret`: every field.
 #[inline(always)]
-pub fn connect_record(
+pub fn task_record(
+    record: &mut ConnectRecord,
     boot_ns: u64,
     pid_tgid: u64,
-    uid: u32,
     (saddr, sport): (RawAddr, u16),
     to: &Destination,
     ret: i32,
-) -> ConnectRecord {
-    ConnectRecord {
-        header: RecordKind::Connect.header(),
-        boot_ns,
-        pid: (pid_tgid >> 32) as u32,
-        tid: pid_tgid as u32,
-        uid,
-        ret,
-        saddr,
-        daddr: to.addr,
-        sport,
-        dport: to.port,
-        family: to.family.af(),
-        _pad: 0,
-        comm: [0; COMM_LEN],
-    }
-}
-
-/// The record of a connect by the current task (its uid and comm read now).
-#[inline(always)]
-pub fn current_task_record(
-    boot_ns: u64,
-    pid_tgid: u64,
-    source: (RawAddr, u16),
-    to: &Destination,
-    ret: i32,
-) -> ConnectRecord {
-    let uid = bpf_get_current_uid_gid() as u32;
-    let mut record = connect_record(boot_ns, pid_tgid, uid, source, to, ret);
+) {
+    record.header = RecordKind::Connect.header();
+    record.boot_ns = boot_ns;
+    record.pid = (pid_tgid >> 32) as u32;
+    record.tid = pid_tgid as u32;
+    record.uid = bpf_get_current_uid_gid() as u32;
+    record.ret = ret;
+    record.saddr = saddr;
+    record.daddr = to.addr;
+    record.sport = sport;
+    record.dport = to.port;
+    record.family = to.family.af();
+    record._pad = 0;
     // The raw helper writes comm in place; aya's wrapper returns a copy, moved byte by byte.
     // SAFETY: the buffer is COMM_LEN bytes long.
     unsafe { generated::bpf_get_current_comm(record.comm.as_mut_ptr().cast(), COMM_LEN as u32) };
-    record
 }
 
 /// With `--count`, counts a connect under its key instead of emitting it; returns whether it did.

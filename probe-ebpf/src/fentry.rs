@@ -105,8 +105,8 @@ fn on_connect_exit<C: EbpfContext>(
     if !filter::reported_admitted(&requested, &to) {
         return;
     }
-    outcome::call_returned(ctx, sk_ptr, &to, ret, || {
+    outcome::call_returned(ctx, sk_ptr, &to, ret, |record| {
         let source = sk.reported_source(family, ret);
-        emit::current_task_record(boot_ns, pid_tgid, source, &to, ret)
+        emit::task_record(record, boot_ns, pid_tgid, source, &to, ret)
     });
 }

@@ -132,8 +132,8 @@ fn on_connect_return(ctx: &RetProbeContext) {
     if !filter::reported_admitted(&requested, &to) {
         return;
     }
-    outcome::call_returned(ctx, pending.sk as *const u8, &to, ret, || {
+    outcome::call_returned(ctx, pending.sk as *const u8, &to, ret, |record| {
         let source = sk.reported_source(family, ret);
-        emit::current_task_record(pending.boot_ns, pid_tgid, source, &to, ret)
+        emit::task_record(record, pending.boot_ns, pid_tgid, source, &to, ret)
     });
 }

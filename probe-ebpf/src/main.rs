@@ -153,6 +153,14 @@ static PENDING: HashMap<u64, PendingConnect> = HashMap::with_max_entries(limit::
 static CONNECTING: LruHashMap<u64, ConnectRecord> =
     LruHashMap::with_max_entries(limit::MAX_CONNECTING, 0);
 
+/// One record per CPU, built by `outcome::call_returned` (kprobe and fentry return hooks, with
+/// `--outcome`) and the tracepoint's CLOSE -> SYN_SENT before `outcome::track` copies it into
+/// `CONNECTING` (or it is emitted): written and read within one run of a hook in the caller's
+/// context, never by the completion path, which may interrupt it in softirq. Not on the stack,
+/// which those hooks need for the rest. Userspace never reads it.
+#[map]
+static RECORD_SCRATCH: PerCpuArray<ConnectRecord> = PerCpuArray::with_max_entries(1, 0);
+
 /// fexit backend: the socket an IPv4-mapped connect's inner tcp_v4_connect just reported, keyed
 /// by pid_tgid; written by that call's exit, consumed by the outer tcp_v6_connect's exit, which
 /// then stays silent. An LRU: with `-4` nobody consumes the entries.
@@ -191,7 +199,7 @@ macro_rules! check_names {
 }
 
 check_names! {
-    maps: EVENTS, COUNTERS, PENDING, CONNECTING, MAPPED_INNER, CONNECT_COUNTS, PID_FILTER,
+    maps: EVENTS, COUNTERS, PENDING, CONNECTING, RECORD_SCRATCH, MAPPED_INNER, CONNECT_COUNTS, PID_FILTER,
         UID_FILTER, CGROUP_FILTER, COMM_FILTER, DST_FILTER;
     globals: SOCK_OFFSETS, FILTERS, ENTRY_ONLY, WAKEUP_BYTES, COUNT_BY, PORT_SET, OUTCOME;
     programs: kprobe::tcp_v4_connect, kprobe::tcp_v6_connect, kprobe::tcp_connect_return,

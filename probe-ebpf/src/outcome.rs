@@ -15,7 +15,7 @@ use aya_ebpf::{
 use probe_common::{ConnectRecord, Family, Outcome, state::counter};
 
 use crate::{
-    CONNECTING, OUTCOME, SOCK_OFFSETS, emit,
+    CONNECTING, OUTCOME, RECORD_SCRATCH, SOCK_OFFSETS, emit,
     filter::Destination,
     sock::{Sock, TCP_CLOSE, TCP_SYN_SENT},
 };
@@ -60,7 +60,18 @@ pub fn track(sk_ptr: *const u8, record: &ConnectRecord) {
     }
 }
 
-/// The return of a connect call by the kprobe or fentry backend, `record` built by the caller
+/// This CPU's `RECORD_SCRATCH` slot, where a record for `track` is built (not on the stack,
+/// which the return hooks need for the rest).
+#[inline(always)]
+pub fn scratch() -> Option<&'static mut ConnectRecord> {
+    // SAFETY: this CPU's slot, used within one run of a hook in the caller's context (see
+    // `RECORD_SCRATCH`).
+    RECORD_SCRATCH
+        .get_ptr_mut(0)
+        .map(|slot| unsafe { &mut *slot })
+}
+
+/// The return of a connect call by the kprobe or fentry backend, the record written by `fill`
 /// (only called when needed): reported now, or with `--outcome` tracked until its handshake
 /// ends (a call that failed ends now, as `error` or `unreachable`).
 #[inline(always)]
@@ -69,20 +80,23 @@ pub fn call_returned<C: EbpfContext>(
     sk_ptr: *const u8,
     to: &Destination,
     ret: i32,
-    record: impl FnOnce() -> ConnectRecord,
+    fill: impl FnOnce(&mut ConnectRecord),
 ) {
     if !enabled() {
-        emit::connect(ctx, to, record);
+        emit::connect(ctx, to, fill);
         return;
     }
-    let record = record();
+    let Some(record) = scratch() else {
+        return;
+    };
+    fill(record);
     if ret == 0 {
-        track(sk_ptr, &record);
+        track(sk_ptr, record);
         return;
     }
     let latency_ns = unsafe { bpf_ktime_get_boot_ns() }.saturating_sub(record.boot_ns);
     let outcome = Outcome::of_failed_call(ret);
-    emit::completed(to, &record, outcome, ret.unsigned_abs(), latency_ns);
+    emit::completed(to, record, outcome, ret.unsigned_abs(), latency_ns);
 }
 
 /// Socket `sk_ptr` left SYN_SENT for `new`: the connect it was tracked for (if any) is over.
@@ -126,7 +140,7 @@ pub fn left_syn_sent<C: EbpfContext>(ctx: &C, sk_ptr: *const u8, new: i32) {
         port: record.dport,
     };
     if !enabled() {
-        emit::connect(ctx, &to, || record);
+        emit::connect(ctx, &to, |r| *r = record);
         return;
     }
     let latency_ns = unsafe { bpf_ktime_get_boot_ns() }.saturating_sub(record.boot_ns);

@@ -42,7 +42,7 @@ fn on_tcp_connect<C: EbpfContext>(ctx: &C, sk_ptr: *const u8) {
         return;
     };
     let boot_ns = unsafe { bpf_ktime_get_boot_ns() };
-    emit::connect(ctx, &to, || {
-        emit::current_task_record(boot_ns, pid_tgid, sk.source(to.family), &to, 0)
+    emit::connect(ctx, &to, |record| {
+        emit::task_record(record, boot_ns, pid_tgid, sk.source(to.family), &to, 0)
     });
 }

@@ -48,6 +48,9 @@ fn on_syn_sent(sk_ptr: *const u8) {
         return;
     }
     // The source is left zero: chosen later in the call, it is read at the next transition.
-    let record = emit::current_task_record(boot_ns, pid_tgid, (RawAddr::default(), 0), &to, 0);
-    outcome::track(sk_ptr, &record);
+    let Some(record) = outcome::scratch() else {
+        return;
+    };
+    emit::task_record(record, boot_ns, pid_tgid, (RawAddr::default(), 0), &to, 0);
+    outcome::track(sk_ptr, record);
 }

@@ -45,7 +45,7 @@ impl Options {
             .iter()
             .filter(|c| !c.is_stap() || self.stap)
             .filter(|c| {
-                c.tracer.is_none()
+                c.name == c.workload.baseline()
                     || self
                         .only
                         .as_deref()
@@ -55,12 +55,41 @@ impl Options {
 }
 
 /// One benchmark configuration: a name, the SystemTap example it reproduces, the tracer (none
-/// for the baseline) and the port the workload connects to.
+/// for the baseline), the port the workload connects to and whether anything listens there.
 struct Config {
     name: &'static str,
     example: &'static str,
     tracer: Option<Tracer>,
     port: u16,
+    workload: Workload,
+}
+
+/// What each connect of `connect-bench` meets.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Workload {
+    /// Its own listener: connect, accept, close with RST.
+    Accepted,
+    /// No listener (`--refused`): each connect is refused by an RST. Measured against its own
+    /// baseline; only in the table of `--outcome`'s cost.
+    Refused,
+}
+
+impl Workload {
+    /// `connect-bench`'s flag for it.
+    fn flag(self) -> &'static str {
+        match self {
+            Workload::Accepted => "--accepted",
+            Workload::Refused => "--refused",
+        }
+    }
+
+    /// The configuration without a tracer it is measured against.
+    fn baseline(self) -> &'static str {
+        match self {
+            Workload::Accepted => "baseline",
+            Workload::Refused => "baseline-refused",
+        }
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -77,6 +106,18 @@ const fn traced(name: &'static str, example: &'static str, tracer: Tracer, port:
         example,
         tracer: Some(tracer),
         port,
+        workload: Workload::Accepted,
+    }
+}
+
+/// A configuration of the refused workload (on port 9091, where nothing listens).
+const fn refused(name: &'static str, tracer: Option<Tracer>) -> Config {
+    Config {
+        name,
+        example: "refused connect",
+        tracer,
+        port: 9091,
+        workload: Workload::Refused,
     }
 }
 
@@ -85,6 +126,15 @@ impl Config {
     /// prints no banner.
     fn is_stap(&self) -> bool {
         matches!(self.tracer, Some(Tracer::Stap(_)))
+    }
+
+    /// The configuration without `--outcome` that this one (with it) adds to.
+    fn without_outcome(&self) -> Option<&'static Config> {
+        let command = self.command();
+        let without = command.strip_suffix(" --outcome")?;
+        CONFIGS
+            .iter()
+            .find(|c| c.command() == without && c.port == self.port && c.workload == self.workload)
     }
 
     /// The tracer's command line in the guest (empty for the baseline).
@@ -101,7 +151,7 @@ use Tracer::{ProbeUser, Stap};
 
 #[rustfmt::skip]
 const CONFIGS: &[Config] = &[
-    Config { name: "baseline", example: "-", tracer: None, port: 8080 },
+    Config { name: "baseline", example: "-", tracer: None, port: 8080, workload: Workload::Accepted },
     traced("minimal", "example 1", ProbeUser("/bin/probe-user --format minimal"), 8080),
     traced("default", "example 2", ProbeUser("/bin/probe-user"), 8080),
     traced("filter-hit", "example 3, printed", ProbeUser("/bin/probe-user --filter-port 8080"), 8080),
@@ -117,6 +167,20 @@ const CONFIGS: &[Config] = &[
     traced("tp-default", "example 2", ProbeUser("/bin/probe-user --attach tracepoint"), 8080),
     traced("tp-filter-hit", "example 3, printed", ProbeUser("/bin/probe-user --attach tracepoint --filter-port 8080"), 8080),
     traced("tp-filter-miss", "example 3, filtered out", ProbeUser("/bin/probe-user --attach tracepoint --filter-port 8080"), 9090),
+    traced("outcome-default", "example 2", ProbeUser("/bin/probe-user --outcome"), 8080),
+    traced("outcome-filter-hit", "example 3, printed", ProbeUser("/bin/probe-user --filter-port 8080 --outcome"), 8080),
+    traced("outcome-filter-miss", "example 3, filtered out", ProbeUser("/bin/probe-user --filter-port 8080 --outcome"), 9090),
+    traced("fentry-outcome-default", "example 2", ProbeUser("/bin/probe-user --attach fentry --outcome"), 8080),
+    traced("fentry-outcome-filter-hit", "example 3, printed", ProbeUser("/bin/probe-user --attach fentry --filter-port 8080 --outcome"), 8080),
+    traced("tp-outcome-default", "example 2", ProbeUser("/bin/probe-user --attach tracepoint --outcome"), 8080),
+    traced("tp-outcome-filter-hit", "example 3, printed", ProbeUser("/bin/probe-user --attach tracepoint --filter-port 8080 --outcome"), 8080),
+    refused("baseline-refused", None),
+    refused("refused-default", Some(ProbeUser("/bin/probe-user"))),
+    refused("refused-outcome", Some(ProbeUser("/bin/probe-user --outcome"))),
+    refused("fentry-refused-default", Some(ProbeUser("/bin/probe-user --attach fentry"))),
+    refused("fentry-refused-outcome", Some(ProbeUser("/bin/probe-user --attach fentry --outcome"))),
+    refused("tp-refused-default", Some(ProbeUser("/bin/probe-user --attach tracepoint"))),
+    refused("tp-refused-outcome", Some(ProbeUser("/bin/probe-user --attach tracepoint --outcome"))),
     traced("stap-1", "example 1", Stap(1), 8080),
     traced("stap-2", "example 2", Stap(2), 8080),
     traced("stap-3-hit", "example 3, printed", Stap(3), 8080),
@@ -240,9 +304,9 @@ fn guest_script(options: &Options, latency: bool) -> String {
     // land in the next run, ~4k instructions per connect in a baseline: the 2 s sleep lets it
     // settle (under `sleep=off` idle time costs no wall time).
     let mut s = String::from(
-        "bench() { name=$1; port=$2; ready=$3; shift 3\n\
+        "bench() { name=$1; port=$2; workload=$3; ready=$4; shift 4\n\
          if [ $# -eq 0 ]; then\n\
-           r=$(/bin/connect-bench --cycles $CYCLES --port $port $PACE) || return 1\n\
+           r=$(/bin/connect-bench --cycles $CYCLES --port $port $workload $PACE) || return 1\n\
            echo \"result $name $r lines=0\"; return 0\n\
          fi\n\
          rm -f /tmp/err; \"$@\" > /tmp/out 2> /tmp/err & t=$!\n\
@@ -250,7 +314,7 @@ fn guest_script(options: &Options, latency: bool) -> String {
                else grep -q tcp_v4_connect /sys/kernel/debug/kprobes/list; fi; do\n\
            kill -0 $t 2>/dev/null || { cat /tmp/err; return 1; }; sleep 0.05; done\n\
          [ $ready = banner ] || sleep 1\n\
-         r=$(/bin/connect-bench --cycles $CYCLES --port $port $PACE) || return 1\n\
+         r=$(/bin/connect-bench --cycles $CYCLES --port $port $workload $PACE) || return 1\n\
          kill -TERM $t; wait $t\n\
          echo \"result $name $r lines=$(wc -l < /tmp/out)\"\n\
          sleep 2\n\
@@ -266,9 +330,10 @@ fn guest_script(options: &Options, latency: bool) -> String {
             let ready = if c.is_stap() { "kprobe" } else { "banner" };
             let _ = writeln!(
                 s,
-                "bench {} {} {ready} {} || exit 1",
+                "bench {} {} {} {ready} {} || exit 1",
                 c.name,
                 c.port,
+                c.workload.flag(),
                 c.command()
             );
         }
@@ -278,9 +343,10 @@ fn guest_script(options: &Options, latency: bool) -> String {
         if c.tracer.is_some() {
             let _ = writeln!(
                 s,
-                "bench stats-{} {} banner {} --stats || exit 1",
+                "bench stats-{} {} {} banner {} --stats || exit 1",
                 c.name,
                 c.port,
+                c.workload.flag(),
                 c.command()
             );
         }
@@ -354,7 +420,10 @@ fn report(
          per-run overheads | lines printed / connects | tracer's summary |"
     );
     let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|");
-    for c in options.configs().filter(|c| c.tracer.is_some()) {
+    for c in options
+        .configs()
+        .filter(|c| c.tracer.is_some() && c.workload == Workload::Accepted)
+    {
         let r = runs
             .get(c.name)
             .with_context(|| format!("no results for {}", c.name))?;
@@ -384,6 +453,47 @@ fn report(
             c.example,
             each.join(", "),
             notes.get(c.name).map(String::as_str).unwrap_or("-")
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nWhat `--outcome` adds to the same configuration without it (target: at most +1.0k; \
+         the refused workload connects to a port where nothing listens, against a baseline of \
+         its own, {:.1}k):\n",
+        median_per_cycle(runs, Workload::Refused.baseline()).unwrap_or(f64::NAN) / 1000.0
+    );
+    let _ = writeln!(
+        out,
+        "| configuration | workload | without | with | added | met | lines printed / connects |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|");
+    for c in options.configs() {
+        let Some(without) = c.without_outcome() else {
+            continue;
+        };
+        let (Some(with_ns), Some(without_ns)) = (
+            median_per_cycle(runs, c.name),
+            median_per_cycle(runs, without.name),
+        ) else {
+            continue;
+        };
+        let base = per_cycle(c.workload.baseline())?;
+        let added = (with_ns - without_ns) / 1000.0;
+        let r = &runs[c.name];
+        let lines: u64 = r.iter().map(|r| r.lines).sum();
+        let connects: u64 = r.iter().map(|r| r.cycles).sum();
+        let _ = writeln!(
+            out,
+            "| `{}` | port {}, {} | +{:.1}k | +{:.1}k | **{added:+.1}k** | {} | {lines} / {connects} |",
+            tracer_command(c),
+            c.port,
+            match c.workload {
+                Workload::Accepted => "accepted",
+                Workload::Refused => "refused",
+            },
+            (without_ns - base) / 1000.0,
+            (with_ns - base) / 1000.0,
+            if added <= 1.0 { "yes" } else { "no" },
         );
     }
     let _ = writeln!(

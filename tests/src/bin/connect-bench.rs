@@ -1,5 +1,6 @@
-//! `connect-bench --cycles N --port P [--pace R]`: the benchmarks' workload. Listens on
-//! 127.0.0.1:P and runs N cycles of socket + connect + accept + close (with RST).
+//! `connect-bench --cycles N --port P [--refused] [--pace R]`: the benchmarks' workload. Listens
+//! on 127.0.0.1:P and runs N cycles of socket + connect + accept + close (with RST); with
+//! `--refused` nothing listens, and each cycle is socket + connect (refused) + close.
 //!
 //! Prints `cycles=N ns=T`, T being CLOCK_MONOTONIC nanoseconds for all cycles (under qemu's
 //! `-icount shift=0` that is guest instructions). With `--pace R` it makes R connects per
@@ -18,9 +19,10 @@ fn main() {
     let port: u16 = flag_value(&args, "--port").unwrap_or(8080);
     let pace = flag_value::<u64>(&args, "--pace")
         .map(|per_s| Duration::from_nanos(1_000_000_000 / per_s.max(1)));
-    let listener =
-        TcpListener::bind(("127.0.0.1", port)).unwrap_or_else(|e| panic!("bind port {port}: {e}"));
-    let addr = listener.local_addr().unwrap();
+    let refused = args.iter().any(|a| a == "--refused");
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let listener = (!refused)
+        .then(|| TcpListener::bind(addr).unwrap_or_else(|e| panic!("bind port {port}: {e}")));
 
     let mut latencies = Vec::with_capacity(cycles as usize);
     let start = Instant::now();
@@ -32,8 +34,14 @@ fn main() {
             }
         }
         let before = Instant::now();
-        let client = TcpStream::connect(addr).expect("connect");
+        let connected = TcpStream::connect(addr);
         latencies.push(before.elapsed());
+        let Some(listener) = &listener else {
+            let e = connected.expect_err("nothing listens, yet the connect succeeded");
+            assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused, "{e}");
+            continue;
+        };
+        let client = connected.expect("connect");
         let (server, _) = listener.accept().expect("accept");
         // RST on close, so no TIME_WAIT sockets pile up and every cycle costs the same.
         socket2::SockRef::from(&client)
