@@ -1,7 +1,7 @@
 //! `--count`: connects counted in the kernel, printed as tables (run by `cargo xtask test`,
 //! in the VM with each backend and natively: see the `probe_tests` crate docs).
 
-use std::time::Duration;
+use std::{net::SocketAddr, time::Duration};
 
 use probe_tests::{ProbeUser, connect, listener, probe_user_command};
 
@@ -321,4 +321,138 @@ fn metrics_endpoint_outlasts_idle_and_slow_clients() {
     let out = tracer.stop();
     assert!(out.status.success(), "{out:?}");
     assert_eq!(out.stdout, "", "nothing is printed per connect");
+}
+
+/// A port nobody listens on, and connects to it refused.
+fn refused_connects(n: usize) -> u16 {
+    let port = free_port();
+    for _ in 0..n {
+        let e = connect(SocketAddr::from(([127, 0, 0, 1], port)), None).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused, "{e}");
+    }
+    port
+}
+
+#[test]
+fn count_tables_with_outcomes_match_the_connects_made() {
+    let up = listener("127.0.0.1:0");
+    let pid = std::process::id().to_string();
+    let tracer = start_counting(&[
+        "--outcome",
+        "--format",
+        "json",
+        "--interval",
+        "1h",
+        "--pid",
+        &pid,
+    ]);
+    for _ in 0..3 {
+        connect(up, None).unwrap();
+    }
+    let down = refused_connects(2);
+    let out = tracer.stop();
+    assert!(out.status.success(), "{out:?}");
+    let tables = probe_tests::json_lines(&out.stdout);
+    let mut rows: Vec<(u64, String, u64, bool)> = tables.last().unwrap()["counts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["dport"].as_u64().unwrap(),
+                r["outcome"].as_str().unwrap().to_string(),
+                r["connects"].as_u64().unwrap(),
+                r["latency_ns_sum"].as_u64().unwrap() > 0,
+            )
+        })
+        .collect();
+    rows.sort();
+    let mut expected = vec![
+        (u64::from(up.port()), "established".to_string(), 3, true),
+        (u64::from(down), "refused".to_string(), 2, true),
+    ];
+    expected.sort();
+    assert_eq!(rows, expected, "{}", out.stdout);
+    assert!(
+        out.stderr
+            .lines()
+            .any(|l| l == "probe-user: 5 connects counted, 0 dropped, 0 missed, 0 malformed"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn metrics_failures_and_latency_histograms_equal_the_connects_made() {
+    let up = listener("127.0.0.1:0");
+    let pid = std::process::id().to_string();
+    let port = free_port().to_string();
+    let tracer = ProbeUser::start_until(
+        probe_user_command().args(["--metrics", &port, "--outcome", "--pid", &pid]),
+        "Counting TCP connects",
+    );
+    for _ in 0..4 {
+        connect(up, None).unwrap();
+    }
+    let down = refused_connects(3);
+    // The scrape's own connect (to another port) is this process's too, and counted apart.
+    let (status, _, body) = http_get(&format!("127.0.0.1:{port}"), "/metrics");
+    let out = tracer.stop();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    let value = |series: &str| -> u64 {
+        let line = body
+            .lines()
+            .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+            .unwrap_or_else(|| panic!("no {series} in\n{body}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    let (up_port, down_port) = (up.port(), down);
+    assert_eq!(
+        value(&format!(
+            "probe_connect_failures_total{{family=\"ipv4\",dport=\"{down_port}\",reason=\"refused\"}}"
+        )),
+        3
+    );
+    assert!(
+        !body.contains(&format!("dport=\"{up_port}\",reason=")),
+        "an established connect is no failure:\n{body}"
+    );
+    for (p, outcome, n) in [(up_port, "established", 4), (down_port, "refused", 3)] {
+        let labels = format!("family=\"ipv4\",dport=\"{p}\",outcome=\"{outcome}\"");
+        assert_eq!(
+            value(&format!("probe_connect_duration_seconds_count{{{labels}}}")),
+            n
+        );
+        assert_eq!(
+            value(&format!(
+                "probe_connect_duration_seconds_bucket{{le=\"+Inf\",{labels}}}"
+            )),
+            n
+        );
+        // Cumulative buckets never decrease, and every connect took more than a microsecond
+        // (the first bucket) and less than a second.
+        let buckets: Vec<u64> = body
+            .lines()
+            .filter(|l| {
+                l.starts_with("probe_connect_duration_seconds_bucket{") && l.contains(&labels)
+            })
+            .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
+            .collect();
+        assert_eq!(buckets.len(), 29, "{body}");
+        assert!(buckets.windows(2).all(|w| w[0] <= w[1]), "{buckets:?}");
+        assert_eq!(buckets[0], 0, "{body}");
+        assert_eq!(
+            value(&format!(
+                "probe_connect_duration_seconds_bucket{{le=\"1.048576\",{labels}}}"
+            )),
+            n
+        );
+        assert_eq!(
+            value(&format!(
+                "probe_connects_total{{family=\"ipv4\",dport=\"{p}\"}}"
+            )),
+            n
+        );
+    }
 }
