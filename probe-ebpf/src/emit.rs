@@ -3,6 +3,7 @@
 
 use core::{
     intrinsics::{AtomicOrdering, atomic_xadd},
+    mem::MaybeUninit,
     ptr::addr_of_mut,
 };
 
@@ -27,21 +28,21 @@ use crate::{
 /// (only called when the record is needed, into the ring buffer itself: a record built on the
 /// stack and copied would cost stack the return hooks need).
 #[inline(always)]
-pub fn connect<C: EbpfContext>(ctx: &C, to: &Destination, fill: impl FnOnce(&mut ConnectRecord)) {
+pub fn connect<C: EbpfContext>(
+    ctx: &C,
+    to: &Destination,
+    fill: impl FnOnce(&mut MaybeUninit<ConnectRecord>),
+) {
     if counted(to, 0, 0) {
         return;
     }
     let Some(mut entry) = reserve::<ConnectRecord>() else {
         return;
     };
-    let slot = entry.as_mut_ptr();
-    // SAFETY: the reservation is a ConnectRecord's size and alignment; zeroed, it is a valid
-    // one (plain data), which `fill` completes.
-    let record = unsafe {
-        slot.write_bytes(0, 1);
-        &mut *slot
-    };
-    fill(record);
+    // `fill` writes every field (not zeroed first: a memset is a byte loop in BPF).
+    fill(&mut entry);
+    // SAFETY: `fill` initialised the record.
+    let record = unsafe { entry.assume_init_ref() };
     debug!(
         ctx,
         "connect ret={} sport={} dport={}", record.ret, record.sport, record.dport
@@ -96,31 +97,37 @@ pub fn timestamp(boot_ns: u64, to: &Destination) {
 }
 
 /// Writes into `record` the connect by the current task (its uid and comm read now),
-/// `pid_tgid`, from `source` to `to`, entered at `boot_ns`, that returned `ret`: every field.
+/// `pid_tgid`, from `source` to `to`, entered at `boot_ns`, that returned `ret`: every field,
+/// in place (the record may be ring-buffer memory).
 #[inline(always)]
 pub fn task_record(
-    record: &mut ConnectRecord,
+    record: &mut MaybeUninit<ConnectRecord>,
     boot_ns: u64,
     pid_tgid: u64,
     (saddr, sport): (RawAddr, u16),
     to: &Destination,
     ret: i32,
 ) {
-    record.header = RecordKind::Connect.header();
-    record.boot_ns = boot_ns;
-    record.pid = (pid_tgid >> 32) as u32;
-    record.tid = pid_tgid as u32;
-    record.uid = bpf_get_current_uid_gid() as u32;
-    record.ret = ret;
-    record.saddr = saddr;
-    record.daddr = to.addr;
-    record.sport = sport;
-    record.dport = to.port;
-    record.family = to.family.af();
-    record._pad = 0;
-    // The raw helper writes comm in place; aya's wrapper returns a copy, moved byte by byte.
-    // SAFETY: the buffer is COMM_LEN bytes long.
-    unsafe { generated::bpf_get_current_comm(record.comm.as_mut_ptr().cast(), COMM_LEN as u32) };
+    let r = record.as_mut_ptr();
+    // SAFETY: `r` points to a ConnectRecord's worth of writable memory; each field is plain
+    // data written through the pointer (nothing read, nothing dropped).
+    unsafe {
+        (*r).header = RecordKind::Connect.header();
+        (*r).boot_ns = boot_ns;
+        (*r).pid = (pid_tgid >> 32) as u32;
+        (*r).tid = pid_tgid as u32;
+        (*r).uid = bpf_get_current_uid_gid() as u32;
+        (*r).ret = ret;
+        (*r).saddr = saddr;
+        (*r).daddr = to.addr;
+        (*r).sport = sport;
+        (*r).dport = to.port;
+        (*r).family = to.family.af();
+        (*r)._pad = 0;
+        // The raw helper writes comm in place; aya's wrapper returns a copy, moved byte by
+        // byte. The buffer is COMM_LEN bytes long.
+        generated::bpf_get_current_comm(addr_of_mut!((*r).comm).cast(), COMM_LEN as u32);
+    }
 }
 
 /// With `--count`, counts a connect under its key instead of emitting it; returns whether it did.

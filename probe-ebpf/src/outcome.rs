@@ -8,6 +8,8 @@
 //! `connect_outcome` program sees those transitions for the kprobe and fentry backends; the
 //! tracepoint backend's own program does for it.
 
+use core::mem::MaybeUninit;
+
 use aya_ebpf::{
     EbpfContext, bindings::BPF_NOEXIST, helpers::bpf_ktime_get_boot_ns, macros::raw_tracepoint,
     programs::RawTracePointContext,
@@ -63,12 +65,12 @@ pub fn track(sk_ptr: *const u8, record: &ConnectRecord) {
 /// This CPU's `RECORD_SCRATCH` slot, where a record for `track` is built (not on the stack,
 /// which the return hooks need for the rest).
 #[inline(always)]
-pub fn scratch() -> Option<&'static mut ConnectRecord> {
+pub fn scratch() -> Option<&'static mut MaybeUninit<ConnectRecord>> {
     // SAFETY: this CPU's slot, used within one run of a hook in the caller's context (see
-    // `RECORD_SCRATCH`).
+    // `RECORD_SCRATCH`); a MaybeUninit view of initialised memory.
     RECORD_SCRATCH
         .get_ptr_mut(0)
-        .map(|slot| unsafe { &mut *slot })
+        .map(|slot| unsafe { &mut *slot.cast::<MaybeUninit<ConnectRecord>>() })
 }
 
 /// The return of a connect call by the kprobe or fentry backend, the record written by `fill`
@@ -80,16 +82,18 @@ pub fn call_returned<C: EbpfContext>(
     sk_ptr: *const u8,
     to: &Destination,
     ret: i32,
-    fill: impl FnOnce(&mut ConnectRecord),
+    fill: impl FnOnce(&mut MaybeUninit<ConnectRecord>),
 ) {
     if !enabled() {
         emit::connect(ctx, to, fill);
         return;
     }
-    let Some(record) = scratch() else {
+    let Some(slot) = scratch() else {
         return;
     };
-    fill(record);
+    fill(slot);
+    // SAFETY: `fill` wrote every field.
+    let record = unsafe { slot.assume_init_ref() };
     if ret == 0 {
         track(sk_ptr, record);
         return;
@@ -111,8 +115,8 @@ pub fn left_syn_sent<C: EbpfContext>(ctx: &C, sk_ptr: *const u8, new: i32) {
         return;
     }
     emit::count(counter::CONNECTING_REMOVED);
-    let sk = Sock::read(sk_ptr, SOCK_OFFSETS.load());
     if record.sport == 0 {
+        let sk = Sock::read(sk_ptr, SOCK_OFFSETS.load());
         // Tracked by the tracepoint backend from SYN_SENT, inside the call. Back to CLOSE with
         // nothing ever sent: the call itself failed after SYN_SENT (no free source port, a
         // bound port whose 4-tuple is taken: EADDRNOTAVAIL, or the SYN could not be built or
@@ -140,11 +144,17 @@ pub fn left_syn_sent<C: EbpfContext>(ctx: &C, sk_ptr: *const u8, new: i32) {
         port: record.dport,
     };
     if !enabled() {
-        emit::connect(ctx, &to, |r| *r = record);
+        emit::connect(ctx, &to, |r| {
+            r.write(record);
+        });
         return;
     }
     let latency_ns = unsafe { bpf_ktime_get_boot_ns() }.saturating_sub(record.boot_ns);
-    let errno = if new == TCP_CLOSE { sk.error() } else { 0 };
+    let errno = if new == TCP_CLOSE {
+        Sock::read(sk_ptr, SOCK_OFFSETS.load()).error()
+    } else {
+        0
+    };
     // Any state but CLOSE (ESTABLISHED; SYN_RECV in a simultaneous open) means the peer
     // answered the SYN.
     let outcome = Outcome::of_handshake(new != TCP_CLOSE, errno);

@@ -48,9 +48,10 @@ fn on_syn_sent(sk_ptr: *const u8) {
         return;
     }
     // The source is left zero: chosen later in the call, it is read at the next transition.
-    let Some(record) = outcome::scratch() else {
+    let Some(slot) = outcome::scratch() else {
         return;
     };
-    emit::task_record(record, boot_ns, pid_tgid, (RawAddr::default(), 0), &to, 0);
-    outcome::track(sk_ptr, record);
+    emit::task_record(slot, boot_ns, pid_tgid, (RawAddr::default(), 0), &to, 0);
+    // SAFETY: task_record wrote every field.
+    outcome::track(sk_ptr, unsafe { slot.assume_init_ref() });
 }

@@ -1,0 +1,816 @@
+//! `--outcome`: each connect reported once, when the kernel knows how it ended (established,
+//! refused, timeout, unreachable, aborted, error; pending at exit), with its latency and errno,
+//! in json and stap format, and filtered by `--failed-only` and `--min-latency`. Run by
+//! `cargo xtask test` in the VM with each backend and natively.
+
+use std::{
+    collections::BTreeMap,
+    io::Read as _,
+    mem::size_of,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream},
+    os::fd::AsRawFd as _,
+    time::{Duration, Instant},
+};
+
+use probe_tests::{
+    Finished, ProbeUser, Summary, TRACEPOINT, backend, json_lines, listener, probe_user_command,
+    reports_failed_calls, run_probe_user, summary, unix_now, unmapped,
+};
+use serde_json::Value;
+use socket2::{Domain, Protocol, Socket, Type};
+
+/// Every outcome probe-user may print.
+const OUTCOMES: [&str; 8] = [
+    "established",
+    "refused",
+    "timeout",
+    "unreachable",
+    "reset",
+    "aborted",
+    "error",
+    "pending",
+];
+
+/// How much a latency may exceed what the client measured around the same events: the kernel
+/// and the test read their clocks at different moments, and the VM (TCG) is slow.
+const SLACK: Duration = Duration::from_millis(50);
+
+/// What probe-user printed, as JSON, while a closure made its connects.
+struct Traced {
+    lines: Vec<Value>,
+    summary: Summary,
+    /// All of its output, for failure messages.
+    out: Finished,
+}
+
+/// Runs probe-user with `args` and `--pid <this process>` (natively, the host's other
+/// processes connect too) while `f` makes connects; returns its output and what `f` returned.
+fn run<R>(args: &[&str], f: impl FnOnce() -> R) -> (Finished, R) {
+    let pid = std::process::id().to_string();
+    let mut cmd = probe_user_command();
+    cmd.args(args).args(["--pid", &pid]);
+    let mut tracer = ProbeUser::start_with(&mut cmd);
+    // JSON lines are long: a few hundred of them fill a pipe.
+    tracer.read_stdout_in_background();
+    let made = f();
+    let out = tracer.stop();
+    assert!(out.status.success(), "{args:?}: {out:?}");
+    (out, made)
+}
+
+/// [`run`] with `--format json` and `args` (which must ask for outcomes): every line is a
+/// connect of this process with an outcome and a latency, made while tracing.
+fn json_traced<R>(args: &[&str], f: impl FnOnce() -> R) -> (Traced, R) {
+    let mut all = vec!["--format", "json"];
+    all.extend_from_slice(args);
+    let from = unix_now();
+    let (out, made) = run(&all, f);
+    let to = unix_now();
+    let lines = json_lines(&out.stdout);
+    let summary = summary(&out.stderr);
+    assert_eq!(summary.printed, lines.len() as u64, "{out:?}");
+    assert_eq!(summary.malformed, 0, "{out:?}");
+    for line in &lines {
+        assert_eq!(line["pid"], std::process::id(), "{line}");
+        let outcome = line["outcome"].as_str().unwrap_or_default();
+        assert!(OUTCOMES.contains(&outcome), "{line}");
+        assert!(line["latency_ns"].is_u64(), "{line}");
+        if let Some(errno) = line.get("errno") {
+            assert!(errno.as_u64().is_some_and(|e| e > 0), "{line}");
+        }
+        // Every line is of a connect made while tracing (time_s: when its call was made).
+        let secs = line["time_s"].as_u64().unwrap();
+        assert!(
+            secs + 1 >= from && secs <= to + 1,
+            "{line} not in [{from}, {to}]"
+        );
+    }
+    (
+        Traced {
+            lines,
+            summary,
+            out,
+        },
+        made,
+    )
+}
+
+/// [`json_traced`] with `--outcome`.
+fn traced<R>(args: &[&str], f: impl FnOnce() -> R) -> (Traced, R) {
+    let mut all = vec!["--outcome"];
+    all.extend_from_slice(args);
+    json_traced(&all, f)
+}
+
+/// `addr`/`port` fields of a JSON line (`saddr`/`sport`, `daddr`/`dport`) as one address.
+fn endpoint(line: &Value, addr: &str, port: &str) -> Option<SocketAddr> {
+    let ip: IpAddr = line[addr].as_str()?.parse().ok()?;
+    let port = u16::try_from(line[port].as_u64()?).ok()?;
+    Some(SocketAddr::new(ip, port))
+}
+
+/// The one line reporting the connect from `src` to `dst`.
+fn line_of(t: &Traced, src: SocketAddr, dst: SocketAddr) -> &Value {
+    let found: Vec<&Value> = t
+        .lines
+        .iter()
+        .filter(|l| {
+            endpoint(l, "saddr", "sport") == Some(src) && endpoint(l, "daddr", "dport") == Some(dst)
+        })
+        .collect();
+    assert_eq!(found.len(), 1, "one line for {src} -> {dst}: {:?}", t.out);
+    found[0]
+}
+
+/// The line's `errno`, `None` where it has none.
+fn errno(line: &Value) -> Option<i32> {
+    line.get("errno")
+        .map(|e| e.as_i64().unwrap_or_else(|| panic!("{line}")) as i32)
+}
+
+/// The line's `latency_ns`.
+fn latency(line: &Value) -> Duration {
+    Duration::from_nanos(line["latency_ns"].as_u64().unwrap())
+}
+
+/// One connect this test made, as the client saw it.
+#[derive(Clone, Copy, Debug)]
+struct Attempt {
+    /// `getsockname`, IPv4-mapped unmapped: taken before the call if the socket was bound (a
+    /// failed connect may leave none), else after it.
+    src: SocketAddr,
+    /// `getpeername` if the call succeeded, else where it connected to; unmapped.
+    dst: SocketAddr,
+    /// Whether the kernel ran tcp_v6_connect only (not an IPv4-mapped destination).
+    v6: bool,
+    /// The call's errno, `None` if it succeeded.
+    errno: Option<i32>,
+    /// How long the call took, measured around it.
+    took: Duration,
+}
+
+/// Port 0 of the loopback address of `dst`'s kind, to bind a client connecting to `dst` to.
+fn any_loopback_port(dst: SocketAddr) -> SocketAddr {
+    let ip: IpAddr = match dst.ip() {
+        IpAddr::V4(_) => Ipv4Addr::LOCALHOST.into(),
+        IpAddr::V6(ip) if ip.to_ipv4_mapped().is_some() => {
+            Ipv4Addr::LOCALHOST.to_ipv6_mapped().into()
+        }
+        IpAddr::V6(_) => Ipv6Addr::LOCALHOST.into(),
+    };
+    SocketAddr::new(ip, 0)
+}
+
+/// A client socket for `dst`, bound to `bind` if given.
+fn client(dst: SocketAddr, bind: Option<SocketAddr>) -> Socket {
+    let socket = Socket::new(Domain::for_address(dst), Type::STREAM, None).unwrap();
+    if let Some(bind) = bind {
+        socket.bind(&bind.into()).unwrap();
+    }
+    socket
+}
+
+/// A blocking connect of `socket` to `dst`, timed.
+fn attempt_with(socket: &Socket, dst: SocketAddr) -> Attempt {
+    let local = || unmapped(socket.local_addr().unwrap().as_socket().unwrap());
+    let bound = local();
+    let start = Instant::now();
+    let result = socket.connect(&dst.into());
+    let took = start.elapsed();
+    let src = if bound.port() != 0 { bound } else { local() };
+    let peer = match &result {
+        Ok(()) => unmapped(socket.peer_addr().unwrap().as_socket().unwrap()),
+        Err(_) => unmapped(dst),
+    };
+    Attempt {
+        src,
+        dst: peer,
+        v6: matches!(dst.ip(), IpAddr::V6(ip) if ip.to_ipv4_mapped().is_none()),
+        errno: result.err().map(|e| e.raw_os_error().unwrap()),
+        took,
+    }
+}
+
+/// A blocking connect to `dst` from a new socket (bound to `bind` if given), closed after.
+fn attempt(dst: SocketAddr, bind: Option<SocketAddr>) -> Attempt {
+    attempt_with(&client(dst, bind), dst)
+}
+
+/// A port of `ip` nobody listens on: connects to it are refused. It stays bound (without
+/// listening) as long as the socket lives, so that no client is given it as its own source
+/// port (a connect from a port to itself succeeds).
+fn closed_port(ip: IpAddr) -> (Socket, SocketAddr) {
+    let socket = Socket::new(
+        Domain::for_address(SocketAddr::new(ip, 0)),
+        Type::STREAM,
+        None,
+    )
+    .unwrap();
+    socket.bind(&SocketAddr::new(ip, 0).into()).unwrap();
+    let addr = socket.local_addr().unwrap().as_socket().unwrap();
+    (socket, addr)
+}
+
+/// `getsockopt(TCP_INFO)`.
+fn tcp_info(socket: &Socket) -> libc::tcp_info {
+    // SAFETY: tcp_info is plain data, all zeroes valid.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: a valid out-pointer and its length.
+    let ret = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut len,
+        )
+    };
+    assert_eq!(ret, 0, "TCP_INFO: {}", std::io::Error::last_os_error());
+    info
+}
+
+/// The kernel's TCP_CLOSE (`tcpi_state`).
+const TCP_CLOSE: u8 = 7;
+
+/// A listener that never accepts, its accept queue filled (before tracing starts) by
+/// connections it keeps: the kernel drops any later SYN to it, so connects to it stay in
+/// SYN_SENT until the client gives up, closes them, or an ICMP error ends them.
+struct SynDropping {
+    addr: SocketAddr,
+    _server: Socket,
+    _queued: Vec<TcpStream>,
+}
+
+impl SynDropping {
+    fn new() -> Self {
+        let server = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        server
+            .bind(&SocketAddr::from((Ipv4Addr::LOCALHOST, 0)).into())
+            .unwrap();
+        // A backlog of 1 holds two connections. (With 0, the first SYN is answered only with a
+        // SYN cookie: that needs syncookies, which a kernel may lack.)
+        server.listen(1).unwrap();
+        let addr = server.local_addr().unwrap().as_socket().unwrap();
+        let mut queued = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            // For a listener: connections waiting to be accepted, and the backlog. The queue
+            // is full (SYNs dropped) once it holds more than the backlog.
+            let info = tcp_info(&server);
+            let (waiting, backlog) = (info.tcpi_unacked, info.tcpi_sacked);
+            if waiting > backlog {
+                break;
+            }
+            // One at a time, each in the queue before the next: a SYN arriving while another
+            // handshake is half done could meet a full SYN queue.
+            if waiting as usize == queued.len() {
+                queued.push(
+                    TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+                        .expect("the listener answers until its accept queue is full"),
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the accept queue of {addr} never filled ({waiting} waiting, backlog {backlog})"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        SynDropping {
+            addr,
+            _server: server,
+            _queued: queued,
+        }
+    }
+}
+
+/// A non-blocking connect to `addr`, left in progress; and its source.
+fn connect_in_progress(addr: SocketAddr) -> (Socket, SocketAddr) {
+    let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    s.set_nonblocking(true).unwrap();
+    let e = s.connect(&addr.into()).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EINPROGRESS), "{e}");
+    let src = s.local_addr().unwrap().as_socket().unwrap();
+    (s, src)
+}
+
+#[test]
+fn outcome_established_for_ipv4_ipv6_and_ipv4_mapped_connects() {
+    let v4 = listener("127.0.0.1:0");
+    let v6 = listener("[::1]:0");
+    let mapped: SocketAddr = format!("[::ffff:127.0.0.1]:{}", v4.port()).parse().unwrap();
+    let (t, made) = traced(&[], || {
+        // Unbound: the kernel chooses the source port inside the call.
+        [v4, mapped, v6].map(|dst| attempt(dst, None))
+    });
+    assert_eq!(t.lines.len(), made.len(), "{:?}", t.out);
+    for a in made {
+        assert_eq!(a.errno, None, "{a:?}");
+        let line = line_of(&t, a.src, a.dst);
+        assert_eq!(line["outcome"], "established", "{line}");
+        assert_eq!(errno(line), None, "{line}");
+        assert_eq!(line["ret"], 0, "{line}");
+        // The mapped connect ran through tcp_v4_connect: IPv4, with IPv4 addresses.
+        let (family, function) = if a.v6 {
+            ("ipv6", "tcp_v6_connect")
+        } else {
+            ("ipv4", "tcp_v4_connect")
+        };
+        assert_eq!(line["family"], family, "{line}");
+        assert_eq!(line["function"], function, "{line}");
+        // The handshake ends inside the blocking call (kprobe: from the call's entry; fentry:
+        // from its return; tracepoint: from SYN_SENT, inside it).
+        let l = latency(line);
+        assert!(l > Duration::ZERO, "{line}");
+        assert!(l < a.took + SLACK, "{line}: the call took {:?}", a.took);
+    }
+    assert_eq!(t.summary.accounted(), 3, "{:?}", t.out);
+}
+
+#[test]
+fn outcome_refused_for_a_closed_port() {
+    let (_closed4, v4) = closed_port(Ipv4Addr::LOCALHOST.into());
+    let (_closed6, v6) = closed_port(Ipv6Addr::LOCALHOST.into());
+    // Bound first: a refused connect may leave no source to read after the call.
+    let (t, made) = traced(&[], || {
+        [v4, v6].map(|dst| attempt(dst, Some(any_loopback_port(dst))))
+    });
+    assert_eq!(t.lines.len(), 2, "{:?}", t.out);
+    for a in made {
+        assert_eq!(a.errno, Some(libc::ECONNREFUSED), "{a:?}");
+        let line = line_of(&t, a.src, a.dst);
+        assert_eq!(line["outcome"], "refused", "{line}");
+        assert_eq!(errno(line), Some(libc::ECONNREFUSED), "{line}");
+        // The call itself succeeded: it sent the SYN the RST answered.
+        assert_eq!(line["ret"], 0, "{line}");
+        assert!(latency(line) < a.took + SLACK, "{line}: took {:?}", a.took);
+    }
+}
+
+#[test]
+fn outcome_timeout_once_the_syn_retries_run_out() {
+    let server = SynDropping::new();
+    let (t, a) = traced(&[], || {
+        let socket = client(server.addr, Some(any_loopback_port(server.addr)));
+        // One retry instead of the system's six: SYN at 0 s, again at 1 s, given up at 3 s.
+        let retries: libc::c_int = 1;
+        // SAFETY: setsockopt on an open socket with an int.
+        let ret = unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_SYNCNT,
+                (&retries as *const libc::c_int).cast(),
+                size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(ret, 0, "TCP_SYNCNT: {}", std::io::Error::last_os_error());
+        attempt_with(&socket, server.addr)
+    });
+    assert_eq!(a.errno, Some(libc::ETIMEDOUT), "{a:?}");
+    let line = line_of(&t, a.src, a.dst);
+    assert_eq!(line["outcome"], "timeout", "{line}");
+    assert_eq!(errno(line), Some(libc::ETIMEDOUT), "{line}");
+    assert_eq!(line["ret"], 0, "{line}");
+    let l = latency(line);
+    assert!(
+        l >= Duration::from_secs(1) && l < a.took + SLACK,
+        "{line}: took {:?}",
+        a.took
+    );
+    assert_eq!(t.lines.len(), 1, "{:?}", t.out);
+}
+
+#[test]
+fn outcome_aborted_when_the_application_closes_before_the_handshake() {
+    let server = SynDropping::new();
+    let (t, (src, held)) = traced(&[], || {
+        let (socket, src) = connect_in_progress(server.addr);
+        let from = Instant::now();
+        std::thread::sleep(Duration::from_millis(200));
+        let held = from.elapsed();
+        // SYN_SENT -> CLOSE with no error on the socket.
+        drop(socket);
+        (src, held)
+    });
+    let line = line_of(&t, src, server.addr);
+    assert_eq!(line["outcome"], "aborted", "{line}");
+    assert_eq!(errno(line), None, "{line}");
+    assert_eq!(line["ret"], 0, "{line}");
+    // From before the call returned to after the close began.
+    assert!(latency(line) >= held, "{line}: held {held:?}");
+    assert_eq!(t.lines.len(), 1, "{:?}", t.out);
+}
+
+#[test]
+fn outcome_error_for_a_call_that_fails_inside_the_kernel() {
+    // Two sockets bound to the same source port (SO_REUSEADDR) connect to the same listener:
+    // the second call fails inside tcp_v4_connect (its 4-tuple is taken: EADDRNOTAVAIL). The
+    // tracepoint backend does not see calls that fail, and prints only the first connect.
+    let server = listener("127.0.0.1:0");
+    let bound = |port: u16| {
+        let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        s.set_reuse_address(true).unwrap();
+        s.bind(&SocketAddr::from((Ipv4Addr::LOCALHOST, port)).into())
+            .unwrap();
+        s
+    };
+    let (t, (first, second, e)) = traced(&[], || {
+        let first = bound(0);
+        first.connect(&server.into()).unwrap();
+        let port = first.local_addr().unwrap().as_socket().unwrap().port();
+        let second = bound(port);
+        let e = second.connect(&server.into()).unwrap_err();
+        (first, second, e)
+    });
+    assert_eq!(e.raw_os_error(), Some(libc::EADDRNOTAVAIL), "{e}");
+    let src = first.local_addr().unwrap().as_socket().unwrap();
+    drop((first, second));
+    let established = line_of(&t, src, server);
+    assert_eq!(established["outcome"], "established", "{established}");
+    let failed: Vec<&Value> = t
+        .lines
+        .iter()
+        .filter(|l| l["outcome"] != "established")
+        .collect();
+    if !reports_failed_calls() {
+        assert_eq!(failed, Vec::<&Value>::new(), "{:?}", t.out);
+        return;
+    }
+    assert_eq!(failed.len(), 1, "{:?}", t.out);
+    let line = failed[0];
+    assert_eq!(line["outcome"], "error", "{line}");
+    assert_eq!(line["ret"], -libc::EADDRNOTAVAIL, "{line}");
+    assert_eq!(errno(line), Some(libc::EADDRNOTAVAIL), "{line}");
+    assert_eq!(endpoint(line, "daddr", "dport"), Some(server), "{line}");
+    assert_eq!(t.lines.len(), 2, "{:?}", t.out);
+}
+
+#[test]
+fn outcome_unreachable_for_a_call_without_a_route() {
+    // No route to 10.255.255.1 (the test's network has only loopback): tcp_v4_connect fails
+    // with ENETUNREACH and sends nothing, so the tracepoint backend sees nothing.
+    let dst = SocketAddr::from(([10, 255, 255, 1], 80));
+    let (t, a) = traced(&[], || attempt(dst, None));
+    assert_eq!(a.errno, Some(libc::ENETUNREACH), "{a:?}");
+    if !reports_failed_calls() {
+        assert_eq!(t.lines, Vec::<Value>::new(), "{:?}", t.out);
+        return;
+    }
+    assert_eq!(t.lines.len(), 1, "{:?}", t.out);
+    let line = &t.lines[0];
+    assert_eq!(line["outcome"], "unreachable", "{line}");
+    assert_eq!(line["ret"], -libc::ENETUNREACH, "{line}");
+    assert_eq!(errno(line), Some(libc::ENETUNREACH), "{line}");
+    assert_eq!(endpoint(line, "daddr", "dport"), Some(dst), "{line}");
+    assert!(latency(line) < a.took + SLACK, "{line}: took {:?}", a.took);
+}
+
+/// The first SYN from `src` to `dst` that `capture` (a raw IPv4 TCP socket: it receives a copy
+/// of every TCP packet delivered here, loopback's included) receives: its IPv4 header and first
+/// 8 TCP bytes (ports and sequence number), which an ICMP error quotes.
+fn captured_syn(capture: &Socket, src: SocketAddr, dst: SocketAddr) -> Vec<u8> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut packet = [0u8; 4096];
+    loop {
+        assert!(Instant::now() < deadline, "no SYN {src} -> {dst} captured");
+        let mut reader = capture;
+        let n = match reader.read(&mut packet) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => continue,
+            Err(e) => panic!("capture: {e}"),
+        };
+        let packet = &packet[..n];
+        let ihl = usize::from(packet[0] & 0x0f) * 4;
+        if packet[0] >> 4 != 4 || ihl < 20 || n < ihl + 20 {
+            continue;
+        }
+        let (IpAddr::V4(sip), IpAddr::V4(dip)) = (src.ip(), dst.ip()) else {
+            panic!("IPv4 only: {src} -> {dst}");
+        };
+        let tcp = &packet[ihl..];
+        let port = |at: usize| u16::from_be_bytes([tcp[at], tcp[at + 1]]);
+        // Flags: SYN without ACK.
+        let syn = tcp[13] & 0x12 == 0x02;
+        if packet[9] == libc::IPPROTO_TCP as u8
+            && packet[12..16] == sip.octets()
+            && packet[16..20] == dip.octets()
+            && port(0) == src.port()
+            && port(2) == dst.port()
+            && syn
+        {
+            return packet[..ihl + 8].to_vec();
+        }
+    }
+}
+
+/// The Internet checksum (RFC 1071) of `bytes`, to store big-endian.
+fn internet_checksum(bytes: &[u8]) -> u16 {
+    let mut sum: u32 = bytes
+        .chunks(2)
+        .map(|w| u32::from(u16::from_be_bytes([w[0], w.get(1).copied().unwrap_or(0)])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// ICMP destination unreachable (type 3), code 1: host unreachable.
+const ICMP_DEST_UNREACH: u8 = 3;
+const ICMP_HOST_UNREACH: u8 = 1;
+
+/// Sends to 127.0.0.1, as a router on the way would, an ICMP host unreachable quoting `quoted`
+/// (a packet's IPv4 header and first 8 bytes). The kernel builds the outer IPv4 header.
+fn send_host_unreachable(quoted: &[u8]) {
+    // Type, code, checksum, 4 unused bytes, then the quote.
+    let mut icmp = vec![ICMP_DEST_UNREACH, ICMP_HOST_UNREACH, 0, 0, 0, 0, 0, 0];
+    icmp.extend_from_slice(quoted);
+    let sum = internet_checksum(&icmp);
+    icmp[2..4].copy_from_slice(&sum.to_be_bytes());
+    let raw = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::ICMPV4)).unwrap();
+    let to = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+    let sent = raw.send_to(&icmp, &to.into()).unwrap();
+    assert_eq!(sent, icmp.len());
+}
+
+/// Waits until `socket`'s connect has ended (the socket is back in CLOSE), then takes its error
+/// (`SO_ERROR`). Reading `SO_ERROR` clears the socket's error, from which the outcome is
+/// decided: it is read only once the state is CLOSE, which the kernel sets after the
+/// transition's tracepoint ran.
+fn error_once_closed(socket: &Socket) -> Option<i32> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while tcp_info(socket).tcpi_state != TCP_CLOSE {
+        assert!(Instant::now() < deadline, "the connect never ended");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    socket
+        .take_error()
+        .unwrap()
+        .map(|e| e.raw_os_error().unwrap())
+}
+
+#[test]
+fn outcome_unreachable_when_an_icmp_host_unreachable_ends_the_handshake() {
+    // The SYN goes unanswered; an ICMP host unreachable quoting it (its ports and sequence
+    // number, which tcp_v4_err checks against the socket's) ends the connect in SYN_SENT with
+    // EHOSTUNREACH, as a router without a route to the host would.
+    let server = SynDropping::new();
+    let (t, (src, error, took)) = traced(&[], || {
+        // Opened before the connect, so that it receives the first SYN.
+        let capture = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::TCP)).unwrap();
+        capture
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let start = Instant::now();
+        let (socket, src) = connect_in_progress(server.addr);
+        let syn = captured_syn(&capture, src, server.addr);
+        drop(capture);
+        send_host_unreachable(&syn);
+        let error = error_once_closed(&socket);
+        (src, error, start.elapsed())
+    });
+    assert_eq!(
+        error,
+        Some(libc::EHOSTUNREACH),
+        "the kernel did not end the connect on the ICMP error"
+    );
+    let line = line_of(&t, src, server.addr);
+    assert_eq!(line["outcome"], "unreachable", "{line}");
+    assert_eq!(errno(line), Some(libc::EHOSTUNREACH), "{line}");
+    assert_eq!(line["ret"], 0, "{line}");
+    assert!(latency(line) < took + SLACK, "{line}: took {took:?}");
+    assert_eq!(t.lines.len(), 1, "{:?}", t.out);
+}
+
+#[test]
+fn outcome_pending_for_a_connect_still_in_syn_sent_at_exit() {
+    let server = SynDropping::new();
+    // The socket is returned, so that it is still connecting when probe-user stops.
+    let (t, (socket, src, held)) = traced(&[], || {
+        let (socket, src) = connect_in_progress(server.addr);
+        let from = Instant::now();
+        std::thread::sleep(Duration::from_millis(200));
+        (socket, src, from.elapsed())
+    });
+    drop(socket);
+    let s = t.summary;
+    assert_eq!(s.printed + s.dropped + s.missed, 1, "{:?}", t.out);
+    assert_eq!(t.lines.len(), 1, "{:?}", t.out);
+    let line = &t.lines[0];
+    assert_eq!(line["outcome"], "pending", "{line}");
+    assert_eq!(errno(line), None, "{line}");
+    assert_eq!(line["ret"], 0, "{line}");
+    assert_eq!(
+        endpoint(line, "daddr", "dport"),
+        Some(server.addr),
+        "{line}"
+    );
+    // The tracepoint backend tracks the socket from SYN_SENT, before the call chose its
+    // source port, and learns it only when the socket leaves SYN_SENT.
+    let reported = endpoint(line, "saddr", "sport").unwrap();
+    let unknown = SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0));
+    assert!(
+        reported == src || (backend() == TRACEPOINT && reported == unknown),
+        "{line}: source {src}"
+    );
+    // Up to the exit, which came after the tracer was stopped.
+    assert!(latency(line) >= held, "{line}: held {held:?}");
+}
+
+/// Counts of each key, so that "exactly once" compares multisets (a source port freed by a
+/// refused connect may be given to a later one).
+fn tally<K: Ord>(keys: impl IntoIterator<Item = K>) -> BTreeMap<K, u64> {
+    let mut counts = BTreeMap::new();
+    for k in keys {
+        *counts.entry(k).or_insert(0) += 1;
+    }
+    counts
+}
+
+#[test]
+fn outcome_of_each_connect_from_several_threads_is_reported_once() {
+    const THREADS: usize = 4;
+    const PER_THREAD: usize = 50;
+    let (_closed4, closed4) = closed_port(Ipv4Addr::LOCALHOST.into());
+    let (_closed6, closed6) = closed_port(Ipv6Addr::LOCALHOST.into());
+    let dsts = [
+        listener("127.0.0.1:0"),
+        listener("[::1]:0"),
+        closed4,
+        closed6,
+    ];
+    let (t, made) = traced(&[], || {
+        let workers: Vec<_> = (0..THREADS)
+            .map(|w| {
+                std::thread::spawn(move || {
+                    (0..PER_THREAD)
+                        .map(|i| {
+                            let dst = dsts[(w + i) % dsts.len()];
+                            // Bound first: the source of a refused connect is known too.
+                            attempt(dst, Some(any_loopback_port(dst)))
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap())
+            .collect::<Vec<_>>()
+    });
+    assert_eq!(made.len(), THREADS * PER_THREAD);
+    // (function, sport, dport, outcome) of each connect.
+    let expected = tally(made.iter().map(|a| {
+        let outcome = match a.errno {
+            None => "established",
+            Some(libc::ECONNREFUSED) => "refused",
+            Some(e) => panic!("the client saw errno {e}: {a:?}"),
+        };
+        let function = if a.v6 {
+            "tcp_v6_connect"
+        } else {
+            "tcp_v4_connect"
+        };
+        (function, a.src.port(), a.dst.port(), outcome)
+    }));
+    for line in &t.lines {
+        let outcome = line["outcome"].as_str().unwrap();
+        let want = if outcome == "refused" {
+            Some(libc::ECONNREFUSED)
+        } else {
+            None
+        };
+        assert_eq!(errno(line), want, "{line}");
+        assert_eq!(line["ret"], 0, "{line}");
+        assert!(
+            ["127.0.0.1", "::1"].contains(&line["saddr"].as_str().unwrap()),
+            "{line}"
+        );
+    }
+    let reported = tally(t.lines.iter().map(|l| {
+        (
+            l["function"].as_str().unwrap(),
+            l["sport"].as_u64().unwrap() as u16,
+            l["dport"].as_u64().unwrap() as u16,
+            l["outcome"].as_str().unwrap(),
+        )
+    }));
+    let wrong: Vec<_> = reported
+        .iter()
+        .filter(|&(k, n)| *n > expected.get(k).copied().unwrap_or(0))
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "reported but not made (or not so often): {wrong:?}\n{:?}",
+        t.out
+    );
+    // Many threads at once may exhaust kretprobe instances: lost connects must be counted.
+    let s = t.summary;
+    assert_eq!(
+        s.printed + s.dropped + s.missed,
+        made.len() as u64,
+        "every connect printed or counted: {s:?}\n{}",
+        t.out.stderr
+    );
+}
+
+#[test]
+fn outcome_in_stap_format_ends_the_line_with_outcome_and_latency() {
+    let (_closed, dst) = closed_port(Ipv4Addr::LOCALHOST.into());
+    let from = unix_now();
+    let (out, a) = run(&["--outcome"], || {
+        attempt(dst, Some(any_loopback_port(dst)))
+    });
+    let to = unix_now();
+    assert_eq!(a.errno, Some(libc::ECONNREFUSED), "{a:?}");
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "{out:?}");
+    let line = lines[0];
+    // `<unix s>: tcp_v4_connect src=<ip:port> dst=<ip:port> outcome=refused latency=<ms>ms`,
+    // the milliseconds with exactly three decimals.
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let (secs, rest) = line.split_once(": ").unwrap_or_else(|| panic!("{line:?}"));
+    assert!(digits(secs), "{line:?}");
+    let secs: u64 = secs.parse().unwrap();
+    assert!(
+        secs + 1 >= from && secs <= to + 1,
+        "{line:?} not in [{from}, {to}]"
+    );
+    let head = format!(
+        "tcp_v4_connect src={} dst=127.0.0.1:{} outcome=refused latency=",
+        a.src,
+        dst.port()
+    );
+    let millis = rest
+        .strip_prefix(&head)
+        .and_then(|r| r.strip_suffix("ms"))
+        .unwrap_or_else(|| panic!("{line:?} is not {head}<ms>ms"));
+    let (whole, decimals) = millis.split_once('.').unwrap_or_else(|| panic!("{line:?}"));
+    assert!(
+        digits(whole) && digits(decimals) && decimals.len() == 3,
+        "{line:?}"
+    );
+    let micros: u64 = format!("{whole}{decimals}").parse().unwrap();
+    assert!(
+        Duration::from_micros(micros) < a.took + SLACK,
+        "{line:?}: took {:?}",
+        a.took
+    );
+    assert_eq!(summary(&out.stderr).printed, 1, "{out:?}");
+}
+
+#[test]
+fn outcome_filters_failed_only_and_min_latency() {
+    let up = listener("127.0.0.1:0");
+    let (_closed, down) = closed_port(Ipv4Addr::LOCALHOST.into());
+    let both = || {
+        let ok = attempt(up, None);
+        let refused = attempt(down, Some(any_loopback_port(down)));
+        assert_eq!(ok.errno, None, "{ok:?}");
+        assert_eq!(refused.errno, Some(libc::ECONNREFUSED), "{refused:?}");
+        refused
+    };
+
+    // --failed-only (implying --outcome): the refused connect, not the established one.
+    let (t, refused) = json_traced(&["--failed-only"], both);
+    assert_eq!(t.lines.len(), 1, "{:?}", t.out);
+    let line = line_of(&t, refused.src, refused.dst);
+    assert_eq!(line["outcome"], "refused", "{line}");
+
+    // --min-latency (implying --outcome): neither took an hour.
+    let (t, _) = json_traced(&["--min-latency", "1h"], both);
+    assert_eq!(t.lines, Vec::<Value>::new(), "{:?}", t.out);
+    assert_eq!(t.summary.printed, 0, "{:?}", t.out);
+
+    // Nor 100 ms; a connect closed after 300 ms in SYN_SENT did.
+    let server = SynDropping::new();
+    let (t, src) = json_traced(&["--min-latency", "100ms"], || {
+        both();
+        let (socket, src) = connect_in_progress(server.addr);
+        std::thread::sleep(Duration::from_millis(300));
+        drop(socket);
+        src
+    });
+    assert_eq!(t.lines.len(), 1, "{:?}", t.out);
+    let line = line_of(&t, src, server.addr);
+    assert_eq!(line["outcome"], "aborted", "{line}");
+    assert!(latency(line) >= Duration::from_millis(100), "{line}");
+}
+
+#[test]
+fn outcome_cannot_be_shown_in_minimal_format() {
+    // --failed-only and --min-latency imply --outcome.
+    for args in [
+        &["--outcome", "--format", "minimal"][..],
+        &["--failed-only", "--format", "minimal"][..],
+        &["--min-latency", "1s", "--format", "minimal"][..],
+    ] {
+        let out = run_probe_user(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
+        assert_eq!(out.stderr.lines().count(), 1, "{args:?}: {out:?}");
+        assert!(out.stderr.ends_with('\n'), "{args:?}: {out:?}");
+        assert_eq!(out.stdout, "", "{args:?}");
+    }
+}
