@@ -408,18 +408,21 @@ impl Tracer {
 
     /// Connects lost to program runs the kernel skipped (recursion misses). Left out: a skipped
     /// kretprobe run, whose call stays in `PENDING` and is counted when reaped; and a skipped
-    /// tracepoint run, which can only be one nested in softirq over a run in process context,
-    /// so never a CLOSE -> SYN_SENT start (that happens in the caller's context), only a
-    /// completion, whose socket stays in `CONNECTING` and is counted when reaped, or the change
-    /// of state of some unrelated socket.
+    /// run of either tracepoint program (`inet_sock_set_state`, `connect_outcome`), which can
+    /// only be one nested in softirq over a run in process context, so never a CLOSE ->
+    /// SYN_SENT start (that happens in the caller's context), only a completion, whose socket
+    /// stays in `CONNECTING` and is counted when reaped (or, with outcomes, reported as pending
+    /// at the end), or the change of state of some unrelated socket.
     fn skipped_runs(&self) -> u64 {
         use probe_common::names::program;
+        const ACCOUNTED_ELSEWHERE: [&str; 3] = [
+            program::tcp_connect_return,
+            program::inet_sock_set_state,
+            program::connect_outcome,
+        ];
         self.program_stats()
             .iter()
-            .filter(|p| {
-                ![program::tcp_connect_return, program::inet_sock_set_state]
-                    .contains(&p.name.as_str())
-            })
+            .filter(|p| !ACCOUNTED_ELSEWHERE.contains(&p.name.as_str()))
             .map(|p| p.recursion_misses)
             .sum()
     }

@@ -5,6 +5,12 @@ use std::{net::SocketAddr, time::Duration};
 
 use probe_tests::{ProbeUser, connect, listener, probe_user_command};
 
+/// Checks count mode's closing summary: `n` connects counted, nothing lost.
+fn assert_counted_without_loss(stderr: &str, n: u64) {
+    let summary = format!("probe-user: {n} connects counted, 0 dropped, 0 missed, 0 malformed");
+    assert!(stderr.lines().any(|l| l == summary), "{stderr}");
+}
+
 /// Starts probe-user in count mode with `args`.
 fn start_counting(args: &[&str]) -> ProbeUser {
     ProbeUser::start_until(
@@ -37,13 +43,7 @@ fn count_table_matches_the_connects_made() {
     assert_eq!(lines[1], "  CONNECTS  FUNCTION        DESTINATION");
     assert_eq!(lines[2], format!("         3  tcp_v4_connect  {v4}"));
     assert_eq!(lines[3], format!("         2  tcp_v6_connect  {v6}"));
-    assert!(
-        out.stderr
-            .lines()
-            .any(|l| l == "probe-user: 5 connects counted, 0 dropped, 0 missed, 0 malformed"),
-        "{}",
-        out.stderr
-    );
+    assert_counted_without_loss(&out.stderr, 5);
 }
 
 #[test]
@@ -373,13 +373,7 @@ fn count_tables_with_outcomes_match_the_connects_made() {
     ];
     expected.sort();
     assert_eq!(rows, expected, "{}", out.stdout);
-    assert!(
-        out.stderr
-            .lines()
-            .any(|l| l == "probe-user: 5 connects counted, 0 dropped, 0 missed, 0 malformed"),
-        "{}",
-        out.stderr
-    );
+    assert_counted_without_loss(&out.stderr, 5);
 }
 
 #[test]
