@@ -52,6 +52,15 @@ pub mod limit {
     /// (entries of the LRU `CONNECTING`: the tracepoint backend's connects, and with
     /// `--outcome` every backend's).
     pub const MAX_CONNECTING: u32 = 8192;
+    /// Free entries the kernel's LRU maps keep per CPU (`LOCAL_FREE_TARGET` in
+    /// kernel/bpf/bpf_lru_list.c): until a 2025 fix, an LRU of N entries could start evicting
+    /// with only N - 128 x (CPUs - 1) in use, so `CONNECTING` gets this much per possible CPU
+    /// on top of [`MAX_CONNECTING`] (set at load).
+    pub const LRU_FREE_PER_CPU: u32 = 128;
+    /// Slots of the per-CPU `RECORD_SCRATCH`: one per hook that builds a record there, so that
+    /// a run preempted (fexit, on a preemptible kernel) or interrupted while filling its slot
+    /// is never overwritten by another hook's.
+    pub const SCRATCH_SLOTS: u32 = 4;
     /// IPv4-mapped connects between their inner and outer exit (entries of the LRU
     /// `MAPPED_INNER`; more threads inside such a call at once than this is not expected).
     pub const MAX_MAPPED_CALLS: u32 = 1024;

@@ -15,6 +15,8 @@ pub mod errno {
     pub const ECONNREFUSED: u32 = 111;
     /// No route to host.
     pub const EHOSTUNREACH: u32 = 113;
+    /// Permission denied: an ICMPv6 "administratively prohibited" (a firewall's reject).
+    pub const EACCES: u32 = 13;
 }
 
 /// How a connect ended. Stored as a plain `u32` in records and as a `u8` in count keys (zero
@@ -28,10 +30,12 @@ pub enum Outcome {
     Refused = 2,
     /// The kernel gave up retrying the SYN (`ETIMEDOUT`).
     Timeout = 3,
-    /// An ICMP host or network unreachable ended the handshake, or the call found no route
-    /// (`EHOSTUNREACH`, `ENETUNREACH`).
+    /// An ICMP host or network unreachable (or administratively prohibited) ended the
+    /// handshake, or the call found no route (`EHOSTUNREACH`, `ENETUNREACH`, `EACCES`).
     Unreachable = 4,
-    /// Any other error ended the handshake (its errno is reported).
+    /// Any other error ended the handshake (its errno is reported: an ICMP protocol
+    /// unreachable or parameter problem, `ENOPROTOOPT`/`EPROTO`; a reset in SYN_SENT is
+    /// [`Outcome::Refused`]).
     Reset = 5,
     /// The application (or the kernel) closed the socket before the handshake finished, with
     /// no error.
@@ -55,7 +59,7 @@ impl Outcome {
             0 => Outcome::Aborted,
             errno::ECONNREFUSED => Outcome::Refused,
             errno::ETIMEDOUT => Outcome::Timeout,
-            errno::EHOSTUNREACH | errno::ENETUNREACH => Outcome::Unreachable,
+            errno::EHOSTUNREACH | errno::ENETUNREACH | errno::EACCES => Outcome::Unreachable,
             _ => Outcome::Reset,
         }
     }

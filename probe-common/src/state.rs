@@ -18,11 +18,16 @@ pub mod counter {
     /// [`CONNECTING_REMOVED`] and what userspace reaped, it tells how many entries the map
     /// evicted (each a connect that cannot be reported), which the kernel does silently.
     pub const CONNECTING_ADDED: u32 = 4;
-    /// Entries the kernel side removed from `CONNECTING` (a completion, or a new connect on a
-    /// socket whose previous one was missed). See [`CONNECTING_ADDED`].
+    /// Entries the kernel side is about to remove from `CONNECTING` (a completion, or a new
+    /// connect on a socket whose previous one was missed): counted before the removal, so that
+    /// userspace, reading the map and the counters at different instants, never sees an entry
+    /// in neither. See [`CONNECTING_ADDED`].
     pub const CONNECTING_REMOVED: u32 = 5;
+    /// Of [`CONNECTING_REMOVED`], the removals that then failed (someone else removed the entry
+    /// first).
+    pub const CONNECTING_REMOVE_FAILED: u32 = 6;
     /// Number of counters.
-    pub const COUNT: u32 = 6;
+    pub const COUNT: u32 = 7;
 }
 
 /// A key of the kernel's `CONNECT_COUNTS` map: what `--count` counts connects by.

@@ -177,12 +177,27 @@ fn counted(to: &Destination, outcome: u8, latency_ns: u64) -> bool {
 /// Adds one connect of `latency_ns` to this CPU's slot of a `CONNECT_COUNTS` value.
 #[inline(always)]
 fn add(value: *mut CountValue, latency_ns: u64) {
-    // SAFETY: this CPU's slot of a per-CPU value. A run in softirq interrupting one in process
-    // context on the same CPU (the tracepoint, on older kernels) could lose an increment.
+    // Atomic adds (see `xadd`), though the slot is this CPU's: a run may be interrupted by one
+    // in softirq (the tracepoint, on older kernels), or an fexit run preempted by another on a
+    // preemptible kernel, and a plain read-modify-write would lose one of the increments.
+    // SAFETY: live, aligned u64s of this CPU's slot of a per-CPU value.
     unsafe {
-        (*value).connects += 1;
-        (*value).latency_ns += latency_ns;
+        xadd(addr_of_mut!((*value).connects), 1);
+        xadd(addr_of_mut!((*value).latency_ns), latency_ns);
     }
+}
+
+/// Adds `n` to `*slot` atomically: one `BPF_XADD` (`lock *(u64 *)(r + 0) += n`), which every
+/// kernel accepts, as the result is unused (`AtomicU64::fetch_add` does not exist for the BPF
+/// target, whose atomics lack compare-and-swap; the intrinsic is allowed by the build's
+/// RUSTC_BOOTSTRAP).
+///
+/// # Safety
+/// `slot` is a live, aligned u64 in map memory.
+#[inline(always)]
+unsafe fn xadd(slot: *mut u64, n: u64) {
+    // SAFETY: as the caller promises.
+    let _ = unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(slot, n) };
 }
 
 /// Writes one record to the ring buffer, waking the reader only when enough is waiting, and
@@ -220,15 +235,9 @@ fn submit<T: 'static>(entry: RingBufEntry<T>) {
 #[inline(always)]
 pub fn count(index: u32) {
     if let Some(slot) = COUNTERS.get_ptr_mut(index) {
-        // An atomic add, though the slot is this CPU's: the tracepoint also fires in softirq
-        // context, which may interrupt a run of it in process context on older kernels, and a
-        // plain read-modify-write could then lose one of the two increments (the bookkeeping
-        // counters of `CONNECTING` must be exact).
-        // One `BPF_XADD` (`lock *(u64 *)(r + 0) += 1`), which every kernel accepts: the
-        // result is unused (`AtomicU64::fetch_add` does not exist for the BPF target, whose
-        // atomics lack compare-and-swap; the intrinsic is allowed by the build's
-        // RUSTC_BOOTSTRAP).
+        // Atomic, though the slot is this CPU's (see `add`): the bookkeeping counters of
+        // `CONNECTING` must be exact.
         // SAFETY: a live, aligned u64 of this CPU's slot.
-        let _ = unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(slot, 1) };
+        unsafe { xadd(slot, 1) };
     }
 }

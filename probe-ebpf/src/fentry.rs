@@ -14,7 +14,7 @@ use crate::{
     FILTERS, MAPPED_INNER, SOCK_OFFSETS, emit,
     filter::{self, Admitted},
     kprobe::on_connect_entry,
-    outcome,
+    outcome::{self, Scratch},
     sock::{self, Sock},
 };
 
@@ -105,7 +105,11 @@ fn on_connect_exit<C: EbpfContext>(
     if !filter::reported_admitted(&requested, &to) {
         return;
     }
-    outcome::call_returned(ctx, sk_ptr, &to, ret, |record| {
+    let hook = match family {
+        Family::V4 => Scratch::FexitV4,
+        Family::V6 => Scratch::FexitV6,
+    };
+    outcome::call_returned(ctx, hook, sk_ptr, &to, ret, |record| {
         let source = sk.reported_source(family, ret);
         emit::task_record(record, boot_ns, pid_tgid, source, &to, ret)
     });

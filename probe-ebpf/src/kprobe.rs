@@ -14,7 +14,7 @@ use probe_common::{Family, state::PendingConnect, state::counter};
 use crate::{
     ENTRY_ONLY, PENDING, SOCK_OFFSETS, emit,
     filter::{self, Admitted, Destination},
-    outcome,
+    outcome::{self, Scratch},
     sock::{self, Sock},
 };
 
@@ -132,7 +132,8 @@ fn on_connect_return(ctx: &RetProbeContext) {
     if !filter::reported_admitted(&requested, &to) {
         return;
     }
-    outcome::call_returned(ctx, pending.sk as *const u8, &to, ret, |record| {
+    let sk_ptr = pending.sk as *const u8;
+    outcome::call_returned(ctx, Scratch::KretProbe, sk_ptr, &to, ret, |record| {
         let source = sk.reported_source(family, ret);
         emit::task_record(record, pending.boot_ns, pid_tgid, source, &to, ret)
     });

@@ -153,13 +153,14 @@ static PENDING: HashMap<u64, PendingConnect> = HashMap::with_max_entries(limit::
 static CONNECTING: LruHashMap<u64, ConnectRecord> =
     LruHashMap::with_max_entries(limit::MAX_CONNECTING, 0);
 
-/// One record per CPU, built by `outcome::call_returned` (kprobe and fentry return hooks, with
-/// `--outcome`) and the tracepoint's CLOSE -> SYN_SENT before `outcome::track` copies it into
-/// `CONNECTING` (or it is emitted): written and read within one run of a hook in the caller's
-/// context, never by the completion path, which may interrupt it in softirq. Not on the stack,
-/// which those hooks need for the rest. Userspace never reads it.
+/// One record per CPU and hook (`outcome::Scratch`), built by `outcome::call_returned` (kprobe
+/// and fentry return hooks, with `--outcome`) and the tracepoint's CLOSE -> SYN_SENT before
+/// `outcome::track` copies it into `CONNECTING` (or it is emitted): written and read within one
+/// run of its hook, never by the completion path. Not on the stack, which those hooks need for
+/// the rest. Userspace never reads it.
 #[map]
-static RECORD_SCRATCH: PerCpuArray<ConnectRecord> = PerCpuArray::with_max_entries(1, 0);
+static RECORD_SCRATCH: PerCpuArray<ConnectRecord> =
+    PerCpuArray::with_max_entries(limit::SCRATCH_SLOTS, 0);
 
 /// fexit backend: the socket an IPv4-mapped connect's inner tcp_v4_connect just reported, keyed
 /// by pid_tgid; written by that call's exit, consumed by the outer tcp_v6_connect's exit, which

@@ -51,8 +51,7 @@ pub fn track(sk_ptr: *const u8, record: &ConnectRecord) {
     // This socket's previous connect never left SYN_SENT as far as this program saw (a run
     // the kernel skipped while the program was busy on that CPU): it is lost, and counted by
     // whoever removes the entry (userspace may be reaping it at this moment).
-    if CONNECTING.remove(&key).is_ok() {
-        emit::count(counter::CONNECTING_REMOVED);
+    if remove(key) {
         emit::count(counter::MISSED_RETURN);
     }
     if CONNECTING.insert(&key, record, BPF_NOEXIST as u64).is_ok() {
@@ -62,14 +61,31 @@ pub fn track(sk_ptr: *const u8, record: &ConnectRecord) {
     }
 }
 
-/// This CPU's `RECORD_SCRATCH` slot, where a record for `track` is built (not on the stack,
-/// which the return hooks need for the rest).
+/// The hooks that build a record in `RECORD_SCRATCH`, each in a slot of its own
+/// (`limit::SCRATCH_SLOTS` of them): one hook's run cannot be nested in another run of itself
+/// on one CPU (the kernel skips such a run), but it can be preempted (fexit) or interrupted by
+/// another hook's.
+#[derive(Clone, Copy)]
+#[repr(u32)]
+pub enum Scratch {
+    /// kretprobe on both connect functions.
+    KretProbe = 0,
+    /// fexit on tcp_v4_connect.
+    FexitV4 = 1,
+    /// fexit on tcp_v6_connect.
+    FexitV6 = 2,
+    /// The tracepoint's CLOSE -> SYN_SENT.
+    SynSent = 3,
+}
+
+/// This CPU's `RECORD_SCRATCH` slot for hook `scratch`, where a record for `track` is built
+/// (not on the stack, which the return hooks need for the rest).
 #[inline(always)]
-pub fn scratch() -> Option<&'static mut MaybeUninit<ConnectRecord>> {
-    // SAFETY: this CPU's slot, used within one run of a hook in the caller's context (see
-    // `RECORD_SCRATCH`); a MaybeUninit view of initialised memory.
+pub fn scratch(scratch: Scratch) -> Option<&'static mut MaybeUninit<ConnectRecord>> {
+    // SAFETY: this CPU's slot of this hook, used within one run of it (see `Scratch`); a
+    // MaybeUninit view of initialised memory.
     RECORD_SCRATCH
-        .get_ptr_mut(0)
+        .get_ptr_mut(scratch as u32)
         .map(|slot| unsafe { &mut *slot.cast::<MaybeUninit<ConnectRecord>>() })
 }
 
@@ -79,6 +95,7 @@ pub fn scratch() -> Option<&'static mut MaybeUninit<ConnectRecord>> {
 #[inline(always)]
 pub fn call_returned<C: EbpfContext>(
     ctx: &C,
+    hook: Scratch,
     sk_ptr: *const u8,
     to: &Destination,
     ret: i32,
@@ -88,7 +105,7 @@ pub fn call_returned<C: EbpfContext>(
         emit::connect(ctx, to, fill);
         return;
     }
-    let Some(slot) = scratch() else {
+    let Some(slot) = scratch(hook) else {
         return;
     };
     fill(slot);
@@ -103,6 +120,18 @@ pub fn call_returned<C: EbpfContext>(
     emit::completed(to, record, outcome, ret.unsigned_abs(), latency_ns);
 }
 
+/// Removes socket `key`'s entry from `CONNECTING`; returns whether this call removed it. Counted
+/// before the removal (see `counter::CONNECTING_REMOVED`).
+#[inline(always)]
+fn remove(key: u64) -> bool {
+    emit::count(counter::CONNECTING_REMOVED);
+    let removed = CONNECTING.remove(&key).is_ok();
+    if !removed {
+        emit::count(counter::CONNECTING_REMOVE_FAILED);
+    }
+    removed
+}
+
 /// Socket `sk_ptr` left SYN_SENT for `new`: the connect it was tracked for (if any) is over.
 #[inline(always)]
 pub fn left_syn_sent<C: EbpfContext>(ctx: &C, sk_ptr: *const u8, new: i32) {
@@ -111,10 +140,9 @@ pub fn left_syn_sent<C: EbpfContext>(ctx: &C, sk_ptr: *const u8, new: i32) {
         return;
     };
     // Whoever removes the entry accounts for the connect: userspace may have reaped it since.
-    if CONNECTING.remove(&key).is_err() {
+    if !remove(key) {
         return;
     }
-    emit::count(counter::CONNECTING_REMOVED);
     if record.sport == 0 {
         let sk = Sock::read(sk_ptr, SOCK_OFFSETS.load());
         // Tracked by the tracepoint backend from SYN_SENT, inside the call. Back to CLOSE with

@@ -12,7 +12,7 @@ use probe_common::RawAddr;
 use crate::{
     ENTRY_ONLY, SOCK_OFFSETS, emit,
     filter::{self, Admitted},
-    outcome,
+    outcome::{self, Scratch},
     sock::{IPPROTO_TCP, Sock, TCP_CLOSE, TCP_SYN_SENT},
 };
 
@@ -48,7 +48,7 @@ fn on_syn_sent(sk_ptr: *const u8) {
         return;
     }
     // The source is left zero: chosen later in the call, it is read at the next transition.
-    let Some(slot) = outcome::scratch() else {
+    let Some(slot) = outcome::scratch(Scratch::SynSent) else {
         return;
     };
     emit::task_record(slot, boot_ns, pid_tgid, (RawAddr::default(), 0), &to, 0);

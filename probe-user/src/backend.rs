@@ -34,17 +34,21 @@ pub(crate) fn attach(
     options: &TracerBuilder,
 ) -> Result<(), AttachError> {
     let mut attached = Vec::new();
-    let mut result = attach_programs(
-        ebpf,
-        backend,
-        options.mode,
-        &options.families,
-        &mut attached,
-    );
     // The tracepoint backend's own program completes its connects; the others need one more
-    // on the same tracepoint, attached after them so that no connect they track is missed.
-    if result.is_ok() && options.outcome.enabled != 0 && backend != Backend::Tracepoint {
+    // on the same tracepoint, attached before them so that no connect they track finishes
+    // unseen (it does nothing while they track none).
+    let mut result = Ok(());
+    if options.outcome.enabled != 0 && backend != Backend::Tracepoint {
         result = raw_tracepoint(ebpf, program::connect_outcome, &mut attached);
+    }
+    if result.is_ok() {
+        result = attach_programs(
+            ebpf,
+            backend,
+            options.mode,
+            &options.families,
+            &mut attached,
+        );
     }
     if result.is_err() {
         for name in attached {

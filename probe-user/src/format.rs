@@ -221,7 +221,6 @@ fn push_decimal(out: &mut Vec<u8>, n: impl itoa::Integer) {
     out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
 
-/// `ip:port` for IPv4, `[ip]:port` for IPv6, without scope or flow information.
 /// `ns` as milliseconds with three decimals (`0.183ms`), truncated to the microsecond.
 fn push_millis(out: &mut Vec<u8>, ns: u64) {
     let us = ns / 1000;
@@ -229,6 +228,7 @@ fn push_millis(out: &mut Vec<u8>, ns: u64) {
     let _ = write!(out, ".{:03}ms", us % 1000);
 }
 
+/// `ip:port` for IPv4, `[ip]:port` for IPv6, without scope or flow information.
 fn push_endpoint(out: &mut Vec<u8>, addr: SocketAddr) {
     match addr {
         SocketAddr::V4(a) => {

@@ -105,7 +105,11 @@ pub(crate) fn load(options: &TracerBuilder) -> Result<Ebpf, Error> {
     // aya-log's level is a load-time constant: with logging off the verifier removes the
     // logging code from the hot path entirely.
     let log_level = log::max_level() as u8;
+    // Room for the LRU's per-CPU free lists, so that MAX_CONNECTING sockets fit on any host.
+    let cpus = aya::util::nr_cpus().map_or(1, |n| n.get());
+    let connecting = limit::MAX_CONNECTING + limit::LRU_FREE_PER_CPU * cpus;
     EbpfLoader::new()
+        .map_max_entries(map::CONNECTING, connecting)
         .override_global(global::SOCK_OFFSETS, &offsets, true)
         .override_global(global::FILTERS, &filters, true)
         .override_global(global::PORT_SET, &port_set(&options.ports), true)

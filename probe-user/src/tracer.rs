@@ -100,6 +100,7 @@ pub struct Tracer {
     // With outcomes: the connects still in SYN_SENT at `detach`, as pending events for the
     // next drain, or (counting) as counts.
     outcome: bool,
+    min_latency_ns: u64,
     pending_events: VecDeque<ConnectEvent>,
     pending_counts: Vec<(CountKey, CountValue)>,
     // Of the `CONNECTING` entries, those `detach` reported as pending (see `Tracer::evicted`).
@@ -170,6 +171,7 @@ impl Tracer {
             counts: take_map(&mut ebpf, map::CONNECT_COUNTS)?,
             count_by: options.count_by,
             outcome: options.outcome.enabled != 0,
+            min_latency_ns: options.outcome.min_latency_ns,
             pending_events: VecDeque::new(),
             pending_counts: Vec::new(),
             reported_sockets: 0,
@@ -314,9 +316,11 @@ impl Tracer {
     /// is read first, and what is removed meanwhile is subtracted twice), kept monotonic; once
     /// detached it is exact.
     fn evicted(&self, total: impl Fn(u32) -> u64) -> u64 {
+        // In this order, each a lower bound of what it stands for when the next is read.
         let added = total(counter::CONNECTING_ADDED);
         let live = self.connecting.keys().filter(Result::is_ok).count() as u64;
-        let removed = total(counter::CONNECTING_REMOVED);
+        let failed = total(counter::CONNECTING_REMOVE_FAILED);
+        let removed = total(counter::CONNECTING_REMOVED).saturating_sub(failed);
         let evicted =
             added.saturating_sub(live + removed + self.reaped_sockets + self.reported_sockets);
         self.evicted
@@ -356,6 +360,10 @@ impl Tracer {
             }
             self.reported_sockets += 1;
             let latency_ns = now.saturating_sub(record.boot_ns);
+            // `--min-latency` leaves out a connect pending for less (filtered, not lost).
+            if latency_ns < self.min_latency_ns {
+                continue;
+            }
             let Ok(mut event) = ConnectEvent::from_record(&record) else {
                 self.malformed += 1;
                 continue;
