@@ -482,7 +482,13 @@ fn edge_sockets_held_in_syn_sent_cannot_lock_later_connects_out() {
     }
     // The map's size: MAX_CONNECTING plus room for the LRU's per-CPU free lists.
     let possible = std::fs::read_to_string("/sys/devices/system/cpu/possible").unwrap();
-    let last_cpu: u32 = possible.trim().rsplit(['-', ',']).next().unwrap().parse().unwrap();
+    let last_cpu: u32 = possible
+        .trim()
+        .rsplit(['-', ','])
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
     let capacity = (MAX_CONNECTING + LRU_FREE_PER_CPU * (last_cpu + 1)) as usize;
     let held = capacity + 512;
     let nofile = libc::rlimit {
