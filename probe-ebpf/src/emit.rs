@@ -183,7 +183,11 @@ fn add(value: *mut CountValue, latency_ns: u64) {
     // SAFETY: live, aligned u64s of this CPU's slot of a per-CPU value.
     unsafe {
         xadd(addr_of_mut!((*value).connects), 1);
-        xadd(addr_of_mut!((*value).latency_ns), latency_ns);
+        // Not for a constant 0 (counting without outcomes): LLVM turns an atomic add of 0 into
+        // an atomic OR, which kernels before 5.12 reject ("BPF_STX uses reserved fields").
+        if latency_ns != 0 {
+            xadd(addr_of_mut!((*value).latency_ns), latency_ns);
+        }
     }
 }
 
