@@ -36,6 +36,9 @@ pub struct SockOffsets {
     pub segs_out: u32,
     /// `sk_err` of `struct sock` (`int`): the error that ended a handshake (`--outcome`).
     pub sk_err: u32,
+    /// `skc_state` (`unsigned char`, a TCP state): whether a connect call that returned is
+    /// still in SYN_SENT (`--outcome`; a socket in repair mode is ESTABLISHED already).
+    pub state: u32,
 }
 
 /// Bytes at the start of `struct sock` that hold every IPv4 field of `sock_common` (`skc_daddr`,

@@ -109,7 +109,7 @@ fn on_connect_exit<C: EbpfContext>(
         Family::V4 => Scratch::FexitV4,
         Family::V6 => Scratch::FexitV6,
     };
-    outcome::call_returned(ctx, hook, sk_ptr, &to, ret, |record| {
+    outcome::call_returned(ctx, hook, sk_ptr, sk.state(), &to, ret, |record| {
         let source = sk.reported_source(family, ret);
         emit::task_record(record, boot_ns, pid_tgid, source, &to, ret)
     });

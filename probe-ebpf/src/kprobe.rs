@@ -133,7 +133,8 @@ fn on_connect_return(ctx: &RetProbeContext) {
         return;
     }
     let sk_ptr = pending.sk as *const u8;
-    outcome::call_returned(ctx, Scratch::KretProbe, sk_ptr, &to, ret, |record| {
+    let state = sk.state();
+    outcome::call_returned(ctx, Scratch::KretProbe, sk_ptr, state, &to, ret, |record| {
         let source = sk.reported_source(family, ret);
         emit::task_record(record, pending.boot_ns, pid_tgid, source, &to, ret)
     });

@@ -68,6 +68,7 @@ static SOCK_OFFSETS: Global<SockOffsets> = Global::new(SockOffsets {
     inet_sport: 0,
     segs_out: 0,
     sk_err: 0,
+    state: 0,
 });
 
 /// Written by userspace before load; read by the admission path to skip disabled filters.

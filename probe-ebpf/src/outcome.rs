@@ -19,7 +19,7 @@ use probe_common::{ConnectRecord, Family, Outcome, state::counter};
 use crate::{
     CONNECTING, OUTCOME, RECORD_SCRATCH, SOCK_OFFSETS, emit,
     filter::Destination,
-    sock::{Sock, TCP_CLOSE, TCP_SYN_SENT},
+    sock::{Sock, TCP_CLOSE, TCP_ESTABLISHED, TCP_SYN_SENT},
 };
 
 /// sock:inet_sock_set_state for the kprobe and fentry backends with `--outcome`: only the
@@ -89,14 +89,17 @@ pub fn scratch(scratch: Scratch) -> Option<&'static mut MaybeUninit<ConnectRecor
         .map(|slot| unsafe { &mut *slot.cast::<MaybeUninit<ConnectRecord>>() })
 }
 
-/// The return of a connect call by the kprobe or fentry backend, the record written by `fill`
-/// (only called when needed): reported now, or with `--outcome` tracked until its handshake
-/// ends (a call that failed ends now, as `error` or `unreachable`).
+/// The return of a connect call by the kprobe or fentry backend, its socket in TCP state
+/// `state`, the record written by `fill` (only called when needed): reported now, or with
+/// `--outcome` tracked until its handshake ends (a call that failed ends now, as `error` or
+/// `unreachable`; a socket in repair mode, which the call moved to ESTABLISHED without a
+/// handshake, as `established`).
 #[inline(always)]
 pub fn call_returned<C: EbpfContext>(
     ctx: &C,
     hook: Scratch,
     sk_ptr: *const u8,
+    state: i32,
     to: &Destination,
     ret: i32,
     fill: impl FnOnce(&mut MaybeUninit<ConnectRecord>),
@@ -111,12 +114,16 @@ pub fn call_returned<C: EbpfContext>(
     fill(slot);
     // SAFETY: `fill` wrote every field.
     let record = unsafe { slot.assume_init_ref() };
-    if ret == 0 {
+    if ret == 0 && state != TCP_ESTABLISHED {
         track(sk_ptr, record);
         return;
     }
     let latency_ns = unsafe { bpf_ktime_get_boot_ns() }.saturating_sub(record.boot_ns);
-    let outcome = Outcome::of_failed_call(ret);
+    let outcome = if ret == 0 {
+        Outcome::Established
+    } else {
+        Outcome::of_failed_call(ret)
+    };
     emit::completed(to, record, outcome, ret.unsigned_abs(), latency_ns);
 }
 

@@ -10,6 +10,7 @@ use probe_common::{Family, RawAddr, SockOffsets, config::SOCK_HEAD_LEN};
 use crate::filter::Destination;
 
 /// TCP states (`include/net/tcp_states.h`) and `IPPROTO_TCP`.
+pub const TCP_ESTABLISHED: i32 = 1;
 pub const TCP_SYN_SENT: i32 = 2;
 pub const TCP_CLOSE: i32 = 7;
 pub const IPPROTO_TCP: u16 = 6;
@@ -195,6 +196,12 @@ impl Sock {
     #[inline(always)]
     pub fn family(&self) -> u16 {
         self.head_field(self.offsets.family)
+    }
+
+    /// `skc_state`: the socket's TCP state.
+    #[inline(always)]
+    pub fn state(&self) -> i32 {
+        i32::from(self.head_field::<u8>(self.offsets.state))
     }
 
     /// `sk_protocol` (`IPPROTO_TCP` for TCP).

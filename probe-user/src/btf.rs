@@ -42,6 +42,7 @@ pub fn sock_offsets(path: &Path) -> Result<SockOffsets> {
         inet_sport: field_offset(&btf, &named_struct(&btf, "inet_sock")?, &["inet_sport"])?,
         segs_out: field_offset(&btf, &named_struct(&btf, "tcp_sock")?, &["segs_out"])?,
         sk_err: field_offset(&btf, &sock, &["sk_err"])?,
+        state: common("skc_state")?,
     };
     // The kernel side reads the IPv4 fields from one copy of the head of struct sock.
     for (name, offset, size) in [
@@ -50,6 +51,7 @@ pub fn sock_offsets(path: &Path) -> Result<SockOffsets> {
         ("skc_dport", offsets.dport, 2),
         ("skc_num", offsets.num, 2),
         ("skc_family", offsets.family, 2),
+        ("skc_state", offsets.state, 1),
     ] {
         if offset as usize + size > SOCK_HEAD_LEN {
             return Err(btf_error(format!(

@@ -328,6 +328,38 @@ fn outcome_established_for_ipv4_ipv6_and_ipv4_mapped_connects() {
 }
 
 #[test]
+fn outcome_established_for_a_socket_in_repair_mode() {
+    // How CRIU restores a connection: with TCP_REPAIR set (CAP_NET_ADMIN; the tests run as
+    // root), connect() moves the socket to ESTABLISHED inside the call, without any packet.
+    // The kprobe and fentry backends see it established at the call's return, the tracepoint
+    // backend sees the transition out of SYN_SENT: `established` on each, never `pending`.
+    let (_closed, dst) = closed_port(Ipv4Addr::LOCALHOST.into());
+    let (t, (src, _socket)) = traced(&[], || {
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        let on: libc::c_int = 1;
+        // SAFETY: a plain setsockopt on a socket this test owns, with a valid int.
+        let set = unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_REPAIR,
+                (&on as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(set, 0, "{}", std::io::Error::last_os_error());
+        socket.connect(&dst.into()).unwrap();
+        let src = socket.local_addr().unwrap().as_socket().unwrap();
+        // Kept open until tracing has ended: closing a socket in repair mode sends nothing.
+        (src, socket)
+    });
+    let line = line_of(&t, src, dst);
+    assert_eq!(line["outcome"], "established", "{line}");
+    assert_eq!(line["ret"], 0, "{line}");
+    assert_eq!(t.lines.len(), 1, "{:?}", t.out);
+}
+
+#[test]
 fn outcome_refused_for_a_closed_port() {
     let (_closed4, v4) = closed_port(Ipv4Addr::LOCALHOST.into());
     let (_closed6, v6) = closed_port(Ipv6Addr::LOCALHOST.into());
