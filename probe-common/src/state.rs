@@ -1,7 +1,7 @@
 //! Values of the maps the kernel side keeps for itself: calls in flight, counts and counters
 //! (userspace reads them, and deletes stale calls).
 
-use crate::RawAddr;
+use crate::{RawAddr, outcome::latency_bucket};
 
 /// Index of each counter in the `COUNTERS` per-CPU array (written by the kernel side).
 pub mod counter {
@@ -46,6 +46,35 @@ pub struct CountKey {
     pub bucket: u8,
     /// Explicit padding, always zero.
     pub _pad: u16,
+}
+
+impl CountKey {
+    /// The key a connect to `daddr`:`dport` of `family` (an `AF_*`) is counted under: without
+    /// its address when counting by port only (`by_port`); with `--outcome`, with its
+    /// `outcome` (as u8; 0 without) and latency bucket. The kernel's emit path and userspace
+    /// (connects still pending at the end) build keys alike.
+    #[inline(always)]
+    pub fn new(
+        by_port: bool,
+        daddr: RawAddr,
+        dport: u16,
+        family: u16,
+        outcome: u8,
+        latency_ns: u64,
+    ) -> CountKey {
+        CountKey {
+            daddr: if by_port { RawAddr([0; 4]) } else { daddr },
+            dport,
+            family,
+            outcome,
+            bucket: if outcome == 0 {
+                0
+            } else {
+                latency_bucket(latency_ns)
+            },
+            _pad: 0,
+        }
+    }
 }
 
 /// A value of the kernel's per-CPU `CONNECT_COUNTS` map.

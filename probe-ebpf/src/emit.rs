@@ -16,7 +16,6 @@ use aya_ebpf::{
 use aya_log_ebpf::debug;
 use probe_common::{
     COMM_LEN, ConnectRecord, CountBy, Outcome, OutcomeRecord, RawAddr, RecordKind, TimestampRecord,
-    outcome::latency_bucket,
     state::{CountKey, CountValue, counter},
 };
 
@@ -139,22 +138,15 @@ fn counted(to: &Destination, outcome: u8, latency_ns: u64) -> bool {
     if by == CountBy::OFF {
         return false;
     }
-    let key = CountKey {
-        daddr: if by == CountBy::Port as u8 {
-            RawAddr([0; 4])
-        } else {
-            to.addr
-        },
-        dport: to.port,
-        family: to.family.af(),
+    let by_port = by == CountBy::Port as u8;
+    let key = CountKey::new(
+        by_port,
+        to.addr,
+        to.port,
+        to.family.af(),
         outcome,
-        bucket: if outcome == 0 {
-            0
-        } else {
-            latency_bucket(latency_ns)
-        },
-        _pad: 0,
-    };
+        latency_ns,
+    );
     let first = CountValue {
         connects: 1,
         latency_ns,

@@ -19,7 +19,7 @@ use probe_common::{ConnectRecord, Family, Outcome, state::counter};
 use crate::{
     CONNECTING, OUTCOME, RECORD_SCRATCH, SOCK_OFFSETS, emit,
     filter::Destination,
-    sock::{Sock, TCP_CLOSE, TCP_ESTABLISHED, TCP_SYN_SENT},
+    sock::{self, Sock, TCP_CLOSE, TCP_ESTABLISHED, TCP_SYN_SENT},
 };
 
 /// sock:inet_sock_set_state for the kprobe and fentry backends with `--outcome`: only the
@@ -118,13 +118,19 @@ pub fn call_returned<C: EbpfContext>(
         track(sk_ptr, record);
         return;
     }
-    let latency_ns = unsafe { bpf_ktime_get_boot_ns() }.saturating_sub(record.boot_ns);
+    let latency_ns = since(record.boot_ns);
     let outcome = if ret == 0 {
         Outcome::Established
     } else {
         Outcome::of_failed_call(ret)
     };
     emit::completed(to, record, outcome, ret.unsigned_abs(), latency_ns);
+}
+
+/// Nanoseconds from `boot_ns` (`CLOCK_BOOTTIME`) to now: a connect's latency.
+#[inline(always)]
+fn since(boot_ns: u64) -> u64 {
+    unsafe { bpf_ktime_get_boot_ns() }.saturating_sub(boot_ns)
 }
 
 /// Removes socket `key`'s entry from `CONNECTING`; returns whether this call removed it. Counted
@@ -184,9 +190,9 @@ pub fn left_syn_sent<C: EbpfContext>(ctx: &C, sk_ptr: *const u8, new: i32) {
         });
         return;
     }
-    let latency_ns = unsafe { bpf_ktime_get_boot_ns() }.saturating_sub(record.boot_ns);
+    let latency_ns = since(record.boot_ns);
     let errno = if new == TCP_CLOSE {
-        Sock::read(sk_ptr, SOCK_OFFSETS.load()).error()
+        sock::error(sk_ptr, SOCK_OFFSETS.load())
     } else {
         0
     };

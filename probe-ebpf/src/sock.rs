@@ -56,6 +56,13 @@ pub fn sockaddr_destination(uaddr: *const u8, addr_len: i32, family: Family) -> 
     }
 }
 
+/// The pending error (`sk_err`, a positive errno; 0 if none) of the socket at `sk`: what ended a
+/// handshake, set before the socket moves to CLOSE. One field, so the head is not read.
+#[inline(always)]
+pub fn error(sk: *const u8, offsets: SockOffsets) -> u32 {
+    read_at::<i32>(sk, offsets.sk_err).unsigned_abs()
+}
+
 /// A socket being connected. Its first [`SOCK_HEAD_LEN`] bytes, which hold every IPv4 field of
 /// `sock_common` (userspace checks this against BTF), are read with one helper call instead of
 /// one per field; only the IPv6 addresses, further in, are read separately.
@@ -215,13 +222,6 @@ impl Sock {
     #[inline(always)]
     pub fn sent_anything(&self) -> bool {
         read_at::<u32>(self.ptr, self.offsets.segs_out) != 0
-    }
-
-    /// The socket's pending error (`sk_err`, a positive errno; 0 if none): what ended a
-    /// handshake, set before the socket moves to CLOSE.
-    #[inline(always)]
-    pub fn error(&self) -> u32 {
-        read_at::<i32>(self.ptr, self.offsets.sk_err).unsigned_abs()
     }
 
     /// Source address and port as `struct inet_sock` keeps them: still set while a connecting

@@ -16,7 +16,7 @@ use aya_log::EbpfLogger;
 use probe_common::{
     ConnectRecord, CountBy, Family, Outcome,
     names::map,
-    outcome::{LATENCY_BUCKETS, latency_bucket},
+    outcome::LATENCY_BUCKETS,
     state::{CountKey, CountValue, PendingConnect, counter},
 };
 
@@ -376,17 +376,14 @@ impl Tracer {
             match self.count_by {
                 None => self.pending_events.push_back(event),
                 Some(by) => {
-                    let key = CountKey {
-                        daddr: match by {
-                            CountBy::Port => Default::default(),
-                            CountBy::Destination => record.daddr,
-                        },
-                        dport: record.dport,
-                        family: record.family,
-                        outcome: Outcome::Pending as u8,
-                        bucket: latency_bucket(latency_ns),
-                        _pad: 0,
-                    };
+                    let key = CountKey::new(
+                        by == CountBy::Port,
+                        record.daddr,
+                        record.dport,
+                        record.family,
+                        Outcome::Pending as u8,
+                        latency_ns,
+                    );
                     let value = CountValue {
                         connects: 1,
                         latency_ns,

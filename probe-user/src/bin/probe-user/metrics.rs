@@ -25,7 +25,7 @@
 //! and once they stop, scrapes get through again within 10 s (5 s if their connections were
 //! idle). Counting in the kernel is never affected.
 
-use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
+use std::{collections::BTreeMap, convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::{Context as _, Result};
 use bytes::Bytes;
@@ -130,9 +130,10 @@ pub fn render(counts: &[ConnectCount], counters: Counters, with_daddr: bool) -> 
 /// A metric's labels, in order.
 type Labels = Vec<(String, String)>;
 
-/// Latency histograms counted in the kernel (already bucketed), one per label set.
+/// Latency histograms counted in the kernel (already bucketed), one per label set (a map: a
+/// scrape may merge up to `MAX_COUNT_KEYS` rows).
 #[derive(Debug, Default)]
-struct Histograms(Vec<(Labels, Histogram)>);
+struct Histograms(BTreeMap<Labels, Histogram>);
 
 /// One histogram: sum in seconds, count, and (upper bound in seconds, count) per bucket, not
 /// cumulative (the encoder accumulates), the last bound `+Inf`.
@@ -147,26 +148,17 @@ impl Histograms {
     /// Adds the histogram of `count` (rows of one label set are merged: by port, several
     /// destinations share one).
     fn add(&mut self, labels: Labels, count: &ConnectCount) {
-        let at = match self.0.iter().position(|(l, _)| *l == labels) {
-            Some(at) => at,
-            None => {
-                let buckets = (0..=LATENCY_BUCKETS)
-                    .map(|b| match latency_bucket_bound_ns(b) {
-                        // The encoder writes `+Inf` for this bound.
-                        u64::MAX => (f64::MAX, 0),
-                        bound => (bound as f64 / 1e9, 0),
-                    })
-                    .collect();
-                let empty = Histogram {
-                    sum: 0.0,
-                    count: 0,
-                    buckets,
-                };
-                self.0.push((labels, empty));
-                self.0.len() - 1
-            }
-        };
-        let histogram = &mut self.0[at].1;
+        let histogram = self.0.entry(labels).or_insert_with(|| Histogram {
+            sum: 0.0,
+            count: 0,
+            buckets: (0..=LATENCY_BUCKETS)
+                .map(|b| match latency_bucket_bound_ns(b) {
+                    // The encoder writes `+Inf` for this bound.
+                    u64::MAX => (f64::MAX, 0),
+                    bound => (bound as f64 / 1e9, 0),
+                })
+                .collect(),
+        });
         histogram.sum += count.latency_ns as f64 / 1e9;
         histogram.count += count.connects;
         for (bucket, n) in histogram.buckets.iter_mut().zip(count.latency_buckets) {
