@@ -7,10 +7,12 @@
 
 use std::{
     io::{BufRead as _, BufReader, Read as _},
-    net::{IpAddr, SocketAddr, TcpListener},
+    mem::size_of,
+    net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream},
+    os::fd::AsRawFd as _,
     path::PathBuf,
     process::{Child, ChildStderr, Command, ExitStatus, Stdio},
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use probe_common::Backend;
@@ -417,4 +419,95 @@ pub fn connect_kprobes() -> Vec<String> {
 /// return probe on each connect function with the kprobe backend, none with the others.
 pub fn kprobes_per_tracer() -> usize {
     if uses_kprobes() { 4 } else { 0 }
+}
+
+/// `getsockopt(TCP_INFO)`.
+pub fn tcp_info(socket: &Socket) -> libc::tcp_info {
+    // SAFETY: tcp_info is plain data, all zeroes valid.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: a valid out-pointer and its length.
+    let ret = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut len,
+        )
+    };
+    assert_eq!(ret, 0, "TCP_INFO: {}", std::io::Error::last_os_error());
+    info
+}
+
+/// A listener that never accepts, its accept queue filled (before tracing starts) by
+/// connections it keeps: the kernel drops any later SYN to it, so connects to it stay in
+/// SYN_SENT until the client gives up, closes them, or an ICMP error ends them.
+pub struct SynDropping {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    _server: Socket,
+    _queued: Vec<TcpStream>,
+}
+
+impl SynDropping {
+    /// Listens on 127.0.0.1 and fills the accept queue.
+    pub fn start() -> Self {
+        let server = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        server
+            .bind(&SocketAddr::from((Ipv4Addr::LOCALHOST, 0)).into())
+            .unwrap();
+        // A backlog of 1 holds two connections. (With 0, the first SYN is answered only with a
+        // SYN cookie: that needs syncookies, which a kernel may lack.)
+        server.listen(1).unwrap();
+        let addr = server.local_addr().unwrap().as_socket().unwrap();
+        let mut queued = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            // For a listener: connections waiting to be accepted, and the backlog. The queue
+            // is full (SYNs dropped) once it holds more than the backlog.
+            let info = tcp_info(&server);
+            let (waiting, backlog) = (info.tcpi_unacked, info.tcpi_sacked);
+            if waiting > backlog {
+                break;
+            }
+            // One at a time, each in the queue before the next: a SYN arriving while another
+            // handshake is half done could meet a full SYN queue.
+            if waiting as usize == queued.len() {
+                queued.push(
+                    TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+                        .expect("the listener answers until its accept queue is full"),
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the accept queue of {addr} never filled ({waiting} waiting, backlog {backlog})"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        SynDropping {
+            addr,
+            _server: server,
+            _queued: queued,
+        }
+    }
+}
+
+/// A non-blocking IPv4 connect to `addr`, left in progress.
+pub fn connect_in_progress(addr: SocketAddr) -> Socket {
+    let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    s.set_nonblocking(true).unwrap();
+    let e = s.connect(&addr.into()).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EINPROGRESS), "{e}");
+    s
+}
+
+/// A socket bound to 127.0.0.1:`port` with SO_REUSEADDR (`port` 0: any), so that two of them
+/// can share a source port (their connects to one destination then collide: EADDRNOTAVAIL).
+pub fn bound_reusing_address(port: u16) -> Socket {
+    let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    s.set_reuse_address(true).unwrap();
+    s.bind(&SocketAddr::from(([127, 0, 0, 1], port)).into())
+        .unwrap();
+    s
 }

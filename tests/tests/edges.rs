@@ -16,8 +16,9 @@ use std::{
 
 use probe_common::limit::{LRU_FREE_PER_CPU, MAX_CONNECTING};
 use probe_tests::{
-    FENTRY, KPROBE, ProbeUser, StapLine, TRACEPOINT, attach_args, backend, connect,
-    connect_kprobes, json_lines, listener, probe_user, reports_failed_calls, summary, unix_now,
+    FENTRY, KPROBE, ProbeUser, StapLine, SynDropping, TRACEPOINT, attach_args, backend,
+    bound_reusing_address, connect, connect_in_progress, connect_kprobes, json_lines, listener,
+    probe_user, reports_failed_calls, summary, unix_now,
 };
 use socket2::{Domain, Socket, Type};
 
@@ -429,33 +430,12 @@ fn edge_stopping_under_load_accounts_for_every_program_run() {
     assert_eq!(out.stdout.lines().count() as u64, s.printed);
 }
 
-/// A listener that never accepts, with room for one connection in its accept queue: the kernel
-/// drops later SYNs, so connects to it stay in SYN_SENT (retrying for minutes).
-fn syn_dropping_listener() -> (Socket, SocketAddr) {
-    let server = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-    server
-        .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
-        .unwrap();
-    server.listen(0).unwrap();
-    let addr = server.local_addr().unwrap().as_socket().unwrap();
-    (server, addr)
-}
-
-/// A non-blocking connect to `addr`, left in progress.
-fn connect_in_progress(addr: SocketAddr) -> Socket {
-    let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-    s.set_nonblocking(true).unwrap();
-    let e = s.connect(&addr.into()).unwrap_err();
-    assert_eq!(e.raw_os_error(), Some(libc::EINPROGRESS), "{e}");
-    s
-}
-
 #[test]
 fn edge_connects_still_in_syn_sent_at_exit_are_counted() {
-    let (_server, addr) = syn_dropping_listener();
+    let server = SynDropping::start();
     let pid = std::process::id().to_string();
     let tracer = ProbeUser::start(&["--pid", &pid]);
-    let clients: Vec<Socket> = (0..6).map(|_| connect_in_progress(addr)).collect();
+    let clients: Vec<Socket> = (0..6).map(|_| connect_in_progress(server.addr)).collect();
     std::thread::sleep(Duration::from_millis(500));
     let out = tracer.stop();
     drop(clients);
@@ -497,7 +477,8 @@ fn edge_sockets_held_in_syn_sent_cannot_lock_later_connects_out() {
     };
     // SAFETY: a plain syscall on a valid struct (the tests run as root).
     assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &nofile) }, 0);
-    let (_server, hog_addr) = syn_dropping_listener();
+    let hog = SynDropping::start();
+    let hog_addr = hog.addr;
     let later = listener("127.0.0.1:0");
     let pid = std::process::id().to_string();
     let mut tracer = ProbeUser::start(&["--format", "json", "--pid", &pid]);
@@ -613,19 +594,12 @@ fn edge_a_call_failing_after_syn_sent_is_never_reported_as_a_connect() {
     // EADDRNOTAVAIL) and sends no SYN. The 4-tuple must be reported once as a connect; backends
     // that report failed calls show the second with its error.
     let server = listener("127.0.0.1:0");
-    let bound = |port: u16| {
-        let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-        s.set_reuse_address(true).unwrap();
-        s.bind(&SocketAddr::from(([127, 0, 0, 1], port)).into())
-            .unwrap();
-        s
-    };
     let pid = std::process::id().to_string();
     let tracer = ProbeUser::start(&["--format", "json", "--pid", &pid]);
-    let first = bound(0);
+    let first = bound_reusing_address(0);
     first.connect(&server.into()).unwrap();
     let port = first.local_addr().unwrap().as_socket().unwrap().port();
-    let second = bound(port);
+    let second = bound_reusing_address(port);
     let e = second.connect(&server.into()).unwrap_err();
     assert_eq!(e.raw_os_error(), Some(libc::EADDRNOTAVAIL), "{e}");
     let out = tracer.stop();

@@ -7,14 +7,15 @@ use std::{
     collections::BTreeMap,
     io::Read as _,
     mem::size_of,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     os::fd::AsRawFd as _,
     time::{Duration, Instant},
 };
 
 use probe_tests::{
-    Finished, ProbeUser, Summary, TRACEPOINT, backend, json_lines, listener, probe_user_command,
-    reports_failed_calls, run_probe_user, summary, unix_now, unmapped,
+    Finished, ProbeUser, Summary, SynDropping, TRACEPOINT, backend, bound_reusing_address,
+    connect_in_progress, json_lines, listener, probe_user_command, reports_failed_calls,
+    run_probe_user, summary, tcp_info, unix_now, unmapped,
 };
 use serde_json::Value;
 use socket2::{Domain, Protocol, Socket, Type};
@@ -211,85 +212,32 @@ fn closed_port(ip: IpAddr) -> (Socket, SocketAddr) {
     (socket, addr)
 }
 
-/// `getsockopt(TCP_INFO)`.
-fn tcp_info(socket: &Socket) -> libc::tcp_info {
-    // SAFETY: tcp_info is plain data, all zeroes valid.
-    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
-    let mut len = size_of::<libc::tcp_info>() as libc::socklen_t;
-    // SAFETY: a valid out-pointer and its length.
+/// Sets the `IPPROTO_TCP` option `option` of `socket` to `value`.
+fn set_tcp_option(socket: &Socket, option: libc::c_int, value: libc::c_int) {
+    // SAFETY: setsockopt on an open socket with a valid int and its size.
     let ret = unsafe {
-        libc::getsockopt(
+        libc::setsockopt(
             socket.as_raw_fd(),
             libc::IPPROTO_TCP,
-            libc::TCP_INFO,
-            (&mut info as *mut libc::tcp_info).cast(),
-            &mut len,
+            option,
+            (&value as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
         )
     };
-    assert_eq!(ret, 0, "TCP_INFO: {}", std::io::Error::last_os_error());
-    info
+    assert_eq!(
+        ret,
+        0,
+        "option {option}: {}",
+        std::io::Error::last_os_error()
+    );
 }
 
 /// The kernel's TCP_CLOSE (`tcpi_state`).
 const TCP_CLOSE: u8 = 7;
 
-/// A listener that never accepts, its accept queue filled (before tracing starts) by
-/// connections it keeps: the kernel drops any later SYN to it, so connects to it stay in
-/// SYN_SENT until the client gives up, closes them, or an ICMP error ends them.
-struct SynDropping {
-    addr: SocketAddr,
-    _server: Socket,
-    _queued: Vec<TcpStream>,
-}
-
-impl SynDropping {
-    fn new() -> Self {
-        let server = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-        server
-            .bind(&SocketAddr::from((Ipv4Addr::LOCALHOST, 0)).into())
-            .unwrap();
-        // A backlog of 1 holds two connections. (With 0, the first SYN is answered only with a
-        // SYN cookie: that needs syncookies, which a kernel may lack.)
-        server.listen(1).unwrap();
-        let addr = server.local_addr().unwrap().as_socket().unwrap();
-        let mut queued = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            // For a listener: connections waiting to be accepted, and the backlog. The queue
-            // is full (SYNs dropped) once it holds more than the backlog.
-            let info = tcp_info(&server);
-            let (waiting, backlog) = (info.tcpi_unacked, info.tcpi_sacked);
-            if waiting > backlog {
-                break;
-            }
-            // One at a time, each in the queue before the next: a SYN arriving while another
-            // handshake is half done could meet a full SYN queue.
-            if waiting as usize == queued.len() {
-                queued.push(
-                    TcpStream::connect_timeout(&addr, Duration::from_secs(5))
-                        .expect("the listener answers until its accept queue is full"),
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the accept queue of {addr} never filled ({waiting} waiting, backlog {backlog})"
-            );
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        SynDropping {
-            addr,
-            _server: server,
-            _queued: queued,
-        }
-    }
-}
-
 /// A non-blocking connect to `addr`, left in progress; and its source.
-fn connect_in_progress(addr: SocketAddr) -> (Socket, SocketAddr) {
-    let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-    s.set_nonblocking(true).unwrap();
-    let e = s.connect(&addr.into()).unwrap_err();
-    assert_eq!(e.raw_os_error(), Some(libc::EINPROGRESS), "{e}");
+fn connect_in_progress_from(addr: SocketAddr) -> (Socket, SocketAddr) {
+    let s = connect_in_progress(addr);
     let src = s.local_addr().unwrap().as_socket().unwrap();
     (s, src)
 }
@@ -336,18 +284,7 @@ fn outcome_established_for_a_socket_in_repair_mode() {
     let (_closed, dst) = closed_port(Ipv4Addr::LOCALHOST.into());
     let (t, (src, _socket)) = traced(&[], || {
         let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-        let on: libc::c_int = 1;
-        // SAFETY: a plain setsockopt on a socket this test owns, with a valid int.
-        let set = unsafe {
-            libc::setsockopt(
-                socket.as_raw_fd(),
-                libc::IPPROTO_TCP,
-                libc::TCP_REPAIR,
-                (&on as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        assert_eq!(set, 0, "{}", std::io::Error::last_os_error());
+        set_tcp_option(&socket, libc::TCP_REPAIR, 1);
         socket.connect(&dst.into()).unwrap();
         let src = socket.local_addr().unwrap().as_socket().unwrap();
         // Kept open until tracing has ended: closing a socket in repair mode sends nothing.
@@ -381,22 +318,11 @@ fn outcome_refused_for_a_closed_port() {
 
 #[test]
 fn outcome_timeout_once_the_syn_retries_run_out() {
-    let server = SynDropping::new();
+    let server = SynDropping::start();
     let (t, a) = traced(&[], || {
         let socket = client(server.addr, Some(any_loopback_port(server.addr)));
         // One retry instead of the system's six: SYN at 0 s, again at 1 s, given up at 3 s.
-        let retries: libc::c_int = 1;
-        // SAFETY: setsockopt on an open socket with an int.
-        let ret = unsafe {
-            libc::setsockopt(
-                socket.as_raw_fd(),
-                libc::IPPROTO_TCP,
-                libc::TCP_SYNCNT,
-                (&retries as *const libc::c_int).cast(),
-                size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        assert_eq!(ret, 0, "TCP_SYNCNT: {}", std::io::Error::last_os_error());
+        set_tcp_option(&socket, libc::TCP_SYNCNT, 1);
         attempt_with(&socket, server.addr)
     });
     assert_eq!(a.errno, Some(libc::ETIMEDOUT), "{a:?}");
@@ -415,9 +341,9 @@ fn outcome_timeout_once_the_syn_retries_run_out() {
 
 #[test]
 fn outcome_aborted_when_the_application_closes_before_the_handshake() {
-    let server = SynDropping::new();
+    let server = SynDropping::start();
     let (t, (src, held)) = traced(&[], || {
-        let (socket, src) = connect_in_progress(server.addr);
+        let (socket, src) = connect_in_progress_from(server.addr);
         let from = Instant::now();
         std::thread::sleep(Duration::from_millis(200));
         let held = from.elapsed();
@@ -440,18 +366,11 @@ fn outcome_error_for_a_call_that_fails_inside_the_kernel() {
     // the second call fails inside tcp_v4_connect (its 4-tuple is taken: EADDRNOTAVAIL). The
     // tracepoint backend does not see calls that fail, and prints only the first connect.
     let server = listener("127.0.0.1:0");
-    let bound = |port: u16| {
-        let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-        s.set_reuse_address(true).unwrap();
-        s.bind(&SocketAddr::from((Ipv4Addr::LOCALHOST, port)).into())
-            .unwrap();
-        s
-    };
     let (t, (first, second, e)) = traced(&[], || {
-        let first = bound(0);
+        let first = bound_reusing_address(0);
         first.connect(&server.into()).unwrap();
         let port = first.local_addr().unwrap().as_socket().unwrap().port();
-        let second = bound(port);
+        let second = bound_reusing_address(port);
         let e = second.connect(&server.into()).unwrap_err();
         (first, second, e)
     });
@@ -588,7 +507,7 @@ fn outcome_unreachable_when_an_icmp_host_unreachable_ends_the_handshake() {
     // The SYN goes unanswered; an ICMP host unreachable quoting it (its ports and sequence
     // number, which tcp_v4_err checks against the socket's) ends the connect in SYN_SENT with
     // EHOSTUNREACH, as a router without a route to the host would.
-    let server = SynDropping::new();
+    let server = SynDropping::start();
     let (t, (src, error, took)) = traced(&[], || {
         // Opened before the connect, so that it receives the first SYN.
         let capture = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::TCP)).unwrap();
@@ -596,7 +515,7 @@ fn outcome_unreachable_when_an_icmp_host_unreachable_ends_the_handshake() {
             .set_read_timeout(Some(Duration::from_millis(200)))
             .unwrap();
         let start = Instant::now();
-        let (socket, src) = connect_in_progress(server.addr);
+        let (socket, src) = connect_in_progress_from(server.addr);
         let syn = captured_syn(&capture, src, server.addr);
         drop(capture);
         send_host_unreachable(&syn);
@@ -618,10 +537,10 @@ fn outcome_unreachable_when_an_icmp_host_unreachable_ends_the_handshake() {
 
 #[test]
 fn outcome_pending_for_a_connect_still_in_syn_sent_at_exit() {
-    let server = SynDropping::new();
+    let server = SynDropping::start();
     // The socket is returned, so that it is still connecting when probe-user stops.
     let (t, (socket, src, held)) = traced(&[], || {
-        let (socket, src) = connect_in_progress(server.addr);
+        let (socket, src) = connect_in_progress_from(server.addr);
         let from = Instant::now();
         std::thread::sleep(Duration::from_millis(200));
         (socket, src, from.elapsed())
@@ -817,10 +736,10 @@ fn outcome_filters_failed_only_and_min_latency() {
     assert_eq!(t.summary.printed, 0, "{:?}", t.out);
 
     // Nor 100 ms; a connect closed after 300 ms in SYN_SENT did.
-    let server = SynDropping::new();
+    let server = SynDropping::start();
     let (t, src) = json_traced(&["--min-latency", "100ms"], || {
         both();
-        let (socket, src) = connect_in_progress(server.addr);
+        let (socket, src) = connect_in_progress_from(server.addr);
         std::thread::sleep(Duration::from_millis(300));
         drop(socket);
         src
