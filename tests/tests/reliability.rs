@@ -289,8 +289,12 @@ fn runs_as_nobody_with_only_cap_bpf_and_cap_perfmon() {
     }
     let _paranoid = PerfParanoid::set("2");
     let v6 = listener("[::1]:0");
-    let tracer =
-        ProbeUser::start_with(&mut as_nobody("CAP_BPF,CAP_PERFMON", &["--format", "json"]));
+    // Only this test's connects: natively, the host's other processes connect too.
+    let pid = std::process::id().to_string();
+    let tracer = ProbeUser::start_with(&mut as_nobody(
+        "CAP_BPF,CAP_PERFMON",
+        &["--format", "json", "--pid", &pid],
+    ));
     let status = std::fs::read_to_string(format!("/proc/{}/status", tracer.pid())).unwrap();
     let field = |name: &str| {
         status
