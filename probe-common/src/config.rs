@@ -41,6 +41,72 @@ pub struct SockOffsets {
     pub state: u32,
 }
 
+/// Offsets of the task, pid, namespace and cgroup fields the kernel side reads for a record's
+/// [`crate::Identity`] and for `--container` (the `TASK_OFFSETS` global, resolved from BTF like
+/// [`SockOffsets`]). All are bytes from the start of the struct named.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TaskOffsets {
+    /// `task_struct.thread_pid` (`struct pid *`).
+    pub thread_pid: u32,
+    /// `task_struct.group_leader` (`struct task_struct *`).
+    pub group_leader: u32,
+    /// `task_struct.cgroups` (`struct css_set *`).
+    pub cgroups: u32,
+    /// `pid.level` (`unsigned int`: depth of the pid namespace the task lives in).
+    pub pid_level: u32,
+    /// `pid.numbers` (`struct upid[]`, one per level).
+    pub pid_numbers: u32,
+    /// Size of `struct upid`.
+    pub upid_size: u32,
+    /// `upid.nr` (`int`).
+    pub upid_nr: u32,
+    /// `upid.ns` (`struct pid_namespace *`).
+    pub upid_ns: u32,
+    /// `pid_namespace.ns.inum` (`unsigned int`).
+    pub pidns_inum: u32,
+    /// `sock_common.skc_net` (`possible_net_t`, whose only field is `struct net *net`).
+    pub sk_net: u32,
+    /// `net.ns.inum` (`unsigned int`).
+    pub net_inum: u32,
+    /// `css_set.dfl_cgrp` (`struct cgroup *`: the task's cgroup v2).
+    pub dfl_cgrp: u32,
+    /// `cgroup.kn` (`struct kernfs_node *`: its directory).
+    pub cgroup_kn: u32,
+    /// `kernfs_node.name` (`const char *`: the directory's name).
+    pub kn_name: u32,
+}
+
+/// One `--container` id: its first `len` hex digits (12 to 64, lowercase), which the leaf
+/// directory of the caller's cgroup must name (`docker-<id>.scope`, `cri-containerd-<id>.scope`,
+/// `crio-<id>.scope`, `libpod-<id>.scope`, or `<id>` itself; see [`CONTAINER_NAME_PREFIXES`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ContainerPrefix {
+    /// Number of digits in `id` (0: an unused slot).
+    pub len: u32,
+    /// The digits, ASCII.
+    pub id: [u8; 64],
+}
+
+impl ContainerPrefix {
+    /// An unused slot.
+    pub const EMPTY: ContainerPrefix = ContainerPrefix {
+        len: 0,
+        id: [0; 64],
+    };
+}
+
+/// What a container runtime puts before the container id in the name of the container's cgroup
+/// directory (systemd cgroup drivers; the cgroupfs drivers name it by the id alone): Docker,
+/// Podman, CRI-O, containerd's CRI plugin. A `-conmon-` directory (Podman's and CRI-O's
+/// monitor) is not the container: its digits follow `conmon-`, so no id prefix matches there.
+pub const CONTAINER_NAME_PREFIXES: [&str; 4] = ["docker-", "libpod-", "crio-", "cri-containerd-"];
+
+/// Bytes of a cgroup directory's name the kernel side reads for `--container`: the longest
+/// prefix of [`CONTAINER_NAME_PREFIXES`], a whole id and the byte after it.
+pub const CONTAINER_NAME_LEN: usize = 80;
+
 /// Bytes at the start of `struct sock` that hold every IPv4 field of `sock_common` (`skc_daddr`,
 /// `skc_rcv_saddr`, `skc_dport`, `skc_num`, `skc_family`); the kernel side reads them at once.
 pub const SOCK_HEAD_LEN: usize = 24;
@@ -59,12 +125,18 @@ pub struct FilterFlags {
     pub families: u8,
     /// Non-zero: only uids present in `UID_FILTER` are traced.
     pub uids: u8,
-    /// Non-zero: only tasks in a cgroup (v2) whose id is present in `CGROUP_FILTER` are traced.
+    /// The number of `CGROUP_FILTER` slots in use: only tasks in one of those cgroup (v2)
+    /// directories or below are traced (0: no such filter).
     pub cgroups: u8,
     /// Non-zero: only tasks whose `comm` is present in `COMM_FILTER` are traced.
     pub comms: u8,
     /// Non-zero: only destinations inside a network of `DST_FILTER` are traced.
     pub destinations: u8,
+    /// The number of `CONTAINERS` slots in use: only tasks whose cgroup names one of those
+    /// containers are traced (0: no such filter).
+    pub containers: u8,
+    /// Non-zero: only sockets in a network namespace present in `NETNS_FILTER` are traced.
+    pub netns: u8,
 }
 
 impl FilterFlags {
@@ -77,6 +149,8 @@ impl FilterFlags {
         cgroups: 0,
         comms: 0,
         destinations: 0,
+        containers: 0,
+        netns: 0,
     };
 }
 
@@ -122,6 +196,11 @@ pub enum CountBy {
     Destination = 1,
     /// Destination port only (the address is left zero in the key).
     Port = 2,
+    /// The caller's cgroup (v2) only: the key's destination is left zero, its `cgroup_id` set.
+    Cgroup = 3,
+    /// The caller's container: counted by cgroup in the kernel (as [`CountBy::Cgroup`]), the
+    /// cgroups of one container merged by userspace.
+    Container = 4,
 }
 
 impl CountBy {
@@ -130,12 +209,19 @@ impl CountBy {
 }
 
 impl Named for CountBy {
-    const ALL: &'static [Self] = &[CountBy::Destination, CountBy::Port];
+    const ALL: &'static [Self] = &[
+        CountBy::Destination,
+        CountBy::Port,
+        CountBy::Cgroup,
+        CountBy::Container,
+    ];
 
     fn name(self) -> &'static str {
         match self {
             CountBy::Destination => "destination",
             CountBy::Port => "port",
+            CountBy::Cgroup => "cgroup",
+            CountBy::Container => "container",
         }
     }
 }

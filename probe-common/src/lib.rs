@@ -23,7 +23,9 @@ pub mod state;
 
 pub use config::{CountBy, FilterFlags, SockOffsets};
 pub use outcome::{Outcome, OutcomeConfig};
-pub use record::{ConnectRecord, OutcomeRecord, RecordHeader, RecordKind, TimestampRecord};
+pub use record::{
+    ConnectRecord, Identity, OutcomeRecord, RecordHeader, RecordKind, TimestampRecord,
+};
 
 /// `AF_INET` as the kernel and `sockaddr_in` spell it.
 pub const AF_INET: u16 = 2;
@@ -39,8 +41,13 @@ pub mod limit {
     pub const MAX_PIDS: u32 = 1024;
     /// Most uids `--uid` may name (entries of `UID_FILTER`).
     pub const MAX_UIDS: u32 = 1024;
-    /// Most cgroups `--cgroup` may name (entries of `CGROUP_FILTER`).
-    pub const MAX_CGROUPS: u32 = 1024;
+    /// Most cgroups `--cgroup` may name (slots of the `CGROUP_FILTER` cgroup array: the kernel
+    /// side asks `bpf_current_task_under_cgroup` of each in turn).
+    pub const MAX_CGROUPS: u32 = 64;
+    /// Most container ids `--container` may name (entries of the `CONTAINERS` global).
+    pub const MAX_CONTAINERS: usize = 8;
+    /// Most network namespaces `--netns` may name (entries of `NETNS_FILTER`).
+    pub const MAX_NETNS: u32 = 1024;
     /// Most task names `--comm` may name (entries of `COMM_FILTER`).
     pub const MAX_COMMS: u32 = 1024;
     /// Most destination networks `--dst` may name (entries of `DST_FILTER`).
@@ -278,6 +285,9 @@ mod user {
     unsafe impl aya::Pod for super::state::CountValue {}
     unsafe impl aya::Pod for super::record::OutcomeRecord {}
     unsafe impl aya::Pod for super::outcome::OutcomeConfig {}
+    unsafe impl aya::Pod for super::record::Identity {}
+    unsafe impl aya::Pod for super::config::TaskOffsets {}
+    unsafe impl aya::Pod for super::config::ContainerPrefix {}
 }
 
 #[cfg(test)]

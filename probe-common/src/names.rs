@@ -36,8 +36,10 @@ pub mod map {
         PID_FILTER,
         /// `--uid` filter.
         UID_FILTER,
-        /// `--cgroup` filter.
+        /// `--cgroup` filter (a cgroup array: each directory and everything below it).
         CGROUP_FILTER,
+        /// `--netns` filter.
+        NETNS_FILTER,
         /// `--comm` filter.
         COMM_FILTER,
         /// `--dst` filter (LPM trie).
@@ -62,6 +64,14 @@ pub mod global {
         PORT_SET,
         /// `crate::OutcomeConfig` (`--outcome`, `--failed-only`, `--min-latency`).
         OUTCOME,
+        /// `crate::config::TaskOffsets` from BTF (identity fields, `--container`).
+        TASK_OFFSETS,
+        /// `u8`: non-zero when records carry `crate::Identity`.
+        IDENTITY,
+        /// `[crate::config::ContainerPrefix; MAX_CONTAINERS]`: the `--container` ids.
+        CONTAINERS,
+        /// `u8`: non-zero when `--count` keys carry the caller's cgroup id.
+        COUNT_CGROUP,
     }
 }
 

@@ -92,6 +92,30 @@ pub struct ConnectRecord {
     pub _pad: u16,
     /// The calling task's name, NUL-padded.
     pub comm: [u8; COMM_LEN],
+    /// Who the caller is beyond its pid (cgroup, namespaces): filled only when the `IDENTITY`
+    /// global is set, zero otherwise.
+    pub identity: Identity,
+}
+
+/// The workload a connect comes from, as the kernel knows it: the caller's cgroup v2 and pid
+/// namespace, and the socket's network namespace. Read in the caller's context, only when
+/// something needs it (the `IDENTITY` global: JSON output, the library's `identity()`, or a
+/// filter or count that uses it), so the default configuration pays nothing for it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Identity {
+    /// The caller's cgroup v2 id (`bpf_get_current_cgroup_id`: the inode number of its
+    /// directory on the cgroup2 filesystem; 1, the root, on a host that only mounts cgroup v1
+    /// controllers).
+    pub cgroup_id: u64,
+    /// Inode number of the socket's network namespace (what `/proc/PID/ns/net` links to).
+    pub netns: u32,
+    /// Inode number of the caller's pid namespace (`/proc/PID/ns/pid`).
+    pub pidns: u32,
+    /// The caller's process id as its own pid namespace numbers it.
+    pub ns_pid: u32,
+    /// The caller's thread id as its own pid namespace numbers it.
+    pub ns_tid: u32,
 }
 
 impl ConnectRecord {
@@ -151,8 +175,9 @@ mod tests {
         assert_eq!(RecordHeader::SIZE, 8);
         assert_eq!(
             ConnectRecord::SIZE,
-            RecordHeader::SIZE + 8 + 4 * 4 + 16 * 2 + 2 * 4 + COMM_LEN
+            RecordHeader::SIZE + 8 + 4 * 4 + 16 * 2 + 2 * 4 + COMM_LEN + 24
         );
+        assert_eq!(core::mem::size_of::<Identity>(), 24);
         assert_eq!(ConnectRecord::SIZE % 8, 0);
         assert_eq!(TimestampRecord::SIZE, RecordHeader::SIZE + 16);
         assert_eq!(OutcomeRecord::SIZE, ConnectRecord::SIZE + 16);

@@ -1,7 +1,7 @@
 //! Values of the maps the kernel side keeps for itself: calls in flight, counts and counters
 //! (userspace reads them, and deletes stale calls).
 
-use crate::{RawAddr, outcome::latency_bucket};
+use crate::{CountBy, RawAddr, outcome::latency_bucket};
 
 /// Index of each counter in the `COUNTERS` per-CPU array (written by the kernel side).
 pub mod counter {
@@ -34,7 +34,10 @@ pub mod counter {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct CountKey {
-    /// Destination address (zero when counting by port only).
+    /// The caller's cgroup v2 id when counting by cgroup or container, or with the
+    /// `COUNT_CGROUP` global (`--metrics-label`); otherwise 0.
+    pub cgroup_id: u64,
+    /// Destination address (zero when counting by port, cgroup or container).
     pub daddr: RawAddr,
     /// Destination port (host order).
     pub dport: u16,
@@ -49,21 +52,31 @@ pub struct CountKey {
 }
 
 impl CountKey {
-    /// The key a connect to `daddr`:`dport` of `family` (an `AF_*`) is counted under: without
-    /// its address when counting by port only (`by_port`); with `--outcome`, with its
-    /// `outcome` (as u8; 0 without) and latency bucket. The kernel's emit path and userspace
-    /// (connects still pending at the end) build keys alike.
+    /// The key a connect to `daddr`:`dport` of `family` (an `AF_*`) by a task of cgroup
+    /// `cgroup_id` (0 unless the caller's cgroup is counted) is counted under, counting by `by`
+    /// (a `COUNT_BY` value): with its address and port by destination, its port only by port,
+    /// neither by cgroup or container; with `--outcome`, with its `outcome` (as u8; 0 without)
+    /// and latency bucket. The kernel's emit path and userspace (connects still pending at the
+    /// end) build keys alike.
     #[inline(always)]
     pub fn new(
-        by_port: bool,
-        daddr: RawAddr,
-        dport: u16,
+        by: u8,
+        cgroup_id: u64,
+        (daddr, dport): (RawAddr, u16),
         family: u16,
         outcome: u8,
         latency_ns: u64,
     ) -> CountKey {
+        let (daddr, dport) = if by == CountBy::Destination as u8 {
+            (daddr, dport)
+        } else if by == CountBy::Port as u8 {
+            (RawAddr([0; 4]), dport)
+        } else {
+            (RawAddr([0; 4]), 0)
+        };
         CountKey {
-            daddr: if by_port { RawAddr([0; 4]) } else { daddr },
+            cgroup_id,
+            daddr,
             dport,
             family,
             outcome,

@@ -20,19 +20,22 @@ use probe_common::{
 };
 
 use crate::{
-    CONNECT_COUNTS, COUNT_BY, COUNTERS, EVENTS, OUTCOME, WAKEUP_BYTES, filter::Destination,
+    CONNECT_COUNTS, COUNT_BY, COUNT_CGROUP, COUNTERS, EVENTS, OUTCOME, WAKEUP_BYTES,
+    filter::Destination, task,
 };
 
-/// Reports one connect to `to`: counts it (`--count`), or else emits the record `fill` writes
-/// (only called when the record is needed, into the ring buffer itself: a record built on the
-/// stack and copied would cost stack the return hooks need).
+/// Reports one connect to `to` by a task of cgroup `cgroup` (asked only when counted by
+/// cgroup): counts it (`--count`), or else emits the record `fill` writes (only called when the
+/// record is needed, into the ring buffer itself: a record built on the stack and copied would
+/// cost stack the return hooks need).
 #[inline(always)]
 pub fn connect<C: EbpfContext>(
     ctx: &C,
     to: &Destination,
+    cgroup: impl FnOnce() -> u64,
     fill: impl FnOnce(&mut MaybeUninit<ConnectRecord>),
 ) {
-    if counted(to, 0, 0) {
+    if counted(to, cgroup, 0, 0) {
         return;
     }
     let Some(mut entry) = reserve::<ConnectRecord>() else {
@@ -63,7 +66,7 @@ pub fn completed(
     if (config.failed_only != 0 && !outcome.is_failure()) || latency_ns < config.min_latency_ns {
         return;
     }
-    if counted(to, outcome as u8, latency_ns) {
+    if counted(to, || record.identity.cgroup_id, outcome as u8, latency_ns) {
         return;
     }
     // Written in place in the ring buffer: a record built on the stack first, and copied,
@@ -95,14 +98,15 @@ pub fn timestamp(boot_ns: u64, to: &Destination) {
     });
 }
 
-/// Writes into `record` the connect by the current task (its uid and comm read now),
-/// `pid_tgid`, from `source` to `to`, entered at `boot_ns`, that returned `ret`: every field,
-/// in place (the record may be ring-buffer memory).
+/// Writes into `record` the connect by the current task (its uid, comm and identity read now),
+/// `pid_tgid`, of socket `sk` from `source` to `to`, entered at `boot_ns`, that returned `ret`:
+/// every field, in place (the record may be ring-buffer memory).
 #[inline(always)]
 pub fn task_record(
     record: &mut MaybeUninit<ConnectRecord>,
     boot_ns: u64,
     pid_tgid: u64,
+    sk: *const u8,
     (saddr, sport): (RawAddr, u16),
     to: &Destination,
     ret: i32,
@@ -126,23 +130,29 @@ pub fn task_record(
         // The raw helper writes comm in place; aya's wrapper returns a copy, moved byte by
         // byte. The buffer is COMM_LEN bytes long.
         generated::bpf_get_current_comm(addr_of_mut!((*r).comm).cast(), COMM_LEN as u32);
+        task::identity(sk, addr_of_mut!((*r).identity));
     }
 }
 
 /// With `--count`, counts a connect under its key instead of emitting it; returns whether it did.
-/// With `--outcome` the key holds the connect's `outcome` (as u8) and latency bucket, and the
-/// value sums its `latency_ns`; without, both are 0.
+/// Counting by cgroup or container, or with `--metrics-label`, the key holds the caller's
+/// `cgroup` (asked only then). With `--outcome` the key holds the connect's `outcome` (as u8)
+/// and latency bucket, and the value sums its `latency_ns`; without, both are 0.
 #[inline(always)]
-fn counted(to: &Destination, outcome: u8, latency_ns: u64) -> bool {
+fn counted(to: &Destination, cgroup: impl FnOnce() -> u64, outcome: u8, latency_ns: u64) -> bool {
     let by = COUNT_BY.load();
     if by == CountBy::OFF {
         return false;
     }
-    let by_port = by == CountBy::Port as u8;
+    let cgroup_id = if COUNT_CGROUP.load() != 0 || by >= CountBy::Cgroup as u8 {
+        cgroup()
+    } else {
+        0
+    };
     let key = CountKey::new(
-        by_port,
-        to.addr,
-        to.port,
+        by,
+        cgroup_id,
+        (to.addr, to.port),
         to.family.af(),
         outcome,
         latency_ns,

@@ -76,7 +76,7 @@ fn on_connect_exit<C: EbpfContext>(
     let Some(Admitted {
         pid_tgid,
         destination: requested,
-    }) = filter::admitted(|pid_tgid| {
+    }) = filter::admitted(sk_ptr, |pid_tgid| {
         let to = sock::sockaddr_destination(uaddr, addr_len, family);
         // An IPv6 socket connecting to an IPv4-mapped address goes through tcp_v4_connect,
         // whose exit reports it and tells the outer tcp_v6_connect's exit to stay silent. (If
@@ -111,6 +111,6 @@ fn on_connect_exit<C: EbpfContext>(
     };
     outcome::call_returned(ctx, hook, sk_ptr, sk.state(), &to, ret, |record| {
         let source = sk.reported_source(family, ret);
-        emit::task_record(record, boot_ns, pid_tgid, source, &to, ret)
+        emit::task_record(record, boot_ns, pid_tgid, sk_ptr, source, &to, ret)
     });
 }

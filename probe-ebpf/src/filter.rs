@@ -1,5 +1,5 @@
 //! The one admission path every hook takes: the filters on the caller (`--pid`, `--uid`,
-//! `--cgroup`, `--comm`), then those on the destination (`-4`/`-6`, `--filter-port`, `--dst`),
+//! `--cgroup`, `--container`, `--comm`, `--netns`), then those on the destination (`-4`/`-6`, `--filter-port`, `--dst`),
 //! each only if given (a clear flag in the `FILTERS` global is a constant to the verifier, which
 //! then drops the check altogether).
 
@@ -9,7 +9,7 @@ use aya_ebpf::{
 };
 use probe_common::{COMM_LEN, Family, FilterFlags, RawAddr, config::DstKey};
 
-use crate::{CGROUP_FILTER, COMM_FILTER, DST_FILTER, FILTERS, PID_FILTER, PORT_SET, UID_FILTER};
+use crate::{COMM_FILTER, DST_FILTER, FILTERS, PID_FILTER, PORT_SET, UID_FILTER, task};
 
 /// Where a connect goes: the family it is reported as, the destination address and port (host
 /// order).
@@ -27,15 +27,18 @@ pub struct Admitted {
     pub destination: Destination,
 }
 
-/// Whether the filters let the current task's connect through. The caller filters come first:
-/// they need nothing read from the connect. Only then does `destination` read where it goes
-/// (from the sockaddr or the socket), or return `None` to skip the connect for a reason of its
-/// own hook.
+/// Whether the filters let the current task's connect on socket `sk` through. The caller
+/// filters come first: they need nothing read from the connect. Only then does `destination`
+/// read where it goes (from the sockaddr or the socket), or return `None` to skip the connect
+/// for a reason of its own hook.
 #[inline(always)]
-pub fn admitted(destination: impl FnOnce(u64) -> Option<Destination>) -> Option<Admitted> {
+pub fn admitted(
+    sk: *const u8,
+    destination: impl FnOnce(u64) -> Option<Destination>,
+) -> Option<Admitted> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let filters = FILTERS.load();
-    if !caller_admitted(&filters, pid_tgid) {
+    if !caller_admitted(&filters, pid_tgid, sk) {
         return None;
     }
     let destination = destination(pid_tgid)?;
@@ -48,9 +51,9 @@ pub fn admitted(destination: impl FnOnce(u64) -> Option<Destination>) -> Option<
     })
 }
 
-/// Whether the filters on the caller let the calling task through.
+/// Whether the filters on the caller let the calling task, connecting socket `sk`, through.
 #[inline(always)]
-fn caller_admitted(filters: &FilterFlags, pid_tgid: u64) -> bool {
+fn caller_admitted(filters: &FilterFlags, pid_tgid: u64, sk: *const u8) -> bool {
     if filters.pids != 0 && unsafe { PID_FILTER.get(&((pid_tgid >> 32) as u32)) }.is_none() {
         return false;
     }
@@ -58,9 +61,13 @@ fn caller_admitted(filters: &FilterFlags, pid_tgid: u64) -> bool {
     {
         return false;
     }
-    if filters.cgroups != 0
-        && unsafe { CGROUP_FILTER.get(&generated::bpf_get_current_cgroup_id()) }.is_none()
-    {
+    if filters.cgroups != 0 && !task::cgroup_admitted(filters.cgroups) {
+        return false;
+    }
+    if filters.containers != 0 && !task::container_admitted(filters.containers) {
+        return false;
+    }
+    if filters.netns != 0 && !task::netns_admitted(sk) {
         return false;
     }
     if filters.comms != 0 {

@@ -55,7 +55,9 @@ pub fn on_connect_entry(sk: u64, uaddr: *const u8, addr_len: i32, family: Family
     let Some(Admitted {
         pid_tgid,
         destination: to,
-    }) = filter::admitted(|_| Some(sock::sockaddr_destination(uaddr, addr_len, family)))
+    }) = filter::admitted(sk as *const u8, |_| {
+        Some(sock::sockaddr_destination(uaddr, addr_len, family))
+    })
     else {
         return;
     };
@@ -136,6 +138,6 @@ fn on_connect_return(ctx: &RetProbeContext) {
     let state = sk.state();
     outcome::call_returned(ctx, Scratch::KretProbe, sk_ptr, state, &to, ret, |record| {
         let source = sk.reported_source(family, ret);
-        emit::task_record(record, pending.boot_ns, pid_tgid, source, &to, ret)
+        emit::task_record(record, pending.boot_ns, pid_tgid, sk_ptr, source, &to, ret)
     });
 }

@@ -22,6 +22,10 @@
 //! ([`filter::admitted`]) and the one emit path ([`emit`]): with `--count` (and `--metrics`)
 //! that counts each connect in `CONNECT_COUNTS` instead of emitting it.
 //!
+//! Who is connecting beyond the pid (cgroup, namespaces) is read by [`task`], for the records
+//! only when asked (the `IDENTITY` global), and for the `--cgroup`, `--container` and `--netns`
+//! filters.
+//!
 //! This file holds what the hooks share: the globals userspace sets before loading and the
 //! maps, each with who writes and who reads it.
 #![no_std]
@@ -36,6 +40,7 @@ mod filter;
 mod kprobe;
 mod outcome;
 mod sock;
+mod task;
 mod tcp_connect;
 mod tracepoint;
 
@@ -43,11 +48,11 @@ use aya_ebpf::{
     Global,
     bindings::BPF_F_NO_PREALLOC,
     macros::map,
-    maps::{HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{CgroupArray, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use probe_common::{
     COMM_LEN, ConnectRecord, CountBy, FilterFlags, OutcomeConfig, SockOffsets,
-    config::{DstKey, PORT_WORDS},
+    config::{ContainerPrefix, DstKey, PORT_WORDS, TaskOffsets},
     limit,
     state::{CountKey, CountValue, PendingConnect, counter},
 };
@@ -102,6 +107,42 @@ static PORT_SET: Global<[u64; PORT_WORDS]> = Global::new([0; PORT_WORDS]);
 #[unsafe(no_mangle)]
 static OUTCOME: Global<OutcomeConfig> = Global::new(OutcomeConfig::OFF);
 
+/// Written by userspace before load (from BTF); read by `task` for records' identity and
+/// `--container`.
+#[unsafe(no_mangle)]
+static TASK_OFFSETS: Global<TaskOffsets> = Global::new(TaskOffsets {
+    thread_pid: 0,
+    group_leader: 0,
+    cgroups: 0,
+    pid_level: 0,
+    pid_numbers: 0,
+    upid_size: 0,
+    upid_nr: 0,
+    upid_ns: 0,
+    pidns_inum: 0,
+    sk_net: 0,
+    net_inum: 0,
+    dfl_cgrp: 0,
+    cgroup_kn: 0,
+    kn_name: 0,
+});
+
+/// Written by userspace before load: non-zero when records carry the caller's `Identity`
+/// (JSON output, the library's `identity()`, counting by cgroup); read by `task::identity`.
+#[unsafe(no_mangle)]
+static IDENTITY: Global<u8> = Global::new(0);
+
+/// Written by userspace before load: the `--container` ids (the first `FILTERS.containers`
+/// slots); read by the admission path (`task::container_admitted`).
+#[unsafe(no_mangle)]
+static CONTAINERS: Global<[ContainerPrefix; limit::MAX_CONTAINERS]> =
+    Global::new([ContainerPrefix::EMPTY; limit::MAX_CONTAINERS]);
+
+/// Written by userspace before load: non-zero when `--count` keys carry the caller's cgroup id
+/// besides what `COUNT_BY` says (`--metrics-label`); read by the emit path.
+#[unsafe(no_mangle)]
+static COUNT_CGROUP: Global<u8> = Global::new(0);
+
 // ---- maps ----
 
 /// Written by userspace at start (pids to trace); read by the admission path, in the caller's
@@ -113,10 +154,15 @@ static PID_FILTER: HashMap<u32, u8> = HashMap::with_max_entries(limit::MAX_PIDS,
 #[map]
 static UID_FILTER: HashMap<u32, u8> = HashMap::with_max_entries(limit::MAX_UIDS, 0);
 
-/// Written by userspace at start (ids of the cgroup v2 directories to trace); read by the
-/// admission path.
+/// Written by userspace at start (the cgroup v2 directories to trace, as open descriptors);
+/// read by the admission path, which admits a task in one of them or below.
 #[map]
-static CGROUP_FILTER: HashMap<u64, u8> = HashMap::with_max_entries(limit::MAX_CGROUPS, 0);
+static CGROUP_FILTER: CgroupArray = CgroupArray::with_max_entries(limit::MAX_CGROUPS, 0);
+
+/// Written by userspace at start (inode numbers of the network namespaces to trace); read by
+/// the admission path.
+#[map]
+static NETNS_FILTER: HashMap<u32, u8> = HashMap::with_max_entries(limit::MAX_NETNS, 0);
 
 /// Written by userspace at start (task names to trace, NUL-padded); read by the admission path.
 #[map]
@@ -202,8 +248,9 @@ macro_rules! check_names {
 
 check_names! {
     maps: EVENTS, COUNTERS, PENDING, CONNECTING, RECORD_SCRATCH, MAPPED_INNER, CONNECT_COUNTS, PID_FILTER,
-        UID_FILTER, CGROUP_FILTER, COMM_FILTER, DST_FILTER;
-    globals: SOCK_OFFSETS, FILTERS, ENTRY_ONLY, WAKEUP_BYTES, COUNT_BY, PORT_SET, OUTCOME;
+        UID_FILTER, CGROUP_FILTER, NETNS_FILTER, COMM_FILTER, DST_FILTER;
+    globals: SOCK_OFFSETS, FILTERS, ENTRY_ONLY, WAKEUP_BYTES, COUNT_BY, PORT_SET, OUTCOME,
+        TASK_OFFSETS, IDENTITY, CONTAINERS, COUNT_CGROUP;
     programs: kprobe::tcp_v4_connect, kprobe::tcp_v6_connect, kprobe::tcp_connect_return,
         tcp_connect::tcp_connect, tcp_connect::fentry_tcp_connect, fentry::fentry_tcp_v4_connect,
         fentry::fentry_tcp_v6_connect, fentry::fexit_tcp_v4_connect, fentry::fexit_tcp_v6_connect,

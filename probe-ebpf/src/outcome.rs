@@ -20,6 +20,7 @@ use crate::{
     CONNECTING, OUTCOME, RECORD_SCRATCH, SOCK_OFFSETS, emit,
     filter::Destination,
     sock::{self, Sock, TCP_CLOSE, TCP_ESTABLISHED, TCP_SYN_SENT},
+    task,
 };
 
 /// sock:inet_sock_set_state for the kprobe and fentry backends with `--outcome`: only the
@@ -105,7 +106,7 @@ pub fn call_returned<C: EbpfContext>(
     fill: impl FnOnce(&mut MaybeUninit<ConnectRecord>),
 ) {
     if !enabled() {
-        emit::connect(ctx, to, fill);
+        emit::connect(ctx, to, task::current_cgroup, fill);
         return;
     }
     let Some(slot) = scratch(hook) else {
@@ -185,9 +186,14 @@ pub fn left_syn_sent<C: EbpfContext>(ctx: &C, sk_ptr: *const u8, new: i32) {
         port: record.dport,
     };
     if !enabled() {
-        emit::connect(ctx, &to, |r| {
-            r.write(record);
-        });
+        emit::connect(
+            ctx,
+            &to,
+            || record.identity.cgroup_id,
+            |r| {
+                r.write(record);
+            },
+        );
         return;
     }
     let latency_ns = since(record.boot_ns);

@@ -13,6 +13,7 @@ use crate::{
     SOCK_OFFSETS, emit,
     filter::{self, Admitted},
     sock::Sock,
+    task,
 };
 
 /// kprobe on `int tcp_connect(struct sock *sk)`.
@@ -37,12 +38,13 @@ fn on_tcp_connect<C: EbpfContext>(ctx: &C, sk_ptr: *const u8) {
     let Some(Admitted {
         pid_tgid,
         destination: to,
-    }) = filter::admitted(|_| Some(sk.connection()))
+    }) = filter::admitted(sk_ptr, |_| Some(sk.connection()))
     else {
         return;
     };
     let boot_ns = unsafe { bpf_ktime_get_boot_ns() };
-    emit::connect(ctx, &to, |record| {
-        emit::task_record(record, boot_ns, pid_tgid, sk.source(to.family), &to, 0)
+    emit::connect(ctx, &to, task::current_cgroup, |record| {
+        let source = sk.source(to.family);
+        emit::task_record(record, boot_ns, pid_tgid, sk_ptr, source, &to, 0)
     });
 }

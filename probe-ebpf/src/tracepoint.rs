@@ -38,7 +38,7 @@ fn on_syn_sent(sk_ptr: *const u8) {
     let Some(Admitted {
         pid_tgid,
         destination: to,
-    }) = filter::admitted(|_| Some(sk.connection()))
+    }) = filter::admitted(sk_ptr, |_| Some(sk.connection()))
     else {
         return;
     };
@@ -51,7 +51,8 @@ fn on_syn_sent(sk_ptr: *const u8) {
     let Some(slot) = outcome::scratch(Scratch::SynSent) else {
         return;
     };
-    emit::task_record(slot, boot_ns, pid_tgid, (RawAddr::default(), 0), &to, 0);
+    let source = (RawAddr::default(), 0);
+    emit::task_record(slot, boot_ns, pid_tgid, sk_ptr, source, &to, 0);
     // SAFETY: task_record wrote every field.
     outcome::track(sk_ptr, unsafe { slot.assume_init_ref() });
 }

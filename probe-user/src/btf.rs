@@ -6,7 +6,10 @@
 use std::path::Path;
 
 use btf_rs::{Btf, Struct, Type};
-use probe_common::{SockOffsets, config::SOCK_HEAD_LEN};
+use probe_common::{
+    SockOffsets,
+    config::{SOCK_HEAD_LEN, TaskOffsets},
+};
 
 use crate::error::{Error, Missing};
 
@@ -20,16 +23,26 @@ fn btf_error(message: impl Into<String>) -> Error {
 /// Where the kernel exposes its own BTF.
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
-/// Resolves the `struct sock` field offsets from the BTF file at `path`.
-pub fn sock_offsets(path: &Path) -> Result<SockOffsets> {
+/// Reads the BTF file at `path`.
+fn parse(path: &Path) -> Result<Btf> {
     if !path.exists() {
         return Err(Missing::Btf(path.to_owned()).into());
     }
-    let btf = Btf::from_file(path)
-        .map_err(|e| btf_error(format!("cannot parse {}: {e}", path.display())))?;
-    let sock = named_struct(&btf, "sock")?;
+    Btf::from_file(path).map_err(|e| btf_error(format!("cannot parse {}: {e}", path.display())))
+}
+
+/// The offsets of both kinds from one read of the BTF file at `path`: those of `struct sock`,
+/// which every configuration needs, and those of the task's identity, which only some do (so
+/// that a kernel whose structs moved only fails the options that use them).
+pub fn offsets(path: &Path) -> Result<(SockOffsets, Result<TaskOffsets>)> {
+    let btf = parse(path)?;
+    Ok((sock_offsets_in(&btf)?, task_offsets_in(&btf)))
+}
+
+fn sock_offsets_in(btf: &Btf) -> Result<SockOffsets> {
+    let sock = named_struct(btf, "sock")?;
     // Every field lives in the `struct sock_common __sk_common` at the start of `struct sock`.
-    let common = |field| field_offset(&btf, &sock, &["__sk_common", field]);
+    let common = |field| field_offset(btf, &sock, &["__sk_common", field]);
     let offsets = SockOffsets {
         daddr: common("skc_daddr")?,
         rcv_saddr: common("skc_rcv_saddr")?,
@@ -38,10 +51,10 @@ pub fn sock_offsets(path: &Path) -> Result<SockOffsets> {
         family: common("skc_family")?,
         v6_daddr: common("skc_v6_daddr")?,
         v6_rcv_saddr: common("skc_v6_rcv_saddr")?,
-        protocol: field_offset(&btf, &sock, &["sk_protocol"])?,
-        inet_sport: field_offset(&btf, &named_struct(&btf, "inet_sock")?, &["inet_sport"])?,
-        segs_out: field_offset(&btf, &named_struct(&btf, "tcp_sock")?, &["segs_out"])?,
-        sk_err: field_offset(&btf, &sock, &["sk_err"])?,
+        protocol: field_offset(btf, &sock, &["sk_protocol"])?,
+        inet_sport: field_offset(btf, &named_struct(btf, "inet_sock")?, &["inet_sport"])?,
+        segs_out: field_offset(btf, &named_struct(btf, "tcp_sock")?, &["segs_out"])?,
+        sk_err: field_offset(btf, &sock, &["sk_err"])?,
         state: common("skc_state")?,
     };
     // The kernel side reads the IPv4 fields from one copy of the head of struct sock.
@@ -60,6 +73,30 @@ pub fn sock_offsets(path: &Path) -> Result<SockOffsets> {
         }
     }
     Ok(offsets)
+}
+
+/// The task, pid, namespace and cgroup field offsets (records' identity, `--container`).
+fn task_offsets_in(btf: &Btf) -> Result<TaskOffsets> {
+    let task = named_struct(btf, "task_struct")?;
+    let pid = named_struct(btf, "pid")?;
+    let upid = named_struct(btf, "upid")?;
+    let field = |st: &Struct, path: &[&str]| field_offset(btf, st, path);
+    Ok(TaskOffsets {
+        thread_pid: field(&task, &["thread_pid"])?,
+        group_leader: field(&task, &["group_leader"])?,
+        cgroups: field(&task, &["cgroups"])?,
+        pid_level: field(&pid, &["level"])?,
+        pid_numbers: field(&pid, &["numbers"])?,
+        upid_size: upid.size() as u32,
+        upid_nr: field(&upid, &["nr"])?,
+        upid_ns: field(&upid, &["ns"])?,
+        pidns_inum: field(&named_struct(btf, "pid_namespace")?, &["ns", "inum"])?,
+        sk_net: field(&named_struct(btf, "sock_common")?, &["skc_net"])?,
+        net_inum: field(&named_struct(btf, "net")?, &["ns", "inum"])?,
+        dfl_cgrp: field(&named_struct(btf, "css_set")?, &["dfl_cgrp"])?,
+        cgroup_kn: field(&named_struct(btf, "cgroup")?, &["kn"])?,
+        kn_name: field(&named_struct(btf, "kernfs_node")?, &["name"])?,
+    })
 }
 
 fn named_struct(btf: &Btf, name: &str) -> Result<Struct> {
@@ -147,7 +184,7 @@ mod tests {
             eprintln!("skipped: {VMLINUX_BTF} missing");
             return;
         }
-        let offsets = sock_offsets(path).unwrap();
+        let offsets = offsets(path).unwrap().0;
         assert_eq!(offsets.daddr, 0);
         assert_eq!(offsets.rcv_saddr, 4);
         assert_eq!(offsets.dport, 12);
@@ -156,9 +193,25 @@ mod tests {
         assert!(offsets.v6_daddr >= 16 && offsets.v6_rcv_saddr > offsets.v6_daddr);
     }
 
+    /// The identity offsets of the running kernel: the pid, cgroup and namespace structs as the
+    /// kernels of the test matrix lay them out.
+    #[test]
+    fn resolves_task_fields_of_running_kernel() {
+        let path = Path::new(VMLINUX_BTF);
+        if !path.exists() {
+            eprintln!("skipped: {VMLINUX_BTF} missing");
+            return;
+        }
+        let o = offsets(path).unwrap().1.unwrap();
+        // struct upid { int nr; struct pid_namespace *ns; } on 64-bit.
+        assert_eq!((o.upid_size, o.upid_nr, o.upid_ns), (16, 0, 8));
+        assert!(o.thread_pid > 0 && o.group_leader > 0 && o.cgroups > 0);
+        assert!(o.pid_numbers > o.pid_level);
+    }
+
     #[test]
     fn missing_btf_is_one_clear_error() {
-        let err = sock_offsets(Path::new("/nonexistent/vmlinux")).unwrap_err();
+        let err = offsets(Path::new("/nonexistent/vmlinux")).unwrap_err();
         assert_eq!(
             err.to_string(),
             "this kernel has no BTF (/nonexistent/vmlinux is missing; it needs CONFIG_DEBUG_INFO_BTF=y)"

@@ -16,6 +16,8 @@ pub struct TracerBuilder {
     pub(crate) pids: BTreeSet<u32>,
     pub(crate) uids: BTreeSet<u32>,
     pub(crate) cgroups: Vec<PathBuf>,
+    pub(crate) containers: Vec<String>,
+    pub(crate) netns: BTreeSet<u32>,
     pub(crate) comms: BTreeSet<String>,
     pub(crate) destinations: Vec<IpNet>,
     pub(crate) families: Vec<Family>,
@@ -25,6 +27,8 @@ pub struct TracerBuilder {
     pub(crate) backend: Option<Backend>,
     pub(crate) count_by: Option<CountBy>,
     pub(crate) outcome: OutcomeConfig,
+    pub(crate) identity: bool,
+    pub(crate) count_cgroup: bool,
 }
 
 impl Default for TracerBuilder {
@@ -34,6 +38,8 @@ impl Default for TracerBuilder {
             pids: BTreeSet::new(),
             uids: BTreeSet::new(),
             cgroups: Vec::new(),
+            containers: Vec::new(),
+            netns: BTreeSet::new(),
             comms: BTreeSet::new(),
             destinations: Vec::new(),
             families: vec![Family::V4, Family::V6],
@@ -43,6 +49,8 @@ impl Default for TracerBuilder {
             backend: None,
             count_by: None,
             outcome: OutcomeConfig::OFF,
+            identity: false,
+            count_cgroup: false,
         }
     }
 }
@@ -67,10 +75,42 @@ impl TracerBuilder {
         self
     }
 
-    /// Traces only connects made by tasks in these cgroup v2 directories (e.g.
-    /// `/sys/fs/cgroup/system.slice/nginx.service`; the directory itself, not its children).
+    /// Traces only connects made by tasks in these cgroup v2 directories or below them (e.g.
+    /// `/sys/fs/cgroup/system.slice` admits every service; cgroups created later included).
     pub fn filter_cgroups(mut self, paths: impl IntoIterator<Item = impl Into<PathBuf>>) -> Self {
         self.cgroups.extend(paths.into_iter().map(Into::into));
+        self
+    }
+
+    /// Traces only connects made by tasks of these containers: each id a prefix of at least 12
+    /// hex digits of a container id (as `docker ps` shortens them), matched in the kernel
+    /// against the name of the caller's cgroup v2 directory (`docker-<id>.scope`,
+    /// `cri-containerd-<id>.scope`, `crio-<id>.scope`, `libpod-<id>.scope`, or `<id>`), so
+    /// containers started later are traced too.
+    pub fn filter_containers(mut self, ids: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.containers.extend(ids.into_iter().map(Into::into));
+        self
+    }
+
+    /// Traces only connects of sockets in these network namespaces (inode numbers, as
+    /// `/proc/PID/ns/net` links to `net:[INODE]` and `lsns -t net` lists them).
+    pub fn filter_netns(mut self, inodes: impl IntoIterator<Item = u32>) -> Self {
+        self.netns.extend(inodes);
+        self
+    }
+
+    /// Reports who made each connect beyond its pid ([`crate::Workload`] in every event): its
+    /// cgroup (id and path), container and pod, pid namespace and pids in it, and network
+    /// namespace. Read in the kernel only when asked, so tracers without it pay nothing.
+    pub fn identity(mut self) -> Self {
+        self.identity = true;
+        self
+    }
+
+    /// With [`TracerBuilder::count_by`] by destination or port: counts per caller's cgroup too
+    /// ([`crate::ConnectCount::workload`]), as metrics labelled by cgroup or container need.
+    pub fn count_per_cgroup(mut self) -> Self {
+        self.count_cgroup = true;
         self
     }
 
@@ -115,8 +155,8 @@ impl TracerBuilder {
         self
     }
 
-    /// Counts connects in the kernel, per destination or per port, instead of sending an event
-    /// for each: nothing crosses to userspace per connect; read the counts with
+    /// Counts connects in the kernel, per destination, port, cgroup or container (per cgroup in
+    /// the kernel, merged by container here), instead of sending an event for each: nothing crosses to userspace per connect; read the counts with
     /// [`Tracer::connect_counts`]. Cannot be combined with [`Mode::TimestampsOnly`].
     pub fn count_by(mut self, by: CountBy) -> Self {
         self.count_by = Some(by);
@@ -163,7 +203,7 @@ impl TracerBuilder {
     /// loaded or attached.
     pub fn attach(self) -> Result<Tracer, Error> {
         let keys = loader::validate(&self)?;
-        let mut ebpf = loader::load(&self)?;
+        let mut ebpf = loader::load(&self, &keys)?;
         let logger = loader::start_logger(&mut ebpf)?;
         loader::fill_filters(&mut ebpf, &self, &keys)?;
         // Before attaching, so that every run of every program is accounted.

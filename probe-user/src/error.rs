@@ -127,6 +127,9 @@ pub enum FilterError {
         .0.display()
     )]
     NotCgroup2(PathBuf),
+    /// A container id (`--container`) that is not 12 to 64 hex digits.
+    #[error("{0}")]
+    Container(String),
     /// A destination that is neither an address nor a network.
     #[error("not an address or network in CIDR notation: {0:?}")]
     Network(String),

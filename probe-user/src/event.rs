@@ -1,17 +1,17 @@
 //! Ring-buffer records decoded into typed [`ConnectEvent`]s.
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, sync::Arc};
 
 use probe_common::{
-    COMM_LEN, ConnectRecord, Family, Function, Outcome, OutcomeRecord, RawAddr, RecordHeader,
-    RecordKind, TimestampRecord,
+    COMM_LEN, ConnectRecord, Family, Function, Identity, Outcome, OutcomeRecord, RawAddr,
+    RecordHeader, RecordKind, TimestampRecord,
 };
 
 /// One traced `tcp_v4_connect` / `tcp_v6_connect` call.
 ///
 /// A tracer built with [`crate::Mode::TimestampsOnly`] fills only `boot_ns` and
 /// `family`; the other fields are zero or unspecified.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConnectEvent {
     /// `CLOCK_BOOTTIME` nanoseconds at the call's entry (see [`crate::WallClock`]).
     pub boot_ns: u64,
@@ -32,7 +32,51 @@ pub struct ConnectEvent {
     pub ret: i32,
     /// How the connect ended, with [`crate::TracerBuilder::outcome`]; `None` without.
     pub completion: Option<Completion>,
+    /// Who made it beyond the pid, with [`crate::TracerBuilder::identity`]; `None` without.
+    pub workload: Option<Workload>,
     comm: [u8; COMM_LEN],
+}
+
+/// The workload a connect comes from ([`crate::TracerBuilder::identity`]): the caller's cgroup
+/// and namespaces as the kernel saw them at the call, and what the cgroup's path says.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Workload {
+    /// The caller's cgroup v2 id (the inode number of its directory on the cgroup2
+    /// filesystem).
+    pub cgroup_id: u64,
+    /// The cgroup's path below the cgroup2 mount (`/system.slice/nginx.service`), if it could
+    /// be resolved (not when the cgroup was removed before the tracer saw the event, or no
+    /// cgroup2 filesystem is mounted).
+    pub cgroup: Option<Arc<str>>,
+    /// The container (64 hex digits) the cgroup path names, if any (see
+    /// [`crate::identity::workload_of`]).
+    pub container_id: Option<Arc<str>>,
+    /// The Kubernetes pod (its uid) the cgroup path names, if any.
+    pub pod_uid: Option<Arc<str>>,
+    /// The caller's process id in its own pid namespace (`pid` is the host's).
+    pub ns_pid: u32,
+    /// The caller's thread id in its own pid namespace.
+    pub ns_tid: u32,
+    /// Inode number of the caller's pid namespace.
+    pub pidns: u32,
+    /// Inode number of the socket's network namespace.
+    pub netns: u32,
+}
+
+impl Workload {
+    /// The kernel's part of a workload (userspace resolves the rest, see
+    /// [`crate::identity::Workloads`]); `None` for a record without identity (cgroup ids start
+    /// at 1).
+    fn of(identity: &Identity) -> Option<Self> {
+        (identity.cgroup_id != 0).then(|| Workload {
+            cgroup_id: identity.cgroup_id,
+            ns_pid: identity.ns_pid,
+            ns_tid: identity.ns_tid,
+            pidns: identity.pidns,
+            netns: identity.netns,
+            ..Workload::default()
+        })
+    }
 }
 
 /// How a connect ended and how long it took ([`crate::TracerBuilder::outcome`]).
@@ -101,6 +145,7 @@ impl ConnectEvent {
             dst: SocketAddr::new(any, 0),
             ret: 0,
             completion: None,
+            workload: None,
             comm: [0; COMM_LEN],
         })
     }
@@ -131,6 +176,7 @@ impl ConnectEvent {
             dst: SocketAddr::new(family.ip(&r.daddr), r.dport),
             ret: r.ret,
             completion: None,
+            workload: Workload::of(&r.identity),
             comm: r.comm,
         })
     }
@@ -187,6 +233,7 @@ pub(crate) mod tests {
             family,
             _pad: 0,
             comm: [0; COMM_LEN],
+            identity: Identity::default(),
         };
         let mut bytes = [0u8; 16];
         bytes[..saddr.len()].copy_from_slice(saddr);

@@ -1,34 +1,45 @@
 //! Turning filter arguments into what the kernel side's filter maps hold.
 
-use std::{net::IpAddr, os::unix::fs::MetadataExt as _, path::Path};
+use std::{net::IpAddr, os::fd::AsRawFd as _, path::Path};
 
 use ipnet::IpNet;
-use probe_common::{COMM_LEN, Family, RawAddr, config::DstKey};
+use probe_common::{
+    COMM_LEN, Family, RawAddr,
+    config::{ContainerPrefix, DstKey},
+};
 
 use crate::error::FilterError;
 
 /// `CGROUP2_SUPER_MAGIC` from `linux/magic.h`.
 const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
 
-/// The id the kernel gives the cgroup v2 directory at `path` (what `bpf_get_current_cgroup_id`
-/// returns for its tasks): the directory's inode number on the cgroup2 filesystem.
-pub fn cgroup_id(path: &Path) -> Result<u64, FilterError> {
+/// The cgroup v2 directory at `path`, open, for the kernel side's `CGROUP_FILTER` (a cgroup
+/// array holds cgroups by descriptor, and admits what lies below them too).
+pub fn cgroup_dir(path: &Path) -> Result<std::fs::File, FilterError> {
     let unusable = |source| FilterError::Cgroup {
         path: path.to_owned(),
         source,
     };
-    let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
-        .map_err(|e| unusable(e.into()))?;
-    // SAFETY: plain syscall with a valid path and out-pointer.
+    let dir = std::fs::File::open(path).map_err(unusable)?;
+    // SAFETY: plain syscall with a valid descriptor and out-pointer.
     let mut fs = unsafe { std::mem::zeroed::<libc::statfs>() };
-    if unsafe { libc::statfs(c_path.as_ptr(), &mut fs) } != 0 {
+    if unsafe { libc::fstatfs(dir.as_raw_fd(), &mut fs) } != 0 {
         return Err(unusable(std::io::Error::last_os_error()));
     }
-    let meta = std::fs::metadata(path).map_err(unusable)?;
+    let meta = dir.metadata().map_err(unusable)?;
     if fs.f_type as i64 != CGROUP2_SUPER_MAGIC || !meta.is_dir() {
         return Err(FilterError::NotCgroup2(path.to_owned()));
     }
-    Ok(meta.ino())
+    Ok(dir)
+}
+
+/// A `--container` id as the kernel side's `ContainerPrefix`: 12 to 64 hex digits.
+pub fn container_prefix(id: &str) -> Result<ContainerPrefix, FilterError> {
+    let digits = crate::identity::container_prefix(id).map_err(FilterError::Container)?;
+    let mut prefix = ContainerPrefix::EMPTY;
+    prefix.len = digits.len() as u32;
+    prefix.id[..digits.len()].copy_from_slice(digits.as_bytes());
+    Ok(prefix)
 }
 
 /// `name` as the kernel keeps a task's `comm`: at most 15 bytes, NUL-padded to 16.
@@ -114,8 +125,8 @@ mod tests {
 
     #[test]
     fn cgroup_ids_need_a_cgroup2_directory() {
-        let err = cgroup_id(Path::new("/")).unwrap_err().to_string();
+        let err = cgroup_dir(Path::new("/")).unwrap_err().to_string();
         assert!(err.contains("is not a cgroup v2 directory"), "{err}");
-        assert!(cgroup_id(Path::new("/nonexistent")).is_err());
+        assert!(cgroup_dir(Path::new("/nonexistent")).is_err());
     }
 }

@@ -8,7 +8,7 @@ use std::{fmt, io::Write as _, net::SocketAddr, str::FromStr};
 use serde::Serialize;
 
 use crate::{
-    ConnectCount, ConnectEvent, WallClock,
+    ConnectCount, ConnectEvent, CountBy, WallClock,
     names::{self, Named, UnknownName},
 };
 
@@ -55,6 +55,7 @@ impl fmt::Display for Format {
 pub struct Formatter {
     format: Format,
     clock: WallClock,
+    count_by: Option<CountBy>,
 }
 
 /// The JSON line: every field of a [`ConnectEvent`], timestamps in ns and in s.
@@ -79,12 +80,54 @@ struct JsonLine<'a> {
     latency_ns: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     errno: Option<u32>,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    workload: Option<JsonWorkload<'a>>,
+}
+
+/// The JSON fields of a [`crate::Workload`] (with identities): names that could not be resolved
+/// are `null`, so every line of a run has the same fields.
+#[derive(Serialize)]
+struct JsonWorkload<'a> {
+    cgroup_id: u64,
+    cgroup: Option<&'a str>,
+    container_id: Option<&'a str>,
+    pod_uid: Option<&'a str>,
+    ns_pid: u32,
+    ns_tid: u32,
+    pidns: u32,
+    netns: u32,
+}
+
+impl<'a> JsonWorkload<'a> {
+    fn of(w: &'a crate::Workload) -> Self {
+        JsonWorkload {
+            cgroup_id: w.cgroup_id,
+            cgroup: w.cgroup.as_deref(),
+            container_id: w.container_id.as_deref(),
+            pod_uid: w.pod_uid.as_deref(),
+            ns_pid: w.ns_pid,
+            ns_tid: w.ns_tid,
+            pidns: w.pidns,
+            netns: w.netns,
+        }
+    }
 }
 
 impl Formatter {
     /// A formatter for `format` using `clock` for wall-clock time.
     pub fn new(format: Format, clock: WallClock) -> Self {
-        Self { format, clock }
+        Self {
+            format,
+            clock,
+            count_by: None,
+        }
+    }
+
+    /// What count tables are keyed by (see [`crate::TracerBuilder::count_by`]), which names
+    /// their last column: without it, the rows tell (an empty table then says DESTINATION).
+    pub fn count_by(mut self, by: CountBy) -> Self {
+        self.count_by = Some(by);
+        self
     }
 
     /// Re-measures the wall clock, so that a step of the system clock (NTP, `date -s`) shows
@@ -140,6 +183,7 @@ impl Formatter {
                     outcome: event.completion.map(|c| c.outcome.name()),
                     latency_ns: event.completion.map(|c| c.latency_ns),
                     errno: event.completion.map(|c| c.errno).filter(|&e| e != 0),
+                    workload: event.workload.as_ref().map(JsonWorkload::of),
                 };
                 // Writing into a Vec cannot fail.
                 let _ = serde_json::to_writer(&mut *out, &line);
@@ -151,7 +195,7 @@ impl Formatter {
 
 /// One row of the JSON count table.
 #[derive(Serialize)]
-struct JsonCount {
+struct JsonCount<'a> {
     function: &'static str,
     family: &'static str,
     daddr: Option<std::net::IpAddr>,
@@ -161,6 +205,20 @@ struct JsonCount {
     outcome: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     latency_ns_sum: Option<u64>,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    workload: Option<JsonCountWorkload<'a>>,
+}
+
+/// The JSON fields of a count row's workload (counting by cgroup or container).
+#[derive(Serialize)]
+struct JsonCountWorkload<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cgroup_id: Option<u64>,
+    /// Absent for a row of a whole container; `null` if unresolved.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cgroup: Option<Option<&'a str>>,
+    container_id: Option<&'a str>,
+    pod_uid: Option<&'a str>,
 }
 
 impl Formatter {
@@ -180,6 +238,13 @@ impl Formatter {
                     connects: c.connects,
                     outcome: c.outcome.map(|o| o.name()),
                     latency_ns_sum: c.outcome.map(|_| c.latency_ns),
+                    workload: c.workload.as_ref().map(|w| JsonCountWorkload {
+                        // A row of a whole container has no one cgroup.
+                        cgroup_id: (w.cgroup_id != 0).then_some(w.cgroup_id),
+                        cgroup: (w.cgroup_id != 0).then_some(w.cgroup.as_deref()),
+                        container_id: w.container_id.as_deref(),
+                        pod_uid: w.pod_uid.as_deref(),
+                    }),
                 })
                 .collect();
             let table = serde_json::json!({ "time_s": unix_s, "counts": rows });
@@ -195,7 +260,20 @@ impl Formatter {
         if outcomes {
             let _ = write!(out, "{:<11}  {:>12}  ", "OUTCOME", "AVG LATENCY");
         }
-        let _ = writeln!(out, "{:<14}  DESTINATION", "FUNCTION");
+        // By cgroup or container the row names who connected instead of where to.
+        let by_workload = counts
+            .iter()
+            .any(|c| c.workload.is_some() && c.daddr.is_none() && c.dport == 0);
+        let by_container = by_workload
+            && counts
+                .iter()
+                .all(|c| c.workload.as_ref().is_some_and(|w| w.cgroup_id == 0));
+        let last = match (by_workload, by_container) {
+            (false, _) => "DESTINATION",
+            (true, false) => "CGROUP",
+            (true, true) => "CONTAINER",
+        };
+        let _ = writeln!(out, "{:<14}  {last}", "FUNCTION");
         for c in counts {
             let function = c.family.connect_function().name();
             let _ = write!(out, "{:>10}  ", c.connects);
@@ -206,14 +284,33 @@ impl Formatter {
                 let _ = write!(out, "{:<11}  {avg:>12}  ", outcome.name());
             }
             let _ = write!(out, "{:<14}  ", function);
-            match c.daddr {
-                Some(ip) => push_endpoint(out, SocketAddr::new(ip, c.dport)),
-                None => {
+            match (&c.workload, c.daddr) {
+                (Some(w), _) if by_workload => push_workload(out, w, by_container),
+                (_, Some(ip)) => push_endpoint(out, SocketAddr::new(ip, c.dport)),
+                (_, None) => {
                     let _ = write!(out, "*:{}", c.dport);
                 }
             }
             out.push(b'\n');
         }
+    }
+}
+
+/// A count row's workload: its container id (`-` for none), or its cgroup path (its id if the
+/// path could not be resolved), with the pod after it if any.
+fn push_workload(out: &mut Vec<u8>, w: &crate::CountWorkload, by_container: bool) {
+    if by_container {
+        out.extend_from_slice(w.container_id.as_deref().unwrap_or("-").as_bytes());
+    } else {
+        match &w.cgroup {
+            Some(path) => out.extend_from_slice(path.as_bytes()),
+            None => {
+                let _ = write!(out, "cgroup id {}", w.cgroup_id);
+            }
+        }
+    }
+    if let Some(pod) = &w.pod_uid {
+        let _ = write!(out, " (pod {pod})");
     }
 }
 
@@ -409,6 +506,7 @@ mod tests {
         family: crate::Family::V4,
         daddr: None,
         dport: 0,
+        workload: None,
         outcome: None,
         connects: 0,
         latency_ns: 0,

@@ -2,16 +2,16 @@
 //! touched yet) -> load the object with its globals (privileges, BTF and kernel features
 //! checked first) -> fill the filter maps -> attach the first backend that works.
 
-use std::collections::BTreeSet;
+use std::{collections::BTreeSet, os::fd::AsRawFd as _};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, LpmTrie, lpm_trie::Key},
+    maps::{CgroupArray, HashMap, LpmTrie, lpm_trie::Key},
 };
 use aya_log::EbpfLogger;
 use probe_common::{
     COMM_LEN, CountBy, FilterFlags,
-    config::{DstKey, PORT_WORDS},
+    config::{ContainerPrefix, DstKey, PORT_WORDS, TaskOffsets},
     limit,
     names::{global, map},
 };
@@ -32,7 +32,24 @@ const DEFAULT_WAKEUP_BYTES: u64 = limit::RING_BYTES as u64 / 4;
 /// Filter values turned into the kernel side's keys.
 pub(crate) struct FilterKeys {
     comms: BTreeSet<[u8; COMM_LEN]>,
-    cgroups: BTreeSet<u64>,
+    /// The `--cgroup` directories, open (the cgroup array takes descriptors).
+    cgroups: Vec<std::fs::File>,
+    containers: [ContainerPrefix; limit::MAX_CONTAINERS],
+}
+
+impl TracerBuilder {
+    /// Whether records must carry the caller's identity: asked for, or counted by cgroup.
+    pub(crate) fn needs_identity(&self) -> bool {
+        self.identity
+            || self.count_cgroup
+            || matches!(self.count_by, Some(CountBy::Cgroup | CountBy::Container))
+    }
+
+    /// Whether the kernel side reads task or namespace fields at all (records' identity, or
+    /// the `--container` and `--netns` filters).
+    fn needs_task_offsets(&self) -> bool {
+        self.needs_identity() || !self.containers.is_empty() || !self.netns.is_empty()
+    }
 }
 
 /// Stage 1: checks every option and turns the filter values into map keys, touching nothing in
@@ -48,6 +65,13 @@ pub(crate) fn validate(options: &TracerBuilder) -> Result<FilterKeys, Error> {
             "outcomes need each connect call's return and socket, which timestamps-only and successes-only tracing do not follow",
         ));
     }
+    if options.count_cgroup
+        && !matches!(options.count_by, Some(CountBy::Destination | CountBy::Port))
+    {
+        return Err(Error::Options(
+            "counting per cgroup too goes with counting by destination or port",
+        ));
+    }
     if options.ports.contains(&0) {
         return Err(FilterError::PortZero.into());
     }
@@ -55,6 +79,12 @@ pub(crate) fn validate(options: &TracerBuilder) -> Result<FilterKeys, Error> {
         ("pids", options.pids.len(), limit::MAX_PIDS),
         ("uids", options.uids.len(), limit::MAX_UIDS),
         ("cgroups", options.cgroups.len(), limit::MAX_CGROUPS),
+        (
+            "containers",
+            options.containers.len(),
+            limit::MAX_CONTAINERS as u32,
+        ),
+        ("network namespaces", options.netns.len(), limit::MAX_NETNS),
         ("task names", options.comms.len(), limit::MAX_COMMS),
         (
             "destination networks",
@@ -66,6 +96,10 @@ pub(crate) fn validate(options: &TracerBuilder) -> Result<FilterKeys, Error> {
             return Err(FilterError::TooMany { what, max }.into());
         }
     }
+    let mut containers = [ContainerPrefix::EMPTY; limit::MAX_CONTAINERS];
+    for (slot, id) in containers.iter_mut().zip(&options.containers) {
+        *slot = filter::container_prefix(id)?;
+    }
     Ok(FilterKeys {
         comms: options
             .comms
@@ -75,19 +109,26 @@ pub(crate) fn validate(options: &TracerBuilder) -> Result<FilterKeys, Error> {
         cgroups: options
             .cgroups
             .iter()
-            .map(|p| filter::cgroup_id(p))
+            .map(|p| filter::cgroup_dir(p))
             .collect::<Result<_, _>>()?,
+        containers,
     })
 }
 
 /// Stage 2: checks privileges and kernel features, then loads the object with its globals set
 /// (struct offsets from BTF, filter flags, port bitmap, mode, counting).
-pub(crate) fn load(options: &TracerBuilder) -> Result<Ebpf, Error> {
+pub(crate) fn load(options: &TracerBuilder, keys: &FilterKeys) -> Result<Ebpf, Error> {
     kernel::check_privileges()?;
     if options.program_stats {
         kernel::check_stats_privileges()?;
     }
-    let offsets = crate::btf::sock_offsets(&options.btf_path)?;
+    let (offsets, task_offsets) = crate::btf::offsets(&options.btf_path)?;
+    // Needed only by some options: a kernel whose task structs moved fails only those.
+    let task_offsets = match task_offsets {
+        Ok(offsets) => offsets,
+        Err(error) if options.needs_task_offsets() => return Err(error),
+        Err(_) => TaskOffsets::default(),
+    };
     kernel::raise_memlock_limit();
     kernel::check_ring_buffer()?;
 
@@ -96,10 +137,15 @@ pub(crate) fn load(options: &TracerBuilder) -> Result<Ebpf, Error> {
         pids: u8::from(!options.pids.is_empty()),
         families: options.families.iter().fold(0, |bits, f| bits | f.bit()),
         uids: u8::from(!options.uids.is_empty()),
-        cgroups: u8::from(!options.cgroups.is_empty()),
+        // At most MAX_CGROUPS (64) and MAX_CONTAINERS (8), checked by `validate`.
+        cgroups: options.cgroups.len() as u8,
         comms: u8::from(!options.comms.is_empty()),
         destinations: u8::from(!options.destinations.is_empty()),
+        containers: options.containers.len() as u8,
+        netns: u8::from(!options.netns.is_empty()),
     };
+    let identity = u8::from(options.needs_identity());
+    let count_cgroup = u8::from(options.count_cgroup);
     let count_by = options.count_by.map_or(CountBy::OFF, |by| by as u8);
     let entry_only = u8::from(options.mode == Mode::TimestampsOnly);
     // aya-log's level is a load-time constant: with logging off the verifier removes the
@@ -117,6 +163,10 @@ pub(crate) fn load(options: &TracerBuilder) -> Result<Ebpf, Error> {
         .override_global(global::ENTRY_ONLY, &entry_only, true)
         .override_global(global::COUNT_BY, &count_by, true)
         .override_global(global::OUTCOME, &options.outcome, true)
+        .override_global(global::TASK_OFFSETS, &task_offsets, true)
+        .override_global(global::IDENTITY, &identity, true)
+        .override_global(global::CONTAINERS, &keys.containers, true)
+        .override_global(global::COUNT_CGROUP, &count_cgroup, true)
         .override_global(aya_log::LEVEL, &log_level, false)
         .load(PROBE_OBJECT)
         .map_err(|source| Error::Load {
@@ -143,7 +193,16 @@ pub(crate) fn fill_filters(
 ) -> Result<(), Error> {
     fill_set(ebpf, map::PID_FILTER, &options.pids)?;
     fill_set(ebpf, map::UID_FILTER, &options.uids)?;
-    fill_set(ebpf, map::CGROUP_FILTER, &keys.cgroups)?;
+    fill_set(ebpf, map::NETNS_FILTER, &options.netns)?;
+    let name = map::CGROUP_FILTER;
+    let map_error = |source| Error::Map {
+        map: name,
+        source: Box::new(source),
+    };
+    let mut cgroups = CgroupArray::try_from(map_mut(ebpf, name)?).map_err(map_error)?;
+    for (index, dir) in (0..).zip(&keys.cgroups) {
+        cgroups.set(index, dir.as_raw_fd(), 0).map_err(map_error)?;
+    }
     fill_set(ebpf, map::COMM_FILTER, &keys.comms)?;
     let name = map::DST_FILTER;
     let mut trie: LpmTrie<_, DstKey, u8> =

@@ -112,7 +112,7 @@ impl Stream for EventStream {
         }
         // The queue is empty: refill it with the next batch.
         let mut batch = std::mem::take(&mut this.ready);
-        let polled = this.poll_batch(cx, |event| batch.push_back(*event));
+        let polled = this.poll_batch(cx, |event| batch.push_back(event.clone()));
         this.ready = batch;
         polled.map(|_| this.ready.pop_front())
     }

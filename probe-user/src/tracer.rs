@@ -3,7 +3,10 @@
 use std::{
     collections::{BTreeMap, VecDeque},
     os::fd::{AsFd as _, AsRawFd, RawFd},
-    sync::atomic::{AtomicU64, Ordering},
+    sync::{
+        Arc, Mutex, MutexGuard,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -21,8 +24,16 @@ use probe_common::{
 };
 
 use crate::{
-    Backend, ConnectEvent, Error, TracerBuilder, clock, error::BackendError, event, program_info,
+    Backend, ConnectEvent, Error, TracerBuilder, clock, error::BackendError, event,
+    identity::Workloads, program_info,
 };
+
+/// The workload names, whatever a panic elsewhere left behind (a cache: any state is usable).
+fn lock(workloads: &Mutex<Workloads>) -> MutexGuard<'_, Workloads> {
+    workloads
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 /// A connect call still waiting for its return probe after this long never gets it: its thread
 /// exited after the kernel missed the return (a connect call takes microseconds).
@@ -39,16 +50,21 @@ const DETACH_GRACE: Duration = Duration::from_millis(50);
 /// How often [`Tracer::drain`] looks for stale calls.
 const REAP_EVERY: Duration = Duration::from_secs(1);
 
-/// Connects to one destination (or port), with [`TracerBuilder::outcome`] one outcome, counted
-/// in the kernel (see [`TracerBuilder::count_by`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Connects to one destination (or port, or from one cgroup or container), with
+/// [`TracerBuilder::outcome`] one outcome, counted in the kernel (see
+/// [`TracerBuilder::count_by`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConnectCount {
     /// The address family (and so the connect function).
     pub family: Family,
     /// The destination address; `None` when counting by port only.
     pub daddr: Option<std::net::IpAddr>,
-    /// The destination port.
+    /// The destination port (0 when counting by cgroup or container).
     pub dport: u16,
+    /// Who made these connects, counting by cgroup or container (or per cgroup too, see
+    /// [`TracerBuilder::count_per_cgroup`]); `None` otherwise. By container, the cgroups of
+    /// one container (or of none) make one row, whose `cgroup_id` is 0.
+    pub workload: Option<CountWorkload>,
     /// How these connects ended, with [`TracerBuilder::outcome`]; `None` without.
     pub outcome: Option<Outcome>,
     /// Connects since tracing started.
@@ -59,6 +75,19 @@ pub struct ConnectCount {
     /// and more than the bound of `b - 1` (index [`LATENCY_BUCKETS`]: longer than every
     /// bound), with [`TracerBuilder::outcome`]; zero without.
     pub latency_buckets: [u64; LATENCY_BUCKETS as usize + 1],
+}
+
+/// The workload of a [`ConnectCount`] row.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CountWorkload {
+    /// The cgroup v2 id (0 for a row of a whole container).
+    pub cgroup_id: u64,
+    /// The cgroup's path below the cgroup2 mount, if resolved.
+    pub cgroup: Option<Arc<str>>,
+    /// The container the cgroup belongs to, if any.
+    pub container_id: Option<Arc<str>>,
+    /// The Kubernetes pod the cgroup belongs to, if any.
+    pub pod_uid: Option<Arc<str>>,
 }
 
 /// Counts of what a [`Tracer`] saw and lost.
@@ -97,6 +126,11 @@ pub struct Tracer {
     connecting: HashMap<MapData, u64, ConnectRecord>,
     counts: PerCpuHashMap<MapData, CountKey, CountValue>,
     count_by: Option<CountBy>,
+    // Whether count keys carry the caller's cgroup (by cgroup or container, or per cgroup too).
+    count_cgroup: bool,
+    // With identities (or counts by cgroup): the cgroup paths, containers and pods by cgroup
+    // id, resolved once each (a lock, as `connect_counts` takes `&self`).
+    workloads: Option<Mutex<Workloads>>,
     // With outcomes: the connects still in SYN_SENT at `detach`, as pending events for the
     // next drain, or (counting) as counts.
     outcome: bool,
@@ -170,6 +204,11 @@ impl Tracer {
             connecting: take_map(&mut ebpf, map::CONNECTING)?,
             counts: take_map(&mut ebpf, map::CONNECT_COUNTS)?,
             count_by: options.count_by,
+            count_cgroup: options.count_cgroup
+                || matches!(options.count_by, Some(CountBy::Cgroup | CountBy::Container)),
+            workloads: options
+                .needs_identity()
+                .then(|| Mutex::new(Workloads::new())),
             outcome: options.outcome.enabled != 0,
             min_latency_ns: options.outcome.min_latency_ns,
             pending_events: VecDeque::new(),
@@ -203,19 +242,28 @@ impl Tracer {
         let mut n = 0;
         // Pending connects come last, after the ring buffer's events (only once detached).
         let pending = std::mem::take(&mut self.pending_events);
+        let mut workloads = self.workloads.as_ref().map(lock);
+        let mut name = |event: &mut ConnectEvent| {
+            if let (Some(workloads), Some(workload)) = (&mut workloads, &mut event.workload) {
+                workloads.fill(workload);
+            }
+        };
         while let Some(record) = self.events.next() {
             match ConnectEvent::decode(&record) {
-                Ok(event) => {
+                Ok(mut event) => {
+                    name(&mut event);
                     on_event(&event);
                     n += 1;
                 }
                 Err(_) => self.malformed += 1,
             }
         }
-        for event in &pending {
-            on_event(event);
+        for mut event in pending {
+            name(&mut event);
+            on_event(&event);
             n += 1;
         }
+        drop(workloads);
         self.received += n as u64;
         if let Some(logger) = &mut self.logger {
             logger.flush();
@@ -229,7 +277,7 @@ impl Tracer {
     /// The kernel's connect counts (with [`TracerBuilder::count_by`]; empty otherwise), most
     /// connects first.
     pub fn connect_counts(&self) -> Vec<ConnectCount> {
-        let by_port = self.count_by == Some(CountBy::Port);
+        let by = self.count_by;
         let kernel = self
             .counts
             .iter()
@@ -243,20 +291,54 @@ impl Tracer {
                     });
                 (key, sum)
             });
-        // The kernel keys hold the latency bucket too: one row per destination and outcome.
-        let mut rows: BTreeMap<(u16, Option<std::net::IpAddr>, u16, u8), ConnectCount> =
-            BTreeMap::new();
+        let mut workloads = self.workloads.as_ref().map(lock);
+        // The kernel keys hold the latency bucket too: one row per destination (or workload)
+        // and outcome; by container, the cgroups of a container make one row.
+        type Row = (
+            u16,
+            Option<std::net::IpAddr>,
+            u16,
+            u8,
+            u64,
+            Option<Arc<str>>,
+        );
+        let mut rows: BTreeMap<Row, ConnectCount> = BTreeMap::new();
         for (key, value) in kernel.chain(self.pending_counts.iter().copied()) {
             let Ok(family) = event::family(key.family) else {
                 continue;
             };
-            let daddr = (!by_port).then(|| family.ip(&key.daddr));
+            let daddr = (by == Some(CountBy::Destination)).then(|| family.ip(&key.daddr));
+            let workload = match &mut workloads {
+                Some(workloads) if self.count_cgroup => {
+                    let names = workloads.names(key.cgroup_id);
+                    Some(if by == Some(CountBy::Container) {
+                        CountWorkload {
+                            cgroup_id: 0,
+                            cgroup: None,
+                            container_id: names.container_id,
+                            pod_uid: names.pod_uid,
+                        }
+                    } else {
+                        CountWorkload {
+                            cgroup_id: key.cgroup_id,
+                            cgroup: names.cgroup,
+                            container_id: names.container_id,
+                            pod_uid: names.pod_uid,
+                        }
+                    })
+                }
+                _ => None,
+            };
+            let group = workload
+                .as_ref()
+                .map_or((0, None), |w| (w.cgroup_id, w.container_id.clone()));
             let row = rows
-                .entry((key.family, daddr, key.dport, key.outcome))
+                .entry((key.family, daddr, key.dport, key.outcome, group.0, group.1))
                 .or_insert(ConnectCount {
                     family,
                     daddr,
                     dport: key.dport,
+                    workload,
                     outcome: Outcome::try_from(u32::from(key.outcome)).ok(),
                     connects: 0,
                     latency_ns: 0,
@@ -271,9 +353,19 @@ impl Tracer {
         }
         let mut counts: Vec<ConnectCount> = rows.into_values().collect();
         counts.sort_by(|a, b| {
-            b.connects
-                .cmp(&a.connects)
-                .then_with(|| (a.dport, a.daddr, a.outcome).cmp(&(b.dport, b.daddr, b.outcome)))
+            b.connects.cmp(&a.connects).then_with(|| {
+                let workload = |c: &ConnectCount| {
+                    c.workload
+                        .as_ref()
+                        .map(|w| (w.cgroup.clone(), w.container_id.clone(), w.cgroup_id))
+                };
+                (a.dport, a.daddr, a.outcome, workload(a)).cmp(&(
+                    b.dport,
+                    b.daddr,
+                    b.outcome,
+                    workload(b),
+                ))
+            })
         });
         counts
     }
@@ -376,10 +468,15 @@ impl Tracer {
             match self.count_by {
                 None => self.pending_events.push_back(event),
                 Some(by) => {
+                    let cgroup_id = if self.count_cgroup {
+                        record.identity.cgroup_id
+                    } else {
+                        0
+                    };
                     let key = CountKey::new(
-                        by == CountBy::Port,
-                        record.daddr,
-                        record.dport,
+                        by as u8,
+                        cgroup_id,
+                        (record.daddr, record.dport),
                         record.family,
                         Outcome::Pending as u8,
                         latency_ns,

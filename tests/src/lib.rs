@@ -511,3 +511,254 @@ pub fn bound_reusing_address(port: u16) -> Socket {
         .unwrap();
     s
 }
+
+/// What `connect-once` printed: the connect as it saw it and, with `--print-ids`, who made it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnectOnce {
+    pub seen: SeenConnect,
+    /// Its ids, as its own namespaces see them (`--print-ids`).
+    pub ids: Option<TaskIds>,
+}
+
+/// A task's ids as it sees them itself: `getpid()`, `gettid()`, and the inode numbers of its
+/// pid and network namespaces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TaskIds {
+    pub pid: u32,
+    pub tid: u32,
+    pub pidns: u64,
+    pub netns: u64,
+}
+
+impl TaskIds {
+    /// The calling thread's ids.
+    pub fn current() -> TaskIds {
+        // SAFETY: gettid(2) has no arguments and cannot fail (the libc wrapper is newer than
+        // some C libraries).
+        let tid = unsafe { libc::syscall(libc::SYS_gettid) } as u32;
+        TaskIds {
+            pid: std::process::id(),
+            tid,
+            pidns: ns_inode("pid"),
+            netns: ns_inode("net"),
+        }
+    }
+
+    /// ` pid=<pid> tid=<tid> pidns=<inode> netns=<inode>`, as `connect-once --print-ids`
+    /// appends it to its line.
+    pub fn suffix(&self) -> String {
+        format!(
+            " pid={} tid={} pidns={} netns={}",
+            self.pid, self.tid, self.pidns, self.netns
+        )
+    }
+
+    /// Parses the words of [`TaskIds::suffix`].
+    fn parse<'a>(words: impl Iterator<Item = &'a str>) -> Option<TaskIds> {
+        let mut ids = [None; 4];
+        for word in words {
+            let (key, value) = word.split_once('=')?;
+            let at = ["pid", "tid", "pidns", "netns"]
+                .iter()
+                .position(|k| *k == key)?;
+            ids[at] = Some(value.parse::<u64>().ok()?);
+        }
+        let [pid, tid, pidns, netns] = ids;
+        Some(TaskIds {
+            pid: pid?.try_into().ok()?,
+            tid: tid?.try_into().ok()?,
+            pidns: pidns?,
+            netns: netns?,
+        })
+    }
+}
+
+/// The inode number of the calling process's namespace of `kind` (`pid`, `net`), from
+/// `readlink /proc/self/ns/<kind>` (`net:[4026531840]`).
+pub fn ns_inode(kind: &str) -> u64 {
+    let link = std::fs::read_link(format!("/proc/self/ns/{kind}"))
+        .unwrap_or_else(|e| panic!("readlink /proc/self/ns/{kind}: {e}"));
+    let link = link.to_string_lossy();
+    link.strip_prefix(kind)
+        .and_then(|rest| rest.strip_prefix(":["))
+        .and_then(|rest| rest.strip_suffix(']'))
+        .and_then(|inode| inode.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected /proc/self/ns/{kind} link {link:?}"))
+}
+
+/// Runs a prepared `connect-once` command (possibly behind `unshare`, `as-user` or `sh -c`)
+/// and parses its one line: `<src> <dst>`, then with `--print-ids` its [`TaskIds`].
+pub fn run_connect_once(cmd: &mut Command) -> ConnectOnce {
+    let out = cmd.output().expect("cannot run connect-once");
+    assert!(out.status.success(), "{cmd:?}: {out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    parse_connect_once(&text).unwrap_or_else(|| panic!("{cmd:?} printed {text:?}"))
+}
+
+/// Parses `connect-once`'s line (see [`run_connect_once`]).
+pub fn parse_connect_once(line: &str) -> Option<ConnectOnce> {
+    let mut words = line.split_whitespace();
+    let src: SocketAddr = words.next()?.parse().ok()?;
+    let dst: SocketAddr = words.next()?.parse().ok()?;
+    let rest: Vec<&str> = words.collect();
+    let ids = if rest.is_empty() {
+        None
+    } else {
+        Some(TaskIds::parse(rest.into_iter())?)
+    };
+    Some(ConnectOnce {
+        seen: SeenConnect {
+            src: unmapped(src),
+            dst: unmapped(dst),
+            v6: is_v6_connect(dst),
+        },
+        ids,
+    })
+}
+
+/// Runs `connect-once` (another process) with `prefix` before it (`["as-user", "--",
+/// "connect-once"]`; empty: connect-once itself) and `extra` arguments, connecting to `dst`,
+/// and returns what it saw.
+pub fn connect_from(prefix: &[&str], extra: &[&str], dst: SocketAddr) -> SeenConnect {
+    connect_once_from(prefix, extra, dst).seen
+}
+
+/// [`connect_from`], returning everything connect-once printed.
+pub fn connect_once_from(prefix: &[&str], extra: &[&str], dst: SocketAddr) -> ConnectOnce {
+    let (program, args) = prefix.split_first().unwrap_or((&"connect-once", &[]));
+    run_connect_once(
+        Command::new(program)
+            .args(args)
+            .args(extra)
+            .arg(dst.to_string()),
+    )
+}
+
+/// Where the cgroup2 filesystem is mounted: the first cgroup2 mount of `/proc/self/mounts`,
+/// else a fresh mount at `/tmp/cgroup2` (the test VM mounts none). Call it before starting
+/// probe-user, which looks for the mount once, when it starts.
+pub fn cgroup2_mount() -> String {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+    if let Some(fields) = mounts
+        .lines()
+        .map(|l| l.split(' ').collect::<Vec<_>>())
+        .find(|f| f.get(2) == Some(&"cgroup2"))
+    {
+        return fields[1].to_string();
+    }
+    std::fs::create_dir_all("/tmp/cgroup2").unwrap();
+    let status = Command::new("mount")
+        .args(["-t", "cgroup2", "none", "/tmp/cgroup2"])
+        .status()
+        .unwrap();
+    assert!(status.success(), "cannot mount cgroup2");
+    "/tmp/cgroup2".into()
+}
+
+/// A cgroup v2 directory for this test process, under [`cgroup2_mount`] (the caller removes
+/// it).
+pub fn test_cgroup() -> String {
+    let dir = format!("{}/probe-test-{}", cgroup2_mount(), std::process::id());
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A tree of cgroup v2 directories made for one test, under a root directory of its own below
+/// [`cgroup2_mount`]; every directory it made is removed when it is dropped, deepest first
+/// (the processes moved into them must have exited by then).
+pub struct CgroupTree {
+    mount: PathBuf,
+    root: Cgroup,
+    /// What [`CgroupTree::mkdir`] created, parents before children.
+    made: Vec<PathBuf>,
+}
+
+/// One cgroup v2 directory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cgroup {
+    /// Where it is (below the cgroup2 mount).
+    pub dir: PathBuf,
+    /// Its path below the cgroup2 mount, as probe-user reports it (`/a/b`).
+    pub path: String,
+    /// Its cgroup id: the directory's inode number.
+    pub id: u64,
+}
+
+impl Cgroup {
+    /// The directory as a string, for arguments (`--cgroup DIR`).
+    pub fn dir(&self) -> &str {
+        self.dir.to_str().expect("a UTF-8 cgroup path")
+    }
+}
+
+impl CgroupTree {
+    /// Makes the root directory `name` (unique to the test: say, with the pid in it) right
+    /// below the cgroup2 mount.
+    pub fn new(name: &str) -> CgroupTree {
+        assert!(!name.contains('/'), "{name:?}");
+        let mount = PathBuf::from(cgroup2_mount());
+        let mut tree = CgroupTree {
+            root: Cgroup {
+                dir: mount.clone(),
+                path: "/".into(),
+                id: 0,
+            },
+            mount,
+            made: Vec::new(),
+        };
+        tree.root = tree.mkdir_below(&tree.mount.clone(), name);
+        tree
+    }
+
+    /// The tree's root directory.
+    pub fn root(&self) -> &Cgroup {
+        &self.root
+    }
+
+    /// Makes `relative` (`a/b/c`) below the root, with whatever parents it lacks.
+    pub fn mkdir(&mut self, relative: &str) -> Cgroup {
+        let root = self.root.dir.clone();
+        self.mkdir_below(&root, relative)
+    }
+
+    fn mkdir_below(&mut self, base: &std::path::Path, relative: &str) -> Cgroup {
+        let mut dir = base.to_path_buf();
+        for component in relative.split('/').filter(|c| !c.is_empty()) {
+            dir.push(component);
+            match std::fs::create_dir(&dir) {
+                Ok(()) => self.made.push(dir.clone()),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => panic!("mkdir {dir:?}: {e}"),
+            }
+        }
+        self.cgroup(&dir)
+    }
+
+    /// The cgroup at `dir` (below the mount).
+    fn cgroup(&self, dir: &std::path::Path) -> Cgroup {
+        use std::os::unix::fs::MetadataExt as _;
+        let below = dir.strip_prefix(&self.mount).expect("below the mount");
+        Cgroup {
+            dir: dir.to_path_buf(),
+            path: format!("/{}", below.to_str().unwrap()),
+            id: std::fs::metadata(dir).unwrap().ino(),
+        }
+    }
+}
+
+impl Drop for CgroupTree {
+    fn drop(&mut self) {
+        // Children were made after their parents. A process that just exited may still count
+        // as a member for a moment (EBUSY).
+        for dir in self.made.iter().rev() {
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while let Err(e) = std::fs::remove_dir(dir) {
+                if e.raw_os_error() != Some(libc::EBUSY) || Instant::now() > deadline {
+                    eprintln!("cannot remove cgroup {dir:?}: {e}");
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+}

@@ -4,11 +4,10 @@
 
 use std::{
     net::SocketAddr,
-    process::Command,
     sync::{Arc, Barrier},
 };
 
-use probe_tests::{ProbeUser, SeenConnect, StapLine, connect, listener, unmapped};
+use probe_tests::{ProbeUser, SeenConnect, StapLine, connect, connect_from, listener, test_cgroup};
 
 /// The connects a tracer printed, in order.
 fn printed(stdout: &str) -> Vec<SeenConnect> {
@@ -16,25 +15,6 @@ fn printed(stdout: &str) -> Vec<SeenConnect> {
         .lines()
         .map(|l| StapLine::parse(l).connect())
         .collect()
-}
-
-/// Runs `connect-once` (another process) with `prefix` before it, returning what it saw.
-fn connect_from(prefix: &[&str], extra: &[&str], dst: SocketAddr) -> SeenConnect {
-    let (program, args) = prefix.split_first().unwrap_or((&"connect-once", &[]));
-    let out = Command::new(program)
-        .args(args)
-        .args(extra)
-        .arg(dst.to_string())
-        .output()
-        .expect("cannot run connect-once");
-    assert!(out.status.success(), "{out:?}");
-    let text = String::from_utf8(out.stdout).unwrap();
-    let (src, peer) = text.trim().split_once(' ').unwrap();
-    SeenConnect {
-        src: unmapped(src.parse().unwrap()),
-        dst: unmapped(peer.parse().unwrap()),
-        v6: dst.is_ipv6(),
-    }
 }
 
 #[test]
@@ -64,30 +44,6 @@ fn comm_filter_traces_only_the_named_tasks() {
     connect_as("probe-wanted-2");
     let out = tracer.stop();
     assert_eq!(printed(&out.stdout), vec![wanted]);
-}
-
-/// A cgroup v2 directory for this test: under the existing cgroup2 mount, or a fresh mount.
-fn test_cgroup() -> String {
-    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
-    let root = match mounts
-        .lines()
-        .map(|l| l.split(' ').collect::<Vec<_>>())
-        .find(|f| f.get(2) == Some(&"cgroup2"))
-    {
-        Some(fields) => fields[1].to_string(),
-        None => {
-            std::fs::create_dir_all("/tmp/cgroup2").unwrap();
-            let status = Command::new("mount")
-                .args(["-t", "cgroup2", "none", "/tmp/cgroup2"])
-                .status()
-                .unwrap();
-            assert!(status.success(), "cannot mount cgroup2");
-            "/tmp/cgroup2".into()
-        }
-    };
-    let dir = format!("{root}/probe-test-{}", std::process::id());
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 #[test]

@@ -407,7 +407,7 @@ fn bad_arguments_get_one_line_errors() {
         ),
         (
             &["--count", "--count-by", "dport"][..],
-            "probe-user: error: invalid value 'dport' for '--count-by <KEY>' [possible values: destination, port]",
+            "probe-user: error: invalid value 'dport' for '--count-by <KEY>' [possible values: destination, port, cgroup, container]",
         ),
         (
             &["--metrics", "localhost"][..],

@@ -128,10 +128,10 @@ impl Config {
         matches!(self.tracer, Some(Tracer::Stap(_)))
     }
 
-    /// The configuration without `--outcome` that this one (with it) adds to.
-    fn without_outcome(&self) -> Option<&'static Config> {
+    /// The configuration without the trailing option `option` that this one adds to.
+    fn without(&self, option: &str) -> Option<&'static Config> {
         let command = self.command();
-        let without = command.strip_suffix(" --outcome")?;
+        let without = command.strip_suffix(option)?;
         CONFIGS
             .iter()
             .find(|c| c.command() == without && c.port == self.port && c.workload == self.workload)
@@ -174,6 +174,9 @@ const CONFIGS: &[Config] = &[
     traced("fentry-outcome-filter-hit", "example 3, printed", ProbeUser("/bin/probe-user --attach fentry --filter-port 8080 --outcome"), 8080),
     traced("tp-outcome-default", "example 2", ProbeUser("/bin/probe-user --attach tracepoint --outcome"), 8080),
     traced("tp-outcome-filter-hit", "example 3, printed", ProbeUser("/bin/probe-user --attach tracepoint --filter-port 8080 --outcome"), 8080),
+    traced("json-default", "example 2", ProbeUser("/bin/probe-user --format json"), 8080),
+    traced("fentry-json-default", "example 2", ProbeUser("/bin/probe-user --attach fentry --format json"), 8080),
+    traced("tp-json-default", "example 2", ProbeUser("/bin/probe-user --attach tracepoint --format json"), 8080),
     refused("baseline-refused", None),
     refused("refused-default", Some(ProbeUser("/bin/probe-user"))),
     refused("refused-outcome", Some(ProbeUser("/bin/probe-user --outcome"))),
@@ -376,6 +379,23 @@ fn parse_result(line: &str) -> Option<(&'static str, Run)> {
     ))
 }
 
+/// The configurations of this run that end in `option` and the one without it, each with the
+/// median guest instructions per connect without it and with it.
+fn added_by<'a>(
+    options: &'a Options,
+    runs: &'a BTreeMap<&str, Vec<Run>>,
+    option: &'a str,
+) -> impl Iterator<Item = (&'static Config, f64, f64)> + 'a {
+    options.configs().filter_map(move |c| {
+        let without = c.without(option)?;
+        Some((
+            c,
+            median_per_cycle(runs, without.name)?,
+            median_per_cycle(runs, c.name)?,
+        ))
+    })
+}
+
 /// Median guest ns per connect cycle over the runs of configuration `name`, if it ran.
 fn median_per_cycle(runs: &BTreeMap<&str, Vec<Run>>, name: &str) -> Option<f64> {
     runs.get(name)
@@ -467,16 +487,7 @@ fn report(
         "| configuration | workload | without | with | added | met | lines printed / connects |"
     );
     let _ = writeln!(out, "|---|---|---|---|---|---|---|");
-    for c in options.configs() {
-        let Some(without) = c.without_outcome() else {
-            continue;
-        };
-        let (Some(with_ns), Some(without_ns)) = (
-            median_per_cycle(runs, c.name),
-            median_per_cycle(runs, without.name),
-        ) else {
-            continue;
-        };
+    for (c, without_ns, with_ns) in added_by(options, runs, " --outcome") {
         let base = per_cycle(c.workload.baseline())?;
         let added = (with_ns - without_ns) / 1000.0;
         let r = &runs[c.name];
@@ -494,6 +505,25 @@ fn report(
             (without_ns - base) / 1000.0,
             (with_ns - base) / 1000.0,
             if added <= 1.0 { "yes" } else { "no" },
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nWhat `--format json` adds to the stap format of the same backend: the JSON line and \
+         the caller's workload (cgroup, namespaces and pids in the kernel; cgroup path, \
+         container and pod in userspace, cached per cgroup), which only JSON output reads:\n"
+    );
+    let _ = writeln!(out, "| configuration | stap | json | added |");
+    let _ = writeln!(out, "|---|---|---|---|");
+    for (c, without_ns, with_ns) in added_by(options, runs, " --format json") {
+        let base = per_cycle(c.workload.baseline())?;
+        let _ = writeln!(
+            out,
+            "| `{}` | +{:.1}k | +{:.1}k | **{:+.1}k** |",
+            tracer_command(c),
+            (without_ns - base) / 1000.0,
+            (with_ns - base) / 1000.0,
+            (with_ns - without_ns) / 1000.0,
         );
     }
     let _ = writeln!(

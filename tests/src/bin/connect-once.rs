@@ -1,18 +1,51 @@
-//! `connect-once [--cgroup DIR] ADDR`: connects to ADDR once (after moving itself into the
-//! cgroup v2 directory DIR, if given) and prints `<src> <dst>` as it saw them. For tests that
-//! need a connect from another process, user or cgroup.
+//! `connect-once [--cgroup DIR] [--print-ids] (ADDR | --self-listen)`: connects to ADDR once
+//! (after moving itself into the cgroup v2 directory DIR, if given) and prints `<src> <dst>` as
+//! it saw them. For tests that need a connect from another process, user, cgroup or namespace.
+//!
+//! `--self-listen` connects to a listener of its own on 127.0.0.1 instead (in whatever network
+//! namespace it runs in; ADDR is then left out). `--print-ids` appends
+//! ` pid=<getpid> tid=<gettid> pidns=<inode> netns=<inode>` to the line: its ids as its own
+//! namespaces see them, and the inode numbers of its pid and network namespaces.
 
-use probe_tests::{connect, flag_value};
+use std::net::{SocketAddr, TcpListener};
+
+use probe_tests::{TaskIds, connect};
+
+const USAGE: &str = "usage: connect-once [--cgroup DIR] [--print-ids] (ADDR | --self-listen)";
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if let Some(dir) = flag_value::<String>(&args, "--cgroup") {
+    let mut args = std::env::args().skip(1);
+    let (mut cgroup, mut print_ids, mut self_listen, mut addr) = (None, false, false, None);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--cgroup" => cgroup = Some(args.next().expect(USAGE)),
+            "--print-ids" => print_ids = true,
+            "--self-listen" => self_listen = true,
+            _ if addr.is_none() && !arg.starts_with("--") => {
+                let parsed: SocketAddr = arg
+                    .parse()
+                    .unwrap_or_else(|e| panic!("not a socket address: {arg:?}: {e}"));
+                addr = Some(parsed);
+            }
+            _ => panic!("{USAGE}"),
+        }
+    }
+    if let Some(dir) = cgroup {
         // Writing 0 moves the writing process.
         std::fs::write(format!("{dir}/cgroup.procs"), "0").expect("cannot join the cgroup");
     }
-    let addr = args
-        .last()
-        .expect("usage: connect-once [--cgroup DIR] ADDR");
-    let seen = connect(addr.parse().expect("not a socket address"), None).expect("connect");
-    println!("{} {}", seen.src, seen.dst);
+    // Kept open until the connect is done (the kernel completes it from the backlog).
+    let own = self_listen.then(|| TcpListener::bind("127.0.0.1:0").expect("cannot listen"));
+    let dst = match (&own, addr) {
+        (Some(listener), None) => listener.local_addr().unwrap(),
+        (None, Some(addr)) => addr,
+        _ => panic!("{USAGE}"),
+    };
+    let seen = connect(dst, None).expect("connect");
+    let ids = if print_ids {
+        TaskIds::current().suffix()
+    } else {
+        String::new()
+    };
+    println!("{} {}{ids}", seen.src, seen.dst);
 }

@@ -38,11 +38,22 @@ struct Cli {
     /// Repeatable or comma-separated.
     #[arg(long, value_name = "UID", value_delimiter = ',')]
     uid: Vec<u32>,
-    /// Only trace connects made by tasks in this cgroup v2 directory, e.g.
-    /// /sys/fs/cgroup/system.slice/nginx.service (filtered in the kernel; not its children).
-    /// Repeatable.
+    /// Only trace connects made by tasks in this cgroup v2 directory or below it, e.g.
+    /// /sys/fs/cgroup/system.slice (filtered in the kernel, cgroups created later included).
+    /// Repeatable (up to 64).
     #[arg(long, value_name = "PATH")]
     cgroup: Vec<std::path::PathBuf>,
+    /// Only trace connects made by tasks of this container: 12 to 64 hex digits of its id, as
+    /// docker ps, crictl ps or podman ps show it (filtered in the kernel by the name of the
+    /// task's cgroup; containers started later included). Repeatable or comma-separated (up
+    /// to 8).
+    #[arg(long, value_name = "ID", value_delimiter = ',')]
+    container: Vec<String>,
+    /// Only trace connects of sockets in this network namespace: its inode number, as
+    /// `readlink /proc/PID/ns/net` or `lsns -t net` show it (filtered in the kernel).
+    /// Repeatable or comma-separated.
+    #[arg(long, value_name = "INODE", value_delimiter = ',', value_parser = clap::value_parser!(u32).range(1..))]
+    netns: Vec<u32>,
     /// Only trace connects made by tasks with this name (comm, at most 15 bytes; filtered in the
     /// kernel). Repeatable.
     #[arg(long, value_name = "NAME")]
@@ -87,9 +98,14 @@ struct Cli {
     interval: Duration,
     /// With --count or --metrics: count by destination address and port (the default for
     /// --count tables), or by destination port only (the default for --metrics, whose connects
-    /// carry a daddr label only when this says destination).
+    /// carry a daddr label only when this says destination); with --count also by the
+    /// caller's cgroup or container.
     #[arg(long, value_name = "KEY", value_parser = parse_count_by(), requires = "counting")]
     count_by: Option<CountBy>,
+    /// With --metrics: label every connect series with the caller's cgroup (path) or container
+    /// (id), counted in the kernel per cgroup.
+    #[arg(long, value_name = "LABEL", value_enum, requires = "metrics")]
+    metrics_label: Option<metrics::WorkloadLabel>,
     /// Serve Prometheus/OpenMetrics counters at http://ADDR/metrics (ADDR is PORT for
     /// 127.0.0.1:PORT, or IP:PORT): connects by family and destination port, counted in the
     /// kernel, and the dropped/missed/malformed counts. Nothing is printed per connect.
@@ -119,6 +135,13 @@ impl Cli {
         if self.outcomes() && self.format == Format::Minimal {
             return Some(
                 "--format minimal prints only the time of each call, so it cannot show outcomes: use --format stap or json with --outcome, --failed-only or --min-latency",
+            );
+        }
+        if self.metrics.is_some()
+            && matches!(self.count_by, Some(CountBy::Cgroup | CountBy::Container))
+        {
+            return Some(
+                "--metrics counts by destination or port: label its series by cgroup or container with --metrics-label",
             );
         }
         if self.outcomes() && self.successes_only {
@@ -198,6 +221,8 @@ struct Counting {
     scrapes: Option<tokio::sync::mpsc::Receiver<metrics::Scrape>>,
     /// `--count-by destination` given explicitly: metrics carry a daddr label.
     daddr_labels: bool,
+    /// `--metrics-label`.
+    workload_label: Option<metrics::WorkloadLabel>,
 }
 
 impl Counting {
@@ -220,6 +245,7 @@ impl Counting {
             &self.tracer.connect_counts(),
             self.tracer.counters(),
             self.daddr_labels,
+            self.workload_label,
         );
         let _ = reply.send(text);
     }
@@ -398,6 +424,8 @@ async fn run(cli: Cli) -> Result<()> {
         .filter_pids(cli.pid)
         .filter_uids(cli.uid)
         .filter_cgroups(cli.cgroup)
+        .filter_containers(cli.container)
+        .filter_netns(cli.netns)
         .filter_comms(cli.comm)
         .filter_destinations(cli.dst);
     if cli.stats {
@@ -413,6 +441,12 @@ async fn run(cli: Cli) -> Result<()> {
     });
     if counting {
         builder = builder.count_by(count_by);
+        if cli.metrics_label.is_some() {
+            builder = builder.count_per_cgroup();
+        }
+    } else if cli.format == Format::Json {
+        // JSON lines carry every field, the workload's too.
+        builder = builder.identity();
     }
     if let Attach::Only(backend) = cli.attach {
         builder = builder.backend(backend);
@@ -446,7 +480,10 @@ async fn run(cli: Cli) -> Result<()> {
         );
     }
     let backend = tracer.backend();
-    let formatter = Formatter::new(cli.format, WallClock::measure());
+    let mut formatter = Formatter::new(cli.format, WallClock::measure());
+    if counting {
+        formatter = formatter.count_by(count_by);
+    }
     let mut out = BatchedStdout::default();
     if counting {
         let scrapes = match cli.metrics {
@@ -465,6 +502,7 @@ async fn run(cli: Cli) -> Result<()> {
             tables: cli.count.then_some(cli.interval),
             scrapes,
             daddr_labels: cli.count_by == Some(CountBy::Destination),
+            workload_label: cli.metrics_label,
         };
         return count_until_signal(counting, out, signals).await;
     }

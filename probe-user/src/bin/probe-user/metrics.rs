@@ -58,7 +58,17 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 /// With outcomes also `probe_connect_failures_total{...,reason}` (every outcome but
 /// established and pending) and the histogram `probe_connect_duration_seconds{...,outcome}`
 /// (buckets of powers of two microseconds, counted in the kernel).
-pub fn render(counts: &[ConnectCount], counters: Counters, with_daddr: bool) -> String {
+///
+/// With `label`, every connect series carries the caller's cgroup (its path, or its id if the
+/// path could not be resolved) or container (its id, empty for none) as one more label; the
+/// kernel counts per cgroup, so there are as many label values as the `--count` key limit
+/// allows, and connects beyond it are counted in `probe_events_dropped_total`.
+pub fn render(
+    counts: &[ConnectCount],
+    counters: Counters,
+    with_daddr: bool,
+    label: Option<WorkloadLabel>,
+) -> String {
     let mut registry = Registry::with_prefix("probe");
     let connects = Family::<Labels, Counter>::default();
     registry.register(
@@ -75,6 +85,16 @@ pub fn render(counts: &[ConnectCount], counters: Counters, with_daddr: bool) -> 
         ];
         if let (true, Some(daddr)) = (with_daddr, c.daddr) {
             labels.push(("daddr".to_string(), daddr.to_string()));
+        }
+        if let (Some(label), Some(w)) = (label, &c.workload) {
+            let value = match label {
+                WorkloadLabel::Cgroup => w
+                    .cgroup
+                    .as_deref()
+                    .map_or_else(|| w.cgroup_id.to_string(), str::to_string),
+                WorkloadLabel::Container => w.container_id.as_deref().unwrap_or("").to_string(),
+            };
+            labels.push((label.name().to_string(), value));
         }
         connects.get_or_create(&labels).inc_by(c.connects);
         let Some(outcome) = c.outcome else {
@@ -125,6 +145,25 @@ pub fn render(counts: &[ConnectCount], counters: Counters, with_daddr: bool) -> 
     // Writing into a String cannot fail.
     let _ = encode(&mut text, &registry);
     text
+}
+
+/// `--metrics-label`: the workload label of every connect series.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum WorkloadLabel {
+    /// `cgroup`: the caller's cgroup v2 path.
+    Cgroup,
+    /// `container`: the caller's container id.
+    Container,
+}
+
+impl WorkloadLabel {
+    /// The label's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            WorkloadLabel::Cgroup => "cgroup",
+            WorkloadLabel::Container => "container",
+        }
+    }
 }
 
 /// A metric's labels, in order.
@@ -364,6 +403,7 @@ mod tests {
             family: IpFamily::V4,
             daddr: Some(daddr.parse().unwrap()),
             dport: 443,
+            workload: None,
             outcome: None,
             connects,
             latency_ns: 0,
@@ -381,7 +421,7 @@ mod tests {
         refused.outcome = Some(probe_user::Outcome::Refused);
         refused.latency_ns = 100_000;
         refused.latency_buckets[6] = 2; // <= 64 us
-        let text = render(&[established, refused], Counters::default(), false);
+        let text = render(&[established, refused], Counters::default(), false, None);
         for line in [
             "probe_connects_total{family=\"ipv4\",dport=\"443\"} 5\n",
             "probe_connect_failures_total{family=\"ipv4\",dport=\"443\",reason=\"refused\"} 2\n",
@@ -396,7 +436,7 @@ mod tests {
         }
         assert!(!text.contains("reason=\"established\""), "{text}");
         assert!(
-            !render(&[count("10.0.0.1", 1)], Counters::default(), false)
+            !render(&[count("10.0.0.1", 1)], Counters::default(), false, None)
                 .contains("connect_duration"),
         );
     }
@@ -410,7 +450,7 @@ mod tests {
             missed: 1,
             malformed: 0,
         };
-        let text = render(&counts, counters, false);
+        let text = render(&counts, counters, false, None);
         assert!(
             text.contains("probe_connects_total{family=\"ipv4\",dport=\"443\"} 5\n"),
             "{text}"
@@ -418,7 +458,7 @@ mod tests {
         assert!(text.contains("probe_events_dropped_total 4\n"), "{text}");
         assert!(text.contains("probe_events_missed_total 1\n"), "{text}");
         assert!(text.ends_with("# EOF\n"), "{text}");
-        let text = render(&counts, counters, true);
+        let text = render(&counts, counters, true, None);
         assert!(
             text.contains(
                 "probe_connects_total{family=\"ipv4\",dport=\"443\",daddr=\"10.0.0.1\"} 3\n"
