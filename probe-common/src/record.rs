@@ -135,8 +135,11 @@ pub struct TimestampRecord {
     pub boot_ns: u64,
     /// [`crate::AF_INET`] or [`crate::AF_INET6`] (a [`crate::Family`] value).
     pub family: u16,
+    /// Explicit padding, always zero (two fields, not an array: zeroing an array is a call to
+    /// the byte-by-byte `memset` in eBPF, on every connect of `--format minimal`).
+    pub _pad16: u16,
     /// Explicit padding, always zero.
-    pub _pad: [u16; 3],
+    pub _pad32: u32,
 }
 
 impl TimestampRecord {

@@ -67,17 +67,22 @@ impl CountKey {
         outcome: u8,
         latency_ns: u64,
     ) -> CountKey {
-        let (daddr, dport) = if by == CountBy::Destination as u8 {
-            (daddr, dport)
-        } else if by == CountBy::Port as u8 {
-            (RawAddr([0; 4]), dport)
+        // Masks rather than a zeroed address: a zeroed array is a call to the byte-by-byte
+        // `memset` in eBPF, on every counted connect.
+        let addr_mask = if by == CountBy::Destination as u8 {
+            u32::MAX
         } else {
-            (RawAddr([0; 4]), 0)
+            0
+        };
+        let port_mask = if by <= CountBy::Port as u8 {
+            u16::MAX
+        } else {
+            0
         };
         CountKey {
             cgroup_id,
-            daddr,
-            dport,
+            daddr: RawAddr(daddr.0.map(|word| word & addr_mask)),
+            dport: dport & port_mask,
             family,
             outcome,
             bucket: if outcome == 0 {

@@ -259,7 +259,8 @@ pub(crate) mod tests {
             header: RecordKind::Timestamp.header(),
             boot_ns: 77,
             family: AF_INET6,
-            _pad: [0; 3],
+            _pad16: 0,
+            _pad32: 0,
         };
         let ev = ConnectEvent::decode(&bytes_of(&r)).unwrap();
         assert_eq!((ev.boot_ns, ev.family), (77, Family::V6));
