@@ -197,8 +197,12 @@ pub enum Backend {
 }
 
 impl Backend {
-    /// The order `auto` tries them in: kprobe first, as SystemTap and its examples do.
-    pub const AUTO_ORDER: [Backend; 3] = [Backend::Kprobe, Backend::Fentry, Backend::Tracepoint];
+    /// The order `auto` tries them in: fentry first where the kernel can attach it to the
+    /// connect functions (BPF trampolines: cheaper than a kprobe and a kretprobe, and never
+    /// misses a return), then kprobe (kernels without trampolines), then the tracepoint. Each
+    /// is tried for real, as libbpf-tools' `fentry_can_attach` does: loading and attaching
+    /// tells what the kernel supports, not its version.
+    pub const AUTO_ORDER: [Backend; 3] = [Backend::Fentry, Backend::Kprobe, Backend::Tracepoint];
 
     /// The `--attach` name (a `const fn`, so tools can name a backend in constants).
     pub const fn name(self) -> &'static str {
@@ -216,7 +220,7 @@ impl Backend {
 }
 
 impl Named for Backend {
-    const ALL: &'static [Self] = &Backend::AUTO_ORDER;
+    const ALL: &'static [Self] = &[Backend::Kprobe, Backend::Fentry, Backend::Tracepoint];
 
     fn name(self) -> &'static str {
         Backend::name(self)

@@ -42,11 +42,12 @@ pub fn backend() -> String {
     std::env::var("PROBE_ATTACH").unwrap_or_else(|_| auto_backend().into())
 }
 
-/// What `--attach auto` picks on the test kernels: kprobe where the kernel has kprobes, the
-/// tracepoint elsewhere (this project's machines have neither kprobes nor fentry).
+/// What `--attach auto` picks on the test kernels: fentry on the VM's Debian kernels (which
+/// have BPF trampolines, and kprobes), the tracepoint on this project's machines (which have
+/// neither).
 pub fn auto_backend() -> &'static str {
     if kernel_has_kprobes() {
-        KPROBE
+        FENTRY
     } else {
         TRACEPOINT
     }

@@ -266,7 +266,7 @@ impl Drop for PerfParanoid {
 fn runs_as_nobody_with_only_cap_bpf_and_cap_perfmon() {
     // Debian's kernels default to level 3, which needs CAP_SYS_ADMIN for any perf event, kprobes
     // included: the kprobe backend must say so; fentry and the tracepoint use no perf event and
-    // work (so does auto, falling back to fentry). At level 2 (upstream's default) the two
+    // work (so does auto, which takes fentry). At level 2 (upstream's default) the two
     // capabilities suffice for every backend.
     {
         let _paranoid = PerfParanoid::set("3");

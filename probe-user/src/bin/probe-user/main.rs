@@ -111,9 +111,10 @@ struct Cli {
     /// kernel, and the dropped/missed/malformed counts. Nothing is printed per connect.
     #[arg(long, value_name = "ADDR", value_parser = parse_metrics_addr)]
     metrics: Option<std::net::SocketAddr>,
-    /// How to hook the connect path: auto (kprobe if the kernel has kprobes, else fentry, else
-    /// tracepoint), kprobe, fentry (fexit on the connect functions) or tracepoint
-    /// (sock:inet_sock_set_state; reports only calls that send a SYN).
+    /// How to hook the connect path: auto (fentry where the kernel can attach it, else kprobe,
+    /// else tracepoint), fentry (fexit on the connect functions), kprobe (kprobe and kretprobe,
+    /// as SystemTap) or tracepoint (sock:inet_sock_set_state; reports only calls that send a
+    /// SYN).
     #[arg(long, value_name = "BACKEND", default_value = "auto", value_parser = parse_attach)]
     attach: Attach,
     /// At exit, also print the connects still in flight in the kernel's maps and each eBPF
