@@ -202,10 +202,13 @@ impl TracerBuilder {
     /// [`Tracer::fallbacks`]). Tracing has started when this returns; on an error nothing stays
     /// loaded or attached.
     pub fn attach(self) -> Result<Tracer, Error> {
+        let started = std::time::Instant::now();
+        let mut startup = crate::Startup::default();
         let keys = loader::validate(&self)?;
-        let mut ebpf = loader::load(&self, &keys)?;
+        let mut ebpf = loader::load(&self, &keys, &mut startup)?;
         let logger = loader::start_logger(&mut ebpf)?;
         loader::fill_filters(&mut ebpf, &self, &keys)?;
+        startup.load = started.elapsed() - startup.btf;
         // Before attaching, so that every run of every program is accounted.
         let stats = if self.program_stats {
             Some(
@@ -215,7 +218,9 @@ impl TracerBuilder {
         } else {
             None
         };
+        let attaching = std::time::Instant::now();
         let (backend, fallbacks) = loader::attach_first_working(&mut ebpf, &self)?;
-        Tracer::new(ebpf, backend, fallbacks, &self, logger, stats)
+        startup.attach = attaching.elapsed();
+        Tracer::new(ebpf, backend, fallbacks, &self, logger, stats, startup)
     }
 }

@@ -73,4 +73,4 @@ pub use filter::parse_network;
 pub use format::{Format, Formatter};
 pub use probe_common::{Backend, CountBy, Family, Function, Outcome};
 pub use stream::{DRAIN_INTERVAL, EventStream};
-pub use tracer::{ConnectCount, CountWorkload, Counters, ProgramStats, Tracer};
+pub use tracer::{ConnectCount, CountWorkload, Counters, ProgramStats, Startup, Tracer};

@@ -17,7 +17,7 @@ use probe_common::{
 };
 
 use crate::{
-    Backend, Mode, TracerBuilder, backend,
+    Backend, Mode, Startup, TracerBuilder, backend,
     error::{BackendError, Error, FilterError},
     filter, kernel,
 };
@@ -117,12 +117,18 @@ pub(crate) fn validate(options: &TracerBuilder) -> Result<FilterKeys, Error> {
 
 /// Stage 2: checks privileges and kernel features, then loads the object with its globals set
 /// (struct offsets from BTF, filter flags, port bitmap, mode, counting).
-pub(crate) fn load(options: &TracerBuilder, keys: &FilterKeys) -> Result<Ebpf, Error> {
+pub(crate) fn load(
+    options: &TracerBuilder,
+    keys: &FilterKeys,
+    startup: &mut Startup,
+) -> Result<Ebpf, Error> {
     kernel::check_privileges()?;
     if options.program_stats {
         kernel::check_stats_privileges()?;
     }
+    let btf_started = std::time::Instant::now();
     let (offsets, task_offsets) = crate::btf::offsets(&options.btf_path)?;
+    startup.btf = btf_started.elapsed();
     // Needed only by some options: a kernel whose task structs moved fails only those.
     let task_offsets = match task_offsets {
         Ok(offsets) => offsets,

@@ -90,6 +90,26 @@ pub struct CountWorkload {
     pub pod_uid: Option<Arc<str>>,
 }
 
+/// Where [`TracerBuilder::attach`] spent its time: reading struct offsets from the kernel's BTF,
+/// loading (the verifier included) and filling the maps, attaching (with `auto`, every backend
+/// tried).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Startup {
+    /// Reading the kernel's BTF for struct offsets.
+    pub btf: std::time::Duration,
+    /// Loading and verifying the programs, and filling the filter maps (the BTF read aside).
+    pub load: std::time::Duration,
+    /// Attaching the programs.
+    pub attach: std::time::Duration,
+}
+
+impl Startup {
+    /// The whole of it.
+    pub fn total(&self) -> std::time::Duration {
+        self.btf + self.load + self.attach
+    }
+}
+
 /// Counts of what a [`Tracer`] saw and lost.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Counters {
@@ -148,6 +168,7 @@ pub struct Tracer {
     // The highest count of `CONNECTING` evictions seen so far (see `Tracer::evicted`).
     evicted: AtomicU64,
     last_reap: Instant,
+    startup: Startup,
     // Keeps kernel run-time accounting on while held (see TracerBuilder::program_stats).
     _stats: Option<std::os::fd::OwnedFd>,
     // The attached programs by name, through descriptors of their own: their run counts and
@@ -186,6 +207,7 @@ impl Tracer {
         options: &TracerBuilder,
         logger: Option<EbpfLogger<&'static dyn log::Log>>,
         stats: Option<std::os::fd::OwnedFd>,
+        startup: Startup,
     ) -> Result<Self, Error> {
         let programs = ebpf
             .programs()
@@ -221,9 +243,15 @@ impl Tracer {
             reaped_sockets: 0,
             evicted: AtomicU64::new(0),
             last_reap: Instant::now(),
+            startup,
             _stats: stats,
             ebpf: Some(ebpf),
         })
+    }
+
+    /// Where attaching spent its time.
+    pub fn startup(&self) -> Startup {
+        self.startup
     }
 
     /// How the programs are attached.

@@ -294,6 +294,32 @@ async fn count_until_signal(
     Ok(())
 }
 
+/// `--stats`: how long attaching took and the memory probe-user used (peak and now), for the
+/// benchmark's start-up and memory table.
+fn print_resources(startup: probe_user::Startup) {
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    eprintln!(
+        "probe-user: attached in {:.1} ms (BTF offsets {:.1} ms, load and verify {:.1} ms, attach {:.1} ms)",
+        ms(startup.total()),
+        ms(startup.btf),
+        ms(startup.load),
+        ms(startup.attach)
+    );
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kib = |field: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    eprintln!(
+        "probe-user: memory: peak RSS {} KiB, RSS at exit {} KiB",
+        kib("VmHWM:"),
+        kib("VmRSS:")
+    );
+}
+
 /// `--count-by`: a name of [`CountBy`]'s table, listed in the error.
 fn parse_count_by() -> impl clap::builder::TypedValueParser<Value = CountBy> {
     let names: Vec<&'static str> = CountBy::ALL.iter().map(|by| by.name()).collect();
@@ -539,6 +565,7 @@ async fn run(cli: Cli) -> Result<()> {
     }
     let tracer = printing.0.tracer_mut();
     if cli.stats {
+        print_resources(tracer.startup());
         eprintln!(
             "probe-user: {} connect calls in flight (maps PENDING and CONNECTING, {MAX_PENDING} and {MAX_CONNECTING} entries)",
             tracer.pending_calls()
