@@ -1,7 +1,7 @@
 //! Developer tasks: `cargo xtask test` (lints and unit tests, then the integration tests in a VM
 //! and natively on the host), `cargo xtask run -- <probe-user args>` (probe-user in a VM, with a
-//! little traffic) and `cargo xtask bench [overhead|latency]` (what tracing costs a connect, in
-//! a VM).
+//! little traffic) and `cargo xtask bench [overhead|latency|throughput]` (what tracing costs a
+//! connect, and how many it reports per second, in a VM).
 
 mod artifacts;
 mod bench;
@@ -10,6 +10,7 @@ mod kernels;
 mod run;
 mod stap;
 mod test;
+mod throughput;
 mod vm;
 
 use clap::{Parser, Subcommand};

@@ -5,6 +5,8 @@
 //! Prints `cycles=N ns=T`, T being CLOCK_MONOTONIC nanoseconds for all cycles (under qemu's
 //! `-icount shift=0` that is guest instructions). With `--pace R` it makes R connects per
 //! second instead of going flat out, and also prints the p50 and p99 of connect() latency.
+//! With `--threads T` (not with `--pace`) T threads share the N cycles, each with its own
+//! listener on P + its index (the throughput benchmark); T is at most 64.
 
 use std::{
     net::{TcpListener, TcpStream},
@@ -20,6 +22,39 @@ fn main() {
     let pace = flag_value::<u64>(&args, "--pace")
         .map(|per_s| Duration::from_nanos(1_000_000_000 / per_s.max(1)));
     let refused = args.iter().any(|a| a == "--refused");
+    let threads: u16 = flag_value(&args, "--threads").unwrap_or(1).clamp(1, 64);
+    if threads > 1 {
+        assert!(pace.is_none(), "--pace goes with one thread");
+        let start = Instant::now();
+        let workers: Vec<_> = (0..threads)
+            .map(|i| {
+                let n = cycles / u64::from(threads)
+                    + u64::from(u64::from(i) < cycles % u64::from(threads));
+                std::thread::spawn(move || run(n, port + i, refused, None))
+            })
+            .collect();
+        workers
+            .into_iter()
+            .for_each(|w| drop(w.join().expect("a worker failed")));
+        println!("cycles={cycles} ns={}", start.elapsed().as_nanos());
+        return;
+    }
+    let start = Instant::now();
+    let latencies = run(cycles, port, refused, pace);
+    let elapsed = start.elapsed();
+    print!("cycles={cycles} ns={}", elapsed.as_nanos());
+    if pace.is_some() {
+        let mut latencies = latencies;
+        latencies.sort();
+        let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize].as_nanos();
+        print!(" p50={} p99={}", at(0.50), at(0.99));
+    }
+    println!();
+}
+
+/// Runs `cycles` cycles against 127.0.0.1:`port` (see the file's docs), paced if asked;
+/// returns each connect()'s latency.
+fn run(cycles: u64, port: u16, refused: bool, pace: Option<Duration>) -> Vec<Duration> {
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let listener = (!refused)
         .then(|| TcpListener::bind(addr).unwrap_or_else(|e| panic!("bind port {port}: {e}")));
@@ -50,12 +85,5 @@ fn main() {
         drop(client);
         drop(server);
     }
-    let elapsed = start.elapsed();
-    print!("cycles={cycles} ns={}", elapsed.as_nanos());
-    if pace.is_some() {
-        latencies.sort();
-        let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize].as_nanos();
-        print!(" p50={} p99={}", at(0.50), at(0.99));
-    }
-    println!();
+    latencies
 }

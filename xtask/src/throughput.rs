@@ -1,0 +1,158 @@
+//! `cargo xtask bench throughput`: how many connects per second probe-user reports, and whether
+//! it drops any, with 1, 2 and 8 threads connecting as fast as they can in the 2-vCPU VM (qemu
+//! TCG without icount: real time on an emulated CPU, so rates are the VM's, not a host's), for
+//! stap lines, JSON lines and `--count`. The untraced rate of the same workload says how close
+//! tracing comes to the kernel's own pace: the reader must never be what drops events first.
+
+use std::fmt::Write as _;
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::{artifacts, bench, vm};
+
+/// Connect cycles per run, shared by the run's threads.
+const CYCLES: u32 = 20_000;
+
+/// Connecting threads per run.
+const THREADS: [u32; 3] = [1, 2, 8];
+
+/// (name, probe-user command; none for the untraced workload). Lines go to a file on tmpfs, as
+/// a log would.
+const CONFIGS: [(&str, Option<&str>); 4] = [
+    ("untraced", None),
+    ("stap", Some("/bin/probe-user")),
+    ("json", Some("/bin/probe-user --format json")),
+    ("count", Some("/bin/probe-user --count --interval 1h")),
+];
+
+/// What one run measured.
+struct Run {
+    name: String,
+    threads: u32,
+    per_s: f64,
+    /// The tracer's summary: (reported, dropped, missed), none untraced.
+    summary: Option<(u64, u64, u64)>,
+}
+
+pub fn run(write: bool) -> Result<()> {
+    let probe_user = artifacts::probe_user()?;
+    let mut guest = vm::Guest::new(guest_script()).binary("probe-user", &probe_user);
+    for (name, path) in &artifacts::test_helpers()? {
+        guest = guest.binary(name, path);
+    }
+    let mut runs = Vec::new();
+    let mut on_line = |line: &str| {
+        println!("{line}");
+        if let Some(run) = parse(line) {
+            runs.push(run);
+        }
+    };
+    let code = vm::Boot::default().run(&guest, &artifacts::work_dir("throughput"), &mut on_line)?;
+    if code != 0 {
+        bail!("the throughput benchmark failed in the VM (exit code {code})");
+    }
+    let report = report(&runs)?;
+    println!("{report}");
+    if write {
+        let path = artifacts::workspace_root().join("docs/benchmarks.md");
+        bench::write_section(&path, "throughput", &report)?;
+        eprintln!("xtask: wrote {}", path.display());
+    }
+    Ok(())
+}
+
+fn guest_script() -> String {
+    let mut s = String::from(
+        "tput() { name=$1; threads=$2; shift 2\n\
+         if [ $# -gt 0 ]; then\n\
+           rm -f /tmp/err; \"$@\" > /tmp/out 2> /tmp/err & t=$!\n\
+           until grep -q -e Tracing -e Counting /tmp/err 2>/dev/null; do\n\
+             kill -0 $t 2>/dev/null || { cat /tmp/err; return 1; }; sleep 0.05; done\n\
+         fi\n\
+         r=$(/bin/connect-bench --cycles $CYCLES --port 8080 --threads $threads) || return 1\n\
+         s=none\n\
+         if [ $# -gt 0 ]; then kill -TERM $t; wait $t; s=$(tail -n 1 /tmp/err | tr ' ' _); fi\n\
+         echo \"tput $name $threads $r summary=$s\"\n\
+         sleep 1\n\
+         }\n",
+    );
+    let _ = writeln!(s, "CYCLES={CYCLES}");
+    s.push_str("/bin/connect-bench --cycles 500 --port 8080 > /dev/null\n");
+    for threads in THREADS {
+        for (name, command) in CONFIGS {
+            let _ = writeln!(
+                s,
+                "tput {name} {threads} {} || exit 1",
+                command.unwrap_or("")
+            );
+        }
+    }
+    s
+}
+
+/// Parses `tput <name> <threads> cycles=N ns=T summary=<probe-user's last line, _ for spaces>`.
+fn parse(line: &str) -> Option<Run> {
+    let mut words = line.strip_prefix("tput ")?.split(' ');
+    let name = words.next()?.to_string();
+    let threads = words.next()?.parse().ok()?;
+    let mut field =
+        |key: &str| -> Option<String> { words.next()?.strip_prefix(key).map(str::to_string) };
+    let cycles: f64 = field("cycles=")?.parse().ok()?;
+    let ns: f64 = field("ns=")?.parse().ok()?;
+    let summary = field("summary=")?;
+    // "probe-user:_N_events_printed,_D_dropped,_M_missed,_X_malformed" (or "connects_counted").
+    let numbers: Vec<u64> = summary
+        .split(['_', ','])
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    let summary = match (summary.as_str(), numbers.as_slice()) {
+        ("none", _) => None,
+        (_, [reported, dropped, missed, ..]) => Some((*reported, *dropped, *missed)),
+        _ => return None,
+    };
+    Some(Run {
+        name,
+        threads,
+        per_s: cycles / (ns / 1e9),
+        summary,
+    })
+}
+
+fn report(runs: &[Run]) -> Result<String> {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "`cargo xtask bench throughput`: {CYCLES} connect cycles (connect, accept, close) per \
+         run, shared by 1, 2 or 8 threads connecting as fast as they can, in the VM with 2 vCPUs \
+         (Debian 6.1, qemu TCG without icount: real time on an emulated CPU, so the rates are \
+         the VM's, far below a real machine's). The default backend (fentry); lines to a file \
+         on tmpfs. Reported is what probe-user printed (or counted); dropped and missed come \
+         from its summary.\n"
+    );
+    let _ = writeln!(
+        out,
+        "| output | threads | connects/s | of untraced | reported | dropped | missed |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|");
+    for threads in THREADS {
+        let untraced = runs
+            .iter()
+            .find(|r| r.name == "untraced" && r.threads == threads)
+            .context("no untraced run")?
+            .per_s;
+        for run in runs.iter().filter(|r| r.threads == threads) {
+            let (reported, dropped, missed) = match run.summary {
+                Some((r, d, m)) => (r.to_string(), d.to_string(), m.to_string()),
+                None => ("-".into(), "-".into(), "-".into()),
+            };
+            let _ = writeln!(
+                out,
+                "| {} | {threads} | {:.0} | {:.0}% | {reported} | {dropped} | {missed} |",
+                run.name,
+                run.per_s,
+                100.0 * run.per_s / untraced
+            );
+        }
+    }
+    Ok(out)
+}
