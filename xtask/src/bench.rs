@@ -14,7 +14,8 @@ use crate::{artifacts, chart, stap, vm};
 pub struct Options {
     /// `overhead` (guest instructions per connect, deterministic), `latency` (connect()
     /// p50/p99 at a paced 1000 connects/s, real time under TCG: noisy) or `throughput`
-    /// (connects/s reported and dropped with 1, 2 and 8 threads; real time).
+    /// (connects/s reported and dropped with 1, 2 and 8 threads; real time) or `resources`
+    /// (start-up time and memory on every kernel of the matrix, every backend).
     #[arg(default_value = "overhead")]
     which: String,
     /// Connect cycles per run.
@@ -229,7 +230,10 @@ pub fn run(options: Options) -> Result<()> {
         "overhead" => false,
         "latency" => true,
         "throughput" => return crate::throughput::run(options.write),
-        other => bail!("unknown benchmark '{other}' (expected: overhead, latency, throughput)"),
+        "resources" => return crate::resources::run(options.write),
+        other => bail!(
+            "unknown benchmark '{other}' (expected: overhead, latency, throughput, resources)"
+        ),
     };
     let mut runs: BTreeMap<&str, Vec<Run>> = BTreeMap::new();
     let mut stderr_notes: BTreeMap<&str, String> = BTreeMap::new();

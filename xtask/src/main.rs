@@ -1,12 +1,13 @@
 //! Developer tasks: `cargo xtask test` (lints and unit tests, then the integration tests in a VM
 //! and natively on the host), `cargo xtask run -- <probe-user args>` (probe-user in a VM, with a
-//! little traffic) and `cargo xtask bench [overhead|latency|throughput]` (what tracing costs a
-//! connect, and how many it reports per second, in a VM).
+//! little traffic) and `cargo xtask bench [overhead|latency|throughput|resources]` (what tracing
+//! costs a connect, how many it reports per second, its start-up and memory, in a VM).
 
 mod artifacts;
 mod bench;
 mod chart;
 mod kernels;
+mod resources;
 mod run;
 mod stap;
 mod test;
