@@ -1,5 +1,7 @@
 //! Builds the eBPF object (`probe-ebpf`) with the pinned toolchain, so that
-//! `cargo build --release` alone produces a complete `probe-user`.
+//! `cargo build --release` alone produces a complete `probe-user`, and strips its debug info.
+
+use std::{path::Path, process::Command};
 
 use anyhow::{Context as _, anyhow};
 
@@ -23,8 +25,72 @@ fn main() -> anyhow::Result<()> {
     };
     println!("cargo::rerun-if-changed=../probe-common/src");
     println!("cargo::rerun-if-changed=../rust-toolchain.toml");
-    aya_build::build_ebpf([package], aya_build::Toolchain::Custom(&toolchain))
+    aya_build::build_ebpf([package], aya_build::Toolchain::Custom(&toolchain))?;
+    strip_debug_info();
+    Ok(())
 }
+
+/// Removes the DWARF from the eBPF object that probe-user embeds (`$OUT_DIR/probe`).
+///
+/// bpf-linker emits the object's BTF from its debug info, so the eBPF crate is built with it,
+/// but neither aya nor the kernel reads DWARF: it is ~1.4 MB of the 1.7 MB object, which
+/// probe-user would carry in memory for as long as it runs. `--strip-debug` removes only the
+/// `.debug_*` sections (and their relocations); `.BTF` and `.BTF.ext`, which aya loads, and
+/// the symbol table, which names the programs and maps, stay.
+///
+/// Without an objcopy the build goes on with the object as it is, with a warning: it works
+/// the same, in more memory.
+fn strip_debug_info() {
+    let Some(out_dir) = std::env::var_os("OUT_DIR") else {
+        return;
+    };
+    let object = Path::new(&out_dir).join("probe");
+    // Not built (AYA_BUILD_SKIP).
+    if !object.exists() {
+        return;
+    }
+    let stripped = object.with_extension("stripped");
+    let mut tried = Vec::new();
+    for &objcopy in OBJCOPY {
+        let output = Command::new(objcopy)
+            .arg("--strip-debug")
+            .arg(&object)
+            .arg(&stripped)
+            .output();
+        match output {
+            Ok(output) if output.status.success() => match std::fs::rename(&stripped, &object) {
+                Ok(()) => return,
+                Err(e) => tried.push(format!("{}: {e}", stripped.display())),
+            },
+            Ok(output) => tried.push(format!(
+                "{objcopy}: {} {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            )),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                tried.push(format!("{objcopy}: not found"));
+            }
+            Err(e) => tried.push(format!("{objcopy}: {e}")),
+        }
+    }
+    let _ = std::fs::remove_file(&stripped);
+    println!(
+        "cargo::warning=could not strip the debug info from the eBPF object, which probe-user \
+         then embeds as is (~1.4 MB more memory at run time): {}",
+        tried.join("; ")
+    );
+}
+
+/// The objcopy programs to try, best first: LLVM 22's, the version bpf-linker is built
+/// against (Debian's `llvm-22` package installs it as `llvm-objcopy-22`, and under
+/// `/usr/lib/llvm-22/bin`, the `LLVM_PREFIX` of .ci/install), then any `llvm-objcopy`. (The
+/// `rust-objcopy` in Rust's sysroot does not run outside rustc's environment: it cannot find
+/// rustc's libLLVM.)
+const OBJCOPY: &[&str] = &[
+    "llvm-objcopy-22",
+    "/usr/lib/llvm-22/bin/llvm-objcopy",
+    "llvm-objcopy",
+];
 
 /// The channel in rust-toolchain.toml: rustc's LLVM must match bpf-linker's.
 fn pinned_toolchain() -> anyhow::Result<String> {

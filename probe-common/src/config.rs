@@ -75,6 +75,8 @@ pub struct TaskOffsets {
     pub cgroup_kn: u32,
     /// `kernfs_node.name` (`const char *`: the directory's name).
     pub kn_name: u32,
+    /// `kernfs_node.parent` (`__parent` since Linux 6.15; `struct kernfs_node *`).
+    pub kn_parent: u32,
 }
 
 /// One `--container` id: its first `len` hex digits (12 to 64, lowercase), which the leaf

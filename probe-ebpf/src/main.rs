@@ -33,6 +33,8 @@
 // Atomic adds on counters (see `emit::count`); the eBPF build runs with RUSTC_BOOTSTRAP already.
 #![allow(internal_features)]
 #![feature(core_intrinsics)]
+// `#[inline(always)]` on the record-filling closures (see `fentry::on_connect_exit`).
+#![feature(stmt_expr_attributes)]
 
 mod emit;
 mod fentry;
@@ -125,6 +127,7 @@ static TASK_OFFSETS: Global<TaskOffsets> = Global::new(TaskOffsets {
     dfl_cgrp: 0,
     cgroup_kn: 0,
     kn_name: 0,
+    kn_parent: 0,
 });
 
 /// Written by userspace before load: non-zero when records carry the caller's `Identity`

@@ -19,11 +19,26 @@ use crate::{CGROUP_FILTER, CONTAINERS, IDENTITY, NETNS_FILTER, TASK_OFFSETS};
 /// Hex digits in a container id.
 const CONTAINER_ID_LEN: usize = 64;
 
+/// One field of the `TASK_OFFSETS` global, read on its own and volatile (as `Global::load`
+/// reads: userspace sets the global at load, and the compiler must not fold in its initial
+/// value). Not `TASK_OFFSETS.load()`: a copy of the whole struct on the stack made the fexit
+/// programs' combined stack exceed the verifier's 512 bytes.
+macro_rules! task_offset {
+    ($field:ident) => {
+        // SAFETY: a field of the global, which `Global` holds transparently.
+        u64::from(unsafe {
+            core::ptr::read_volatile(
+                &raw const (*(&raw const TASK_OFFSETS).cast::<TaskOffsets>()).$field,
+            )
+        })
+    };
+}
+
 /// Reads a `T` at `base + offset`, or zeroes if the kernel refuses.
 #[inline(always)]
-fn read_at<T: Default>(base: u64, offset: u32) -> T {
+fn read_at<T: Default>(base: u64, offset: u64) -> T {
     // SAFETY: bpf_probe_read_kernel copies with fault handling; it never dereferences directly.
-    unsafe { bpf_probe_read_kernel((base + u64::from(offset)) as *const T) }.unwrap_or_default()
+    unsafe { bpf_probe_read_kernel((base + offset) as *const T) }.unwrap_or_default()
 }
 
 /// The calling task (`struct task_struct *`).
@@ -63,40 +78,38 @@ pub fn identity(sk: *const u8, identity: *mut Identity) {
 /// closures too big for LLVM to inline in turn, a BPF-to-BPF call on every connect.
 #[inline(never)]
 fn read_identity(sk: u64, identity: *mut Identity) {
-    let o = TASK_OFFSETS.load();
     let task = current_task();
     // The task's pid lives at `level` in a pid namespace hierarchy; `numbers[level]` is its
     // number in its own (innermost) namespace. Its process's number is the group leader's at
     // the same level (every thread of a process shares its pid namespace).
-    let pid: u64 = read_at(task, o.thread_pid);
-    let level: u32 = read_at(pid, o.pid_level);
-    let upid = u64::from(o.pid_numbers) + u64::from(level) * u64::from(o.upid_size);
-    let leader: u64 = read_at(task, o.group_leader);
-    let leader_pid: u64 = read_at(leader, o.thread_pid);
-    let pidns: u64 = read_at(pid + upid, o.upid_ns);
-    // SAFETY: the caller's record field, writable.
-    unsafe {
-        identity.write(Identity {
-            cgroup_id: current_cgroup(),
-            netns: netns(sk, &o),
-            pidns: read_at(pidns, o.pidns_inum),
-            ns_pid: read_at(leader_pid + upid, o.upid_nr),
-            ns_tid: read_at(pid + upid, o.upid_nr),
-        })
+    let pid: u64 = read_at(task, task_offset!(thread_pid));
+    let level: u32 = read_at(pid, task_offset!(pid_level));
+    let upid = task_offset!(pid_numbers) + u64::from(level) * task_offset!(upid_size);
+    let leader: u64 = read_at(task, task_offset!(group_leader));
+    let leader_pid: u64 = read_at(leader, task_offset!(thread_pid));
+    let pidns: u64 = read_at(pid + upid, task_offset!(upid_ns));
+    let value = Identity {
+        cgroup_id: current_cgroup(),
+        netns: netns(sk),
+        pidns: read_at(pidns, task_offset!(pidns_inum)),
+        ns_pid: read_at(leader_pid + upid, task_offset!(upid_nr)),
+        ns_tid: read_at(pid + upid, task_offset!(upid_nr)),
     };
+    // SAFETY: the caller's record field, writable.
+    unsafe { identity.write(value) };
 }
 
 /// Inode number of the network namespace of socket `sk`.
 #[inline(always)]
-fn netns(sk: u64, o: &TaskOffsets) -> u32 {
-    let net: u64 = read_at(sk, o.sk_net);
-    read_at(net, o.net_inum)
+fn netns(sk: u64) -> u32 {
+    let net: u64 = read_at(sk, task_offset!(sk_net));
+    read_at(net, task_offset!(net_inum))
 }
 
 /// `--netns`: whether socket `sk` lives in one of the namespaces of `NETNS_FILTER`.
 #[inline(always)]
 pub fn netns_admitted(sk: *const u8) -> bool {
-    let inum = netns(sk as u64, &TASK_OFFSETS.load());
+    let inum = netns(sk as u64);
     unsafe { NETNS_FILTER.get(&inum) }.is_some()
 }
 
@@ -116,18 +129,33 @@ pub fn cgroup_admitted(slots: u8) -> bool {
     false
 }
 
-/// `--container`: whether the name of the caller's cgroup v2 directory names one of the first
-/// `slots` container ids of `CONTAINERS` (see `ContainerPrefix`). The runtimes put every task
-/// of a container in that directory (or, for a container that makes cgroups of its own, below
-/// it: those tasks are not matched), created when the container starts, so containers started
-/// after probe-user are matched too.
+/// `--container`: whether the name of the caller's cgroup v2 directory, or of its parent, names
+/// one of the first `slots` container ids of `CONTAINERS` (see `ContainerPrefix`). The runtimes
+/// put every task of a container in that directory or one below it, created when the container
+/// starts, so containers started after probe-user are matched too (tasks deeper below, in
+/// cgroups a container makes for itself, are not).
 #[inline(always)]
 pub fn container_admitted(slots: u8) -> bool {
-    let o = TASK_OFFSETS.load();
-    let css_set: u64 = read_at(current_task(), o.cgroups);
-    let cgroup: u64 = read_at(css_set, o.dfl_cgrp);
-    let kn: u64 = read_at(cgroup, o.cgroup_kn);
-    let name_ptr: u64 = read_at(kn, o.kn_name);
+    let css_set: u64 = read_at(current_task(), task_offset!(cgroups));
+    let cgroup: u64 = read_at(css_set, task_offset!(dfl_cgrp));
+    let mut kn: u64 = read_at(cgroup, task_offset!(cgroup_kn));
+    // The caller's directory, then its parent: runtimes that put a container's tasks in a
+    // sub-cgroup of its own (crun with the systemd driver: `libpod-<id>.scope/container`) name
+    // the container one level up.
+    for _ in 0..2 {
+        if name_matches(kn, slots) {
+            return true;
+        }
+        kn = read_at(kn, task_offset!(kn_parent));
+    }
+    false
+}
+
+/// Whether the name of the cgroup directory `kn` (a `struct kernfs_node *`) names one of the
+/// first `slots` container ids of `CONTAINERS`.
+#[inline(always)]
+fn name_matches(kn: u64, slots: u8) -> bool {
+    let name_ptr: u64 = read_at(kn, task_offset!(kn_name));
     let mut name = [0u8; CONTAINER_NAME_LEN];
     // SAFETY: copies at most CONTAINER_NAME_LEN bytes, with fault handling.
     if unsafe { bpf_probe_read_kernel_str_bytes(name_ptr as *const u8, &mut name) }.is_err() {

@@ -1,6 +1,8 @@
 //! The three ways of hooking the connect path (`--attach`), and which programs each attaches
 //! for each [`Mode`].
 
+use std::path::Path;
+
 use aya::{
     Btf, Ebpf,
     programs::{KProbe, Program, ProgramError, RawTracePoint},
@@ -90,7 +92,6 @@ fn attach_programs(
             }
         }
         Backend::Fentry => {
-            let btf = Btf::from_sys_fs().map_err(|e| AttachError::KernelBtf(Box::new(e)))?;
             let programs: Vec<(&'static str, Function)> = match mode {
                 Mode::SuccessesOnly => vec![(program::fentry_tcp_connect, Function::TcpConnect)],
                 Mode::TimestampsOnly | Mode::Full => families
@@ -98,6 +99,12 @@ fn attach_programs(
                     .map(|&f| (trampoline_program(mode, f), f.connect_function()))
                     .collect(),
             };
+            // Only the kernel's type ids of these functions, not its whole BTF (which aya's
+            // `Btf::from_sys_fs` would parse into ~17 MB): see `btf::function_btf`. Freed once
+            // the programs are attached.
+            let functions: Vec<&'static str> = programs.iter().map(|(_, f)| f.name()).collect();
+            let btf = crate::btf::function_btf(Path::new(crate::btf::VMLINUX_BTF), &functions)
+                .map_err(|e| AttachError::KernelBtf(Box::new(e)))?;
             for (name, function) in programs {
                 trampoline(ebpf, name, function, &btf, attached).map_err(|source| {
                     AttachError::Trampoline {

@@ -10,6 +10,9 @@
 //! the type section keeps 4 bytes per type (enough to follow a member's type to its struct),
 //! and the members of the structs on the paths looked up are read on demand. The format is
 //! described in the kernel's `Documentation/bpf/btf.rst` and `include/uapi/linux/btf.h`.
+//!
+//! The same streaming finds the type ids of the connect functions, which is all that loading
+//! fentry and fexit programs needs of the kernel's BTF ([`function_btf`]).
 
 use std::{
     collections::HashMap,
@@ -78,6 +81,8 @@ const NAMES: &[&str] = &[
     "dfl_cgrp",
     "kn",
     "name",
+    "parent",
+    "__parent",
 ];
 
 /// The offsets of both kinds from one read of the BTF file at `path`: those of `struct sock`,
@@ -133,6 +138,7 @@ fn task_offsets_in(btf: &KernelBtf) -> Result<TaskOffsets> {
     let task = btf.named_struct("task_struct")?;
     let pid = btf.named_struct("pid")?;
     let upid = btf.named_struct("upid")?;
+    let kernfs_node = btf.named_struct("kernfs_node")?;
     let field = |st: &Struct, path: &[&str]| btf.field_offset(st, path);
     Ok(TaskOffsets {
         thread_pid: field(&task, &["thread_pid"])?,
@@ -148,8 +154,115 @@ fn task_offsets_in(btf: &KernelBtf) -> Result<TaskOffsets> {
         net_inum: field(&btf.named_struct("net")?, &["ns", "inum"])?,
         dfl_cgrp: field(&btf.named_struct("css_set")?, &["dfl_cgrp"])?,
         cgroup_kn: field(&btf.named_struct("cgroup")?, &["kn"])?,
-        kn_name: field(&btf.named_struct("kernfs_node")?, &["name"])?,
+        kn_name: field(&kernfs_node, &["name"])?,
+        // Renamed `__parent` in Linux 6.15 (now RCU-protected; the probe reads it as before).
+        kn_parent: field(&kernfs_node, &["parent"])
+            .or_else(|_| field(&kernfs_node, &["__parent"]))?,
     })
+}
+
+/// An [`aya::Btf`] to load fentry and fexit programs for the kernel functions `functions`
+/// with, from the BTF file at `path` (the running kernel's: [`VMLINUX_BTF`]).
+///
+/// `FEntry::load` and `FExit::load` want the kernel's BTF only to look up the type id of the
+/// function to attach to (with `Btf::id_by_type_name_kind`, which scans the types in order,
+/// the index in the scan being the id). aya's way to get that BTF, `Btf::from_sys_fs`, parses
+/// every type of the kernel into memory: ~17 MB, three times what the tracer otherwise needs
+/// at its peak. So this finds the ids while streaming the file, as [`offsets`] does, and
+/// returns a `Btf` with each function found as a `FUNC` of its name at its kernel id, and
+/// placeholders below: aya keeps the types in a plain vector indexed by id and offers no way
+/// to skip ids. A placeholder is a `BtfType::Unknown`, aya's smallest type (the size of the
+/// enum, 72 bytes, with nothing on the heap): 5-8 MiB for the 75k-115k ids below the connect
+/// functions of the kernels tested, for as long as the programs take to load and attach. A
+/// function the kernel lacks is left out, so that loading its program fails
+/// (`UnknownBtfTypeName`) as it does against the whole BTF.
+pub(crate) fn function_btf(
+    path: &Path,
+    functions: &[&'static str],
+) -> std::result::Result<aya::Btf, aya::BtfError> {
+    use aya_obj::btf::{BtfType, Func, FuncLinkage};
+
+    let ids = function_ids(path, functions).map_err(|error| aya::BtfError::FileError {
+        path: path.to_owned(),
+        error,
+    })?;
+    let mut found: Vec<(u32, &'static str)> = ids
+        .into_iter()
+        .zip(functions)
+        .filter_map(|(id, &name)| Some((id?, name)))
+        .collect();
+    found.sort_unstable();
+    found.dedup();
+    // The placeholders grow one vector of several MB, which with transparent huge pages on
+    // (Debian's kernels default to `always`) is faulted in 2 MiB at a time: up to 2 MiB more
+    // resident than written, depending on where the vector lands (measured: 8.8 to 10.7 MiB
+    // peak on Debian 6.1). Every page of it is written here, so only this loop needs small
+    // pages (khugepaged, which could merge them later, scans far slower than this BTF lives).
+    let _small_pages = SmallPages::new();
+    // Holds the `Unknown` of id 0 (void) already.
+    let mut btf = aya::Btf::new();
+    let mut next = 1;
+    for (id, name) in found {
+        for _ in next..id {
+            btf.add_type(BtfType::Unknown);
+        }
+        let name_off = btf.add_string(name);
+        // Neither the prototype nor the linkage matter to the lookup.
+        let added = btf.add_type(BtfType::Func(Func::new(name_off, 0, FuncLinkage::Global)));
+        debug_assert_eq!(added, id);
+        next = id + 1;
+    }
+    Ok(btf)
+}
+
+/// Keeps transparent huge pages off for this process's new page faults while it lives
+/// (`PR_SET_THP_DISABLE`), then restores the setting it found. Process-wide, but only while
+/// [`function_btf`] writes its placeholders; without the `prctl` (before Linux 3.15) it does
+/// nothing.
+struct SmallPages {
+    /// Whether it turned them off (they were on).
+    set: bool,
+}
+
+impl SmallPages {
+    fn new() -> SmallPages {
+        // SAFETY: these prctl calls take integers only and change no memory of ours.
+        let set = unsafe {
+            libc::prctl(libc::PR_GET_THP_DISABLE, 0, 0, 0, 0) == 0
+                && libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) == 0
+        };
+        SmallPages { set }
+    }
+}
+
+impl Drop for SmallPages {
+    fn drop(&mut self) {
+        if self.set {
+            // SAFETY: as in `new`.
+            unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 0, 0, 0, 0) };
+        }
+    }
+}
+
+/// The type ids of the kernel functions `names` (the first `FUNC` of each name) in the BTF
+/// file at `path`, in the order of `names`; `None` for those it lacks.
+fn function_ids(path: &Path, names: &[&'static str]) -> io::Result<Vec<Option<u32>>> {
+    let file = File::open(path)?;
+    let header = Header::read(&file)?;
+    let found = find_names(&file, &header, names)?;
+    let mut ids = vec![None; names.len()];
+    for_each_type(&file, &header, |id, _, record| {
+        if record.kind() == kind::FUNC
+            && let Some(name) = found.get(&record.name_off)
+        {
+            for (wanted, slot) in names.iter().zip(&mut ids) {
+                if wanted == name {
+                    slot.get_or_insert(id);
+                }
+            }
+        }
+    })?;
+    Ok(ids)
 }
 
 /// The BTF magic number, in the byte order of the machine that wrote the file.
@@ -173,6 +286,7 @@ mod kind {
     pub const VOLATILE: u32 = 9;
     pub const CONST: u32 = 10;
     pub const RESTRICT: u32 = 11;
+    pub const FUNC: u32 = 12;
 }
 
 /// The parts of a BTF file the offsets need (see the module's documentation).
@@ -452,23 +566,10 @@ fn index_types(
     header: &Header,
     names: &HashMap<u32, &'static str>,
 ) -> io::Result<TypeIndex> {
-    let mut types = section_reader(file, header.types_at)?;
-    // Type ids count from 1 in the order of the section; id 0 is void.
+    // Id 0 is void.
     let mut links = vec![PackedLink::OTHER];
     let mut structs = HashMap::new();
-    let mut at = 0;
-    while at < header.types_len {
-        let id = links.len() as u32;
-        let mut raw = [0; TYPE_LEN];
-        types.read_exact(&mut raw)?;
-        let record = TypeRecord::decode(&raw);
-        let trailing = record
-            .trailing_len()
-            .ok_or_else(|| invalid(format!("type {id} is of unknown kind {}", record.kind())))?;
-        let end = u64::from(at) + (TYPE_LEN + trailing) as u64;
-        if end > header.types_len.into() {
-            return Err(invalid(format!("type {id} runs past the type section")));
-        }
+    for_each_type(file, header, |_, at, record| {
         links.push(match record.kind() {
             kind::STRUCT | kind::UNION => PackedLink::structure(at),
             kind::TYPEDEF | kind::VOLATILE | kind::CONST | kind::RESTRICT => {
@@ -481,11 +582,39 @@ fn index_types(
         {
             structs.entry(name).or_insert(at);
         }
+    })?;
+    Ok(TypeIndex { links, structs })
+}
+
+/// Streams the type section of `file` once, calling `visit` with each type's id, where its
+/// record starts in the section, and the record (what follows it is skipped).
+fn for_each_type(
+    file: &File,
+    header: &Header,
+    mut visit: impl FnMut(u32, u32, &TypeRecord),
+) -> io::Result<()> {
+    let mut types = section_reader(file, header.types_at)?;
+    // Type ids count from 1 in the order of the section; id 0 is void.
+    let mut id = 1u32;
+    let mut at = 0;
+    while at < header.types_len {
+        let mut raw = [0; TYPE_LEN];
+        types.read_exact(&mut raw)?;
+        let record = TypeRecord::decode(&raw);
+        let trailing = record
+            .trailing_len()
+            .ok_or_else(|| invalid(format!("type {id} is of unknown kind {}", record.kind())))?;
+        let end = u64::from(at) + (TYPE_LEN + trailing) as u64;
+        if end > header.types_len.into() {
+            return Err(invalid(format!("type {id} runs past the type section")));
+        }
+        visit(id, at, &record);
         // Skipping within BufReader's buffer costs no system call.
         types.seek_relative(trailing as i64)?;
         at = end as u32;
+        id += 1;
     }
-    Ok(TypeIndex { links, structs })
+    Ok(())
 }
 
 /// A buffered reader of `file` from `offset` on: a modest buffer, as each section is read
@@ -641,6 +770,27 @@ mod tests {
         assert_eq!((o.upid_size, o.upid_nr, o.upid_ns), (16, 0, 8));
         assert!(o.thread_pid > 0 && o.group_leader > 0 && o.cgroups > 0);
         assert!(o.pid_numbers > o.pid_level);
+    }
+
+    /// The ids found by streaming are those aya finds in the whole BTF of the running kernel.
+    #[test]
+    fn function_ids_of_running_kernel_match_aya() {
+        use aya_obj::btf::BtfKind;
+        let path = Path::new(VMLINUX_BTF);
+        if !path.exists() {
+            eprintln!("skipped: {VMLINUX_BTF} missing");
+            return;
+        }
+        let names = ["tcp_connect", "tcp_v4_connect", "tcp_v6_connect"];
+        let ours = function_btf(path, &names).unwrap();
+        let full = aya::Btf::from_sys_fs().unwrap();
+        for name in names {
+            assert_eq!(
+                ours.id_by_type_name_kind(name, BtfKind::Func).unwrap(),
+                full.id_by_type_name_kind(name, BtfKind::Func).unwrap(),
+                "{name}"
+            );
+        }
     }
 
     #[test]
@@ -885,7 +1035,12 @@ mod tests {
         };
         let pid_ptr = w.ptr(pid);
         let kn_name = w.ptr(const_char);
-        let kernfs_node = w.structure("kernfs_node", 128, &[("name", kn_name, 16 * 8)]);
+        let kernfs_node = w.structure(
+            "kernfs_node",
+            128,
+            // 6.15's name for the parent, to check the fallback from `parent`.
+            &[("__parent", u64_, 8 * 8), ("name", kn_name, 16 * 8)],
+        );
         let kn_ptr = w.ptr(kernfs_node);
         let cgroup = w.structure("cgroup", 1024, &[("kn", kn_ptr, 256 * 8)]);
         let cgroup_ptr = w.ptr(cgroup);
@@ -943,6 +1098,7 @@ mod tests {
                 dfl_cgrp: 112,
                 cgroup_kn: 256,
                 kn_name: 16,
+                kn_parent: 8,
             }
         );
     }
@@ -1030,6 +1186,51 @@ mod tests {
         assert_eq!(
             lookup_error("loop", &w, "net", &["ns"]),
             "kernel BTF: type 1 goes through more than 32 typedefs and qualifiers"
+        );
+    }
+
+    #[test]
+    fn function_btf_places_functions_at_their_ids() {
+        use aya_obj::btf::BtfKind;
+        let mut w = BtfWriter::new();
+        w.skipped_kinds();
+        let int = w.int("int", 4);
+        let proto = w.add(13, "", 0, false, int, &[]);
+        // Not a FUNC: does not count.
+        w.structure("tcp_connect", 4, &[]);
+        let v6 = w.add(kind::FUNC, "tcp_v6_connect", 0, false, proto, &[]);
+        w.int("long", 8);
+        let v4 = w.add(kind::FUNC, "tcp_v4_connect", 0, false, proto, &[]);
+        // Only the first FUNC of a name counts, as with aya's lookup.
+        w.add(kind::FUNC, "tcp_v4_connect", 0, false, proto, &[]);
+        let file = TempFile::new("functions", &w.bytes());
+        let names = [
+            "tcp_v4_connect",
+            "tcp_connect",
+            "tcp_v6_connect",
+            "tcp_v4_connect",
+        ];
+        assert_eq!(
+            function_ids(&file.0, &names).unwrap(),
+            [Some(v4), None, Some(v6), Some(v4)]
+        );
+        let btf = function_btf(&file.0, &names).unwrap();
+        let id = |name| btf.id_by_type_name_kind(name, BtfKind::Func);
+        assert_eq!(id("tcp_v4_connect").unwrap(), v4);
+        assert_eq!(id("tcp_v6_connect").unwrap(), v6);
+        // Loading a program for it fails as against the whole BTF.
+        assert!(matches!(
+            id("tcp_connect"),
+            Err(aya::BtfError::UnknownBtfTypeName { .. })
+        ));
+    }
+
+    #[test]
+    fn function_btf_of_a_missing_file_is_a_file_error() {
+        let err = function_btf(Path::new("/nonexistent/vmlinux"), &["tcp_connect"]).unwrap_err();
+        assert!(
+            matches!(&err, aya::BtfError::FileError { path, .. } if path == Path::new("/nonexistent/vmlinux")),
+            "{err:?}"
         );
     }
 

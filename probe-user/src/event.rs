@@ -49,7 +49,7 @@ pub struct Workload {
     /// cgroup2 filesystem is mounted).
     pub cgroup: Option<Arc<str>>,
     /// The container (64 hex digits) the cgroup path names, if any (see
-    /// [`crate::identity::workload_of`]).
+    /// [`crate::identity::container_of`]).
     pub container_id: Option<Arc<str>>,
     /// The Kubernetes pod (its uid) the cgroup path names, if any.
     pub pod_uid: Option<Arc<str>>,

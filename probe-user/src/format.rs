@@ -260,14 +260,21 @@ impl Formatter {
         if outcomes {
             let _ = write!(out, "{:<11}  {:>12}  ", "OUTCOME", "AVG LATENCY");
         }
-        // By cgroup or container the row names who connected instead of where to.
-        let by_workload = counts
+        // By cgroup or container the row names who connected instead of where to (the
+        // formatter is told, or else the rows tell: an empty table then says DESTINATION).
+        let inferred_workload = counts
             .iter()
             .any(|c| c.workload.is_some() && c.daddr.is_none() && c.dport == 0);
-        let by_container = by_workload
+        let inferred_container = inferred_workload
             && counts
                 .iter()
                 .all(|c| c.workload.as_ref().is_some_and(|w| w.cgroup_id == 0));
+        let (by_workload, by_container) = match self.count_by {
+            Some(CountBy::Cgroup) => (true, false),
+            Some(CountBy::Container) => (true, true),
+            Some(CountBy::Destination | CountBy::Port) => (false, false),
+            None => (inferred_workload, inferred_container),
+        };
         let last = match (by_workload, by_container) {
             (false, _) => "DESTINATION",
             (true, false) => "CGROUP",

@@ -151,6 +151,32 @@ impl CgroupResolver {
         self.remember(id, found)
     }
 
+    /// The path of cgroup `id`, the cgroup of a connect by process `pid`: as
+    /// [`CgroupResolver::resolve`], but where file handles are not permitted, first from
+    /// `/proc/<pid>/cgroup`, checked against the id (the process may have moved on or exited,
+    /// or be another namespace's), so that a cgroup created since the last walk is named on its
+    /// first event rather than after the next.
+    pub fn resolve_for(&mut self, id: u64, pid: u32) -> Option<Arc<str>> {
+        if let Some(Entry::Found(path)) = self.cache.get(&id) {
+            return Some(path.clone());
+        }
+        if !self.handles
+            && let Some(found) = self.by_proc(id, pid)
+        {
+            return self.remember(id, Some(found));
+        }
+        self.resolve(id)
+    }
+
+    /// The cgroup v2 path `/proc/<pid>/cgroup` gives, if its directory has id `id`.
+    fn by_proc(&self, id: u64, pid: u32) -> Option<Arc<str>> {
+        let mount = self.mount.as_deref()?;
+        let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+        let path = text.lines().find_map(|line| line.strip_prefix("0::"))?;
+        let below = Path::new(path.trim_start_matches('/'));
+        (id_of(&mount.join(below)).ok()? == id).then(|| below_mount(below))
+    }
+
     /// Caches what `id` was found to be, and returns it.
     fn remember(&mut self, id: u64, found: Option<Arc<str>>) -> Option<Arc<str>> {
         let entry = match &found {
@@ -400,10 +426,20 @@ impl Workloads {
 
     /// The names of cgroup `id` (all `None` if it cannot be resolved now).
     pub fn names(&mut self, id: u64) -> Names {
+        self.names_for(id, None)
+    }
+
+    /// The names of cgroup `id`, the cgroup of a connect by process `pid` if known (see
+    /// [`CgroupResolver::resolve_for`]).
+    fn names_for(&mut self, id: u64, pid: Option<u32>) -> Names {
         if let Some(names) = self.names.get(&id) {
             return names.clone();
         }
-        let Some(path) = self.resolver.resolve(id) else {
+        let path = match pid {
+            Some(pid) => self.resolver.resolve_for(id, pid),
+            None => self.resolver.resolve(id),
+        };
+        let Some(path) = path else {
             return Names::default();
         };
         let container = container_of(&path);
@@ -419,9 +455,9 @@ impl Workloads {
         names
     }
 
-    /// Fills in the names of `workload`'s cgroup.
-    pub fn fill(&mut self, workload: &mut crate::Workload) {
-        let names = self.names(workload.cgroup_id);
+    /// Fills in the names of `workload`'s cgroup, that of a connect by process `pid`.
+    pub fn fill(&mut self, workload: &mut crate::Workload, pid: u32) {
+        let names = self.names_for(workload.cgroup_id, Some(pid));
         workload.cgroup = names.cgroup;
         workload.container_id = names.container_id;
         workload.pod_uid = names.pod_uid;

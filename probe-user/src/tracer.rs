@@ -273,7 +273,7 @@ impl Tracer {
         let mut workloads = self.workloads.as_ref().map(lock);
         let mut name = |event: &mut ConnectEvent| {
             if let (Some(workloads), Some(workload)) = (&mut workloads, &mut event.workload) {
-                workloads.fill(workload);
+                workloads.fill(workload, event.pid);
             }
         };
         while let Some(record) = self.events.next() {
@@ -340,11 +340,13 @@ impl Tracer {
                 Some(workloads) if self.count_cgroup => {
                     let names = workloads.names(key.cgroup_id);
                     Some(if by == Some(CountBy::Container) {
+                        // The row of no container merges cgroups of every kind: no pod.
+                        let pod_uid = names.container_id.as_ref().and(names.pod_uid);
                         CountWorkload {
                             cgroup_id: 0,
                             cgroup: None,
                             container_id: names.container_id,
-                            pod_uid: names.pod_uid,
+                            pod_uid,
                         }
                     } else {
                         CountWorkload {

@@ -341,6 +341,47 @@ fn identity_container_filter_admits_that_container_only() {
     }
 }
 
+/// crun (Podman's and CRI-O's runtime on many distributions) puts a container's tasks in a
+/// sub-cgroup of the container's scope (`libpod-<id>.scope/container`): `--container` admits
+/// them too (the kernel side also checks the parent directory's name), and their events name
+/// the container.
+#[test]
+fn identity_container_filter_admits_cruns_sub_cgroup() {
+    let v4 = listener("127.0.0.1:0");
+    let mut cgroups = tree("crun");
+    let (id, other) = (container_id(), container_id());
+    let inner = cgroups.mkdir(&format!("machine.slice/libpod-{id}.scope/container"));
+    let rejected = cgroups.mkdir(&format!("machine.slice/libpod-{other}.scope/container"));
+    let tracer = json_tracer(&["--container", &id[..12]]);
+    let made = connect_in(&inner, v4);
+    connect_in(&rejected, v4);
+    connect(v4, None).unwrap();
+    let out = tracer.stop();
+    assert!(out.status.success(), "{out:?}");
+    let lines = json_lines(&out.stdout);
+    assert_eq!(seen_sorted(&lines), made_sorted([&made]), "{}", out.stdout);
+    assert_workload(line_of(&lines, &made.seen), &made, &inner, Some(&id), None);
+}
+
+/// With `--outcome`, a connect is reported when its handshake ends, outside the caller's
+/// context: its workload is still the caller's, read at the call.
+#[test]
+fn identity_of_a_connect_with_its_outcome() {
+    let v4 = listener("127.0.0.1:0");
+    let mut cgroups = tree("outcome");
+    let (id, uid) = (container_id(), pod_uid());
+    let dir = cgroups.mkdir(&format!("{}/crio-{id}.scope", pod_slice("burstable", &uid)));
+    let tracer = json_tracer(&["--outcome", "--cgroup", cgroups.root().dir()]);
+    let made = connect_in(&dir, v4);
+    let out = tracer.stop();
+    assert!(out.status.success(), "{out:?}");
+    let lines = json_lines(&out.stdout);
+    assert_eq!(seen_sorted(&lines), made_sorted([&made]), "{}", out.stdout);
+    let line = line_of(&lines, &made.seen);
+    assert_eq!(line["outcome"], "established", "{line}");
+    assert_workload(line, &made, &dir, Some(&id), Some(&uid));
+}
+
 /// A process in a pid namespace of its own (`unshare -p -f`, where it is pid 1) is reported
 /// with its pid as the machine sees it and, as `ns_pid`/`ns_tid`, as it sees it itself, with
 /// its own pid namespace's inode; one in the test's namespace has the same pid both ways.
@@ -711,6 +752,40 @@ fn identity_metrics_label_connects_by_container() {
     let expected = BTreeMap::from([(c.a.1.clone(), 2), (c.b.1.clone(), 3), (String::new(), 1)]);
     assert_eq!(got, expected, "{body}");
     assert!(body.contains("\nprobe_events_dropped_total 0\n"), "{body}");
+}
+
+/// `--metrics-label cgroup`: a cgroup's name is anyone's choice who can create one, so a `"` or
+/// `\\` in it is escaped in the label value and cannot break the exposition.
+#[test]
+fn identity_metrics_label_escapes_cgroup_names() {
+    let v4 = listener("127.0.0.1:0");
+    let port = v4.port().to_string();
+    let mut cgroups = tree("escape");
+    let evil = cgroups.mkdir(r#"evil",dport="1\x"#);
+    let tracer = ProbeUser::start_until(
+        probe_user_command().args([
+            "--metrics",
+            "127.0.0.1:0",
+            "--metrics-label",
+            "cgroup",
+            "--filter-port",
+            &port,
+            "--cgroup",
+            cgroups.root().dir(),
+        ]),
+        "Counting TCP connects",
+    );
+    connect_in(&evil, v4);
+    let body = scrape(serving_addr(&tracer));
+    let out = tracer.stop();
+    assert!(out.status.success(), "{out:?}");
+    let escaped = evil.path.replace('\\', r"\\").replace('"', r#"\""#);
+    let expected =
+        format!(r#"probe_connects_total{{family="ipv4",dport="{port}",cgroup="{escaped}"}} 1"#);
+    assert!(
+        body.lines().any(|l| l == expected),
+        "no line {expected:?} in {body}"
+    );
 }
 
 /// Bad `--container`, `--netns` and `--metrics-label` uses get one line and exit 2, before

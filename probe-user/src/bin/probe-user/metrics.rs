@@ -94,7 +94,7 @@ pub fn render(
                     .map_or_else(|| w.cgroup_id.to_string(), str::to_string),
                 WorkloadLabel::Container => w.container_id.as_deref().unwrap_or("").to_string(),
             };
-            labels.push((label.name().to_string(), value));
+            labels.push((label.name().to_string(), escape_label_value(&value)));
         }
         connects.get_or_create(&labels).inc_by(c.connects);
         let Some(outcome) = c.outcome else {
@@ -145,6 +145,23 @@ pub fn render(
     // Writing into a String cannot fail.
     let _ = encode(&mut text, &registry);
     text
+}
+
+/// `value` as an OpenMetrics label value: prometheus-client 0.23 writes label values as they
+/// are, and a cgroup's name is anyone's choice who can create one (a delegated subtree, a
+/// rootless container): a `"` or `\` in it would otherwise break the exposition, and with it
+/// the whole scrape.
+fn escape_label_value(value: &str) -> String {
+    let mut escaped = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => escaped.push_str("\\\\"),
+            '"' => escaped.push_str("\\\""),
+            '\n' => escaped.push_str("\\n"),
+            c => escaped.push(c),
+        }
+    }
+    escaped
 }
 
 /// `--metrics-label`: the workload label of every connect series.
@@ -438,6 +455,18 @@ mod tests {
         assert!(
             !render(&[count("10.0.0.1", 1)], Counters::default(), false, None)
                 .contains("connect_duration"),
+        );
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(
+            escape_label_value("/a/evil\",dport=\"1\\\nx"),
+            "/a/evil\\\",dport=\\\"1\\\\\\nx"
+        );
+        assert_eq!(
+            escape_label_value("/system.slice/x.service"),
+            "/system.slice/x.service"
         );
     }
 
