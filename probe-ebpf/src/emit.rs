@@ -33,7 +33,7 @@ pub fn connect<C: EbpfContext>(
     ctx: &C,
     to: &Destination,
     cgroup: impl FnOnce() -> u64,
-    fill: impl FnOnce(&mut MaybeUninit<ConnectRecord>),
+    fill: impl Fill,
 ) {
     if counted(to, cgroup, 0, 0) {
         return;
@@ -42,7 +42,7 @@ pub fn connect<C: EbpfContext>(
         return;
     };
     // `fill` writes every field (not zeroed first: a memset is a byte loop in BPF).
-    fill(&mut entry);
+    fill.fill(&mut entry);
     // SAFETY: `fill` initialised the record.
     let record = unsafe { entry.assume_init_ref() };
     debug!(
@@ -97,6 +97,51 @@ pub fn timestamp(boot_ns: u64, to: &Destination) {
         _pad16: 0,
         _pad32: 0,
     });
+}
+
+/// What writes a connect's record, where the emit path decides (in the ring buffer, or in a
+/// scratch slot with `--outcome`). A trait with `#[inline(always)]` methods rather than a
+/// closure: a closure called from two places is outlined by LLVM (its `FnOnce` shim ignores
+/// inline hints), and the kernel's verifier before 6.12 then mis-pruned the return hooks'
+/// branch on the socket's state after that BPF-to-BPF call (a repair-mode connect, established
+/// inside the call, came out `pending`).
+pub trait Fill {
+    /// Writes every field of `record`.
+    fn fill(self, record: &mut MaybeUninit<ConnectRecord>);
+}
+
+/// A connect by the current task (see [`task_record`]).
+pub struct TaskRecord<'a> {
+    pub boot_ns: u64,
+    pub pid_tgid: u64,
+    /// The `struct sock *`.
+    pub sk: *const u8,
+    pub source: (RawAddr, u16),
+    pub to: &'a Destination,
+    pub ret: i32,
+}
+
+impl Fill for TaskRecord<'_> {
+    #[inline(always)]
+    fn fill(self, record: &mut MaybeUninit<ConnectRecord>) {
+        task_record(
+            record,
+            self.boot_ns,
+            self.pid_tgid,
+            self.sk,
+            self.source,
+            self.to,
+            self.ret,
+        );
+    }
+}
+
+/// A record already complete (the tracepoint's, from `CONNECTING`).
+impl Fill for &ConnectRecord {
+    #[inline(always)]
+    fn fill(self, record: &mut MaybeUninit<ConnectRecord>) {
+        record.write(*self);
+    }
 }
 
 /// Writes into `record` the connect by the current task (its uid, comm and identity read now),

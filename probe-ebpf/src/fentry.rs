@@ -109,12 +109,13 @@ fn on_connect_exit<C: EbpfContext>(
         Family::V4 => Scratch::FexitV4,
         Family::V6 => Scratch::FexitV6,
     };
-    // Inlined: outlined (LLVM's choice once it had two callers), its frame came on top of the
-    // program's and of `task::read_identity`'s, past the verifier's 512 bytes.
-    let fill = #[inline(always)]
-    |record: &mut core::mem::MaybeUninit<probe_common::ConnectRecord>| {
-        let source = sk.reported_source(family, ret);
-        emit::task_record(record, boot_ns, pid_tgid, sk_ptr, source, &to, ret)
+    let fill = emit::TaskRecord {
+        boot_ns,
+        pid_tgid,
+        sk: sk_ptr,
+        source: sk.reported_source(family, ret),
+        to: &to,
+        ret,
     };
     outcome::call_returned(ctx, hook, sk_ptr, sk.state(), &to, ret, fill);
 }

@@ -136,11 +136,13 @@ fn on_connect_return(ctx: &RetProbeContext) {
     }
     let sk_ptr = pending.sk as *const u8;
     let state = sk.state();
-    // Inlined, as in `fentry::on_connect_exit`: an outlined closure's frame adds to the stack.
-    let fill = #[inline(always)]
-    |record: &mut core::mem::MaybeUninit<probe_common::ConnectRecord>| {
-        let source = sk.reported_source(family, ret);
-        emit::task_record(record, pending.boot_ns, pid_tgid, sk_ptr, source, &to, ret)
+    let fill = emit::TaskRecord {
+        boot_ns: pending.boot_ns,
+        pid_tgid,
+        sk: sk_ptr,
+        source: sk.reported_source(family, ret),
+        to: &to,
+        ret,
     };
     outcome::call_returned(ctx, Scratch::KretProbe, sk_ptr, state, &to, ret, fill);
 }

@@ -33,8 +33,6 @@
 // Atomic adds on counters (see `emit::count`); the eBPF build runs with RUSTC_BOOTSTRAP already.
 #![allow(internal_features)]
 #![feature(core_intrinsics)]
-// `#[inline(always)]` on the record-filling closures (see `fentry::on_connect_exit`).
-#![feature(stmt_expr_attributes)]
 
 mod emit;
 mod fentry;

@@ -103,7 +103,7 @@ pub fn call_returned<C: EbpfContext>(
     state: i32,
     to: &Destination,
     ret: i32,
-    fill: impl FnOnce(&mut MaybeUninit<ConnectRecord>),
+    fill: impl emit::Fill,
 ) {
     if !enabled() {
         emit::connect(ctx, to, task::current_cgroup, fill);
@@ -112,7 +112,7 @@ pub fn call_returned<C: EbpfContext>(
     let Some(slot) = scratch(hook) else {
         return;
     };
-    fill(slot);
+    fill.fill(slot);
     // SAFETY: `fill` wrote every field.
     let record = unsafe { slot.assume_init_ref() };
     if ret == 0 && state != TCP_ESTABLISHED {
@@ -186,14 +186,7 @@ pub fn left_syn_sent<C: EbpfContext>(ctx: &C, sk_ptr: *const u8, new: i32) {
         port: record.dport,
     };
     if !enabled() {
-        emit::connect(
-            ctx,
-            &to,
-            || record.identity.cgroup_id,
-            |r| {
-                r.write(record);
-            },
-        );
+        emit::connect(ctx, &to, || record.identity.cgroup_id, &record);
         return;
     }
     let latency_ns = since(record.boot_ns);

@@ -43,8 +43,13 @@ fn on_tcp_connect<C: EbpfContext>(ctx: &C, sk_ptr: *const u8) {
         return;
     };
     let boot_ns = unsafe { bpf_ktime_get_boot_ns() };
-    emit::connect(ctx, &to, task::current_cgroup, |record| {
-        let source = sk.source(to.family);
-        emit::task_record(record, boot_ns, pid_tgid, sk_ptr, source, &to, 0)
-    });
+    let fill = emit::TaskRecord {
+        boot_ns,
+        pid_tgid,
+        sk: sk_ptr,
+        source: sk.source(to.family),
+        to: &to,
+        ret: 0,
+    };
+    emit::connect(ctx, &to, task::current_cgroup, fill);
 }
