@@ -277,11 +277,9 @@ pub fn run(options: Options) -> Result<()> {
         None => {
             let probe_user = artifacts::probe_user()?;
             let helpers = artifacts::test_helpers()?;
-            let mut guest =
-                vm::Guest::new(guest_script(&options, latency)).binary("probe-user", &probe_user);
-            for (name, path) in &helpers {
-                guest = guest.binary(name, path);
-            }
+            let mut guest = vm::Guest::new(guest_script(&options, latency))
+                .binary("probe-user", &probe_user)
+                .binaries(&helpers);
             if options.stap {
                 for (guest_path, host) in stap::prepare(&vm::kernel_image()?)? {
                     guest = guest.file(&guest_path, &host);

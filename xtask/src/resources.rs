@@ -30,10 +30,9 @@ pub fn run(write: bool) -> Result<()> {
     let helpers = artifacts::test_helpers()?;
     let mut results = Results::new();
     for (version, _) in kernels::MATRIX {
-        let mut guest = vm::Guest::new(guest_script()).binary("probe-user", &probe_user);
-        for (name, path) in &helpers {
-            guest = guest.binary(name, path);
-        }
+        let guest = vm::Guest::new(guest_script())
+            .binary("probe-user", &probe_user)
+            .binaries(&helpers);
         let boot = vm::Boot {
             icount: true,
             kernel: Some(kernels::image(version)?),

@@ -33,10 +33,9 @@ pub fn run(options: Options) -> Result<()> {
         count = options.count,
         ports = ports.join(","),
     );
-    let mut guest = vm::Guest::new(script).binary("probe-user", &probe_user);
-    for (name, path) in &helpers {
-        guest = guest.binary(name, path);
-    }
+    let guest = vm::Guest::new(script)
+        .binary("probe-user", &probe_user)
+        .binaries(&helpers);
     let code = vm::Boot::default().run(&guest, &artifacts::work_dir("run"), |line| {
         println!("{line}")
     })?;

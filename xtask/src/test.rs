@@ -110,10 +110,9 @@ pub fn run(options: Options) -> Result<()> {
     }
 
     let script = guest_script(&tests, &options.attach, options.filter.as_deref());
-    let mut guest = vm::Guest::new(script).binary("probe-user", &probe_user);
-    for (name, path) in helpers.iter().chain(&tests) {
-        guest = guest.binary(name, path);
-    }
+    let guest = vm::Guest::new(script)
+        .binary("probe-user", &probe_user)
+        .binaries(helpers.iter().chain(&tests));
     for (name, image) in &kernels {
         eprintln!(
             "xtask: booting kernel {name} ({}) with {} test binaries",

@@ -36,10 +36,9 @@ struct Run {
 
 pub fn run(write: bool) -> Result<()> {
     let probe_user = artifacts::probe_user()?;
-    let mut guest = vm::Guest::new(guest_script()).binary("probe-user", &probe_user);
-    for (name, path) in &artifacts::test_helpers()? {
-        guest = guest.binary(name, path);
-    }
+    let guest = vm::Guest::new(guest_script())
+        .binary("probe-user", &probe_user)
+        .binaries(&artifacts::test_helpers()?);
     let mut runs = Vec::new();
     let mut on_line = |line: &str| {
         println!("{line}");

@@ -53,6 +53,13 @@ impl Guest {
         self.file(&format!("/bin/{name}"), host)
     }
 
+    /// Copies each host file of `binaries` to `/bin/<name>` in the guest.
+    pub fn binaries<'a>(self, binaries: impl IntoIterator<Item = &'a (String, PathBuf)>) -> Self {
+        binaries
+            .into_iter()
+            .fold(self, |guest, (name, host)| guest.binary(name, host))
+    }
+
     /// Copies the host file `host` to the absolute path `guest` in the guest.
     pub fn file(mut self, guest: &str, host: &Path) -> Self {
         self.files.push((
