@@ -9,7 +9,7 @@ use aya::{
 };
 use probe_common::{Backend, Family, Function, names::program};
 
-use crate::{TracerBuilder, error::AttachError, kernel};
+use crate::{TracerBuilder, btf::FunctionIds, error::AttachError, kernel};
 
 /// What the tracer reports, which decides the programs a backend attaches.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -30,10 +30,13 @@ pub enum Mode {
 /// Loads and attaches `backend`'s programs for `options`' mode on its families' connect
 /// functions (and, with outcomes, the completion program the kprobe and fentry backends need).
 /// On failure whatever it attached is detached again, so another backend can be tried.
+/// `functions` are the kernel's type ids of the connect functions if already read (fentry
+/// reads them otherwise).
 pub(crate) fn attach(
     ebpf: &mut Ebpf,
     backend: Backend,
     options: &TracerBuilder,
+    functions: Option<&FunctionIds>,
 ) -> Result<(), AttachError> {
     let mut attached = Vec::new();
     // The tracepoint backend's own program completes its connects; the others need one more
@@ -49,6 +52,7 @@ pub(crate) fn attach(
             backend,
             options.mode,
             &options.families,
+            functions,
             &mut attached,
         );
     }
@@ -65,6 +69,7 @@ fn attach_programs(
     backend: Backend,
     mode: Mode,
     families: &[Family],
+    ids: Option<&FunctionIds>,
     attached: &mut Vec<&'static str>,
 ) -> Result<(), AttachError> {
     let functions: Vec<Function> = families.iter().map(|f| f.connect_function()).collect();
@@ -103,8 +108,11 @@ fn attach_programs(
             // `Btf::from_sys_fs` would parse into ~17 MB): see `btf::function_btf`. Freed once
             // the programs are attached.
             let functions: Vec<&'static str> = programs.iter().map(|(_, f)| f.name()).collect();
-            let btf = crate::btf::function_btf(Path::new(crate::btf::VMLINUX_BTF), &functions)
-                .map_err(|e| AttachError::KernelBtf(Box::new(e)))?;
+            let btf = match ids {
+                Some(ids) => ids.btf(&functions),
+                None => crate::btf::function_btf(Path::new(crate::btf::VMLINUX_BTF), &functions)
+                    .map_err(|e| AttachError::KernelBtf(Box::new(e)))?,
+            };
             for (name, function) in programs {
                 trampoline(ebpf, name, function, &btf, attached).map_err(|source| {
                     AttachError::Trampoline {

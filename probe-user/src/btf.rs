@@ -23,7 +23,7 @@ use std::{
 };
 
 use probe_common::{
-    SockOffsets,
+    Function, SockOffsets,
     config::{SOCK_HEAD_LEN, TaskOffsets},
 };
 
@@ -85,16 +85,43 @@ const NAMES: &[&str] = &[
     "__parent",
 ];
 
-/// The offsets of both kinds from one read of the BTF file at `path`: those of `struct sock`,
-/// which every configuration needs, and those of the task's identity, which only some do (so
-/// that a kernel whose structs moved only fails the options that use them).
-pub fn offsets(path: &Path) -> Result<(SockOffsets, Result<TaskOffsets>)> {
+/// The connect functions whose type ids [`offsets`] notes on the way, for fentry and fexit.
+const FUNCTIONS: [&str; 3] = [
+    Function::TcpV4Connect.name(),
+    Function::TcpV6Connect.name(),
+    Function::TcpConnect.name(),
+];
+
+/// What the tracer takes from a BTF file, from one read of it.
+#[derive(Debug)]
+pub(crate) struct KernelTypes {
+    /// The offsets of `struct sock`, which every configuration needs.
+    pub sock: SockOffsets,
+    /// The offsets of the task's identity, which only some configurations need (so that a
+    /// kernel whose structs moved only fails the options that use them).
+    pub task: Result<TaskOffsets>,
+    /// The type ids of the connect functions ([`FUNCTIONS`]) in the file: the kernel's own
+    /// if the file is [`VMLINUX_BTF`], so fentry needs no second read of it.
+    pub functions: FunctionIds,
+}
+
+/// Reads the offsets and function ids of the BTF file at `path`.
+pub(crate) fn offsets(path: &Path) -> Result<KernelTypes> {
     if !path.exists() {
-        return Err(Missing::Btf(path.to_owned()).into());
+        return Err(if path == Path::new(VMLINUX_BTF) {
+            Missing::Btf(path.to_owned())
+        } else {
+            Missing::BtfFile(path.to_owned())
+        }
+        .into());
     }
-    let btf = KernelBtf::open(path, NAMES)
+    let btf = KernelBtf::open(path, NAMES, &FUNCTIONS)
         .map_err(|e| btf_error(format!("cannot parse {}: {e}", path.display())))?;
-    Ok((sock_offsets_in(&btf)?, task_offsets_in(&btf)))
+    Ok(KernelTypes {
+        sock: sock_offsets_in(&btf)?,
+        task: task_offsets_in(&btf),
+        functions: FunctionIds(btf.types.functions.clone()),
+    })
 }
 
 fn sock_offsets_in(btf: &KernelBtf) -> Result<SockOffsets> {
@@ -180,39 +207,75 @@ pub(crate) fn function_btf(
     path: &Path,
     functions: &[&'static str],
 ) -> std::result::Result<aya::Btf, aya::BtfError> {
-    use aya_obj::btf::{BtfType, Func, FuncLinkage};
-
-    let ids = function_ids(path, functions).map_err(|error| aya::BtfError::FileError {
+    let ids = FunctionIds::read(path, functions).map_err(|error| aya::BtfError::FileError {
         path: path.to_owned(),
         error,
     })?;
-    let mut found: Vec<(u32, &'static str)> = ids
-        .into_iter()
-        .zip(functions)
-        .filter_map(|(id, &name)| Some((id?, name)))
-        .collect();
-    found.sort_unstable();
-    found.dedup();
-    // The placeholders grow one vector of several MB, which with transparent huge pages on
-    // (Debian's kernels default to `always`) is faulted in 2 MiB at a time: up to 2 MiB more
-    // resident than written, depending on where the vector lands (measured: 8.8 to 10.7 MiB
-    // peak on Debian 6.1). Every page of it is written here, so only this loop needs small
-    // pages (khugepaged, which could merge them later, scans far slower than this BTF lives).
-    let _small_pages = SmallPages::new();
-    // Holds the `Unknown` of id 0 (void) already.
-    let mut btf = aya::Btf::new();
-    let mut next = 1;
-    for (id, name) in found {
-        for _ in next..id {
-            btf.add_type(BtfType::Unknown);
-        }
-        let name_off = btf.add_string(name);
-        // Neither the prototype nor the linkage matter to the lookup.
-        let added = btf.add_type(BtfType::Func(Func::new(name_off, 0, FuncLinkage::Global)));
-        debug_assert_eq!(added, id);
-        next = id + 1;
+    Ok(ids.btf(functions))
+}
+
+/// Type ids of kernel functions (`FUNC`s) in a BTF file: the first of each name.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct FunctionIds(Vec<(&'static str, u32)>);
+
+impl FunctionIds {
+    /// The ids of `names` in the BTF file at `path` (those it has).
+    fn read(path: &Path, names: &[&'static str]) -> io::Result<FunctionIds> {
+        let file = File::open(path)?;
+        let header = Header::read(&file)?;
+        let found = find_names(&file, &header, names)?;
+        let mut ids = Vec::new();
+        for_each_type(&file, &header, |id, _, record| {
+            if record.kind() == kind::FUNC
+                && let Some(&name) = found.get(&record.name_off)
+                && !ids.iter().any(|&(seen, _)| seen == name)
+            {
+                ids.push((name, id));
+            }
+        })?;
+        Ok(FunctionIds(ids))
     }
-    Ok(btf)
+
+    /// The id of `name`, if the file has it.
+    #[cfg(test)]
+    fn get(&self, name: &str) -> Option<u32> {
+        self.0.iter().find(|&&(n, _)| n == name).map(|&(_, id)| id)
+    }
+
+    /// An [`aya::Btf`] with those of `functions` found, each a `FUNC` of its name at its id
+    /// (see [`function_btf`]).
+    pub(crate) fn btf(&self, functions: &[&str]) -> aya::Btf {
+        use aya_obj::btf::{BtfType, Func, FuncLinkage};
+
+        let mut found: Vec<(u32, &'static str)> = self
+            .0
+            .iter()
+            .filter(|(name, _)| functions.contains(name))
+            .map(|&(name, id)| (id, name))
+            .collect();
+        found.sort_unstable();
+        // The placeholders grow one vector of several MB, which with transparent huge pages on
+        // (Debian's kernels default to `always`) is faulted in 2 MiB at a time: up to 2 MiB
+        // more resident than written, depending on where the vector lands (measured: 8.8 to
+        // 10.7 MiB peak on Debian 6.1). Every page of it is written here, so only this loop
+        // needs small pages (khugepaged, which could merge them later, scans far slower than
+        // this BTF lives).
+        let _small_pages = SmallPages::new();
+        // Holds the `Unknown` of id 0 (void) already.
+        let mut btf = aya::Btf::new();
+        let mut next = 1;
+        for (id, name) in found {
+            for _ in next..id {
+                btf.add_type(BtfType::Unknown);
+            }
+            let name_off = btf.add_string(name);
+            // Neither the prototype nor the linkage matter to the lookup.
+            let added = btf.add_type(BtfType::Func(Func::new(name_off, 0, FuncLinkage::Global)));
+            debug_assert_eq!(added, id);
+            next = id + 1;
+        }
+        btf
+    }
 }
 
 /// Keeps transparent huge pages off for this process's new page faults while it lives
@@ -242,27 +305,6 @@ impl Drop for SmallPages {
             unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 0, 0, 0, 0) };
         }
     }
-}
-
-/// The type ids of the kernel functions `names` (the first `FUNC` of each name) in the BTF
-/// file at `path`, in the order of `names`; `None` for those it lacks.
-fn function_ids(path: &Path, names: &[&'static str]) -> io::Result<Vec<Option<u32>>> {
-    let file = File::open(path)?;
-    let header = Header::read(&file)?;
-    let found = find_names(&file, &header, names)?;
-    let mut ids = vec![None; names.len()];
-    for_each_type(&file, &header, |id, _, record| {
-        if record.kind() == kind::FUNC
-            && let Some(name) = found.get(&record.name_off)
-        {
-            for (wanted, slot) in names.iter().zip(&mut ids) {
-                if wanted == name {
-                    slot.get_or_insert(id);
-                }
-            }
-        }
-    })?;
-    Ok(ids)
 }
 
 /// The BTF magic number, in the byte order of the machine that wrote the file.
@@ -309,6 +351,8 @@ struct TypeIndex {
     /// The first struct (not union) with each of the names looked for: where its
     /// `struct btf_type` is in the type section.
     structs: HashMap<&'static str, u32>,
+    /// The id of the first `FUNC` of each function name looked for.
+    functions: Vec<(&'static str, u32)>,
 }
 
 /// What following a type leads to: the members of a struct or union, another type, or
@@ -341,13 +385,18 @@ struct Member {
 }
 
 impl KernelBtf {
-    /// Reads the header of the BTF file at `path`, then its string section for `wanted`
-    /// names, then its type section.
-    fn open(path: &Path, wanted: &[&'static str]) -> io::Result<KernelBtf> {
+    /// Reads the header of the BTF file at `path`, then its string section for the `structs`
+    /// and member names and the `functions`, then its type section.
+    fn open(
+        path: &Path,
+        structs: &[&'static str],
+        functions: &[&'static str],
+    ) -> io::Result<KernelBtf> {
         let file = File::open(path)?;
         let header = Header::read(&file)?;
-        let names = find_names(&file, &header, wanted)?;
-        let types = index_types(&file, &header, &names)?;
+        let wanted: Vec<&'static str> = structs.iter().chain(functions).copied().collect();
+        let names = find_names(&file, &header, &wanted)?;
+        let types = index_types(&file, &header, &names, functions)?;
         Ok(KernelBtf {
             file,
             path: path.to_owned(),
@@ -538,6 +587,12 @@ fn find_names(
 ) -> io::Result<HashMap<u32, &'static str>> {
     let wanted: HashMap<&[u8], &'static str> =
         wanted.iter().map(|&name| (name.as_bytes(), name)).collect();
+    // Most of the section's ~100k strings have a length no wanted name has: checking the
+    // length first spares hashing them (a third of the whole read, in a TCG guest).
+    let mut lengths = [false; 64];
+    for name in wanted.keys() {
+        lengths[name.len().min(63)] = true;
+    }
     let mut strings = section_reader(file, header.strings_at)?.take(header.strings_len.into());
     let mut found = HashMap::new();
     let mut string = Vec::new();
@@ -552,24 +607,29 @@ fn find_names(
         if string.last() == Some(&0) {
             string.pop();
         }
-        if let Some(&name) = wanted.get(string.as_slice()) {
+        if lengths[string.len().min(63)]
+            && let Some(&name) = wanted.get(string.as_slice())
+        {
             found.insert(at, name);
         }
         at += len as u32;
     }
 }
 
-/// Streams the type section of `file` once, and returns what each type leads to and where
-/// the first struct with each of the `names` found is.
+/// Streams the type section of `file` once, and returns what each type leads to, where the
+/// first struct with each of the `names` found is, and the id of the first `FUNC` named as
+/// one of `functions`.
 fn index_types(
     file: &File,
     header: &Header,
     names: &HashMap<u32, &'static str>,
+    functions: &[&'static str],
 ) -> io::Result<TypeIndex> {
     // Id 0 is void.
     let mut links = vec![PackedLink::OTHER];
     let mut structs = HashMap::new();
-    for_each_type(file, header, |_, at, record| {
+    let mut found_functions: Vec<(&'static str, u32)> = Vec::new();
+    for_each_type(file, header, |id, at, record| {
         links.push(match record.kind() {
             kind::STRUCT | kind::UNION => PackedLink::structure(at),
             kind::TYPEDEF | kind::VOLATILE | kind::CONST | kind::RESTRICT => {
@@ -577,13 +637,24 @@ fn index_types(
             }
             _ => PackedLink::OTHER,
         });
-        if record.kind() == kind::STRUCT
-            && let Some(&name) = names.get(&record.name_off)
-        {
-            structs.entry(name).or_insert(at);
+        match (record.kind(), names.get(&record.name_off)) {
+            (kind::STRUCT, Some(&name)) => {
+                structs.entry(name).or_insert(at);
+            }
+            (kind::FUNC, Some(&name))
+                if functions.contains(&name)
+                    && !found_functions.iter().any(|&(seen, _)| seen == name) =>
+            {
+                found_functions.push((name, id));
+            }
+            _ => {}
         }
     })?;
-    Ok(TypeIndex { links, structs })
+    Ok(TypeIndex {
+        links,
+        structs,
+        functions: found_functions,
+    })
 }
 
 /// Streams the type section of `file` once, calling `visit` with each type's id, where its
@@ -747,7 +818,7 @@ mod tests {
             eprintln!("skipped: {VMLINUX_BTF} missing");
             return;
         }
-        let offsets = offsets(path).unwrap().0;
+        let offsets = offsets(path).unwrap().sock;
         assert_eq!(offsets.daddr, 0);
         assert_eq!(offsets.rcv_saddr, 4);
         assert_eq!(offsets.dport, 12);
@@ -765,7 +836,7 @@ mod tests {
             eprintln!("skipped: {VMLINUX_BTF} missing");
             return;
         }
-        let o = offsets(path).unwrap().1.unwrap();
+        let o = offsets(path).unwrap().task.unwrap();
         // struct upid { int nr; struct pid_namespace *ns; } on 64-bit.
         assert_eq!((o.upid_size, o.upid_nr, o.upid_ns), (16, 0, 8));
         assert!(o.thread_pid > 0 && o.group_leader > 0 && o.cgroups > 0);
@@ -784,7 +855,13 @@ mod tests {
         let names = ["tcp_connect", "tcp_v4_connect", "tcp_v6_connect"];
         let ours = function_btf(path, &names).unwrap();
         let full = aya::Btf::from_sys_fs().unwrap();
+        let from_offsets = offsets(path).unwrap().functions;
         for name in names {
+            assert_eq!(
+                from_offsets.get(name),
+                Some(full.id_by_type_name_kind(name, BtfKind::Func).unwrap()),
+                "{name}"
+            );
             assert_eq!(
                 ours.id_by_type_name_kind(name, BtfKind::Func).unwrap(),
                 full.id_by_type_name_kind(name, BtfKind::Func).unwrap(),
@@ -796,10 +873,7 @@ mod tests {
     #[test]
     fn missing_btf_is_one_clear_error() {
         let err = offsets(Path::new("/nonexistent/vmlinux")).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "this kernel has no BTF (/nonexistent/vmlinux is missing; it needs CONFIG_DEBUG_INFO_BTF=y)"
-        );
+        assert_eq!(err.to_string(), "no BTF file at /nonexistent/vmlinux");
     }
 
     /// Writes BTF files type by type, the way the kernel lays them out.
@@ -1063,7 +1137,7 @@ mod tests {
     #[test]
     fn resolves_every_offset_of_a_kernel_like_file() {
         let file = TempFile::new("kernel", &fake_kernel(18, true).bytes());
-        let (sock, task) = offsets(&file.0).unwrap();
+        let KernelTypes { sock, task, .. } = offsets(&file.0).unwrap();
         assert_eq!(
             sock,
             SockOffsets {
@@ -1106,7 +1180,7 @@ mod tests {
     #[test]
     fn task_structs_missing_fail_only_the_task_offsets() {
         let file = TempFile::new("no-pid", &fake_kernel(18, false).bytes());
-        let (sock, task) = offsets(&file.0).unwrap();
+        let KernelTypes { sock, task, .. } = offsets(&file.0).unwrap();
         assert_eq!(sock.state, 18);
         assert_eq!(
             task.unwrap_err().to_string(),
@@ -1128,7 +1202,7 @@ mod tests {
     /// Opens `w`'s file and returns the error of looking up `path` in struct `outer`.
     fn lookup_error(test: &str, w: &BtfWriter, outer: &str, path: &[&str]) -> String {
         let file = TempFile::new(test, &w.bytes());
-        let btf = KernelBtf::open(&file.0, NAMES).unwrap();
+        let btf = KernelBtf::open(&file.0, NAMES, &FUNCTIONS).unwrap();
         let result = btf
             .named_struct(outer)
             .and_then(|st| btf.field_offset(&st, path));
@@ -1171,7 +1245,7 @@ mod tests {
         w.structure("net", 8, &[("ns", int, 32)]);
         w.structure("net", 8, &[("ns", int, 0)]);
         let file = TempFile::new("first", &w.bytes());
-        let btf = KernelBtf::open(&file.0, NAMES).unwrap();
+        let btf = KernelBtf::open(&file.0, NAMES, &FUNCTIONS).unwrap();
         let net = btf.named_struct("net").unwrap();
         assert_eq!(btf.field_offset(&net, &["ns"]).unwrap(), 4);
     }
@@ -1210,10 +1284,13 @@ mod tests {
             "tcp_v6_connect",
             "tcp_v4_connect",
         ];
-        assert_eq!(
-            function_ids(&file.0, &names).unwrap(),
-            [Some(v4), None, Some(v6), Some(v4)]
-        );
+        let ids = FunctionIds::read(&file.0, &names).unwrap();
+        let found = names.map(|name| ids.get(name));
+        assert_eq!(found, [Some(v4), None, Some(v6), Some(v4)]);
+        // The offsets' read finds the same ids.
+        let types = KernelBtf::open(&file.0, &[], &FUNCTIONS).unwrap().types;
+        let same = FunctionIds(types.functions);
+        assert_eq!(names.map(|name| same.get(name)), found);
         let btf = function_btf(&file.0, &names).unwrap();
         let id = |name| btf.id_by_type_name_kind(name, BtfKind::Func);
         assert_eq!(id("tcp_v4_connect").unwrap(), v4);

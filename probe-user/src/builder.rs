@@ -6,7 +6,7 @@ use std::{collections::BTreeSet, path::PathBuf};
 use ipnet::IpNet;
 use probe_common::{Backend, CountBy, Family, OutcomeConfig};
 
-use crate::{Error, Mode, Tracer, btf, loader};
+use crate::{BackendError, Error, Mode, Tracer, backend, btf, loader};
 
 /// Options of a [`Tracer`]: filters (applied in the kernel), families, what to report and how
 /// to attach.
@@ -205,9 +205,8 @@ impl TracerBuilder {
         let started = std::time::Instant::now();
         let mut startup = crate::Startup::default();
         let keys = loader::validate(&self)?;
-        let mut ebpf = loader::load(&self, &keys, &mut startup)?;
-        let logger = loader::start_logger(&mut ebpf)?;
-        loader::fill_filters(&mut ebpf, &self, &keys)?;
+        let prepared = loader::prepare(&self, &mut startup)?;
+        // Checking privileges and features counts as loading.
         startup.load = started.elapsed() - startup.btf;
         // Before attaching, so that every run of every program is accounted.
         let stats = if self.program_stats {
@@ -218,9 +217,31 @@ impl TracerBuilder {
         } else {
             None
         };
-        let attaching = std::time::Instant::now();
-        let (backend, fallbacks) = loader::attach_first_working(&mut ebpf, &self)?;
-        startup.attach = attaching.elapsed();
-        Tracer::new(ebpf, backend, fallbacks, &self, logger, stats, startup)
+        // Each backend gets an object loaded for it (maps sized for what it uses): a fallback
+        // costs a second load, on kernels without the backend tried first.
+        let backends = self
+            .backend
+            .map_or(Backend::AUTO_ORDER.to_vec(), |backend| vec![backend]);
+        let mut fallbacks = Vec::new();
+        for backend in backends {
+            let loading = std::time::Instant::now();
+            let mut ebpf = loader::load(&self, &keys, &prepared, backend)?;
+            let logger = loader::start_logger(&mut ebpf)?;
+            loader::fill_filters(&mut ebpf, &self, &keys)?;
+            startup.load += loading.elapsed();
+            let attaching = std::time::Instant::now();
+            let attached = backend::attach(&mut ebpf, backend, &self, prepared.functions.as_ref());
+            startup.attach += attaching.elapsed();
+            match attached {
+                Ok(()) => {
+                    return Tracer::new(ebpf, backend, fallbacks, &self, logger, stats, startup);
+                }
+                Err(error) if self.backend.is_some() => {
+                    return Err(Error::Attach(BackendError { backend, error }));
+                }
+                Err(error) => fallbacks.push(BackendError { backend, error }),
+            }
+        }
+        Err(Error::NoBackend(fallbacks))
     }
 }

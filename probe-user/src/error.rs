@@ -86,8 +86,14 @@ pub enum Missing {
     #[error("cannot probe for BPF ring buffer support: {0}")]
     RingBufferProbe(String),
     /// The kernel's own BTF (`CONFIG_DEBUG_INFO_BTF`).
-    #[error("this kernel has no BTF ({} is missing; it needs CONFIG_DEBUG_INFO_BTF=y)", .0.display())]
+    #[error(
+        "this kernel has no BTF ({} is missing; it needs CONFIG_DEBUG_INFO_BTF=y, or a BTF file for exactly this kernel, e.g. from btfhub, given with --btf FILE)",
+        .0.display()
+    )]
     Btf(PathBuf),
+    /// The BTF file given instead of the kernel's own (`--btf`, `TracerBuilder::btf_path`).
+    #[error("no BTF file at {}", .0.display())]
+    BtfFile(PathBuf),
 }
 
 /// A filter value that cannot be used.

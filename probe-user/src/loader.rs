@@ -1,6 +1,7 @@
 //! The stages of [`crate::TracerBuilder::attach`], in order: validate the options (nothing
-//! touched yet) -> load the object with its globals (privileges, BTF and kernel features
-//! checked first) -> fill the filter maps -> attach the first backend that works.
+//! touched yet) -> prepare (privileges, kernel features, the BTF read) -> then, for the
+//! backend asked for or each of [`Backend::AUTO_ORDER`] until one attaches: load the object
+//! with its globals and maps sized for that backend -> fill the filter maps -> attach.
 
 use std::{collections::BTreeSet, os::fd::AsRawFd as _};
 
@@ -10,15 +11,16 @@ use aya::{
 };
 use aya_log::EbpfLogger;
 use probe_common::{
-    COMM_LEN, CountBy, FilterFlags,
+    COMM_LEN, CountBy, FilterFlags, SockOffsets,
     config::{ContainerPrefix, DstKey, PORT_WORDS, TaskOffsets},
     limit,
     names::{global, map},
 };
 
 use crate::{
-    Backend, Mode, Startup, TracerBuilder, backend,
-    error::{BackendError, Error, FilterError},
+    Backend, Mode, Startup, TracerBuilder,
+    btf::FunctionIds,
+    error::{Error, FilterError},
     filter, kernel,
 };
 
@@ -115,29 +117,51 @@ pub(crate) fn validate(options: &TracerBuilder) -> Result<FilterKeys, Error> {
     })
 }
 
-/// Stage 2: checks privileges and kernel features, then loads the object with its globals set
-/// (struct offsets from BTF, filter flags, port bitmap, mode, counting).
-pub(crate) fn load(
-    options: &TracerBuilder,
-    keys: &FilterKeys,
-    startup: &mut Startup,
-) -> Result<Ebpf, Error> {
+/// What loading needs of the system, found once whatever backends are tried.
+pub(crate) struct Prepared {
+    offsets: SockOffsets,
+    task_offsets: TaskOffsets,
+    /// The running kernel's type ids of the connect functions, for fentry and fexit: `None`
+    /// when the offsets came from another BTF file (`TracerBuilder::btf_path`), whose ids are
+    /// not the kernel's.
+    pub functions: Option<FunctionIds>,
+}
+
+/// Stage 2: checks privileges and kernel features, and reads the struct offsets (and the
+/// connect functions' type ids) from BTF.
+pub(crate) fn prepare(options: &TracerBuilder, startup: &mut Startup) -> Result<Prepared, Error> {
     kernel::check_privileges()?;
     if options.program_stats {
         kernel::check_stats_privileges()?;
     }
     let btf_started = std::time::Instant::now();
-    let (offsets, task_offsets) = crate::btf::offsets(&options.btf_path)?;
+    let types = crate::btf::offsets(&options.btf_path)?;
     startup.btf = btf_started.elapsed();
     // Needed only by some options: a kernel whose task structs moved fails only those.
-    let task_offsets = match task_offsets {
+    let task_offsets = match types.task {
         Ok(offsets) => offsets,
         Err(error) if options.needs_task_offsets() => return Err(error),
         Err(_) => TaskOffsets::default(),
     };
     kernel::raise_memlock_limit();
     kernel::check_ring_buffer()?;
+    let own_kernel = options.btf_path == std::path::Path::new(crate::btf::VMLINUX_BTF);
+    Ok(Prepared {
+        offsets: types.sock,
+        task_offsets,
+        functions: own_kernel.then_some(types.functions),
+    })
+}
 
+/// Stage 3: loads the object for `backend` with its globals set (struct offsets, filter
+/// flags, port bitmap, mode, counting) and its maps sized for what `backend` and the options
+/// use ([`map_entries`]).
+pub(crate) fn load(
+    options: &TracerBuilder,
+    keys: &FilterKeys,
+    prepared: &Prepared,
+    backend: Backend,
+) -> Result<Ebpf, Error> {
     let filters = FilterFlags {
         ports: u8::from(!options.ports.is_empty()),
         pids: u8::from(!options.pids.is_empty()),
@@ -157,19 +181,19 @@ pub(crate) fn load(
     // aya-log's level is a load-time constant: with logging off the verifier removes the
     // logging code from the hot path entirely.
     let log_level = log::max_level() as u8;
-    // Room for the LRU's per-CPU free lists, so that MAX_CONNECTING sockets fit on any host.
-    let cpus = aya::util::nr_cpus().map_or(1, |n| n.get());
-    let connecting = limit::MAX_CONNECTING + limit::LRU_FREE_PER_CPU * cpus;
-    EbpfLoader::new()
-        .map_max_entries(map::CONNECTING, connecting)
-        .override_global(global::SOCK_OFFSETS, &offsets, true)
+    let mut loader = EbpfLoader::new();
+    for (name, entries) in map_entries(options, keys, backend) {
+        loader.map_max_entries(name, entries);
+    }
+    loader
+        .override_global(global::SOCK_OFFSETS, &prepared.offsets, true)
         .override_global(global::FILTERS, &filters, true)
         .override_global(global::PORT_SET, &port_set(&options.ports), true)
         .override_global(global::WAKEUP_BYTES, &DEFAULT_WAKEUP_BYTES, true)
         .override_global(global::ENTRY_ONLY, &entry_only, true)
         .override_global(global::COUNT_BY, &count_by, true)
         .override_global(global::OUTCOME, &options.outcome, true)
-        .override_global(global::TASK_OFFSETS, &task_offsets, true)
+        .override_global(global::TASK_OFFSETS, &prepared.task_offsets, true)
         .override_global(global::IDENTITY, &identity, true)
         .override_global(global::CONTAINERS, &keys.containers, true)
         .override_global(global::COUNT_CGROUP, &count_cgroup, true)
@@ -179,6 +203,52 @@ pub(crate) fn load(
             hint: kernel::memlock_hint(),
             source: crate::error::load_source(source),
         })
+}
+
+/// The entries of each map whose use depends on the backend and the options. The kernel
+/// allocates a hash map's every entry when it creates the map, which was most of the load's
+/// time in a TCG guest (the per-CPU `CONNECT_COUNTS`' 16,384 keys when not counting, above
+/// all), so a map that the programs attached will never touch gets one entry, and a filter
+/// map exactly its keys.
+fn map_entries(
+    options: &TracerBuilder,
+    keys: &FilterKeys,
+    backend: Backend,
+) -> [(&'static str, u32); 8] {
+    let used = |yes: bool, entries: u32| if yes { entries } else { 1 };
+    let exactly = |n: usize| n.max(1) as u32;
+    // Room for the LRU's per-CPU free lists, so that MAX_CONNECTING sockets fit on any host.
+    let cpus = aya::util::nr_cpus().map_or(1, |n| n.get());
+    let connecting = limit::MAX_CONNECTING + limit::LRU_FREE_PER_CPU * cpus;
+    let full = options.mode == Mode::Full;
+    [
+        // Entry to return of each call: the kprobe backend's.
+        (
+            map::PENDING,
+            used(backend == Backend::Kprobe && full, limit::MAX_PENDING),
+        ),
+        // SYN_SENT to the next state: the tracepoint backend's, and every backend's outcomes.
+        (
+            map::CONNECTING,
+            used(
+                backend == Backend::Tracepoint || options.outcome.enabled != 0,
+                connecting,
+            ),
+        ),
+        // Inner to outer exit of IPv4-mapped calls: the fexit programs'.
+        (
+            map::MAPPED_INNER,
+            used(backend == Backend::Fentry && full, limit::MAX_MAPPED_CALLS),
+        ),
+        (
+            map::CONNECT_COUNTS,
+            used(options.count_by.is_some(), limit::MAX_COUNT_KEYS),
+        ),
+        (map::PID_FILTER, exactly(options.pids.len())),
+        (map::UID_FILTER, exactly(options.uids.len())),
+        (map::NETNS_FILTER, exactly(options.netns.len())),
+        (map::COMM_FILTER, exactly(keys.comms.len())),
+    ]
 }
 
 /// Relays the programs' aya-log messages to `log`, if any level is enabled.
@@ -191,7 +261,7 @@ pub(crate) fn start_logger(
     EbpfLogger::init(ebpf).map(Some).map_err(Error::Log)
 }
 
-/// Stage 3: fills the filter maps.
+/// Stage 4: fills the filter maps.
 pub(crate) fn fill_filters(
     ebpf: &mut Ebpf,
     options: &TracerBuilder,
@@ -246,28 +316,6 @@ fn fill_set<K: aya::Pod + Ord>(
 fn map_mut<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut aya::maps::Map, Error> {
     ebpf.map_mut(name)
         .ok_or_else(|| Error::Object(format!("map {name}")))
-}
-
-/// Stage 4: attaches the backend asked for, or else the first of [`Backend::AUTO_ORDER`] that
-/// works; returns it and why each one before it could not be used.
-pub(crate) fn attach_first_working(
-    ebpf: &mut Ebpf,
-    options: &TracerBuilder,
-) -> Result<(Backend, Vec<BackendError>), Error> {
-    if let Some(backend) = options.backend {
-        return match backend::attach(ebpf, backend, options) {
-            Ok(()) => Ok((backend, Vec::new())),
-            Err(error) => Err(Error::Attach(BackendError { backend, error })),
-        };
-    }
-    let mut fallbacks = Vec::new();
-    for backend in Backend::AUTO_ORDER {
-        match backend::attach(ebpf, backend, options) {
-            Ok(()) => return Ok((backend, fallbacks)),
-            Err(error) => fallbacks.push(BackendError { backend, error }),
-        }
-    }
-    Err(Error::NoBackend(fallbacks))
 }
 
 /// The kernel side's `PORT_SET`: bit `port` set for each port.
