@@ -27,7 +27,37 @@ fn main() -> anyhow::Result<()> {
     println!("cargo::rerun-if-changed=../rust-toolchain.toml");
     aya_build::build_ebpf([package], aya_build::Toolchain::Custom(&toolchain))?;
     strip_debug_info();
+    git_commit();
     Ok(())
+}
+
+/// Sets `PROBE_GIT_COMMIT` (shown by `--version`) to the commit being built, or `unknown
+/// commit` outside a git checkout (a source tarball). Uncommitted changes are not marked:
+/// noticing them would mean rerunning this script, and rebuilding the eBPF object, on every
+/// edit.
+fn git_commit() {
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let commit = match git(&["rev-parse", "--short=12", "HEAD"]) {
+        Some(commit) => format!("commit {commit}"),
+        None => "unknown commit".to_string(),
+    };
+    println!("cargo::rustc-env=PROBE_GIT_COMMIT={commit}");
+    // A new commit or checkout moves HEAD or the branch it names.
+    if let Some(git_dir) = git(&["rev-parse", "--absolute-git-dir"]) {
+        for file in ["HEAD", "packed-refs"] {
+            println!("cargo::rerun-if-changed={git_dir}/{file}");
+        }
+        if let Some(branch) = git(&["symbolic-ref", "-q", "HEAD"]) {
+            println!("cargo::rerun-if-changed={git_dir}/{branch}");
+        }
+    }
 }
 
 /// Removes the DWARF from the eBPF object that probe-user embeds (`$OUT_DIR/probe`).
@@ -83,7 +113,7 @@ fn strip_debug_info() {
 
 /// The objcopy programs to try, best first: LLVM 22's, the version bpf-linker is built
 /// against (Debian's `llvm-22` package installs it as `llvm-objcopy-22`, and under
-/// `/usr/lib/llvm-22/bin`, the `LLVM_PREFIX` of .ci/install), then any `llvm-objcopy`. (The
+/// `/usr/lib/llvm-22/bin`, the `LLVM_PREFIX` of setup.sh), then any `llvm-objcopy`. (The
 /// `rust-objcopy` in Rust's sysroot does not run outside rustc's environment: it cannot find
 /// rustc's libLLVM.)
 const OBJCOPY: &[&str] = &[

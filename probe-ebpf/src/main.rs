@@ -264,6 +264,13 @@ fn panic(_info: &core::panic::PanicInfo) -> ! {
     loop {}
 }
 
+// The licence the kernel is told (the object's "license" section); it matches this crate's
+// `license = "MIT OR GPL-2.0-only"` in Cargo.toml. The kernel lets a program call GPL-only
+// helpers (bpf_probe_read_kernel, bpf_probe_read_kernel_str, bpf_get_current_task...) only when
+// license_is_gpl_compatible() (include/linux/license.h, checked by bpf_prog_load in
+// kernel/bpf/syscall.c) accepts this string, and "Dual MIT/GPL" is on its list next to "GPL".
+// So the kernel side is MIT or GPL-2.0 at the user's choice rather than GPL only; userspace
+// stays MIT OR Apache-2.0.
 #[unsafe(link_section = "license")]
 #[unsafe(no_mangle)]
-static LICENSE: [u8; 4] = *b"GPL\0";
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

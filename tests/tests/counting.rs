@@ -160,18 +160,18 @@ fn metrics_endpoint_counts_the_connects_made() {
         let sample = |family: &str, p: u16, daddr: &str| {
             if with_daddr {
                 format!(
-                    "probe_connects_total{{family=\"{family}\",dport=\"{p}\",daddr=\"{daddr}\"}}"
+                    "tcpconn_connects_total{{family=\"{family}\",dport=\"{p}\",daddr=\"{daddr}\"}}"
                 )
             } else {
-                format!("probe_connects_total{{family=\"{family}\",dport=\"{p}\"}}")
+                format!("tcpconn_connects_total{{family=\"{family}\",dport=\"{p}\"}}")
             }
         };
         let mut expected = vec![
             format!("{} 3", sample("ipv4", v4.port(), "127.0.0.1")),
             format!("{} 2", sample("ipv6", v6.port(), "::1")),
-            "probe_events_dropped_total 0".to_string(),
-            "probe_events_missed_total 0".to_string(),
-            "probe_events_malformed_total 0".to_string(),
+            "tcpconn_events_dropped_total 0".to_string(),
+            "tcpconn_events_missed_total 0".to_string(),
+            "tcpconn_events_malformed_total 0".to_string(),
         ];
         let mut samples: Vec<String> = body
             .lines()
@@ -286,7 +286,7 @@ fn metrics_endpoint_outlasts_idle_and_slow_clients() {
         head.contains("content-type: application/openmetrics-text"),
         "{head}"
     );
-    assert!(body.contains("probe_events_dropped_total 0\n"), "{body}");
+    assert!(body.contains("tcpconn_events_dropped_total 0\n"), "{body}");
     assert!(body.ends_with("# EOF\n"), "{body}");
     // Not at once: the first attempts found every slot taken.
     assert!(attempts > 1, "{attempts} attempts in {waited:?}");
@@ -404,7 +404,7 @@ fn metrics_failures_and_latency_histograms_equal_the_connects_made() {
     let (up_port, down_port) = (up.port(), down);
     assert_eq!(
         value(&format!(
-            "probe_connect_failures_total{{family=\"ipv4\",dport=\"{down_port}\",reason=\"refused\"}}"
+            "tcpconn_connect_failures_total{{family=\"ipv4\",dport=\"{down_port}\",reason=\"refused\"}}"
         )),
         3
     );
@@ -415,12 +415,14 @@ fn metrics_failures_and_latency_histograms_equal_the_connects_made() {
     for (p, outcome, n) in [(up_port, "established", 4), (down_port, "refused", 3)] {
         let labels = format!("family=\"ipv4\",dport=\"{p}\",outcome=\"{outcome}\"");
         assert_eq!(
-            value(&format!("probe_connect_duration_seconds_count{{{labels}}}")),
+            value(&format!(
+                "tcpconn_connect_duration_seconds_count{{{labels}}}"
+            )),
             n
         );
         assert_eq!(
             value(&format!(
-                "probe_connect_duration_seconds_bucket{{le=\"+Inf\",{labels}}}"
+                "tcpconn_connect_duration_seconds_bucket{{le=\"+Inf\",{labels}}}"
             )),
             n
         );
@@ -429,7 +431,7 @@ fn metrics_failures_and_latency_histograms_equal_the_connects_made() {
         let buckets: Vec<u64> = body
             .lines()
             .filter(|l| {
-                l.starts_with("probe_connect_duration_seconds_bucket{") && l.contains(&labels)
+                l.starts_with("tcpconn_connect_duration_seconds_bucket{") && l.contains(&labels)
             })
             .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
             .collect();
@@ -438,13 +440,13 @@ fn metrics_failures_and_latency_histograms_equal_the_connects_made() {
         assert_eq!(buckets[0], 0, "{body}");
         assert_eq!(
             value(&format!(
-                "probe_connect_duration_seconds_bucket{{le=\"1.048576\",{labels}}}"
+                "tcpconn_connect_duration_seconds_bucket{{le=\"1.048576\",{labels}}}"
             )),
             n
         );
         assert_eq!(
             value(&format!(
-                "probe_connects_total{{family=\"ipv4\",dport=\"{p}\"}}"
+                "tcpconn_connects_total{{family=\"ipv4\",dport=\"{p}\"}}"
             )),
             n
         );

@@ -739,7 +739,7 @@ fn identity_metrics_label_connects_by_container() {
         |tracer| body = scrape(serving_addr(tracer)),
     );
     assert_eq!(out.stdout, "", "nothing is printed per connect");
-    let got: BTreeMap<String, u64> = samples(&body, "probe_connects_total")
+    let got: BTreeMap<String, u64> = samples(&body, "tcpconn_connects_total")
         .into_iter()
         .map(|(mut labels, value)| {
             assert_eq!(labels.remove("family").as_deref(), Some("ipv4"), "{body}");
@@ -751,7 +751,10 @@ fn identity_metrics_label_connects_by_container() {
         .collect();
     let expected = BTreeMap::from([(c.a.1.clone(), 2), (c.b.1.clone(), 3), (String::new(), 1)]);
     assert_eq!(got, expected, "{body}");
-    assert!(body.contains("\nprobe_events_dropped_total 0\n"), "{body}");
+    assert!(
+        body.contains("\ntcpconn_events_dropped_total 0\n"),
+        "{body}"
+    );
 }
 
 /// `--metrics-label cgroup`: a cgroup's name is anyone's choice who can create one, so a `"` or
@@ -781,7 +784,7 @@ fn identity_metrics_label_escapes_cgroup_names() {
     assert!(out.status.success(), "{out:?}");
     let escaped = evil.path.replace('\\', r"\\").replace('"', r#"\""#);
     let expected =
-        format!(r#"probe_connects_total{{family="ipv4",dport="{port}",cgroup="{escaped}"}} 1"#);
+        format!(r#"tcpconn_connects_total{{family="ipv4",dport="{port}",cgroup="{escaped}"}} 1"#);
     assert!(
         body.lines().any(|l| l == expected),
         "no line {expected:?} in {body}"

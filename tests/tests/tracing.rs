@@ -114,6 +114,57 @@ fn stap_format_reports_each_ipv4_and_ipv6_connect_once() {
     assert_clean_exit(&out.stderr, seen.len());
 }
 
+/// `--btf FILE`: offsets read from a BTF file (here a copy of the kernel's, as btfhub would
+/// provide for a kernel without one) trace the same connects; a missing file is one line and
+/// exit 1, before anything is attached.
+#[test]
+fn btf_file_gives_the_offsets() {
+    let copy = std::env::temp_dir().join(format!("probe-btf-{}", std::process::id()));
+    std::fs::copy("/sys/kernel/btf/vmlinux", &copy).unwrap();
+    let v4 = listener("127.0.0.1:0");
+    let v6 = listener("[::1]:0");
+    let tracer = ProbeUser::start(&["--btf", copy.to_str().unwrap()]);
+    let from = unix_now();
+    let seen = vec![connect(v4, None).unwrap(), connect(v6, None).unwrap()];
+    let to = unix_now();
+    let out = tracer.stop();
+    std::fs::remove_file(&copy).unwrap();
+
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        tally(stap_connects(&out.stdout, from, to)),
+        tally(seen.iter().copied())
+    );
+    assert_clean_exit(&out.stderr, seen.len());
+    probe_tests::assert_one_line_error(
+        &["--btf", "/nonexistent/vmlinux.btf"],
+        1,
+        "probe-user: error: no BTF file at /nonexistent/vmlinux.btf",
+    );
+}
+
+/// `--version` names the version and the commit built.
+#[test]
+fn version_names_the_commit() {
+    let out = Command::new(probe_tests::probe_user())
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let commit = text
+        .strip_prefix(&format!(
+            "probe-user {} (commit ",
+            env!("CARGO_PKG_VERSION")
+        ))
+        .and_then(|rest| rest.strip_suffix(")\n"))
+        .unwrap_or_else(|| panic!("{text:?}"));
+    assert!(
+        commit.len() >= 7 && commit.chars().all(|c| c.is_ascii_hexdigit()),
+        "{text:?}"
+    );
+}
+
 #[test]
 fn minimal_format_prints_one_timestamp_per_connect() {
     let v4 = listener("127.0.0.1:0");
@@ -412,7 +463,7 @@ fn bad_arguments_get_one_line_errors() {
         ),
         (
             &["--metrics", "localhost"][..],
-            "probe-user: error: invalid value 'localhost' for '--metrics <ADDR>': expected PORT or IP:PORT (e.g. 9464, 0.0.0.0:9464), got \"localhost\"",
+            "probe-user: error: invalid value 'localhost' for '--metrics <ADDR>': expected PORT or IP:PORT (e.g. 9779, 0.0.0.0:9779), got \"localhost\"",
         ),
     ] {
         probe_tests::assert_one_line_error(args, 2, expected);

@@ -2,7 +2,8 @@
 //!
 //! The host's apt configuration is left alone: each suite gets its own sources list, package
 //! lists and cache under `target/xtask/kernels/<suite>`, and the image is unpacked from the
-//! package with `dpkg-deb -x` rather than installed.
+//! package with `dpkg-deb -x` rather than installed. The mirror is the one the host's apt
+//! already uses for Debian ([`debian_mirror`]): nothing here names a server.
 
 use std::{path::PathBuf, process::Command};
 
@@ -36,9 +37,10 @@ pub fn image(version: &str) -> Result<PathBuf> {
     std::fs::create_dir_all(dir.join("cache/archives/partial"))?;
     // An empty dpkg status: otherwise the host's installed kernel shows up among the suite's.
     std::fs::write(dir.join("status"), "")?;
+    let mirror = debian_mirror()?;
     std::fs::write(
         dir.join("sources.list"),
-        format!("deb http://deb.debian.org/debian {suite} main\n"),
+        format!("deb {mirror} {suite} main\n"),
     )?;
     let apt = |tool: &str| {
         let mut cmd = Command::new(tool);
@@ -91,6 +93,39 @@ pub fn image(version: &str) -> Result<PathBuf> {
     Ok(image)
 }
 
+/// The Debian archive this machine's apt is configured with: the first source of Debian's own
+/// `main` packages, as `apt-get indextargets` lists the sources (one-line and deb822 files
+/// alike). Its `Origin`/`Label` come from the Release file, known once `apt-get update` has
+/// run; before that, the first `main` source whose path ends in `/debian`.
+fn debian_mirror() -> Result<String> {
+    let targets = output(Command::new("apt-get").args([
+        "indextargets",
+        "--format",
+        "$(REPO_URI)\t$(ORIGIN)\t$(LABEL)\t$(COMPONENT)\t$(IDENTIFIER)",
+    ]))?;
+    mirror_in(&targets).context(
+        "this machine's apt has no Debian source for `main` (apt-get indextargets lists none): \
+         add one to /etc/apt/sources.list.d/ and run apt-get update",
+    )
+}
+
+/// The mirror in `apt-get indextargets` lines of repository URI, origin, label, component and
+/// identifier (see [`debian_mirror`]).
+fn mirror_in(targets: &str) -> Option<String> {
+    let rows: Vec<Vec<&str>> = targets
+        .lines()
+        .map(|l| l.split('\t').collect::<Vec<_>>())
+        .filter(|f| f.len() == 5 && f[3] == "main" && f[4] == "Packages")
+        .collect();
+    rows.iter()
+        .find(|f| f[1] == "Debian" && f[2] == "Debian")
+        .or_else(|| {
+            rows.iter()
+                .find(|f| f[1].is_empty() && f[0].trim_end_matches('/').ends_with("/debian"))
+        })
+        .map(|f| f[0].trim_end_matches('/').to_string())
+}
+
 /// The package named by the first `Depends:` of `apt-cache show linux-image-amd64` (the newest
 /// version comes first), e.g. `linux-image-6.1.0-56-amd64`.
 fn image_package(show: &str) -> Option<&str> {
@@ -132,5 +167,25 @@ mod tests {
                     Depends: linux-image-6.1.0-56-amd64 (= 6.1.192-2)\nDescription: x\n";
         assert_eq!(image_package(show), Some("linux-image-6.1.0-56-amd64"));
         assert_eq!(image_package("Package: x\n"), None);
+    }
+
+    #[test]
+    fn the_mirror_is_debians_main_archive() {
+        let known = "https://mirror.example/debian-security/\tDebian\tDebian-Security\tmain\tPackages\n\
+                     https://m.example/nodesource/\tNode Source\tNode Source\tmain\tPackages\n\
+                     https://mirror.example/debian/\tDebian\tDebian\tmain\tDEP-11\n\
+                     https://mirror.example/debian/\tDebian\tDebian\tmain\tPackages\n";
+        assert_eq!(
+            mirror_in(known).as_deref(),
+            Some("https://mirror.example/debian")
+        );
+        // Before apt-get update: no origin yet.
+        let fresh = "https://m.example/proxy/debian-security/\t\t\tmain\tPackages\n\
+                     https://m.example/proxy/debian/\t\t\tmain\tPackages\n";
+        assert_eq!(
+            mirror_in(fresh).as_deref(),
+            Some("https://m.example/proxy/debian")
+        );
+        assert_eq!(mirror_in(""), None);
     }
 }

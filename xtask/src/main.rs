@@ -1,12 +1,15 @@
 //! Developer tasks: `cargo xtask test` (lints and unit tests, then the integration tests in a VM
 //! and natively on the host), `cargo xtask run -- <probe-user args>` (probe-user in a VM, with a
 //! little traffic) and `cargo xtask bench [overhead|latency|throughput|resources]` (what tracing
-//! costs a connect, how many it reports per second, its start-up and memory, in a VM).
+//! costs a connect, how many it reports per second, its start-up and memory, in a VM) and
+//! `cargo xtask dist [--check]` (the release tarball).
 
 mod artifacts;
 mod bench;
 mod chart;
+mod dist;
 mod kernels;
+mod licenses;
 mod resources;
 mod run;
 mod stap;
@@ -33,6 +36,9 @@ enum Task {
     /// Measures overhead in a deterministic VM (guest instructions per connect) or connect()
     /// latency.
     Bench(bench::Options),
+    /// Packs the release tarball (static probe-user, man page, completions, systemd unit,
+    /// licences) into target/dist; `--check` tests it.
+    Dist(dist::Options),
 }
 
 fn main() -> std::process::ExitCode {
@@ -40,6 +46,7 @@ fn main() -> std::process::ExitCode {
         Task::Test(options) => test::run(options),
         Task::Run(options) => run::run(options),
         Task::Bench(options) => bench::run(options),
+        Task::Dist(options) => dist::run(options),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

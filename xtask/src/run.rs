@@ -23,12 +23,14 @@ pub fn run(options: Options) -> Result<()> {
     let ports: Vec<String> = options.ports.iter().map(u16::to_string).collect();
     let args: Vec<String> = options.args.iter().map(|a| shell_quote(a)).collect();
     let script = format!(
-        "/bin/probe-user {args} &\n\
+        "/bin/probe-user {args} 2> /tmp/err &\n\
          tracer=$!\n\
-         i=0; while [ $i -lt 300 ] && ! grep -q tcp_v /sys/kernel/debug/kprobes/list; do\n\
-         kill -0 $tracer 2>/dev/null || exit 1; sleep 0.1; i=$((i+1)); done\n\
+         # Attached once it says so (the banner, or where it serves metrics).\n\
+         until grep -q 'Tracing\\|serving metrics' /tmp/err; do\n\
+         kill -0 $tracer 2>/dev/null || {{ cat /tmp/err; exit 1; }}; sleep 0.1; done\n\
+         cat /tmp/err; tail -f -n 0 /tmp/err & tailer=$!\n\
          /bin/connector --count {count} --ports {ports}\n\
-         sleep 0.2; kill -INT $tracer; wait $tracer",
+         sleep 0.2; kill -INT $tracer; wait $tracer; rc=$?; sleep 0.1; kill $tailer; exit $rc",
         args = args.join(" "),
         count = options.count,
         ports = ports.join(","),

@@ -17,10 +17,18 @@ use probe_user::{
 };
 use tokio::signal::unix::{SignalKind, signal};
 
+/// `--version`: the package version and the commit it was built from (build.rs).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("PROBE_GIT_COMMIT"),
+    ")"
+);
+
 /// Trace TCP connects (tcp_v4_connect / tcp_v6_connect) with eBPF, printed like SystemTap's
 /// tcp.connect examples.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(version = VERSION, about)]
 #[command(group(clap::ArgGroup::new("counting").args(["count", "metrics"]).multiple(true)))]
 struct Cli {
     /// Output style: minimal (timestamp only), stap (with source and destination), json.
@@ -122,6 +130,16 @@ struct Cli {
     /// probe-user runs).
     #[arg(long)]
     stats: bool,
+    /// Read struct offsets from this BTF file instead of the kernel's own
+    /// (/sys/kernel/btf/vmlinux), for kernels built without CONFIG_DEBUG_INFO_BTF: a raw BTF
+    /// file for exactly the running kernel, e.g. extracted from btfhub's archive. fentry
+    /// needs the kernel's own BTF, so without it auto uses kprobe or the tracepoint.
+    #[arg(long, value_name = "FILE")]
+    btf: Option<std::path::PathBuf>,
+    /// Print the man page (man) or a shell completion script (bash, zsh, fish, elvish) made
+    /// from these options to stdout, and exit.
+    #[arg(long, value_name = "WHAT", hide = true, value_parser = ["man", "bash", "zsh", "fish", "elvish"])]
+    generate: Option<String>,
 }
 
 impl Cli {
@@ -354,7 +372,7 @@ fn parse_metrics_addr(s: &str) -> Result<std::net::SocketAddr, String> {
         return Ok(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
     }
     s.parse()
-        .map_err(|_| format!("expected PORT or IP:PORT (e.g. 9464, 0.0.0.0:9464), got {s:?}"))
+        .map_err(|_| format!("expected PORT or IP:PORT (e.g. 9779, 0.0.0.0:9779), got {s:?}"))
 }
 
 /// The first line of a clap error, completed by the next one if it ends with a colon or the
@@ -413,6 +431,9 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
     };
+    if let Some(what) = &cli.generate {
+        return generate(what);
+    }
     if let Some(contradiction) = cli.contradiction() {
         eprintln!("probe-user: error: {contradiction}");
         return ExitCode::from(2);
@@ -444,6 +465,36 @@ fn main() -> ExitCode {
     }
 }
 
+/// `--generate WHAT`: the man page or a completion script, from the same clap definition as
+/// the parser (`cargo xtask dist` puts them in the release tarball).
+fn generate(what: &str) -> ExitCode {
+    use clap::CommandFactory as _;
+    let mut command = Cli::command();
+    let mut out = std::io::stdout().lock();
+    let written = match what {
+        "man" => clap_mangen::Man::new(command).render(&mut out),
+        shell => {
+            let shell: clap_complete::Shell = match shell.parse() {
+                Ok(shell) => shell,
+                Err(e) => {
+                    eprintln!("probe-user: error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            clap_complete::generate(shell, &mut command, "probe-user", &mut out);
+            Ok(())
+        }
+    };
+    match written.and_then(|()| std::io::Write::flush(&mut out)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("probe-user: error: cannot write: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 async fn run(cli: Cli) -> Result<()> {
     let outcomes = cli.outcomes();
     let mut builder = Tracer::builder()
@@ -457,6 +508,9 @@ async fn run(cli: Cli) -> Result<()> {
         .filter_destinations(cli.dst);
     if cli.stats {
         builder = builder.program_stats();
+    }
+    if let Some(btf) = cli.btf {
+        builder = builder.btf_path(btf);
     }
     let counting = cli.count || cli.metrics.is_some();
     // --count tables default to destinations; --metrics to ports (a label per address only
@@ -567,7 +621,7 @@ async fn run(cli: Cli) -> Result<()> {
     if cli.stats {
         print_resources(tracer.startup());
         eprintln!(
-            "probe-user: {} connect calls in flight (maps PENDING and CONNECTING, {MAX_PENDING} and {MAX_CONNECTING} entries)",
+            "probe-user: {} connect calls in flight (maps PENDING and CONNECTING, at most {MAX_PENDING} and {MAX_CONNECTING} entries)",
             tracer.pending_calls()
         );
         for p in tracer.program_stats() {

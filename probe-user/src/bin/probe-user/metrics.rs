@@ -53,23 +53,28 @@ use probe_user::{ConnectCount, Counters};
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Renders `counts` (from [`probe_user::Tracer::connect_counts`]) and `counters` as OpenMetrics
-/// text: `probe_connects_total{family,dport}` (plus `daddr` when `with_daddr`; counts of the
-/// same port and family are summed otherwise) and `probe_events_{dropped,missed,malformed}_total`.
-/// With outcomes also `probe_connect_failures_total{...,reason}` (every outcome but
-/// established and pending) and the histogram `probe_connect_duration_seconds{...,outcome}`
+/// text: `tcpconn_connects_total{family,dport}` (plus `daddr` when `with_daddr`; counts of the
+/// same port and family are summed otherwise) and `tcpconn_events_{dropped,missed,malformed}_total`.
+/// With outcomes also `tcpconn_connect_failures_total{...,reason}` (every outcome but
+/// established and pending) and the histogram `tcpconn_connect_duration_seconds{...,outcome}`
 /// (buckets of powers of two microseconds, counted in the kernel).
 ///
 /// With `label`, every connect series carries the caller's cgroup (its path, or its id if the
 /// path could not be resolved) or container (its id, empty for none) as one more label; the
 /// kernel counts per cgroup, so there are as many label values as the `--count` key limit
-/// allows, and connects beyond it are counted in `probe_events_dropped_total`.
+/// allows, and connects beyond it are counted in `tcpconn_events_dropped_total`.
+/// The namespace of every metric (`tcpconn_connects_total`, ...). Not `probe_`: that is
+/// blackbox_exporter's (`probe_success`, `probe_duration_seconds`), which dashboards and
+/// recording rules select by prefix.
+pub const PREFIX: &str = "tcpconn";
+
 pub fn render(
     counts: &[ConnectCount],
     counters: Counters,
     with_daddr: bool,
     label: Option<WorkloadLabel>,
 ) -> String {
-    let mut registry = Registry::with_prefix("probe");
+    let mut registry = Registry::with_prefix(PREFIX);
     let connects = Family::<Labels, Counter>::default();
     registry.register(
         "connects",
@@ -440,14 +445,14 @@ mod tests {
         refused.latency_buckets[6] = 2; // <= 64 us
         let text = render(&[established, refused], Counters::default(), false, None);
         for line in [
-            "probe_connects_total{family=\"ipv4\",dport=\"443\"} 5\n",
-            "probe_connect_failures_total{family=\"ipv4\",dport=\"443\",reason=\"refused\"} 2\n",
-            "probe_connect_duration_seconds_sum{family=\"ipv4\",dport=\"443\",outcome=\"established\"} 0.003\n",
-            "probe_connect_duration_seconds_count{family=\"ipv4\",dport=\"443\",outcome=\"established\"} 3\n",
-            "probe_connect_duration_seconds_bucket{le=\"0.001024\",family=\"ipv4\",dport=\"443\",outcome=\"established\"} 3\n",
-            "probe_connect_duration_seconds_bucket{le=\"0.000512\",family=\"ipv4\",dport=\"443\",outcome=\"established\"} 0\n",
-            "probe_connect_duration_seconds_bucket{le=\"+Inf\",family=\"ipv4\",dport=\"443\",outcome=\"refused\"} 2\n",
-            "probe_connect_duration_seconds_bucket{le=\"0.000064\",family=\"ipv4\",dport=\"443\",outcome=\"refused\"} 2\n",
+            "tcpconn_connects_total{family=\"ipv4\",dport=\"443\"} 5\n",
+            "tcpconn_connect_failures_total{family=\"ipv4\",dport=\"443\",reason=\"refused\"} 2\n",
+            "tcpconn_connect_duration_seconds_sum{family=\"ipv4\",dport=\"443\",outcome=\"established\"} 0.003\n",
+            "tcpconn_connect_duration_seconds_count{family=\"ipv4\",dport=\"443\",outcome=\"established\"} 3\n",
+            "tcpconn_connect_duration_seconds_bucket{le=\"0.001024\",family=\"ipv4\",dport=\"443\",outcome=\"established\"} 3\n",
+            "tcpconn_connect_duration_seconds_bucket{le=\"0.000512\",family=\"ipv4\",dport=\"443\",outcome=\"established\"} 0\n",
+            "tcpconn_connect_duration_seconds_bucket{le=\"+Inf\",family=\"ipv4\",dport=\"443\",outcome=\"refused\"} 2\n",
+            "tcpconn_connect_duration_seconds_bucket{le=\"0.000064\",family=\"ipv4\",dport=\"443\",outcome=\"refused\"} 2\n",
         ] {
             assert!(text.contains(line), "{line} in\n{text}");
         }
@@ -481,16 +486,16 @@ mod tests {
         };
         let text = render(&counts, counters, false, None);
         assert!(
-            text.contains("probe_connects_total{family=\"ipv4\",dport=\"443\"} 5\n"),
+            text.contains("tcpconn_connects_total{family=\"ipv4\",dport=\"443\"} 5\n"),
             "{text}"
         );
-        assert!(text.contains("probe_events_dropped_total 4\n"), "{text}");
-        assert!(text.contains("probe_events_missed_total 1\n"), "{text}");
+        assert!(text.contains("tcpconn_events_dropped_total 4\n"), "{text}");
+        assert!(text.contains("tcpconn_events_missed_total 1\n"), "{text}");
         assert!(text.ends_with("# EOF\n"), "{text}");
         let text = render(&counts, counters, true, None);
         assert!(
             text.contains(
-                "probe_connects_total{family=\"ipv4\",dport=\"443\",daddr=\"10.0.0.1\"} 3\n"
+                "tcpconn_connects_total{family=\"ipv4\",dport=\"443\",daddr=\"10.0.0.1\"} 3\n"
             ),
             "{text}"
         );
@@ -560,7 +565,7 @@ mod tests {
     #[test]
     fn answers_scrapes_of_any_size_and_closes_each_connection() {
         // 1 MiB, far beyond the request buffer.
-        let text = format!("{}# EOF\n", "probe_connects_total 1\n".repeat(48 * 1024));
+        let text = format!("{}# EOF\n", "tcpconn_connects_total 1\n".repeat(48 * 1024));
         let addr = serving(Limits::DEFAULT, text.clone());
         let response = get(addr, "/metrics");
         let (head, body) = response.split_once("\r\n\r\n").unwrap();
@@ -603,7 +608,7 @@ mod tests {
         use std::io::Write as _;
         // More than the loopback socket buffers can hold, so that a client that does not read
         // keeps the response from being sent.
-        let text = format!("{}# EOF\n", "probe_connects_total 1\n".repeat(1 << 20));
+        let text = format!("{}# EOF\n", "tcpconn_connects_total 1\n".repeat(1 << 20));
         let addr = serving(SMALL, text.clone());
 
         // Headers that never end: cut off at the header timeout.
