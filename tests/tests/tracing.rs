@@ -125,7 +125,7 @@ fn btf_file_gives_the_offsets() {
     let v6 = listener("[::1]:0");
     let tracer = ProbeUser::start(&["--btf", copy.to_str().unwrap()]);
     let from = unix_now();
-    let seen = vec![connect(v4, None).unwrap(), connect(v6, None).unwrap()];
+    let seen = [connect(v4, None).unwrap(), connect(v6, None).unwrap()];
     let to = unix_now();
     let out = tracer.stop();
     std::fs::remove_file(&copy).unwrap();
