@@ -5,10 +5,11 @@
 //! `/sys/kernel/btf/vmlinux`.
 //!
 //! That file describes every type of the kernel (80k-130k types, 3.5-5.5 MB), of which we need
-//! a few dozen member offsets, so [`KernelBtf`] reads it without keeping it in memory: one
-//! streaming pass over the string section notes where the few names we look for are, one over
-//! the type section keeps 4 bytes per type (enough to follow a member's type to its struct),
-//! and the members of the structs on the paths looked up are read on demand. The format is
+//! a few dozen member offsets, so [`KernelBtf`] reads it without keeping the types in memory:
+//! the string section is read whole (2-3 MB; names are compared in place), one streaming pass
+//! over the type section keeps 4 bytes per type (enough to follow a member's type to its
+//! struct) and notes where the few structs looked for are, and the members of the structs on
+//! the paths looked up are read on demand. The format is
 //! described in the kernel's `Documentation/bpf/btf.rst` and `include/uapi/linux/btf.h`.
 //!
 //! The same streaming finds the type ids of the connect functions, which is all that loading
@@ -17,7 +18,7 @@
 use std::{
     collections::HashMap,
     fs::File,
-    io::{self, BufRead, BufReader, Read, Seek, SeekFrom},
+    io,
     os::unix::fs::FileExt,
     path::{Path, PathBuf},
 };
@@ -39,10 +40,9 @@ fn btf_error(message: impl Into<String>) -> Error {
 /// Where the kernel exposes its own BTF.
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
-/// Every struct and member name that [`sock_offsets_in`] and [`task_offsets_in`] look up: the
-/// reader remembers where these, and only these, are in the string section.
-const NAMES: &[&str] = &[
-    // Structs.
+/// Every struct that [`sock_offsets_in`] and [`task_offsets_in`] look up: the type pass
+/// notes where the first struct of each of these names is.
+const STRUCTS: &[&str] = &[
     "sock",
     "sock_common",
     "inet_sock",
@@ -55,34 +55,6 @@ const NAMES: &[&str] = &[
     "css_set",
     "cgroup",
     "kernfs_node",
-    // Members.
-    "__sk_common",
-    "skc_daddr",
-    "skc_rcv_saddr",
-    "skc_num",
-    "skc_dport",
-    "skc_family",
-    "skc_v6_daddr",
-    "skc_v6_rcv_saddr",
-    "skc_state",
-    "skc_net",
-    "sk_protocol",
-    "sk_err",
-    "inet_sport",
-    "segs_out",
-    "thread_pid",
-    "group_leader",
-    "cgroups",
-    "level",
-    "numbers",
-    "nr",
-    "ns",
-    "inum",
-    "dfl_cgrp",
-    "kn",
-    "name",
-    "parent",
-    "__parent",
 ];
 
 /// The connect functions whose type ids [`offsets`] notes on the way, for fentry and fexit.
@@ -115,7 +87,7 @@ pub(crate) fn offsets(path: &Path) -> Result<KernelTypes> {
         }
         .into());
     }
-    let btf = KernelBtf::open(path, NAMES, &FUNCTIONS)
+    let btf = KernelBtf::open(path, STRUCTS, &FUNCTIONS)
         .map_err(|e| btf_error(format!("cannot parse {}: {e}", path.display())))?;
     Ok(KernelTypes {
         sock: sock_offsets_in(&btf)?,
@@ -221,19 +193,9 @@ pub(crate) struct FunctionIds(Vec<(&'static str, u32)>);
 impl FunctionIds {
     /// The ids of `names` in the BTF file at `path` (those it has).
     fn read(path: &Path, names: &[&'static str]) -> io::Result<FunctionIds> {
-        let file = File::open(path)?;
-        let header = Header::read(&file)?;
-        let found = find_names(&file, &header, names)?;
-        let mut ids = Vec::new();
-        for_each_type(&file, &header, |id, _, record| {
-            if record.kind() == kind::FUNC
-                && let Some(&name) = found.get(&record.name_off)
-                && !ids.iter().any(|&(seen, _)| seen == name)
-            {
-                ids.push((name, id));
-            }
-        })?;
-        Ok(FunctionIds(ids))
+        Ok(FunctionIds(
+            KernelBtf::open(path, &[], names)?.types.functions,
+        ))
     }
 
     /// The id of `name`, if the file has it.
@@ -339,8 +301,9 @@ struct KernelBtf {
     path: PathBuf,
     /// Where the type section starts in the file.
     types_at: u64,
-    /// The string offsets at which a name of [`NAMES`] starts, to that name.
-    names: HashMap<u32, &'static str>,
+    /// The string section, whole (2-3 MB, for as long as the offsets take to look up): names
+    /// are compared where they are, so no pass over the ~100k strings is needed.
+    strings: Strings,
     types: TypeIndex,
 }
 
@@ -385,8 +348,9 @@ struct Member {
 }
 
 impl KernelBtf {
-    /// Reads the header of the BTF file at `path`, then its string section for the `structs`
-    /// and member names and the `functions`, then its type section.
+    /// Reads the header of the BTF file at `path`, then its string section, then its type
+    /// section, noting the first struct named as one of `structs` and the first `FUNC` named
+    /// as one of `functions`.
     fn open(
         path: &Path,
         structs: &[&'static str],
@@ -394,21 +358,22 @@ impl KernelBtf {
     ) -> io::Result<KernelBtf> {
         let file = File::open(path)?;
         let header = Header::read(&file)?;
-        let wanted: Vec<&'static str> = structs.iter().chain(functions).copied().collect();
-        let names = find_names(&file, &header, &wanted)?;
-        let types = index_types(&file, &header, &names, functions)?;
+        let mut strings = vec![0; header.strings_len as usize];
+        file.read_exact_at(&mut strings, header.strings_at)?;
+        let strings = Strings(strings);
+        let types = index_types(&file, &header, &strings, structs, functions)?;
         Ok(KernelBtf {
             file,
             path: path.to_owned(),
             types_at: header.types_at,
-            names,
+            strings,
             types,
         })
     }
 
     /// The struct called `name`.
     fn named_struct(&self, name: &str) -> Result<Struct> {
-        debug_assert!(NAMES.contains(&name), "{name} is missing from NAMES");
+        debug_assert!(STRUCTS.contains(&name), "{name} is missing from STRUCTS");
         match self.types.structs.get(name) {
             Some(&at) => self.read_struct(at),
             None => Err(btf_error(format!("struct {name} not in kernel BTF"))),
@@ -443,14 +408,13 @@ impl KernelBtf {
     /// (where the kernel keeps most `sock_common` fields), `depth` of them deep already.
     /// Returns its bit offset and type id.
     fn find_member(&self, st: &Struct, name: &str, depth: usize) -> Result<Option<(u32, u32)>> {
-        debug_assert!(NAMES.contains(&name), "{name} is missing from NAMES");
         if depth > MAX_DEPTH {
             return Err(btf_error(format!(
                 "kernel BTF: anonymous members nested more than {MAX_DEPTH} deep"
             )));
         }
         for member in &st.members {
-            if self.names.get(&member.name_off) == Some(&name) {
+            if member.name_off != 0 && self.strings.at(member.name_off) == Some(name.as_bytes()) {
                 return Ok(Some((member.bit_offset, member.type_id)));
             }
             if member.name_off == 0
@@ -578,56 +542,47 @@ impl Header {
     }
 }
 
-/// Streams the string section of `file` once, and returns where each of the `wanted` names
-/// starts in it.
-fn find_names(
-    file: &File,
-    header: &Header,
-    wanted: &[&'static str],
-) -> io::Result<HashMap<u32, &'static str>> {
-    let wanted: HashMap<&[u8], &'static str> =
-        wanted.iter().map(|&name| (name.as_bytes(), name)).collect();
-    // Most of the section's ~100k strings have a length no wanted name has: checking the
-    // length first spares hashing them (a third of the whole read, in a TCG guest).
-    let mut lengths = [false; 64];
-    for name in wanted.keys() {
-        lengths[name.len().min(63)] = true;
-    }
-    let mut strings = section_reader(file, header.strings_at)?.take(header.strings_len.into());
-    let mut found = HashMap::new();
-    let mut string = Vec::new();
-    let mut at = 0;
-    loop {
-        // The section is a sequence of NUL-terminated strings, the first one empty.
-        string.clear();
-        let len = strings.read_until(0, &mut string)?;
-        if len == 0 {
-            return Ok(found);
-        }
-        if string.last() == Some(&0) {
-            string.pop();
-        }
-        if lengths[string.len().min(63)]
-            && let Some(&name) = wanted.get(string.as_slice())
-        {
-            found.insert(at, name);
-        }
-        at += len as u32;
+/// A BTF string section.
+struct Strings(Vec<u8>);
+
+impl Strings {
+    /// The NUL-terminated string at `offset` (without its NUL); `None` past the end or
+    /// unterminated.
+    fn at(&self, offset: u32) -> Option<&[u8]> {
+        let rest = self.0.get(offset as usize..)?;
+        rest.iter().position(|&b| b == 0).map(|end| &rest[..end])
     }
 }
 
 /// Streams the type section of `file` once, and returns what each type leads to, where the
-/// first struct with each of the `names` found is, and the id of the first `FUNC` named as
-/// one of `functions`.
+/// first struct named as one of `structs` is, and the id of the first `FUNC` named as one of
+/// `functions`.
 fn index_types(
     file: &File,
     header: &Header,
-    names: &HashMap<u32, &'static str>,
+    strings: &Strings,
+    structs: &[&'static str],
     functions: &[&'static str],
 ) -> io::Result<TypeIndex> {
+    // Most structs and functions have a name of a length none looked for has: checking the
+    // length first spares comparing them.
+    let mut lengths = [false; 64];
+    for name in structs.iter().chain(functions) {
+        lengths[name.len().min(63)] = true;
+    }
+    let named = |name_off: u32, among: &[&'static str]| -> Option<&'static str> {
+        let name = strings.at(name_off)?;
+        if !lengths[name.len().min(63)] {
+            return None;
+        }
+        among
+            .iter()
+            .copied()
+            .find(|wanted| wanted.as_bytes() == name)
+    };
     // Id 0 is void.
     let mut links = vec![PackedLink::OTHER];
-    let mut structs = HashMap::new();
+    let mut found_structs = HashMap::new();
     let mut found_functions: Vec<(&'static str, u32)> = Vec::new();
     for_each_type(file, header, |id, at, record| {
         links.push(match record.kind() {
@@ -637,22 +592,25 @@ fn index_types(
             }
             _ => PackedLink::OTHER,
         });
-        match (record.kind(), names.get(&record.name_off)) {
-            (kind::STRUCT, Some(&name)) => {
-                structs.entry(name).or_insert(at);
+        match record.kind() {
+            kind::STRUCT => {
+                if let Some(name) = named(record.name_off, structs) {
+                    found_structs.entry(name).or_insert(at);
+                }
             }
-            (kind::FUNC, Some(&name))
-                if functions.contains(&name)
-                    && !found_functions.iter().any(|&(seen, _)| seen == name) =>
-            {
-                found_functions.push((name, id));
+            kind::FUNC => {
+                if let Some(name) = named(record.name_off, functions)
+                    && !found_functions.iter().any(|&(seen, _)| seen == name)
+                {
+                    found_functions.push((name, id));
+                }
             }
             _ => {}
         }
     })?;
     Ok(TypeIndex {
         links,
-        structs,
+        structs: found_structs,
         functions: found_functions,
     })
 }
@@ -664,14 +622,29 @@ fn for_each_type(
     header: &Header,
     mut visit: impl FnMut(u32, u32, &TypeRecord),
 ) -> io::Result<()> {
-    let mut types = section_reader(file, header.types_at)?;
+    // The section is read in chunks and each record decoded where it lies: a read per record,
+    // even from a buffer, costs more than the decoding (it is most of the read in a guest).
+    let mut chunk = vec![0; 64 * 1024];
+    // Where in the section `chunk` starts, and how much of it is filled.
+    let (mut chunk_at, mut filled) = (0u32, 0usize);
     // Type ids count from 1 in the order of the section; id 0 is void.
     let mut id = 1u32;
-    let mut at = 0;
+    let mut at = 0u32;
     while at < header.types_len {
-        let mut raw = [0; TYPE_LEN];
-        types.read_exact(&mut raw)?;
-        let record = TypeRecord::decode(&raw);
+        if (at - chunk_at) as usize + TYPE_LEN > filled {
+            // Refill from this record on (a record longer than the chunk is skipped, not read).
+            chunk_at = at;
+            filled = (header.types_len - at).min(chunk.len() as u32) as usize;
+            file.read_exact_at(&mut chunk[..filled], header.types_at + u64::from(at))?;
+            if filled < TYPE_LEN {
+                return Err(invalid(format!("type {id} runs past the type section")));
+            }
+        }
+        let start = (at - chunk_at) as usize;
+        let raw: &[u8; TYPE_LEN] = chunk[start..start + TYPE_LEN]
+            .try_into()
+            .expect("TYPE_LEN bytes");
+        let record = TypeRecord::decode(raw);
         let trailing = record
             .trailing_len()
             .ok_or_else(|| invalid(format!("type {id} is of unknown kind {}", record.kind())))?;
@@ -680,20 +653,10 @@ fn for_each_type(
             return Err(invalid(format!("type {id} runs past the type section")));
         }
         visit(id, at, &record);
-        // Skipping within BufReader's buffer costs no system call.
-        types.seek_relative(trailing as i64)?;
         at = end as u32;
         id += 1;
     }
     Ok(())
-}
-
-/// A buffered reader of `file` from `offset` on: a modest buffer, as each section is read
-/// once from start to end.
-fn section_reader(file: &File, offset: u64) -> io::Result<BufReader<&File>> {
-    let mut reader = BufReader::with_capacity(64 * 1024, file);
-    reader.seek(SeekFrom::Start(offset))?;
-    Ok(reader)
 }
 
 /// One `struct btf_type`, before the kind-specific data that follows it.
@@ -1202,7 +1165,7 @@ mod tests {
     /// Opens `w`'s file and returns the error of looking up `path` in struct `outer`.
     fn lookup_error(test: &str, w: &BtfWriter, outer: &str, path: &[&str]) -> String {
         let file = TempFile::new(test, &w.bytes());
-        let btf = KernelBtf::open(&file.0, NAMES, &FUNCTIONS).unwrap();
+        let btf = KernelBtf::open(&file.0, STRUCTS, &FUNCTIONS).unwrap();
         let result = btf
             .named_struct(outer)
             .and_then(|st| btf.field_offset(&st, path));
@@ -1245,7 +1208,7 @@ mod tests {
         w.structure("net", 8, &[("ns", int, 32)]);
         w.structure("net", 8, &[("ns", int, 0)]);
         let file = TempFile::new("first", &w.bytes());
-        let btf = KernelBtf::open(&file.0, NAMES, &FUNCTIONS).unwrap();
+        let btf = KernelBtf::open(&file.0, STRUCTS, &FUNCTIONS).unwrap();
         let net = btf.named_struct("net").unwrap();
         assert_eq!(btf.field_offset(&net, &["ns"]).unwrap(), 4);
     }
