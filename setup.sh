@@ -24,6 +24,7 @@ packages=(
   gcc                  # the host linker for cargo
   musl-tools           # static probe-user for the test VMs and the release tarball
   qemu-system-x86      # the test VMs (cargo xtask test, run, bench)
+  qemu-system-arm      # the arm64 test VMs (cargo xtask test --arch aarch64)
   busybox-static       # the test VMs' userland
   cpio                 # packs the test VMs' initramfs
   iproute2             # the native tests' network namespace (ip link set lo up)

@@ -187,7 +187,8 @@ pub enum Backend {
     /// Needs `CONFIG_KPROBES`.
     Kprobe,
     /// An fexit program on each connect function (arguments and return value at once; time
-    /// taken at the return). Needs BPF trampolines (x86_64 and arm64 since Linux 5.5, with
+    /// taken at the return). Needs BPF trampolines (x86_64 since Linux 5.5; arm64 since 6.4, which
+    /// added the ftrace direct calls that attaching to a kernel function needs; with
     /// `CONFIG_FUNCTION_TRACER`); cheaper than a kprobe and never misses a return.
     Fentry,
     /// The `sock:inet_sock_set_state` tracepoint, attached raw. Works without kprobes or

@@ -197,7 +197,8 @@ pub enum AttachError {
     /// An fentry or fexit program could not be loaded or attached.
     #[error(
         "this kernel cannot attach fentry/fexit programs (they need BTF and BPF trampolines, \
-         Linux 5.5+ with CONFIG_FUNCTION_TRACER): cannot attach {program} to {function}"
+         Linux 5.5+ on x86_64 or 6.4+ on arm64, with CONFIG_FUNCTION_TRACER): cannot attach \
+         {program} to {function}"
     )]
     Trampoline {
         /// The program (`probe_common::names::program`).

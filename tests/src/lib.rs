@@ -43,14 +43,33 @@ pub fn backend() -> String {
 }
 
 /// What `--attach auto` picks on the test kernels: fentry on the VM's Debian kernels (which
-/// have BPF trampolines, and kprobes), the tracepoint on this project's machines (which have
-/// neither).
+/// have BPF trampolines, and kprobes) except arm64's before 6.4 (kprobe: see
+/// [`kernel_has_fentry`]), the tracepoint on this project's machines (which have neither).
 pub fn auto_backend() -> &'static str {
-    if kernel_has_kprobes() {
+    if !kernel_has_kprobes() {
+        TRACEPOINT
+    } else if kernel_has_fentry() {
         FENTRY
     } else {
-        TRACEPOINT
+        KPROBE
     }
+}
+
+/// Whether a test kernel that has kprobes can also attach fentry/fexit programs to kernel
+/// functions. arm64 has BPF trampolines since Linux 6.0, but attaching one to a kernel function
+/// needs ftrace direct calls, which arm64 has since 6.4: Debian's arm64 5.10 and 6.1 refuse
+/// (ENOTSUPP), 6.12 attaches. x86_64 has both since 5.5.
+pub fn kernel_has_fentry() -> bool {
+    !cfg!(target_arch = "aarch64") || kernel_release() >= (6, 4)
+}
+
+/// The running kernel's (major, minor) version, from `/proc/sys/kernel/osrelease`.
+pub fn kernel_release() -> (u32, u32) {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut numbers = release
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|n| n.parse().unwrap_or(0));
+    (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0))
 }
 
 /// Whether the running kernel can create kprobes (its perf `kprobe` PMU exists).

@@ -8,7 +8,10 @@ use std::{collections::BTreeMap, fmt::Write as _, path::Path};
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::{artifacts, chart, stap, vm};
+use crate::{
+    artifacts::{self, Arch},
+    chart, stap, vm,
+};
 
 #[derive(clap::Args)]
 pub struct Options {
@@ -38,6 +41,29 @@ pub struct Options {
     /// Only the configurations whose name contains this (and the baseline).
     #[arg(long)]
     only: Option<String>,
+    /// The VM's architecture for `overhead` and `latency`: x86_64 (Debian's 6.1 kernel) or
+    /// aarch64 (Debian's arm64 6.12, the first of the matrix whose arm64 build attaches fentry,
+    /// the default backend).
+    #[arg(long, value_enum, default_value = "x86_64")]
+    arch: Arch,
+}
+
+impl Options {
+    /// The kernel booted, as the report names it.
+    fn kernel(&self) -> &'static str {
+        match self.arch {
+            Arch::X86_64 => "6.1",
+            Arch::Aarch64 => "6.12",
+        }
+    }
+
+    /// The section of docs/benchmarks.md the overhead report goes to.
+    fn overhead_section(&self) -> &'static str {
+        match self.arch {
+            Arch::X86_64 => "overhead",
+            Arch::Aarch64 => "overhead-aarch64",
+        }
+    }
 }
 
 impl Options {
@@ -235,6 +261,12 @@ pub fn run(options: Options) -> Result<()> {
             "unknown benchmark '{other}' (expected: overhead, latency, throughput, resources)"
         ),
     };
+    if options.stap && options.arch != Arch::X86_64 {
+        bail!(
+            "--stap runs only on x86_64: SystemTap's modules are built on this host for the \
+             x86_64 VM kernel, and nothing here cross-builds them for arm64's"
+        );
+    }
     let mut runs: BTreeMap<&str, Vec<Run>> = BTreeMap::new();
     let mut stderr_notes: BTreeMap<&str, String> = BTreeMap::new();
     let mut program_stats: BTreeMap<&str, Vec<String>> = BTreeMap::new();
@@ -275,8 +307,8 @@ pub fn run(options: Options) -> Result<()> {
             text.lines().for_each(&mut on_line);
         }
         None => {
-            let probe_user = artifacts::probe_user()?;
-            let helpers = artifacts::test_helpers()?;
+            let probe_user = artifacts::probe_user(options.arch)?;
+            let helpers = artifacts::test_helpers(options.arch)?;
             let mut guest = vm::Guest::new(guest_script(&options, latency))
                 .binary("probe-user", &probe_user)
                 .binaries(&helpers);
@@ -285,8 +317,16 @@ pub fn run(options: Options) -> Result<()> {
                     guest = guest.file(&guest_path, &host);
                 }
             }
+            // With stap, the host's installed kernel, which stap's modules are built for.
+            let kernel = if options.stap {
+                vm::kernel_image()?
+            } else {
+                crate::kernels::image(options.kernel(), options.arch)?
+            };
             let boot = vm::Boot {
                 icount: !latency,
+                kernel: Some(kernel),
+                arch: options.arch,
                 ..Default::default()
             };
             let dir = artifacts::work_dir("bench");
@@ -312,14 +352,17 @@ pub fn run(options: Options) -> Result<()> {
     println!("{report}");
     if options.write {
         let path = artifacts::workspace_root().join("docs/benchmarks.md");
-        write_section(&path, "overhead", &report)?;
-        let svg = artifacts::workspace_root().join("docs/benchmarks-overhead.svg");
-        chart::horizontal_bars(
-            &svg,
-            "Overhead per connect: probe-user vs SystemTap",
-            &chart_bars(&runs),
-        )?;
-        eprintln!("xtask: wrote {} and {}", path.display(), svg.display());
+        write_section(&path, options.overhead_section(), &report)?;
+        eprintln!("xtask: wrote {}", path.display());
+        if options.arch == Arch::X86_64 {
+            let svg = artifacts::workspace_root().join("docs/benchmarks-overhead.svg");
+            chart::horizontal_bars(
+                &svg,
+                "Overhead per connect: probe-user vs SystemTap",
+                &chart_bars(&runs),
+            )?;
+            eprintln!("xtask: wrote {}", svg.display());
+        }
     }
     Ok(())
 }
@@ -450,9 +493,14 @@ fn report(
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "`cargo xtask bench overhead --cycles {} --rounds {}` (Debian 6.1 kernel, qemu TCG, \
-         `-icount shift=0,sleep=off -smp 1`: 1 guest ns = 1 guest instruction; medians).\n",
-        options.cycles, options.rounds
+        "`cargo xtask bench overhead --arch {} --cycles {} --rounds {}` (Debian {} {} kernel, \
+         qemu TCG, `-icount shift=0,sleep=off -smp 1`: 1 guest ns = 1 guest instruction; \
+         medians).\n",
+        options.arch.musl().split('-').next().unwrap_or_default(),
+        options.cycles,
+        options.rounds,
+        options.arch.debian(),
+        options.kernel()
     );
     let _ = writeln!(
         out,

@@ -5,11 +5,14 @@
 //! package with `dpkg-deb -x` rather than installed. The mirror is the one the host's apt
 //! already uses for Debian ([`debian_mirror`]): nothing here names a server.
 
-use std::{path::PathBuf, process::Command};
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::artifacts;
+use crate::artifacts::{self, Arch};
 
 /// The kernels the integration tests run on: (version, Debian suite).
 pub const MATRIX: [(&str, &str); 3] = [
@@ -18,8 +21,8 @@ pub const MATRIX: [(&str, &str); 3] = [
     ("6.12", "trixie"),
 ];
 
-/// The image of Debian's kernel `version` (one of [`MATRIX`]), fetched on first use.
-pub fn image(version: &str) -> Result<PathBuf> {
+/// The image of Debian's kernel `version` (one of [`MATRIX`]) for `arch`, fetched on first use.
+pub fn image(version: &str, arch: Arch) -> Result<PathBuf> {
     let Some(&(_, suite)) = MATRIX.iter().find(|(v, _)| *v == version) else {
         let known: Vec<&str> = MATRIX.iter().map(|(v, _)| *v).collect();
         bail!(
@@ -27,24 +30,104 @@ pub fn image(version: &str) -> Result<PathBuf> {
             known.join(", ")
         );
     };
-    let dir = artifacts::work_dir("kernels").join(suite);
+    // amd64 keeps the directories it always had.
+    let dir = match arch {
+        Arch::X86_64 => artifacts::work_dir("kernels").join(suite),
+        Arch::Aarch64 => artifacts::work_dir("kernels").join(format!("{suite}-{}", arch.debian())),
+    };
     let image = dir.join("vmlinuz");
     if image.exists() {
         return Ok(image);
     }
-    eprintln!("xtask: fetching Debian {suite}'s kernel ({version})");
-    std::fs::create_dir_all(dir.join("lists/partial"))?;
-    std::fs::create_dir_all(dir.join("cache/archives/partial"))?;
-    // An empty dpkg status: otherwise the host's installed kernel shows up among the suite's.
-    std::fs::write(dir.join("status"), "")?;
-    let mirror = debian_mirror()?;
-    std::fs::write(
-        dir.join("sources.list"),
-        format!("deb {mirror} {suite} main\n"),
-    )?;
-    let apt = |tool: &str| {
+    eprintln!(
+        "xtask: fetching Debian {suite}'s {} kernel ({version})",
+        arch.debian()
+    );
+    let apt = Apt::new(&dir, suite, arch)?;
+    // linux-image-<arch> is a metapackage: the image is the package it depends on.
+    let meta = format!("linux-image-{}", arch.debian());
+    let show = output(apt.command("apt-cache").args(["show", &meta]))?;
+    let package =
+        image_package(&show).with_context(|| format!("no kernel package in {suite}'s {meta}"))?;
+    let root = apt.unpack(package)?;
+    let vmlinuz = std::fs::read_dir(root.join("boot"))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| {
+            p.file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .starts_with("vmlinuz-")
+        })
+        .with_context(|| format!("{package} holds no /boot/vmlinuz-*"))?;
+    // amd64's is a bzImage, arm64's a plain (uncompressed) Image: qemu's -kernel boots either.
+    std::fs::copy(&vmlinuz, &image)?;
+    // The unpacked modules are not needed: the guest loads no modules.
+    std::fs::remove_dir_all(&root)?;
+    Ok(image)
+}
+
+/// A static busybox for `arch`'s guests: the host's (busybox-static) for the host's
+/// architecture, else Debian bookworm's `busybox-static` for `arch`, fetched on first use.
+pub fn busybox(arch: Arch) -> Result<PathBuf> {
+    if arch.is_host() {
+        let busybox = PathBuf::from("/bin/busybox");
+        if !busybox.exists() {
+            bail!("/bin/busybox missing: apt-get install busybox-static");
+        }
+        return Ok(busybox);
+    }
+    let dir = artifacts::work_dir("kernels").join(format!("busybox-{}", arch.debian()));
+    let busybox = dir.join("busybox");
+    if busybox.exists() {
+        return Ok(busybox);
+    }
+    eprintln!(
+        "xtask: fetching Debian's busybox-static for {}",
+        arch.debian()
+    );
+    let root = Apt::new(&dir, "bookworm", arch)?.unpack("busybox-static")?;
+    // bookworm's is at /bin/busybox, trixie's (merged /usr) at /usr/bin/busybox.
+    let found = ["bin/busybox", "usr/bin/busybox"]
+        .iter()
+        .map(|p| root.join(p))
+        .find(|p| p.exists())
+        .context("busybox-static holds no busybox")?;
+    std::fs::copy(&found, &busybox)?;
+    std::fs::remove_dir_all(&root)?;
+    Ok(busybox)
+}
+
+/// apt on one suite and architecture, with its own sources list, package lists, cache and
+/// (empty) dpkg status under `dir`: the host's apt configuration, architectures included
+/// (no `dpkg --add-architecture`), is left alone.
+struct Apt {
+    dir: PathBuf,
+    arch: Arch,
+}
+
+impl Apt {
+    /// Writes the configuration and runs `apt-get update`.
+    fn new(dir: &Path, suite: &str, arch: Arch) -> Result<Self> {
+        std::fs::create_dir_all(dir.join("lists/partial"))?;
+        std::fs::create_dir_all(dir.join("cache/archives/partial"))?;
+        // An empty dpkg status: otherwise the host's installed kernel shows up among the suite's.
+        std::fs::write(dir.join("status"), "")?;
+        std::fs::write(
+            dir.join("sources.list"),
+            format!("deb {} {suite} main\n", debian_mirror()?),
+        )?;
+        let apt = Self {
+            dir: dir.to_path_buf(),
+            arch,
+        };
+        run(apt.command("apt-get").arg("update"))?;
+        Ok(apt)
+    }
+
+    fn command(&self, tool: &str) -> Command {
+        let dir = &self.dir;
         let mut cmd = Command::new(tool);
-        cmd.current_dir(&dir).args([
+        cmd.current_dir(dir).args([
             "-q",
             "-o",
             &format!(
@@ -59,38 +142,31 @@ pub fn image(version: &str) -> Result<PathBuf> {
             &format!("Dir::Cache={}", dir.join("cache").display()),
             "-o",
             &format!("Dir::State::status={}", dir.join("status").display()),
+            // This architecture's package lists only, whatever the host's dpkg knows.
+            "-o",
+            &format!("APT::Architecture={}", self.arch.debian()),
+            "-o",
+            &format!("APT::Architectures::={}", self.arch.debian()),
         ]);
         cmd
-    };
-    run(apt("apt-get").arg("update"))?;
-    // linux-image-amd64 is a metapackage: the image is the package it depends on.
-    let show = output(apt("apt-cache").args(["show", "linux-image-amd64"]))?;
-    let package = image_package(&show)
-        .with_context(|| format!("no kernel package in {suite}'s linux-image-amd64"))?;
-    run(apt("apt-get").args(["download", package]))?;
-    let deb = std::fs::read_dir(&dir)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| {
-            let name = p.file_name().unwrap_or_default().to_string_lossy();
-            name.starts_with(package) && name.ends_with(".deb")
-        })
-        .with_context(|| format!("apt-get download left no {package} package"))?;
-    let root = dir.join("root");
-    run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root))?;
-    let vmlinuz = std::fs::read_dir(root.join("boot"))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| {
-            p.file_name()
-                .unwrap_or_default()
-                .to_string_lossy()
-                .starts_with("vmlinuz-")
-        })
-        .with_context(|| format!("{} holds no /boot/vmlinuz-*", deb.display()))?;
-    std::fs::copy(&vmlinuz, &image)?;
-    // The unpacked modules and the package are not needed: the guest loads no modules.
-    std::fs::remove_dir_all(&root)?;
-    std::fs::remove_file(&deb)?;
-    Ok(image)
+    }
+
+    /// Downloads `package` and unpacks it (`dpkg-deb -x`) into `<dir>/root`, which it returns;
+    /// the package file is removed.
+    fn unpack(&self, package: &str) -> Result<PathBuf> {
+        run(self.command("apt-get").args(["download", package]))?;
+        let deb = std::fs::read_dir(&self.dir)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .find(|p| {
+                let name = p.file_name().unwrap_or_default().to_string_lossy();
+                name.starts_with(&format!("{package}_")) && name.ends_with(".deb")
+            })
+            .with_context(|| format!("apt-get download left no {package} package"))?;
+        let root = self.dir.join("root");
+        run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root))?;
+        std::fs::remove_file(&deb)?;
+        Ok(root)
+    }
 }
 
 /// The Debian archive this machine's apt is configured with: the first source of Debian's own
@@ -126,8 +202,8 @@ fn mirror_in(targets: &str) -> Option<String> {
         .map(|f| f[0].trim_end_matches('/').to_string())
 }
 
-/// The package named by the first `Depends:` of `apt-cache show linux-image-amd64` (the newest
-/// version comes first), e.g. `linux-image-6.1.0-56-amd64`.
+/// The package named by the first `Depends:` of `apt-cache show linux-image-<arch>` (the newest
+/// version comes first), e.g. `linux-image-6.1.0-56-amd64` or `linux-image-6.1.0-50-arm64`.
 fn image_package(show: &str) -> Option<&str> {
     show.lines()
         .find_map(|l| l.strip_prefix("Depends:"))?

@@ -9,7 +9,10 @@ use std::{collections::BTreeMap, fmt::Write as _};
 
 use anyhow::{Result, bail};
 
-use crate::{artifacts, bench, kernels, vm};
+use crate::{
+    artifacts::{self, Arch},
+    bench, kernels, vm,
+};
 
 /// The backends measured, with what each adds to the command line.
 const BACKENDS: [(&str, &str); 4] = [
@@ -26,8 +29,8 @@ const ROUNDS: usize = 3;
 type Results = BTreeMap<(String, String), Vec<(String, String)>>;
 
 pub fn run(write: bool) -> Result<()> {
-    let probe_user = artifacts::probe_user()?;
-    let helpers = artifacts::test_helpers()?;
+    let probe_user = artifacts::probe_user(Arch::X86_64)?;
+    let helpers = artifacts::test_helpers(Arch::X86_64)?;
     let mut results = Results::new();
     for (version, _) in kernels::MATRIX {
         let guest = vm::Guest::new(guest_script())
@@ -35,7 +38,7 @@ pub fn run(write: bool) -> Result<()> {
             .binaries(&helpers);
         let boot = vm::Boot {
             icount: true,
-            kernel: Some(kernels::image(version)?),
+            kernel: Some(kernels::image(version, Arch::X86_64)?),
             ..Default::default()
         };
         let mut pending: BTreeMap<String, String> = BTreeMap::new();

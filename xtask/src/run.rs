@@ -2,10 +2,16 @@
 
 use anyhow::{Result, bail};
 
-use crate::{artifacts, vm};
+use crate::{
+    artifacts::{self, Arch},
+    vm,
+};
 
 #[derive(clap::Args)]
 pub struct Options {
+    /// The VM's architecture (aarch64: qemu-system-aarch64 and Debian's arm64 6.1 kernel).
+    #[arg(long, value_enum, default_value_t)]
+    arch: Arch,
     /// Connects the client makes to each port, over IPv4 and over IPv6.
     #[arg(long, default_value_t = 3)]
     count: u32,
@@ -18,8 +24,8 @@ pub struct Options {
 }
 
 pub fn run(options: Options) -> Result<()> {
-    let probe_user = artifacts::probe_user()?;
-    let helpers = artifacts::test_helpers()?;
+    let probe_user = artifacts::probe_user(options.arch)?;
+    let helpers = artifacts::test_helpers(options.arch)?;
     let ports: Vec<String> = options.ports.iter().map(u16::to_string).collect();
     let args: Vec<String> = options.args.iter().map(|a| shell_quote(a)).collect();
     let script = format!(
@@ -38,7 +44,11 @@ pub fn run(options: Options) -> Result<()> {
     let guest = vm::Guest::new(script)
         .binary("probe-user", &probe_user)
         .binaries(&helpers);
-    let code = vm::Boot::default().run(&guest, &artifacts::work_dir("run"), |line| {
+    let boot = vm::Boot {
+        arch: options.arch,
+        ..Default::default()
+    };
+    let code = boot.run(&guest, &artifacts::work_dir("run"), |line| {
         println!("{line}")
     })?;
     if code != 0 {

@@ -8,7 +8,10 @@ use std::fmt::Write as _;
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::{artifacts, bench, vm};
+use crate::{
+    artifacts::{self, Arch},
+    bench, vm,
+};
 
 /// Connect cycles per run, shared by the run's threads.
 const CYCLES: u32 = 20_000;
@@ -35,10 +38,10 @@ struct Run {
 }
 
 pub fn run(write: bool) -> Result<()> {
-    let probe_user = artifacts::probe_user()?;
+    let probe_user = artifacts::probe_user(Arch::X86_64)?;
     let guest = vm::Guest::new(guest_script())
         .binary("probe-user", &probe_user)
-        .binaries(&artifacts::test_helpers()?);
+        .binaries(&artifacts::test_helpers(Arch::X86_64)?);
     let mut runs = Vec::new();
     let mut on_line = |line: &str| {
         println!("{line}");

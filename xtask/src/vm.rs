@@ -11,10 +11,14 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use cpio::NewcBuilder;
 
+use crate::{artifacts::Arch, kernels};
+
 /// The line the guest's init prints last, with the exit code of its script.
 const EXIT_MARKER: &str = "probe-vm-exit=";
 
-/// Debian's newest installed kernel image, or `$PROBE_KERNEL`.
+/// The host's newest installed Debian kernel image, or `$PROBE_KERNEL`: the kernel SystemTap's
+/// modules are built for (`bench overhead --stap`), whose headers and debug info apt installs
+/// on the host. Everything else boots the kernels of [`kernels::MATRIX`], fetched by xtask.
 pub fn kernel_image() -> Result<PathBuf> {
     if let Some(kernel) = std::env::var_os("PROBE_KERNEL") {
         return Ok(kernel.into());
@@ -69,12 +73,9 @@ impl Guest {
         self
     }
 
-    /// Writes the initramfs to `out`.
-    fn write_initramfs(&self, out: &Path) -> Result<()> {
-        let busybox = Path::new("/bin/busybox");
-        if !busybox.exists() {
-            bail!("/bin/busybox missing: apt-get install busybox-static");
-        }
+    /// Writes the initramfs to `out`, with `busybox` (a static busybox of the guest's
+    /// architecture) as its shell and tools.
+    fn write_initramfs(&self, out: &Path, busybox: &Path) -> Result<()> {
         let init = format!(
             "#!/bin/busybox sh\n\
              /bin/busybox --install -s /bin\n\
@@ -149,8 +150,10 @@ pub struct Boot {
     pub icount: bool,
     /// Give up after this long.
     pub timeout: Duration,
-    /// The kernel image to boot (default: [`kernel_image`]).
+    /// The kernel image to boot (default: `$PROBE_KERNEL`, else Debian's 6.1 for the arch).
     pub kernel: Option<PathBuf>,
+    /// The guest's architecture: qemu's system, machine and console, and the busybox.
+    pub arch: Arch,
 }
 
 impl Default for Boot {
@@ -159,6 +162,7 @@ impl Default for Boot {
             icount: false,
             timeout: Duration::from_secs(1200),
             kernel: None,
+            arch: Arch::default(),
         }
     }
 }
@@ -172,25 +176,38 @@ impl Boot {
         work_dir: &Path,
         mut on_line: impl FnMut(&str),
     ) -> Result<i32> {
-        let kernel = match &self.kernel {
-            Some(kernel) => kernel.clone(),
-            None => kernel_image()?,
+        let kernel = match (&self.kernel, self.arch) {
+            (Some(kernel), _) => kernel.clone(),
+            (None, arch) => match std::env::var_os("PROBE_KERNEL") {
+                Some(kernel) if arch == Arch::X86_64 => kernel.into(),
+                _ => kernels::image("6.1", arch)?,
+            },
         };
         std::fs::create_dir_all(work_dir)?;
         let initramfs = work_dir.join("initramfs.cpio");
-        guest.write_initramfs(&initramfs)?;
+        guest.write_initramfs(&initramfs, &kernels::busybox(self.arch)?)?;
 
-        let mut cmd = Command::new("qemu-system-x86_64");
-        cmd.args([
-            "-machine",
-            "accel=tcg",
-            "-m",
-            "1024",
-            "-nographic",
-            "-no-reboot",
-            "-nic",
-            "none",
-        ]);
+        // qemu's binary, its Debian package, its machine, and the kernel's console.
+        let (qemu, package, machine, console): (_, _, &[&str], _) = match self.arch {
+            Arch::X86_64 => (
+                "qemu-system-x86_64",
+                "qemu-system-x86",
+                &["-machine", "accel=tcg"],
+                "ttyS0",
+            ),
+            // `-cpu max`: every feature TCG emulates (Debian's arm64 kernels use pointer
+            // authentication and BTI where present); `pauth-impdef=on` swaps the architected
+            // QARMA5 pointer signatures, very slow to emulate, for a cheap IMPDEF algorithm.
+            Arch::Aarch64 => (
+                "qemu-system-aarch64",
+                "qemu-system-arm",
+                &["-machine", "virt,accel=tcg", "-cpu", "max,pauth-impdef=on"],
+                "ttyAMA0",
+            ),
+        };
+        let mut cmd = Command::new(qemu);
+        cmd.args(machine);
+        cmd.args(["-m", "1024", "-nographic", "-no-reboot", "-nic", "none"]);
         if self.icount {
             cmd.args(["-icount", "shift=0,sleep=off", "-smp", "1"]);
         } else {
@@ -200,13 +217,16 @@ impl Boot {
             .arg(&kernel)
             .arg("-initrd")
             .arg(&initramfs);
-        cmd.args(["-append", "console=ttyS0 quiet panic=-1 loglevel=3"]);
+        cmd.args([
+            "-append",
+            &format!("console={console} quiet panic=-1 loglevel=3"),
+        ]);
         let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .context("cannot start qemu-system-x86_64: apt-get install qemu-system-x86")?;
+            .with_context(|| format!("cannot start {qemu}: apt-get install {package}"))?;
 
         let (tx, rx) = mpsc::channel();
         let stdout = child.stdout.take().expect("piped stdout");
