@@ -49,14 +49,22 @@ fn git_commit() {
         None => "unknown commit".to_string(),
     };
     println!("cargo::rustc-env=PROBE_GIT_COMMIT={commit}");
-    // A new commit or checkout moves HEAD or the branch it names.
+    // A new commit or checkout moves HEAD or the branch it names. Only files that exist are
+    // watched: cargo takes a missing one as changed, and would rerun this script (and rebuild
+    // the eBPF object) on every build.
+    let watch = |path: String| {
+        if Path::new(&path).exists() {
+            println!("cargo::rerun-if-changed={path}");
+        }
+    };
     if let Some(git_dir) = git(&["rev-parse", "--absolute-git-dir"]) {
-        for file in ["HEAD", "packed-refs"] {
-            println!("cargo::rerun-if-changed={git_dir}/{file}");
-        }
-        if let Some(branch) = git(&["symbolic-ref", "-q", "HEAD"]) {
-            println!("cargo::rerun-if-changed={git_dir}/{branch}");
-        }
+        watch(format!("{git_dir}/HEAD"));
+    }
+    // Refs live in the common directory (shared by worktrees), loose (a directory cargo scans
+    // for changes) or packed.
+    if let Some(common) = git(&["rev-parse", "--path-format=absolute", "--git-common-dir"]) {
+        watch(format!("{common}/refs/heads"));
+        watch(format!("{common}/packed-refs"));
     }
 }
 

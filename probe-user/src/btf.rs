@@ -388,7 +388,7 @@ impl KernelBtf {
             let (offset, member_type) = self.find_member(&current, name, 0)?.ok_or_else(|| {
                 btf_error(format!("field {} not found in kernel BTF", path.join(".")))
             })?;
-            bits += offset;
+            bits = add_bits(bits, offset)?;
             if depth + 1 < path.len() {
                 current = self
                     .as_struct(member_type)?
@@ -421,7 +421,7 @@ impl KernelBtf {
                 && let Some(inner) = self.as_struct(member.type_id)?
                 && let Some((offset, ty)) = self.find_member(&inner, name, depth + 1)?
             {
-                return Ok(Some((member.bit_offset + offset, ty)));
+                return Ok(Some((add_bits(member.bit_offset, offset)?, ty)));
             }
         }
         Ok(None)
@@ -540,6 +540,12 @@ impl Header {
         }
         Ok(header)
     }
+}
+
+/// `a + b` bits of offset: an error, not an overflow, for a crafted file (`--btf`).
+fn add_bits(a: u32, b: u32) -> Result<u32> {
+    a.checked_add(b)
+        .ok_or_else(|| btf_error("kernel BTF: a member offset past 4 Gbit"))
 }
 
 /// A BTF string section.

@@ -60,7 +60,7 @@ pub fn image(version: &str, arch: Arch) -> Result<PathBuf> {
         })
         .with_context(|| format!("{package} holds no /boot/vmlinuz-*"))?;
     // amd64's is a bzImage, arm64's a plain (uncompressed) Image: qemu's -kernel boots either.
-    std::fs::copy(&vmlinuz, &image)?;
+    install(&vmlinuz, &image)?;
     // The unpacked modules are not needed: the guest loads no modules.
     std::fs::remove_dir_all(&root)?;
     Ok(image)
@@ -92,9 +92,18 @@ pub fn busybox(arch: Arch) -> Result<PathBuf> {
         .map(|p| root.join(p))
         .find(|p| p.exists())
         .context("busybox-static holds no busybox")?;
-    std::fs::copy(&found, &busybox)?;
+    install(&found, &busybox)?;
     std::fs::remove_dir_all(&root)?;
     Ok(busybox)
+}
+
+/// Copies `from` to the cache path `to` through a temporary name, so that an interrupted copy
+/// never leaves a truncated file that later runs would take as fetched.
+fn install(from: &Path, to: &Path) -> Result<()> {
+    let partial = to.with_extension("partial");
+    std::fs::copy(from, &partial)?;
+    std::fs::rename(&partial, to)?;
+    Ok(())
 }
 
 /// apt on one suite and architecture, with its own sources list, package lists, cache and

@@ -52,6 +52,11 @@ use probe_user::{ConnectCount, Counters};
 /// The exposition's content type.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
+/// The namespace of every metric (`tcpconn_connects_total`, ...). Not `probe_`: that is
+/// blackbox_exporter's (`probe_success`, `probe_duration_seconds`), which dashboards and
+/// recording rules select by prefix.
+pub const PREFIX: &str = "tcpconn";
+
 /// Renders `counts` (from [`probe_user::Tracer::connect_counts`]) and `counters` as OpenMetrics
 /// text: `tcpconn_connects_total{family,dport}` (plus `daddr` when `with_daddr`; counts of the
 /// same port and family are summed otherwise) and `tcpconn_events_{dropped,missed,malformed}_total`.
@@ -63,11 +68,6 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 /// path could not be resolved) or container (its id, empty for none) as one more label; the
 /// kernel counts per cgroup, so there are as many label values as the `--count` key limit
 /// allows, and connects beyond it are counted in `tcpconn_events_dropped_total`.
-/// The namespace of every metric (`tcpconn_connects_total`, ...). Not `probe_`: that is
-/// blackbox_exporter's (`probe_success`, `probe_duration_seconds`), which dashboards and
-/// recording rules select by prefix.
-pub const PREFIX: &str = "tcpconn";
-
 pub fn render(
     counts: &[ConnectCount],
     counters: Counters,
