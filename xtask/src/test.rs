@@ -244,7 +244,7 @@ fn check_host_refusals(probe_user: &Path) -> Result<()> {
         ),
         (
             FENTRY,
-            "probe-user: error: this kernel cannot attach fentry/fexit programs (they need BTF and BPF trampolines, Linux 5.5+ with CONFIG_FUNCTION_TRACER): ",
+            "probe-user: error: this kernel cannot attach fentry/fexit programs (they need BTF and BPF trampolines, Linux 5.5+ on x86_64 or 6.4+ on arm64, with CONFIG_FUNCTION_TRACER): ",
         ),
     ] {
         let out = Command::new(probe_user)
