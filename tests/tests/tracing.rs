@@ -102,9 +102,11 @@ fn stap_format_reports_each_ipv4_and_ipv6_connect_once() {
         seen.push(connect(v4, None).unwrap());
         seen.push(connect(v6, None).unwrap());
     }
-    // A source port chosen by the client rather than the kernel.
-    seen.push(connect(v4, Some("127.0.0.1:40123".parse().unwrap())).unwrap());
-    seen.push(connect(v6, Some("[::1]:40124".parse().unwrap())).unwrap());
+    // A source port chosen by the client rather than the kernel: below the ephemeral range
+    // (32768-60999), which the tests' listeners on port 0 (open until the binary exits) and
+    // their connections take ports from; 40123 once failed with EADDRINUSE.
+    seen.push(connect(v4, Some("127.0.0.1:30123".parse().unwrap())).unwrap());
+    seen.push(connect(v6, Some("[::1]:30124".parse().unwrap())).unwrap());
     let to = unix_now();
     let out = tracer.stop();
 
@@ -515,7 +517,7 @@ fn successes_only_reports_each_successful_connect_from_tcp_connect() {
         seen.push(connect(mapped, None).unwrap());
         connect(unwanted, None).unwrap();
     }
-    seen.push(connect(wanted6, Some("[::1]:40125".parse().unwrap())).unwrap());
+    seen.push(connect(wanted6, Some("[::1]:30125".parse().unwrap())).unwrap());
     // Fails inside tcp_v6_connect before tcp_connect: not reported in this mode.
     let socket = socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::STREAM, None).unwrap();
     socket.set_only_v6(true).unwrap();
