@@ -470,9 +470,14 @@ fn main() -> ExitCode {
 fn generate(what: &str) -> ExitCode {
     use clap::CommandFactory as _;
     let mut command = Cli::command();
-    let mut out = std::io::stdout().lock();
-    let written = match what {
-        "man" => clap_mangen::Man::new(command).render(&mut out),
+    // Rendered into memory, then written like the events (a closed pipe ends it quietly):
+    // clap_complete panics on a failed write to the writer it is given.
+    let mut out = BatchedStdout::default();
+    match what {
+        // Writing into a Vec cannot fail.
+        "man" => {
+            let _ = clap_mangen::Man::new(command).render(out.buf());
+        }
         shell => {
             let shell: clap_complete::Shell = match shell.parse() {
                 Ok(shell) => shell,
@@ -481,15 +486,13 @@ fn generate(what: &str) -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            clap_complete::generate(shell, &mut command, "probe-user", &mut out);
-            Ok(())
+            clap_complete::generate(shell, &mut command, "probe-user", out.buf());
         }
-    };
-    match written.and_then(|()| std::io::Write::flush(&mut out)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("probe-user: error: cannot write: {e}");
+    }
+    match out.flush() {
+        Ok(()) | Err(WriteError::Closed) => ExitCode::SUCCESS,
+        Err(WriteError::Failed(e)) => {
+            eprintln!("probe-user: error: cannot write to stdout: {e}");
             ExitCode::FAILURE
         }
     }
