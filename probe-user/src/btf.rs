@@ -778,15 +778,23 @@ fn invalid(message: impl Into<String>) -> io::Error {
 mod tests {
     use super::*;
 
+    /// The running kernel's BTF, or `None` (and a note) where it has none.
+    fn running_kernel_btf() -> Option<&'static Path> {
+        let path = Path::new(VMLINUX_BTF);
+        if !path.exists() {
+            eprintln!("skipped: {VMLINUX_BTF} missing");
+            return None;
+        }
+        Some(path)
+    }
+
     /// Checks the resolver against the kernel this test runs on; every Linux kernel since 2.6
     /// keeps the IPv4 fields at the very start of sock_common.
     #[test]
     fn resolves_sock_common_fields_of_running_kernel() {
-        let path = Path::new(VMLINUX_BTF);
-        if !path.exists() {
-            eprintln!("skipped: {VMLINUX_BTF} missing");
+        let Some(path) = running_kernel_btf() else {
             return;
-        }
+        };
         let offsets = offsets(path).unwrap().sock;
         assert_eq!(offsets.daddr, 0);
         assert_eq!(offsets.rcv_saddr, 4);
@@ -800,11 +808,9 @@ mod tests {
     /// kernels of the test matrix lay them out.
     #[test]
     fn resolves_task_fields_of_running_kernel() {
-        let path = Path::new(VMLINUX_BTF);
-        if !path.exists() {
-            eprintln!("skipped: {VMLINUX_BTF} missing");
+        let Some(path) = running_kernel_btf() else {
             return;
-        }
+        };
         let o = offsets(path).unwrap().task.unwrap();
         // struct upid { int nr; struct pid_namespace *ns; } on 64-bit.
         assert_eq!((o.upid_size, o.upid_nr, o.upid_ns), (16, 0, 8));
@@ -816,11 +822,9 @@ mod tests {
     #[test]
     fn function_ids_of_running_kernel_match_aya() {
         use aya_obj::btf::BtfKind;
-        let path = Path::new(VMLINUX_BTF);
-        if !path.exists() {
-            eprintln!("skipped: {VMLINUX_BTF} missing");
+        let Some(path) = running_kernel_btf() else {
             return;
-        }
+        };
         let names = ["tcp_connect", "tcp_v4_connect", "tcp_v6_connect"];
         let ours = function_btf(path, &names).unwrap();
         let full = aya::Btf::from_sys_fs().unwrap();
