@@ -68,6 +68,8 @@ pub mod global {
         TASK_OFFSETS,
         /// `u8`: non-zero when records carry `crate::Identity`.
         IDENTITY,
+        /// `u8`: non-zero when records carry the caller's uid and comm.
+        CALLER_NAMES,
         /// `[crate::config::ContainerPrefix; MAX_CONTAINERS]`: the `--container` ids.
         CONTAINERS,
         /// `u8`: non-zero when `--count` keys carry the caller's cgroup id.

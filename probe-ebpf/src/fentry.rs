@@ -15,20 +15,32 @@ use crate::{
     filter::{self, Admitted},
     kprobe::on_connect_entry,
     outcome::{self, Scratch},
-    sock::{self, Sock},
+    sock::{self, Args, Sock},
 };
 
 /// For `--format minimal` only (the fexit programs report everything else).
 #[fentry(function = "tcp_v4_connect")]
 pub fn fentry_tcp_v4_connect(ctx: FEntryContext) -> u32 {
-    on_connect_entry(ctx.arg(0), ctx.arg(1), ctx.arg::<i64>(2) as i32, Family::V4);
+    on_connect_entry(
+        ctx.arg(0),
+        ctx.arg(1),
+        ctx.arg::<i64>(2) as i32,
+        Family::V4,
+        Args::Typed,
+    );
     0
 }
 
 /// For `--format minimal` only (the fexit programs report everything else).
 #[fentry(function = "tcp_v6_connect")]
 pub fn fentry_tcp_v6_connect(ctx: FEntryContext) -> u32 {
-    on_connect_entry(ctx.arg(0), ctx.arg(1), ctx.arg::<i64>(2) as i32, Family::V6);
+    on_connect_entry(
+        ctx.arg(0),
+        ctx.arg(1),
+        ctx.arg::<i64>(2) as i32,
+        Family::V6,
+        Args::Typed,
+    );
     0
 }
 
@@ -77,7 +89,7 @@ fn on_connect_exit<C: EbpfContext>(
         pid_tgid,
         destination: requested,
     }) = filter::admitted(sk_ptr, |pid_tgid| {
-        let to = sock::sockaddr_destination(uaddr, addr_len, family);
+        let to = sock::sockaddr_destination(uaddr, addr_len, family, Args::Typed);
         // An IPv6 socket connecting to an IPv4-mapped address goes through tcp_v4_connect,
         // whose exit reports it and tells the outer tcp_v6_connect's exit to stay silent. (If
         // the outer call fails first, e.g. on an IPv6-only socket, it reports its own failure.)

@@ -15,7 +15,7 @@ use crate::{
     ENTRY_ONLY, PENDING, SOCK_OFFSETS, emit,
     filter::{self, Admitted, Destination},
     outcome::{self, Scratch},
-    sock::{self, Sock},
+    sock::{self, Args, Sock},
 };
 
 #[kprobe]
@@ -44,19 +44,19 @@ fn kprobe_entry(ctx: &ProbeContext, family: Family) {
         ctx.arg::<*const u8>(1),
         ctx.arg::<u64>(2),
     ) {
-        on_connect_entry(sk, uaddr, addr_len as i32, family);
+        on_connect_entry(sk, uaddr, addr_len as i32, family, Args::Untyped);
     }
 }
 
 /// Entry of tcp_v4_connect / tcp_v6_connect (kprobe, or fentry for `--format minimal`):
 /// `tcp_v*_connect(struct sock *sk, struct sockaddr *uaddr, int addr_len)`.
 #[inline(always)]
-pub fn on_connect_entry(sk: u64, uaddr: *const u8, addr_len: i32, family: Family) {
+pub fn on_connect_entry(sk: u64, uaddr: *const u8, addr_len: i32, family: Family, args: Args) {
     let Some(Admitted {
         pid_tgid,
         destination: to,
     }) = filter::admitted(sk as *const u8, |_| {
-        Some(sock::sockaddr_destination(uaddr, addr_len, family))
+        Some(sock::sockaddr_destination(uaddr, addr_len, family, args))
     })
     else {
         return;

@@ -133,6 +133,12 @@ static TASK_OFFSETS: Global<TaskOffsets> = Global::new(TaskOffsets {
 #[unsafe(no_mangle)]
 static IDENTITY: Global<u8> = Global::new(0);
 
+/// Written by userspace before load: non-zero when records carry the caller's uid and comm
+/// (everything but the `stap` and `minimal` formats, which print neither); read by
+/// `emit::task_record`.
+#[unsafe(no_mangle)]
+static CALLER_NAMES: Global<u8> = Global::new(1);
+
 /// Written by userspace before load: the `--container` ids (the first `FILTERS.containers`
 /// slots); read by the admission path (`task::container_admitted`).
 #[unsafe(no_mangle)]
@@ -251,7 +257,7 @@ check_names! {
     maps: EVENTS, COUNTERS, PENDING, CONNECTING, RECORD_SCRATCH, MAPPED_INNER, CONNECT_COUNTS, PID_FILTER,
         UID_FILTER, CGROUP_FILTER, NETNS_FILTER, COMM_FILTER, DST_FILTER;
     globals: SOCK_OFFSETS, FILTERS, ENTRY_ONLY, WAKEUP_BYTES, COUNT_BY, PORT_SET, OUTCOME,
-        TASK_OFFSETS, IDENTITY, CONTAINERS, COUNT_CGROUP;
+        TASK_OFFSETS, IDENTITY, CALLER_NAMES, CONTAINERS, COUNT_CGROUP;
     programs: kprobe::tcp_v4_connect, kprobe::tcp_v6_connect, kprobe::tcp_connect_return,
         tcp_connect::tcp_connect, tcp_connect::fentry_tcp_connect, fentry::fentry_tcp_v4_connect,
         fentry::fentry_tcp_v6_connect, fentry::fexit_tcp_v4_connect, fentry::fexit_tcp_v6_connect,

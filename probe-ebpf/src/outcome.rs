@@ -112,13 +112,19 @@ pub fn call_returned<C: EbpfContext>(
     let Some(slot) = scratch(hook) else {
         return;
     };
+    // Decided before `fill` runs: with identities, it makes a BPF-to-BPF call
+    // (`task::read_identity`), and the 5.10 and 6.1 verifiers lose the precision of a value
+    // branched on after such a call, then prune one way of this branch as equivalent to the
+    // other (a repair-mode connect, established inside the call, came out `pending`).
+    if ret == 0 && state != TCP_ESTABLISHED {
+        fill.fill(slot);
+        // SAFETY: `fill` wrote every field.
+        track(sk_ptr, unsafe { slot.assume_init_ref() });
+        return;
+    }
     fill.fill(slot);
     // SAFETY: `fill` wrote every field.
     let record = unsafe { slot.assume_init_ref() };
-    if ret == 0 && state != TCP_ESTABLISHED {
-        track(sk_ptr, record);
-        return;
-    }
     let latency_ns = since(record.boot_ns);
     let outcome = if ret == 0 {
         Outcome::Established

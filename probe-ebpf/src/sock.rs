@@ -23,31 +23,60 @@ fn read_at<T: Default>(base: *const u8, offset: u32) -> T {
         .unwrap_or_default()
 }
 
-/// Reads an address of `family` at `base + offset`.
-#[inline(always)]
-fn read_addr(base: *const u8, offset: u32, family: Family) -> RawAddr {
-    match family {
-        Family::V4 => RawAddr([read_at(base, offset), 0, 0, 0]),
-        Family::V6 => RawAddr(read_at(base, offset)),
-    }
+/// How a hook's pointer arguments can be read.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Args {
+    /// kprobe: plain numbers to the verifier, read with `bpf_probe_read_kernel`.
+    Untyped,
+    /// fentry/fexit: pointers typed by the kernel's BTF, which a program may load from
+    /// directly (the verifier checks each load against the type's layout; a fault reads as
+    /// zero): a load instead of a helper call.
+    Typed,
 }
 
 /// Destination address and port a connect call was asked for, from its `struct sockaddr_in` or
 /// `struct sockaddr_in6` argument of `addr_len` bytes. The port sits at offset 2 in both; the
 /// address at 4 (v4) or 8 (v6, after `sin6_flowinfo`). What lies beyond `addr_len` was never
 /// copied from the caller (the kernel's buffer holds stale stack bytes there; the call then
-/// fails with EINVAL): it reads as zero.
+/// fails with EINVAL): it reads as zero. Port and address come in one read (one helper call
+/// fewer per connect; the port is the high half of the first little-endian word, as on the
+/// bpfel target this is built for).
 #[inline(always)]
-pub fn sockaddr_destination(uaddr: *const u8, addr_len: i32, family: Family) -> Destination {
-    let (addr_at, addr_end) = match family {
-        Family::V4 => (4, 8),
-        Family::V6 => (8, 24),
-    };
-    let port: u16 = if addr_len >= 4 { read_at(uaddr, 2) } else { 0 };
-    let addr = if addr_len >= addr_end {
-        read_addr(uaddr, addr_at, family)
-    } else {
-        RawAddr::default()
+pub fn sockaddr_destination(
+    uaddr: *const u8,
+    addr_len: i32,
+    family: Family,
+    args: Args,
+) -> Destination {
+    let (port, addr) = match family {
+        // `struct sockaddr` is 16 bytes (sa_family, sa_data[14]): it holds sockaddr_in's
+        // fields, so these loads pass the verifier, but not sockaddr_in6's address.
+        Family::V4 if args == Args::Typed && addr_len >= 8 => {
+            // SAFETY: a BTF-typed pointer: verifier-checked loads that cannot fault.
+            unsafe {
+                (
+                    core::ptr::read_volatile(uaddr.add(2).cast::<u16>()),
+                    RawAddr([
+                        core::ptr::read_volatile(uaddr.add(4).cast::<u32>()),
+                        0,
+                        0,
+                        0,
+                    ]),
+                )
+            }
+        }
+        Family::V4 if addr_len >= 8 => {
+            // sin_family, sin_port, sin_addr.
+            let [head, addr] = read_at::<[u32; 2]>(uaddr, 0);
+            ((head >> 16) as u16, RawAddr([addr, 0, 0, 0]))
+        }
+        Family::V6 if addr_len >= 24 => {
+            // sin6_family, sin6_port, sin6_flowinfo, sin6_addr.
+            let [head, _, a, b, c, d] = read_at::<[u32; 6]>(uaddr, 0);
+            ((head >> 16) as u16, RawAddr([a, b, c, d]))
+        }
+        _ if addr_len >= 4 => (read_at(uaddr, 2), RawAddr::default()),
+        _ => (0, RawAddr::default()),
     };
     Destination {
         family,

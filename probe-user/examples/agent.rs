@@ -4,10 +4,11 @@
 //!
 //! ```text
 //! cargo build --release --example agent
-//! sudo ./target/release/examples/agent [--filter-port PORT]... [--events N]
+//! sudo ./target/release/examples/agent [--filter-port PORT]... [--events N] [--without-names]
 //! ```
 //!
-//! With `--events N` it stops after N events (the integration tests use that).
+//! With `--events N` it stops after N events (the integration tests use that);
+//! `--without-names` leaves the callers' names and uids out (cheaper per connect).
 
 use std::{collections::BTreeMap, time::Duration};
 
@@ -28,10 +29,11 @@ async fn main() -> anyhow::Result<()> {
     let limit: Option<u64> = values_of("--events").next().map(str::parse).transpose()?;
 
     // Filters run in the kernel; dropping `events` detaches everything.
-    let mut events = Tracer::builder()
-        .filter_ports(ports)
-        .attach()?
-        .into_stream()?;
+    let mut builder = Tracer::builder().filter_ports(ports);
+    if args.iter().any(|a| a == "--without-names") {
+        builder = builder.without_caller_names();
+    }
+    let mut events = builder.attach()?.into_stream()?;
     eprintln!("agent: tracing");
 
     let mut per_port: BTreeMap<u16, u64> = BTreeMap::new();

@@ -28,6 +28,7 @@ pub struct TracerBuilder {
     pub(crate) count_by: Option<CountBy>,
     pub(crate) outcome: OutcomeConfig,
     pub(crate) identity: bool,
+    pub(crate) caller_names: bool,
     pub(crate) count_cgroup: bool,
 }
 
@@ -50,6 +51,7 @@ impl Default for TracerBuilder {
             count_by: None,
             outcome: OutcomeConfig::OFF,
             identity: false,
+            caller_names: true,
             count_cgroup: false,
         }
     }
@@ -104,6 +106,14 @@ impl TracerBuilder {
     /// namespace. Read in the kernel only when asked, so tracers without it pay nothing.
     pub fn identity(mut self) -> Self {
         self.identity = true;
+        self
+    }
+
+    /// Leaves the caller's uid and name out of events (`uid` 0, `comm` empty): two kernel
+    /// helper calls fewer per connect, for consumers that print neither (SystemTap's formats
+    /// do not). Filters on them (`filter_uids`, `filter_comms`) still apply.
+    pub fn without_caller_names(mut self) -> Self {
+        self.caller_names = false;
         self
     }
 

@@ -3,7 +3,7 @@
 //! `minimal` and `stap` reproduce SystemTap's tcp.connect examples 1 and 2/3 byte for byte;
 //! `json` carries every field, one object per line.
 
-use std::{fmt, io::Write as _, net::SocketAddr, str::FromStr};
+use std::{cell::Cell, fmt, io::Write as _, net::SocketAddr, str::FromStr};
 
 use serde::Serialize;
 
@@ -51,11 +51,37 @@ impl fmt::Display for Format {
 }
 
 /// Writes events in one [`Format`], with timestamps converted by one [`WallClock`].
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Formatter {
     format: Format,
     clock: WallClock,
     count_by: Option<CountBy>,
+    /// The decimal digits of the last second written: events come many to a second, and
+    /// writing ten digits anew cost more than the rest of a `minimal` line.
+    second: Cell<Second>,
+}
+
+/// A second since the Unix epoch and its decimal digits, left-aligned in a fixed-size array so
+/// that they are copied with one fixed-size move (what follows overwrites the rest).
+#[derive(Clone, Copy, Debug)]
+struct Second {
+    unix_s: u64,
+    digits: [u8; 20],
+    len: u8,
+}
+
+impl Second {
+    fn of(unix_s: u64) -> Self {
+        let mut line = Line::new();
+        line.decimal(unix_s);
+        let mut digits = [0; 20];
+        digits[..line.len].copy_from_slice(line.as_bytes());
+        Second {
+            unix_s,
+            digits,
+            len: line.len as u8,
+        }
+    }
 }
 
 /// The JSON line: every field of a [`ConnectEvent`], timestamps in ns and in s.
@@ -120,6 +146,7 @@ impl Formatter {
             format,
             clock,
             count_by: None,
+            second: Cell::new(Second::of(0)),
         }
     }
 
@@ -142,27 +169,30 @@ impl Formatter {
         let time_ns = self.clock.unix_ns(event.boot_ns);
         let time_s = time_ns / 1_000_000_000;
         let function = event.function().name();
-        // Hand-rolled for the two SystemTap styles: core::fmt costs more per line than the
-        // kernel side does per event (see docs/benchmarks.md).
+        // The two SystemTap styles are built in a stack buffer and appended at once: this runs
+        // once per event, and per-piece `Vec` appends (a capacity check and a `memcpy` call
+        // each) and `core::fmt` cost more than the kernel side does per event (see
+        // docs/benchmarks.md). IPv6 endpoints still go through std's formatting (RFC 5952).
+        let mut line = Line::new();
         match self.format {
             Format::Minimal => {
-                push_decimal(out, time_s);
-                out.extend_from_slice(b": ");
-                out.extend_from_slice(function.as_bytes());
+                line.second(self.second(time_s));
+                line.put(b": ");
+                line.name(function);
             }
             Format::Stap => {
-                push_decimal(out, time_s);
-                out.extend_from_slice(b": ");
-                out.extend_from_slice(function.as_bytes());
-                out.extend_from_slice(b" src=");
-                push_endpoint(out, event.src);
-                out.extend_from_slice(b" dst=");
-                push_endpoint(out, event.dst);
+                line.second(self.second(time_s));
+                line.put(b": ");
+                line.name(function);
+                line.put(b" src=");
+                line.endpoint(event.src);
+                line.put(b" dst=");
+                line.endpoint(event.dst);
                 if let Some(c) = &event.completion {
-                    out.extend_from_slice(b" outcome=");
-                    out.extend_from_slice(c.outcome.name().as_bytes());
-                    out.extend_from_slice(b" latency=");
-                    push_millis(out, c.latency_ns);
+                    line.put(b" outcome=");
+                    line.name(c.outcome.name());
+                    line.put(b" latency=");
+                    line.millis(c.latency_ns);
                 }
             }
             Format::Json => {
@@ -187,9 +217,167 @@ impl Formatter {
                 };
                 // Writing into a Vec cannot fail.
                 let _ = serde_json::to_writer(&mut *out, &line);
+                out.push(b'\n');
+                return;
             }
         }
-        out.push(b'\n');
+        line.put(b"\n");
+        out.extend_from_slice(line.as_bytes());
+    }
+}
+
+impl Formatter {
+    /// `unix_s` with its digits, from the cache if it is the last second written.
+    fn second(&self, unix_s: u64) -> Second {
+        let cached = self.second.get();
+        if cached.unix_s == unix_s {
+            return cached;
+        }
+        let second = Second::of(unix_s);
+        self.second.set(second);
+        second
+    }
+}
+
+/// One `stap` or `minimal` line being built on the stack, then appended to the output at once.
+/// Literal pieces are copied with their length known at compile time (a few moves, no call) and
+/// numbers are written in place, so a line costs no `memcpy` call but the last.
+struct Line {
+    bytes: [u8; Line::CAPACITY],
+    len: usize,
+}
+
+/// `"0"` to `"255"`, each padded to 4 bytes, its length in the last: an IPv4 octet is one copy.
+const OCTETS: [[u8; 4]; 256] = {
+    let mut table = [[0u8; 4]; 256];
+    let mut n = 0;
+    while n < 256 {
+        let (h, t, o) = ((n / 100) as u8, (n / 10 % 10) as u8, (n % 10) as u8);
+        table[n] = match n {
+            0..=9 => [b'0' + o, 0, 0, 1],
+            10..=99 => [b'0' + t, b'0' + o, 0, 2],
+            _ => [b'0' + h, b'0' + t, b'0' + o, 3],
+        };
+        n += 1;
+    }
+    table
+};
+
+/// `"00"` to `"99"`: decimals are written two digits per division.
+const PAIRS: [[u8; 2]; 100] = {
+    let mut table = [[0u8; 2]; 100];
+    let mut n = 0;
+    while n < 100 {
+        table[n] = [b'0' + (n / 10) as u8, b'0' + (n % 10) as u8];
+        n += 1;
+    }
+    table
+};
+
+impl Line {
+    /// The longest line, two bracketed IPv6 endpoints (47 bytes each) with the longest outcome
+    /// and latency, is under 200 bytes.
+    const CAPACITY: usize = 224;
+
+    fn new() -> Self {
+        Line {
+            bytes: [0; Line::CAPACITY],
+            len: 0,
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+
+    /// Appends a literal.
+    #[inline(always)]
+    fn put<const N: usize>(&mut self, piece: &[u8; N]) {
+        self.bytes[self.len..self.len + N].copy_from_slice(piece);
+        self.len += N;
+    }
+
+    /// Appends a second's digits.
+    #[inline(always)]
+    fn second(&mut self, second: Second) {
+        self.put(&second.digits);
+        self.len -= second.digits.len() - usize::from(second.len);
+    }
+
+    /// Appends a name (a function, an outcome).
+    fn name(&mut self, name: &str) {
+        let end = self.len + name.len();
+        self.bytes[self.len..end].copy_from_slice(name.as_bytes());
+        self.len = end;
+    }
+
+    /// Appends `n` in decimal, its digits written in place from the last, two at a time.
+    fn decimal(&mut self, n: u64) {
+        let digits = n.checked_ilog10().unwrap_or(0) as usize + 1;
+        let end = self.len + digits;
+        let (mut rest, mut at) = (n, end);
+        while rest >= 100 {
+            let pair = PAIRS[(rest % 100) as usize];
+            rest /= 100;
+            at -= 2;
+            self.bytes[at..at + 2].copy_from_slice(&pair);
+        }
+        if rest >= 10 {
+            self.bytes[at - 2..at].copy_from_slice(&PAIRS[rest as usize]);
+        } else {
+            self.bytes[at - 1] = b'0' + rest as u8;
+        }
+        self.len = end;
+    }
+
+    /// Appends `ns` as milliseconds with three decimals (`0.183ms`), truncated to the
+    /// microsecond.
+    fn millis(&mut self, ns: u64) {
+        let us = ns / 1000;
+        self.decimal(us / 1000);
+        let frac = us % 1000;
+        let digit = |n: u64| b'0' + (n % 10) as u8;
+        self.put(&[
+            b'.',
+            digit(frac / 100),
+            digit(frac / 10),
+            digit(frac),
+            b'm',
+            b's',
+        ]);
+    }
+
+    /// Appends `ip:port` for IPv4, `[ip]:port` for IPv6, without scope or flow information.
+    fn endpoint(&mut self, addr: SocketAddr) {
+        match addr {
+            SocketAddr::V4(a) => {
+                let [a, b, c, d] = a.ip().octets();
+                self.octet(a);
+                for octet in [b, c, d] {
+                    self.put(b".");
+                    self.octet(octet);
+                }
+            }
+            SocketAddr::V6(a) => {
+                // IPv6 text form (RFC 5952 zero compression) is subtle: leave it to std.
+                let mut rest = &mut self.bytes[self.len..];
+                let room = rest.len();
+                // At most 41 bytes, which fit (see `CAPACITY`).
+                let _ = write!(rest, "[{}]", a.ip());
+                self.len += room - rest.len();
+            }
+        }
+        self.put(b":");
+        self.decimal(u64::from(addr.port()));
+    }
+
+    /// Appends an IPv4 octet: its 4-byte table entry, then keeps its length (the entry's
+    /// padding is overwritten by what follows, and within `CAPACITY`).
+    #[inline(always)]
+    fn octet(&mut self, octet: u8) {
+        let entry = &OCTETS[usize::from(octet)];
+        self.bytes[self.len..self.len + 4].copy_from_slice(entry);
+        self.len += usize::from(entry[3]);
     }
 }
 
@@ -321,36 +509,18 @@ fn push_workload(out: &mut Vec<u8>, w: &crate::CountWorkload, by_container: bool
     }
 }
 
-fn push_decimal(out: &mut Vec<u8>, n: impl itoa::Integer) {
-    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
-}
-
 /// `ns` as milliseconds with three decimals (`0.183ms`), truncated to the microsecond.
 fn push_millis(out: &mut Vec<u8>, ns: u64) {
-    let us = ns / 1000;
-    push_decimal(out, us / 1000);
-    let _ = write!(out, ".{:03}ms", us % 1000);
+    let mut line = Line::new();
+    line.millis(ns);
+    out.extend_from_slice(line.as_bytes());
 }
 
 /// `ip:port` for IPv4, `[ip]:port` for IPv6, without scope or flow information.
 fn push_endpoint(out: &mut Vec<u8>, addr: SocketAddr) {
-    match addr {
-        SocketAddr::V4(a) => {
-            let [a, b, c, d] = a.ip().octets();
-            for (i, octet) in [a, b, c, d].into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b'.');
-                }
-                push_decimal(out, octet);
-            }
-        }
-        SocketAddr::V6(a) => {
-            // IPv6 text form (RFC 5952 zero compression) is subtle: leave it to std.
-            let _ = write!(out, "[{}]", a.ip());
-        }
-    }
-    out.push(b':');
-    push_decimal(out, addr.port());
+    let mut line = Line::new();
+    line.endpoint(addr);
+    out.extend_from_slice(line.as_bytes());
 }
 
 #[cfg(test)]

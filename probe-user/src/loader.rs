@@ -173,6 +173,7 @@ pub(crate) fn load(
         destinations: u8::from(!options.destinations.is_empty()),
         containers: options.containers.len() as u8,
         netns: u8::from(!options.netns.is_empty()),
+        _pad: [0; 7],
     };
     let identity = u8::from(options.needs_identity());
     let count_cgroup = u8::from(options.count_cgroup);
@@ -195,6 +196,7 @@ pub(crate) fn load(
         .override_global(global::OUTCOME, &options.outcome, true)
         .override_global(global::TASK_OFFSETS, &prepared.task_offsets, true)
         .override_global(global::IDENTITY, &identity, true)
+        .override_global(global::CALLER_NAMES, &u8::from(options.caller_names), true)
         .override_global(global::CONTAINERS, &keys.containers, true)
         .override_global(global::COUNT_CGROUP, &count_cgroup, true)
         .override_global(aya_log::LEVEL, &log_level, false)

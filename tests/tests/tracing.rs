@@ -615,12 +615,24 @@ fn a_full_ring_buffer_is_counted_not_silently_lost_and_tracing_recovers() {
 
 #[test]
 fn library_example_agent_reports_the_connects() {
-    // probe-user/examples/agent.rs: the library's Stream API, as an agent would use it.
+    // probe-user/examples/agent.rs: the library's Stream API, as an agent would use it. Once
+    // with the callers' names, once without (`without_caller_names`: the name comes out empty,
+    // everything else the same).
+    // The name this thread connects under (the test harness names its threads).
+    let comm = std::fs::read_to_string("/proc/thread-self/comm").unwrap();
+    for (flags, name) in [(&[][..], comm.trim()), (&["--without-names"][..], "")] {
+        agent_reports_the_connects(flags, name);
+    }
+}
+
+/// Runs the example agent with `flags`, makes three connects to wanted ports and one to an
+/// unwanted one, and checks that it printed exactly the three, with `name` as the caller's.
+fn agent_reports_the_connects(flags: &[&str], name: &str) {
     let v4 = listener("127.0.0.1:0");
     let v6 = listener("[::1]:0");
     let unwanted = listener("127.0.0.1:0");
     let mut cmd = Command::new("agent");
-    cmd.args(["--events", "3"]);
+    cmd.args(["--events", "3"]).args(flags);
     for port in [v4.port(), v6.port()] {
         cmd.args(["--filter-port", &port.to_string()]);
     }
@@ -638,18 +650,13 @@ fn library_example_agent_reports_the_connects() {
     // `<pid> <comm> <src> -> <dst> ret=<ret>`, one per event, in order.
     let expected: Vec<String> = seen
         .iter()
-        .map(|c| format!("{} {} -> {} ret=0", std::process::id(), c.src, c.dst))
-        .collect();
-    let printed: Vec<String> = out
-        .stdout
-        .lines()
-        .map(|l| {
-            let mut words: Vec<&str> = l.split(' ').collect();
-            words.remove(1); // comm: the test harness's thread name
-            words.join(" ")
+        .map(|c| {
+            let pid = std::process::id();
+            format!("{pid} {} {} -> {} ret=0", name.escape_debug(), c.src, c.dst)
         })
         .collect();
-    assert_eq!(printed, expected);
+    let printed: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(printed, expected, "agent {flags:?}");
     for line in [
         format!("agent: port {}: 2 connects", v4.port()),
         format!("agent: port {}: 1 connects", v6.port()),

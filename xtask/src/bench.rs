@@ -38,7 +38,8 @@ pub struct Options {
     /// booting the VM.
     #[arg(long, value_name = "FILE")]
     from_log: Option<String>,
-    /// Only the configurations whose name contains this (and the baseline).
+    /// Only the configurations whose name contains this, or (with commas) exactly these names;
+    /// and the baseline.
     #[arg(long)]
     only: Option<String>,
     /// The VM's architecture for `overhead` and `latency`: x86_64 (Debian's 6.1 kernel) or
@@ -77,7 +78,10 @@ impl Options {
                     || self
                         .only
                         .as_deref()
-                        .is_none_or(|only| c.name.contains(only))
+                        .is_none_or(|only| match only.contains(',') {
+                            true => only.split(',').any(|name| name == c.name),
+                            false => c.name.contains(only),
+                        })
             })
     }
 }
@@ -183,6 +187,10 @@ const CONFIGS: &[Config] = &[
     // The default backend (auto: fentry where the kernel can attach it, as on this VM).
     traced("minimal", "example 1", ProbeUser("/bin/probe-user --format minimal"), 8080),
     traced("default", "example 2", ProbeUser("/bin/probe-user"), 8080),
+    // The default with the reader's output left out (`--discard`, hidden): what the kernel side,
+    // the ring buffer and decoding cost, then formatting, without the write.
+    traced("discard-decoded", "example 2", ProbeUser("/bin/probe-user --discard decoded"), 8080),
+    traced("discard-formatted", "example 2", ProbeUser("/bin/probe-user --discard formatted"), 8080),
     traced("filter-hit", "example 3, printed", ProbeUser("/bin/probe-user --filter-port 8080"), 8080),
     traced("filter-miss", "example 3, filtered out", ProbeUser("/bin/probe-user --filter-port 8080"), 9090),
     traced("succ-default", "example 2", ProbeUser("/bin/probe-user --successes-only"), 8080),

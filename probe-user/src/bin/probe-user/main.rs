@@ -140,6 +140,11 @@ struct Cli {
     /// from these options to stdout, and exit.
     #[arg(long, value_name = "WHAT", hide = true, value_parser = ["man", "bash", "zsh", "fish", "elvish"])]
     generate: Option<String>,
+    /// For `cargo xtask bench overhead`: receive and decode every event (decoded), or also
+    /// format it (formatted), but write nothing, so that the reader's cost splits into its
+    /// parts (docs/benchmarks.md).
+    #[arg(long, value_name = "STAGE", hide = true, value_parser = ["decoded", "formatted"])]
+    discard: Option<String>,
 }
 
 impl Cli {
@@ -532,6 +537,10 @@ async fn run(cli: Cli) -> Result<()> {
         // JSON lines carry every field, the workload's too.
         builder = builder.identity();
     }
+    if counting || cli.format != Format::Json {
+        // Neither counts nor SystemTap's formats show the caller's uid or name.
+        builder = builder.without_caller_names();
+    }
     if let Attach::Only(backend) = cli.attach {
         builder = builder.backend(backend);
     }
@@ -596,12 +605,22 @@ async fn run(cli: Cli) -> Result<()> {
         cli.format
     );
 
+    let discard = cli.discard.clone();
     let mut printing = (events, formatter);
     let step = async |(events, formatter): &mut (EventStream, Formatter), out: &mut Vec<u8>| {
         // Lines follow the wall clock (NTP steps, `date -s`): it is read again as each batch
         // arrives, before its first line is written.
         let mut first = true;
         let write = |event: &probe_user::ConnectEvent| {
+            match discard.as_deref() {
+                Some("decoded") => return,
+                Some(_) => {
+                    formatter.write(out, event);
+                    out.clear();
+                    return;
+                }
+                None => {}
+            }
             if std::mem::take(&mut first) {
                 formatter.follow_clock();
             }
