@@ -39,8 +39,7 @@ pub enum Args {
 /// address at 4 (v4) or 8 (v6, after `sin6_flowinfo`). What lies beyond `addr_len` was never
 /// copied from the caller (the kernel's buffer holds stale stack bytes there; the call then
 /// fails with EINVAL): it reads as zero. Port and address come in one read (one helper call
-/// fewer per connect; the port is the high half of the first little-endian word, as on the
-/// bpfel target this is built for).
+/// fewer per connect).
 #[inline(always)]
 pub fn sockaddr_destination(
     uaddr: *const u8,
@@ -48,6 +47,22 @@ pub fn sockaddr_destination(
     family: Family,
     args: Args,
 ) -> Destination {
+    // The UAPI layouts, up to the address.
+    #[repr(C)]
+    #[derive(Default)]
+    struct SockaddrIn {
+        family: u16,
+        port: u16,
+        addr: u32,
+    }
+    #[repr(C)]
+    #[derive(Default)]
+    struct SockaddrIn6 {
+        family: u16,
+        port: u16,
+        flowinfo: u32,
+        addr: [u32; 4],
+    }
     let (port, addr) = match family {
         // `struct sockaddr` is 16 bytes (sa_family, sa_data[14]): it holds sockaddr_in's
         // fields, so these loads pass the verifier, but not sockaddr_in6's address.
@@ -66,14 +81,12 @@ pub fn sockaddr_destination(
             }
         }
         Family::V4 if addr_len >= 8 => {
-            // sin_family, sin_port, sin_addr.
-            let [head, addr] = read_at::<[u32; 2]>(uaddr, 0);
-            ((head >> 16) as u16, RawAddr([addr, 0, 0, 0]))
+            let sin = read_at::<SockaddrIn>(uaddr, 0);
+            (sin.port, RawAddr([sin.addr, 0, 0, 0]))
         }
         Family::V6 if addr_len >= 24 => {
-            // sin6_family, sin6_port, sin6_flowinfo, sin6_addr.
-            let [head, _, a, b, c, d] = read_at::<[u32; 6]>(uaddr, 0);
-            ((head >> 16) as u16, RawAddr([a, b, c, d]))
+            let sin6 = read_at::<SockaddrIn6>(uaddr, 0);
+            (sin6.port, RawAddr(sin6.addr))
         }
         _ if addr_len >= 4 => (read_at(uaddr, 2), RawAddr::default()),
         _ => (0, RawAddr::default()),

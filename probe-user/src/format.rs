@@ -51,14 +51,18 @@ impl fmt::Display for Format {
 }
 
 /// Writes events in one [`Format`], with timestamps converted by one [`WallClock`].
-#[derive(Clone, Debug)]
+#[derive(Clone, Copy, Debug)]
 pub struct Formatter {
     format: Format,
     clock: WallClock,
     count_by: Option<CountBy>,
-    /// The decimal digits of the last second written: events come many to a second, and
-    /// writing ten digits anew cost more than the rest of a `minimal` line.
-    second: Cell<Second>,
+}
+
+thread_local! {
+    /// The decimal digits of the last second this thread wrote (a second is the same whatever
+    /// the formatter): events come many to a second, and writing ten digits anew cost more than
+    /// the rest of a `minimal` line. Per thread, so that `Formatter` stays `Copy` and `Sync`.
+    static LAST_SECOND: Cell<Second> = const { Cell::new(Second::ZERO) };
 }
 
 /// A second since the Unix epoch and its decimal digits, left-aligned in a fixed-size array so
@@ -71,6 +75,27 @@ struct Second {
 }
 
 impl Second {
+    const ZERO: Second = Second {
+        unix_s: 0,
+        digits: [
+            b'0', 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        ],
+        len: 1,
+    };
+
+    /// `unix_s` with its digits, from the thread's cache if it is the last second written.
+    fn cached(unix_s: u64) -> Self {
+        LAST_SECOND.with(|last| {
+            let cached = last.get();
+            if cached.unix_s == unix_s {
+                return cached;
+            }
+            let second = Second::of(unix_s);
+            last.set(second);
+            second
+        })
+    }
+
     fn of(unix_s: u64) -> Self {
         let mut line = Line::new();
         line.decimal(unix_s);
@@ -146,7 +171,6 @@ impl Formatter {
             format,
             clock,
             count_by: None,
-            second: Cell::new(Second::of(0)),
         }
     }
 
@@ -176,12 +200,12 @@ impl Formatter {
         let mut line = Line::new();
         match self.format {
             Format::Minimal => {
-                line.second(self.second(time_s));
+                line.second(Second::cached(time_s));
                 line.put(b": ");
                 line.name(function);
             }
             Format::Stap => {
-                line.second(self.second(time_s));
+                line.second(Second::cached(time_s));
                 line.put(b": ");
                 line.name(function);
                 line.put(b" src=");
@@ -223,19 +247,6 @@ impl Formatter {
         }
         line.put(b"\n");
         out.extend_from_slice(line.as_bytes());
-    }
-}
-
-impl Formatter {
-    /// `unix_s` with its digits, from the cache if it is the last second written.
-    fn second(&self, unix_s: u64) -> Second {
-        let cached = self.second.get();
-        if cached.unix_s == unix_s {
-            return cached;
-        }
-        let second = Second::of(unix_s);
-        self.second.set(second);
-        second
     }
 }
 

@@ -635,6 +635,9 @@ async fn run(cli: Cli) -> Result<()> {
         tracer.detach();
         formatter.follow_clock();
         tracer.drain(|event| formatter.write(out, event));
+        if discard.is_some() {
+            out.clear();
+        }
     };
     if !until_signal(&mut printing, &mut signals, &mut out, step, last).await? {
         return Ok(());
