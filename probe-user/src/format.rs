@@ -193,56 +193,50 @@ impl Formatter {
         let time_ns = self.clock.unix_ns(event.boot_ns);
         let time_s = time_ns / 1_000_000_000;
         let function = event.function().name();
+        if self.format == Format::Json {
+            let line = JsonLine {
+                time_ns,
+                time_s,
+                pid: event.pid,
+                tid: event.tid,
+                uid: event.uid,
+                comm: &event.comm(),
+                family: event.family.name(),
+                function,
+                saddr: event.src.ip(),
+                sport: event.src.port(),
+                daddr: event.dst.ip(),
+                dport: event.dst.port(),
+                ret: event.ret,
+                outcome: event.completion.map(|c| c.outcome.name()),
+                latency_ns: event.completion.map(|c| c.latency_ns),
+                errno: event.completion.map(|c| c.errno).filter(|&e| e != 0),
+                workload: event.workload.as_ref().map(JsonWorkload::of),
+            };
+            // Writing into a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut *out, &line);
+            out.push(b'\n');
+            return;
+        }
         // The two SystemTap styles are built in a stack buffer and appended at once: this runs
         // once per event, and per-piece `Vec` appends (a capacity check and a `memcpy` call
         // each) and `core::fmt` cost more than the kernel side does per event (see
         // docs/benchmarks.md). IPv6 endpoints still go through std's formatting (RFC 5952).
+        // `minimal` is the first part of a `stap` line.
         let mut line = Line::new();
-        match self.format {
-            Format::Minimal => {
-                line.second(Second::cached(time_s));
-                line.put(b": ");
-                line.name(function);
-            }
-            Format::Stap => {
-                line.second(Second::cached(time_s));
-                line.put(b": ");
-                line.name(function);
-                line.put(b" src=");
-                line.endpoint(event.src);
-                line.put(b" dst=");
-                line.endpoint(event.dst);
-                if let Some(c) = &event.completion {
-                    line.put(b" outcome=");
-                    line.name(c.outcome.name());
-                    line.put(b" latency=");
-                    line.millis(c.latency_ns);
-                }
-            }
-            Format::Json => {
-                let line = JsonLine {
-                    time_ns,
-                    time_s,
-                    pid: event.pid,
-                    tid: event.tid,
-                    uid: event.uid,
-                    comm: &event.comm(),
-                    family: event.family.name(),
-                    function,
-                    saddr: event.src.ip(),
-                    sport: event.src.port(),
-                    daddr: event.dst.ip(),
-                    dport: event.dst.port(),
-                    ret: event.ret,
-                    outcome: event.completion.map(|c| c.outcome.name()),
-                    latency_ns: event.completion.map(|c| c.latency_ns),
-                    errno: event.completion.map(|c| c.errno).filter(|&e| e != 0),
-                    workload: event.workload.as_ref().map(JsonWorkload::of),
-                };
-                // Writing into a Vec cannot fail.
-                let _ = serde_json::to_writer(&mut *out, &line);
-                out.push(b'\n');
-                return;
+        line.second(Second::cached(time_s));
+        line.put(b": ");
+        line.name(function);
+        if self.format == Format::Stap {
+            line.put(b" src=");
+            line.endpoint(event.src);
+            line.put(b" dst=");
+            line.endpoint(event.dst);
+            if let Some(c) = &event.completion {
+                line.put(b" outcome=");
+                line.name(c.outcome.name());
+                line.put(b" latency=");
+                line.millis(c.latency_ns);
             }
         }
         line.put(b"\n");
