@@ -18,15 +18,21 @@ fn main() -> anyhow::Result<()> {
         std::env::set_var("CARGO_TERM_QUIET", "true");
         std::env::set_var("CARGO_TERM_VERBOSE", "false");
     }
-    let package = aya_build::Package {
-        name: "probe-ebpf",
-        root_dir: "../probe-ebpf",
-        ..Default::default()
-    };
     println!("cargo::rerun-if-changed=../probe-common/src");
     println!("cargo::rerun-if-changed=../rust-toolchain.toml");
-    aya_build::build_ebpf([package], aya_build::Toolchain::Custom(&toolchain))?;
-    strip_debug_info();
+    // Two objects (see probe-ebpf's `atomics` feature): `probe-atomics` for kernels with BPF
+    // atomics, `probe` for older ones, which reject the instructions even where they cannot
+    // run. aya-build names its output after the binary, so the first is renamed.
+    for (features, object) in [(&["atomics"][..], "probe-atomics"), (&[], "probe")] {
+        let package = aya_build::Package {
+            name: "probe-ebpf",
+            root_dir: "../probe-ebpf",
+            features,
+            ..Default::default()
+        };
+        aya_build::build_ebpf([package], aya_build::Toolchain::Custom(&toolchain))?;
+        strip_debug_info(object);
+    }
     git_commit();
     Ok(())
 }
@@ -68,7 +74,8 @@ fn git_commit() {
     }
 }
 
-/// Removes the DWARF from the eBPF object that probe-user embeds (`$OUT_DIR/probe`).
+/// Removes the DWARF from the eBPF object just built (`$OUT_DIR/probe`), which probe-user
+/// embeds as `$OUT_DIR/<name>`.
 ///
 /// bpf-linker emits the object's BTF from its debug info, so the eBPF crate is built with it,
 /// but neither aya nor the kernel reads DWARF: it is ~1.4 MB of the 1.7 MB object, which
@@ -78,13 +85,20 @@ fn git_commit() {
 ///
 /// Without an objcopy the build goes on with the object as it is, with a warning: it works
 /// the same, in more memory.
-fn strip_debug_info() {
+fn strip_debug_info(name: &str) {
     let Some(out_dir) = std::env::var_os("OUT_DIR") else {
         return;
     };
-    let object = Path::new(&out_dir).join("probe");
+    let built = Path::new(&out_dir).join("probe");
     // Not built (AYA_BUILD_SKIP).
-    if !object.exists() {
+    if !built.exists() {
+        return;
+    }
+    let object = Path::new(&out_dir).join(name);
+    if object != built
+        && let Err(e) = std::fs::rename(&built, &object)
+    {
+        println!("cargo::warning=cannot rename {}: {e}", built.display());
         return;
     }
     let stripped = object.with_extension("stripped");

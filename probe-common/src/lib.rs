@@ -55,10 +55,14 @@ pub mod limit {
     /// Connect calls between their entry and return probes that the kernel side tracks at once
     /// (entries of `PENDING`).
     pub const MAX_PENDING: u32 = 8192;
-    /// Sockets between SYN_SENT and their next state that the kernel side tracks at once
-    /// (entries of the LRU `CONNECTING`: the tracepoint backend's connects, and with
-    /// `--outcome` every backend's).
-    pub const MAX_CONNECTING: u32 = 8192;
+    /// Sockets between SYN_SENT and their next state that the kernel side tracks at once: the
+    /// tracepoint backend's connects, and with `--outcome` every backend's. The entries of the
+    /// LRU `CONNECTING`, and with BPF atomics as many slots of `CONNECTING_SLOTS` in front of
+    /// it. A power of two: a slot's index is a hash of the socket's address masked by it.
+    pub const MAX_CONNECTING: u32 = 1 << 13;
+    /// The slots of `CONNECTING_SLOTS` a socket may take: from the one its address hashes to,
+    /// this many in a row. Full, its connect goes to the LRU `CONNECTING`.
+    pub const CONNECTING_PROBES: u32 = 4;
     /// Free entries the kernel's LRU maps keep per CPU (`LOCAL_FREE_TARGET` in
     /// kernel/bpf/bpf_lru_list.c): until a 2025 fix, an LRU of N entries could start evicting
     /// with only N - 128 x (CPUs - 1) in use, so `CONNECTING` gets this much per possible CPU
@@ -67,7 +71,7 @@ pub mod limit {
     /// Slots of the per-CPU `RECORD_SCRATCH`: one per hook that builds a record there, so that
     /// a run preempted (fexit, on a preemptible kernel) or interrupted while filling its slot
     /// is never overwritten by another hook's.
-    pub const SCRATCH_SLOTS: u32 = 4;
+    pub const SCRATCH_SLOTS: u32 = 5;
     /// IPv4-mapped connects between their inner and outer exit (entries of the LRU
     /// `MAPPED_INNER`; more threads inside such a call at once than this is not expected).
     pub const MAX_MAPPED_CALLS: u32 = 1024;
@@ -286,6 +290,7 @@ mod user {
     unsafe impl aya::Pod for super::config::FilterFlags {}
     unsafe impl aya::Pod for super::config::DstKey {}
     unsafe impl aya::Pod for super::state::PendingConnect {}
+    unsafe impl aya::Pod for super::state::ConnectingSlot {}
     unsafe impl aya::Pod for super::state::CountKey {}
     unsafe impl aya::Pod for super::state::CountValue {}
     unsafe impl aya::Pod for super::record::OutcomeRecord {}

@@ -24,8 +24,12 @@ pub mod map {
         /// Connect calls between entry and return (kprobe backend).
         PENDING,
         /// Sockets between SYN_SENT and their next state (tracepoint backend; every backend
-        /// with `--outcome`).
+        /// with `--outcome`): an LRU hash (with BPF atomics, the overflow of the next).
         CONNECTING,
+        /// The same with BPF atomics: an array of `crate::state::ConnectingSlot`.
+        CONNECTING_SLOTS,
+        /// Whether `CONNECTING` took any overflow of `CONNECTING_SLOTS` (kernel side only).
+        CONNECTING_OVERFLOWED,
         /// Per-CPU room for building a record (kernel side only).
         RECORD_SCRATCH,
         /// IPv4-mapped connects between their inner and outer exit (fentry backend).

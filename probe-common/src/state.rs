@@ -30,6 +30,34 @@ pub mod counter {
     pub const COUNT: u32 = 7;
 }
 
+/// A slot of the kernel's `CONNECTING_SLOTS` table (the object for kernels with BPF atomics):
+/// the connect of socket `sk`, from the call (or SYN_SENT) to the socket's next state.
+///
+/// `sk` says whose the slot is: 0 free; a socket's address (8-byte aligned) while its connect is
+/// tracked; that address with [`ConnectingSlot::BUSY`] set while the kernel side writes
+/// `record` (nobody else reads or takes the slot then). The kernel side changes `sk` only with
+/// atomic compare-and-exchange, so one writer owns a slot at a time; userspace reads the table
+/// only once the programs are detached.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ConnectingSlot {
+    /// The owner (see above).
+    pub sk: u64,
+    /// The connect, complete once `sk` has no [`ConnectingSlot::BUSY`] bit.
+    pub record: crate::ConnectRecord,
+}
+
+impl ConnectingSlot {
+    /// The bit of [`ConnectingSlot::sk`] set while the slot is being written.
+    pub const BUSY: u64 = 1;
+
+    /// The socket whose connect this slot holds, if it holds a complete one.
+    #[inline(always)]
+    pub fn owner(&self) -> Option<u64> {
+        (self.sk != 0 && self.sk & Self::BUSY == 0).then_some(self.sk)
+    }
+}
+
 /// A key of the kernel's `CONNECT_COUNTS` map: what `--count` counts connects by.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -34,6 +34,7 @@
 #![allow(internal_features)]
 #![feature(core_intrinsics)]
 
+mod connecting;
 mod emit;
 mod fentry;
 mod filter;
@@ -48,13 +49,13 @@ use aya_ebpf::{
     Global,
     bindings::BPF_F_NO_PREALLOC,
     macros::map,
-    maps::{CgroupArray, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{Array, CgroupArray, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use probe_common::{
     COMM_LEN, ConnectRecord, CountBy, FilterFlags, OutcomeConfig, SockOffsets,
     config::{ContainerPrefix, DstKey, PORT_WORDS, TaskOffsets},
     limit,
-    state::{CountKey, CountValue, PendingConnect, counter},
+    state::{ConnectingSlot, CountKey, CountValue, PendingConnect, counter},
 };
 
 // ---- globals: written by userspace before load, constants to the verifier ----
@@ -207,6 +208,20 @@ static PENDING: HashMap<u64, PendingConnect> = HashMap::with_max_entries(limit::
 static CONNECTING: LruHashMap<u64, ConnectRecord> =
     LruHashMap::with_max_entries(limit::MAX_CONNECTING, 0);
 
+/// The same connects in an array of `ConnectingSlot`s, in the object built with the `atomics`
+/// feature (kernels with BPF atomics), where `CONNECTING` only takes the overflow: each hook
+/// claims, fills and frees a slot with atomic instructions (see `connecting::slots`); written
+/// and read by the same hooks as `CONNECTING`. Userspace reads it once the programs are
+/// detached (`--outcome`: what is left is pending). One entry when unused.
+#[map]
+static CONNECTING_SLOTS: Array<ConnectingSlot> = Array::with_max_entries(limit::MAX_CONNECTING, 0);
+
+/// Set (to 1, never back) by a tracking hook that found a neighbourhood of `CONNECTING_SLOTS`
+/// full and put its connect in `CONNECTING`; read by the completion path, which looks in
+/// `CONNECTING` only once it is set. Userspace never reads it.
+#[map]
+static CONNECTING_OVERFLOWED: Array<u32> = Array::with_max_entries(1, 0);
+
 /// One record per CPU and hook (`outcome::Scratch`), built by `outcome::call_returned` (kprobe
 /// and fentry return hooks, with `--outcome`) and the tracepoint's CLOSE -> SYN_SENT before
 /// `outcome::track` copies it into `CONNECTING` (or it is emitted): written and read within one
@@ -254,7 +269,8 @@ macro_rules! check_names {
 }
 
 check_names! {
-    maps: EVENTS, COUNTERS, PENDING, CONNECTING, RECORD_SCRATCH, MAPPED_INNER, CONNECT_COUNTS, PID_FILTER,
+    maps: EVENTS, COUNTERS, PENDING, CONNECTING, CONNECTING_SLOTS, CONNECTING_OVERFLOWED,
+        RECORD_SCRATCH, MAPPED_INNER, CONNECT_COUNTS, PID_FILTER,
         UID_FILTER, CGROUP_FILTER, NETNS_FILTER, COMM_FILTER, DST_FILTER;
     globals: SOCK_OFFSETS, FILTERS, ENTRY_ONLY, WAKEUP_BYTES, COUNT_BY, PORT_SET, OUTCOME,
         TASK_OFFSETS, IDENTITY, CALLER_NAMES, CONTAINERS, COUNT_CGROUP;

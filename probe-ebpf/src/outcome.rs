@@ -11,13 +11,13 @@
 use core::mem::MaybeUninit;
 
 use aya_ebpf::{
-    EbpfContext, bindings::BPF_NOEXIST, helpers::bpf_ktime_get_boot_ns, macros::raw_tracepoint,
+    EbpfContext, helpers::bpf_ktime_get_boot_ns, macros::raw_tracepoint,
     programs::RawTracePointContext,
 };
-use probe_common::{ConnectRecord, Family, Outcome, state::counter};
+use probe_common::{ConnectRecord, Family, Outcome};
 
 use crate::{
-    CONNECTING, OUTCOME, RECORD_SCRATCH, SOCK_OFFSETS, emit,
+    OUTCOME, RECORD_SCRATCH, SOCK_OFFSETS, connecting, emit,
     filter::Destination,
     sock::{self, Sock, TCP_CLOSE, TCP_ESTABLISHED, TCP_SYN_SENT},
     task,
@@ -40,28 +40,6 @@ pub fn enabled() -> bool {
     OUTCOME.load().enabled != 0
 }
 
-/// Remembers the connect of socket `sk_ptr` (by `record`'s caller) until the socket leaves
-/// SYN_SENT. The record's source port is 0 when it is not known yet (the tracepoint backend).
-#[inline(always)]
-pub fn track(sk_ptr: *const u8, record: &ConnectRecord) {
-    let key = sk_ptr as u64;
-    if CONNECTING.insert(&key, record, BPF_NOEXIST as u64).is_ok() {
-        emit::count(counter::CONNECTING_ADDED);
-        return;
-    }
-    // This socket's previous connect never left SYN_SENT as far as this program saw (a run
-    // the kernel skipped while the program was busy on that CPU): it is lost, and counted by
-    // whoever removes the entry (userspace may be reaping it at this moment).
-    if remove(key) {
-        emit::count(counter::MISSED_RETURN);
-    }
-    if CONNECTING.insert(&key, record, BPF_NOEXIST as u64).is_ok() {
-        emit::count(counter::CONNECTING_ADDED);
-    } else {
-        emit::count(counter::PENDING_FULL);
-    }
-}
-
 /// The hooks that build a record in `RECORD_SCRATCH`, each in a slot of its own
 /// (`limit::SCRATCH_SLOTS` of them): one hook's run cannot be nested in another run of itself
 /// on one CPU (the kernel skips such a run), but it can be preempted (fexit) or interrupted by
@@ -77,6 +55,9 @@ pub enum Scratch {
     FexitV6 = 2,
     /// The tracepoint's CLOSE -> SYN_SENT.
     SynSent = 3,
+    /// The completion path (either tracepoint program: never both attached), for a copy of
+    /// an entry of the LRU `CONNECTING` (see `connecting::take`).
+    Completion = 4,
 }
 
 /// This CPU's `RECORD_SCRATCH` slot for hook `scratch`, where a record for `track` is built
@@ -117,9 +98,7 @@ pub fn call_returned<C: EbpfContext>(
     // branched on after such a call, then prune one way of this branch as equivalent to the
     // other (a repair-mode connect, established inside the call, came out `pending`).
     if ret == 0 && state != TCP_ESTABLISHED {
-        fill.fill(slot);
-        // SAFETY: `fill` wrote every field.
-        track(sk_ptr, unsafe { slot.assume_init_ref() });
+        connecting::track(connecting::key(sk_ptr, slot), slot, fill);
         return;
     }
     fill.fill(slot);
@@ -140,29 +119,14 @@ fn since(boot_ns: u64) -> u64 {
     unsafe { bpf_ktime_get_boot_ns() }.saturating_sub(boot_ns)
 }
 
-/// Removes socket `key`'s entry from `CONNECTING`; returns whether this call removed it. Counted
-/// before the removal (see `counter::CONNECTING_REMOVED`).
-#[inline(always)]
-fn remove(key: u64) -> bool {
-    emit::count(counter::CONNECTING_REMOVED);
-    let removed = CONNECTING.remove(&key).is_ok();
-    if !removed {
-        emit::count(counter::CONNECTING_REMOVE_FAILED);
-    }
-    removed
-}
-
 /// Socket `sk_ptr` left SYN_SENT for `new`: the connect it was tracked for (if any) is over.
 #[inline(always)]
 pub fn left_syn_sent<C: EbpfContext>(ctx: &C, sk_ptr: *const u8, new: i32) {
-    let key = sk_ptr as u64;
-    let Some(mut record) = (unsafe { CONNECTING.get(&key) }).copied() else {
+    // A raw tracepoint's arguments are plain numbers: the socket's address is its key as is.
+    let Some(mut taken) = connecting::take(sk_ptr as u64) else {
         return;
     };
-    // Whoever removes the entry accounts for the connect: userspace may have reaped it since.
-    if !remove(key) {
-        return;
-    }
+    let record = taken.record();
     if record.sport == 0 {
         let sk = Sock::read(sk_ptr, SOCK_OFFSETS.load());
         // Tracked by the tracepoint backend from SYN_SENT, inside the call. Back to CLOSE with
@@ -192,7 +156,7 @@ pub fn left_syn_sent<C: EbpfContext>(ctx: &C, sk_ptr: *const u8, new: i32) {
         port: record.dport,
     };
     if !enabled() {
-        emit::connect(ctx, &to, || record.identity.cgroup_id, &record);
+        emit::connect(ctx, &to, || record.identity.cgroup_id, &*record);
         return;
     }
     let latency_ns = since(record.boot_ns);
@@ -204,5 +168,5 @@ pub fn left_syn_sent<C: EbpfContext>(ctx: &C, sk_ptr: *const u8, new: i32) {
     // Any state but CLOSE (ESTABLISHED; SYN_RECV in a simultaneous open) means the peer
     // answered the SYN.
     let outcome = Outcome::of_handshake(new != TCP_CLOSE, errno);
-    emit::completed(&to, &record, outcome, errno, latency_ns);
+    emit::completed(&to, record, outcome, errno, latency_ns);
 }

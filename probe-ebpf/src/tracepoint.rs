@@ -10,7 +10,7 @@ use aya_ebpf::{
 use probe_common::RawAddr;
 
 use crate::{
-    ENTRY_ONLY, SOCK_OFFSETS, emit,
+    ENTRY_ONLY, SOCK_OFFSETS, connecting, emit,
     filter::{self, Admitted},
     outcome::{self, Scratch},
     sock::{IPPROTO_TCP, Sock, TCP_CLOSE, TCP_SYN_SENT},
@@ -51,8 +51,13 @@ fn on_syn_sent(sk_ptr: *const u8) {
     let Some(slot) = outcome::scratch(Scratch::SynSent) else {
         return;
     };
-    let source = (RawAddr::default(), 0);
-    emit::task_record(slot, boot_ns, pid_tgid, sk_ptr, source, &to, 0);
-    // SAFETY: task_record wrote every field.
-    outcome::track(sk_ptr, unsafe { slot.assume_init_ref() });
+    let fill = emit::TaskRecord {
+        boot_ns,
+        pid_tgid,
+        sk: sk_ptr,
+        source: (RawAddr::default(), 0),
+        to: &to,
+        ret: 0,
+    };
+    connecting::track(connecting::key(sk_ptr, slot), slot, fill);
 }

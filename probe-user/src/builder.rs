@@ -6,7 +6,7 @@ use std::{collections::BTreeSet, path::PathBuf};
 use ipnet::IpNet;
 use probe_common::{Backend, CountBy, Family, OutcomeConfig};
 
-use crate::{BackendError, Error, Mode, Tracer, backend, btf, loader};
+use crate::{BackendError, Error, Mode, Tracer, backend, btf, loader, tracer::Loaded};
 
 /// Options of a [`Tracer`]: filters (applied in the kernel), families, what to report and how
 /// to attach.
@@ -244,7 +244,12 @@ impl TracerBuilder {
             startup.attach += attaching.elapsed();
             match attached {
                 Ok(()) => {
-                    return Tracer::new(ebpf, backend, fallbacks, &self, logger, stats, startup);
+                    let loaded = Loaded {
+                        backend,
+                        fallbacks,
+                        atomics: prepared.atomics,
+                    };
+                    return Tracer::new(ebpf, loaded, &self, logger, stats, startup);
                 }
                 Err(error) if self.backend.is_some() => {
                     return Err(Error::Attach(BackendError { backend, error }));

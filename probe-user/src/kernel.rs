@@ -97,6 +97,19 @@ pub fn check_ring_buffer() -> Result<(), Missing> {
     }
 }
 
+/// Whether the running kernel's BPF has atomic compare-and-exchange (`BPF_CMPXCHG`): Linux 5.12
+/// on x86_64, 5.18 on arm64 (where the JIT gained it; a kernel that cannot JIT a program
+/// refuses it when the JIT is always on). Judged by the version, which errs on the safe side:
+/// a kernel that backported them runs the LRU store, as older ones do.
+pub fn has_atomics() -> bool {
+    let since = if cfg!(target_arch = "aarch64") {
+        aya::util::KernelVersion::new(5, 18, 0)
+    } else {
+        aya::util::KernelVersion::new(5, 12, 0)
+    };
+    aya::util::KernelVersion::current().is_ok_and(|running| running >= since)
+}
+
 /// Raises `RLIMIT_MEMLOCK`, which bounds BPF map memory on kernels before 5.11: to unlimited if
 /// allowed (root), else the soft limit to the hard one.
 pub fn raise_memlock_limit() {

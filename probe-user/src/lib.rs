@@ -52,6 +52,7 @@ mod backend;
 mod btf;
 mod builder;
 mod clock;
+mod connecting;
 mod error;
 mod event;
 mod filter;

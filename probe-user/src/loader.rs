@@ -24,8 +24,14 @@ use crate::{
     filter, kernel,
 };
 
-/// The compiled kernel side, built by build.rs.
+/// The compiled kernel side, built by build.rs, for kernels without BPF atomics.
 static PROBE_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/probe"));
+
+/// The same built with probe-ebpf's `atomics` feature, for kernels with them
+/// ([`kernel::has_atomics`]): connects in SYN_SENT kept in a table of slots in front of the LRU
+/// hash map (see [`crate::connecting::Connecting`]).
+static PROBE_OBJECT_ATOMICS: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/probe-atomics"));
 
 /// The kernel wakes the reader only once this much is waiting; below it, the reader's periodic
 /// drain picks events up. A wake-up per event would cost more than the event itself.
@@ -125,6 +131,8 @@ pub(crate) struct Prepared {
     /// when the offsets came from another BTF file (`TracerBuilder::btf_path`), whose ids are
     /// not the kernel's.
     pub functions: Option<FunctionIds>,
+    /// Whether the kernel has BPF atomics: which object is loaded.
+    pub atomics: bool,
 }
 
 /// Stage 2: checks privileges and kernel features, and reads the struct offsets (and the
@@ -150,6 +158,7 @@ pub(crate) fn prepare(options: &TracerBuilder, startup: &mut Startup) -> Result<
         offsets: types.sock,
         task_offsets,
         functions: own_kernel.then_some(types.functions),
+        atomics: kernel::has_atomics(),
     })
 }
 
@@ -183,7 +192,7 @@ pub(crate) fn load(
     // logging code from the hot path entirely.
     let log_level = log::max_level() as u8;
     let mut loader = EbpfLoader::new();
-    for (name, entries) in map_entries(options, keys, backend) {
+    for (name, entries) in map_entries(options, keys, backend, prepared.atomics) {
         loader.map_max_entries(name, entries);
     }
     loader
@@ -200,7 +209,11 @@ pub(crate) fn load(
         .override_global(global::CONTAINERS, &keys.containers, true)
         .override_global(global::COUNT_CGROUP, &count_cgroup, true)
         .override_global(aya_log::LEVEL, &log_level, false)
-        .load(PROBE_OBJECT)
+        .load(if prepared.atomics {
+            PROBE_OBJECT_ATOMICS
+        } else {
+            PROBE_OBJECT
+        })
         .map_err(|source| Error::Load {
             hint: kernel::memlock_hint(),
             source: crate::error::load_source(source),
@@ -216,13 +229,15 @@ fn map_entries(
     options: &TracerBuilder,
     keys: &FilterKeys,
     backend: Backend,
-) -> [(&'static str, u32); 8] {
+    atomics: bool,
+) -> [(&'static str, u32); 9] {
     let used = |yes: bool, entries: u32| if yes { entries } else { 1 };
     let exactly = |n: usize| n.max(1) as u32;
     // Room for the LRU's per-CPU free lists, so that MAX_CONNECTING sockets fit on any host.
     let cpus = aya::util::nr_cpus().map_or(1, |n| n.get());
     let connecting = limit::MAX_CONNECTING + limit::LRU_FREE_PER_CPU * cpus;
     let full = options.mode == Mode::Full;
+    let tracks_sockets = backend == Backend::Tracepoint || options.outcome.enabled != 0;
     [
         // Entry to return of each call: the kprobe backend's.
         (
@@ -230,12 +245,11 @@ fn map_entries(
             used(backend == Backend::Kprobe && full, limit::MAX_PENDING),
         ),
         // SYN_SENT to the next state: the tracepoint backend's, and every backend's outcomes.
+        // (with atomics, the LRU takes the table's overflow).
+        (map::CONNECTING, used(tracks_sockets, connecting)),
         (
-            map::CONNECTING,
-            used(
-                backend == Backend::Tracepoint || options.outcome.enabled != 0,
-                connecting,
-            ),
+            map::CONNECTING_SLOTS,
+            used(tracks_sockets && atomics, limit::MAX_CONNECTING),
         ),
         // Inner to outer exit of IPv4-mapped calls: the fexit programs'.
         (

@@ -3,10 +3,7 @@
 use std::{
     collections::{BTreeMap, VecDeque},
     os::fd::{AsFd as _, AsRawFd, RawFd},
-    sync::{
-        Arc, Mutex, MutexGuard,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::{Arc, Mutex, MutexGuard},
     time::{Duration, Instant},
 };
 
@@ -17,15 +14,15 @@ use aya::{
 };
 use aya_log::EbpfLogger;
 use probe_common::{
-    ConnectRecord, CountBy, Family, Outcome,
+    CountBy, Family, Outcome,
     names::map,
     outcome::LATENCY_BUCKETS,
     state::{CountKey, CountValue, PendingConnect, counter},
 };
 
 use crate::{
-    Backend, ConnectEvent, Error, TracerBuilder, clock, error::BackendError, event,
-    identity::Workloads, program_info,
+    Backend, ConnectEvent, Error, TracerBuilder, clock, connecting::Connecting,
+    error::BackendError, event, identity::Workloads, program_info,
 };
 
 /// The workload names, whatever a panic elsewhere left behind (a cache: any state is usable).
@@ -143,7 +140,7 @@ pub struct Tracer {
     events: RingBuf<MapData>,
     counters: PerCpuArray<MapData, u64>,
     pending: HashMap<MapData, u64, PendingConnect>,
-    connecting: HashMap<MapData, u64, ConnectRecord>,
+    connecting: Connecting,
     counts: PerCpuHashMap<MapData, CountKey, CountValue>,
     count_by: Option<CountBy>,
     // Whether count keys carry the caller's cgroup (by cgroup or container, or per cgroup too).
@@ -157,16 +154,10 @@ pub struct Tracer {
     min_latency_ns: u64,
     pending_events: VecDeque<ConnectEvent>,
     pending_counts: Vec<(CountKey, CountValue)>,
-    // Of the `CONNECTING` entries, those `detach` reported as pending (see `Tracer::evicted`).
-    reported_sockets: u64,
     logger: Option<EbpfLogger<&'static dyn log::Log>>,
     received: u64,
     malformed: u64,
     reaped: u64,
-    // Of `reaped`, the entries of `CONNECTING` (see `Tracer::evicted`).
-    reaped_sockets: u64,
-    // The highest count of `CONNECTING` evictions seen so far (see `Tracer::evicted`).
-    evicted: AtomicU64,
     last_reap: Instant,
     startup: Startup,
     // Keeps kernel run-time accounting on while held (see TracerBuilder::program_stats).
@@ -177,6 +168,16 @@ pub struct Tracer {
     // Owns the programs and links (`None` once detached); declared last so it is dropped
     // after the maps above.
     ebpf: Option<Ebpf>,
+}
+
+/// What was loaded and attached, for [`Tracer::new`].
+pub(crate) struct Loaded {
+    /// The backend attached.
+    pub backend: Backend,
+    /// Why the backends tried before it did not attach.
+    pub fallbacks: Vec<BackendError>,
+    /// Whether the object for kernels with BPF atomics was loaded.
+    pub atomics: bool,
 }
 
 /// Kernel accounting of one eBPF program (see [`TracerBuilder::program_stats`]).
@@ -202,8 +203,11 @@ impl Tracer {
     /// Takes the maps userspace reads out of the attached object.
     pub(crate) fn new(
         mut ebpf: Ebpf,
-        backend: Backend,
-        fallbacks: Vec<BackendError>,
+        Loaded {
+            backend,
+            fallbacks,
+            atomics,
+        }: Loaded,
         options: &TracerBuilder,
         logger: Option<EbpfLogger<&'static dyn log::Log>>,
         stats: Option<std::os::fd::OwnedFd>,
@@ -223,7 +227,7 @@ impl Tracer {
             events: take_map(&mut ebpf, map::EVENTS)?,
             counters: take_map(&mut ebpf, map::COUNTERS)?,
             pending: take_map(&mut ebpf, map::PENDING)?,
-            connecting: take_map(&mut ebpf, map::CONNECTING)?,
+            connecting: Connecting::new(&mut ebpf, atomics)?,
             counts: take_map(&mut ebpf, map::CONNECT_COUNTS)?,
             count_by: options.count_by,
             count_cgroup: options.count_cgroup
@@ -235,13 +239,10 @@ impl Tracer {
             min_latency_ns: options.outcome.min_latency_ns,
             pending_events: VecDeque::new(),
             pending_counts: Vec::new(),
-            reported_sockets: 0,
             logger,
             received: 0,
             malformed: 0,
             reaped: 0,
-            reaped_sockets: 0,
-            evicted: AtomicU64::new(0),
             last_reap: Instant::now(),
             startup,
             _stats: stats,
@@ -406,8 +407,7 @@ impl Tracer {
     /// `MAX_PENDING` and `MAX_CONNECTING`; normally this is about the number of threads inside a
     /// connect.
     pub fn pending_calls(&self) -> usize {
-        self.pending.keys().filter(Result::is_ok).count()
-            + self.connecting.keys().filter(Result::is_ok).count()
+        self.pending.keys().filter(Result::is_ok).count() + self.connecting.len()
     }
 
     /// Forgets connect calls entered more than `max_age` ago that will never complete (their
@@ -425,29 +425,10 @@ impl Tracer {
         let now = clock::boot_now_ns();
         let cutoff = |age: Duration| now.saturating_sub(age.as_nanos() as u64);
         let calls = reap_map(&mut self.pending, cutoff(calls_age), |call| call.boot_ns);
-        let sockets = reap_map(&mut self.connecting, cutoff(sockets_age), |c| c.boot_ns);
+        let detached = self.ebpf.is_none();
+        let sockets = self.connecting.reap(cutoff(sockets_age), detached);
         self.reaped += (calls + sockets) as u64;
-        self.reaped_sockets += sockets as u64;
         calls + sockets
-    }
-
-    /// Connects the LRU `CONNECTING` map evicted to make room for newer ones (a user holding
-    /// more sockets in SYN_SENT than it holds): every entry the kernel side added was removed
-    /// by it, reaped by userspace, is still there, or was evicted. Counters and map are not
-    /// read at one instant, so while tracing this is a lower bound (the number of entries added
-    /// is read first, and what is removed meanwhile is subtracted twice), kept monotonic; once
-    /// detached it is exact.
-    fn evicted(&self, total: impl Fn(u32) -> u64) -> u64 {
-        // In this order, each a lower bound of what it stands for when the next is read.
-        let added = total(counter::CONNECTING_ADDED);
-        let live = self.connecting.keys().filter(Result::is_ok).count() as u64;
-        let failed = total(counter::CONNECTING_REMOVE_FAILED);
-        let removed = total(counter::CONNECTING_REMOVED).saturating_sub(failed);
-        let evicted =
-            added.saturating_sub(live + removed + self.reaped_sockets + self.reported_sockets);
-        self.evicted
-            .fetch_max(evicted, Ordering::Relaxed)
-            .max(evicted)
     }
 
     /// Detaches every program, so that nothing more is recorded, while keeping what they
@@ -471,16 +452,10 @@ impl Tracer {
     /// With outcomes, once detached: every connect still in SYN_SENT becomes a pending event
     /// (or count) for the last drain, rather than a missed one.
     fn take_pending(&mut self) {
+        // What drain would have reaped as stale by now is stale still, not pending.
+        self.reap(STALE_AFTER, CONNECTING_STALE_AFTER);
         let now = clock::boot_now_ns();
-        let keys: Vec<u64> = self.connecting.keys().filter_map(Result::ok).collect();
-        for key in keys {
-            let Ok(record) = self.connecting.get(&key, 0) else {
-                continue;
-            };
-            if self.connecting.remove(&key).is_err() {
-                continue;
-            }
-            self.reported_sockets += 1;
+        for record in self.connecting.take_all() {
             let latency_ns = now.saturating_sub(record.boot_ns);
             // `--min-latency` leaves out a connect pending for less (filtered, not lost).
             if latency_ns < self.min_latency_ns {
@@ -572,7 +547,7 @@ impl Tracer {
             dropped: total(counter::RING_FULL)
                 + total(counter::PENDING_FULL)
                 + total(counter::COUNTS_FULL)
-                + self.evicted(total),
+                + self.connecting.evicted(total),
             missed: total(counter::MISSED_RETURN) + self.reaped + self.skipped_runs(),
             malformed: self.malformed,
         }
@@ -587,7 +562,7 @@ impl AsRawFd for Tracer {
 }
 
 /// Deletes the entries of `map` stamped at or before `cutoff` (by `stamp`); returns how many.
-fn reap_map<V: aya::Pod>(
+pub(crate) fn reap_map<V: aya::Pod>(
     map: &mut HashMap<MapData, u64, V>,
     cutoff: u64,
     stamp: impl Fn(&V) -> u64,
@@ -611,7 +586,7 @@ fn reap_map<V: aya::Pod>(
 }
 
 /// Takes map `name` out of the object, as the type userspace reads it with.
-fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, Error>
+pub(crate) fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, Error>
 where
     T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
 {

@@ -209,6 +209,8 @@ const CONFIGS: &[Config] = &[
     traced("tp-filter-hit", "example 3, printed", ProbeUser("/bin/probe-user --attach tracepoint --filter-port 8080"), 8080),
     traced("tp-filter-miss", "example 3, filtered out", ProbeUser("/bin/probe-user --attach tracepoint --filter-port 8080"), 9090),
     traced("outcome-default", "example 2", ProbeUser("/bin/probe-user --outcome"), 8080),
+    traced("outcome-discard-decoded", "example 2", ProbeUser("/bin/probe-user --discard decoded --outcome"), 8080),
+    traced("outcome-discard-formatted", "example 2", ProbeUser("/bin/probe-user --discard formatted --outcome"), 8080),
     traced("outcome-filter-hit", "example 3, printed", ProbeUser("/bin/probe-user --filter-port 8080 --outcome"), 8080),
     traced("outcome-filter-miss", "example 3, filtered out", ProbeUser("/bin/probe-user --filter-port 8080 --outcome"), 9090),
     traced("kprobe-outcome-default", "example 2", ProbeUser("/bin/probe-user --attach kprobe --outcome"), 8080),

@@ -312,23 +312,26 @@ fn guest_script(
 }
 
 /// `cargo clippy` on probe-ebpf for its BPF target, as probe-user's build.rs builds it
-/// (`-Z build-std=core`, which RUSTC_BOOTSTRAP allows on the pinned stable toolchain).
+/// (`-Z build-std=core`, which RUSTC_BOOTSTRAP allows on the pinned stable toolchain): both
+/// objects, without and with the `atomics` feature.
 fn clippy_ebpf() -> Result<()> {
-    let args = [
-        "clippy",
-        "--release",
-        "--target",
-        "bpfel-unknown-none",
-        "-Z",
-        "build-std=core",
-        "--target-dir",
-        "../target/ebpf-clippy",
-        "--",
-        "-D",
-        "warnings",
-    ];
     let dir = artifacts::workspace_root().join("probe-ebpf");
-    cargo_in(&dir, &[("RUSTC_BOOTSTRAP", "1")], &args)
+    for features in [&[][..], &["--features", "atomics"]] {
+        let mut args = vec![
+            "clippy",
+            "--release",
+            "--target",
+            "bpfel-unknown-none",
+            "-Z",
+            "build-std=core",
+            "--target-dir",
+            "../target/ebpf-clippy",
+        ];
+        args.extend_from_slice(features);
+        args.extend_from_slice(&["--", "-D", "warnings"]);
+        cargo_in(&dir, &[("RUSTC_BOOTSTRAP", "1")], &args)?;
+    }
+    Ok(())
 }
 
 fn cargo(args: &[&str]) -> Result<()> {

@@ -1,0 +1,314 @@
+//! Where the connect of a socket waits for the socket's next state: from the return of the call
+//! (kprobe and fentry backends, with `--outcome`) or from CLOSE -> SYN_SENT (the tracepoint
+//! backend) until the socket leaves SYN_SENT ([`crate::outcome::left_syn_sent`]).
+//!
+//! Two stores:
+//! - [`slots`], built with the `atomics` feature (the object for kernels with BPF atomic
+//!   compare-and-exchange: 5.12 on x86_64, 5.18 on arm64): the `CONNECTING_SLOTS` array. A
+//!   socket hashes to a slot and may take the next few; a slot changes hands only by
+//!   compare-and-exchange. An array lookup is inlined by the verifier, so a connect costs a few
+//!   loads and two atomic instructions here, where the LRU hash map's insert, lookup and delete
+//!   helpers cost about 950 guest instructions on Debian's 6.1 (function_graph under icount:
+//!   ~450, ~130 and ~370).
+//! - [`lru`]: the LRU hash `CONNECTING`, alone without atomics, and with them the overflow of a
+//!   full neighbourhood of slots (so that the store still holds `MAX_CONNECTING` connects before
+//!   it evicts any, however the sockets hash).
+//!
+//! Either way a connect is held the same way, and the oldest are evicted only when the LRU is
+//! full, counted; what is reported does not depend on the store.
+
+use core::mem::MaybeUninit;
+
+use probe_common::{ConnectRecord, state::counter};
+
+use crate::{
+    CONNECTING,
+    emit::{self, Fill},
+};
+
+/// Socket `sk_ptr`'s address as a plain number, the key of its connect, by way of `scratch`
+/// (map memory of this run). In fentry and fexit programs the verifier types the socket
+/// argument as a pointer and refuses arithmetic on it (the hash that picks its slot), while a
+/// value loaded from map memory is a number. (Storing a pointer in map memory needs
+/// CAP_PERFMON, which attaching needs anyway.)
+#[inline(always)]
+pub fn key(sk_ptr: *const u8, scratch: &mut MaybeUninit<ConnectRecord>) -> u64 {
+    let word = scratch.as_mut_ptr().cast::<u64>();
+    // SAFETY: the first word of a writable record (volatile: the round trip is the point).
+    unsafe {
+        core::ptr::write_volatile(word, sk_ptr as u64);
+        core::ptr::read_volatile(word)
+    }
+}
+
+/// Remembers the connect `fill` writes, of the socket whose [`key`] is `key`, until the socket
+/// leaves SYN_SENT. `scratch` is this hook's record slot, where it is built for the LRU.
+#[inline(always)]
+pub fn track(key: u64, scratch: &mut MaybeUninit<ConnectRecord>, fill: impl Fill) {
+    #[cfg(feature = "atomics")]
+    {
+        if let Some(slot) = slots::claim(key) {
+            slots::fill(slot, key, fill);
+            return;
+        }
+        slots::overflowed();
+    }
+    fill.fill(scratch);
+    // SAFETY: `fill` wrote every field.
+    lru::track(key, unsafe { scratch.assume_init_ref() });
+}
+
+/// A connect taken from its store by the completion path: read (and completed) in place in
+/// its slot, which is freed when this is dropped, after it is reported; or a copy of the LRU's
+/// entry, already removed, in this CPU's completion scratch record. (Pointers to map memory
+/// rather than an enum holding a copy: LLVM spills an enum's unused payload registers, which
+/// the verifier rejects as reads of uninitialised registers.)
+pub struct Taken {
+    record: *mut ConnectRecord,
+    /// The slot to free, or null.
+    #[cfg(feature = "atomics")]
+    slot: *mut probe_common::state::ConnectingSlot,
+}
+
+impl Taken {
+    /// The connect.
+    #[inline(always)]
+    pub fn record(&mut self) -> &mut ConnectRecord {
+        // SAFETY: a slot this socket owns until `self` is dropped (nobody else writes it
+        // meanwhile, see `slots`), or this CPU's completion scratch record, used by this run
+        // only.
+        unsafe { &mut *self.record }
+    }
+}
+
+impl Drop for Taken {
+    #[inline(always)]
+    fn drop(&mut self) {
+        #[cfg(feature = "atomics")]
+        if !self.slot.is_null() {
+            slots::free(self.slot);
+        }
+    }
+}
+
+/// The connect of socket `key`, being removed: `None` if none is tracked (or someone else
+/// removed it first, and accounts for it).
+#[inline(always)]
+pub fn take(key: u64) -> Option<Taken> {
+    #[cfg(feature = "atomics")]
+    {
+        if let Some(slot) = slots::find(key) {
+            return Some(Taken {
+                // SAFETY: a live slot of the array.
+                record: unsafe { core::ptr::addr_of_mut!((*slot).record) },
+                slot,
+            });
+        }
+        if !slots::ever_overflowed() {
+            return None;
+        }
+    }
+    let record = lru::take(key)?;
+    Some(Taken {
+        record,
+        #[cfg(feature = "atomics")]
+        slot: core::ptr::null_mut(),
+    })
+}
+
+/// `CONNECTING_SLOTS`: an open-addressed table of [`ConnectingSlot`]s.
+///
+/// Who writes a slot: the tracking hooks, in the connecting task's context with its socket
+/// locked, claim a free slot (or their own socket's stale one) by compare-and-exchange to
+/// `key | BUSY`, write the record, then publish `key` with an exchange (ordered after the
+/// record's stores). Only that socket's own hooks touch the slot then, one at a time (its
+/// lock): the completion path reports the record in place and frees the slot with an exchange
+/// (ordered after its reads). Nothing evicts a slot, and userspace reads the table only once
+/// the programs are detached.
+///
+/// A socket's slot is the first free-or-its-own one from its home, so a stale entry of the
+/// same socket (a completion the kernel skipped) is never found before the live one.
+#[cfg(feature = "atomics")]
+mod slots {
+    use core::{
+        intrinsics::{AtomicOrdering, atomic_cxchg, atomic_xchg},
+        ptr::{addr_of, addr_of_mut, read_volatile},
+    };
+
+    use probe_common::{limit, state::ConnectingSlot};
+
+    use super::*;
+    use crate::{CONNECTING_OVERFLOWED, CONNECTING_SLOTS};
+
+    /// Index bits of a slot (`MAX_CONNECTING` is a power of two).
+    const SHIFT: u32 = 64 - limit::MAX_CONNECTING.trailing_zeros();
+
+    /// The first slot socket `key` may take: the top bits of a Fibonacci hash of its address
+    /// (slab addresses share their low bits).
+    #[inline(always)]
+    fn home(key: u64) -> u32 {
+        (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> SHIFT) as u32
+    }
+
+    /// Slot `i` of socket `key`'s neighbourhood.
+    #[inline(always)]
+    fn slot(key: u64, i: u32) -> Option<*mut ConnectingSlot> {
+        CONNECTING_SLOTS.get_ptr_mut(home(key).wrapping_add(i) & (limit::MAX_CONNECTING - 1))
+    }
+
+    /// Sets `*owner` to `new` if it is `old`; returns whether it did. Compares the value read
+    /// rather than branching on the success flag: rustc turns that flag into an `i8` branch
+    /// that the LLVM bitcode reader rejects (rustc 1.98 for the BPF target).
+    #[inline(always)]
+    fn exchange(owner: *mut u64, old: u64, new: u64) -> bool {
+        // SAFETY: `owner` is a live, aligned u64 of a slot.
+        let (seen, _) = unsafe {
+            atomic_cxchg::<u64, { AtomicOrdering::SeqCst }, { AtomicOrdering::SeqCst }>(
+                owner, old, new,
+            )
+        };
+        seen == old
+    }
+
+    /// Claims a slot for socket `key`, marked busy: `None` if its neighbourhood is full. The
+    /// probes are written out: LLVM keeps a loop this size, and verifiers before 6.3 reject a
+    /// loop around a helper call (an array lookup is one until the verifier inlines it).
+    #[inline(always)]
+    pub fn claim(key: u64) -> Option<*mut ConnectingSlot> {
+        const _: () = assert!(limit::CONNECTING_PROBES == 4);
+        claim_at(key, 0)
+            .or_else(|| claim_at(key, 1))
+            .or_else(|| claim_at(key, 2))
+            .or_else(|| claim_at(key, 3))
+    }
+
+    /// Probe `i` of [`claim`]: the slot if it is free or this socket's own, and this run
+    /// claimed it.
+    #[inline(always)]
+    fn claim_at(key: u64, i: u32) -> Option<*mut ConnectingSlot> {
+        let slot = slot(key, i)?;
+        // SAFETY: a live slot of the array, its owner read once (another CPU may change it).
+        let owner_ptr = unsafe { addr_of_mut!((*slot).sk) };
+        let owner = unsafe { read_volatile(owner_ptr) };
+        // Taken by another CPU meanwhile: on to the next.
+        if (owner != 0 && owner != key) || !exchange(owner_ptr, owner, key | ConnectingSlot::BUSY) {
+            return None;
+        }
+        if owner == key {
+            // This socket's previous connect never left SYN_SENT as far as the completion
+            // path saw (a run the kernel skipped): lost.
+            emit::count(counter::MISSED_RETURN);
+        }
+        Some(slot)
+    }
+
+    /// Writes the connect `fill` writes into `slot`, claimed by this run, and publishes it as
+    /// socket `key`'s.
+    #[inline(always)]
+    pub fn fill(slot: *mut ConnectingSlot, key: u64, fill: impl Fill) {
+        // SAFETY: this run owns the slot (busy); the record is plain data, written in place.
+        unsafe {
+            fill.fill(&mut *addr_of_mut!((*slot).record).cast::<MaybeUninit<ConnectRecord>>());
+            // An exchange, which orders the record's stores before it on every architecture
+            // (a plain store would not on arm64).
+            atomic_xchg::<u64, { AtomicOrdering::SeqCst }>(addr_of_mut!((*slot).sk), key);
+        }
+    }
+
+    /// The slot holding socket `key`'s connect, if the table holds it.
+    #[inline(always)]
+    pub fn find(key: u64) -> Option<*mut ConnectingSlot> {
+        // Written out as `claim`'s probes are.
+        owned(key, 0)
+            .or_else(|| owned(key, 1))
+            .or_else(|| owned(key, 2))
+            .or_else(|| owned(key, 3))
+    }
+
+    /// Frees `slot`, its connect reported: with an exchange, which orders the reads of the
+    /// record before it (another CPU may take the slot at once).
+    #[inline(always)]
+    pub fn free(slot: *mut ConnectingSlot) {
+        // SAFETY: a live slot of the array.
+        unsafe { atomic_xchg::<u64, { AtomicOrdering::SeqCst }>(addr_of_mut!((*slot).sk), 0) };
+    }
+
+    /// Slot `i` of socket `key`'s neighbourhood if it holds that socket's connect.
+    #[inline(always)]
+    fn owned(key: u64, i: u32) -> Option<*mut ConnectingSlot> {
+        let slot = slot(key, i)?;
+        // SAFETY: a live slot of the array.
+        (unsafe { read_volatile(addr_of!((*slot).sk)) } == key).then_some(slot)
+    }
+
+    /// Notes that a connect went to the LRU (a neighbourhood of slots was full).
+    #[inline(always)]
+    pub fn overflowed() {
+        if let Some(flag) = CONNECTING_OVERFLOWED.get_ptr_mut(0) {
+            // SAFETY: a live u32 of the array; only ever set.
+            unsafe { core::ptr::write_volatile(flag, 1) };
+        }
+    }
+
+    /// Whether any connect went to the LRU: until one does, a socket the table does not hold
+    /// is not looked up there (a lookup that misses costs ~130 instructions on every
+    /// untracked socket's exit from SYN_SENT).
+    #[inline(always)]
+    pub fn ever_overflowed() -> bool {
+        CONNECTING_OVERFLOWED
+            .get(0)
+            .is_some_and(|flag| unsafe { read_volatile(flag) } != 0)
+    }
+}
+
+/// `CONNECTING`: an LRU hash keyed by socket address. The kernel evicts silently;
+/// `COUNTERS[CONNECTING_ADDED]` and `[CONNECTING_REMOVED]` let userspace count the evictions
+/// as dropped.
+mod lru {
+    use aya_ebpf::bindings::BPF_NOEXIST;
+
+    use super::*;
+    use crate::outcome::{self, Scratch};
+
+    #[inline(always)]
+    pub fn track(key: u64, record: &ConnectRecord) {
+        if CONNECTING.insert(&key, record, BPF_NOEXIST as u64).is_ok() {
+            emit::count(counter::CONNECTING_ADDED);
+            return;
+        }
+        // This socket's previous connect never left SYN_SENT as far as the completion path
+        // saw (a run the kernel skipped while the program was busy on that CPU): it is lost,
+        // and counted by whoever removes the entry (userspace may be reaping it at this moment).
+        if remove(key) {
+            emit::count(counter::MISSED_RETURN);
+        }
+        if CONNECTING.insert(&key, record, BPF_NOEXIST as u64).is_ok() {
+            emit::count(counter::CONNECTING_ADDED);
+        } else {
+            emit::count(counter::PENDING_FULL);
+        }
+    }
+
+    /// Socket `key`'s entry, copied to this CPU's completion scratch record and removed.
+    #[inline(always)]
+    pub fn take(key: u64) -> Option<*mut ConnectRecord> {
+        let entry = unsafe { CONNECTING.get(&key) }?;
+        let copy = outcome::scratch(Scratch::Completion)?.as_mut_ptr();
+        // SAFETY: a whole record to a whole record (the entry may be reused once removed).
+        unsafe { emit::copy_record(copy, entry) };
+        // Whoever removes the entry accounts for the connect: userspace may have reaped it.
+        remove(key).then_some(copy)
+    }
+
+    /// Removes socket `key`'s entry; returns whether this call removed it. Counted before the
+    /// removal (see `counter::CONNECTING_REMOVED`).
+    #[inline(always)]
+    fn remove(key: u64) -> bool {
+        emit::count(counter::CONNECTING_REMOVED);
+        let removed = CONNECTING.remove(&key).is_ok();
+        if !removed {
+            emit::count(counter::CONNECTING_REMOVE_FAILED);
+        }
+        removed
+    }
+}
