@@ -31,7 +31,7 @@ fn main() -> anyhow::Result<()> {
             ..Default::default()
         };
         aya_build::build_ebpf([package], aya_build::Toolchain::Custom(&toolchain))?;
-        strip_debug_info(object);
+        strip_debug_info(object)?;
     }
     git_commit();
     Ok(())
@@ -85,21 +85,20 @@ fn git_commit() {
 ///
 /// Without an objcopy the build goes on with the object as it is, with a warning: it works
 /// the same, in more memory.
-fn strip_debug_info(name: &str) {
+fn strip_debug_info(name: &str) -> anyhow::Result<()> {
     let Some(out_dir) = std::env::var_os("OUT_DIR") else {
-        return;
+        return Ok(());
     };
     let built = Path::new(&out_dir).join("probe");
     // Not built (AYA_BUILD_SKIP).
     if !built.exists() {
-        return;
+        return Ok(());
     }
     let object = Path::new(&out_dir).join(name);
-    if object != built
-        && let Err(e) = std::fs::rename(&built, &object)
-    {
-        println!("cargo::warning=cannot rename {}: {e}", built.display());
-        return;
+    // An error, not a warning: a `probe-atomics` left by an earlier build would be embedded.
+    if object != built {
+        std::fs::rename(&built, &object)
+            .with_context(|| format!("renaming {} to {name}", built.display()))?;
     }
     let stripped = object.with_extension("stripped");
     let mut tried = Vec::new();
@@ -111,7 +110,7 @@ fn strip_debug_info(name: &str) {
             .output();
         match output {
             Ok(output) if output.status.success() => match std::fs::rename(&stripped, &object) {
-                Ok(()) => return,
+                Ok(()) => return Ok(()),
                 Err(e) => tried.push(format!("{}: {e}", stripped.display())),
             },
             Ok(output) => tried.push(format!(
@@ -131,6 +130,7 @@ fn strip_debug_info(name: &str) {
          then embeds as is (~1.4 MB more memory at run time): {}",
         tried.join("; ")
     );
+    Ok(())
 }
 
 /// The objcopy programs to try, best first: LLVM 22's, the version bpf-linker is built

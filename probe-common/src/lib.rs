@@ -71,7 +71,7 @@ pub mod limit {
     /// Slots of the per-CPU `RECORD_SCRATCH`: one per hook that builds a record there, so that
     /// a run preempted (fexit, on a preemptible kernel) or interrupted while filling its slot
     /// is never overwritten by another hook's.
-    pub const SCRATCH_SLOTS: u32 = 5;
+    pub const SCRATCH_SLOTS: u32 = 4;
     /// IPv4-mapped connects between their inner and outer exit (entries of the LRU
     /// `MAPPED_INNER`; more threads inside such a call at once than this is not expected).
     pub const MAX_MAPPED_CALLS: u32 = 1024;

@@ -151,3 +151,27 @@ pub struct PendingConnect {
     /// Explicit padding, always zero.
     pub _pad: u32,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_slot_is_its_owner_and_record_without_padding() {
+        assert_eq!(
+            core::mem::size_of::<ConnectingSlot>(),
+            8 + crate::ConnectRecord::SIZE
+        );
+    }
+
+    #[test]
+    fn only_a_published_slot_has_an_owner() {
+        // SAFETY: plain integers and arrays: zero is a valid record.
+        let mut slot: ConnectingSlot = unsafe { core::mem::zeroed() };
+        assert_eq!(slot.owner(), None);
+        slot.sk = 0xffff_8880_1234_5640;
+        assert_eq!(slot.owner(), Some(0xffff_8880_1234_5640));
+        slot.sk |= ConnectingSlot::BUSY;
+        assert_eq!(slot.owner(), None);
+    }
+}

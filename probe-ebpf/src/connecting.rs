@@ -15,7 +15,8 @@
 //!   it evicts any, however the sockets hash).
 //!
 //! Either way a connect is held the same way, and the oldest are evicted only when the LRU is
-//! full, counted; what is reported does not depend on the store.
+//! full, counted. (Where the stores differ, on a completion the kernel skipped: an LRU entry is
+//! reaped after 10 minutes, a slot only at exit; see docs/reliability.md.)
 
 use core::mem::MaybeUninit;
 
@@ -58,62 +59,28 @@ pub fn track(key: u64, scratch: &mut MaybeUninit<ConnectRecord>, fill: impl Fill
     lru::track(key, unsafe { scratch.assume_init_ref() });
 }
 
-/// A connect taken from its store by the completion path: read (and completed) in place in
-/// its slot, which is freed when this is dropped, after it is reported; or a copy of the LRU's
-/// entry, already removed, in this CPU's completion scratch record. (Pointers to map memory
-/// rather than an enum holding a copy: LLVM spills an enum's unused payload registers, which
-/// the verifier rejects as reads of uninitialised registers.)
-pub struct Taken {
-    record: *mut ConnectRecord,
-    /// The slot to free, or null.
-    #[cfg(feature = "atomics")]
-    slot: *mut probe_common::state::ConnectingSlot,
-}
-
-impl Taken {
-    /// The connect.
-    #[inline(always)]
-    pub fn record(&mut self) -> &mut ConnectRecord {
-        // SAFETY: a slot this socket owns until `self` is dropped (nobody else writes it
-        // meanwhile, see `slots`), or this CPU's completion scratch record, used by this run
-        // only.
-        unsafe { &mut *self.record }
-    }
-}
-
-impl Drop for Taken {
-    #[inline(always)]
-    fn drop(&mut self) {
-        #[cfg(feature = "atomics")]
-        if !self.slot.is_null() {
-            slots::free(self.slot);
-        }
-    }
-}
-
-/// The connect of socket `key`, being removed: `None` if none is tracked (or someone else
-/// removed it first, and accounts for it).
+/// The connect of socket `key`, removed: `None` if none is tracked (or someone else removed it
+/// first, and accounts for it). A copy on the stack: before 6.1 a raw tracepoint's run can be
+/// nested in another on the same CPU (a softirq's completion inside one in process context), so
+/// no per-CPU scratch memory would do, and reporting it in place in its slot made LLVM spill
+/// registers the verifier rejects as uninitialised.
 #[inline(always)]
-pub fn take(key: u64) -> Option<Taken> {
+pub fn take(key: u64) -> Option<ConnectRecord> {
+    let mut copy = MaybeUninit::<ConnectRecord>::uninit();
     #[cfg(feature = "atomics")]
     {
         if let Some(slot) = slots::find(key) {
-            return Some(Taken {
-                // SAFETY: a live slot of the array.
-                record: unsafe { core::ptr::addr_of_mut!((*slot).record) },
-                slot,
+            return slots::take(slot, key, &mut copy).then(|| {
+                // SAFETY: `slots::take` wrote the whole record.
+                unsafe { copy.assume_init() }
             });
         }
         if !slots::ever_overflowed() {
             return None;
         }
     }
-    let record = lru::take(key)?;
-    Some(Taken {
-        record,
-        #[cfg(feature = "atomics")]
-        slot: core::ptr::null_mut(),
-    })
+    // SAFETY: `lru::take` wrote the whole record when it returns true.
+    lru::take(key, &mut copy).then(|| unsafe { copy.assume_init() })
 }
 
 /// `CONNECTING_SLOTS`: an open-addressed table of [`ConnectingSlot`]s.
@@ -122,7 +89,7 @@ pub fn take(key: u64) -> Option<Taken> {
 /// locked, claim a free slot (or their own socket's stale one) by compare-and-exchange to
 /// `key | BUSY`, write the record, then publish `key` with an exchange (ordered after the
 /// record's stores). Only that socket's own hooks touch the slot then, one at a time (its
-/// lock): the completion path reports the record in place and frees the slot with an exchange
+/// lock): the completion path copies the record and frees the slot by compare-and-exchange
 /// (ordered after its reads). Nothing evicts a slot, and userspace reads the table only once
 /// the programs are detached.
 ///
@@ -225,12 +192,19 @@ mod slots {
             .or_else(|| owned(key, 3))
     }
 
-    /// Frees `slot`, its connect reported: with an exchange, which orders the reads of the
-    /// record before it (another CPU may take the slot at once).
+    /// Copies the connect in `slot`, socket `key`'s, to `copy` and frees the slot; returns
+    /// whether this run did (the exchange fails only if the slot changed hands meanwhile,
+    /// which nothing does while it is taken: a check, not a case).
     #[inline(always)]
-    pub fn free(slot: *mut ConnectingSlot) {
-        // SAFETY: a live slot of the array.
-        unsafe { atomic_xchg::<u64, { AtomicOrdering::SeqCst }>(addr_of_mut!((*slot).sk), 0) };
+    pub fn take(
+        slot: *mut ConnectingSlot,
+        key: u64,
+        copy: &mut MaybeUninit<ConnectRecord>,
+    ) -> bool {
+        // SAFETY: a live slot of the array, to a whole record. Copied before the slot is
+        // freed, after which another CPU may take it at once.
+        unsafe { emit::copy_record(copy.as_mut_ptr(), addr_of!((*slot).record)) };
+        exchange(unsafe { addr_of_mut!((*slot).sk) }, key, 0)
     }
 
     /// Slot `i` of socket `key`'s neighbourhood if it holds that socket's connect.
@@ -268,7 +242,6 @@ mod lru {
     use aya_ebpf::bindings::BPF_NOEXIST;
 
     use super::*;
-    use crate::outcome::{self, Scratch};
 
     #[inline(always)]
     pub fn track(key: u64, record: &ConnectRecord) {
@@ -289,15 +262,16 @@ mod lru {
         }
     }
 
-    /// Socket `key`'s entry, copied to this CPU's completion scratch record and removed.
+    /// Copies socket `key`'s entry to `copy` and removes it; returns whether this call did.
     #[inline(always)]
-    pub fn take(key: u64) -> Option<*mut ConnectRecord> {
-        let entry = unsafe { CONNECTING.get(&key) }?;
-        let copy = outcome::scratch(Scratch::Completion)?.as_mut_ptr();
+    pub fn take(key: u64, copy: &mut MaybeUninit<ConnectRecord>) -> bool {
+        let Some(entry) = (unsafe { CONNECTING.get(&key) }) else {
+            return false;
+        };
         // SAFETY: a whole record to a whole record (the entry may be reused once removed).
-        unsafe { emit::copy_record(copy, entry) };
+        unsafe { emit::copy_record(copy.as_mut_ptr(), entry) };
         // Whoever removes the entry accounts for the connect: userspace may have reaped it.
-        remove(key).then_some(copy)
+        remove(key)
     }
 
     /// Removes socket `key`'s entry; returns whether this call removed it. Counted before the

@@ -224,9 +224,10 @@ static CONNECTING_OVERFLOWED: Array<u32> = Array::with_max_entries(1, 0);
 
 /// One record per CPU and hook (`outcome::Scratch`), built by `outcome::call_returned` (kprobe
 /// and fentry return hooks, with `--outcome`) and the tracepoint's CLOSE -> SYN_SENT before
-/// `outcome::track` copies it into `CONNECTING` (or it is emitted): written and read within one
-/// run of its hook, never by the completion path. Not on the stack, which those hooks need for
-/// the rest. Userspace never reads it.
+/// `connecting::track` copies it into the LRU `CONNECTING` (its first word also turns a socket's
+/// address into a plain number: `connecting::key`): written and read within one run of its
+/// hook, never by the completion path. Not on the stack, which those hooks need for the rest.
+/// Userspace never reads it.
 #[map]
 static RECORD_SCRATCH: PerCpuArray<ConnectRecord> =
     PerCpuArray::with_max_entries(limit::SCRATCH_SLOTS, 0);

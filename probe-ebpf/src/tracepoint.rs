@@ -5,7 +5,8 @@
 //! completes the record.
 
 use aya_ebpf::{
-    helpers::bpf_ktime_get_boot_ns, macros::raw_tracepoint, programs::RawTracePointContext,
+    EbpfContext as _, helpers::bpf_ktime_get_boot_ns, macros::raw_tracepoint,
+    programs::RawTracePointContext,
 };
 use probe_common::RawAddr;
 
@@ -20,17 +21,25 @@ use crate::{
 pub fn inet_sock_set_state(ctx: RawTracePointContext) -> i32 {
     let (sk, old, new): (*const u8, i32, i32) = (ctx.arg(0), ctx.arg(1), ctx.arg(2));
     if old == TCP_CLOSE && new == TCP_SYN_SENT {
-        on_syn_sent(sk);
+        outcome::returned(on_syn_sent(sk));
     } else if old == TCP_SYN_SENT {
-        outcome::left_syn_sent(&ctx, sk, new);
+        outcome::returned(outcome::left_syn_sent_call(ctx.as_ptr(), sk, new));
     }
     0
 }
 
 /// CLOSE -> SYN_SENT, inside tcp_v4_connect / tcp_v6_connect in the caller's context: the
 /// destination is set, the source port not yet. Remembers the caller until the next transition.
+/// A function of its own, as `outcome::left_syn_sent_call` is: the program's runs for other
+/// transitions then skip what this one needs.
+#[inline(never)]
+fn on_syn_sent(sk_ptr: *const u8) -> i32 {
+    remember_caller(sk_ptr);
+    outcome::returned(0)
+}
+
 #[inline(always)]
-fn on_syn_sent(sk_ptr: *const u8) {
+fn remember_caller(sk_ptr: *const u8) {
     let sk = Sock::read(sk_ptr, SOCK_OFFSETS.load());
     if sk.protocol() != IPPROTO_TCP {
         return;

@@ -65,10 +65,12 @@ impl Connecting {
         let reaped = crate::tracer::reap_map(&mut self.lru, cutoff, |c| c.boot_ns);
         self.deleted += reaped as u64;
         let slots = match &mut self.slots {
-            Some(slots) if detached => take_slots(slots, |slot| slot.record.boot_ns <= cutoff),
-            _ => Vec::new(),
+            Some(slots) if detached => {
+                take_slots(slots, true, |slot| slot.record.boot_ns <= cutoff).1
+            }
+            _ => 0,
         };
-        reaped + slots.len()
+        reaped + slots
     }
 
     /// Once detached: removes and returns every connect held.
@@ -83,7 +85,7 @@ impl Connecting {
             .collect();
         self.deleted += taken.len() as u64;
         if let Some(slots) = &mut self.slots {
-            taken.extend(take_slots(slots, |_| true));
+            taken.extend(take_slots(slots, false, |_| true).0);
         }
         taken
     }
@@ -106,24 +108,31 @@ impl Connecting {
     }
 }
 
-/// Clears the slots holding a complete connect that `take` accepts; returns their connects.
-/// Only once the programs are detached (a slot being written then was never published).
+/// Clears the slots holding a complete connect that `take` accepts, and with `busy` those
+/// whose writer never published them (an fexit run preempted past the detach grace: a connect
+/// missed); returns the complete connects and how many slots were cleared. Only once the
+/// programs are detached.
 fn take_slots(
     slots: &mut Array<MapData, ConnectingSlot>,
+    busy: bool,
     take: impl Fn(&ConnectingSlot) -> bool,
-) -> Vec<ConnectRecord> {
-    let mut taken = Vec::new();
+) -> (Vec<ConnectRecord>, usize) {
+    let (mut taken, mut cleared) = (Vec::new(), 0);
     for index in 0..slots.len() {
         let Ok(mut slot) = slots.get(&index, 0) else {
             continue;
         };
-        if slot.owner().is_none() || !take(&slot) {
+        let complete = slot.owner().is_some();
+        if slot.sk == 0 || (complete && !take(&slot)) || (!complete && !busy) {
             continue;
         }
         slot.sk = 0;
         if slots.set(index, &slot, 0).is_ok() {
-            taken.push(slot.record);
+            cleared += 1;
+            if complete {
+                taken.push(slot.record);
+            }
         }
     }
-    taken
+    (taken, cleared)
 }

@@ -413,7 +413,8 @@ impl Tracer {
     /// Forgets connect calls entered more than `max_age` ago that will never complete (their
     /// return probe never ran, or the socket's transition out of SYN_SENT was missed), and
     /// counts them as missed; returns how many. [`Tracer::drain`] does this for calls older
-    /// than a few seconds (sockets in SYN_SENT: ten minutes); with `Duration::ZERO`, at the end
+    /// than a few seconds (sockets in SYN_SENT: ten minutes; those in the kernel's table of
+    /// slots only once detached); with `Duration::ZERO`, at the end
     /// of tracing (after [`Tracer::detach`]), it accounts for every call that will not be
     /// reported.
     pub fn reap_pending(&mut self, max_age: Duration) -> usize {
@@ -518,8 +519,9 @@ impl Tracer {
     /// run of either tracepoint program (`inet_sock_set_state`, `connect_outcome`), which can
     /// only be one nested in softirq over a run in process context, so never a CLOSE ->
     /// SYN_SENT start (that happens in the caller's context), only a completion, whose socket
-    /// stays in `CONNECTING` and is counted when reaped (or, with outcomes, reported as pending
-    /// at the end), or the change of state of some unrelated socket.
+    /// stays in `CONNECTING` (or `CONNECTING_SLOTS`) and is counted when reaped (or, with
+    /// outcomes, reported as pending at the end), or the change of state of some unrelated
+    /// socket.
     fn skipped_runs(&self) -> u64 {
         use probe_common::names::program;
         const ACCOUNTED_ELSEWHERE: [&str; 3] = [

@@ -497,7 +497,15 @@ fn unprivileged_user_is_told_which_capabilities_are_missing() {
 #[test]
 fn successes_only_reports_each_successful_connect_from_tcp_connect() {
     let wanted = listener("127.0.0.1:0");
-    let wanted6 = listener("[::1]:0");
+    // Ports are per family: another test's IPv4 listener could be given this IPv6 listener's
+    // port, and its connects would pass the port filter. Holding the IPv4 port too prevents it.
+    let wanted6 = loop {
+        let wanted6 = listener("[::1]:0");
+        if let Ok(hold) = std::net::TcpListener::bind(("127.0.0.1", wanted6.port())) {
+            std::mem::forget(hold);
+            break wanted6;
+        }
+    };
     let unwanted = listener("127.0.0.1:0");
     let mapped: SocketAddr = format!("[::ffff:127.0.0.1]:{}", wanted.port())
         .parse()

@@ -646,7 +646,7 @@ async fn run(cli: Cli) -> Result<()> {
     if cli.stats {
         print_resources(tracer.startup());
         eprintln!(
-            "probe-user: {} connect calls in flight (maps PENDING and CONNECTING, at most {MAX_PENDING} and {MAX_CONNECTING} entries)",
+            "probe-user: {} connect calls in flight (maps PENDING and CONNECTING, at most {MAX_PENDING} and {MAX_CONNECTING} entries, and with BPF atomics {MAX_CONNECTING} slots of CONNECTING_SLOTS)",
             tracer.pending_calls()
         );
         for p in tracer.program_stats() {
