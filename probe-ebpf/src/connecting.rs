@@ -59,36 +59,34 @@ pub fn track(key: u64, scratch: &mut MaybeUninit<ConnectRecord>, fill: impl Fill
     lru::track(key, unsafe { scratch.assume_init_ref() });
 }
 
-/// The connect of socket `key`, removed: `None` if none is tracked (or someone else removed it
-/// first, and accounts for it). A copy on the stack: before 6.1 a raw tracepoint's run can be
+/// Copies the connect of socket `key` to `copy` (the caller's stack) and removes it; returns
+/// whether it did (not if none is tracked, or someone else removed it first, and accounts for
+/// it). Written into the caller's buffer rather than returned: a returned record was copied
+/// twice more (~40 instructions per connect). A copy on the stack: before 6.1 a raw tracepoint's run can be
 /// nested in another on the same CPU (a softirq's completion inside one in process context), so
 /// no per-CPU scratch memory would do, and reporting it in place in its slot made LLVM spill
 /// registers the verifier rejects as uninitialised.
 #[inline(always)]
-pub fn take(key: u64) -> Option<ConnectRecord> {
-    let mut copy = MaybeUninit::<ConnectRecord>::uninit();
+pub fn take(key: u64, copy: &mut MaybeUninit<ConnectRecord>) -> bool {
     #[cfg(feature = "atomics")]
     {
         if let Some(slot) = slots::find(key) {
-            return slots::take(slot, key, &mut copy).then(|| {
-                // SAFETY: `slots::take` wrote the whole record.
-                unsafe { copy.assume_init() }
-            });
+            return slots::take(slot, key, copy);
         }
         if !slots::ever_overflowed() {
-            return None;
+            return false;
         }
     }
-    // SAFETY: `lru::take` wrote the whole record when it returns true.
-    lru::take(key, &mut copy).then(|| unsafe { copy.assume_init() })
+    lru::take(key, copy)
 }
 
 /// `CONNECTING_SLOTS`: an open-addressed table of [`ConnectingSlot`]s.
 ///
 /// Who writes a slot: the tracking hooks, in the connecting task's context with its socket
 /// locked, claim a free slot (or their own socket's stale one) by compare-and-exchange to
-/// `key | BUSY`, write the record, then publish `key` with an exchange (ordered after the
-/// record's stores). Only that socket's own hooks touch the slot then, one at a time (its
+/// `key | BUSY`, write the record, then publish `key` by compare-and-exchange from `key | BUSY`
+/// (ordered after the record's stores). Only that socket's own hooks touch the slot then, one
+/// at a time (its
 /// lock): the completion path copies the record and frees the slot by compare-and-exchange
 /// (ordered after its reads). Nothing evicts a slot, and userspace reads the table only once
 /// the programs are detached.
@@ -98,7 +96,7 @@ pub fn take(key: u64) -> Option<ConnectRecord> {
 #[cfg(feature = "atomics")]
 mod slots {
     use core::{
-        intrinsics::{AtomicOrdering, atomic_cxchg, atomic_xchg},
+        intrinsics::{AtomicOrdering, atomic_cxchg},
         ptr::{addr_of, addr_of_mut, read_volatile},
     };
 
@@ -176,9 +174,11 @@ mod slots {
         // SAFETY: this run owns the slot (busy); the record is plain data, written in place.
         unsafe {
             fill.fill(&mut *addr_of_mut!((*slot).record).cast::<MaybeUninit<ConnectRecord>>());
-            // An exchange, which orders the record's stores before it on every architecture
-            // (a plain store would not on arm64).
-            atomic_xchg::<u64, { AtomicOrdering::SeqCst }>(addr_of_mut!((*slot).sk), key);
+            // A compare-and-exchange, which orders the record's stores before it on every
+            // architecture (a plain store would not on arm64), and which leaves a slot alone
+            // that userspace cleared meanwhile (a run preempted past the detach grace, whose
+            // connect it counted as missed).
+            exchange(addr_of_mut!((*slot).sk), key | ConnectingSlot::BUSY, key);
         }
     }
 

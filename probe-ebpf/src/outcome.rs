@@ -143,9 +143,12 @@ fn since(boot_ns: u64) -> u64 {
 #[inline(always)]
 pub fn left_syn_sent<C: EbpfContext>(ctx: &C, sk_ptr: *const u8, new: i32) {
     // A raw tracepoint's arguments are plain numbers: the socket's address is its key as is.
-    let Some(mut record) = connecting::take(sk_ptr as u64) else {
+    let mut copy = MaybeUninit::<ConnectRecord>::uninit();
+    if !connecting::take(sk_ptr as u64, &mut copy) {
         return;
-    };
+    }
+    // SAFETY: `take` wrote the whole record.
+    let record = unsafe { copy.assume_init_mut() };
     if record.sport == 0 {
         let sk = Sock::read(sk_ptr, SOCK_OFFSETS.load());
         // Tracked by the tracepoint backend from SYN_SENT, inside the call. Back to CLOSE with
@@ -175,7 +178,7 @@ pub fn left_syn_sent<C: EbpfContext>(ctx: &C, sk_ptr: *const u8, new: i32) {
         port: record.dport,
     };
     if !enabled() {
-        emit::connect(ctx, &to, || record.identity.cgroup_id, &record);
+        emit::connect(ctx, &to, || record.identity.cgroup_id, &*record);
         return;
     }
     let latency_ns = since(record.boot_ns);
@@ -187,5 +190,5 @@ pub fn left_syn_sent<C: EbpfContext>(ctx: &C, sk_ptr: *const u8, new: i32) {
     // Any state but CLOSE (ESTABLISHED; SYN_RECV in a simultaneous open) means the peer
     // answered the SYN.
     let outcome = Outcome::of_handshake(new != TCP_CLOSE, errno);
-    emit::completed(&to, &record, outcome, errno, latency_ns);
+    emit::completed(&to, record, outcome, errno, latency_ns);
 }

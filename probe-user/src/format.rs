@@ -775,6 +775,20 @@ mod tests {
     }
 
     #[test]
+    fn every_outcome_is_written_by_its_name() {
+        for &outcome in crate::Outcome::ALL {
+            let mut event = v4();
+            event.completion = Some(crate::Completion {
+                outcome,
+                latency_ns: 12_345_678,
+                errno: 0,
+            });
+            let expected = format!(" dst=127.0.0.1:8080 outcome={outcome} latency=12.345ms\n");
+            assert!(line(Format::Stap, &event).ends_with(&expected), "{outcome}");
+        }
+    }
+
+    #[test]
     fn outcome_lines() {
         let mut event = v4();
         event.completion = Some(crate::Completion {
