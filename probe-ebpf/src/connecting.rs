@@ -62,10 +62,10 @@ pub fn track(key: u64, scratch: &mut MaybeUninit<ConnectRecord>, fill: impl Fill
 /// Copies the connect of socket `key` to `copy` (the caller's stack) and removes it; returns
 /// whether it did (not if none is tracked, or someone else removed it first, and accounts for
 /// it). Written into the caller's buffer rather than returned: a returned record was copied
-/// twice more (~40 instructions per connect). A copy on the stack: before 6.1 a raw tracepoint's run can be
-/// nested in another on the same CPU (a softirq's completion inside one in process context), so
-/// no per-CPU scratch memory would do, and reporting it in place in its slot made LLVM spill
-/// registers the verifier rejects as uninitialised.
+/// twice more (~40 instructions per connect). A copy on the stack: before 6.1 a raw
+/// tracepoint's run can be nested in another on the same CPU (a softirq's completion inside
+/// one in process context), so no per-CPU scratch memory would do, and reporting it in place
+/// in its slot made LLVM spill registers the verifier rejects as uninitialised.
 #[inline(always)]
 pub fn take(key: u64, copy: &mut MaybeUninit<ConnectRecord>) -> bool {
     #[cfg(feature = "atomics")]
@@ -86,9 +86,8 @@ pub fn take(key: u64, copy: &mut MaybeUninit<ConnectRecord>) -> bool {
 /// locked, claim a free slot (or their own socket's stale one) by compare-and-exchange to
 /// `key | BUSY`, write the record, then publish `key` by compare-and-exchange from `key | BUSY`
 /// (ordered after the record's stores). Only that socket's own hooks touch the slot then, one
-/// at a time (its
-/// lock): the completion path copies the record and frees the slot by compare-and-exchange
-/// (ordered after its reads). Nothing evicts a slot, and userspace reads the table only once
+/// at a time (its lock): the completion path copies the record and frees the slot by
+/// compare-and-exchange (ordered after its reads). Nothing evicts a slot, and userspace reads the table only once
 /// the programs are detached.
 ///
 /// A socket's slot is the first free-or-its-own one from its home, so a stale entry of the
