@@ -46,12 +46,16 @@ const COMPLETIONS: [(&str, &str); 3] = [
 ];
 
 /// Files of the repository copied as they are: (source, path in the tarball).
-const FILES: [(&str, &str); 5] = [
+const FILES: [(&str, &str); 8] = [
     ("README.md", "README.md"),
     ("LICENSE-MIT", "LICENSE-MIT"),
     ("LICENSE-APACHE", "LICENSE-APACHE"),
     ("deploy/systemd/probe-user.service", "probe-user.service"),
+    // The user's documents the README links to (not the developers' ones).
     ("docs/deploy.md", "docs/deploy.md"),
+    ("docs/usage.md", "docs/usage.md"),
+    ("docs/reliability.md", "docs/reliability.md"),
+    ("docs/benchmarks.md", "docs/benchmarks.md"),
 ];
 
 pub fn run(options: Options) -> Result<()> {
@@ -191,6 +195,7 @@ fn check(tarball: &Path, arch: Arch) -> Result<()> {
         "LICENSE-APACHE",
         "probe-user.service",
         "README.md",
+        "docs/usage.md",
     ] {
         let len = std::fs::metadata(unpacked.join(file))
             .with_context(|| format!("the tarball lacks {file}"))?
