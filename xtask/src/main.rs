@@ -10,11 +10,9 @@ mod chart;
 mod dist;
 mod kernels;
 mod licenses;
-mod resources;
 mod run;
 mod stap;
 mod test;
-mod throughput;
 mod vm;
 
 use clap::{Parser, Subcommand};

@@ -8,9 +8,10 @@ use std::fmt::Write as _;
 
 use anyhow::{Context as _, Result, bail};
 
+use super::report::write_section;
 use crate::{
     artifacts::{self, Arch},
-    bench, vm,
+    vm,
 };
 
 /// Connect cycles per run, shared by the run's threads.
@@ -37,7 +38,7 @@ struct Run {
     summary: Option<(u64, u64, u64)>,
 }
 
-pub fn run(write: bool) -> Result<()> {
+pub(super) fn run(write: bool) -> Result<()> {
     let probe_user = artifacts::probe_user(Arch::X86_64)?;
     let guest = vm::Guest::new(guest_script())
         .binary("probe-user", &probe_user)
@@ -57,7 +58,7 @@ pub fn run(write: bool) -> Result<()> {
     println!("{report}");
     if write {
         let path = artifacts::workspace_root().join("docs/benchmarks.md");
-        bench::write_section(&path, "throughput", &report)?;
+        write_section(&path, "throughput", &report)?;
         eprintln!("xtask: wrote {}", path.display());
     }
     Ok(())

@@ -9,9 +9,10 @@ use std::{collections::BTreeMap, fmt::Write as _};
 
 use anyhow::{Result, bail};
 
+use super::report::write_section;
 use crate::{
     artifacts::{self, Arch},
-    bench, kernels, vm,
+    kernels, vm,
 };
 
 /// The backends measured, with what each adds to the command line.
@@ -28,7 +29,7 @@ const ROUNDS: usize = 3;
 /// (kernel, backend) -> every run's (attached line, memory line).
 type Results = BTreeMap<(String, String), Vec<(String, String)>>;
 
-pub fn run(write: bool) -> Result<()> {
+pub(super) fn run(write: bool) -> Result<()> {
     let probe_user = artifacts::probe_user(Arch::X86_64)?;
     let helpers = artifacts::test_helpers(Arch::X86_64)?;
     let mut results = Results::new();
@@ -70,7 +71,7 @@ pub fn run(write: bool) -> Result<()> {
     println!("{report}");
     if write {
         let path = artifacts::workspace_root().join("docs/benchmarks.md");
-        bench::write_section(&path, "resources", &report)?;
+        write_section(&path, "resources", &report)?;
         eprintln!("xtask: wrote {}", path.display());
     }
     Ok(())

@@ -1,0 +1,160 @@
+//! The configurations `overhead` and `latency` measure: probe-user's command lines and, with
+//! `--stap`, SystemTap's examples, each with the workload it meets.
+
+use crate::stap;
+
+/// One benchmark configuration: a name, the SystemTap example it reproduces, the tracer (none
+/// for the baseline), the port the workload connects to and whether anything listens there.
+pub(super) struct Config {
+    pub(super) name: &'static str,
+    pub(super) example: &'static str,
+    pub(super) tracer: Option<Tracer>,
+    pub(super) port: u16,
+    pub(super) workload: Workload,
+}
+
+/// What each connect of `connect-bench` meets.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Workload {
+    /// Its own listener: connect, accept, close with RST.
+    Accepted,
+    /// No listener (`--refused`): each connect is refused by an RST. Measured against its own
+    /// baseline; only in the table of `--outcome`'s cost.
+    Refused,
+}
+
+impl Workload {
+    /// `connect-bench`'s flag for it.
+    pub(super) fn flag(self) -> &'static str {
+        match self {
+            Workload::Accepted => "--accepted",
+            Workload::Refused => "--refused",
+        }
+    }
+
+    /// The configuration without a tracer it is measured against.
+    pub(super) fn baseline(self) -> &'static str {
+        match self {
+            Workload::Accepted => "baseline",
+            Workload::Refused => "baseline-refused",
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+pub(super) enum Tracer {
+    /// A probe-user command line.
+    ProbeUser(&'static str),
+    /// SystemTap's example `n`, run by staprun.
+    Stap(u32),
+}
+
+const fn traced(name: &'static str, example: &'static str, tracer: Tracer, port: u16) -> Config {
+    Config {
+        name,
+        example,
+        tracer: Some(tracer),
+        port,
+        workload: Workload::Accepted,
+    }
+}
+
+/// A configuration of the refused workload (on port 9091, where nothing listens).
+const fn refused(name: &'static str, tracer: Option<Tracer>) -> Config {
+    Config {
+        name,
+        example: "refused connect",
+        tracer,
+        port: 9091,
+        workload: Workload::Refused,
+    }
+}
+
+impl Config {
+    /// A SystemTap module (only with `--stap`): ready once its kprobe is registered, as it
+    /// prints no banner.
+    pub(super) fn is_stap(&self) -> bool {
+        matches!(self.tracer, Some(Tracer::Stap(_)))
+    }
+
+    /// The configuration without the trailing option `option` that this one adds to.
+    pub(super) fn without(&self, option: &str) -> Option<&'static Config> {
+        let command = self.command();
+        let without = command.strip_suffix(option)?;
+        CONFIGS
+            .iter()
+            .find(|c| c.command() == without && c.port == self.port && c.workload == self.workload)
+    }
+
+    /// The tracer's command line in the guest (empty for the baseline).
+    pub(super) fn command(&self) -> String {
+        match self.tracer {
+            None => String::new(),
+            Some(Tracer::ProbeUser(command)) => command.to_string(),
+            Some(Tracer::Stap(n)) => stap::staprun_command(n),
+        }
+    }
+}
+
+use Tracer::{ProbeUser, Stap};
+
+#[rustfmt::skip]
+pub(super) const CONFIGS: &[Config] = &[
+    Config { name: "baseline", example: "-", tracer: None, port: 8080, workload: Workload::Accepted },
+    // The default backend (auto: fentry where the kernel can attach it, as on this VM).
+    traced("minimal", "example 1", ProbeUser("/bin/probe-user --format minimal"), 8080),
+    traced("default", "example 2", ProbeUser("/bin/probe-user"), 8080),
+    // The default with the reader's output left out (`--discard`, hidden): what the kernel side,
+    // the ring buffer and decoding cost, then formatting, without the write.
+    traced("discard-decoded", "example 2", ProbeUser("/bin/probe-user --discard decoded"), 8080),
+    traced("discard-formatted", "example 2", ProbeUser("/bin/probe-user --discard formatted"), 8080),
+    traced("filter-hit", "example 3, printed", ProbeUser("/bin/probe-user --filter-port 8080"), 8080),
+    traced("filter-miss", "example 3, filtered out", ProbeUser("/bin/probe-user --filter-port 8080"), 9090),
+    traced("succ-default", "example 2", ProbeUser("/bin/probe-user --successes-only"), 8080),
+    traced("succ-filter-hit", "example 3, printed", ProbeUser("/bin/probe-user --successes-only --filter-port 8080"), 8080),
+    traced("succ-filter-miss", "example 3, filtered out", ProbeUser("/bin/probe-user --successes-only --filter-port 8080"), 9090),
+    // kprobe + kretprobe, as SystemTap (auto's choice on kernels without trampolines).
+    traced("kprobe-minimal", "example 1", ProbeUser("/bin/probe-user --attach kprobe --format minimal"), 8080),
+    traced("kprobe-default", "example 2", ProbeUser("/bin/probe-user --attach kprobe"), 8080),
+    traced("kprobe-filter-hit", "example 3, printed", ProbeUser("/bin/probe-user --attach kprobe --filter-port 8080"), 8080),
+    traced("kprobe-filter-miss", "example 3, filtered out", ProbeUser("/bin/probe-user --attach kprobe --filter-port 8080"), 9090),
+    traced("kprobe-succ-default", "example 2", ProbeUser("/bin/probe-user --attach kprobe --successes-only"), 8080),
+    traced("kprobe-succ-filter-hit", "example 3, printed", ProbeUser("/bin/probe-user --attach kprobe --successes-only --filter-port 8080"), 8080),
+    traced("kprobe-succ-filter-miss", "example 3, filtered out", ProbeUser("/bin/probe-user --attach kprobe --successes-only --filter-port 8080"), 9090),
+    traced("tp-minimal", "example 1", ProbeUser("/bin/probe-user --attach tracepoint --format minimal"), 8080),
+    traced("tp-default", "example 2", ProbeUser("/bin/probe-user --attach tracepoint"), 8080),
+    traced("tp-filter-hit", "example 3, printed", ProbeUser("/bin/probe-user --attach tracepoint --filter-port 8080"), 8080),
+    traced("tp-filter-miss", "example 3, filtered out", ProbeUser("/bin/probe-user --attach tracepoint --filter-port 8080"), 9090),
+    traced("outcome-default", "example 2", ProbeUser("/bin/probe-user --outcome"), 8080),
+    traced("outcome-discard-decoded", "example 2", ProbeUser("/bin/probe-user --discard decoded --outcome"), 8080),
+    traced("outcome-discard-formatted", "example 2", ProbeUser("/bin/probe-user --discard formatted --outcome"), 8080),
+    traced("outcome-filter-hit", "example 3, printed", ProbeUser("/bin/probe-user --filter-port 8080 --outcome"), 8080),
+    traced("outcome-filter-miss", "example 3, filtered out", ProbeUser("/bin/probe-user --filter-port 8080 --outcome"), 9090),
+    traced("kprobe-outcome-default", "example 2", ProbeUser("/bin/probe-user --attach kprobe --outcome"), 8080),
+    traced("kprobe-outcome-filter-hit", "example 3, printed", ProbeUser("/bin/probe-user --attach kprobe --filter-port 8080 --outcome"), 8080),
+    traced("tp-outcome-default", "example 2", ProbeUser("/bin/probe-user --attach tracepoint --outcome"), 8080),
+    traced("tp-outcome-filter-hit", "example 3, printed", ProbeUser("/bin/probe-user --attach tracepoint --filter-port 8080 --outcome"), 8080),
+    traced("json-default", "example 2", ProbeUser("/bin/probe-user --format json"), 8080),
+    traced("kprobe-json-default", "example 2", ProbeUser("/bin/probe-user --attach kprobe --format json"), 8080),
+    traced("tp-json-default", "example 2", ProbeUser("/bin/probe-user --attach tracepoint --format json"), 8080),
+    refused("baseline-refused", None),
+    refused("refused-default", Some(ProbeUser("/bin/probe-user"))),
+    refused("refused-outcome", Some(ProbeUser("/bin/probe-user --outcome"))),
+    refused("kprobe-refused-default", Some(ProbeUser("/bin/probe-user --attach kprobe"))),
+    refused("kprobe-refused-outcome", Some(ProbeUser("/bin/probe-user --attach kprobe --outcome"))),
+    refused("tp-refused-default", Some(ProbeUser("/bin/probe-user --attach tracepoint"))),
+    refused("tp-refused-outcome", Some(ProbeUser("/bin/probe-user --attach tracepoint --outcome"))),
+    traced("stap-1", "example 1", Stap(1), 8080),
+    traced("stap-2", "example 2", Stap(2), 8080),
+    traced("stap-3-hit", "example 3, printed", Stap(3), 8080),
+    traced("stap-3-miss", "example 3, filtered out", Stap(3), 9090),
+];
+
+/// The tracer's command line as the report shows it, without the program's directory.
+pub(super) fn tracer_command(c: &Config) -> String {
+    let command = c.command();
+    command
+        .trim_start_matches("/usr/bin/")
+        .trim_start_matches("/bin/")
+        .to_string()
+}

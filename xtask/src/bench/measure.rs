@@ -1,0 +1,206 @@
+//! One boot that runs every configuration of `overhead` or `latency` (or a saved console log
+//! of one), parsed into what each run measured.
+
+use std::{collections::BTreeMap, fmt::Write as _};
+
+use anyhow::{Context as _, Result, bail};
+
+use super::{configs::CONFIGS, options::Options};
+use crate::{artifacts, kernels, stap, vm};
+
+/// What one run measured.
+pub(super) struct Run {
+    pub(super) ns_per_cycle: f64,
+    pub(super) lines: u64,
+    pub(super) cycles: u64,
+    /// connect() latency percentiles (latency benchmark only).
+    pub(super) p50_ns: Option<u64>,
+    pub(super) p99_ns: Option<u64>,
+}
+
+/// What the runs of one boot measured, per configuration.
+pub(super) struct Measured {
+    pub(super) runs: BTreeMap<&'static str, Vec<Run>>,
+    /// The last line each tracer wrote to stderr (its summary).
+    pub(super) stderr_notes: BTreeMap<&'static str, String>,
+    /// From its `--stats` run: each program's kernel BPF statistics.
+    pub(super) program_stats: BTreeMap<&'static str, Vec<String>>,
+    /// From its `--stats` run: start-up time and memory.
+    pub(super) resources: BTreeMap<&'static str, (String, String)>,
+}
+
+/// Boots the VM that runs every configuration of `options` (paced, in real time, if
+/// `latency`; else under icount), or reads the console log `--from-log` names.
+pub(super) fn measure(options: &Options, latency: bool) -> Result<Measured> {
+    let mut runs: BTreeMap<&'static str, Vec<Run>> = BTreeMap::new();
+    let mut stderr_notes = BTreeMap::new();
+    let mut program_stats: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
+    let mut resources: BTreeMap<&'static str, (String, String)> = BTreeMap::new();
+    let mut console = Vec::new();
+    let mut on_line = |line: &str| {
+        println!("{line}");
+        if let Some((name, run)) = parse_result(line) {
+            runs.entry(name).or_default().push(run);
+        } else if let Some(rest) = line.strip_prefix("stderr ")
+            && let Some((name, text)) = rest.split_once(": ")
+        {
+            if let Some(config) = CONFIGS.iter().find(|c| c.name == name) {
+                stderr_notes.insert(config.name, text.to_string());
+            } else if let Some(config) = CONFIGS
+                .iter()
+                .find(|c| name.strip_prefix("stats-") == Some(c.name))
+            {
+                if let Some(stat) = text.strip_prefix("probe-user: program ") {
+                    program_stats
+                        .entry(config.name)
+                        .or_default()
+                        .push(stat.to_string());
+                } else if let Some(took) = text.strip_prefix("probe-user: attached in ") {
+                    resources.entry(config.name).or_default().0 = took.to_string();
+                } else if let Some(memory) = text.strip_prefix("probe-user: memory: ") {
+                    resources.entry(config.name).or_default().1 = memory.to_string();
+                }
+            }
+        }
+        console.push(line.to_string());
+    };
+    match &options.from_log {
+        Some(log) => {
+            let text =
+                std::fs::read_to_string(log).with_context(|| format!("cannot read {log}"))?;
+            text.lines().for_each(&mut on_line);
+        }
+        None => {
+            let probe_user = artifacts::probe_user(options.arch)?;
+            let helpers = artifacts::test_helpers(options.arch)?;
+            let mut guest = vm::Guest::new(guest_script(options, latency))
+                .binary("probe-user", &probe_user)
+                .binaries(&helpers);
+            if options.stap {
+                for (guest_path, host) in stap::prepare(&vm::kernel_image()?)? {
+                    guest = guest.file(&guest_path, &host);
+                }
+            }
+            // With stap, the host's installed kernel, which stap's modules are built for.
+            let kernel = if options.stap {
+                vm::kernel_image()?
+            } else {
+                kernels::image(options.kernel(), options.arch)?
+            };
+            let boot = vm::Boot {
+                icount: !latency,
+                kernel: Some(kernel),
+                arch: options.arch,
+                ..Default::default()
+            };
+            let dir = artifacts::work_dir("bench");
+            let code = boot.run(&guest, &dir, &mut on_line)?;
+            // Kept so the report can be re-rendered with --from-log.
+            std::fs::write(dir.join("console.log"), console.join("\n"))?;
+            if code != 0 {
+                bail!("the benchmark failed in the VM (exit code {code})");
+            }
+        }
+    }
+    Ok(Measured {
+        runs,
+        stderr_notes,
+        program_stats,
+        resources,
+    })
+}
+
+fn guest_script(options: &Options, latency: bool) -> String {
+    // Tracers are stopped with SIGTERM: a non-interactive shell starts background jobs with
+    // SIGINT ignored, and stapio keeps it ignored. After a tracer exits, the kernel finishes
+    // tearing its programs down in deferred work (RCU callbacks, trampoline freeing) that would
+    // land in the next run, ~4k instructions per connect in a baseline: the 2 s sleep lets it
+    // settle (under `sleep=off` idle time costs no wall time).
+    let mut s = String::from(
+        "bench() { name=$1; port=$2; workload=$3; ready=$4; shift 4\n\
+         if [ $# -eq 0 ]; then\n\
+           r=$(/bin/connect-bench --cycles $CYCLES --port $port $workload $PACE) || return 1\n\
+           echo \"result $name $r lines=0\"; return 0\n\
+         fi\n\
+         rm -f /tmp/err; \"$@\" > /tmp/out 2> /tmp/err & t=$!\n\
+         until if [ $ready = banner ]; then grep -q Tracing /tmp/err 2>/dev/null;\n\
+               else grep -q tcp_v4_connect /sys/kernel/debug/kprobes/list; fi; do\n\
+           kill -0 $t 2>/dev/null || { cat /tmp/err; return 1; }; sleep 0.05; done\n\
+         [ $ready = banner ] || sleep 1\n\
+         r=$(/bin/connect-bench --cycles $CYCLES --port $port $workload $PACE) || return 1\n\
+         kill -TERM $t; wait $t\n\
+         echo \"result $name $r lines=$(wc -l < /tmp/out)\"\n\
+         sleep 2\n\
+         tail -n +2 /tmp/err | sed \"s/^/stderr $name: /\"\n\
+         }\n",
+    );
+    let _ = writeln!(s, "CYCLES={}", options.cycles);
+    let _ = writeln!(s, "PACE={}", if latency { "'--pace 1000'" } else { "" });
+    // Warm-up: first-touch costs (page cache, slab) land here, not in the first measured run.
+    s.push_str("/bin/connect-bench --cycles 200 --port 8080 > /dev/null\n");
+    for _ in 0..options.rounds {
+        for c in options.configs() {
+            let ready = if c.is_stap() { "kprobe" } else { "banner" };
+            let _ = writeln!(
+                s,
+                "bench {} {} {} {ready} {} || exit 1",
+                c.name,
+                c.port,
+                c.workload.flag(),
+                c.command()
+            );
+        }
+    }
+    // Kernel BPF statistics cost a clock read per program run: a separate, unmeasured pass.
+    for c in options.configs().filter(|c| !latency && !c.is_stap()) {
+        if c.tracer.is_some() {
+            let _ = writeln!(
+                s,
+                "bench stats-{} {} {} banner {} --stats || exit 1",
+                c.name,
+                c.port,
+                c.workload.flag(),
+                c.command()
+            );
+        }
+    }
+    s
+}
+
+/// Parses `result <name> cycles=N ns=T [p50=X p99=Y] lines=L`.
+fn parse_result(line: &str) -> Option<(&'static str, Run)> {
+    let mut words = line.strip_prefix("result ")?.split(' ');
+    let name = words.next()?;
+    let config = CONFIGS.iter().find(|c| c.name == name)?;
+    let fields: BTreeMap<&str, u64> = words
+        .filter_map(|w| w.split_once('='))
+        .filter_map(|(k, v)| Some((k, v.parse().ok()?)))
+        .collect();
+    let cycles = *fields.get("cycles")?;
+    Some((
+        config.name,
+        Run {
+            ns_per_cycle: *fields.get("ns")? as f64 / cycles as f64,
+            lines: *fields.get("lines")?,
+            cycles,
+            p50_ns: fields.get("p50").copied(),
+            p99_ns: fields.get("p99").copied(),
+        },
+    ))
+}
+
+/// Median guest ns per connect cycle over the runs of configuration `name`, if it ran.
+pub(super) fn median_per_cycle(runs: &BTreeMap<&str, Vec<Run>>, name: &str) -> Option<f64> {
+    runs.get(name)
+        .map(|r| median(r.iter().map(|r| r.ns_per_cycle).collect()))
+}
+
+pub(super) fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    }
+}

@@ -1,0 +1,79 @@
+//! `cargo xtask bench`'s options, and the configurations of `overhead` and `latency` they
+//! select.
+
+use crate::artifacts::Arch;
+
+use super::configs::{CONFIGS, Config};
+
+#[derive(clap::Args)]
+pub struct Options {
+    /// `overhead` (guest instructions per connect, deterministic), `latency` (connect()
+    /// p50/p99 at a paced 1000 connects/s, real time under TCG: noisy) or `throughput`
+    /// (connects/s reported and dropped with 1, 2 and 8 threads; real time) or `resources`
+    /// (start-up time and memory on every kernel of the matrix, every backend).
+    #[arg(default_value = "overhead")]
+    pub(super) which: String,
+    /// Connect cycles per run.
+    #[arg(long, default_value_t = 2000)]
+    pub(super) cycles: u32,
+    /// Runs of each configuration, interleaved.
+    #[arg(long, default_value_t = 3)]
+    pub(super) rounds: u32,
+    /// Write the results to docs/benchmarks.md (otherwise only print them).
+    #[arg(long)]
+    pub(super) write: bool,
+    /// Also run SystemTap's three examples (installs systemtap and the kernel's 858 MB debug
+    /// package if missing, compiles the modules once).
+    #[arg(long)]
+    pub(super) stap: bool,
+    /// Render the report from a saved console log (target/xtask/bench/console.log) instead of
+    /// booting the VM.
+    #[arg(long, value_name = "FILE")]
+    pub(super) from_log: Option<String>,
+    /// Only the configurations whose name contains this, or (with commas) exactly these names;
+    /// and the baseline.
+    #[arg(long)]
+    pub(super) only: Option<String>,
+    /// The VM's architecture for `overhead` and `latency`: x86_64 (Debian's 6.1 kernel) or
+    /// aarch64 (Debian's arm64 6.12, the first of the matrix whose arm64 build attaches fentry,
+    /// the default backend).
+    #[arg(long, value_enum, default_value = "x86_64")]
+    pub(super) arch: Arch,
+}
+
+impl Options {
+    /// The kernel booted, as the report names it.
+    pub(super) fn kernel(&self) -> &'static str {
+        match self.arch {
+            Arch::X86_64 => "6.1",
+            Arch::Aarch64 => "6.12",
+        }
+    }
+
+    /// The section of docs/benchmarks.md the overhead report goes to.
+    pub(super) fn overhead_section(&self) -> &'static str {
+        match self.arch {
+            Arch::X86_64 => "overhead",
+            Arch::Aarch64 => "overhead-aarch64",
+        }
+    }
+}
+
+impl Options {
+    /// The configurations this run measures.
+    pub(super) fn configs(&self) -> impl Iterator<Item = &'static Config> + '_ {
+        CONFIGS
+            .iter()
+            .filter(|c| !c.is_stap() || self.stap)
+            .filter(|c| {
+                c.name == c.workload.baseline()
+                    || self
+                        .only
+                        .as_deref()
+                        .is_none_or(|only| match only.contains(',') {
+                            true => only.split(',').any(|name| name == c.name),
+                            false => c.name.contains(only),
+                        })
+            })
+    }
+}
