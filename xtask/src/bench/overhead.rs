@@ -27,7 +27,7 @@ const EXAMPLES: &[(&str, f64, f64)] = &[
     ("example 3, filtered out", 2.5, 0.5),
 ];
 
-/// The default configuration's targets (#14), thousands of guest instructions per connect.
+/// The default configuration's targets, thousands of guest instructions per connect.
 const DEFAULT_TARGETS: [(&str, f64); 4] = [
     ("minimal", 0.8),
     ("default", 1.9),
