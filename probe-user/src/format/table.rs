@@ -7,7 +7,11 @@ use super::{
     json::{JsonCount, JsonCountWorkload},
     line::{push_endpoint, push_millis},
 };
-use crate::{ConnectCount, CountBy, names::Named as _};
+use crate::{
+    ConnectCount, CountBy,
+    escape::{Escaped, escape},
+    names::Named as _,
+};
 
 impl Formatter {
     /// Appends the `--count` table of `counts` as of `unix_s`: a text table in `stap` format,
@@ -92,20 +96,22 @@ impl Formatter {
 }
 
 /// A count row's workload: its container id (`-` for none), or its cgroup path (its id if the
-/// path could not be resolved), with the pod after it if any.
+/// path could not be resolved), with the pod after it if any; names escaped, as anyone who can
+/// make a cgroup chooses them.
 fn push_workload(out: &mut Vec<u8>, w: &crate::CountWorkload, by_container: bool) {
     if by_container {
-        out.extend_from_slice(w.container_id.as_deref().unwrap_or("-").as_bytes());
+        let id = w.container_id.as_deref().unwrap_or("-");
+        out.extend_from_slice(escape(id).as_bytes());
     } else {
         match &w.cgroup {
-            Some(path) => out.extend_from_slice(path.as_bytes()),
+            Some(path) => out.extend_from_slice(escape(path).as_bytes()),
             None => {
                 let _ = write!(out, "cgroup id {}", w.cgroup_id);
             }
         }
     }
     if let Some(pod) = &w.pod_uid {
-        let _ = write!(out, " (pod {pod})");
+        let _ = write!(out, " (pod {})", Escaped(pod));
     }
 }
 
@@ -203,5 +209,49 @@ mod tests {
         assert!(table(Format::Json).contains(
             r#"{"connects":1,"daddr":"127.0.0.1","dport":8081,"family":"ipv4","function":"tcp_v4_connect","latency_ns_sum":183400,"outcome":"refused"}"#
         ));
+    }
+
+    /// A row of a cgroup or container whose names hold control characters: the text table
+    /// shows them escaped, on one line each; JSON keeps serde's escaping.
+    #[test]
+    fn count_tables_escape_workload_names() {
+        let workload = |cgroup_id, cgroup: Option<&str>, container: Option<&str>| {
+            Some(crate::CountWorkload {
+                cgroup_id,
+                cgroup: cgroup.map(Into::into),
+                container_id: container.map(Into::into),
+                pod_uid: Some("pod\r\u{1b}[2J".into()),
+            })
+        };
+        let counts = [ConnectCount {
+            workload: workload(7, Some("/evil\u{1b}[31m\r\n\tx\u{7f}"), None),
+            connects: 2,
+            ..COUNT
+        }];
+        assert_eq!(
+            table(Format::Stap, &counts),
+            concat!(
+                "1795778063: connects since start\n",
+                "  CONNECTS  FUNCTION        CGROUP\n",
+                r"         2  tcp_v4_connect  /evil\u{1b}[31m\r\n\tx\u{7f} (pod pod\r\u{1b}[2J)",
+                "\n",
+            )
+        );
+        let json: serde_json::Value = serde_json::from_str(&table(Format::Json, &counts)).unwrap();
+        assert_eq!(json["counts"][0]["cgroup"], "/evil\u{1b}[31m\r\n\tx\u{7f}");
+        let counts = [ConnectCount {
+            workload: workload(0, None, Some("c\u{1b}]0;title\u{7}")),
+            connects: 1,
+            ..COUNT
+        }];
+        let text = table(Format::Stap, &counts);
+        assert!(
+            text.ends_with("  CONTAINER\n         1  tcp_v4_connect  c\\u{1b}]0;title\\u{7} (pod pod\\r\\u{1b}[2J)\n"),
+            "{text}"
+        );
+        assert!(
+            !text.chars().any(|c| c.is_control() && c != '\n'),
+            "{text:?}"
+        );
     }
 }
