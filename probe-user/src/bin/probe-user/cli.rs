@@ -122,9 +122,10 @@ pub struct Cli {
     /// SYN).
     #[arg(long, value_name = "BACKEND", default_value = "auto", value_parser = parse_attach)]
     pub attach: Attach,
-    /// At exit, also print the connects still in flight in the kernel's maps and each eBPF
-    /// program's run count and average run time (kernel BPF statistics, enabled only while
-    /// probe-user runs).
+    /// At exit, also print the start-up time, memory, the connects still in flight in the
+    /// kernel's maps and each eBPF program's run count and average run time (kernel BPF
+    /// statistics, enabled only while probe-user runs); with --count also each program's after
+    /// every table, with --metrics also in every scrape (tcpconn_bpf_program_*).
     #[arg(long)]
     pub stats: bool,
     /// Read struct offsets from this BTF file instead of the kernel's own

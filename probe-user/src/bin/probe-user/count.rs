@@ -1,5 +1,5 @@
 //! `--count` and `--metrics`: the kernel counts connects; this prints its table every interval
-//! and at exit, and answers scrapes with it.
+//! and at exit, and answers scrapes with it (with `--stats`, the programs' statistics too).
 
 use std::time::Duration;
 
@@ -9,6 +9,7 @@ use probe_user::{Formatter, Tracer};
 use crate::{
     metrics,
     output::{BatchedStdout, Signals, until_signal},
+    stats,
 };
 
 /// What to do with the kernel's counts.
@@ -23,12 +24,23 @@ pub struct Counting {
     pub daddr_labels: bool,
     /// `--metrics-label`.
     pub workload_label: Option<metrics::WorkloadLabel>,
+    /// `--stats`: the programs' run counts and times with every table (on stderr) and in every
+    /// scrape, and everything `--stats` prints at exit.
+    pub stats: bool,
 }
 
 impl Counting {
     /// Keeps the bookkeeping going (no events come through the ring buffer, but calls whose
     /// return was missed are reaped) and appends the count table, if tables are printed.
     fn update(&mut self, out: &mut Vec<u8>) {
+        self.table(out);
+        if self.tables.is_some() && self.stats {
+            stats::print_programs(&self.tracer);
+        }
+    }
+
+    /// The bookkeeping and the table of [`Counting::update`], without the program statistics.
+    fn table(&mut self, out: &mut Vec<u8>) {
         self.tracer.drain(|_| {});
         if self.tables.is_some() {
             let unix_s = std::time::SystemTime::now()
@@ -46,6 +58,7 @@ impl Counting {
             self.tracer.counters(),
             self.daddr_labels,
             self.workload_label,
+            self.stats.then(|| self.tracer.program_stats()).as_deref(),
         );
         let _ = reply.send(text);
     }
@@ -74,15 +87,19 @@ pub async fn count_until_signal(
         }
     };
     // At the end: detach first, so that the last table and the counters below account for
-    // every connect a program saw.
+    // every connect a program saw. The program statistics follow once, with the rest of
+    // `--stats`.
     let last = |counting: &mut Counting, out: &mut Vec<u8>| {
         counting.tracer.detach();
-        counting.update(out);
+        counting.table(out);
     };
     if !until_signal(&mut counting, &mut signals, &mut out, step, last).await? {
         return Ok(());
     }
     let tracer = &mut counting.tracer;
+    if counting.stats {
+        stats::print(tracer);
+    }
     tracer.reap_pending(Duration::ZERO);
     let counted: u64 = tracer.connect_counts().iter().map(|c| c.connects).sum();
     let counters = tracer.counters();

@@ -159,6 +159,7 @@ async fn run(cli: Cli) -> Result<()> {
             scrapes,
             daddr_labels: cli.count_by == Some(CountBy::Destination),
             workload_label: cli.metrics_label,
+            stats: cli.stats,
         };
         return count::count_until_signal(counting, out, signals).await;
     }

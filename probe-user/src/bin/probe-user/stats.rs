@@ -32,13 +32,19 @@ pub fn print_resources(startup: probe_user::Startup) {
 }
 
 /// Prints the start-up time and memory, the connect calls still in flight in the kernel's maps
-/// and each program's run count and average run time.
+/// and each program's run count and average run time: what `--stats` prints at exit.
 pub fn print(tracer: &Tracer) {
     print_resources(tracer.startup());
     eprintln!(
         "probe-user: {} connect calls in flight (maps PENDING and CONNECTING, at most {MAX_PENDING} and {MAX_CONNECTING} entries, and with BPF atomics {MAX_CONNECTING} slots of CONNECTING_SLOTS)",
         tracer.pending_calls()
     );
+    print_programs(tracer);
+}
+
+/// Prints each program's run count and average run time so far (and its skipped runs, if any):
+/// with `--count`, also after every table.
+pub fn print_programs(tracer: &Tracer) {
     for p in tracer.program_stats() {
         let per_run = p.run_time_ns.checked_div(p.runs).unwrap_or(0);
         eprintln!(

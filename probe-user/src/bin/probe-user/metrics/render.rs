@@ -1,6 +1,6 @@
 //! The Prometheus / OpenMetrics exposition of the kernel's connect counts and of what was lost.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::atomic::AtomicU64};
 
 use probe_common::{
     Named as _,
@@ -13,7 +13,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use probe_user::{ConnectCount, Counters};
+use probe_user::{ConnectCount, Counters, ProgramStats};
 
 use super::WorkloadLabel;
 
@@ -36,11 +36,15 @@ pub const PREFIX: &str = "tcpconn";
 /// path could not be resolved) or container (its id, empty for none) as one more label; the
 /// kernel counts per cgroup, so there are as many label values as the `--count` key limit
 /// allows, and connects beyond it are counted in `tcpconn_events_dropped_total`.
+///
+/// With `programs` (`--stats`), each eBPF program's runs, run time and skipped runs, labelled
+/// by `program`: `tcpconn_bpf_program_{runs,run_seconds,recursion_misses}_total`.
 pub fn render(
     counts: &[ConnectCount],
     counters: Counters,
     with_daddr: bool,
     label: Option<WorkloadLabel>,
+    programs: Option<&[ProgramStats]>,
 ) -> String {
     let mut registry = Registry::with_prefix(PREFIX);
     let connects = Family::<Labels, Counter>::default();
@@ -114,17 +118,53 @@ pub fn render(
         counter.inc_by(value);
         registry.register(name, help, counter);
     }
+    if let Some(programs) = programs {
+        register_programs(&mut registry, programs);
+    }
     let mut text = String::new();
     // Writing into a String cannot fail.
     let _ = encode(&mut text, &registry);
     text
 }
 
+/// The kernel's statistics of each program (`--stats`), as counters labelled by program name.
+fn register_programs(registry: &mut Registry, programs: &[ProgramStats]) {
+    let runs = Family::<Labels, Counter>::default();
+    let run_seconds = Family::<Labels, Counter<f64, AtomicU64>>::default();
+    let misses = Family::<Labels, Counter>::default();
+    for p in programs {
+        let labels = vec![("program".to_string(), p.name.clone())];
+        runs.get_or_create(&labels).inc_by(p.runs);
+        run_seconds
+            .get_or_create(&labels)
+            .inc_by(p.run_time_ns as f64 / 1e9);
+        misses.get_or_create(&labels).inc_by(p.recursion_misses);
+    }
+    registry.register(
+        "bpf_program_runs",
+        "Runs of each eBPF program (kernel BPF statistics, --stats)",
+        runs,
+    );
+    registry.register(
+        "bpf_program_run_seconds",
+        "Time spent in each eBPF program (kernel BPF statistics, --stats)",
+        run_seconds,
+    );
+    registry.register(
+        "bpf_program_recursion_misses",
+        "Runs of each eBPF program the kernel skipped (already running on its CPU)",
+        misses,
+    );
+}
+
 /// `value` as an OpenMetrics label value: prometheus-client 0.23 writes label values as they
 /// are, and a cgroup's name is anyone's choice who can create one (a delegated subtree, a
 /// rootless container): a `"` or `\` in it would otherwise break the exposition, and with it
-/// the whole scrape.
+/// the whole scrape. Control characters are escaped first, as in every text output
+/// ([`probe_user::escape`]), so the label value a scraper reads is the name as count tables show
+/// it; then the exposition's own escapes (`\\`, `\"`, `\n`) apply to that text.
 fn escape_label_value(value: &str) -> String {
+    let value = probe_user::escape::escape(value);
     let mut escaped = String::with_capacity(value.len());
     for c in value.chars() {
         match c {
@@ -221,7 +261,13 @@ mod tests {
         refused.outcome = Some(probe_user::Outcome::Refused);
         refused.latency_ns = 100_000;
         refused.latency_buckets[6] = 2; // <= 64 us
-        let text = render(&[established, refused], Counters::default(), false, None);
+        let text = render(
+            &[established, refused],
+            Counters::default(),
+            false,
+            None,
+            None,
+        );
         for line in [
             "tcpconn_connects_total{family=\"ipv4\",dport=\"443\"} 5\n",
             "tcpconn_connect_failures_total{family=\"ipv4\",dport=\"443\",reason=\"refused\"} 2\n",
@@ -236,16 +282,30 @@ mod tests {
         }
         assert!(!text.contains("reason=\"established\""), "{text}");
         assert!(
-            !render(&[count("10.0.0.1", 1)], Counters::default(), false, None)
-                .contains("connect_duration"),
+            !render(
+                &[count("10.0.0.1", 1)],
+                Counters::default(),
+                false,
+                None,
+                None
+            )
+            .contains("connect_duration"),
         );
     }
 
     #[test]
     fn label_values_are_escaped() {
+        // `\` before a newline is doubled by the shared escaping (it would read as `\\n`),
+        // then every `\` once more by the exposition's.
         assert_eq!(
             escape_label_value("/a/evil\",dport=\"1\\\nx"),
-            "/a/evil\\\",dport=\\\"1\\\\\\nx"
+            "/a/evil\\\",dport=\\\"1\\\\\\\\\\\\nx"
+        );
+        // Control characters as every text output shows them, then in the exposition's
+        // escaping: a scraper reads the label value `/e\u{1b}[31m\r\n\tx`.
+        assert_eq!(
+            escape_label_value("/e\u{1b}[31m\r\n\tx"),
+            r"/e\\u{1b}[31m\\r\\n\\tx"
         );
         assert_eq!(
             escape_label_value("/system.slice/x.service"),
@@ -262,7 +322,7 @@ mod tests {
             missed: 1,
             malformed: 0,
         };
-        let text = render(&counts, counters, false, None);
+        let text = render(&counts, counters, false, None, None);
         assert!(
             text.contains("tcpconn_connects_total{family=\"ipv4\",dport=\"443\"} 5\n"),
             "{text}"
@@ -270,12 +330,61 @@ mod tests {
         assert!(text.contains("tcpconn_events_dropped_total 4\n"), "{text}");
         assert!(text.contains("tcpconn_events_missed_total 1\n"), "{text}");
         assert!(text.ends_with("# EOF\n"), "{text}");
-        let text = render(&counts, counters, true, None);
+        let text = render(&counts, counters, true, None, None);
         assert!(
             text.contains(
                 "tcpconn_connects_total{family=\"ipv4\",dport=\"443\",daddr=\"10.0.0.1\"} 3\n"
             ),
             "{text}"
+        );
+    }
+
+    /// A cgroup label value with control characters: escaped, so the exposition stays one
+    /// sample per line with no control byte.
+    #[test]
+    fn cgroup_labels_hold_no_control_characters() {
+        let mut row = count("10.0.0.1", 1);
+        row.workload = Some(probe_user::CountWorkload {
+            cgroup_id: 9,
+            cgroup: Some("/evil\u{1b}[2K\r\ntcpconn_connects_total 99".into()),
+            container_id: None,
+            pod_uid: None,
+        });
+        let text = render(
+            &[row],
+            Counters::default(),
+            false,
+            Some(WorkloadLabel::Cgroup),
+            None,
+        );
+        assert!(
+            !text.chars().any(|c| c.is_control() && c != '\n'),
+            "{text:?}"
+        );
+        let expected = r#"tcpconn_connects_total{family="ipv4",dport="443",cgroup="/evil\\u{1b}[2K\\r\\ntcpconn_connects_total 99"} 1"#;
+        assert!(text.lines().any(|l| l == expected), "{text}");
+    }
+
+    /// `--stats`: each program's runs, run time and skipped runs, labelled by program.
+    #[test]
+    fn renders_program_statistics() {
+        let programs = [ProgramStats {
+            name: "tcp_v4_connect_exit".into(),
+            runs: 12,
+            run_time_ns: 6_000,
+            recursion_misses: 1,
+        }];
+        let text = render(&[], Counters::default(), false, None, Some(&programs));
+        for line in [
+            "tcpconn_bpf_program_runs_total{program=\"tcp_v4_connect_exit\"} 12\n",
+            "tcpconn_bpf_program_run_seconds_total{program=\"tcp_v4_connect_exit\"} 0.000006\n",
+            "tcpconn_bpf_program_recursion_misses_total{program=\"tcp_v4_connect_exit\"} 1\n",
+        ] {
+            assert!(text.contains(line), "{line} in\n{text}");
+        }
+        assert!(
+            !render(&[], Counters::default(), false, None, None).contains("bpf_program"),
+            "only with --stats"
         );
     }
 }
