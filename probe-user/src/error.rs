@@ -6,6 +6,8 @@ use std::{fmt, path::PathBuf};
 
 use probe_common::{Backend, COMM_LEN};
 
+use crate::escape::Escaped;
+
 /// Why a [`crate::Tracer`] could not be set up. Nothing stays attached after any of these.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -118,8 +120,9 @@ pub enum FilterError {
         max = COMM_LEN - 1
     )]
     Comm(String),
-    /// A cgroup path that cannot be looked at.
-    #[error("cannot use cgroup {}", .path.display())]
+    /// A cgroup path that cannot be looked at (escaped when shown, as a cgroup's name can hold
+    /// control characters).
+    #[error("cannot use cgroup {}", Escaped(&.path.to_string_lossy()))]
     Cgroup {
         /// The path given.
         path: PathBuf,
@@ -130,7 +133,7 @@ pub enum FilterError {
     /// A path that is not a directory of the cgroup v2 hierarchy.
     #[error(
         "{} is not a cgroup v2 directory (e.g. /sys/fs/cgroup/system.slice/nginx.service)",
-        .0.display()
+        Escaped(&.0.to_string_lossy())
     )]
     NotCgroup2(PathBuf),
     /// A container id (`--container`) that is not 12 to 64 hex digits.
@@ -249,4 +252,27 @@ fn list(errors: &[BackendError]) -> String {
         .map(|e| format!("{}: {}", e.backend, e))
         .collect();
     reasons.join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A cgroup path given on the command line is shown escaped: the error is one line, with no
+    /// control character of the path in it.
+    #[test]
+    fn cgroup_paths_are_escaped_in_errors() {
+        let path = PathBuf::from("/sys/fs/cgroup/evil\u{1b}[2J\r\nforged\tx");
+        let line = FilterError::NotCgroup2(path.clone()).to_string();
+        assert!(
+            line.starts_with(r"/sys/fs/cgroup/evil\u{1b}[2J\r\nforged\tx is not a cgroup v2"),
+            "{line:?}"
+        );
+        let source = std::io::Error::from(std::io::ErrorKind::NotFound);
+        let line = FilterError::Cgroup { path, source }.to_string();
+        assert_eq!(
+            line,
+            r"cannot use cgroup /sys/fs/cgroup/evil\u{1b}[2J\r\nforged\tx"
+        );
+    }
 }

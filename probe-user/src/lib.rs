@@ -54,6 +54,7 @@ mod builder;
 mod clock;
 mod connecting;
 mod error;
+pub mod escape;
 mod event;
 mod filter;
 mod format;

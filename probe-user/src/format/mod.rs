@@ -1,0 +1,225 @@
+//! The output styles: one line per event, appended to a reused byte buffer.
+//!
+//! `minimal` and `stap` reproduce SystemTap's tcp.connect examples 1 and 2/3 byte for byte;
+//! `json` carries every field, one object per line.
+
+mod json;
+mod line;
+mod table;
+
+use std::{fmt, str::FromStr};
+
+use crate::{
+    ConnectEvent, CountBy, WallClock,
+    names::{self, Named, UnknownName},
+};
+use json::{JsonLine, JsonWorkload};
+use line::{Line, Second};
+
+/// An output style (`--format`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Format {
+    /// `<unix seconds>: tcp_v4_connect` (SystemTap example 1).
+    Minimal,
+    /// `<unix seconds>: tcp_v4_connect src=<ip>:<port> dst=<ip>:<port>` (examples 2 and 3).
+    #[default]
+    Stap,
+    /// One JSON object per line with every field.
+    Json,
+}
+
+impl Named for Format {
+    const ALL: &'static [Self] = &[Format::Minimal, Format::Stap, Format::Json];
+
+    fn name(self) -> &'static str {
+        match self {
+            Format::Minimal => "minimal",
+            Format::Stap => "stap",
+            Format::Json => "json",
+        }
+    }
+}
+
+impl FromStr for Format {
+    type Err = UnknownName;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        names::parse("format", s, &[])
+    }
+}
+
+impl fmt::Display for Format {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        names::write(*self, f)
+    }
+}
+
+/// Writes events in one [`Format`], with timestamps converted by one [`WallClock`].
+#[derive(Clone, Copy, Debug)]
+pub struct Formatter {
+    format: Format,
+    clock: WallClock,
+    count_by: Option<CountBy>,
+}
+
+impl Formatter {
+    /// A formatter for `format` using `clock` for wall-clock time.
+    pub fn new(format: Format, clock: WallClock) -> Self {
+        Self {
+            format,
+            clock,
+            count_by: None,
+        }
+    }
+
+    /// What count tables are keyed by (see [`crate::TracerBuilder::count_by`]), which names
+    /// their last column: without it, the rows tell (an empty table then says DESTINATION).
+    pub fn count_by(mut self, by: CountBy) -> Self {
+        self.count_by = Some(by);
+        self
+    }
+
+    /// Re-measures the wall clock, so that a step of the system clock (NTP, `date -s`) shows
+    /// in the lines written after it, as SystemTap's `gettimeofday_s()` would. Cheap (three
+    /// vDSO clock reads): call it once per batch of events.
+    pub fn follow_clock(&mut self) {
+        self.clock = WallClock::measure();
+    }
+
+    /// Appends one line (newline included) describing `event` to `out`.
+    pub fn write(&self, out: &mut Vec<u8>, event: &ConnectEvent) {
+        let time_ns = self.clock.unix_ns(event.boot_ns);
+        let time_s = time_ns / 1_000_000_000;
+        let function = event.function().name();
+        if self.format == Format::Json {
+            let line = JsonLine {
+                time_ns,
+                time_s,
+                pid: event.pid,
+                tid: event.tid,
+                uid: event.uid,
+                comm: &event.comm(),
+                family: event.family.name(),
+                function,
+                saddr: event.src.ip(),
+                sport: event.src.port(),
+                daddr: event.dst.ip(),
+                dport: event.dst.port(),
+                ret: event.ret,
+                outcome: event.completion.map(|c| c.outcome.name()),
+                latency_ns: event.completion.map(|c| c.latency_ns),
+                errno: event.completion.map(|c| c.errno).filter(|&e| e != 0),
+                workload: event.workload.as_ref().map(JsonWorkload::of),
+            };
+            // Writing into a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut *out, &line);
+            out.push(b'\n');
+            return;
+        }
+        // The two SystemTap styles are built in a stack buffer and appended at once: this runs
+        // once per event, and per-piece `Vec` appends (a capacity check and a `memcpy` call
+        // each) and `core::fmt` cost more than the kernel side does per event (see
+        // docs/benchmarks.md). IPv6 endpoints still go through std's formatting (RFC 5952).
+        // `minimal` is the first part of a `stap` line.
+        let mut line = Line::new();
+        line.second(Second::cached(time_s));
+        line.put(b": ");
+        line.function(event.function());
+        if self.format == Format::Stap {
+            line.put(b" src=");
+            line.endpoint(event.src);
+            line.put(b" dst=");
+            line.endpoint(event.dst);
+            if let Some(c) = &event.completion {
+                line.outcome(c.outcome);
+                line.millis(c.latency_ns);
+            }
+        }
+        line.put(b"\n");
+        out.extend_from_slice(line.as_bytes());
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::event::tests::record;
+    pub(crate) use probe_common::{AF_INET, AF_INET6};
+
+    /// boot_ns 5_000_000_123 in the test record lands on 1795778063.000000123.
+    pub(crate) const CLOCK: WallClock = WallClock::with_offset(1_795_778_058_000_000_000);
+
+    pub(crate) fn line(format: Format, event: &ConnectEvent) -> String {
+        let mut out = Vec::new();
+        Formatter::new(format, CLOCK).write(&mut out, event);
+        String::from_utf8(out).unwrap()
+    }
+
+    pub(crate) fn v4() -> ConnectEvent {
+        ConnectEvent::from_record(&record(
+            AF_INET,
+            &[127, 0, 0, 1],
+            59538,
+            &[127, 0, 0, 1],
+            8080,
+        ))
+        .unwrap()
+    }
+
+    pub(crate) fn v6() -> ConnectEvent {
+        let src = "fd00::1".parse::<std::net::Ipv6Addr>().unwrap().octets();
+        let dst = "::1".parse::<std::net::Ipv6Addr>().unwrap().octets();
+        ConnectEvent::from_record(&record(AF_INET6, &src, 40000, &dst, 443)).unwrap()
+    }
+
+    /// Arbitrary events and clocks, for the formatters' properties.
+    pub(crate) mod strategies {
+        use probe_common::{ConnectRecord, RecordKind};
+        use proptest::prelude::*;
+
+        use super::*;
+
+        const FAMILY_AT: usize = std::mem::offset_of!(ConnectRecord, family);
+
+        pub(crate) fn event() -> impl Strategy<Value = ConnectEvent> {
+            (
+                proptest::collection::vec(any::<u8>(), ConnectRecord::SIZE),
+                any::<bool>(),
+            )
+                .prop_map(|(mut bytes, v6)| {
+                    let family = if v6 { AF_INET6 } else { AF_INET };
+                    bytes[..4].copy_from_slice(&(RecordKind::Connect as u32).to_ne_bytes());
+                    bytes[FAMILY_AT..FAMILY_AT + 2].copy_from_slice(&family.to_ne_bytes());
+                    ConnectEvent::decode(&bytes).unwrap()
+                })
+        }
+
+        pub(crate) fn clock() -> impl Strategy<Value = WallClock> {
+            (-(1i128 << 64)..(1i128 << 64)).prop_map(WallClock::with_offset)
+        }
+    }
+
+    #[test]
+    fn appends_to_existing_output() {
+        let mut out = b"x\n".to_vec();
+        let f = Formatter::new(Format::Minimal, CLOCK);
+        f.write(&mut out, &v4());
+        f.write(&mut out, &v6());
+        assert_eq!(
+            out,
+            b"x\n1795778063: tcp_v4_connect\n1795778063: tcp_v6_connect\n"
+        );
+    }
+
+    #[test]
+    fn format_names_round_trip() {
+        for format in Format::ALL {
+            assert_eq!(format.name().parse::<Format>().unwrap(), *format);
+            assert_eq!(format.to_string(), format.name());
+        }
+        assert_eq!(
+            "xml".parse::<Format>().unwrap_err().to_string(),
+            "unknown format 'xml' (expected one of: minimal, stap, json)"
+        );
+    }
+}

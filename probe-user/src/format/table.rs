@@ -1,0 +1,257 @@
+//! The `--count` table: a text table in the `stap` format, one JSON object per table in `json`.
+
+use std::{io::Write as _, net::SocketAddr};
+
+use super::{
+    Format, Formatter,
+    json::{JsonCount, JsonCountWorkload},
+    line::{push_endpoint, push_millis},
+};
+use crate::{
+    ConnectCount, CountBy,
+    escape::{Escaped, escape},
+    names::Named as _,
+};
+
+impl Formatter {
+    /// Appends the `--count` table of `counts` as of `unix_s`: a text table in `stap` format,
+    /// one JSON object (`{"time_s":..,"counts":[..]}`) and a newline in `json`. (`minimal`
+    /// shows no destination; the command refuses it with counting, and here it writes the text
+    /// table.)
+    pub fn write_counts(&self, out: &mut Vec<u8>, unix_s: u64, counts: &[ConnectCount]) {
+        if self.format == Format::Json {
+            let rows: Vec<JsonCount> = counts
+                .iter()
+                .map(|c| JsonCount {
+                    function: c.family.connect_function().name(),
+                    family: c.family.name(),
+                    daddr: c.daddr,
+                    dport: c.dport,
+                    connects: c.connects,
+                    outcome: c.outcome.map(|o| o.name()),
+                    latency_ns_sum: c.outcome.map(|_| c.latency_ns),
+                    workload: c.workload.as_ref().map(|w| JsonCountWorkload {
+                        // A row of a whole container has no one cgroup.
+                        cgroup_id: (w.cgroup_id != 0).then_some(w.cgroup_id),
+                        cgroup: (w.cgroup_id != 0).then_some(w.cgroup.as_deref()),
+                        container_id: w.container_id.as_deref(),
+                        pod_uid: w.pod_uid.as_deref(),
+                    }),
+                })
+                .collect();
+            let table = serde_json::json!({ "time_s": unix_s, "counts": rows });
+            // Writing into a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut *out, &table);
+            out.push(b'\n');
+            return;
+        }
+        let _ = writeln!(out, "{unix_s}: connects since start");
+        // With outcomes, a row per destination and outcome, with the average latency.
+        let outcomes = counts.iter().any(|c| c.outcome.is_some());
+        let _ = write!(out, "{:>10}  ", "CONNECTS");
+        if outcomes {
+            let _ = write!(out, "{:<11}  {:>12}  ", "OUTCOME", "AVG LATENCY");
+        }
+        // By cgroup or container the row names who connected instead of where to (the
+        // formatter is told, or else the rows tell: an empty table then says DESTINATION).
+        let inferred_workload = counts
+            .iter()
+            .any(|c| c.workload.is_some() && c.daddr.is_none() && c.dport == 0);
+        let inferred_container = inferred_workload
+            && counts
+                .iter()
+                .all(|c| c.workload.as_ref().is_some_and(|w| w.cgroup_id == 0));
+        let (by_workload, by_container) = match self.count_by {
+            Some(CountBy::Cgroup) => (true, false),
+            Some(CountBy::Container) => (true, true),
+            Some(CountBy::Destination | CountBy::Port) => (false, false),
+            None => (inferred_workload, inferred_container),
+        };
+        let last = match (by_workload, by_container) {
+            (false, _) => "DESTINATION",
+            (true, false) => "CGROUP",
+            (true, true) => "CONTAINER",
+        };
+        let _ = writeln!(out, "{:<14}  {last}", "FUNCTION");
+        for c in counts {
+            let function = c.family.connect_function().name();
+            let _ = write!(out, "{:>10}  ", c.connects);
+            if let Some(outcome) = c.outcome {
+                let mut avg = Vec::new();
+                push_millis(&mut avg, c.latency_ns / c.connects.max(1));
+                let avg = String::from_utf8_lossy(&avg);
+                let _ = write!(out, "{:<11}  {avg:>12}  ", outcome.name());
+            }
+            let _ = write!(out, "{:<14}  ", function);
+            match (&c.workload, c.daddr) {
+                (Some(w), _) if by_workload => push_workload(out, w, by_container),
+                (_, Some(ip)) => push_endpoint(out, SocketAddr::new(ip, c.dport)),
+                (_, None) => {
+                    let _ = write!(out, "*:{}", c.dport);
+                }
+            }
+            out.push(b'\n');
+        }
+    }
+}
+
+/// A count row's workload: its container id (`-` for none), or its cgroup path (its id if the
+/// path could not be resolved), with the pod after it if any; names escaped, as anyone who can
+/// make a cgroup chooses them.
+fn push_workload(out: &mut Vec<u8>, w: &crate::CountWorkload, by_container: bool) {
+    if by_container {
+        let id = w.container_id.as_deref().unwrap_or("-");
+        out.extend_from_slice(escape(id).as_bytes());
+    } else {
+        match &w.cgroup {
+            Some(path) => out.extend_from_slice(escape(path).as_bytes()),
+            None => {
+                let _ = write!(out, "cgroup id {}", w.cgroup_id);
+            }
+        }
+    }
+    if let Some(pod) = &w.pod_uid {
+        let _ = write!(out, " (pod {})", Escaped(pod));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::*;
+    use super::*;
+
+    #[test]
+    fn count_tables() {
+        let counts = [
+            ConnectCount {
+                family: crate::Family::V4,
+                daddr: Some("127.0.0.1".parse().unwrap()),
+                dport: 8080,
+                connects: 12,
+                ..COUNT
+            },
+            ConnectCount {
+                family: crate::Family::V6,
+                daddr: None,
+                dport: 443,
+                connects: 3,
+                ..COUNT
+            },
+        ];
+        let table = |format| table(format, &counts);
+        assert_eq!(
+            table(Format::Stap),
+            concat!(
+                "1795778063: connects since start\n",
+                "  CONNECTS  FUNCTION        DESTINATION\n",
+                "        12  tcp_v4_connect  127.0.0.1:8080\n",
+                "         3  tcp_v6_connect  *:443\n",
+            )
+        );
+        assert_eq!(
+            table(Format::Json),
+            concat!(
+                r#"{"counts":[{"connects":12,"daddr":"127.0.0.1","dport":8080,"family":"ipv4","function":"tcp_v4_connect"},"#,
+                r#"{"connects":3,"daddr":null,"dport":443,"family":"ipv6","function":"tcp_v6_connect"}],"time_s":1795778063}"#,
+                "\n"
+            )
+        );
+    }
+
+    /// `counts` as a table in `format`.
+    fn table(format: Format, counts: &[ConnectCount]) -> String {
+        let mut out = Vec::new();
+        Formatter::new(format, CLOCK).write_counts(&mut out, 1795778063, counts);
+        String::from_utf8(out).unwrap()
+    }
+
+    const COUNT: ConnectCount = ConnectCount {
+        family: crate::Family::V4,
+        daddr: None,
+        dport: 0,
+        workload: None,
+        outcome: None,
+        connects: 0,
+        latency_ns: 0,
+        latency_buckets: [0; probe_common::outcome::LATENCY_BUCKETS as usize + 1],
+    };
+
+    #[test]
+    fn count_tables_with_outcomes() {
+        let counts = [
+            ConnectCount {
+                daddr: Some("127.0.0.1".parse().unwrap()),
+                dport: 8080,
+                outcome: Some(crate::Outcome::Established),
+                connects: 4,
+                latency_ns: 1_000_000,
+                ..COUNT
+            },
+            ConnectCount {
+                daddr: Some("127.0.0.1".parse().unwrap()),
+                dport: 8081,
+                outcome: Some(crate::Outcome::Refused),
+                connects: 1,
+                latency_ns: 183_400,
+                ..COUNT
+            },
+        ];
+        let table = |format| table(format, &counts);
+        assert_eq!(
+            table(Format::Stap),
+            concat!(
+                "1795778063: connects since start\n",
+                "  CONNECTS  OUTCOME       AVG LATENCY  FUNCTION        DESTINATION\n",
+                "         4  established       0.250ms  tcp_v4_connect  127.0.0.1:8080\n",
+                "         1  refused           0.183ms  tcp_v4_connect  127.0.0.1:8081\n",
+            )
+        );
+        assert!(table(Format::Json).contains(
+            r#"{"connects":1,"daddr":"127.0.0.1","dport":8081,"family":"ipv4","function":"tcp_v4_connect","latency_ns_sum":183400,"outcome":"refused"}"#
+        ));
+    }
+
+    /// A row of a cgroup or container whose names hold control characters: the text table
+    /// shows them escaped, on one line each; JSON keeps serde's escaping.
+    #[test]
+    fn count_tables_escape_workload_names() {
+        let workload = |cgroup_id, cgroup: Option<&str>, container: Option<&str>| {
+            Some(crate::CountWorkload {
+                cgroup_id,
+                cgroup: cgroup.map(Into::into),
+                container_id: container.map(Into::into),
+                pod_uid: Some("pod\r\u{1b}[2J".into()),
+            })
+        };
+        let counts = [ConnectCount {
+            workload: workload(7, Some("/evil\u{1b}[31m\r\n\tx\u{7f}"), None),
+            connects: 2,
+            ..COUNT
+        }];
+        assert_eq!(
+            table(Format::Stap, &counts),
+            concat!(
+                "1795778063: connects since start\n",
+                "  CONNECTS  FUNCTION        CGROUP\n",
+                r"         2  tcp_v4_connect  /evil\u{1b}[31m\r\n\tx\u{7f} (pod pod\r\u{1b}[2J)",
+                "\n",
+            )
+        );
+        let json: serde_json::Value = serde_json::from_str(&table(Format::Json, &counts)).unwrap();
+        assert_eq!(json["counts"][0]["cgroup"], "/evil\u{1b}[31m\r\n\tx\u{7f}");
+        let counts = [ConnectCount {
+            workload: workload(0, None, Some("c\u{1b}]0;title\u{7}")),
+            connects: 1,
+            ..COUNT
+        }];
+        let text = table(Format::Stap, &counts);
+        assert!(
+            text.ends_with("  CONTAINER\n         1  tcp_v4_connect  c\\u{1b}]0;title\\u{7} (pod pod\\r\\u{1b}[2J)\n"),
+            "{text}"
+        );
+        assert!(
+            !text.chars().any(|c| c.is_control() && c != '\n'),
+            "{text:?}"
+        );
+    }
+}
