@@ -314,7 +314,18 @@ async fn count_until_signal(
         "probe-user: {counted} connects counted, {} dropped, {} missed, {} malformed",
         counters.dropped, counters.missed, counters.malformed
     );
+    warn_if_inexact(tracer);
     Ok(())
+}
+
+/// Says so when the end could not wait for the programs' last runs (see
+/// `Tracer::exit_inexact`).
+fn warn_if_inexact(tracer: &probe_user::Tracer) {
+    if tracer.exit_inexact() {
+        eprintln!(
+            "probe-user: warning: could not wait for the programs' last runs; waited 50 ms instead, so a connect recorded later is not in the counts above"
+        );
+    }
 }
 
 /// `--stats`: how long attaching took and the memory probe-user used (peak and now), for the
@@ -631,10 +642,9 @@ async fn run(cli: Cli) -> Result<()> {
     // At the end: detach first, so that the last drain sees every event a program emitted and
     // the counters below account for every connect a program saw.
     let last = |(events, formatter): &mut (EventStream, Formatter), out: &mut Vec<u8>| {
-        let tracer = events.tracer_mut();
-        tracer.detach();
+        events.detach();
         formatter.follow_clock();
-        tracer.drain(|event| formatter.write(out, event));
+        events.drain(|event| formatter.write(out, event));
         if discard.is_some() {
             out.clear();
         }
@@ -642,12 +652,17 @@ async fn run(cli: Cli) -> Result<()> {
     if !until_signal(&mut printing, &mut signals, &mut out, step, last).await? {
         return Ok(());
     }
-    let tracer = printing.0.tracer_mut();
+    let events = &mut printing.0;
+    // Calls still in flight at the end will not be reported: counted with the missed ones
+    // below, after the in-flight count is shown.
+    let in_flight = events.tracer().pending_calls();
+    events.reap_pending(Duration::ZERO);
+    let tracer = events.tracer();
     if cli.stats {
         print_resources(tracer.startup());
         eprintln!(
             "probe-user: {} connect calls in flight (maps PENDING and CONNECTING, at most {MAX_PENDING} and {MAX_CONNECTING} entries, and with BPF atomics {MAX_CONNECTING} slots of CONNECTING_SLOTS)",
-            tracer.pending_calls()
+            in_flight
         );
         for p in tracer.program_stats() {
             let per_run = p.run_time_ns.checked_div(p.runs).unwrap_or(0);
@@ -663,13 +678,12 @@ async fn run(cli: Cli) -> Result<()> {
             }
         }
     }
-    // Calls still in flight now will not be reported: count them with the missed ones.
-    tracer.reap_pending(Duration::ZERO);
     let counters = tracer.counters();
     eprintln!(
         "probe-user: {} events printed, {} dropped, {} missed, {} malformed",
         counters.events, counters.dropped, counters.missed, counters.malformed
     );
+    warn_if_inexact(tracer);
     Ok(())
 }
 
