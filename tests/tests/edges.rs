@@ -487,12 +487,15 @@ fn edge_nothing_lands_in_the_ring_after_the_last_drain() {
         .map(|_| {
             let stop = stop.clone();
             std::thread::spawn(move || {
-                let idle = libc::sched_param { sched_priority: 0 };
-                // SAFETY: plain syscall on the calling thread (pid 0).
-                assert_eq!(
-                    unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &idle) },
-                    0
-                );
+                // SAFETY: plain integers (musl's has more fields than glibc's): all zero is a
+                // valid priority 0, the only one SCHED_IDLE takes.
+                let idle: libc::sched_param = unsafe { std::mem::zeroed() };
+                // SAFETY: the raw syscall on the calling thread (tid 0): musl's wrapper is a
+                // stub returning ENOSYS.
+                let set = unsafe {
+                    libc::syscall(libc::SYS_sched_setscheduler, 0, libc::SCHED_IDLE, &idle)
+                };
+                assert_eq!(set, 0, "{}", std::io::Error::last_os_error());
                 let mut made = 0u64;
                 while !stop.load(Ordering::Relaxed) {
                     let _ = connect(v4, None);
