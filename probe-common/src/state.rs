@@ -30,6 +30,42 @@ pub mod counter {
     pub const COUNT: u32 = 7;
 }
 
+/// How long a socket can legitimately stay in SYN_SENT, in seconds, when its SYN is sent
+/// `retries` more times (`tcp_syn_retries`, or the socket's `TCP_SYNCNT`: at most 127, the
+/// kernel's `MAX_TCP_SYNCNT`) of which the first `linear` wait the initial timeout
+/// (`tcp_syn_linear_timeouts`, Linux 6.5+; 0 before).
+///
+/// The kernel's SYN_SENT timer (tcp_retransmit_timer / tcp_write_timeout in
+/// net/ipv4/tcp_timer.c): the first SYN waits `TCP_TIMEOUT_INIT` (1 s); while
+/// `icsk_retransmits <= linear` a retransmitted SYN waits that again, otherwise the timeout
+/// doubles (`icsk_rto << 1`), capped at `TCP_RTO_MAX` (120 s; `tcp_rto_max_ms`, 6.15+, can
+/// only lower it); the connect fails with ETIMEDOUT when the timer fires with
+/// `icsk_retransmits >= retries + linear`. So `retries + linear + 1` timeouts run: `linear + 1`
+/// of 1 s, then 2, 4, ... 64 s and 120 s for the rest. With 6 retries (the default, no linear
+/// timeouts): 1 + 2 + 4 + 8 + 16 + 32 + 64 = 127 s. With 127: 127 s for the first seven, and
+/// 121 more of 120 s, 14,647 s (4 h 4 min 7 s), plus 1 s per linear timeout.
+pub const fn syn_sent_lifetime_secs(retries: u32, linear: u32) -> u64 {
+    const TIMEOUT_INIT: u64 = 1;
+    const RTO_MAX: u64 = 120;
+    let mut total = TIMEOUT_INIT * (linear as u64 + 1);
+    let (mut rto, mut timer) = (TIMEOUT_INIT, 0);
+    while timer < retries {
+        rto = if rto * 2 < RTO_MAX { rto * 2 } else { RTO_MAX };
+        total += rto;
+        timer += 1;
+    }
+    total
+}
+
+/// How old (`CLOCK_BOOTTIME` ns since the call) a connect held in `CONNECTING_SLOTS` or
+/// `CONNECTING` may be before it is stale: the longest a socket can legitimately stay in
+/// SYN_SENT ([`syn_sent_lifetime_secs`] with 127 retries and 127 linear timeouts: 14,774 s),
+/// plus one `TCP_RTO_MAX` for a late timer. One rule for both stores: a connect held longer
+/// never completes as far as the tracer can see (its transition out of SYN_SENT was missed),
+/// so it is never reported, only counted as missed, by whoever removes it (userspace's reaper,
+/// the kernel side reusing its slot or meeting it at a completion, or the end of tracing).
+pub const CONNECTING_STALE_NS: u64 = (syn_sent_lifetime_secs(127, 127) + 120) * 1_000_000_000;
+
 /// A slot of the kernel's `CONNECTING_SLOTS` table (the object for kernels with BPF atomics):
 /// the connect of socket `sk`, from the call (or SYN_SENT) to the socket's next state.
 ///
@@ -162,6 +198,34 @@ mod tests {
             core::mem::size_of::<ConnectingSlot>(),
             8 + crate::ConnectRecord::SIZE
         );
+    }
+
+    #[test]
+    fn syn_sent_lifetime_follows_the_kernels_backoff() {
+        // Each retry doubles the timeout from 1 s until TCP_RTO_MAX (120 s).
+        assert_eq!(syn_sent_lifetime_secs(0, 0), 1);
+        assert_eq!(syn_sent_lifetime_secs(1, 0), 1 + 2);
+        // The default 6 retries: the familiar "about two minutes".
+        assert_eq!(syn_sent_lifetime_secs(6, 0), 127);
+        // 7 retries reach the cap: 64 * 2 = 128 > 120.
+        assert_eq!(syn_sent_lifetime_secs(7, 0), 127 + 120);
+        assert_eq!(syn_sent_lifetime_secs(127, 0), 127 + 121 * 120);
+        // Linear timeouts wait the initial second each before the doubling starts.
+        assert_eq!(syn_sent_lifetime_secs(6, 4), 127 + 4);
+        assert_eq!(syn_sent_lifetime_secs(127, 127), 127 + 121 * 120 + 127);
+        // A sum of timeouts, each at most 120 s: never more than that many of 120 s.
+        for retries in 0..=127 {
+            for linear in [0, 4, 127] {
+                let secs = syn_sent_lifetime_secs(retries, linear);
+                assert!(
+                    secs <= u64::from(retries + linear + 1) * 120,
+                    "{retries} {linear}"
+                );
+                assert!(secs * 1_000_000_000 < CONNECTING_STALE_NS);
+            }
+        }
+        // Not shorter than the ten minutes it replaced, nor absurdly long.
+        assert_eq!(CONNECTING_STALE_NS, 14_894 * 1_000_000_000);
     }
 
     #[test]

@@ -15,8 +15,10 @@
 //!   it evicts any, however the sockets hash).
 //!
 //! Either way a connect is held the same way, and the oldest are evicted only when the LRU is
-//! full, counted. (Where the stores differ, on a completion the kernel skipped: an LRU entry is
-//! reaped after 10 minutes, a slot only at exit; see docs/reliability.md.)
+//! full, counted. A connect older than `CONNECTING_STALE_NS` (a completion the kernel skipped)
+//! is stale in either store: never reported, counted as missed by whoever removes it (for the
+//! LRU, userspace's reaper; for a slot, the next connect that needs it; for both, the
+//! completion path or the end of tracing). See docs/reliability.md.
 
 use core::mem::MaybeUninit;
 
@@ -49,7 +51,8 @@ pub fn track(key: u64, scratch: &mut MaybeUninit<ConnectRecord>, fill: impl Fill
     #[cfg(feature = "atomics")]
     {
         if let Some(slot) = slots::claim(key) {
-            slots::fill(slot, key, fill);
+            // SAFETY: claimed by this run for `key` just now.
+            unsafe { slots::fill(slot, key, fill) };
             return;
         }
         slots::overflowed();
@@ -71,13 +74,20 @@ pub fn take(key: u64, copy: &mut MaybeUninit<ConnectRecord>) -> bool {
     #[cfg(feature = "atomics")]
     {
         if let Some(slot) = slots::find(key) {
-            return slots::take(slot, key, copy);
+            // SAFETY: found holding `key`'s connect; the caller is that socket's transition.
+            return unsafe { slots::take(slot, key, copy) };
         }
         if !slots::ever_overflowed() {
             return false;
         }
     }
     lru::take(key, copy)
+}
+
+/// Nanoseconds since `boot_ns` (`CLOCK_BOOTTIME`): a connect's age, or its latency once it ends.
+#[inline(always)]
+pub fn age(boot_ns: u64) -> u64 {
+    unsafe { aya_ebpf::helpers::bpf_ktime_get_boot_ns() }.saturating_sub(boot_ns)
 }
 
 /// `CONNECTING_SLOTS`: an open-addressed table of [`ConnectingSlot`]s.
@@ -99,7 +109,10 @@ mod slots {
         ptr::{addr_of, addr_of_mut, read_volatile},
     };
 
-    use probe_common::{limit, state::ConnectingSlot};
+    use probe_common::{
+        limit,
+        state::{CONNECTING_STALE_NS, ConnectingSlot},
+    };
 
     use super::*;
     use crate::{CONNECTING_OVERFLOWED, CONNECTING_SLOTS};
@@ -123,9 +136,12 @@ mod slots {
     /// Sets `*owner` to `new` if it is `old`; returns whether it did. Compares the value read
     /// rather than branching on the success flag: rustc turns that flag into an `i8` branch
     /// that the LLVM bitcode reader rejects (rustc 1.98 for the BPF target).
+    ///
+    /// # Safety
+    /// `owner` is the live, aligned `sk` of a slot of `CONNECTING_SLOTS`.
     #[inline(always)]
-    fn exchange(owner: *mut u64, old: u64, new: u64) -> bool {
-        // SAFETY: `owner` is a live, aligned u64 of a slot.
+    unsafe fn exchange(owner: *mut u64, old: u64, new: u64) -> bool {
+        // SAFETY: as the caller promises.
         let (seen, _) = unsafe {
             atomic_cxchg::<u64, { AtomicOrdering::SeqCst }, { AtomicOrdering::SeqCst }>(
                 owner, old, new,
@@ -146,37 +162,58 @@ mod slots {
             .or_else(|| claim_at(key, 3))
     }
 
-    /// Probe `i` of [`claim`]: the slot if it is free or this socket's own, and this run
-    /// claimed it.
+    /// Probe `i` of [`claim`]: the slot if it is free, this socket's own, or stale, and this
+    /// run claimed it.
     #[inline(always)]
     fn claim_at(key: u64, i: u32) -> Option<*mut ConnectingSlot> {
         let slot = slot(key, i)?;
         // SAFETY: a live slot of the array, its owner read once (another CPU may change it).
         let owner_ptr = unsafe { addr_of_mut!((*slot).sk) };
         let owner = unsafe { read_volatile(owner_ptr) };
-        // Taken by another CPU meanwhile: on to the next.
-        if (owner != 0 && owner != key) || !exchange(owner_ptr, owner, key | ConnectingSlot::BUSY) {
+        // Another socket's: taken, unless its connect is stale (read only then: a slot taken
+        // by another live connect is the rare case).
+        if owner != 0 && owner != key && !stale(slot, owner) {
             return None;
         }
-        if owner == key {
-            // This socket's previous connect never left SYN_SENT as far as the completion
-            // path saw (a run the kernel skipped): lost.
+        // Taken by another CPU meanwhile: on to the next.
+        if !unsafe { exchange(owner_ptr, owner, key | ConnectingSlot::BUSY) } {
+            return None;
+        }
+        if owner != 0 {
+            // This socket's previous connect, or a stale one, never left SYN_SENT as far as
+            // the completion path saw (a run the kernel skipped): lost.
             emit::count(counter::MISSED_RETURN);
         }
         Some(slot)
     }
 
+    /// Whether `slot`, published by socket `owner`, holds a connect older than
+    /// `CONNECTING_STALE_NS` (the rule userspace reaps the LRU by): its socket left SYN_SENT
+    /// long ago without the completion path seeing it. Not a slot being written (busy).
+    #[inline(always)]
+    fn stale(slot: *mut ConnectingSlot, owner: u64) -> bool {
+        // SAFETY: a live slot of the array; a plain read of a word another CPU may be
+        // rewriting (then the exchange that follows fails, or the slot is its own again).
+        let boot_ns = unsafe { read_volatile(addr_of!((*slot).record.boot_ns)) };
+        owner & ConnectingSlot::BUSY == 0 && age(boot_ns) > CONNECTING_STALE_NS
+    }
+
     /// Writes the connect `fill` writes into `slot`, claimed by this run, and publishes it as
     /// socket `key`'s.
+    ///
+    /// # Safety
+    /// `slot` is a slot of `CONNECTING_SLOTS` that this run claimed for `key` ([`claim`]) and
+    /// has not published yet: nobody else writes or reads its record meanwhile.
     #[inline(always)]
-    pub fn fill(slot: *mut ConnectingSlot, key: u64, fill: impl Fill) {
-        // SAFETY: this run owns the slot (busy); the record is plain data, written in place.
+    pub unsafe fn fill(slot: *mut ConnectingSlot, key: u64, fill: impl Fill) {
+        // SAFETY: this run owns the slot (busy, as the caller promises); the record is plain
+        // data, written in place.
         unsafe {
             fill.fill(&mut *addr_of_mut!((*slot).record).cast::<MaybeUninit<ConnectRecord>>());
             // A compare-and-exchange, which orders the record's stores before it on every
             // architecture (a plain store would not on arm64), and which leaves a slot alone
-            // that userspace cleared meanwhile (a run preempted past the detach grace, whose
-            // connect it counted as missed).
+            // that userspace cleared meanwhile (a run still in progress after detaching, where
+            // userspace could not wait for runs, whose connect it counted as missed).
             exchange(addr_of_mut!((*slot).sk), key | ConnectingSlot::BUSY, key);
         }
     }
@@ -194,16 +231,23 @@ mod slots {
     /// Copies the connect in `slot`, socket `key`'s, to `copy` and frees the slot; returns
     /// whether this run did (the exchange fails only if the slot changed hands meanwhile,
     /// which nothing does while it is taken: a check, not a case).
+    ///
+    /// # Safety
+    /// `slot` is a slot of `CONNECTING_SLOTS` that [`find`] found holding `key`'s connect, in a
+    /// run holding that socket's lock (its transition out of SYN_SENT): only this run may free
+    /// it.
     #[inline(always)]
-    pub fn take(
+    pub unsafe fn take(
         slot: *mut ConnectingSlot,
         key: u64,
         copy: &mut MaybeUninit<ConnectRecord>,
     ) -> bool {
-        // SAFETY: a live slot of the array, to a whole record. Copied before the slot is
-        // freed, after which another CPU may take it at once.
-        unsafe { emit::copy_record(copy.as_mut_ptr(), addr_of!((*slot).record)) };
-        exchange(unsafe { addr_of_mut!((*slot).sk) }, key, 0)
+        // SAFETY: a live slot of the array (as the caller promises), to a whole record. Copied
+        // before the slot is freed, after which another CPU may take it at once.
+        unsafe {
+            emit::copy_record(copy.as_mut_ptr(), addr_of!((*slot).record));
+            exchange(addr_of_mut!((*slot).sk), key, 0)
+        }
     }
 
     /// Slot `i` of socket `key`'s neighbourhood if it holds that socket's connect.

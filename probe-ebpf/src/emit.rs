@@ -253,14 +253,16 @@ fn counted(to: &Destination, cgroup: impl FnOnce() -> u64, outcome: u8, latency_
         latency_ns,
     };
     if let Some(value) = CONNECT_COUNTS.get_ptr_mut(&key) {
-        add(value, latency_ns);
+        // SAFETY: this CPU's slot of a value of the map.
+        unsafe { add(value, latency_ns) };
     } else if CONNECT_COUNTS
         .insert(&key, &first, BPF_NOEXIST as u64)
         .is_err()
     {
         // Created by another CPU meanwhile (then this CPU's slot exists, zeroed), or full.
         match CONNECT_COUNTS.get_ptr_mut(&key) {
-            Some(value) => add(value, latency_ns),
+            // SAFETY: as above.
+            Some(value) => unsafe { add(value, latency_ns) },
             None => count(counter::COUNTS_FULL),
         }
     }
@@ -268,12 +270,15 @@ fn counted(to: &Destination, cgroup: impl FnOnce() -> u64, outcome: u8, latency_
 }
 
 /// Adds one connect of `latency_ns` to this CPU's slot of a `CONNECT_COUNTS` value.
+///
+/// # Safety
+/// `value` is a live, aligned `CountValue` in map memory (a lookup's result in this run).
 #[inline(always)]
-fn add(value: *mut CountValue, latency_ns: u64) {
+unsafe fn add(value: *mut CountValue, latency_ns: u64) {
     // Atomic adds (see `xadd`), though the slot is this CPU's: a run may be interrupted by one
     // in softirq (the tracepoint, on older kernels), or an fexit run preempted by another on a
     // preemptible kernel, and a plain read-modify-write would lose one of the increments.
-    // SAFETY: live, aligned u64s of this CPU's slot of a per-CPU value.
+    // SAFETY: live, aligned u64s of this CPU's slot of a per-CPU value (as the caller promises).
     unsafe {
         xadd(addr_of_mut!((*value).connects), 1);
         // Not for a constant 0 (counting without outcomes): LLVM turns an atomic add of 0 into

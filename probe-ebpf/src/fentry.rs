@@ -129,5 +129,6 @@ fn on_connect_exit<C: EbpfContext>(
         to: &to,
         ret,
     };
-    outcome::call_returned(ctx, hook, sk_ptr, sk.state(), &to, ret, fill);
+    // SAFETY: this is the run of the fexit program of `family`'s function, whose slot `hook` is.
+    unsafe { outcome::call_returned(ctx, hook, sk_ptr, sk.state(), &to, ret, fill) };
 }

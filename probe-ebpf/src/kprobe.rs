@@ -144,5 +144,6 @@ fn on_connect_return(ctx: &RetProbeContext) {
         to: &to,
         ret,
     };
-    outcome::call_returned(ctx, Scratch::KretProbe, sk_ptr, state, &to, ret, fill);
+    // SAFETY: this is the kretprobe's run.
+    unsafe { outcome::call_returned(ctx, Scratch::KretProbe, sk_ptr, state, &to, ret, fill) };
 }

@@ -10,11 +10,11 @@
 
 use core::mem::MaybeUninit;
 
-use aya_ebpf::{
-    EbpfContext, helpers::bpf_ktime_get_boot_ns, macros::raw_tracepoint,
-    programs::RawTracePointContext,
+use aya_ebpf::{EbpfContext, macros::raw_tracepoint, programs::RawTracePointContext};
+use probe_common::{
+    ConnectRecord, Family, Outcome,
+    state::{CONNECTING_STALE_NS, counter},
 };
-use probe_common::{ConnectRecord, Family, Outcome};
 
 use crate::{
     OUTCOME, RECORD_SCRATCH, SOCK_OFFSETS, connecting, emit,
@@ -82,10 +82,15 @@ pub enum Scratch {
 
 /// This CPU's `RECORD_SCRATCH` slot for hook `scratch`, where a record for `track` is built
 /// (not on the stack, which the return hooks need for the rest).
+///
+/// # Safety
+/// The caller is a run of hook `scratch` itself (see [`Scratch`]: no other run of that hook
+/// uses this CPU's slot until it ends), and drops the reference before the run ends. Two
+/// calls for one hook return the same memory, so a run calls this once.
 #[inline(always)]
-pub fn scratch(scratch: Scratch) -> Option<&'static mut MaybeUninit<ConnectRecord>> {
-    // SAFETY: this CPU's slot of this hook, used within one run of it (see `Scratch`); a
-    // MaybeUninit view of initialised memory.
+pub unsafe fn scratch(scratch: Scratch) -> Option<&'static mut MaybeUninit<ConnectRecord>> {
+    // SAFETY: this CPU's slot of this hook, used only by this run (as the caller promises); a
+    // MaybeUninit view of initialised map memory.
     RECORD_SCRATCH
         .get_ptr_mut(scratch as u32)
         .map(|slot| unsafe { &mut *slot.cast::<MaybeUninit<ConnectRecord>>() })
@@ -96,8 +101,12 @@ pub fn scratch(scratch: Scratch) -> Option<&'static mut MaybeUninit<ConnectRecor
 /// `--outcome` tracked until its handshake ends (a call that failed ends now, as `error` or
 /// `unreachable`; a socket in repair mode, which the call moved to ESTABLISHED without a
 /// handshake, as `established`).
+///
+/// # Safety
+/// The caller is a run of hook `hook` (its record is built in that hook's scratch slot: see
+/// [`scratch`]).
 #[inline(always)]
-pub fn call_returned<C: EbpfContext>(
+pub unsafe fn call_returned<C: EbpfContext>(
     ctx: &C,
     hook: Scratch,
     sk_ptr: *const u8,
@@ -110,7 +119,8 @@ pub fn call_returned<C: EbpfContext>(
         emit::connect(ctx, to, task::current_cgroup, fill);
         return;
     }
-    let Some(slot) = scratch(hook) else {
+    // SAFETY: this run is hook `hook`'s (as the caller promises), and this is its one call.
+    let Some(slot) = (unsafe { scratch(hook) }) else {
         return;
     };
     // Decided before `fill` runs: with identities, it makes a BPF-to-BPF call
@@ -124,19 +134,13 @@ pub fn call_returned<C: EbpfContext>(
     fill.fill(slot);
     // SAFETY: `fill` wrote every field.
     let record = unsafe { slot.assume_init_ref() };
-    let latency_ns = since(record.boot_ns);
+    let latency_ns = connecting::age(record.boot_ns);
     let outcome = if ret == 0 {
         Outcome::Established
     } else {
         Outcome::of_failed_call(ret)
     };
     emit::completed(to, record, outcome, ret.unsigned_abs(), latency_ns);
-}
-
-/// Nanoseconds from `boot_ns` (`CLOCK_BOOTTIME`) to now: a connect's latency.
-#[inline(always)]
-fn since(boot_ns: u64) -> u64 {
-    unsafe { bpf_ktime_get_boot_ns() }.saturating_sub(boot_ns)
 }
 
 /// Socket `sk_ptr` left SYN_SENT for `new`: the connect it was tracked for (if any) is over.
@@ -149,6 +153,13 @@ pub fn left_syn_sent<C: EbpfContext>(ctx: &C, sk_ptr: *const u8, new: i32) {
     }
     // SAFETY: `take` wrote the whole record.
     let record = unsafe { copy.assume_init_mut() };
+    let age = connecting::age(record.boot_ns);
+    if age > CONNECTING_STALE_NS {
+        // Older than any socket stays in SYN_SENT: a stale connect, whose own completion was
+        // missed, met by a later socket at the same address. Lost, not this socket's.
+        emit::count(counter::MISSED_RETURN);
+        return;
+    }
     if record.sport == 0 {
         let sk = Sock::read(sk_ptr, SOCK_OFFSETS.load());
         // Tracked by the tracepoint backend from SYN_SENT, inside the call. Back to CLOSE with
@@ -181,7 +192,7 @@ pub fn left_syn_sent<C: EbpfContext>(ctx: &C, sk_ptr: *const u8, new: i32) {
         emit::connect(ctx, &to, || record.identity.cgroup_id, &*record);
         return;
     }
-    let latency_ns = since(record.boot_ns);
+    let latency_ns = age;
     let errno = if new == TCP_CLOSE {
         sock::error(sk_ptr, SOCK_OFFSETS.load())
     } else {

@@ -14,7 +14,10 @@ use probe_common::{
     state::{ConnectingSlot, counter},
 };
 
-use crate::{Error, tracer::take_map};
+use crate::{
+    Error,
+    maps::{reap_map, take_map},
+};
 
 /// The stores of the object loaded: the LRU hash `CONNECTING`, and with BPF atomics the
 /// `CONNECTING_SLOTS` table in front of it.
@@ -62,7 +65,7 @@ impl Connecting {
     /// cleared could have changed hands meanwhile. (A socket whose completion the kernel
     /// skipped keeps its slot until its next connect reuses it, or the end.)
     pub(crate) fn reap(&mut self, cutoff: u64, detached: bool) -> usize {
-        let reaped = crate::tracer::reap_map(&mut self.lru, cutoff, |c| c.boot_ns);
+        let reaped = reap_map(&mut self.lru, cutoff, |c| c.boot_ns);
         self.deleted += reaped as u64;
         let slots = match &mut self.slots {
             Some(slots) if detached => {
@@ -109,7 +112,8 @@ impl Connecting {
 }
 
 /// Clears the slots holding a complete connect that `take` accepts, and with `busy` those
-/// whose writer never published them (an fexit run preempted past the detach grace: a connect
+/// whose writer never published them (a run still in progress past the end of `detach`, which
+/// happens only when it could not wait for runs exactly: see `Tracer::exit_inexact`; a connect
 /// missed); returns the complete connects and how many slots were cleared. Only once the
 /// programs are detached.
 fn take_slots(

@@ -61,6 +61,7 @@ mod format;
 pub mod identity;
 mod kernel;
 mod loader;
+mod maps;
 pub mod names;
 mod program_info;
 mod stream;

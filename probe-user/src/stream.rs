@@ -52,9 +52,35 @@ impl EventStream {
         self.tracer.get_ref().counters()
     }
 
-    /// The tracer, e.g. for its statistics or a last [`Tracer::drain`] before exiting.
-    pub fn tracer_mut(&mut self) -> &mut Tracer {
-        self.tracer.get_mut()
+    /// The tracer, for its statistics, counters and counts. Read-only: the stream's reactor
+    /// holds the tracer's ring-buffer descriptor, which must stay the tracer's own while
+    /// registered (a `&mut Tracer` could swap in another one). What needs `&mut` has its own
+    /// method here.
+    pub fn tracer(&self) -> &Tracer {
+        self.tracer.get_ref()
+    }
+
+    /// Hands every event already waiting to `on_event`, those the stream has queued first, and
+    /// returns how many there were, without waiting (see [`Tracer::drain`]): after
+    /// [`EventStream::detach`], the last events.
+    pub fn drain(&mut self, mut on_event: impl FnMut(&ConnectEvent)) -> usize {
+        let queued = self.ready.len();
+        for event in self.ready.drain(..) {
+            on_event(&event);
+        }
+        queued + self.tracer.get_mut().drain(on_event)
+    }
+
+    /// Detaches every program and waits for their runs in progress (see [`Tracer::detach`]);
+    /// the stream then yields what they recorded, and [`EventStream::drain`] takes it at once.
+    pub fn detach(&mut self) {
+        self.tracer.get_mut().detach();
+    }
+
+    /// Counts as missed the connects entered more than `max_age` ago that will never complete
+    /// (see [`Tracer::reap_pending`]); returns how many.
+    pub fn reap_pending(&mut self, max_age: Duration) -> usize {
+        self.tracer.get_mut().reap_pending(max_age)
     }
 
     /// Waits until events arrive, then hands every waiting one to `on_event` at once and returns

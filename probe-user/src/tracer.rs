@@ -17,12 +17,17 @@ use probe_common::{
     CountBy, Family, Outcome,
     names::map,
     outcome::LATENCY_BUCKETS,
-    state::{CountKey, CountValue, PendingConnect, counter},
+    state::{CONNECTING_STALE_NS, CountKey, CountValue, PendingConnect, counter},
 };
 
 use crate::{
-    Backend, ConnectEvent, Error, TracerBuilder, clock, connecting::Connecting,
-    error::BackendError, event, identity::Workloads, program_info,
+    Backend, ConnectEvent, Error, TracerBuilder, clock,
+    connecting::Connecting,
+    error::BackendError,
+    event,
+    identity::Workloads,
+    maps::{RunBarrier, reap_map, take_map},
+    program_info,
 };
 
 /// The workload names, whatever a panic elsewhere left behind (a cache: any state is usable).
@@ -36,12 +41,13 @@ fn lock(workloads: &Mutex<Workloads>) -> MutexGuard<'_, Workloads> {
 /// exited after the kernel missed the return (a connect call takes microseconds).
 const STALE_AFTER: Duration = Duration::from_secs(5);
 
-/// A socket still in SYN_SENT after this long (tracepoint backend) will never be reported:
-/// the kernel gives up on a SYN after about two minutes (`tcp_syn_retries` 6), so its
-/// transition out of SYN_SENT was missed.
-const CONNECTING_STALE_AFTER: Duration = Duration::from_secs(600);
+/// A connect held in SYN_SENT longer than this will never be reported: no socket stays there
+/// so long (see `CONNECTING_STALE_NS`), so its transition out of SYN_SENT was missed. The rule
+/// the kernel side applies to its table of slots too.
+const CONNECTING_STALE_AFTER: Duration = Duration::from_nanos(CONNECTING_STALE_NS);
 
-/// How long [`Tracer::detach`] waits for program runs still in flight.
+/// How long [`Tracer::detach`] waits for program runs still in progress where the kernel
+/// offers no way to wait for them exactly (see [`RunBarrier`]).
 const DETACH_GRACE: Duration = Duration::from_millis(50);
 
 /// How often [`Tracer::drain`] looks for stale calls.
@@ -160,6 +166,10 @@ pub struct Tracer {
     reaped: u64,
     last_reap: Instant,
     startup: Startup,
+    // Waits for program runs in progress at `detach` (`None` if the kernel would not create
+    // it: then `detach` waits `DETACH_GRACE`, and `inexact_exit` says so).
+    barrier: Option<RunBarrier>,
+    inexact_exit: bool,
     // Keeps kernel run-time accounting on while held (see TracerBuilder::program_stats).
     _stats: Option<std::os::fd::OwnedFd>,
     // The attached programs by name, through descriptors of their own: their run counts and
@@ -245,6 +255,8 @@ impl Tracer {
             reaped: 0,
             last_reap: Instant::now(),
             startup,
+            barrier: RunBarrier::new().ok(),
+            inexact_exit: false,
             _stats: stats,
             ebpf: Some(ebpf),
         })
@@ -432,22 +444,33 @@ impl Tracer {
         calls + sockets
     }
 
-    /// Detaches every program, so that nothing more is recorded, while keeping what they
-    /// recorded readable: the ring buffer (a last [`Tracer::drain`] then sees every event), the
-    /// calls in flight ([`Tracer::reap_pending`] with `Duration::ZERO` then counts them), the
-    /// counts and counters, and the programs' statistics. This is the exact way to end: every
-    /// connect a program saw is then printed, dropped or missed. Dropping the tracer detaches
-    /// too.
+    /// Detaches every program, so that nothing more is recorded, and waits for the runs still
+    /// in progress (see [`RunBarrier`]), while keeping what they recorded readable: the ring
+    /// buffer (a last [`Tracer::drain`] then sees every event), the calls in flight
+    /// ([`Tracer::reap_pending`] with `Duration::ZERO` then counts them), the counts and
+    /// counters, and the programs' statistics. This is the exact way to end: every connect a
+    /// program saw is then printed, dropped or missed. Dropping the tracer detaches too.
     pub fn detach(&mut self) {
         if self.ebpf.take().is_some() {
-            // kprobes are unregistered synchronously, but a thread already inside a connect
-            // function returns through the old fexit trampoline, and a tracepoint run may still
-            // be finishing: give them a moment to commit before the caller's last drain.
-            std::thread::sleep(DETACH_GRACE);
+            // Closing the links stops new runs; a run already in progress (a raw tracepoint
+            // on another CPU, an fexit program preempted on a preemptible kernel) can still
+            // write after that, until the barrier returns.
+            let waited = self.barrier.as_ref().is_some_and(|b| b.wait().is_ok());
+            if !waited {
+                std::thread::sleep(DETACH_GRACE);
+                self.inexact_exit = true;
+            }
             if self.outcome {
                 self.take_pending();
             }
         }
+    }
+
+    /// Whether [`Tracer::detach`] could not wait for the program runs in progress exactly (the
+    /// kernel refused the map it waits with) and gave them a grace period instead: a run
+    /// preempted for longer could then write after the last drain, unseen and uncounted.
+    pub fn exit_inexact(&self) -> bool {
+        self.inexact_exit
     }
 
     /// With outcomes, once detached: every connect still in SYN_SENT becomes a pending event
@@ -561,41 +584,4 @@ impl AsRawFd for Tracer {
     fn as_raw_fd(&self) -> RawFd {
         self.events.as_raw_fd()
     }
-}
-
-/// Deletes the entries of `map` stamped at or before `cutoff` (by `stamp`); returns how many.
-pub(crate) fn reap_map<V: aya::Pod>(
-    map: &mut HashMap<MapData, u64, V>,
-    cutoff: u64,
-    stamp: impl Fn(&V) -> u64,
-) -> usize {
-    let stale: Vec<u64> = map
-        .iter()
-        .filter_map(Result::ok)
-        .filter(|(_, value)| stamp(value) <= cutoff)
-        .map(|(key, _)| key)
-        .collect();
-    // The kernel may have replaced a stale entry with a new one since (a thread's next call, a
-    // socket address reused): deleting by key could then lose that one, so an entry is deleted
-    // only if it is still the stale one.
-    stale
-        .into_iter()
-        .filter(|key| {
-            let still_stale = matches!(map.get(key, 0), Ok(value) if stamp(&value) <= cutoff);
-            still_stale && map.remove(key).is_ok()
-        })
-        .count()
-}
-
-/// Takes map `name` out of the object, as the type userspace reads it with.
-pub(crate) fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, Error>
-where
-    T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
-{
-    let missing = || Error::Object(format!("map {name}"));
-    let map = ebpf.take_map(name).ok_or_else(missing)?;
-    T::try_from(map).map_err(|source| Error::Map {
-        map: name,
-        source: Box::new(source),
-    })
 }

@@ -782,3 +782,76 @@ impl Drop for CgroupTree {
         }
     }
 }
+
+/// probe-user's event ring buffer, held open from outside it (`pidfd_getfd`), so that what
+/// lands in it after probe-user's last drain (and exit) can still be seen.
+pub struct RingWitness {
+    fd: std::os::fd::OwnedFd,
+}
+
+impl RingWitness {
+    /// The `BPF_MAP_TYPE_RINGBUF` map among the descriptors of process `pid` (probe-user has
+    /// one).
+    pub fn of(pid: u32) -> RingWitness {
+        use std::os::fd::FromRawFd as _;
+        const BPF_MAP_TYPE_RINGBUF: &str = "27";
+        let fd = std::fs::read_dir(format!("/proc/{pid}/fdinfo"))
+            .unwrap()
+            .filter_map(Result::ok)
+            .find_map(|entry| {
+                let info = std::fs::read_to_string(entry.path()).ok()?;
+                let ring = info.lines().any(|l| {
+                    l.strip_prefix("map_type:").map(str::trim) == Some(BPF_MAP_TYPE_RINGBUF)
+                });
+                ring.then(|| entry.file_name().to_str()?.parse::<i32>().ok())
+                    .flatten()
+            })
+            .unwrap_or_else(|| panic!("no ring buffer among the descriptors of {pid}"));
+        // SAFETY: plain syscalls; a descriptor returned is new and ours.
+        unsafe {
+            let pidfd = libc::syscall(libc::SYS_pidfd_open, pid, 0);
+            assert!(
+                pidfd >= 0,
+                "pidfd_open: {}",
+                std::io::Error::last_os_error()
+            );
+            let pidfd = std::os::fd::OwnedFd::from_raw_fd(pidfd as i32);
+            let copy = libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0);
+            assert!(
+                copy >= 0,
+                "pidfd_getfd: {}",
+                std::io::Error::last_os_error()
+            );
+            RingWitness {
+                fd: std::os::fd::OwnedFd::from_raw_fd(copy as i32),
+            }
+        }
+    }
+
+    /// Bytes written to the ring and not consumed by its reader: the producer position (the
+    /// page after the consumer's, read-only) minus the consumer position (the first page).
+    pub fn unread_bytes(&self) -> u64 {
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+        let position = |offset: usize| -> u64 {
+            // SAFETY: a shared read-only mapping of one page of a ring buffer's positions,
+            // unmapped before returning; the kernel maps the first two pages as u64 positions.
+            unsafe {
+                let at = libc::mmap(
+                    std::ptr::null_mut(),
+                    page,
+                    libc::PROT_READ,
+                    libc::MAP_SHARED,
+                    self.fd.as_raw_fd(),
+                    offset as libc::off_t,
+                );
+                assert_ne!(at, libc::MAP_FAILED, "{}", std::io::Error::last_os_error());
+                let value = std::ptr::read_volatile(at.cast::<u64>());
+                libc::munmap(at, page);
+                value
+            }
+        };
+        let consumer = position(0);
+        let producer = position(page);
+        producer - consumer
+    }
+}

@@ -430,6 +430,100 @@ fn edge_stopping_under_load_accounts_for_every_program_run() {
     assert_eq!(out.stdout.lines().count() as u64, s.printed);
 }
 
+/// The kernel's preemption mode (`/sys/kernel/debug/sched/preempt`, kernels built with
+/// PREEMPT_DYNAMIC) set for as long as it lives; nothing where it cannot be switched.
+struct PreemptMode(Option<String>);
+
+impl PreemptMode {
+    const PATH: &str = "/sys/kernel/debug/sched/preempt";
+
+    fn set(mode: &str) -> PreemptMode {
+        // The file reads like "none voluntary (full) lazy": the current mode in parentheses.
+        let current = std::fs::read_to_string(Self::PATH).ok().and_then(|modes| {
+            let (_, rest) = modes.split_once('(')?;
+            Some(rest.split_once(')')?.0.to_string())
+        });
+        if current.is_some() {
+            std::fs::write(Self::PATH, mode).unwrap();
+        }
+        PreemptMode(current)
+    }
+}
+
+impl Drop for PreemptMode {
+    fn drop(&mut self) {
+        if let Some(previous) = &self.0 {
+            let _ = std::fs::write(Self::PATH, previous);
+        }
+    }
+}
+
+#[test]
+fn edge_nothing_lands_in_the_ring_after_the_last_drain() {
+    // 8 threads connect flat out at the lowest priority (SCHED_IDLE) while 3 threads per CPU
+    // spin at the normal one, on a kernel made fully preemptible where it can be switched
+    // (6.x's PREEMPT_DYNAMIC): an fexit program runs preemptibly, so a run is often preempted
+    // midway and resumes long after. probe-user is stopped while all of them go on; the test
+    // holds its ring buffer open, so a record a run commits after probe-user's last drain
+    // stays there (unread), neither printed nor counted.
+    let _preempt = PreemptMode::set("full");
+    let v4 = listener("127.0.0.1:0");
+    let stop = Arc::new(AtomicBool::new(false));
+    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let hogs: Vec<_> = (0..3 * cpus)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::hint::spin_loop();
+                }
+            })
+        })
+        .collect();
+    let mut tracer = ProbeUser::start(&["--stats"]);
+    tracer.read_stdout_in_background();
+    let ring = probe_tests::RingWitness::of(tracer.pid());
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                // SAFETY: plain integers (musl's has more fields than glibc's): all zero is a
+                // valid priority 0, the only one SCHED_IDLE takes.
+                let idle: libc::sched_param = unsafe { std::mem::zeroed() };
+                // SAFETY: the raw syscall on the calling thread (tid 0): musl's wrapper is a
+                // stub returning ENOSYS.
+                let set = unsafe {
+                    libc::syscall(libc::SYS_sched_setscheduler, 0, libc::SCHED_IDLE, &idle)
+                };
+                assert_eq!(set, 0, "{}", std::io::Error::last_os_error());
+                let mut made = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let _ = connect(v4, None);
+                    made += 1;
+                }
+                made
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(1));
+    let out = tracer.stop();
+    // Runs preempted past the exit get a while to finish before everything stops.
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    let made: u64 = clients.into_iter().map(|t| t.join().unwrap()).sum();
+    hogs.into_iter().for_each(|t| t.join().unwrap());
+    assert!(out.status.success(), "{out:?}");
+    let s = summary(&out.stderr);
+    assert_eq!(out.stdout.lines().count() as u64, s.printed);
+    assert!(s.printed > 0 && s.accounted() <= made, "{s:?}, {made} made");
+    assert_eq!(
+        ring.unread_bytes(),
+        0,
+        "records landed after the last drain ({s:?})\n{}",
+        out.stderr
+    );
+}
+
 #[test]
 fn edge_connects_still_in_syn_sent_at_exit_are_counted() {
     let server = SynDropping::start();

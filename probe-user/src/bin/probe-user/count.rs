@@ -98,7 +98,7 @@ pub async fn count_until_signal(
     }
     let tracer = &mut counting.tracer;
     if counting.stats {
-        stats::print(tracer);
+        stats::print(tracer, tracer.pending_calls());
     }
     tracer.reap_pending(Duration::ZERO);
     let counted: u64 = tracer.connect_counts().iter().map(|c| c.connects).sum();
@@ -107,5 +107,6 @@ pub async fn count_until_signal(
         "probe-user: {counted} connects counted, {} dropped, {} missed, {} malformed",
         counters.dropped, counters.missed, counters.malformed
     );
+    crate::trace::warn_if_inexact(tracer);
     Ok(())
 }

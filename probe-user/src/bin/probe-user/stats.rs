@@ -31,13 +31,13 @@ pub fn print_resources(startup: probe_user::Startup) {
     );
 }
 
-/// Prints the start-up time and memory, the connect calls still in flight in the kernel's maps
-/// and each program's run count and average run time: what `--stats` prints at exit.
-pub fn print(tracer: &Tracer) {
+/// Prints the start-up time and memory, the connect calls that were still in flight in the
+/// kernel's maps at the end (`in_flight`, read before they are reaped as missed) and each
+/// program's run count and average run time: what `--stats` prints at exit.
+pub fn print(tracer: &Tracer, in_flight: usize) {
     print_resources(tracer.startup());
     eprintln!(
-        "probe-user: {} connect calls in flight (maps PENDING and CONNECTING, at most {MAX_PENDING} and {MAX_CONNECTING} entries, and with BPF atomics {MAX_CONNECTING} slots of CONNECTING_SLOTS)",
-        tracer.pending_calls()
+        "probe-user: {in_flight} connect calls in flight (maps PENDING and CONNECTING, at most {MAX_PENDING} and {MAX_CONNECTING} entries, and with BPF atomics {MAX_CONNECTING} slots of CONNECTING_SLOTS)"
     );
     print_programs(tracer);
 }

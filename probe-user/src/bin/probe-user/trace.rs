@@ -61,10 +61,9 @@ pub async fn trace_until_signal(
     // At the end: detach first, so that the last drain sees every event a program emitted and
     // the counters below account for every connect a program saw.
     let last = |(events, formatter): &mut (EventStream, Formatter), out: &mut Vec<u8>| {
-        let tracer = events.tracer_mut();
-        tracer.detach();
+        events.detach();
         formatter.follow_clock();
-        tracer.drain(|event| formatter.write(out, event));
+        events.drain(|event| formatter.write(out, event));
         if discard.is_some() {
             out.clear();
         }
@@ -72,16 +71,30 @@ pub async fn trace_until_signal(
     if !until_signal(&mut printing, &mut signals, &mut out, step, last).await? {
         return Ok(());
     }
-    let tracer = printing.0.tracer_mut();
+    let events = &mut printing.0;
+    // Calls still in flight at the end will not be reported: counted with the missed ones
+    // below, after the in-flight count is shown.
+    let in_flight = events.tracer().pending_calls();
+    events.reap_pending(Duration::ZERO);
+    let tracer = events.tracer();
     if streaming.stats {
-        stats::print(tracer);
+        stats::print(tracer, in_flight);
     }
-    // Calls still in flight now will not be reported: count them with the missed ones.
-    tracer.reap_pending(Duration::ZERO);
     let counters = tracer.counters();
     eprintln!(
         "probe-user: {} events printed, {} dropped, {} missed, {} malformed",
         counters.events, counters.dropped, counters.missed, counters.malformed
     );
+    warn_if_inexact(tracer);
     Ok(())
+}
+
+/// Says so when the end could not wait for the programs' last runs (see
+/// `Tracer::exit_inexact`).
+pub fn warn_if_inexact(tracer: &Tracer) {
+    if tracer.exit_inexact() {
+        eprintln!(
+            "probe-user: warning: could not wait for the programs' last runs; waited 50 ms instead, so a connect recorded later is not in the counts above"
+        );
+    }
 }
