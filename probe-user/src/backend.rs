@@ -9,7 +9,12 @@ use aya::{
 };
 use probe_common::{Backend, Family, Function, names::program};
 
-use crate::{TracerBuilder, btf::FunctionIds, error::AttachError, kernel};
+use crate::{
+    TracerBuilder,
+    btf::FunctionIds,
+    error::{self, AttachError},
+    kernel,
+};
 
 /// What the tracer reports, which decides the programs a backend attaches.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -114,13 +119,7 @@ fn attach_programs(
                     .map_err(|e| AttachError::KernelBtf(Box::new(e)))?,
             };
             for (name, function) in programs {
-                trampoline(ebpf, name, function, &btf, attached).map_err(|source| {
-                    AttachError::Trampoline {
-                        program: name,
-                        function: function.name(),
-                        source: Box::new(source),
-                    }
-                })?;
+                trampoline(ebpf, name, function, &btf, attached)?;
             }
         }
         Backend::Tracepoint => raw_tracepoint(ebpf, program::inet_sock_set_state, attached)?,
@@ -136,10 +135,9 @@ fn raw_tracepoint(
 ) -> Result<(), AttachError> {
     let tracepoint = program::inet_sock_set_state;
     let program: &mut RawTracePoint = program(ebpf, name)?;
-    program.load().map_err(|source| AttachError::Load {
-        program: name,
-        source: Box::new(source),
-    })?;
+    program
+        .load()
+        .map_err(|e| error::load_refused(name, None, e))?;
     attached.push(name);
     program
         .attach(tracepoint)
@@ -176,10 +174,9 @@ fn kprobe(
     attached: &mut Vec<&'static str>,
 ) -> Result<(), AttachError> {
     let program: &mut KProbe = program(ebpf, name)?;
-    program.load().map_err(|source| AttachError::Load {
-        program: name,
-        source: Box::new(source),
-    })?;
+    program
+        .load()
+        .map_err(|e| error::load_refused(name, None, e))?;
     attached.push(name);
     let kind = match program.kind() {
         aya::programs::ProbeKind::Entry => "kprobe",
@@ -205,19 +202,22 @@ fn trampoline(
     function: Function,
     btf: &Btf,
     attached: &mut Vec<&'static str>,
-) -> Result<(), ProgramError> {
+) -> Result<(), AttachError> {
+    let function = function.name();
+    let loaded = |result| error::load_refused(name, Some(function), result);
+    let attach = |result| error::trampoline_refused(name, function, result);
     match ebpf.program_mut(name) {
         Some(Program::FEntry(p)) => {
-            p.load(function.name(), btf)?;
+            p.load(function, btf).map_err(loaded)?;
             attached.push(name);
-            p.attach()?;
+            p.attach().map_err(attach)?;
         }
         Some(Program::FExit(p)) => {
-            p.load(function.name(), btf)?;
+            p.load(function, btf).map_err(loaded)?;
             attached.push(name);
-            p.attach()?;
+            p.attach().map_err(attach)?;
         }
-        _ => return Err(ProgramError::UnexpectedProgramType),
+        _ => return Err(AttachError::Object(name)),
     }
     Ok(())
 }

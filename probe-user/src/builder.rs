@@ -6,7 +6,9 @@ use std::{collections::BTreeSet, path::PathBuf};
 use ipnet::IpNet;
 use probe_common::{Backend, CountBy, Family, OutcomeConfig};
 
-use crate::{BackendError, Error, Mode, Tracer, backend, btf, loader, tracer::Loaded};
+use crate::{
+    BackendError, Error, Mode, Tracer, backend, btf, error::BackendErrors, loader, tracer::Loaded,
+};
 
 /// Options of a [`Tracer`]: filters (applied in the kernel), families, what to report and how
 /// to attach.
@@ -215,25 +217,27 @@ impl TracerBuilder {
         let started = std::time::Instant::now();
         let mut startup = crate::Startup::default();
         let keys = loader::validate(&self)?;
-        let prepared = loader::prepare(&self, &mut startup)?;
+        let mut prepared = loader::prepare(&self, &mut startup)?;
         // Checking privileges and features counts as loading.
         startup.load = started.elapsed() - startup.btf;
         // Before attaching, so that every run of every program is accounted.
         let stats = if self.program_stats {
             Some(
                 aya::sys::enable_stats(aya::sys::Stats::RunTime)
-                    .map_err(|e| Error::Stats(Box::new(e)))?,
+                    .map_err(|e| Error::Stats(e.io_error))?,
             )
         } else {
             None
         };
         // Each backend gets an object loaded for it (maps sized for what it uses): a fallback
         // costs a second load, on kernels without the backend tried first.
-        let backends = self
+        let mut backends: Vec<Backend> = self
             .backend
             .map_or(Backend::AUTO_ORDER.to_vec(), |backend| vec![backend]);
+        backends.reverse();
         let mut fallbacks = Vec::new();
-        for backend in backends {
+        let mut atomics_rejected = None;
+        while let Some(backend) = backends.pop() {
             let loading = std::time::Instant::now();
             let mut ebpf = loader::load(&self, &keys, &prepared, backend)?;
             let logger = loader::start_logger(&mut ebpf)?;
@@ -248,8 +252,24 @@ impl TracerBuilder {
                         backend,
                         fallbacks,
                         atomics: prepared.atomics,
+                        atomics_rejected,
                     };
                     return Tracer::new(ebpf, loaded, &self, logger, stats, startup);
+                }
+                // The kernel's version says it has BPF atomics, but its verifier (or JIT)
+                // refuses the object built with them (a kernel that differs from upstream's
+                // of its version): the same backend again with the object without.
+                Err(error)
+                    if prepared.atomics && prepared.atomics_fallback && error.is_rejection() =>
+                {
+                    let error = BackendError { backend, error };
+                    log::warn!(
+                        "{backend}: {error}; loading the eBPF object without BPF atomics instead"
+                    );
+                    log::debug!("{backend}: {}", error.reason());
+                    prepared.atomics = false;
+                    atomics_rejected = Some(error);
+                    backends.push(backend);
                 }
                 Err(error) if self.backend.is_some() => {
                     return Err(Error::Attach(BackendError { backend, error }));
@@ -257,6 +277,6 @@ impl TracerBuilder {
                 Err(error) => fallbacks.push(BackendError { backend, error }),
             }
         }
-        Err(Error::NoBackend(fallbacks))
+        Err(Error::NoBackend(BackendErrors(fallbacks)))
     }
 }

@@ -71,6 +71,56 @@ pub fn perf_paranoid_hint() -> Option<String> {
     ))
 }
 
+/// Why kernel function `function` may be missing from the kernel's own BTF (`vmlinux`), which
+/// fentry/fexit programs are attached with: `tcp_v6_connect` is IPv6's, which may be a module
+/// (its functions then in the module's BTF, `/sys/kernel/btf/ipv6`, or nowhere until it is
+/// loaded).
+pub fn missing_function_hint(function: &str) -> Option<String> {
+    if function != probe_common::Function::TcpV6Connect.name() {
+        return None;
+    }
+    // A loadable module has an `initstate`; a built-in one (with parameters) only the directory.
+    let ipv6 = if Path::new("/sys/kernel/btf/ipv6").exists() {
+        Ipv6::ModuleWithBtf
+    } else if Path::new("/sys/module/ipv6/initstate").exists() {
+        Ipv6::Module
+    } else if Path::new("/sys/module/ipv6").exists() {
+        Ipv6::BuiltIn
+    } else {
+        Ipv6::Absent
+    };
+    ipv6_hint(ipv6)
+}
+
+/// How the running kernel has IPv6.
+enum Ipv6 {
+    BuiltIn,
+    /// A loaded module with its own BTF.
+    ModuleWithBtf,
+    /// A loaded module without BTF (`CONFIG_DEBUG_INFO_BTF_MODULES` off).
+    Module,
+    /// Neither: a module not loaded yet, or disabled.
+    Absent,
+}
+
+fn ipv6_hint(ipv6: Ipv6) -> Option<String> {
+    let fix = "trace IPv4 only (-4), or attach with kprobes (--attach kprobe)";
+    match ipv6 {
+        Ipv6::BuiltIn => None,
+        Ipv6::ModuleWithBtf => Some(format!(
+            "IPv6 is a module here (its BTF is /sys/kernel/btf/ipv6), and probe-user attaches \
+             fentry/fexit to the kernel's own functions only; {fix}"
+        )),
+        Ipv6::Module => Some(format!(
+            "IPv6 is a module here, without BTF of its own; {fix}"
+        )),
+        Ipv6::Absent => Some(format!(
+            "IPv6 is not built into this kernel: a module not loaded yet (modprobe ipv6), or \
+             disabled; {fix}"
+        )),
+    }
+}
+
 /// Fails if the kernel cannot create kprobes (`CONFIG_KPROBES` off): neither the perf `kprobe`
 /// PMU nor tracefs' `kprobe_events` exists.
 pub fn check_kprobes() -> Result<(), Missing> {
@@ -155,6 +205,20 @@ mod tests {
         assert!(missing_capabilities(u64::MAX).is_ok());
         assert!(missing_capabilities(1 << CAP_SYS_ADMIN).is_ok());
         assert!(missing_capabilities((1 << CAP_BPF) | (1 << CAP_PERFMON)).is_ok());
+    }
+
+    #[test]
+    fn a_missing_tcp_v6_connect_says_how_ipv6_is_built() {
+        assert_eq!(ipv6_hint(Ipv6::BuiltIn), None);
+        let module = ipv6_hint(Ipv6::ModuleWithBtf).unwrap();
+        assert!(
+            module.starts_with("IPv6 is a module here (its BTF is /sys/kernel/btf/ipv6)"),
+            "{module}"
+        );
+        assert!(module.ends_with("trace IPv4 only (-4), or attach with kprobes (--attach kprobe)"));
+        let absent = ipv6_hint(Ipv6::Absent).unwrap();
+        assert!(absent.contains("modprobe ipv6"), "{absent}");
+        assert_eq!(missing_function_hint("tcp_v4_connect"), None);
     }
 
     #[test]

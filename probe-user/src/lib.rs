@@ -70,7 +70,9 @@ mod tracer;
 pub use backend::Mode;
 pub use builder::TracerBuilder;
 pub use clock::WallClock;
-pub use error::{AttachError, BackendError, Error, FilterError, Missing};
+pub use error::{
+    AttachError, BackendError, BackendErrors, Cause, Error, FilterError, Missing, VerifierLog,
+};
 pub use event::{Completion, ConnectEvent, Malformed, Workload};
 pub use filter::parse_network;
 pub use format::{Format, Formatter};

@@ -133,6 +133,25 @@ pub(crate) struct Prepared {
     pub functions: Option<FunctionIds>,
     /// Whether the kernel has BPF atomics: which object is loaded.
     pub atomics: bool,
+    /// Whether, should the verifier reject the object with atomics, the one without is loaded
+    /// instead (always, but for [`TEST_ATOMICS`]`=strict`).
+    pub atomics_fallback: bool,
+}
+
+/// A hidden switch for tests, not an option of the command (nor for users): with
+/// `PROBE_USER_TEST_ATOMICS=force` the object with BPF atomics is loaded whatever the kernel's
+/// version says, so that a kernel whose verifier rejects them (5.10: `BPF_STX uses reserved
+/// fields`) takes the fallback to the object without; with `=strict` the same without that
+/// fallback, so that the verifier's rejection is the error. Used by tests/tests/attach.rs.
+pub(crate) const TEST_ATOMICS: &str = "PROBE_USER_TEST_ATOMICS";
+
+/// Which object to load (`atomics`) and whether to fall back from it ([`TEST_ATOMICS`]).
+fn atomics_choice() -> (bool, bool) {
+    match std::env::var(TEST_ATOMICS).as_deref() {
+        Ok("force") => (true, true),
+        Ok("strict") => (true, false),
+        _ => (kernel::has_atomics(), true),
+    }
 }
 
 /// Stage 2: checks privileges and kernel features, and reads the struct offsets (and the
@@ -154,11 +173,13 @@ pub(crate) fn prepare(options: &TracerBuilder, startup: &mut Startup) -> Result<
     kernel::raise_memlock_limit();
     kernel::check_ring_buffer()?;
     let own_kernel = options.btf_path == std::path::Path::new(crate::btf::VMLINUX_BTF);
+    let (atomics, atomics_fallback) = atomics_choice();
     Ok(Prepared {
         offsets: types.sock,
         task_offsets,
         functions: own_kernel.then_some(types.functions),
-        atomics: kernel::has_atomics(),
+        atomics,
+        atomics_fallback,
     })
 }
 
@@ -274,7 +295,9 @@ pub(crate) fn start_logger(
     if log::max_level() == log::LevelFilter::Off {
         return Ok(None);
     }
-    EbpfLogger::init(ebpf).map(Some).map_err(Error::Log)
+    EbpfLogger::init(ebpf)
+        .map(Some)
+        .map_err(|e| Error::Log(Box::new(e)))
 }
 
 /// Stage 4: fills the filter maps.

@@ -143,6 +143,7 @@ impl Counters {
 pub struct Tracer {
     backend: Backend,
     fallbacks: Vec<BackendError>,
+    atomics_rejected: Option<BackendError>,
     events: RingBuf<MapData>,
     counters: PerCpuArray<MapData, u64>,
     pending: HashMap<MapData, u64, PendingConnect>,
@@ -188,6 +189,8 @@ pub(crate) struct Loaded {
     pub fallbacks: Vec<BackendError>,
     /// Whether the object for kernels with BPF atomics was loaded.
     pub atomics: bool,
+    /// Why the object with BPF atomics was not, though the kernel's version has them.
+    pub atomics_rejected: Option<BackendError>,
 }
 
 /// Kernel accounting of one eBPF program (see [`TracerBuilder::program_stats`]).
@@ -217,6 +220,7 @@ impl Tracer {
             backend,
             fallbacks,
             atomics,
+            atomics_rejected,
         }: Loaded,
         options: &TracerBuilder,
         logger: Option<EbpfLogger<&'static dyn log::Log>>,
@@ -233,6 +237,7 @@ impl Tracer {
         Ok(Tracer {
             backend,
             fallbacks,
+            atomics_rejected,
             programs,
             events: take_map(&mut ebpf, map::EVENTS)?,
             counters: take_map(&mut ebpf, map::COUNTERS)?,
@@ -276,6 +281,13 @@ impl Tracer {
     /// unless the backend was chosen automatically and the first choice failed).
     pub fn fallbacks(&self) -> &[BackendError] {
         &self.fallbacks
+    }
+
+    /// Why the eBPF object built for BPF atomics was not used although the kernel's version has
+    /// them: the kernel rejected it (its verifier, with its log), so the object without them
+    /// runs, which holds connects in SYN_SENT in the LRU map alone. `None` normally.
+    pub fn atomics_rejected(&self) -> Option<&BackendError> {
+        self.atomics_rejected.as_ref()
     }
 
     /// Hands every event waiting in the ring buffer to `on_event`; returns how many there were.

@@ -63,6 +63,17 @@ pub fn kernel_has_fentry() -> bool {
     !cfg!(target_arch = "aarch64") || kernel_release() >= (6, 4)
 }
 
+/// Whether probe-user loads its eBPF object with BPF atomics here: the kernel's version has
+/// them (5.12 on x86_64, 5.18 on arm64, as probe-user judges it).
+pub fn kernel_has_atomics() -> bool {
+    kernel_release()
+        >= if cfg!(target_arch = "aarch64") {
+            (5, 18)
+        } else {
+            (5, 12)
+        }
+}
+
 /// The running kernel's (major, minor) version, from `/proc/sys/kernel/osrelease`.
 pub fn kernel_release() -> (u32, u32) {
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();

@@ -53,7 +53,13 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("probe-user: error: {e:#}");
+            match e.downcast_ref::<probe_user::Error>() {
+                // Its message lists every backend's error with its causes already.
+                Some(all @ probe_user::Error::NoBackend(_)) => {
+                    eprintln!("probe-user: error: {all}")
+                }
+                _ => eprintln!("probe-user: error: {e:#}"),
+            }
             // A filter value or option the library refused (before touching the kernel) is a
             // usage error, like those clap finds; anything else happened at run time.
             match e.downcast_ref::<probe_user::Error>() {
@@ -131,8 +137,15 @@ async fn run(cli: Cli) -> Result<()> {
     let tracer = builder.attach()?;
     for skipped in tracer.fallbacks() {
         eprintln!(
-            "probe-user: not attaching with {}: {skipped}",
-            skipped.backend
+            "probe-user: not attaching with {}: {}",
+            skipped.backend,
+            skipped.reason()
+        );
+    }
+    if let Some(rejected) = tracer.atomics_rejected() {
+        eprintln!(
+            "probe-user: loading the eBPF object without BPF atomics: {} (RUST_LOG=debug shows why)",
+            rejected.error
         );
     }
     let backend = tracer.backend();
