@@ -725,11 +725,6 @@ mod tests {
         let errno = first.source().and_then(|e| e.downcast_ref::<io::Error>());
         assert_eq!(errno.and_then(io::Error::raw_os_error), Some(libc::EBUSY));
     }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
 
     /// A cgroup path given on the command line is shown escaped: the error is one line, with no
     /// control character of the path in it.
