@@ -13,7 +13,7 @@ pub enum Error {
     /// A filter value the kernel side cannot take; found before anything is loaded.
     #[error(transparent)]
     Filter(#[from] FilterError),
-    /// Options that do not go together (e.g. counting with [`crate::Mode::TimestampsOnly`]).
+    /// Options that do not go together.
     #[error("{0}")]
     Options(&'static str),
     /// The process may not load eBPF programs: it needs root, or `CAP_BPF` and `CAP_PERFMON`.
@@ -36,7 +36,7 @@ pub enum Error {
     Load {
         /// What to change to make it work, when known (e.g. `RLIMIT_MEMLOCK` on old kernels).
         hint: Option<String>,
-        /// What aya reported (see [`load_source`]).
+        /// What aya reported (see `load_source`).
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },

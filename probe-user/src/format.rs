@@ -153,9 +153,9 @@ impl<'a> JsonWorkload<'a> {
     fn of(w: &'a crate::Workload) -> Self {
         JsonWorkload {
             cgroup_id: w.cgroup_id,
-            cgroup: w.cgroup.as_deref(),
-            container_id: w.container_id.as_deref(),
-            pod_uid: w.pod_uid.as_deref(),
+            cgroup: w.names.cgroup.as_deref(),
+            container_id: w.names.container.as_deref(),
+            pod_uid: w.names.pod.as_deref(),
             ns_pid: w.ns_pid,
             ns_tid: w.ns_tid,
             pidns: w.pidns,
@@ -174,7 +174,7 @@ impl Formatter {
         }
     }
 
-    /// What count tables are keyed by (see [`crate::TracerBuilder::count_by`]), which names
+    /// What count tables are keyed by (see [`crate::Report::Counts`]), which names
     /// their last column: without it, the rows tell (an empty table then says DESTINATION).
     pub fn count_by(mut self, by: CountBy) -> Self {
         self.count_by = Some(by);
@@ -477,10 +477,10 @@ impl Formatter {
                     latency_ns_sum: c.outcome.map(|_| c.latency_ns),
                     workload: c.workload.as_ref().map(|w| JsonCountWorkload {
                         // A row of a whole container has no one cgroup.
-                        cgroup_id: (w.cgroup_id != 0).then_some(w.cgroup_id),
-                        cgroup: (w.cgroup_id != 0).then_some(w.cgroup.as_deref()),
-                        container_id: w.container_id.as_deref(),
-                        pod_uid: w.pod_uid.as_deref(),
+                        cgroup_id: c.cgroup_id,
+                        cgroup: c.cgroup_id.map(|_| w.cgroup.as_deref()),
+                        container_id: w.container.as_deref(),
+                        pod_uid: w.pod.as_deref(),
                     }),
                 })
                 .collect();
@@ -505,7 +505,7 @@ impl Formatter {
         let inferred_container = inferred_workload
             && counts
                 .iter()
-                .all(|c| c.workload.as_ref().is_some_and(|w| w.cgroup_id == 0));
+                .all(|c| c.workload.is_some() && c.cgroup_id.is_none());
         let (by_workload, by_container) = match self.count_by {
             Some(CountBy::Cgroup) => (true, false),
             Some(CountBy::Container) => (true, true),
@@ -529,7 +529,7 @@ impl Formatter {
             }
             let _ = write!(out, "{:<14}  ", function);
             match (&c.workload, c.daddr) {
-                (Some(w), _) if by_workload => push_workload(out, w, by_container),
+                (Some(w), _) if by_workload => push_workload(out, w, c.cgroup_id, by_container),
                 (_, Some(ip)) => push_endpoint(out, SocketAddr::new(ip, c.dport)),
                 (_, None) => {
                     let _ = write!(out, "*:{}", c.dport);
@@ -542,18 +542,23 @@ impl Formatter {
 
 /// A count row's workload: its container id (`-` for none), or its cgroup path (its id if the
 /// path could not be resolved), with the pod after it if any.
-fn push_workload(out: &mut Vec<u8>, w: &crate::CountWorkload, by_container: bool) {
+fn push_workload(
+    out: &mut Vec<u8>,
+    w: &crate::WorkloadNames,
+    cgroup_id: Option<u64>,
+    by_container: bool,
+) {
     if by_container {
-        out.extend_from_slice(w.container_id.as_deref().unwrap_or("-").as_bytes());
+        out.extend_from_slice(w.container.as_deref().unwrap_or("-").as_bytes());
     } else {
         match &w.cgroup {
             Some(path) => out.extend_from_slice(path.as_bytes()),
             None => {
-                let _ = write!(out, "cgroup id {}", w.cgroup_id);
+                let _ = write!(out, "cgroup id {}", cgroup_id.unwrap_or(0));
             }
         }
     }
-    if let Some(pod) = &w.pod_uid {
+    if let Some(pod) = &w.pod {
         let _ = write!(out, " (pod {pod})");
     }
 }
@@ -732,11 +737,12 @@ mod tests {
         family: crate::Family::V4,
         daddr: None,
         dport: 0,
+        cgroup_id: None,
         workload: None,
         outcome: None,
         connects: 0,
         latency_ns: 0,
-        latency_buckets: [0; probe_common::outcome::LATENCY_BUCKETS as usize + 1],
+        latency_buckets: [0; ConnectCount::LATENCY_BUCKETS],
     };
 
     #[test]

@@ -12,7 +12,8 @@ use clap::{Parser, builder::PossibleValuesParser, builder::TypedValueParser as _
 use output::{BatchedStdout, WriteError};
 use probe_common::limit::{MAX_CONNECTING, MAX_PENDING};
 use probe_user::{
-    Backend, CountBy, EventStream, Family, Format, Formatter, Mode, Tracer, WallClock,
+    Backend, Conflict, CountBy, EventStream, Family, Format, Formatter, OutcomeFilter, Report,
+    Tracer, WallClock,
     names::{self, Named},
 };
 use tokio::signal::unix::{SignalKind, signal};
@@ -68,7 +69,7 @@ struct Cli {
     comm: Vec<String>,
     /// Only trace connects to destinations in this network (CIDR, IPv4 or IPv6, or a single
     /// address; filtered in the kernel). Repeatable or comma-separated.
-    #[arg(long, value_name = "CIDR", value_delimiter = ',', value_parser = probe_user::parse_network)]
+    #[arg(long, value_name = "CIDR", value_delimiter = ',', value_parser = parse_network)]
     dst: Vec<ipnet::IpNet>,
     /// Only trace IPv4 connects (tcp_v4_connect; IPv4-mapped IPv6 destinations included).
     #[arg(short = '4', long = "ipv4", conflicts_with = "ipv6")]
@@ -148,19 +149,29 @@ struct Cli {
 }
 
 impl Cli {
-    /// Options clap accepts one by one that cannot work together.
+    /// What to report, from the options that say it, or why they cannot work together (the
+    /// library checks them: [`Report::from_switches`]; here each conflict in the options'
+    /// words).
+    fn report(&self) -> Result<Report, String> {
+        let outcome = self.outcomes().then(|| {
+            OutcomeFilter::default()
+                .failed_only(self.failed_only)
+                .min_latency(self.min_latency.unwrap_or_default())
+        });
+        let counts = self
+            .counting()
+            .then(|| (self.count_by(), self.metrics_label.is_some()));
+        let minimal = self.format == Format::Minimal;
+        Report::from_switches(minimal, self.successes_only, outcome, counts).map_err(|c| match c {
+            Conflict::TimestampsCounted => "--format minimal prints no destination, so it cannot show counts: use --format stap or json with --count or --metrics".into(),
+            Conflict::TimestampsOutcomes => "--format minimal prints only the time of each call, so it cannot show outcomes: use --format stap or json with --outcome, --failed-only or --min-latency".into(),
+            Conflict::SuccessesOutcomes => "--successes-only does not follow connects past the SYN, so it cannot show outcomes: leave it out with --outcome, --failed-only or --min-latency".into(),
+            other => other.to_string(),
+        })
+    }
+
+    /// Options clap accepts one by one that cannot work together, beyond what to report.
     fn contradiction(&self) -> Option<&'static str> {
-        let counting = self.count || self.metrics.is_some();
-        if counting && self.format == Format::Minimal {
-            return Some(
-                "--format minimal prints no destination, so it cannot show counts: use --format stap or json with --count or --metrics",
-            );
-        }
-        if self.outcomes() && self.format == Format::Minimal {
-            return Some(
-                "--format minimal prints only the time of each call, so it cannot show outcomes: use --format stap or json with --outcome, --failed-only or --min-latency",
-            );
-        }
         if self.metrics.is_some()
             && matches!(self.count_by, Some(CountBy::Cgroup | CountBy::Container))
         {
@@ -168,12 +179,22 @@ impl Cli {
                 "--metrics counts by destination or port: label its series by cgroup or container with --metrics-label",
             );
         }
-        if self.outcomes() && self.successes_only {
-            return Some(
-                "--successes-only does not follow connects past the SYN, so it cannot show outcomes: leave it out with --outcome, --failed-only or --min-latency",
-            );
-        }
         None
+    }
+
+    /// Whether connects are counted (`--count` tables or `--metrics`).
+    fn counting(&self) -> bool {
+        self.count || self.metrics.is_some()
+    }
+
+    /// What connects are counted by: `--count` tables default to destinations, `--metrics` to
+    /// ports (a label per address only when asked for).
+    fn count_by(&self) -> CountBy {
+        self.count_by.unwrap_or(if self.count {
+            CountBy::Destination
+        } else {
+            CountBy::Port
+        })
     }
 
     /// Whether connects are reported with their outcome (asked for, or implied by a filter on
@@ -414,6 +435,13 @@ fn parse_attach(s: &str) -> Result<Attach, names::UnknownName> {
     }
 }
 
+/// `--dst`: a network (`10.0.0.0/8`, `fd00::/8`) or a single address.
+fn parse_network(s: &str) -> Result<ipnet::IpNet, String> {
+    s.parse::<ipnet::IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("not an address or network in CIDR notation: {s:?}"))
+}
+
 fn parse_port(s: &str) -> Result<u16, String> {
     match s.parse::<u32>() {
         Ok(port @ 1..=65535) => Ok(port as u16),
@@ -439,6 +467,13 @@ fn main() -> ExitCode {
     if let Some(what) = &cli.generate {
         return generate(what);
     }
+    let report = match cli.report() {
+        Ok(report) => report,
+        Err(conflict) => {
+            eprintln!("probe-user: error: {conflict}");
+            return ExitCode::from(2);
+        }
+    };
     if let Some(contradiction) = cli.contradiction() {
         eprintln!("probe-user: error: {contradiction}");
         return ExitCode::from(2);
@@ -454,7 +489,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    match runtime.block_on(run(cli, report)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("probe-user: error: {e:#}");
@@ -503,8 +538,12 @@ fn generate(what: &str) -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> Result<()> {
-    let outcomes = cli.outcomes();
+async fn run(cli: Cli, report: Report) -> Result<()> {
+    let counting = cli.counting();
+    let count_by = cli.count_by();
+    // JSON lines carry every field, the workload's too; neither counts nor SystemTap's
+    // formats show the caller's uid or name.
+    let every_field = !counting && cli.format == Format::Json;
     let mut builder = Tracer::builder()
         .filter_ports(cli.filter_port)
         .filter_pids(cli.pid)
@@ -513,50 +552,16 @@ async fn run(cli: Cli) -> Result<()> {
         .filter_containers(cli.container)
         .filter_netns(cli.netns)
         .filter_comms(cli.comm)
-        .filter_destinations(cli.dst);
-    if cli.stats {
-        builder = builder.program_stats();
-    }
+        .filter_destinations(cli.dst)
+        .report(report)
+        .identity(every_field)
+        .caller_names(every_field)
+        .program_stats(cli.stats);
     if let Some(btf) = cli.btf {
         builder = builder.btf_path(btf);
     }
-    let counting = cli.count || cli.metrics.is_some();
-    // --count tables default to destinations; --metrics to ports (a label per address only
-    // when asked for).
-    let count_by = cli.count_by.unwrap_or(if cli.count {
-        CountBy::Destination
-    } else {
-        CountBy::Port
-    });
-    if counting {
-        builder = builder.count_by(count_by);
-        if cli.metrics_label.is_some() {
-            builder = builder.count_per_cgroup();
-        }
-    } else if cli.format == Format::Json {
-        // JSON lines carry every field, the workload's too.
-        builder = builder.identity();
-    }
-    if counting || cli.format != Format::Json {
-        // Neither counts nor SystemTap's formats show the caller's uid or name.
-        builder = builder.without_caller_names();
-    }
     if let Attach::Only(backend) = cli.attach {
         builder = builder.backend(backend);
-    }
-    if cli.successes_only {
-        builder = builder.mode(Mode::SuccessesOnly);
-    } else if cli.format == Format::Minimal {
-        builder = builder.mode(Mode::TimestampsOnly);
-    }
-    if outcomes {
-        builder = builder.outcome();
-    }
-    if cli.failed_only {
-        builder = builder.failed_only();
-    }
-    if let Some(min) = cli.min_latency {
-        builder = builder.min_latency(min);
     }
     if cli.ipv4 {
         builder = builder.family(Family::V4);

@@ -32,10 +32,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Request, Response, StatusCode, body::Incoming, header, server::conn::http1};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use probe_common::{
-    Named as _,
-    outcome::{LATENCY_BUCKETS, latency_bucket_bound_ns},
-};
+use probe_common::Named as _;
 use prometheus_client::{
     encoding::{EncodeMetric, MetricEncoder, NoLabelSet, text::encode},
     metrics::MetricType,
@@ -47,7 +44,7 @@ use tokio::{
     sync::{Semaphore, mpsc, oneshot},
 };
 
-use probe_user::{ConnectCount, Counters};
+use probe_user::{ConnectCount, Counters, LATENCY_BUCKET_BOUNDS_NS};
 
 /// The exposition's content type.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -96,8 +93,8 @@ pub fn render(
                 WorkloadLabel::Cgroup => w
                     .cgroup
                     .as_deref()
-                    .map_or_else(|| w.cgroup_id.to_string(), str::to_string),
-                WorkloadLabel::Container => w.container_id.as_deref().unwrap_or("").to_string(),
+                    .map_or_else(|| c.cgroup_id.unwrap_or(0).to_string(), str::to_string),
+                WorkloadLabel::Container => w.container.as_deref().unwrap_or("").to_string(),
             };
             labels.push((label.name().to_string(), escape_label_value(&value)));
         }
@@ -212,12 +209,11 @@ impl Histograms {
         let histogram = self.0.entry(labels).or_insert_with(|| Histogram {
             sum: 0.0,
             count: 0,
-            buckets: (0..=LATENCY_BUCKETS)
-                .map(|b| match latency_bucket_bound_ns(b) {
-                    // The encoder writes `+Inf` for this bound.
-                    u64::MAX => (f64::MAX, 0),
-                    bound => (bound as f64 / 1e9, 0),
-                })
+            buckets: LATENCY_BUCKET_BOUNDS_NS
+                .iter()
+                .map(|&bound| (bound as f64 / 1e9, 0))
+                // The encoder writes `+Inf` for this bound.
+                .chain([(f64::MAX, 0)])
                 .collect(),
         });
         histogram.sum += count.latency_ns as f64 / 1e9;
@@ -421,16 +417,9 @@ mod tests {
 
     /// A count of `connects` to `daddr`:443, without outcome.
     fn count(daddr: &str, connects: u64) -> ConnectCount {
-        ConnectCount {
-            family: IpFamily::V4,
-            daddr: Some(daddr.parse().unwrap()),
-            dport: 443,
-            workload: None,
-            outcome: None,
-            connects,
-            latency_ns: 0,
-            latency_buckets: [0; LATENCY_BUCKETS as usize + 1],
-        }
+        let mut count = ConnectCount::new(IpFamily::V4, Some(daddr.parse().unwrap()), 443);
+        count.connects = connects;
+        count
     }
 
     #[test]
@@ -478,12 +467,9 @@ mod tests {
     #[test]
     fn renders_counts_and_losses() {
         let counts = [count("10.0.0.1", 3), count("10.0.0.2", 2)];
-        let counters = Counters {
-            events: 0,
-            dropped: 4,
-            missed: 1,
-            malformed: 0,
-        };
+        let mut counters = Counters::default();
+        counters.dropped = 4;
+        counters.missed = 1;
         let text = render(&counts, counters, false, None);
         assert!(
             text.contains("tcpconn_connects_total{family=\"ipv4\",dport=\"443\"} 5\n"),
