@@ -29,10 +29,9 @@ async fn main() -> anyhow::Result<()> {
     let limit: Option<u64> = values_of("--events").next().map(str::parse).transpose()?;
 
     // Filters run in the kernel; dropping `events` detaches everything.
-    let mut builder = Tracer::builder().filter_ports(ports);
-    if args.iter().any(|a| a == "--without-names") {
-        builder = builder.without_caller_names();
-    }
+    let builder = Tracer::builder()
+        .filter_ports(ports)
+        .caller_names(!args.iter().any(|a| a == "--without-names"));
     let mut events = builder.attach()?.into_stream()?;
     eprintln!("agent: tracing");
 

@@ -18,7 +18,7 @@ use crate::{
 
 /// What the tracer reports, which decides the programs a backend attaches.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Mode {
+pub(crate) enum Mode {
     /// Every call with its source, destination and return value.
     #[default]
     Full,
@@ -48,14 +48,14 @@ pub(crate) fn attach(
     // on the same tracepoint, attached before them so that no connect they track finishes
     // unseen (it does nothing while they track none).
     let mut result = Ok(());
-    if options.outcome.enabled != 0 && backend != Backend::Tracepoint {
+    if options.report.outcome_filter().is_some() && backend != Backend::Tracepoint {
         result = raw_tracepoint(ebpf, program::connect_outcome, &mut attached);
     }
     if result.is_ok() {
         result = attach_programs(
             ebpf,
             backend,
-            options.mode,
+            options.report.mode(),
             &options.families,
             functions,
             &mut attached,

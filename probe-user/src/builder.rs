@@ -1,17 +1,32 @@
-//! [`TracerBuilder`]: what to trace (filters, families, [`Mode`]) and how (backend), checked and
-//! turned into an attached [`Tracer`] by the stages in `loader`.
+//! [`TracerBuilder`]: what to trace (filters, families), what to report ([`Report`]) and how
+//! (backend), checked and turned into an attached [`Tracer`] by the stages in `loader`.
 
 use std::{collections::BTreeSet, path::PathBuf};
 
 use ipnet::IpNet;
-use probe_common::{Backend, CountBy, Family, OutcomeConfig};
+use probe_common::{Backend, Family};
 
 use crate::{
-    BackendError, Error, Mode, Tracer, backend, btf, error::BackendErrors, loader, tracer::Loaded,
+    BackendError, Error, Report, Tracer, backend, btf, error::BackendErrors, loader, loader::Loaded,
 };
 
 /// Options of a [`Tracer`]: filters (applied in the kernel), families, what to report and how
 /// to attach.
+///
+/// ```no_run
+/// use probe_user::{CountBy, Family, OutcomeFilter, Outcomes, Report, Tracer};
+///
+/// let tracer = Tracer::builder()
+///     .filter_ports([443, 8443])
+///     .family(Family::V4)
+///     .report(Report::Counts {
+///         by: CountBy::Destination,
+///         per_cgroup: false,
+///         outcome: Outcomes::Tracked(OutcomeFilter::default()),
+///     })
+///     .attach()?;
+/// # Ok::<(), probe_user::Error>(())
+/// ```
 #[derive(Clone, Debug)]
 pub struct TracerBuilder {
     pub(crate) ports: BTreeSet<u16>,
@@ -23,15 +38,12 @@ pub struct TracerBuilder {
     pub(crate) comms: BTreeSet<String>,
     pub(crate) destinations: Vec<IpNet>,
     pub(crate) families: Vec<Family>,
-    pub(crate) mode: Mode,
+    pub(crate) report: Report,
     pub(crate) program_stats: bool,
     pub(crate) btf_path: PathBuf,
     pub(crate) backend: Option<Backend>,
-    pub(crate) count_by: Option<CountBy>,
-    pub(crate) outcome: OutcomeConfig,
     pub(crate) identity: bool,
     pub(crate) caller_names: bool,
-    pub(crate) count_cgroup: bool,
 }
 
 impl Default for TracerBuilder {
@@ -46,16 +58,28 @@ impl Default for TracerBuilder {
             comms: BTreeSet::new(),
             destinations: Vec::new(),
             families: vec![Family::V4, Family::V6],
-            mode: Mode::Full,
+            report: Report::default(),
             program_stats: false,
             btf_path: PathBuf::from(btf::VMLINUX_BTF),
             backend: None,
-            count_by: None,
-            outcome: OutcomeConfig::OFF,
             identity: false,
             caller_names: true,
-            count_cgroup: false,
         }
+    }
+}
+
+impl Tracer {
+    /// A builder with no filters, tracing both families, reporting an event for each connect.
+    ///
+    /// ```no_run
+    /// use probe_user::Tracer;
+    ///
+    /// let mut tracer = Tracer::builder().filter_ports([80]).attach()?;
+    /// tracer.drain(|event| println!("{} connected to {}", event.pid, event.dst));
+    /// # Ok::<(), probe_user::Error>(())
+    /// ```
+    pub fn builder() -> TracerBuilder {
+        TracerBuilder::default()
     }
 }
 
@@ -103,26 +127,21 @@ impl TracerBuilder {
         self
     }
 
-    /// Reports who made each connect beyond its pid ([`crate::Workload`] in every event): its
-    /// cgroup (id and path), container and pod, pid namespace and pids in it, and network
-    /// namespace. Read in the kernel only when asked, so tracers without it pay nothing.
-    pub fn identity(mut self) -> Self {
-        self.identity = true;
+    /// Whether to report who made each connect beyond its pid ([`crate::Workload`] in every
+    /// event): its cgroup (id and path), container and pod, pid namespace and pids in it, and
+    /// network namespace (default: not). Read in the kernel only when asked, so tracers
+    /// without it pay nothing.
+    pub fn identity(mut self, yes: bool) -> Self {
+        self.identity = yes;
         self
     }
 
-    /// Leaves the caller's uid and name out of events (`uid` 0, `comm` empty): two kernel
-    /// helper calls fewer per connect, for consumers that print neither (SystemTap's formats
-    /// do not). Filters on them (`filter_uids`, `filter_comms`) still apply.
-    pub fn without_caller_names(mut self) -> Self {
-        self.caller_names = false;
-        self
-    }
-
-    /// With [`TracerBuilder::count_by`] by destination or port: counts per caller's cgroup too
-    /// ([`crate::ConnectCount::workload`]), as metrics labelled by cgroup or container need.
-    pub fn count_per_cgroup(mut self) -> Self {
-        self.count_cgroup = true;
+    /// Whether events carry the caller's uid and name (default: they do). Without, `uid` is
+    /// 0 and `comm` empty: two kernel helper calls fewer per connect, for consumers that print
+    /// neither (SystemTap's formats do not). Filters on them (`filter_uids`, `filter_comms`)
+    /// apply either way.
+    pub fn caller_names(mut self, yes: bool) -> Self {
+        self.caller_names = yes;
         self
     }
 
@@ -146,17 +165,17 @@ impl TracerBuilder {
         self
     }
 
-    /// What to report for each connect (default: [`Mode::Full`]).
-    pub fn mode(mut self, mode: Mode) -> Self {
-        self.mode = mode;
+    /// What to report (default: an event for each connect at its call's return).
+    pub fn report(mut self, report: Report) -> Self {
+        self.report = report;
         self
     }
 
-    /// Has the kernel account each program's run count and run time while the tracer lives (as
-    /// `kernel.bpf_stats_enabled` does), for [`Tracer::program_stats`]. This costs a clock read
-    /// per program run.
-    pub fn program_stats(mut self) -> Self {
-        self.program_stats = true;
+    /// Whether the kernel accounts each program's run count and run time while the tracer
+    /// lives (as `kernel.bpf_stats_enabled` does), for [`Tracer::program_stats`] (default:
+    /// not). This costs a clock read per program run.
+    pub fn program_stats(mut self, yes: bool) -> Self {
+        self.program_stats = yes;
         self
     }
 
@@ -164,42 +183,6 @@ impl TracerBuilder {
     /// works here.
     pub fn backend(mut self, backend: Backend) -> Self {
         self.backend = Some(backend);
-        self
-    }
-
-    /// Counts connects in the kernel, per destination, port, cgroup or container (per cgroup in
-    /// the kernel, merged by container here), instead of sending an event for each: nothing crosses to userspace per connect; read the counts with
-    /// [`Tracer::connect_counts`]. Cannot be combined with [`Mode::TimestampsOnly`].
-    pub fn count_by(mut self, by: CountBy) -> Self {
-        self.count_by = Some(by);
-        self
-    }
-
-    /// Reports each connect once its outcome is known ([`crate::Completion`] in every event;
-    /// with [`TracerBuilder::count_by`], counts by outcome and latency bucket too): when its
-    /// socket leaves SYN_SENT, or at once if the call failed. Connects still in SYN_SENT when
-    /// tracing ends come out of the last [`Tracer::drain`] after [`Tracer::detach`] as
-    /// [`crate::Outcome::Pending`]. With the kprobe and fentry backends this attaches one more
-    /// program, on `sock:inet_sock_set_state`. Not with [`Mode::TimestampsOnly`] or
-    /// [`Mode::SuccessesOnly`].
-    pub fn outcome(mut self) -> Self {
-        self.outcome.enabled = 1;
-        self
-    }
-
-    /// With [`TracerBuilder::outcome`] (implied): only connects that did not come up (every
-    /// outcome but established), filtered in the kernel.
-    pub fn failed_only(mut self) -> Self {
-        self.outcome.enabled = 1;
-        self.outcome.failed_only = 1;
-        self
-    }
-
-    /// With [`TracerBuilder::outcome`] (implied): only connects whose latency is at least
-    /// `min`, filtered in the kernel.
-    pub fn min_latency(mut self, min: std::time::Duration) -> Self {
-        self.outcome.enabled = 1;
-        self.outcome.min_latency_ns = u64::try_from(min.as_nanos()).unwrap_or(u64::MAX);
         self
     }
 
@@ -253,8 +236,10 @@ impl TracerBuilder {
                         fallbacks,
                         atomics: prepared.atomics,
                         atomics_rejected,
+                        report: self.report,
+                        identity: self.needs_identity(),
                     };
-                    return Tracer::new(ebpf, loaded, &self, logger, stats, startup);
+                    return Tracer::new(ebpf, loaded, logger, stats, startup);
                 }
                 // The kernel's version says it has BPF atomics, but its verifier (or JIT)
                 // refuses the object built with them (a kernel that differs from upstream's

@@ -4,6 +4,16 @@
 //! the Unix epoch is measured once at start, so converting an event is one addition.
 
 /// Converts `CLOCK_BOOTTIME` nanoseconds to nanoseconds since the Unix epoch.
+///
+/// ```
+/// use probe_user::WallClock;
+///
+/// let clock = WallClock::with_offset(1_700_000_000_000_000_000);
+/// assert_eq!(clock.unix_ns(5), 1_700_000_000_000_000_005);
+/// // Measured: an event stamped now is about now.
+/// let now = WallClock::measure().unix_ns(0);
+/// assert!(now > 1_700_000_000_000_000_000);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WallClock {
     boot_to_unix_ns: i128,

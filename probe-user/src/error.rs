@@ -19,7 +19,7 @@ pub enum Error {
     /// A filter value the kernel side cannot take; found before anything is loaded.
     #[error(transparent)]
     Filter(#[from] FilterError),
-    /// Options that do not go together (e.g. counting with [`crate::Mode::TimestampsOnly`]).
+    /// Options that do not go together.
     #[error("{0}")]
     Options(&'static str),
     /// The process may not load eBPF programs: it needs root, or `CAP_BPF` and `CAP_PERFMON`.

@@ -16,7 +16,7 @@
 //! `\x2d` of `app-firefox\x2desr.scope`, stay readable), except a backslash that would read as
 //! the start of one of these escapes (one followed by `\`, `t`, `n`, `r`, `u` or an escaped
 //! character), which is doubled: so two different names never escape to the same text
-//! ([`unescape`] in the tests gives every name back).
+//! (`unescape` in the tests gives every name back).
 //!
 //! Names that are not UTF-8 reach this already decoded lossily (each invalid byte one U+FFFD),
 //! where they were read (`ConnectEvent::comm`, cgroup paths).

@@ -1,17 +1,20 @@
 //! Ring-buffer records decoded into typed [`ConnectEvent`]s.
 
-use std::{net::SocketAddr, sync::Arc};
+use std::net::SocketAddr;
 
 use probe_common::{
     COMM_LEN, ConnectRecord, Family, Function, Identity, Outcome, OutcomeRecord, RawAddr,
     RecordHeader, RecordKind, TimestampRecord,
 };
 
+use crate::WorkloadNames;
+
 /// One traced `tcp_v4_connect` / `tcp_v6_connect` call.
 ///
-/// A tracer built with [`crate::Mode::TimestampsOnly`] fills only `boot_ns` and
+/// A tracer reporting [`crate::Report::Timestamps`] fills only `boot_ns` and
 /// `family`; the other fields are zero or unspecified.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ConnectEvent {
     /// `CLOCK_BOOTTIME` nanoseconds at the call's entry (see [`crate::WallClock`]).
     pub boot_ns: u64,
@@ -30,7 +33,7 @@ pub struct ConnectEvent {
     pub dst: SocketAddr,
     /// The call's return value: 0 or a negative errno.
     pub ret: i32,
-    /// How the connect ended, with [`crate::TracerBuilder::outcome`]; `None` without.
+    /// How the connect ended, with outcomes ([`crate::Outcomes::Tracked`]); `None` without.
     pub completion: Option<Completion>,
     /// Who made it beyond the pid, with [`crate::TracerBuilder::identity`]; `None` without.
     pub workload: Option<Workload>,
@@ -40,19 +43,14 @@ pub struct ConnectEvent {
 /// The workload a connect comes from ([`crate::TracerBuilder::identity`]): the caller's cgroup
 /// and namespaces as the kernel saw them at the call, and what the cgroup's path says.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Workload {
     /// The caller's cgroup v2 id (the inode number of its directory on the cgroup2
     /// filesystem).
     pub cgroup_id: u64,
-    /// The cgroup's path below the cgroup2 mount (`/system.slice/nginx.service`), if it could
-    /// be resolved (not when the cgroup was removed before the tracer saw the event, or no
-    /// cgroup2 filesystem is mounted).
-    pub cgroup: Option<Arc<str>>,
-    /// The container (64 hex digits) the cgroup path names, if any (see
-    /// [`crate::identity::container_of`]).
-    pub container_id: Option<Arc<str>>,
-    /// The Kubernetes pod (its uid) the cgroup path names, if any.
-    pub pod_uid: Option<Arc<str>>,
+    /// The cgroup's path, and the container and pod it names (see
+    /// [`WorkloadNames::of_cgroup`]).
+    pub names: WorkloadNames,
     /// The caller's process id in its own pid namespace (`pid` is the host's).
     pub ns_pid: u32,
     /// The caller's thread id in its own pid namespace.
@@ -79,8 +77,9 @@ impl Workload {
     }
 }
 
-/// How a connect ended and how long it took ([`crate::TracerBuilder::outcome`]).
+/// How a connect ended and how long it took ([`crate::Outcomes::Tracked`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Completion {
     /// What ended it.
     pub outcome: Outcome,
@@ -113,6 +112,14 @@ pub enum Malformed {
 
 impl ConnectEvent {
     /// Decodes one ring-buffer record: its header's kind says which record follows.
+    ///
+    /// ```
+    /// use probe_user::{ConnectEvent, Malformed};
+    ///
+    /// assert_eq!(ConnectEvent::decode(&[0; 3]), Err(Malformed::Size(3)));
+    /// let unknown_kind = [0xff; 64];
+    /// assert!(ConnectEvent::decode(&unknown_kind).is_err());
+    /// ```
     pub fn decode(bytes: &[u8]) -> Result<Self, Malformed> {
         let header = bytes
             .get(..RecordHeader::SIZE)

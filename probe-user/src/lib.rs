@@ -47,12 +47,14 @@
 //! The data path, from hook to output, is mapped in `docs/architecture.md`.
 
 #![warn(missing_docs)]
+#![warn(rustdoc::all)]
 
 mod backend;
 mod btf;
 mod builder;
 mod clock;
 mod connecting;
+mod counts;
 mod error;
 pub mod escape;
 mod event;
@@ -64,18 +66,23 @@ mod loader;
 mod maps;
 pub mod names;
 mod program_info;
+mod report;
+mod stats;
 mod stream;
 mod tracer;
 
-pub use backend::Mode;
+pub(crate) use backend::Mode;
 pub use builder::TracerBuilder;
 pub use clock::WallClock;
+pub use counts::{ConnectCount, LATENCY_BUCKET_BOUNDS_NS};
 pub use error::{
     AttachError, BackendError, BackendErrors, Cause, Error, FilterError, Missing, VerifierLog,
 };
 pub use event::{Completion, ConnectEvent, Malformed, Workload};
-pub use filter::parse_network;
 pub use format::{Format, Formatter};
+pub use identity::WorkloadNames;
 pub use probe_common::{Backend, CountBy, Family, Function, Outcome};
+pub use report::{Conflict, OutcomeFilter, Outcomes, Report};
+pub use stats::{Counters, ProgramStats, Startup};
 pub use stream::{DRAIN_INTERVAL, EventStream};
-pub use tracer::{ConnectCount, CountWorkload, Counters, ProgramStats, Startup, Tracer};
+pub use tracer::Tracer;

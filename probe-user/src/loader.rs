@@ -11,18 +11,35 @@ use aya::{
 };
 use aya_log::EbpfLogger;
 use probe_common::{
-    COMM_LEN, CountBy, FilterFlags, SockOffsets,
+    COMM_LEN, FilterFlags, SockOffsets,
     config::{ContainerPrefix, DstKey, PORT_WORDS, TaskOffsets},
     limit,
     names::{global, map},
 };
 
 use crate::{
-    Backend, Mode, Startup, TracerBuilder,
+    Backend, Mode, Report, Startup, TracerBuilder,
     btf::FunctionIds,
-    error::{Error, FilterError},
+    error::{BackendError, Error, FilterError},
     filter, kernel,
 };
+
+/// What was loaded and attached, and what the tracer reports: what [`crate::Tracer`] is made
+/// of besides the object.
+pub(crate) struct Loaded {
+    /// The backend attached.
+    pub backend: Backend,
+    /// Why the backends tried before it did not attach.
+    pub fallbacks: Vec<BackendError>,
+    /// Whether the object for kernels with BPF atomics was loaded.
+    pub atomics: bool,
+    /// Why the object with BPF atomics was not, though the kernel's version has them.
+    pub atomics_rejected: Option<BackendError>,
+    /// What the programs report.
+    pub report: Report,
+    /// Whether records carry the caller's identity, to be named.
+    pub identity: bool,
+}
 
 /// The compiled kernel side, built by build.rs, for kernels without BPF atomics.
 static PROBE_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/probe"));
@@ -46,11 +63,9 @@ pub(crate) struct FilterKeys {
 }
 
 impl TracerBuilder {
-    /// Whether records must carry the caller's identity: asked for, or counted by cgroup.
+    /// Whether records must carry the caller's identity: asked for, or counted per cgroup.
     pub(crate) fn needs_identity(&self) -> bool {
-        self.identity
-            || self.count_cgroup
-            || matches!(self.count_by, Some(CountBy::Cgroup | CountBy::Container))
+        self.identity || self.report.counts_per_cgroup()
     }
 
     /// Whether the kernel side reads task or namespace fields at all (records' identity, or
@@ -60,26 +75,9 @@ impl TracerBuilder {
     }
 }
 
-/// Stage 1: checks every option and turns the filter values into map keys, touching nothing in
+/// Stage 1: checks every filter and turns the filter values into map keys, touching nothing in
 /// the kernel.
 pub(crate) fn validate(options: &TracerBuilder) -> Result<FilterKeys, Error> {
-    if options.mode == Mode::TimestampsOnly && options.count_by.is_some() {
-        return Err(Error::Options(
-            "counting needs each connect's destination, which timestamps-only tracing does not read",
-        ));
-    }
-    if options.outcome.enabled != 0 && options.mode != Mode::Full {
-        return Err(Error::Options(
-            "outcomes need each connect call's return and socket, which timestamps-only and successes-only tracing do not follow",
-        ));
-    }
-    if options.count_cgroup
-        && !matches!(options.count_by, Some(CountBy::Destination | CountBy::Port))
-    {
-        return Err(Error::Options(
-            "counting per cgroup too goes with counting by destination or port",
-        ));
-    }
     if options.ports.contains(&0) {
         return Err(FilterError::PortZero.into());
     }
@@ -184,7 +182,7 @@ pub(crate) fn prepare(options: &TracerBuilder, startup: &mut Startup) -> Result<
 }
 
 /// Stage 3: loads the object for `backend` with its globals set (struct offsets, filter
-/// flags, port bitmap, mode, counting) and its maps sized for what `backend` and the options
+/// flags, port bitmap, and what to report: [`Report::globals`]) and its maps sized for what `backend` and the options
 /// use ([`map_entries`]).
 pub(crate) fn load(
     options: &TracerBuilder,
@@ -205,10 +203,9 @@ pub(crate) fn load(
         netns: u8::from(!options.netns.is_empty()),
         _pad: [0; 7],
     };
-    let identity = u8::from(options.needs_identity());
-    let count_cgroup = u8::from(options.count_cgroup);
-    let count_by = options.count_by.map_or(CountBy::OFF, |by| by as u8);
-    let entry_only = u8::from(options.mode == Mode::TimestampsOnly);
+    let globals = options
+        .report
+        .globals(options.identity, options.caller_names);
     // aya-log's level is a load-time constant: with logging off the verifier removes the
     // logging code from the hot path entirely.
     let log_level = log::max_level() as u8;
@@ -221,14 +218,14 @@ pub(crate) fn load(
         .override_global(global::FILTERS, &filters, true)
         .override_global(global::PORT_SET, &port_set(&options.ports), true)
         .override_global(global::WAKEUP_BYTES, &DEFAULT_WAKEUP_BYTES, true)
-        .override_global(global::ENTRY_ONLY, &entry_only, true)
-        .override_global(global::COUNT_BY, &count_by, true)
-        .override_global(global::OUTCOME, &options.outcome, true)
+        .override_global(global::ENTRY_ONLY, &globals.entry_only, true)
+        .override_global(global::COUNT_BY, &globals.count_by, true)
+        .override_global(global::OUTCOME, &globals.outcome, true)
         .override_global(global::TASK_OFFSETS, &prepared.task_offsets, true)
-        .override_global(global::IDENTITY, &identity, true)
-        .override_global(global::CALLER_NAMES, &u8::from(options.caller_names), true)
+        .override_global(global::IDENTITY, &globals.identity, true)
+        .override_global(global::CALLER_NAMES, &globals.caller_names, true)
         .override_global(global::CONTAINERS, &keys.containers, true)
-        .override_global(global::COUNT_CGROUP, &count_cgroup, true)
+        .override_global(global::COUNT_CGROUP, &globals.count_cgroup, true)
         .override_global(aya_log::LEVEL, &log_level, false)
         .load(if prepared.atomics {
             PROBE_OBJECT_ATOMICS
@@ -257,8 +254,9 @@ fn map_entries(
     // Room for the LRU's per-CPU free lists, so that MAX_CONNECTING sockets fit on any host.
     let cpus = aya::util::nr_cpus().map_or(1, |n| n.get());
     let connecting = limit::MAX_CONNECTING + limit::LRU_FREE_PER_CPU * cpus;
-    let full = options.mode == Mode::Full;
-    let tracks_sockets = backend == Backend::Tracepoint || options.outcome.enabled != 0;
+    let full = options.report.mode() == Mode::Full;
+    let tracks_sockets =
+        backend == Backend::Tracepoint || options.report.outcome_filter().is_some();
     [
         // Entry to return of each call: the kprobe backend's.
         (
@@ -279,7 +277,7 @@ fn map_entries(
         ),
         (
             map::CONNECT_COUNTS,
-            used(options.count_by.is_some(), limit::MAX_COUNT_KEYS),
+            used(options.report.count_by().is_some(), limit::MAX_COUNT_KEYS),
         ),
         (map::PID_FILTER, exactly(options.pids.len())),
         (map::UID_FILTER, exactly(options.uids.len())),

@@ -23,6 +23,26 @@ pub const DRAIN_INTERVAL: Duration = Duration::from_millis(50);
 
 /// The events of an attached [`Tracer`], as a [`Stream`] (see [`Tracer::into_stream`]).
 /// Dropping it detaches everything.
+///
+/// ```no_run
+/// use probe_user::Tracer;
+/// use tokio_stream::StreamExt as _;
+///
+/// # async fn agent() -> Result<(), Box<dyn std::error::Error>> {
+/// let mut events = Tracer::builder().attach()?.into_stream()?;
+/// // One event at a time...
+/// if let Some(event) = events.next().await {
+///     println!("{} connected to {}", event.comm(), event.dst);
+/// }
+/// // ... or every waiting one at once.
+/// let n = events.next_batch(|event| println!("{}", event.dst)).await;
+/// // At the end: detach, then what the programs emitted before that.
+/// events.detach();
+/// events.drain(|event| println!("{}", event.dst));
+/// println!("{n} in the batch, {} lost", events.counters().lost());
+/// # Ok(())
+/// # }
+/// ```
 pub struct EventStream {
     tracer: AsyncFd<Tracer>,
     ready: VecDeque<ConnectEvent>,

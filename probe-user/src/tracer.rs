@@ -1,9 +1,9 @@
 //! An attached [`Tracer`]: reading its events, counts, statistics and what was lost.
 
 use std::{
-    collections::{BTreeMap, VecDeque},
+    collections::VecDeque,
     os::fd::{AsFd as _, AsRawFd, RawFd},
-    sync::{Arc, Mutex, MutexGuard},
+    sync::{Mutex, MutexGuard},
     time::{Duration, Instant},
 };
 
@@ -14,18 +14,19 @@ use aya::{
 };
 use aya_log::EbpfLogger;
 use probe_common::{
-    CountBy, Family, Outcome,
+    CountBy, Outcome,
     names::map,
-    outcome::LATENCY_BUCKETS,
     state::{CONNECTING_STALE_NS, CountKey, CountValue, PendingConnect, counter},
 };
 
 use crate::{
-    Backend, ConnectEvent, Error, TracerBuilder, clock,
+    Backend, ConnectCount, ConnectEvent, Counters, Error, ProgramStats, Startup, WorkloadNames,
+    clock,
     connecting::Connecting,
+    counts,
     error::BackendError,
-    event,
     identity::Workloads,
+    loader::Loaded,
     maps::{RunBarrier, reap_map, take_map},
     program_info,
 };
@@ -53,93 +54,31 @@ const DETACH_GRACE: Duration = Duration::from_millis(50);
 /// How often [`Tracer::drain`] looks for stale calls.
 const REAP_EVERY: Duration = Duration::from_secs(1);
 
-/// Connects to one destination (or port, or from one cgroup or container), with
-/// [`TracerBuilder::outcome`] one outcome, counted in the kernel (see
-/// [`TracerBuilder::count_by`]).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ConnectCount {
-    /// The address family (and so the connect function).
-    pub family: Family,
-    /// The destination address; `None` when counting by port only.
-    pub daddr: Option<std::net::IpAddr>,
-    /// The destination port (0 when counting by cgroup or container).
-    pub dport: u16,
-    /// Who made these connects, counting by cgroup or container (or per cgroup too, see
-    /// [`TracerBuilder::count_per_cgroup`]); `None` otherwise. By container, the cgroups of
-    /// one container (or of none) make one row, whose `cgroup_id` is 0.
-    pub workload: Option<CountWorkload>,
-    /// How these connects ended, with [`TracerBuilder::outcome`]; `None` without.
-    pub outcome: Option<Outcome>,
-    /// Connects since tracing started.
-    pub connects: u64,
-    /// Sum of their latencies in nanoseconds (with [`TracerBuilder::outcome`]; 0 without).
-    pub latency_ns: u64,
-    /// How many of them took at most `probe_common::outcome::latency_bucket_bound_ns(b)`
-    /// and more than the bound of `b - 1` (index [`LATENCY_BUCKETS`]: longer than every
-    /// bound), with [`TracerBuilder::outcome`]; zero without.
-    pub latency_buckets: [u64; LATENCY_BUCKETS as usize + 1],
-}
-
-/// The workload of a [`ConnectCount`] row.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct CountWorkload {
-    /// The cgroup v2 id (0 for a row of a whole container).
-    pub cgroup_id: u64,
-    /// The cgroup's path below the cgroup2 mount, if resolved.
-    pub cgroup: Option<Arc<str>>,
-    /// The container the cgroup belongs to, if any.
-    pub container_id: Option<Arc<str>>,
-    /// The Kubernetes pod the cgroup belongs to, if any.
-    pub pod_uid: Option<Arc<str>>,
-}
-
-/// Where [`TracerBuilder::attach`] spent its time: reading struct offsets from the kernel's BTF,
-/// loading (the verifier included) and filling the maps, attaching (with `auto`, every backend
-/// tried).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Startup {
-    /// Reading the kernel's BTF for struct offsets.
-    pub btf: std::time::Duration,
-    /// Loading and verifying the programs, and filling the filter maps (the BTF read aside).
-    pub load: std::time::Duration,
-    /// Attaching the programs.
-    pub attach: std::time::Duration,
-}
-
-impl Startup {
-    /// The whole of it.
-    pub fn total(&self) -> std::time::Duration {
-        self.btf + self.load + self.attach
-    }
-}
-
-/// Counts of what a [`Tracer`] saw and lost.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Counters {
-    /// Events received from the kernel.
-    pub events: u64,
-    /// Events the kernel could not deliver: the ring buffer or the map of connects in flight
-    /// was full (a full map of sockets in SYN_SENT, tracepoint backend, evicts its oldest
-    /// entry, counted here).
-    pub dropped: u64,
-    /// Connects whose completion was never seen, so they could not be reported: the kernel's
-    /// kretprobe had no free instance (its `maxactive`, as low as the number of CPUs on some
-    /// kernels), the kernel skipped a program run because it was already running on that CPU
-    /// (its recursion misses), or tracing ended while the call was in flight (between entry
-    /// and return, or a socket still in SYN_SENT).
-    pub missed: u64,
-    /// Records that could not be decoded.
-    pub malformed: u64,
-}
-
-impl Counters {
-    /// Every event lost anywhere.
-    pub fn lost(&self) -> u64 {
-        self.dropped + self.missed + self.malformed
-    }
-}
-
 /// Attached probes and their event stream. Dropping it detaches everything.
+///
+/// The exact way to end: detach, drain what the programs emitted, then count what will never
+/// be reported, so that every connect a program saw is printed, dropped or missed.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use probe_user::Tracer;
+///
+/// let mut tracer = Tracer::builder().filter_ports([443]).attach()?;
+/// for skipped in tracer.fallbacks() {
+///     eprintln!("not {}: {skipped}", skipped.backend);
+/// }
+/// println!("tracing with {}", tracer.backend());
+/// for _ in 0..10 {
+///     tracer.drain(|event| println!("{} -> {}", event.src, event.dst));
+///     std::thread::sleep(Duration::from_millis(100));
+/// }
+/// tracer.detach();
+/// tracer.drain(|event| println!("{} -> {}", event.src, event.dst));
+/// tracer.reap_pending(Duration::ZERO);
+/// let counters = tracer.counters();
+/// println!("{} events, {} lost", counters.events, counters.lost());
+/// # Ok::<(), probe_user::Error>(())
+/// ```
 pub struct Tracer {
     backend: Backend,
     fallbacks: Vec<BackendError>,
@@ -181,38 +120,7 @@ pub struct Tracer {
     ebpf: Option<Ebpf>,
 }
 
-/// What was loaded and attached, for [`Tracer::new`].
-pub(crate) struct Loaded {
-    /// The backend attached.
-    pub backend: Backend,
-    /// Why the backends tried before it did not attach.
-    pub fallbacks: Vec<BackendError>,
-    /// Whether the object for kernels with BPF atomics was loaded.
-    pub atomics: bool,
-    /// Why the object with BPF atomics was not, though the kernel's version has them.
-    pub atomics_rejected: Option<BackendError>,
-}
-
-/// Kernel accounting of one eBPF program (see [`TracerBuilder::program_stats`]).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ProgramStats {
-    /// The program's name (its hook).
-    pub name: String,
-    /// Times it ran.
-    pub runs: u64,
-    /// Total time spent in it, in nanoseconds.
-    pub run_time_ns: u64,
-    /// Runs the kernel skipped because the program was already running on that CPU (counted
-    /// as missed in [`Counters`]).
-    pub recursion_misses: u64,
-}
-
 impl Tracer {
-    /// A builder with no filters, tracing both families.
-    pub fn builder() -> TracerBuilder {
-        TracerBuilder::default()
-    }
-
     /// Takes the maps userspace reads out of the attached object.
     pub(crate) fn new(
         mut ebpf: Ebpf,
@@ -221,8 +129,9 @@ impl Tracer {
             fallbacks,
             atomics,
             atomics_rejected,
+            report,
+            identity,
         }: Loaded,
-        options: &TracerBuilder,
         logger: Option<EbpfLogger<&'static dyn log::Log>>,
         stats: Option<std::os::fd::OwnedFd>,
         startup: Startup,
@@ -244,14 +153,11 @@ impl Tracer {
             pending: take_map(&mut ebpf, map::PENDING)?,
             connecting: Connecting::new(&mut ebpf, atomics)?,
             counts: take_map(&mut ebpf, map::CONNECT_COUNTS)?,
-            count_by: options.count_by,
-            count_cgroup: options.count_cgroup
-                || matches!(options.count_by, Some(CountBy::Cgroup | CountBy::Container)),
-            workloads: options
-                .needs_identity()
-                .then(|| Mutex::new(Workloads::new())),
-            outcome: options.outcome.enabled != 0,
-            min_latency_ns: options.outcome.min_latency_ns,
+            count_by: report.count_by(),
+            count_cgroup: report.counts_per_cgroup(),
+            workloads: identity.then(|| Mutex::new(Workloads::new())),
+            outcome: report.outcome_filter().is_some(),
+            min_latency_ns: report.outcome_filter().map_or(0, |f| f.min_latency_ns()),
             pending_events: VecDeque::new(),
             pending_counts: Vec::new(),
             logger,
@@ -327,102 +233,37 @@ impl Tracer {
         n
     }
 
-    /// The kernel's connect counts (with [`TracerBuilder::count_by`]; empty otherwise), most
+    /// The kernel's connect counts (with [`crate::Report::Counts`]; empty otherwise), most
     /// connects first.
+    ///
+    /// ```no_run
+    /// use probe_user::{CountBy, Outcomes, Report, Tracer};
+    ///
+    /// let report = Report::Counts { by: CountBy::Port, per_cgroup: false, outcome: Outcomes::Untracked };
+    /// let tracer = Tracer::builder().report(report).attach()?;
+    /// std::thread::sleep(std::time::Duration::from_secs(1));
+    /// for row in tracer.connect_counts() {
+    ///     println!("{:?} port {}: {}", row.family, row.dport, row.connects);
+    /// }
+    /// # Ok::<(), probe_user::Error>(())
+    /// ```
     pub fn connect_counts(&self) -> Vec<ConnectCount> {
-        let by = self.count_by;
+        let Some(by) = self.count_by else {
+            return Vec::new();
+        };
         let kernel = self
             .counts
             .iter()
             .filter_map(Result::ok)
-            .map(|(key, per_cpu)| {
-                let sum = per_cpu
-                    .iter()
-                    .fold(CountValue::default(), |sum, v| CountValue {
-                        connects: sum.connects + v.connects,
-                        latency_ns: sum.latency_ns + v.latency_ns,
-                    });
-                (key, sum)
-            });
+            .map(|(key, per_cpu)| (key, counts::sum_per_cpu(per_cpu.iter())));
+        let pending = self.pending_counts.iter().copied();
         let mut workloads = self.workloads.as_ref().map(lock);
-        // The kernel keys hold the latency bucket too: one row per destination (or workload)
-        // and outcome; by container, the cgroups of a container make one row.
-        type Row = (
-            u16,
-            Option<std::net::IpAddr>,
-            u16,
-            u8,
-            u64,
-            Option<Arc<str>>,
-        );
-        let mut rows: BTreeMap<Row, ConnectCount> = BTreeMap::new();
-        for (key, value) in kernel.chain(self.pending_counts.iter().copied()) {
-            let Ok(family) = event::family(key.family) else {
-                continue;
-            };
-            let daddr = (by == Some(CountBy::Destination)).then(|| family.ip(&key.daddr));
-            let workload = match &mut workloads {
-                Some(workloads) if self.count_cgroup => {
-                    let names = workloads.names(key.cgroup_id);
-                    Some(if by == Some(CountBy::Container) {
-                        // The row of no container merges cgroups of every kind: no pod.
-                        let pod_uid = names.container_id.as_ref().and(names.pod_uid);
-                        CountWorkload {
-                            cgroup_id: 0,
-                            cgroup: None,
-                            container_id: names.container_id,
-                            pod_uid,
-                        }
-                    } else {
-                        CountWorkload {
-                            cgroup_id: key.cgroup_id,
-                            cgroup: names.cgroup,
-                            container_id: names.container_id,
-                            pod_uid: names.pod_uid,
-                        }
-                    })
-                }
-                _ => None,
-            };
-            let group = workload
-                .as_ref()
-                .map_or((0, None), |w| (w.cgroup_id, w.container_id.clone()));
-            let row = rows
-                .entry((key.family, daddr, key.dport, key.outcome, group.0, group.1))
-                .or_insert(ConnectCount {
-                    family,
-                    daddr,
-                    dport: key.dport,
-                    workload,
-                    outcome: Outcome::try_from(u32::from(key.outcome)).ok(),
-                    connects: 0,
-                    latency_ns: 0,
-                    latency_buckets: [0; LATENCY_BUCKETS as usize + 1],
-                });
-            row.connects += value.connects;
-            row.latency_ns += value.latency_ns;
-            if row.outcome.is_some() {
-                let bucket = usize::from(key.bucket.min(LATENCY_BUCKETS));
-                row.latency_buckets[bucket] += value.connects;
-            }
-        }
-        let mut counts: Vec<ConnectCount> = rows.into_values().collect();
-        counts.sort_by(|a, b| {
-            b.connects.cmp(&a.connects).then_with(|| {
-                let workload = |c: &ConnectCount| {
-                    c.workload
-                        .as_ref()
-                        .map(|w| (w.cgroup.clone(), w.container_id.clone(), w.cgroup_id))
-                };
-                (a.dport, a.daddr, a.outcome, workload(a)).cmp(&(
-                    b.dport,
-                    b.daddr,
-                    b.outcome,
-                    workload(b),
-                ))
-            })
-        });
-        counts
+        let names = |id| {
+            workloads
+                .as_mut()
+                .map_or_else(WorkloadNames::default, |w| w.names(id))
+        };
+        counts::rows(by, self.count_cgroup, kernel.chain(pending), names)
     }
 
     /// How many connects the kernel holds between their first and last hook: calls between
@@ -457,7 +298,8 @@ impl Tracer {
     }
 
     /// Detaches every program, so that nothing more is recorded, and waits for the runs still
-    /// in progress (see [`RunBarrier`]), while keeping what they recorded readable: the ring
+    /// in progress (an update of a one-entry array of maps, which returns only after an RCU
+    /// grace period), while keeping what they recorded readable: the ring
     /// buffer (a last [`Tracer::drain`] then sees every event), the calls in flight
     /// ([`Tracer::reap_pending`] with `Duration::ZERO` then counts them), the counts and
     /// counters, and the programs' statistics. This is the exact way to end: every connect a
@@ -533,7 +375,7 @@ impl Tracer {
     }
 
     /// Run counts, times and recursion misses of the attached programs; runs and times are zero
-    /// unless built with [`TracerBuilder::program_stats`].
+    /// unless built with [`crate::TracerBuilder::program_stats`].
     pub fn program_stats(&self) -> Vec<ProgramStats> {
         self.programs
             .iter()

@@ -765,6 +765,13 @@ impl CgroupTree {
         self.cgroup(&dir)
     }
 
+    /// Removes `cgroup` (made by [`CgroupTree::mkdir`], with no children), waiting for a
+    /// process that just exited to leave it.
+    pub fn remove(&mut self, cgroup: &Cgroup) {
+        remove_cgroup(&cgroup.dir).unwrap_or_else(|e| panic!("rmdir {:?}: {e}", cgroup.dir));
+        self.made.retain(|dir| *dir != cgroup.dir);
+    }
+
     /// The cgroup at `dir` (below the mount).
     fn cgroup(&self, dir: &std::path::Path) -> Cgroup {
         use std::os::unix::fs::MetadataExt as _;
@@ -777,18 +784,26 @@ impl CgroupTree {
     }
 }
 
+/// Removes the cgroup directory `dir`: a process that just exited may still count as a member
+/// for a moment (EBUSY).
+fn remove_cgroup(dir: &std::path::Path) -> std::io::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        match std::fs::remove_dir(dir) {
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            done => return done,
+        }
+    }
+}
+
 impl Drop for CgroupTree {
     fn drop(&mut self) {
-        // Children were made after their parents. A process that just exited may still count
-        // as a member for a moment (EBUSY).
+        // Children were made after their parents.
         for dir in self.made.iter().rev() {
-            let deadline = Instant::now() + Duration::from_secs(2);
-            while let Err(e) = std::fs::remove_dir(dir) {
-                if e.raw_os_error() != Some(libc::EBUSY) || Instant::now() > deadline {
-                    eprintln!("cannot remove cgroup {dir:?}: {e}");
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(10));
+            if let Err(e) = remove_cgroup(dir) {
+                eprintln!("cannot remove cgroup {dir:?}: {e}");
             }
         }
     }

@@ -662,6 +662,70 @@ fn identity_count_by_cgroup_counts_each_cgroup() {
     assert_eq!(got, expected, "{}", out.stdout);
 }
 
+/// A cgroup whose name ends in ` (deleted)` (the text the kernel appends to the path of a
+/// removed directory) is a live cgroup like any other: its events and its count row carry its
+/// real path. A cgroup really removed before probe-user names it is still reported by its id
+/// alone (`cgroup` null), as its path is gone.
+#[test]
+fn identity_of_a_cgroup_named_deleted_is_its_real_path() {
+    let v4 = listener("127.0.0.1:0");
+    let mut cgroups = tree("named-deleted");
+    let id = container_id();
+    let named = cgroups.mkdir(&format!("system.slice/docker-{id}.scope (deleted)"));
+    let plain = cgroups.mkdir("x (deleted)");
+    assert!(plain.path.ends_with("/x (deleted)"), "{plain:?}");
+    let gone = cgroups.mkdir("gone");
+
+    // Events: named when they are drained, while every cgroup is there.
+    let tracer = json_tracer(&["--cgroup", cgroups.root().dir()]);
+    let made = [connect_in(&named, v4), connect_in(&plain, v4)];
+    let out = tracer.stop();
+    assert!(out.status.success(), "{out:?}");
+    let lines = json_lines(&out.stdout);
+    assert_eq!(seen_sorted(&lines), made_sorted(&made), "{}", out.stdout);
+    // `docker-<id>.scope (deleted)` is no container's scope name.
+    assert_workload(line_of(&lines, &made[0].seen), &made[0], &named, None, None);
+    assert_workload(line_of(&lines, &made[1].seen), &made[1], &plain, None, None);
+
+    // Counts: named at the end (one table, at exit), after `gone` was removed.
+    let tracer = ProbeUser::start_until(
+        probe_user_command().args([
+            "--count",
+            "--count-by",
+            "cgroup",
+            "--format",
+            "json",
+            "--interval",
+            "24h",
+            "--cgroup",
+            cgroups.root().dir(),
+        ]),
+        "Counting TCP connects",
+    );
+    for (dir, n) in [(&plain, 2), (&gone, 3)] {
+        for _ in 0..n {
+            connect_in(dir, v4);
+        }
+    }
+    cgroups.remove(&gone);
+    assert!(!gone.dir.exists(), "{gone:?}");
+    let out = tracer.stop();
+    assert!(out.status.success(), "{out:?}");
+    let rows = last_table(&out, 5);
+    let got: BTreeMap<u64, (Value, u64)> = rows
+        .iter()
+        .map(|r| {
+            let id = r["cgroup_id"].as_u64().unwrap_or_else(|| panic!("{r}"));
+            (id, (r["cgroup"].clone(), r["connects"].as_u64().unwrap()))
+        })
+        .collect();
+    let expected = BTreeMap::from([
+        (plain.id, (Value::from(plain.path.clone()), 2)),
+        (gone.id, (Value::Null, 3)),
+    ]);
+    assert_eq!(got, expected, "{}", out.stdout);
+}
+
 /// The address in probe-user's `probe-user: serving metrics on http://ADDR/metrics` line.
 fn serving_addr(tracer: &ProbeUser) -> SocketAddr {
     let preamble = tracer.preamble();

@@ -46,9 +46,9 @@ impl<'a> JsonWorkload<'a> {
     pub(super) fn of(w: &'a crate::Workload) -> Self {
         JsonWorkload {
             cgroup_id: w.cgroup_id,
-            cgroup: w.cgroup.as_deref(),
-            container_id: w.container_id.as_deref(),
-            pod_uid: w.pod_uid.as_deref(),
+            cgroup: w.names.cgroup.as_deref(),
+            container_id: w.names.container.as_deref(),
+            pod_uid: w.names.pod.as_deref(),
             ns_pid: w.ns_pid,
             ns_tid: w.ns_tid,
             pidns: w.pidns,

@@ -72,7 +72,7 @@ impl Formatter {
         }
     }
 
-    /// What count tables are keyed by (see [`crate::TracerBuilder::count_by`]), which names
+    /// What count tables are keyed by (see [`crate::Report::Counts`]), which names
     /// their last column: without it, the rows tell (an empty table then says DESTINATION).
     pub fn count_by(mut self, by: CountBy) -> Self {
         self.count_by = Some(by);

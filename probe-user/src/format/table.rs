@@ -32,10 +32,10 @@ impl Formatter {
                     latency_ns_sum: c.outcome.map(|_| c.latency_ns),
                     workload: c.workload.as_ref().map(|w| JsonCountWorkload {
                         // A row of a whole container has no one cgroup.
-                        cgroup_id: (w.cgroup_id != 0).then_some(w.cgroup_id),
-                        cgroup: (w.cgroup_id != 0).then_some(w.cgroup.as_deref()),
-                        container_id: w.container_id.as_deref(),
-                        pod_uid: w.pod_uid.as_deref(),
+                        cgroup_id: c.cgroup_id,
+                        cgroup: c.cgroup_id.map(|_| w.cgroup.as_deref()),
+                        container_id: w.container.as_deref(),
+                        pod_uid: w.pod.as_deref(),
                     }),
                 })
                 .collect();
@@ -60,7 +60,7 @@ impl Formatter {
         let inferred_container = inferred_workload
             && counts
                 .iter()
-                .all(|c| c.workload.as_ref().is_some_and(|w| w.cgroup_id == 0));
+                .all(|c| c.workload.is_some() && c.cgroup_id.is_none());
         let (by_workload, by_container) = match self.count_by {
             Some(CountBy::Cgroup) => (true, false),
             Some(CountBy::Container) => (true, true),
@@ -84,7 +84,7 @@ impl Formatter {
             }
             let _ = write!(out, "{:<14}  ", function);
             match (&c.workload, c.daddr) {
-                (Some(w), _) if by_workload => push_workload(out, w, by_container),
+                (Some(w), _) if by_workload => push_workload(out, w, c.cgroup_id, by_container),
                 (_, Some(ip)) => push_endpoint(out, SocketAddr::new(ip, c.dport)),
                 (_, None) => {
                     let _ = write!(out, "*:{}", c.dport);
@@ -98,19 +98,24 @@ impl Formatter {
 /// A count row's workload: its container id (`-` for none), or its cgroup path (its id if the
 /// path could not be resolved), with the pod after it if any; names escaped, as anyone who can
 /// make a cgroup chooses them.
-fn push_workload(out: &mut Vec<u8>, w: &crate::CountWorkload, by_container: bool) {
+fn push_workload(
+    out: &mut Vec<u8>,
+    w: &crate::WorkloadNames,
+    cgroup_id: Option<u64>,
+    by_container: bool,
+) {
     if by_container {
-        let id = w.container_id.as_deref().unwrap_or("-");
+        let id = w.container.as_deref().unwrap_or("-");
         out.extend_from_slice(escape(id).as_bytes());
     } else {
         match &w.cgroup {
             Some(path) => out.extend_from_slice(escape(path).as_bytes()),
             None => {
-                let _ = write!(out, "cgroup id {}", w.cgroup_id);
+                let _ = write!(out, "cgroup id {}", cgroup_id.unwrap_or(0));
             }
         }
     }
-    if let Some(pod) = &w.pod_uid {
+    if let Some(pod) = &w.pod {
         let _ = write!(out, " (pod {})", Escaped(pod));
     }
 }
@@ -169,11 +174,12 @@ mod tests {
         family: crate::Family::V4,
         daddr: None,
         dport: 0,
+        cgroup_id: None,
         workload: None,
         outcome: None,
         connects: 0,
         latency_ns: 0,
-        latency_buckets: [0; probe_common::outcome::LATENCY_BUCKETS as usize + 1],
+        latency_buckets: [0; ConnectCount::LATENCY_BUCKETS],
     };
 
     #[test]
@@ -215,16 +221,16 @@ mod tests {
     /// shows them escaped, on one line each; JSON keeps serde's escaping.
     #[test]
     fn count_tables_escape_workload_names() {
-        let workload = |cgroup_id, cgroup: Option<&str>, container: Option<&str>| {
-            Some(crate::CountWorkload {
-                cgroup_id,
+        let workload = |cgroup: Option<&str>, container: Option<&str>| {
+            Some(crate::WorkloadNames {
                 cgroup: cgroup.map(Into::into),
-                container_id: container.map(Into::into),
-                pod_uid: Some("pod\r\u{1b}[2J".into()),
+                container: container.map(Into::into),
+                pod: Some("pod\r\u{1b}[2J".into()),
             })
         };
         let counts = [ConnectCount {
-            workload: workload(7, Some("/evil\u{1b}[31m\r\n\tx\u{7f}"), None),
+            cgroup_id: Some(7),
+            workload: workload(Some("/evil\u{1b}[31m\r\n\tx\u{7f}"), None),
             connects: 2,
             ..COUNT
         }];
@@ -240,7 +246,7 @@ mod tests {
         let json: serde_json::Value = serde_json::from_str(&table(Format::Json, &counts)).unwrap();
         assert_eq!(json["counts"][0]["cgroup"], "/evil\u{1b}[31m\r\n\tx\u{7f}");
         let counts = [ConnectCount {
-            workload: workload(0, None, Some("c\u{1b}]0;title\u{7}")),
+            workload: workload(None, Some("c\u{1b}]0;title\u{7}")),
             connects: 1,
             ..COUNT
         }];

@@ -5,7 +5,7 @@ use std::{process::ExitCode, time::Duration};
 
 use clap::{Parser, builder::PossibleValuesParser, builder::TypedValueParser as _};
 use probe_user::{
-    Backend, CountBy, Format,
+    Backend, Conflict, CountBy, Format, OutcomeFilter, Report,
     names::{self, Named},
 };
 
@@ -65,7 +65,7 @@ pub struct Cli {
     pub comm: Vec<String>,
     /// Only trace connects to destinations in this network (CIDR, IPv4 or IPv6, or a single
     /// address; filtered in the kernel). Repeatable or comma-separated.
-    #[arg(long, value_name = "CIDR", value_delimiter = ',', value_parser = probe_user::parse_network)]
+    #[arg(long, value_name = "CIDR", value_delimiter = ',', value_parser = parse_network)]
     pub dst: Vec<ipnet::IpNet>,
     /// Only trace IPv4 connects (tcp_v4_connect; IPv4-mapped IPv6 destinations included).
     #[arg(short = '4', long = "ipv4", conflicts_with = "ipv6")]
@@ -148,17 +148,6 @@ pub struct Cli {
 impl Cli {
     /// Options clap accepts one by one that cannot work together.
     pub fn contradiction(&self) -> Option<&'static str> {
-        let counting = self.count || self.metrics.is_some();
-        if counting && self.format == Format::Minimal {
-            return Some(
-                "--format minimal prints no destination, so it cannot show counts: use --format stap or json with --count or --metrics",
-            );
-        }
-        if self.outcomes() && self.format == Format::Minimal {
-            return Some(
-                "--format minimal prints only the time of each call, so it cannot show outcomes: use --format stap or json with --outcome, --failed-only or --min-latency",
-            );
-        }
         if self.metrics.is_some()
             && matches!(self.count_by, Some(CountBy::Cgroup | CountBy::Container))
         {
@@ -166,12 +155,43 @@ impl Cli {
                 "--metrics counts by destination or port: label its series by cgroup or container with --metrics-label",
             );
         }
-        if self.outcomes() && self.successes_only {
-            return Some(
-                "--successes-only does not follow connects past the SYN, so it cannot show outcomes: leave it out with --outcome, --failed-only or --min-latency",
-            );
-        }
         None
+    }
+
+    /// What to report, from the options that say it, or why they cannot work together (the
+    /// library checks them: [`Report::from_switches`]; here each conflict in the options'
+    /// words).
+    pub fn report(&self) -> Result<Report, String> {
+        let outcome = self.outcomes().then(|| {
+            OutcomeFilter::default()
+                .failed_only(self.failed_only)
+                .min_latency(self.min_latency.unwrap_or_default())
+        });
+        let counts = self
+            .counting()
+            .then(|| (self.count_by(), self.metrics_label.is_some()));
+        let minimal = self.format == Format::Minimal;
+        Report::from_switches(minimal, self.successes_only, outcome, counts).map_err(|c| match c {
+            Conflict::TimestampsCounted => "--format minimal prints no destination, so it cannot show counts: use --format stap or json with --count or --metrics".into(),
+            Conflict::TimestampsOutcomes => "--format minimal prints only the time of each call, so it cannot show outcomes: use --format stap or json with --outcome, --failed-only or --min-latency".into(),
+            Conflict::SuccessesOutcomes => "--successes-only does not follow connects past the SYN, so it cannot show outcomes: leave it out with --outcome, --failed-only or --min-latency".into(),
+            other => other.to_string(),
+        })
+    }
+
+    /// Whether connects are counted (`--count` tables or `--metrics`).
+    pub fn counting(&self) -> bool {
+        self.count || self.metrics.is_some()
+    }
+
+    /// What connects are counted by: `--count` tables default to destinations, `--metrics` to
+    /// ports (a label per address only when asked for).
+    pub fn count_by(&self) -> CountBy {
+        self.count_by.unwrap_or(if self.count {
+            CountBy::Destination
+        } else {
+            CountBy::Port
+        })
     }
 
     /// Whether connects are reported with their outcome (asked for, or implied by a filter on
@@ -186,6 +206,13 @@ fn parse_count_by() -> impl clap::builder::TypedValueParser<Value = CountBy> {
     let names: Vec<&'static str> = CountBy::ALL.iter().map(|by| by.name()).collect();
     PossibleValuesParser::new(names)
         .map(|name| CountBy::from_name(&name).expect("the parser admits only CountBy's names"))
+}
+
+/// `--dst`: a network (`10.0.0.0/8`, `fd00::/8`) or a single address.
+fn parse_network(s: &str) -> Result<ipnet::IpNet, String> {
+    s.parse::<ipnet::IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("not an address or network in CIDR notation: {s:?}"))
 }
 
 /// `--interval`: a duration from 10 ms (a table more often is unreadable and costs a map walk

@@ -16,7 +16,7 @@ use anyhow::Result;
 use clap::Parser as _;
 use cli::{Attach, Cli};
 use output::{BatchedStdout, Signals};
-use probe_user::{CountBy, Family, Format, Formatter, Mode, Tracer, WallClock};
+use probe_user::{CountBy, Family, Format, Formatter, Report, Tracer, WallClock};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -35,6 +35,13 @@ fn main() -> ExitCode {
     if let Some(what) = &cli.generate {
         return cli::generate(what);
     }
+    let report = match cli.report() {
+        Ok(report) => report,
+        Err(conflict) => {
+            eprintln!("probe-user: error: {conflict}");
+            return ExitCode::from(2);
+        }
+    };
     if let Some(contradiction) = cli.contradiction() {
         eprintln!("probe-user: error: {contradiction}");
         return ExitCode::from(2);
@@ -50,7 +57,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    match runtime.block_on(run(cli, report)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             match e.downcast_ref::<probe_user::Error>() {
@@ -72,8 +79,12 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> Result<()> {
-    let outcomes = cli.outcomes();
+async fn run(cli: Cli, report: Report) -> Result<()> {
+    let counting = cli.counting();
+    let count_by = cli.count_by();
+    // JSON lines carry every field, the workload's too; neither counts nor SystemTap's
+    // formats show the caller's uid or name.
+    let every_field = !counting && cli.format == Format::Json;
     let mut builder = Tracer::builder()
         .filter_ports(cli.filter_port)
         .filter_pids(cli.pid)
@@ -82,50 +93,16 @@ async fn run(cli: Cli) -> Result<()> {
         .filter_containers(cli.container)
         .filter_netns(cli.netns)
         .filter_comms(cli.comm)
-        .filter_destinations(cli.dst);
-    if cli.stats {
-        builder = builder.program_stats();
-    }
+        .filter_destinations(cli.dst)
+        .report(report)
+        .identity(every_field)
+        .caller_names(every_field)
+        .program_stats(cli.stats);
     if let Some(btf) = cli.btf {
         builder = builder.btf_path(btf);
     }
-    let counting = cli.count || cli.metrics.is_some();
-    // --count tables default to destinations; --metrics to ports (a label per address only
-    // when asked for).
-    let count_by = cli.count_by.unwrap_or(if cli.count {
-        CountBy::Destination
-    } else {
-        CountBy::Port
-    });
-    if counting {
-        builder = builder.count_by(count_by);
-        if cli.metrics_label.is_some() {
-            builder = builder.count_per_cgroup();
-        }
-    } else if cli.format == Format::Json {
-        // JSON lines carry every field, the workload's too.
-        builder = builder.identity();
-    }
-    if counting || cli.format != Format::Json {
-        // Neither counts nor SystemTap's formats show the caller's uid or name.
-        builder = builder.without_caller_names();
-    }
     if let Attach::Only(backend) = cli.attach {
         builder = builder.backend(backend);
-    }
-    if cli.successes_only {
-        builder = builder.mode(Mode::SuccessesOnly);
-    } else if cli.format == Format::Minimal {
-        builder = builder.mode(Mode::TimestampsOnly);
-    }
-    if outcomes {
-        builder = builder.outcome();
-    }
-    if cli.failed_only {
-        builder = builder.failed_only();
-    }
-    if let Some(min) = cli.min_latency {
-        builder = builder.min_latency(min);
     }
     if cli.ipv4 {
         builder = builder.family(Family::V4);

@@ -2,10 +2,7 @@
 
 use std::{collections::BTreeMap, sync::atomic::AtomicU64};
 
-use probe_common::{
-    Named as _,
-    outcome::{LATENCY_BUCKETS, latency_bucket_bound_ns},
-};
+use probe_common::Named as _;
 use prometheus_client::{
     encoding::{EncodeMetric, MetricEncoder, NoLabelSet, text::encode},
     metrics::MetricType,
@@ -13,7 +10,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use probe_user::{ConnectCount, Counters, ProgramStats};
+use probe_user::{ConnectCount, Counters, LATENCY_BUCKET_BOUNDS_NS, ProgramStats};
 
 use super::WorkloadLabel;
 
@@ -68,8 +65,8 @@ pub fn render(
                 WorkloadLabel::Cgroup => w
                     .cgroup
                     .as_deref()
-                    .map_or_else(|| w.cgroup_id.to_string(), str::to_string),
-                WorkloadLabel::Container => w.container_id.as_deref().unwrap_or("").to_string(),
+                    .map_or_else(|| c.cgroup_id.unwrap_or(0).to_string(), str::to_string),
+                WorkloadLabel::Container => w.container.as_deref().unwrap_or("").to_string(),
             };
             labels.push((label.name().to_string(), escape_label_value(&value)));
         }
@@ -201,12 +198,11 @@ impl Histograms {
         let histogram = self.0.entry(labels).or_insert_with(|| Histogram {
             sum: 0.0,
             count: 0,
-            buckets: (0..=LATENCY_BUCKETS)
-                .map(|b| match latency_bucket_bound_ns(b) {
-                    // The encoder writes `+Inf` for this bound.
-                    u64::MAX => (f64::MAX, 0),
-                    bound => (bound as f64 / 1e9, 0),
-                })
+            buckets: LATENCY_BUCKET_BOUNDS_NS
+                .iter()
+                .map(|&bound| (bound as f64 / 1e9, 0))
+                // The encoder writes `+Inf` for this bound.
+                .chain([(f64::MAX, 0)])
                 .collect(),
         });
         histogram.sum += count.latency_ns as f64 / 1e9;
@@ -239,16 +235,9 @@ mod tests {
 
     /// A count of `connects` to `daddr`:443, without outcome.
     fn count(daddr: &str, connects: u64) -> ConnectCount {
-        ConnectCount {
-            family: IpFamily::V4,
-            daddr: Some(daddr.parse().unwrap()),
-            dport: 443,
-            workload: None,
-            outcome: None,
-            connects,
-            latency_ns: 0,
-            latency_buckets: [0; LATENCY_BUCKETS as usize + 1],
-        }
+        let mut count = ConnectCount::new(IpFamily::V4, Some(daddr.parse().unwrap()), 443);
+        count.connects = connects;
+        count
     }
 
     #[test]
@@ -316,12 +305,9 @@ mod tests {
     #[test]
     fn renders_counts_and_losses() {
         let counts = [count("10.0.0.1", 3), count("10.0.0.2", 2)];
-        let counters = Counters {
-            events: 0,
-            dropped: 4,
-            missed: 1,
-            malformed: 0,
-        };
+        let mut counters = Counters::default();
+        counters.dropped = 4;
+        counters.missed = 1;
         let text = render(&counts, counters, false, None, None);
         assert!(
             text.contains("tcpconn_connects_total{family=\"ipv4\",dport=\"443\"} 5\n"),
@@ -344,12 +330,10 @@ mod tests {
     #[test]
     fn cgroup_labels_hold_no_control_characters() {
         let mut row = count("10.0.0.1", 1);
-        row.workload = Some(probe_user::CountWorkload {
-            cgroup_id: 9,
-            cgroup: Some("/evil\u{1b}[2K\r\ntcpconn_connects_total 99".into()),
-            container_id: None,
-            pod_uid: None,
-        });
+        row.cgroup_id = Some(9);
+        row.workload = Some(probe_user::WorkloadNames::of_cgroup(
+            "/evil\u{1b}[2K\r\ntcpconn_connects_total 99",
+        ));
         let text = render(
             &[row],
             Counters::default(),
@@ -368,12 +352,12 @@ mod tests {
     /// `--stats`: each program's runs, run time and skipped runs, labelled by program.
     #[test]
     fn renders_program_statistics() {
-        let programs = [ProgramStats {
-            name: "tcp_v4_connect_exit".into(),
-            runs: 12,
-            run_time_ns: 6_000,
-            recursion_misses: 1,
-        }];
+        let mut program = ProgramStats::default();
+        program.name = "tcp_v4_connect_exit".into();
+        program.runs = 12;
+        program.run_time_ns = 6_000;
+        program.recursion_misses = 1;
+        let programs = [program];
         let text = render(&[], Counters::default(), false, None, Some(&programs));
         for line in [
             "tcpconn_bpf_program_runs_total{program=\"tcp_v4_connect_exit\"} 12\n",

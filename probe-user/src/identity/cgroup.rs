@@ -1,7 +1,5 @@
-//! Workload identity, resolved in userspace from what the kernel shows in `/proc` and `/sys`
-//! alone (no container runtime API to trust, reach or wait for): the cgroup v2 id the kernel
-//! side records becomes a cgroup path ([`CgroupResolver`]), and the path names the container
-//! and Kubernetes pod the connecting task runs in ([`container_of`]).
+//! Cgroup v2 ids to paths: where the cgroup2 filesystem is mounted, and [`CgroupResolver`],
+//! which asks the kernel (a file handle of the id) or walks the tree.
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -22,6 +20,13 @@ pub fn cgroup2_mount() -> Option<PathBuf> {
 }
 
 /// [`cgroup2_mount`] for the text of a mountinfo file.
+///
+/// ```
+/// use probe_user::identity::cgroup2_mount_in;
+///
+/// let mountinfo = "32 31 0:29 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw";
+/// assert_eq!(cgroup2_mount_in(mountinfo), Some("/sys/fs/cgroup/unified".into()));
+/// ```
 pub fn cgroup2_mount_in(mountinfo: &str) -> Option<PathBuf> {
     // Fields: id parent major:minor root mount-point options [optional...] - fstype source ...
     let mut mounts = mountinfo.lines().filter_map(|line| {
@@ -62,7 +67,7 @@ pub fn id_of(path: &Path) -> io::Result<u64> {
 }
 
 /// Entries kept at most; past this the cache starts over (it is only a cache).
-const MAX_ENTRIES: usize = 65_536;
+pub(super) const MAX_ENTRIES: usize = 65_536;
 /// How long "no such cgroup" is believed, so a cgroup created later still resolves; also the
 /// least time between two walks of the tree, so a flood of unknown ids cannot keep it walking.
 const RETRY: Duration = Duration::from_secs(1);
@@ -80,7 +85,18 @@ enum Entry {
 ///
 /// A miss asks the kernel directly with `open_by_handle_at` (as systemd and bpftool do), which
 /// needs `CAP_DAC_READ_SEARCH`; without it, it walks the cgroup tree instead, at most once a
-/// second, and remembers every directory it saw.
+/// second, and remembers every directory it saw. A removed cgroup resolves to nothing: the
+/// kernel no longer finds its id, or the directory is at no path any more (whatever its name).
+///
+/// ```no_run
+/// use probe_user::identity::{CgroupResolver, id_of};
+///
+/// let mut resolver = CgroupResolver::new();
+/// let mount = resolver.mount().expect("a cgroup2 mount").to_owned();
+/// let id = id_of(&mount.join("system.slice"))?;
+/// assert_eq!(resolver.resolve(id).as_deref(), Some("/system.slice"));
+/// # Ok::<(), std::io::Error>(())
+/// ```
 pub struct CgroupResolver {
     mount: Option<PathBuf>,
     mount_fd: Option<OwnedFd>,
@@ -216,14 +232,17 @@ impl CgroupResolver {
         // SAFETY: the kernel just returned this descriptor, and nothing else owns it.
         let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
         let target = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))?;
-        if target.to_string_lossy().ends_with(" (deleted)") {
+        // Outside what this mount shows (another cgroup namespace's root): let a walk say.
+        let below = target
+            .strip_prefix(mount)
+            .map_err(|_| io::Error::from_raw_os_error(libc::EXDEV))?;
+        // A removed directory's link reads as its old path with " (deleted)" appended, but a
+        // live cgroup may have that very text in its name: the path is this cgroup's only if
+        // the directory there is the one with this id (a removed directory is at no path).
+        if id_of(&target).ok() != Some(id) {
             return Ok(None);
         }
-        match target.strip_prefix(mount) {
-            Ok(below) => Ok(Some(below_mount(below))),
-            // Outside what this mount shows (another cgroup namespace's root): let a walk say.
-            Err(_) => Err(io::Error::from_raw_os_error(libc::EXDEV)),
-        }
+        Ok(Some(below_mount(below)))
     }
 
     /// Walks the cgroup tree once, caching every directory, and returns the one with `id`.
@@ -278,298 +297,9 @@ fn below_mount(below: &Path) -> Arc<str> {
     Arc::from(format!("/{}", below.trim_start_matches('/')))
 }
 
-/// The container runtime a cgroup's name shows.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Runtime {
-    /// Docker (`docker-<id>.scope`, `/docker/<id>`).
-    Docker,
-    /// containerd through its CRI plugin (`cri-containerd-<id>.scope`).
-    Containerd,
-    /// CRI-O (`crio-<id>.scope`).
-    Crio,
-    /// Podman (`libpod-<id>.scope`).
-    Podman,
-}
-
-impl Runtime {
-    /// The runtime's usual lowercase name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Runtime::Docker => "docker",
-            Runtime::Containerd => "containerd",
-            Runtime::Crio => "crio",
-            Runtime::Podman => "podman",
-        }
-    }
-}
-
-/// The container and Kubernetes pod a cgroup path belongs to, as far as its names tell.
-#[derive(Clone, Debug, PartialEq, Eq, Default)]
-pub struct ContainerInfo {
-    /// The container's id: 64 lowercase hex digits.
-    pub container_id: Option<String>,
-    /// The pod's UID, in the 8-4-4-4-12 lowercase form.
-    pub pod_uid: Option<String>,
-    /// The runtime, when the cgroup's name shows it.
-    pub runtime: Option<Runtime>,
-}
-
-/// The workload of the cgroup at `cgroup_path` (below the cgroup2 mount). The deepest
-/// component naming a container wins: runtimes make sub-cgroups inside containers, and nested
-/// containers are the inner one's. Conmon's scopes (the runtime's monitor) are no container.
-pub fn container_of(cgroup_path: &str) -> ContainerInfo {
-    let mut workload = ContainerInfo::default();
-    let mut parent = "";
-    for component in cgroup_path.split('/').filter(|c| !c.is_empty()) {
-        if let Some((id, runtime)) = container_in(component, parent) {
-            workload.container_id = Some(id.to_owned());
-            workload.runtime = runtime;
-        }
-        if let Some(uid) = pod_uid_in(component) {
-            workload.pod_uid = Some(uid);
-        }
-        parent = component;
-    }
-    workload
-}
-
-/// The container id (and runtime) a cgroup directory's name gives, if it names one.
-fn container_in<'a>(component: &'a str, parent: &str) -> Option<(&'a str, Option<Runtime>)> {
-    if is_container_id(component) {
-        return Some((component, (parent == "docker").then_some(Runtime::Docker)));
-    }
-    // Systemd's drivers add ".scope"; CRI-O with the cgroupfs driver does not.
-    let name = component.strip_suffix(".scope").unwrap_or(component);
-    const PREFIXES: [(&str, Runtime); 4] = [
-        ("docker-", Runtime::Docker),
-        ("cri-containerd-", Runtime::Containerd),
-        ("crio-", Runtime::Crio),
-        ("libpod-", Runtime::Podman),
-    ];
-    PREFIXES.iter().find_map(|&(prefix, runtime)| {
-        let id = name.strip_prefix(prefix)?;
-        // `crio-conmon-<id>` and `libpod-conmon-<id>` fail here: "conmon-..." is no id.
-        is_container_id(id).then_some((id, Some(runtime)))
-    })
-}
-
-fn is_container_id(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-}
-
-/// The pod UID a cgroup directory's name gives: `kubepods[-<qos>]-pod<uid>.slice` (systemd's
-/// driver, with `_` for `-`) or `pod<uid>` (the cgroupfs driver).
-fn pod_uid_in(component: &str) -> Option<String> {
-    let pod = match component.strip_suffix(".slice") {
-        Some(slice) if slice.starts_with("kubepods-") => slice.rsplit_once('-')?.1,
-        Some(_) => return None,
-        None => component,
-    };
-    let uid = pod
-        .strip_prefix("pod")?
-        .replace('_', "-")
-        .to_ascii_lowercase();
-    let is_uuid = uid.len() == 36
-        && uid.bytes().enumerate().all(|(i, b)| match i {
-            8 | 13 | 18 | 23 => b == b'-',
-            _ => b.is_ascii_hexdigit(),
-        });
-    is_uuid.then_some(uid)
-}
-
-/// A `--container` filter's id prefix: 12 to 64 hex digits, in any case, returned lowercase.
-pub fn container_prefix(arg: &str) -> Result<String, String> {
-    if (12..=64).contains(&arg.len()) && arg.bytes().all(|b| b.is_ascii_hexdigit()) {
-        Ok(arg.to_ascii_lowercase())
-    } else {
-        Err(format!(
-            "container id must be 12 to 64 hex digits, got {arg:?}"
-        ))
-    }
-}
-
-/// The names of each workload a tracer meets, by cgroup id: its cgroup path, container and pod,
-/// resolved once per cgroup ([`CgroupResolver`], then [`container_of`]) and kept, so that the
-/// event path pays a map lookup per event. A cgroup not resolved yet (created after the last
-/// look, or removed) is looked up again on its next event; the cache is bounded like the
-/// resolver's.
-pub struct Workloads {
-    resolver: CgroupResolver,
-    names: HashMap<u64, Names>,
-}
-
-/// What [`Workloads`] knows of one cgroup.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Names {
-    /// The cgroup's path below the cgroup2 mount.
-    pub cgroup: Option<Arc<str>>,
-    /// The container its path names.
-    pub container_id: Option<Arc<str>>,
-    /// The Kubernetes pod its path names.
-    pub pod_uid: Option<Arc<str>>,
-}
-
-impl Default for Workloads {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Workloads {
-    /// Names resolved under the machine's cgroup2 mount.
-    pub fn new() -> Self {
-        Workloads {
-            resolver: CgroupResolver::new(),
-            names: HashMap::new(),
-        }
-    }
-
-    /// The names of cgroup `id` (all `None` if it cannot be resolved now).
-    pub fn names(&mut self, id: u64) -> Names {
-        self.names_for(id, None)
-    }
-
-    /// The names of cgroup `id`, the cgroup of a connect by process `pid` if known (see
-    /// [`CgroupResolver::resolve_for`]).
-    fn names_for(&mut self, id: u64, pid: Option<u32>) -> Names {
-        if let Some(names) = self.names.get(&id) {
-            return names.clone();
-        }
-        let path = match pid {
-            Some(pid) => self.resolver.resolve_for(id, pid),
-            None => self.resolver.resolve(id),
-        };
-        let Some(path) = path else {
-            return Names::default();
-        };
-        let container = container_of(&path);
-        let names = Names {
-            container_id: container.container_id.map(Arc::from),
-            pod_uid: container.pod_uid.map(Arc::from),
-            cgroup: Some(path),
-        };
-        if self.names.len() >= MAX_ENTRIES {
-            self.names.clear();
-        }
-        self.names.insert(id, names.clone());
-        names
-    }
-
-    /// Fills in the names of `workload`'s cgroup, that of a connect by process `pid`.
-    pub fn fill(&mut self, workload: &mut crate::Workload, pid: u32) {
-        let names = self.names_for(workload.cgroup_id, Some(pid));
-        workload.cgroup = names.cgroup;
-        workload.container_id = names.container_id;
-        workload.pod_uid = names.pod_uid;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const ID: &str = "4f3a0b9c2d1e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a";
-    const ID2: &str = "5f3a0b9c2d1e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a";
-    const UID: &str = "0b2c5e1a-3d4f-4a6b-8c9d-0e1f2a3b4c5d";
-    const KUBE: &str = "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-podUID_.slice";
-    const ROOTLESS: &str = "/user.slice/user-1000.slice/user@1000.service/user.slice";
-
-    /// A path template with `KUBE`, `ROOTLESS`, `UID_` (underscored), `UID`, `ID2` and `ID`.
-    fn expand(template: &str) -> String {
-        template
-            .replace("KUBE", KUBE)
-            .replace("ROOTLESS", ROOTLESS)
-            .replace("UID_", &UID.replace('-', "_"))
-            .replace("UID", UID)
-            .replace("ID2", ID2)
-            .replace("ID", ID)
-    }
-
-    #[test]
-    fn workloads() {
-        use Runtime::*;
-        #[rustfmt::skip]
-        let cases = [
-            // (path, container, in a pod, runtime)
-            ("/system.slice/docker-ID.scope", "ID", false, Some(Docker)),
-            ("/docker/ID", "ID", false, Some(Docker)),
-            ("/docker/ID/app/worker", "ID", false, Some(Docker)), // a sub-cgroup
-            ("/system.slice/docker-ID.scope/docker/ID2", "ID2", false, Some(Docker)), // nested
-            ("KUBE/cri-containerd-ID.scope", "ID", true, Some(Containerd)),
-            ("KUBE/crio-ID.scope", "ID", true, Some(Crio)),
-            ("KUBE/crio-ID.scope/sub", "ID", true, Some(Crio)),
-            ("KUBE/crio-conmon-ID.scope", "", true, None),
-            ("KUBE", "", true, None),
-            ("/kubepods.slice/kubepods-podUID_.slice/crio-ID.scope", "ID", true, Some(Crio)),
-            ("/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-podUID_.slice/cri-containerd-ID.scope", "ID", true, Some(Containerd)),
-            ("/machine.slice/libpod-ID.scope", "ID", false, Some(Podman)),
-            ("/machine.slice/libpod-ID.scope/container", "ID", false, Some(Podman)),
-            ("ROOTLESS/libpod-ID.scope", "ID", false, Some(Podman)),
-            ("/machine.slice/libpod-conmon-ID.scope", "", false, None),
-            ("ROOTLESS/libpod-conmon-ID.scope", "", false, None),
-            ("/kubepods/burstable/podUID/ID", "ID", true, None),
-            ("/kubepods/besteffort/podUID/ID", "ID", true, None),
-            ("/kubepods/podUID/ID", "ID", true, None), // Guaranteed QoS
-            ("/kubepods/burstable/podUID/crio-ID", "ID", true, Some(Crio)),
-            ("/kubepods/burstable/podUID", "", true, None),
-            ("/custom/ID", "ID", false, None),
-            ("/", "", false, None),
-            ("", "", false, None),
-            ("/system.slice/nginx.service", "", false, None),
-            ("/user.slice/user-1000.slice/session-3.scope", "", false, None),
-            ("/system.slice/podman-ID.scope", "", false, None), // unknown prefix
-            ("/system.slice/system-podUID.slice", "", false, None), // not kubepods
-        ];
-        for (template, container, pod, runtime) in cases {
-            let want = ContainerInfo {
-                container_id: Some(expand(container)).filter(|c| !c.is_empty()),
-                pod_uid: pod.then(|| UID.to_owned()),
-                runtime,
-            };
-            assert_eq!(container_of(&expand(template)), want, "{template}");
-        }
-    }
-
-    #[test]
-    fn malformed_ids() {
-        let upper_pod = format!("/kubepods/pod{}/{ID}", UID.to_uppercase());
-        assert_eq!(container_of(&upper_pod).pod_uid.as_deref(), Some(UID));
-        for path in [
-            format!("/docker/{}", &ID[1..]),                     // 63 digits
-            format!("/docker/{ID}0"),                            // 65 digits
-            format!("/docker/{}", ID.to_uppercase()),            // uppercase
-            format!("/system.slice/docker-{}g.scope", &ID[1..]), // not hex
-            format!("/kubepods/pod{}", &UID[1..]),               // short uid
-            format!("/kubepods/pod{}", UID.replace('-', "")),    // no dashes
-            format!("/kubepods/pod{}", UID.replace('a', "x")),   // not hex
-            format!("/kubepods.slice/kubepods-pod{}.slice", UID.replace('-', "")),
-        ] {
-            assert_eq!(container_of(&path), ContainerInfo::default(), "{path}");
-        }
-    }
-
-    #[test]
-    fn container_prefixes() {
-        assert_eq!(
-            container_prefix("4F3A0B9C2D1E").as_deref(),
-            Ok("4f3a0b9c2d1e")
-        );
-        assert_eq!(container_prefix(ID).as_deref(), Ok(ID));
-        let too_long = format!("{ID}0");
-        for bad in [
-            "4f3a0b9c2d1",
-            "",
-            "4f3a0b9c2d1g",
-            &too_long,
-            " 4f3a0b9c2d1e",
-        ] {
-            assert!(container_prefix(bad).is_err(), "{bad:?}");
-        }
-        let err = container_prefix("xyz").err();
-        let want = "container id must be 12 to 64 hex digits, got \"xyz\"";
-        assert_eq!(err.as_deref(), Some(want));
-        assert_eq!(Runtime::Crio.name(), "crio");
-    }
 
     #[test]
     fn mountinfo() {
@@ -629,5 +359,41 @@ mod tests {
             let (n, handles) = (cgroups.len(), resolver.handles);
             println!("resolved {n} cgroups below {mount:?}, by file handle: {handles}");
         }
+    }
+
+    /// A cgroup named `... (deleted)` is a live cgroup like any other (its name is not read as
+    /// the kernel's mark of a removed directory), and a removed cgroup resolves to nothing,
+    /// even while a descriptor keeps its directory alive. Needs root and a writable cgroup2
+    /// mount (skipped otherwise; the VM tests cover it in any case).
+    #[test]
+    fn deletion_is_the_kernels_not_the_names() {
+        let Some(mount) = cgroup2_mount() else {
+            println!("skipped: no cgroup2 mount");
+            return;
+        };
+        let pid = std::process::id();
+        let named = mount.join(format!("probe-unit-{pid} (deleted)"));
+        let removed = mount.join(format!("probe-unit-{pid}-removed"));
+        if let Err(e) = std::fs::create_dir(&named) {
+            println!("skipped: cannot make a cgroup: {e}");
+            return;
+        }
+        std::fs::create_dir(&removed).expect("make a second cgroup");
+        let (named_id, removed_id) = (id_of(&named).unwrap(), id_of(&removed).unwrap());
+        let held = std::fs::File::open(&removed).expect("open the cgroup");
+        std::fs::remove_dir(&removed).expect("remove the cgroup");
+        let want = format!("/probe-unit-{pid} (deleted)");
+        for handles in [true, false] {
+            let mut resolver = CgroupResolver::with_mount(Some(mount.clone()));
+            resolver.handles &= handles;
+            assert_eq!(resolver.resolve(named_id).as_deref(), Some(want.as_str()));
+            assert_eq!(
+                resolver.resolve(removed_id),
+                None,
+                "by file handle: {handles}"
+            );
+        }
+        drop(held);
+        std::fs::remove_dir(&named).expect("remove the cgroup");
     }
 }

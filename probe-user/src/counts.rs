@@ -1,0 +1,348 @@
+//! The kernel's connect counts as [`ConnectCount`] rows: each key's per-CPU values summed, the
+//! latency buckets of one destination (or workload) and outcome merged into a histogram, and
+//! by container the cgroups of one container merged into one row.
+
+use std::{collections::BTreeMap, net::IpAddr};
+
+use probe_common::{
+    CountBy, Family, Outcome,
+    outcome::{LATENCY_BUCKETS, latency_bucket_bound_ns},
+    state::{CountKey, CountValue},
+};
+
+use crate::{WorkloadNames, event};
+
+/// The upper bounds, in nanoseconds, of the finite latency buckets of
+/// [`ConnectCount::latency_buckets`] (1 us, 2 us, 4 us, ... 2^27 us): bucket `b` counts
+/// latencies of at most `LATENCY_BUCKET_BOUNDS_NS[b]` and more than the bound before it; the
+/// last bucket, one past these, counts the rest. A histogram's `le` bounds, for an agent.
+///
+/// ```
+/// use probe_user::{ConnectCount, LATENCY_BUCKET_BOUNDS_NS};
+///
+/// assert_eq!(LATENCY_BUCKET_BOUNDS_NS[0], 1_000);
+/// assert_eq!(LATENCY_BUCKET_BOUNDS_NS[10], 1_024_000);
+/// assert!(LATENCY_BUCKET_BOUNDS_NS.is_sorted());
+/// // Seconds, for a Prometheus histogram: `+Inf` follows the last.
+/// let le: Vec<f64> = LATENCY_BUCKET_BOUNDS_NS.iter().map(|&ns| ns as f64 / 1e9).collect();
+/// assert_eq!(le.len() + 1, ConnectCount::LATENCY_BUCKETS);
+/// ```
+pub const LATENCY_BUCKET_BOUNDS_NS: [u64; LATENCY_BUCKETS as usize] = {
+    let mut bounds = [0; LATENCY_BUCKETS as usize];
+    let mut b = 0;
+    while b < LATENCY_BUCKETS {
+        bounds[b as usize] = latency_bucket_bound_ns(b);
+        b += 1;
+    }
+    bounds
+};
+
+/// Connects to one destination (or port, or from one cgroup or container), with outcomes one
+/// outcome, counted in the kernel (see [`crate::Report::Counts`] and
+/// [`crate::Tracer::connect_counts`]).
+///
+/// ```
+/// use probe_user::{ConnectCount, Family};
+///
+/// let mut row = ConnectCount::new(Family::V4, Some([10, 0, 0, 1].into()), 443);
+/// row.connects = 3;
+/// assert_eq!(row.latency_buckets.len(), ConnectCount::LATENCY_BUCKETS);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConnectCount {
+    /// The address family (and so the connect function).
+    pub family: Family,
+    /// The destination address; `None` when counting by port only.
+    pub daddr: Option<IpAddr>,
+    /// The destination port (0 when counting by cgroup or container).
+    pub dport: u16,
+    /// The cgroup v2 id of these connects' caller, when counted per cgroup (by cgroup, or per
+    /// cgroup too); `None` otherwise (by container too).
+    pub cgroup_id: Option<u64>,
+    /// Who made these connects, counting by cgroup or container (or per cgroup too); `None`
+    /// otherwise. By container, the cgroups of one container (or of none) make one row, whose
+    /// names carry no cgroup path (see [`WorkloadNames::container_only`]).
+    pub workload: Option<WorkloadNames>,
+    /// How these connects ended, with outcomes; `None` without.
+    pub outcome: Option<Outcome>,
+    /// Connects since tracing started.
+    pub connects: u64,
+    /// Sum of their latencies in nanoseconds (with outcomes; 0 without).
+    pub latency_ns: u64,
+    /// How many of them took at most [`LATENCY_BUCKET_BOUNDS_NS`]`[b]` and more than the bound
+    /// of `b - 1` (the last: longer than every bound), with outcomes; zero without.
+    pub latency_buckets: [u64; ConnectCount::LATENCY_BUCKETS],
+}
+
+impl ConnectCount {
+    /// The length of [`ConnectCount::latency_buckets`]: one per bound of
+    /// [`LATENCY_BUCKET_BOUNDS_NS`], and one for longer latencies.
+    pub const LATENCY_BUCKETS: usize = LATENCY_BUCKETS as usize + 1;
+
+    /// A row of no connects to `daddr` (or any address) and `dport`, of no workload or outcome.
+    pub fn new(family: Family, daddr: Option<IpAddr>, dport: u16) -> Self {
+        ConnectCount {
+            family,
+            daddr,
+            dport,
+            cgroup_id: None,
+            workload: None,
+            outcome: None,
+            connects: 0,
+            latency_ns: 0,
+            latency_buckets: [0; ConnectCount::LATENCY_BUCKETS],
+        }
+    }
+}
+
+/// One key's per-CPU values summed.
+pub(crate) fn sum_per_cpu<'a>(values: impl IntoIterator<Item = &'a CountValue>) -> CountValue {
+    values
+        .into_iter()
+        .fold(CountValue::default(), |sum, v| CountValue {
+            connects: sum.connects + v.connects,
+            latency_ns: sum.latency_ns + v.latency_ns,
+        })
+}
+
+/// The rows of the kernel's counts (each key's per-CPU values summed) counted by `by`, most
+/// connects first. With `per_cgroup` the keys carry the caller's cgroup id, named by `names`.
+/// The kernel's keys hold the latency bucket too: one row per destination (or workload) and
+/// outcome, with the buckets as its histogram; by container, the cgroups of a container (or
+/// those of none) make one row. Keys of an unknown family are left out.
+pub(crate) fn rows(
+    by: CountBy,
+    per_cgroup: bool,
+    counts: impl IntoIterator<Item = (CountKey, CountValue)>,
+    mut names: impl FnMut(u64) -> WorkloadNames,
+) -> Vec<ConnectCount> {
+    type Row = (u16, Option<IpAddr>, u16, u8, u64, Option<WorkloadNames>);
+    let mut rows: BTreeMap<Row, ConnectCount> = BTreeMap::new();
+    for (key, value) in counts {
+        let Ok(family) = event::family(key.family) else {
+            continue;
+        };
+        let daddr = (by == CountBy::Destination).then(|| family.ip(&key.daddr));
+        let (cgroup_id, workload) = match (per_cgroup, by) {
+            (false, _) => (None, None),
+            (true, CountBy::Container) => (None, Some(names(key.cgroup_id).container_only())),
+            (true, _) => (Some(key.cgroup_id), Some(names(key.cgroup_id))),
+        };
+        // By container, one row per container (a cgroup's names without its path).
+        let group = (cgroup_id.unwrap_or(0), workload.clone());
+        let row = rows
+            .entry((key.family, daddr, key.dport, key.outcome, group.0, group.1))
+            .or_insert_with(|| ConnectCount {
+                cgroup_id,
+                workload,
+                outcome: Outcome::try_from(u32::from(key.outcome)).ok(),
+                ..ConnectCount::new(family, daddr, key.dport)
+            });
+        row.connects += value.connects;
+        row.latency_ns += value.latency_ns;
+        if row.outcome.is_some() {
+            let bucket = usize::from(key.bucket.min(LATENCY_BUCKETS));
+            row.latency_buckets[bucket] += value.connects;
+        }
+    }
+    let mut counts: Vec<ConnectCount> = rows.into_values().collect();
+    counts.sort_by(|a, b| {
+        let workload = |c: &ConnectCount| {
+            c.workload
+                .as_ref()
+                .map(|w| (w.cgroup.clone(), w.container.clone(), c.cgroup_id))
+        };
+        b.connects.cmp(&a.connects).then_with(|| {
+            (a.dport, a.daddr, a.outcome, workload(a)).cmp(&(
+                b.dport,
+                b.daddr,
+                b.outcome,
+                workload(b),
+            ))
+        })
+    });
+    counts
+}
+
+#[cfg(test)]
+mod tests {
+    use probe_common::{AF_INET, AF_INET6, RawAddr, outcome::latency_bucket};
+
+    use super::*;
+
+    const CONTAINER: &str = "4f3a0b9c2d1e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a";
+    const POD: &str = "0b2c5e1a-3d4f-4a6b-8c9d-0e1f2a3b4c5d";
+
+    fn v4(octets: [u8; 4]) -> RawAddr {
+        RawAddr([u32::from_ne_bytes(octets), 0, 0, 0])
+    }
+
+    /// A kernel key as the kernel side makes it.
+    fn key(by: CountBy, cgroup: u64, dst: ([u8; 4], u16), outcome: u8, ns: u64) -> CountKey {
+        CountKey::new(by as u8, cgroup, (v4(dst.0), dst.1), AF_INET, outcome, ns)
+    }
+
+    fn value(connects: u64, latency_ns: u64) -> CountValue {
+        CountValue {
+            connects,
+            latency_ns,
+        }
+    }
+
+    /// Cgroup 1 a container's, 2 a sub-cgroup of it, 3 in a pod but no container, others
+    /// unresolved.
+    fn names(id: u64) -> WorkloadNames {
+        let pod = format!("/kubepods/burstable/pod{POD}");
+        match id {
+            1 => WorkloadNames::of_cgroup(format!("{pod}/{CONTAINER}")),
+            2 => WorkloadNames::of_cgroup(format!("{pod}/{CONTAINER}/sub")),
+            3 => WorkloadNames::of_cgroup(pod),
+            _ => WorkloadNames::default(),
+        }
+    }
+
+    #[test]
+    fn per_cpu_values_are_summed() {
+        let per_cpu = [value(1, 10), value(0, 0), value(4, 32)];
+        assert_eq!(sum_per_cpu(&per_cpu), value(5, 42));
+        assert_eq!(sum_per_cpu(&[]), value(0, 0));
+    }
+
+    #[test]
+    fn destinations_rows_most_connects_first() {
+        let (a, b) = (([10, 0, 0, 1], 80), ([10, 0, 0, 2], 443));
+        let by = CountBy::Destination;
+        let counts = [
+            (key(by, 0, a, 0, 0), value(2, 0)),
+            (key(by, 0, b, 0, 0), value(5, 0)),
+            (key(by, 0, a, 0, 0), value(1, 0)), // the same key again (the pending ones)
+        ];
+        let got = rows(by, false, counts, |_| unreachable!("not per cgroup"));
+        let want: Vec<(Option<IpAddr>, u16, u64)> = vec![
+            (Some([10, 0, 0, 2].into()), 443, 5),
+            (Some([10, 0, 0, 1].into()), 80, 3),
+        ];
+        let got_rows: Vec<_> = got.iter().map(|c| (c.daddr, c.dport, c.connects)).collect();
+        assert_eq!(got_rows, want);
+        assert!(
+            got.iter()
+                .all(|c| c.workload.is_none() && c.cgroup_id.is_none())
+        );
+        assert!(
+            got.iter()
+                .all(|c| c.outcome.is_none() && c.latency_buckets == [0; 29])
+        );
+    }
+
+    #[test]
+    fn ports_rows_have_no_address_and_unknown_families_are_left_out() {
+        let by = CountBy::Port;
+        let mut v6 = key(by, 0, ([0; 4], 443), 0, 0);
+        v6.family = AF_INET6;
+        let mut bad = v6;
+        bad.family = 3;
+        let counts = [
+            (key(by, 0, ([0; 4], 443), 0, 0), value(2, 0)),
+            (v6, value(1, 0)),
+            (bad, value(9, 0)),
+        ];
+        let got = rows(by, false, counts, |_| unreachable!());
+        let families: Vec<_> = got
+            .iter()
+            .map(|c| (c.family, c.daddr, c.connects))
+            .collect();
+        assert_eq!(families, [(Family::V4, None, 2), (Family::V6, None, 1)]);
+    }
+
+    #[test]
+    fn latency_buckets_of_an_outcome_make_one_histogram() {
+        let by = CountBy::Port;
+        let established = Outcome::Established as u8;
+        let dst = ([0; 4], 80);
+        let counts = [
+            (key(by, 0, dst, established, 900), value(2, 1_500)), // <= 1 us
+            (key(by, 0, dst, established, 1_500_000), value(1, 1_500_000)), // <= 2.048 ms
+            (
+                key(by, 0, dst, established, u64::MAX),
+                value(1, 200_000_000_000),
+            ), // past all
+            (
+                key(by, 0, dst, Outcome::Refused as u8, 70_000),
+                value(4, 280_000),
+            ),
+        ];
+        let got = rows(by, false, counts, |_| unreachable!());
+        assert_eq!(got.len(), 2);
+        // As many connects: established sorts first.
+        let (up, refused) = (&got[0], &got[1]);
+        assert_eq!(
+            (refused.outcome, refused.connects),
+            (Some(Outcome::Refused), 4)
+        );
+        let mut want = [0; ConnectCount::LATENCY_BUCKETS];
+        want[usize::from(latency_bucket(70_000))] = 4;
+        assert_eq!(refused.latency_buckets, want);
+        assert_eq!((up.outcome, up.connects), (Some(Outcome::Established), 4));
+        assert_eq!(up.latency_ns, 1_500 + 1_500_000 + 200_000_000_000);
+        let mut want = [0; ConnectCount::LATENCY_BUCKETS];
+        want[0] = 2;
+        want[11] = 1;
+        want[ConnectCount::LATENCY_BUCKETS - 1] = 1;
+        assert_eq!(up.latency_buckets, want);
+        assert!(LATENCY_BUCKET_BOUNDS_NS[10] < 1_500_000);
+        assert!(1_500_000 <= LATENCY_BUCKET_BOUNDS_NS[11]);
+    }
+
+    #[test]
+    fn per_cgroup_rows_keep_each_cgroup_and_its_names() {
+        let by = CountBy::Cgroup;
+        let counts = [1, 2, 3, 9, 1].map(|id| (key(by, id, ([0; 4], 0), 0, 0), value(id, 0)));
+        let got = rows(by, true, counts, names);
+        let ids: Vec<_> = got.iter().map(|c| (c.cgroup_id, c.connects)).collect();
+        assert_eq!(
+            ids,
+            [(Some(9), 9), (Some(3), 3), (Some(1), 2), (Some(2), 2)]
+        );
+        for row in &got {
+            assert_eq!(row.workload, Some(names(row.cgroup_id.unwrap())));
+        }
+    }
+
+    #[test]
+    fn by_container_the_cgroups_of_a_container_make_one_row() {
+        let by = CountBy::Container;
+        let counts = [1, 2, 3, 9].map(|id| (key(by, id, ([0; 4], 0), 0, 0), value(id, 0)));
+        let got = rows(by, true, counts, names);
+        let container = WorkloadNames::of_cgroup(format!("/kubepods/pod{POD}/{CONTAINER}"));
+        let want = [
+            // The cgroups of no container (in a pod or unresolved): no pod either.
+            (None, WorkloadNames::default(), 12),
+            (None, container.container_only(), 3),
+        ];
+        let got: Vec<_> = got
+            .iter()
+            .map(|c| (c.cgroup_id, c.workload.clone().unwrap(), c.connects))
+            .collect();
+        assert_eq!(got, want);
+        assert_eq!(want[1].1.container.as_deref(), Some(CONTAINER));
+        assert_eq!(want[1].1.pod.as_deref(), Some(POD));
+        assert_eq!(want[1].1.cgroup, None);
+    }
+
+    #[test]
+    fn per_cgroup_too_splits_a_destination_by_cgroup() {
+        let by = CountBy::Destination;
+        let dst = ([10, 0, 0, 1], 80);
+        let counts = [
+            (key(by, 1, dst, 0, 0), value(1, 0)),
+            (key(by, 3, dst, 0, 0), value(2, 0)),
+        ];
+        let got = rows(by, true, counts, names);
+        let got: Vec<_> = got
+            .iter()
+            .map(|c| (c.dport, c.cgroup_id, c.connects))
+            .collect();
+        assert_eq!(got, [(80, Some(3), 2), (80, Some(1), 1)]);
+    }
+}
