@@ -9,12 +9,7 @@ use aya::{
 };
 use probe_common::{Backend, Family, Function, names::program};
 
-use crate::{
-    TracerBuilder,
-    btf::FunctionIds,
-    error::{self, AttachError},
-    kernel,
-};
+use crate::{TracerBuilder, btf::FunctionIds, diagnose, error::AttachError, kernel};
 
 /// What the tracer reports, which decides the programs a backend attaches.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -137,7 +132,7 @@ fn raw_tracepoint(
     let program: &mut RawTracePoint = program(ebpf, name)?;
     program
         .load()
-        .map_err(|e| error::load_refused(name, None, e))?;
+        .map_err(|e| diagnose::load_refused(name, None, e))?;
     attached.push(name);
     program
         .attach(tracepoint)
@@ -176,7 +171,7 @@ fn kprobe(
     let program: &mut KProbe = program(ebpf, name)?;
     program
         .load()
-        .map_err(|e| error::load_refused(name, None, e))?;
+        .map_err(|e| diagnose::load_refused(name, None, e))?;
     attached.push(name);
     let kind = match program.kind() {
         aya::programs::ProbeKind::Entry => "kprobe",
@@ -204,8 +199,8 @@ fn trampoline(
     attached: &mut Vec<&'static str>,
 ) -> Result<(), AttachError> {
     let function = function.name();
-    let loaded = |result| error::load_refused(name, Some(function), result);
-    let attach = |result| error::trampoline_refused(name, function, result);
+    let loaded = |result| diagnose::load_refused(name, Some(function), result);
+    let attach = |result| diagnose::trampoline_refused(name, function, result);
     match ebpf.program_mut(name) {
         Some(Program::FEntry(p)) => {
             p.load(function, btf).map_err(loaded)?;

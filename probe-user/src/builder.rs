@@ -1,14 +1,15 @@
 //! [`TracerBuilder`]: what to trace (filters, families), what to report ([`Report`]) and how
-//! (backend), checked and turned into an attached [`Tracer`] by the stages in `loader`.
+//! (backend): plain options, which `attach.rs` checks and turns into an attached
+//! [`crate::Tracer`].
 
 use std::{collections::BTreeSet, path::PathBuf};
 
 use ipnet::IpNet;
 use probe_common::{Backend, Family};
 
-use crate::{
-    BackendError, Error, Report, Tracer, backend, btf, error::BackendErrors, loader, loader::Loaded,
-};
+#[cfg(doc)]
+use crate::Tracer;
+use crate::{Report, btf};
 
 /// Options of a [`Tracer`]: filters (applied in the kernel), families, what to report and how
 /// to attach.
@@ -65,21 +66,6 @@ impl Default for TracerBuilder {
             identity: false,
             caller_names: true,
         }
-    }
-}
-
-impl Tracer {
-    /// A builder with no filters, tracing both families, reporting an event for each connect.
-    ///
-    /// ```no_run
-    /// use probe_user::Tracer;
-    ///
-    /// let mut tracer = Tracer::builder().filter_ports([80]).attach()?;
-    /// tracer.drain(|event| println!("{} connected to {}", event.pid, event.dst));
-    /// # Ok::<(), probe_user::Error>(())
-    /// ```
-    pub fn builder() -> TracerBuilder {
-        TracerBuilder::default()
     }
 }
 
@@ -190,78 +176,5 @@ impl TracerBuilder {
     pub fn btf_path(mut self, path: impl Into<PathBuf>) -> Self {
         self.btf_path = path.into();
         self
-    }
-
-    /// Checks the options, privileges and kernel features, loads the programs and attaches them
-    /// with the chosen backend, or else the first of [`Backend::AUTO_ORDER`] that works (see
-    /// [`Tracer::fallbacks`]). Tracing has started when this returns; on an error nothing stays
-    /// loaded or attached.
-    pub fn attach(self) -> Result<Tracer, Error> {
-        let started = std::time::Instant::now();
-        let mut startup = crate::Startup::default();
-        let keys = loader::validate(&self)?;
-        let mut prepared = loader::prepare(&self, &mut startup)?;
-        // Checking privileges and features counts as loading.
-        startup.load = started.elapsed() - startup.btf;
-        // Before attaching, so that every run of every program is accounted.
-        let stats = if self.program_stats {
-            Some(
-                aya::sys::enable_stats(aya::sys::Stats::RunTime)
-                    .map_err(|e| Error::Stats(e.io_error))?,
-            )
-        } else {
-            None
-        };
-        // Each backend gets an object loaded for it (maps sized for what it uses): a fallback
-        // costs a second load, on kernels without the backend tried first.
-        let mut backends: Vec<Backend> = self
-            .backend
-            .map_or(Backend::AUTO_ORDER.to_vec(), |backend| vec![backend]);
-        backends.reverse();
-        let mut fallbacks = Vec::new();
-        let mut atomics_rejected = None;
-        while let Some(backend) = backends.pop() {
-            let loading = std::time::Instant::now();
-            let mut ebpf = loader::load(&self, &keys, &prepared, backend)?;
-            let logger = loader::start_logger(&mut ebpf)?;
-            loader::fill_filters(&mut ebpf, &self, &keys)?;
-            startup.load += loading.elapsed();
-            let attaching = std::time::Instant::now();
-            let attached = backend::attach(&mut ebpf, backend, &self, prepared.functions.as_ref());
-            startup.attach += attaching.elapsed();
-            match attached {
-                Ok(()) => {
-                    let loaded = Loaded {
-                        backend,
-                        fallbacks,
-                        atomics: prepared.atomics,
-                        atomics_rejected,
-                        report: self.report,
-                        identity: self.needs_identity(),
-                    };
-                    return Tracer::new(ebpf, loaded, logger, stats, startup);
-                }
-                // The kernel's version says it has BPF atomics, but its verifier (or JIT)
-                // refuses the object built with them (a kernel that differs from upstream's
-                // of its version): the same backend again with the object without.
-                Err(error)
-                    if prepared.atomics && prepared.atomics_fallback && error.is_rejection() =>
-                {
-                    let error = BackendError { backend, error };
-                    log::warn!(
-                        "{backend}: {error}; loading the eBPF object without BPF atomics instead"
-                    );
-                    log::debug!("{backend}: {}", error.reason());
-                    prepared.atomics = false;
-                    atomics_rejected = Some(error);
-                    backends.push(backend);
-                }
-                Err(error) if self.backend.is_some() => {
-                    return Err(Error::Attach(BackendError { backend, error }));
-                }
-                Err(error) => fallbacks.push(BackendError { backend, error }),
-            }
-        }
-        Err(Error::NoBackend(BackendErrors(fallbacks)))
     }
 }

@@ -49,12 +49,14 @@
 #![warn(missing_docs)]
 #![warn(rustdoc::all)]
 
+mod attach;
 mod backend;
 mod btf;
 mod builder;
 mod clock;
 mod connecting;
 mod counts;
+mod diagnose;
 mod error;
 pub mod escape;
 mod event;

@@ -204,7 +204,7 @@ impl Tracer {
         let mut workloads = self.workloads.as_ref().map(lock);
         let mut name = |event: &mut ConnectEvent| {
             if let (Some(workloads), Some(workload)) = (&mut workloads, &mut event.workload) {
-                workloads.fill(workload, event.pid);
+                workload.names = workloads.names_for(workload.cgroup_id, Some(event.pid));
             }
         };
         while let Some(record) = self.events.next() {

@@ -13,7 +13,6 @@ use crate::escape::Escaped;
 mod attach;
 
 pub use attach::{AttachError, BackendError, BackendErrors, VerifierLog};
-pub(crate) use attach::{load_refused, trampoline_refused};
 
 /// An underlying error whose type is not part of this crate's API (aya's, which may change with
 /// any of its versions), kept as the source so that the whole chain still prints.

@@ -2,8 +2,10 @@
 
 use probe_common::Backend;
 
+use crate::diagnose::{load_refused, trampoline_refused, verifier_rejected};
+
 use super::{
-    attach::{chain, permission_message, verifier_rejected},
+    attach::{chain, permission_message},
     *,
 };
 use std::error::Error as _;

@@ -113,8 +113,8 @@ impl Workloads {
     }
 
     /// The names of cgroup `id`, the cgroup of a connect by process `pid` if known (see
-    /// [`CgroupResolver::resolve_for`]).
-    fn names_for(&mut self, id: u64, pid: Option<u32>) -> WorkloadNames {
+    /// [`CgroupResolver::resolve_for`]): what an event's workload is named.
+    pub fn names_for(&mut self, id: u64, pid: Option<u32>) -> WorkloadNames {
         if let Some(names) = self.names.get(&id) {
             return names.clone();
         }
@@ -131,10 +131,5 @@ impl Workloads {
         }
         self.names.insert(id, names.clone());
         names
-    }
-
-    /// Fills in the names of `workload`'s cgroup, that of a connect by process `pid`.
-    pub fn fill(&mut self, workload: &mut crate::Workload, pid: u32) {
-        workload.names = self.names_for(workload.cgroup_id, Some(pid));
     }
 }

@@ -1,0 +1,101 @@
+//! [`TracerBuilder::attach`]: the options turned into an attached [`Tracer`], through the
+//! stages in `loader` (validate, prepare, then for each backend tried: load, fill the filters)
+//! and `backend` (attach), falling back from one backend to the next, and from the object with
+//! BPF atomics to the one without where the kernel refuses it.
+
+use probe_common::Backend;
+
+use crate::{
+    BackendError, Error, Tracer, TracerBuilder, backend, error::BackendErrors, loader,
+    loader::Loaded,
+};
+
+impl Tracer {
+    /// A builder with no filters, tracing both families, reporting an event for each connect.
+    ///
+    /// ```no_run
+    /// use probe_user::Tracer;
+    ///
+    /// let mut tracer = Tracer::builder().filter_ports([80]).attach()?;
+    /// tracer.drain(|event| println!("{} connected to {}", event.pid, event.dst));
+    /// # Ok::<(), probe_user::Error>(())
+    /// ```
+    pub fn builder() -> TracerBuilder {
+        TracerBuilder::default()
+    }
+}
+
+impl TracerBuilder {
+    /// Checks the options, privileges and kernel features, loads the programs and attaches them
+    /// with the chosen backend, or else the first of [`Backend::AUTO_ORDER`] that works (see
+    /// [`Tracer::fallbacks`]). Tracing has started when this returns; on an error nothing stays
+    /// loaded or attached.
+    pub fn attach(self) -> Result<Tracer, Error> {
+        let started = std::time::Instant::now();
+        let mut startup = crate::Startup::default();
+        let keys = loader::validate(&self)?;
+        let mut prepared = loader::prepare(&self, &mut startup)?;
+        // Checking privileges and features counts as loading.
+        startup.load = started.elapsed() - startup.btf;
+        // Before attaching, so that every run of every program is accounted.
+        let stats = if self.program_stats {
+            Some(
+                aya::sys::enable_stats(aya::sys::Stats::RunTime)
+                    .map_err(|e| Error::Stats(e.io_error))?,
+            )
+        } else {
+            None
+        };
+        // Each backend gets an object loaded for it (maps sized for what it uses): a fallback
+        // costs a second load, on kernels without the backend tried first.
+        let mut backends: Vec<Backend> = self
+            .backend
+            .map_or(Backend::AUTO_ORDER.to_vec(), |backend| vec![backend]);
+        backends.reverse();
+        let mut fallbacks = Vec::new();
+        let mut atomics_rejected = None;
+        while let Some(backend) = backends.pop() {
+            let loading = std::time::Instant::now();
+            let mut ebpf = loader::load(&self, &keys, &prepared, backend)?;
+            let logger = loader::start_logger(&mut ebpf)?;
+            loader::fill_filters(&mut ebpf, &self, &keys)?;
+            startup.load += loading.elapsed();
+            let attaching = std::time::Instant::now();
+            let attached = backend::attach(&mut ebpf, backend, &self, prepared.functions.as_ref());
+            startup.attach += attaching.elapsed();
+            match attached {
+                Ok(()) => {
+                    let loaded = Loaded {
+                        backend,
+                        fallbacks,
+                        atomics: prepared.atomics,
+                        atomics_rejected,
+                        report: self.report,
+                        identity: self.needs_identity(),
+                    };
+                    return Tracer::new(ebpf, loaded, logger, stats, startup);
+                }
+                // The kernel's version says it has BPF atomics, but its verifier (or JIT)
+                // refuses the object built with them (a kernel that differs from upstream's
+                // of its version): the same backend again with the object without.
+                Err(error)
+                    if prepared.atomics && prepared.atomics_fallback && error.is_rejection() =>
+                {
+                    let error = BackendError { backend, error };
+                    log::warn!(
+                        "{backend}: {error}; loading the eBPF object without BPF atomics instead"
+                    );
+                    log::debug!("{backend}: {}", error.reason());
+                    prepared.atomics = false;
+                    atomics_rejected = Some(error);
+                    backends.push(backend);
+                }
+                Err(error) if self.backend.is_some() => {
+                    return Err(Error::Attach(BackendError { backend, error }));
+                }
+                Err(error) => fallbacks.push(BackendError { backend, error }),
+            }
+        }
+        Err(Error::NoBackend(BackendErrors(fallbacks)))
+    }
+}
