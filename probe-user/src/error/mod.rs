@@ -25,9 +25,6 @@ pub enum Error {
     /// A filter value the kernel side cannot take; found before anything is loaded.
     #[error(transparent)]
     Filter(#[from] FilterError),
-    /// Options that do not go together.
-    #[error("{0}")]
-    Options(&'static str),
     /// The process may not load eBPF programs: it needs root, or `CAP_BPF` and `CAP_PERFMON`.
     #[error(
         "permission denied: run as root or with CAP_BPF and CAP_PERFMON (missing: {})",
@@ -162,9 +159,6 @@ pub enum FilterError {
     /// A container id (`--container`) that is not 12 to 64 hex digits.
     #[error("{0}")]
     Container(String),
-    /// A destination that is neither an address nor a network.
-    #[error("not an address or network in CIDR notation: {0:?}")]
-    Network(String),
 }
 
 /// The source to keep of a load error: aya's map and program errors, rather than the

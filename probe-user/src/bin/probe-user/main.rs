@@ -70,9 +70,7 @@ fn main() -> ExitCode {
             // A filter value or option the library refused (before touching the kernel) is a
             // usage error, like those clap finds; anything else happened at run time.
             match e.downcast_ref::<probe_user::Error>() {
-                Some(probe_user::Error::Filter(_) | probe_user::Error::Options(_)) => {
-                    ExitCode::from(2)
-                }
+                Some(probe_user::Error::Filter(_)) => ExitCode::from(2),
                 _ => ExitCode::FAILURE,
             }
         }
