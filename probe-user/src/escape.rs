@@ -38,6 +38,14 @@ fn ambiguous_backslash(rest: &str) -> bool {
 
 /// `name` with control characters, line separators and bidirectional overrides escaped (see
 /// the module docs); borrowed, without copying, when nothing needs escaping.
+///
+/// ```
+/// use probe_user::escape::{Escaped, escape};
+///
+/// assert_eq!(escape("/system.slice/app-firefox\\x2desr.scope"), "/system.slice/app-firefox\\x2desr.scope");
+/// assert_eq!(escape("evil\u{1b}[2J\r\nforged"), r"evil\u{1b}[2J\r\nforged");
+/// assert_eq!(format!("{}", Escaped("a\tb")), r"a\tb");
+/// ```
 pub fn escape(name: &str) -> Cow<'_, str> {
     let clean = !name.chars().any(escaped)
         && !name

@@ -19,6 +19,29 @@ pub use attach::{AttachError, BackendError, BackendErrors, VerifierLog};
 pub type Cause = Box<dyn std::error::Error + Send + Sync>;
 
 /// Why a [`crate::Tracer`] could not be set up. Nothing stays attached after any of these.
+///
+/// ```no_run
+/// use probe_user::{Error, Tracer};
+///
+/// match Tracer::builder().attach() {
+///     Ok(tracer) => println!("tracing with {}", tracer.backend()),
+///     // What the operator can fix, told apart from what the kernel lacks.
+///     Err(Error::Permission { missing }) => eprintln!("grant {}", missing.join(" and ")),
+///     Err(Error::NoBackend(errors)) => {
+///         for skipped in errors.iter() {
+///             eprintln!("{}: {}", skipped.backend, skipped.reason());
+///         }
+///     }
+///     // Every error prints its causes through `source()`.
+///     Err(other) => {
+///         let mut cause: Option<&dyn std::error::Error> = Some(&other);
+///         while let Some(error) = cause {
+///             eprintln!("{error}");
+///             cause = error.source();
+///         }
+///     }
+/// }
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {

@@ -17,6 +17,15 @@ use json::{JsonLine, JsonWorkload};
 use line::{Line, Second};
 
 /// An output style (`--format`).
+///
+/// ```
+/// use probe_user::Format;
+///
+/// let format: Format = "json".parse().unwrap();
+/// assert_eq!(format, Format::Json);
+/// assert_eq!(Format::default().to_string(), "stap");
+/// assert!("yaml".parse::<Format>().is_err());
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Format {
     /// `<unix seconds>: tcp_v4_connect` (SystemTap example 1).
@@ -55,6 +64,24 @@ impl fmt::Display for Format {
 }
 
 /// Writes events in one [`Format`], with timestamps converted by one [`WallClock`].
+///
+/// ```no_run
+/// use std::io::Write as _;
+/// use probe_user::{Format, Formatter, Tracer, WallClock};
+///
+/// let mut tracer = Tracer::builder().attach()?;
+/// let mut formatter = Formatter::new(Format::Json, WallClock::measure());
+/// let mut out = Vec::new();
+/// loop {
+///     // The wall clock may have been stepped since the last batch (NTP, `date -s`).
+///     formatter.follow_clock();
+///     tracer.drain(|event| formatter.write(&mut out, event));
+///     std::io::stdout().write_all(&out)?;
+///     out.clear();
+///     std::thread::sleep(probe_user::DRAIN_INTERVAL);
+/// }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Copy, Debug)]
 pub struct Formatter {
     format: Format,
