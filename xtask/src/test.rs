@@ -235,7 +235,9 @@ fn resolve_kernels(values: &[String], arch: Arch) -> Result<Vec<(String, PathBuf
     Ok(kernels)
 }
 
-/// Where the host lacks kprobes and trampolines, asking for those backends gets one line.
+/// Where the host lacks kprobes and refuses tracing programs to root (this project's machines:
+/// EPERM before the verifier, a security policy), asking for those backends gets one line that
+/// says so.
 fn check_host_refusals(probe_user: &Path) -> Result<()> {
     for (backend, expected) in [
         (
@@ -244,7 +246,7 @@ fn check_host_refusals(probe_user: &Path) -> Result<()> {
         ),
         (
             FENTRY,
-            "probe-user: error: this kernel cannot attach fentry/fexit programs (they need BTF and BPF trampolines, Linux 5.5+ on x86_64 or 6.4+ on arm64, with CONFIG_FUNCTION_TRACER): ",
+            "probe-user: error: the kernel refused fexit_tcp_v4_connect although this process may load eBPF programs (root, or CAP_BPF and CAP_PERFMON): a security policy forbids it ",
         ),
     ] {
         let out = Command::new(probe_user)
