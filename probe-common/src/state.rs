@@ -58,13 +58,17 @@ pub const fn syn_sent_lifetime_secs(retries: u32, linear: u32) -> u64 {
 }
 
 /// How old (`CLOCK_BOOTTIME` ns since the call) a connect held in `CONNECTING_SLOTS` or
-/// `CONNECTING` may be before it is stale: the longest a socket can legitimately stay in
-/// SYN_SENT ([`syn_sent_lifetime_secs`] with 127 retries and 127 linear timeouts: 14,774 s),
-/// plus one `TCP_RTO_MAX` for a late timer. One rule for both stores: a connect held longer
+/// `CONNECTING` may be before it is stale: longer than any socket can legitimately stay in
+/// SYN_SENT, whatever its settings. [`syn_sent_lifetime_secs`] is the usual case (127 retries:
+/// 14,647 s); the bound here does not assume the first timeout of 1 s, since a sock_ops
+/// program (`BPF_SOCK_OPS_TIMEOUT_INIT`) may raise it up to `TCP_RTO_MAX`: at most 127 retries
+/// (`MAX_TCP_SYNCNT`) and 4 linear timeouts (`tcp_syn_linear_timeouts`' maximum) make at most
+/// 132 timeouts, none longer than `TCP_RTO_MAX` (120 s), 15,840 s; plus one `TCP_RTO_MAX` for
+/// a late timer: 15,960 s (4 h 26 min). One rule for both stores: a connect held longer
 /// never completes as far as the tracer can see (its transition out of SYN_SENT was missed),
 /// so it is never reported, only counted as missed, by whoever removes it (userspace's reaper,
 /// the kernel side reusing its slot or meeting it at a completion, or the end of tracing).
-pub const CONNECTING_STALE_NS: u64 = (syn_sent_lifetime_secs(127, 127) + 120) * 1_000_000_000;
+pub const CONNECTING_STALE_NS: u64 = ((127 + 4 + 1) + 1) * 120 * 1_000_000_000;
 
 /// A slot of the kernel's `CONNECTING_SLOTS` table (the object for kernels with BPF atomics):
 /// the connect of socket `sk`, from the call (or SYN_SENT) to the socket's next state.
@@ -224,8 +228,14 @@ mod tests {
                 assert!(secs * 1_000_000_000 < CONNECTING_STALE_NS);
             }
         }
-        // Not shorter than the ten minutes it replaced, nor absurdly long.
-        assert_eq!(CONNECTING_STALE_NS, 14_894 * 1_000_000_000);
+        // With every timeout raised to TCP_RTO_MAX (a sock_ops TIMEOUT_INIT of 120 s), the
+        // kernel's maxima of 127 retries and 4 linear timeouts still fit, with a late timer.
+        const {
+            assert!(
+                (127 + 4 + 1) * 120 * 1_000_000_000 + 120 * 1_000_000_000 <= CONNECTING_STALE_NS
+            )
+        };
+        assert_eq!(CONNECTING_STALE_NS, 15_960 * 1_000_000_000);
     }
 
     #[test]

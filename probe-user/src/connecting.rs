@@ -62,8 +62,10 @@ impl Connecting {
 
     /// Deletes the connects started at or before `cutoff` (`CLOCK_BOOTTIME` ns); returns how
     /// many. Those in the table only once `detached`: while the programs run, a slot userspace
-    /// cleared could have changed hands meanwhile. (A socket whose completion the kernel
-    /// skipped keeps its slot until its next connect reuses it, or the end.)
+    /// cleared could have changed hands meanwhile. So a stale connect ages out by the same rule
+    /// (`CONNECTING_STALE_NS`) in both stores, but is counted as missed at different times: in
+    /// the LRU by this reaper (within a second of going stale), in the table by the kernel side
+    /// when a connect claims its slot or a completion meets it, or at the end.
     pub(crate) fn reap(&mut self, cutoff: u64, detached: bool) -> usize {
         let reaped = reap_map(&mut self.lru, cutoff, |c| c.boot_ns);
         self.deleted += reaped as u64;

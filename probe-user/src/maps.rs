@@ -66,7 +66,10 @@ pub(crate) fn reap_map<V: aya::Pod>(
 /// What no wait can cover: a thread inside a connect function at detach returns through the
 /// old fexit trampoline, which the kernel patches to skip the fexit programs (Linux 5.12+, and
 /// the stable kernels it was backported to), so that connect is not seen at all; a kretprobe
-/// instance in flight is disarmed the same way, its entry reaped as missed.
+/// instance in flight is disarmed the same way, its entry reaped as missed. And one window: a
+/// thread that passed the patched instruction just before the patch and was preempted before
+/// the trampoline's RCU section; `Tracer::detach` gives the fentry backend a grace for it and
+/// waits again.
 pub(crate) struct RunBarrier {
     outer: OwnedFd,
     inner: MapData,

@@ -166,7 +166,11 @@ impl Tracer {
             reaped: 0,
             last_reap: Instant::now(),
             startup,
-            barrier: RunBarrier::new().ok(),
+            barrier: RunBarrier::new()
+                .inspect_err(|e| {
+                    log::warn!("cannot wait for program runs at exit, will wait 50 ms: {e}")
+                })
+                .ok(),
             inexact_exit: false,
             _stats: stats,
             ebpf: Some(ebpf),
@@ -313,6 +317,16 @@ impl Tracer {
             if !waited {
                 std::thread::sleep(DETACH_GRACE);
                 self.inexact_exit = true;
+            } else if self.backend == Backend::Fentry {
+                // The one window no RCU wait sees: a thread that returned from the connect
+                // function into the fexit trampoline before the kernel patched it to skip the
+                // programs, and was preempted there before the trampoline entered its RCU
+                // section (a few instructions, preemptible kernels only). Such a thread gets
+                // DETACH_GRACE to get in, then the barrier waits for its run again.
+                std::thread::sleep(DETACH_GRACE);
+                if let Some(barrier) = &self.barrier {
+                    self.inexact_exit |= barrier.wait().is_err();
+                }
             }
             if self.outcome {
                 self.take_pending();

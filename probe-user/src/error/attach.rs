@@ -194,10 +194,14 @@ impl AttachError {
     /// compiler), rather than the way it is attached or this process's permissions: what
     /// another build of the object may get past.
     pub fn is_rejection(&self) -> bool {
-        matches!(
-            self,
-            AttachError::Verifier { .. } | AttachError::Load { .. }
-        )
+        match self {
+            AttachError::Verifier { .. } => true,
+            // The kernel's own answer to the load (its JIT compiler's, after the verifier
+            // passed), not an error of the loader's (BTF, relocations) before the program
+            // reached the kernel, which another build would not get past either.
+            AttachError::Load { source, .. } => source.is::<io::Error>(),
+            _ => false,
+        }
     }
 }
 

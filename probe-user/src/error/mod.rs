@@ -108,6 +108,8 @@ pub enum Error {
 impl Error {
     /// Why each backend tried could not be attached: the one asked for ([`Error::Attach`]), or
     /// every one of [`Backend::AUTO_ORDER`] ([`Error::NoBackend`]); none for other errors.
+    /// (`source()` of a [`Error::NoBackend`] leads to the first backend's error only: a chain
+    /// has one source at each step; this gives every one.)
     pub fn backend_errors(&self) -> &[BackendError] {
         match self {
             Error::Attach(error) => std::slice::from_ref(error),
@@ -158,8 +160,8 @@ pub enum FilterError {
     },
     /// A task name that no task can have.
     #[error(
-        "a task name (--comm) is 1 to {max} bytes, as the kernel truncates them: {:?}",
-        .0,
+        "a task name (--comm) is 1 to {max} bytes, as the kernel truncates them: \"{}\"",
+        Escaped(.0),
         max = COMM_LEN - 1
     )]
     Comm(String),
@@ -180,7 +182,7 @@ pub enum FilterError {
     )]
     NotCgroup2(PathBuf),
     /// A container id (`--container`) that is not 12 to 64 hex digits.
-    #[error("{0}")]
+    #[error("{}", Escaped(.0))]
     Container(String),
 }
 

@@ -27,6 +27,8 @@ pub struct Counting {
     /// `--stats`: the programs' run counts and times with every table (on stderr) and in every
     /// scrape, and everything `--stats` prints at exit.
     pub stats: bool,
+    /// A table was printed with `--stats`: its program statistics follow once it is written.
+    pub stats_due: bool,
 }
 
 impl Counting {
@@ -34,9 +36,7 @@ impl Counting {
     /// return was missed are reaped) and appends the count table, if tables are printed.
     fn update(&mut self, out: &mut Vec<u8>) {
         self.table(out);
-        if self.tables.is_some() && self.stats {
-            stats::print_programs(&self.tracer);
-        }
+        self.stats_due = self.tables.is_some() && self.stats;
     }
 
     /// The bookkeeping and the table of [`Counting::update`], without the program statistics.
@@ -75,6 +75,11 @@ pub async fn count_until_signal(
     let period = counting.tables.unwrap_or(Duration::from_secs(1));
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     let step = async |counting: &mut Counting, out: &mut Vec<u8>| {
+        // The previous step's table is written by now (stdout): its program statistics
+        // (stderr) follow it.
+        if std::mem::take(&mut counting.stats_due) {
+            stats::print_programs(&counting.tracer);
+        }
         let scrape = async {
             match &mut counting.scrapes {
                 Some(rx) => rx.recv().await,

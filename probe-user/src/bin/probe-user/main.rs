@@ -148,6 +148,7 @@ async fn run(cli: Cli, report: Report) -> Result<()> {
             daddr_labels: cli.count_by == Some(CountBy::Destination),
             workload_label: cli.metrics_label,
             stats: cli.stats,
+            stats_due: false,
         };
         return count::count_until_signal(counting, out, signals).await;
     }
