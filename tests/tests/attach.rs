@@ -132,6 +132,13 @@ fn without_the_atomics_fallback_the_error_is_the_verifier_rejection_and_its_log(
 
 #[test]
 fn fentry_that_cannot_attach_says_the_real_cause() {
+    if kernel_has_kprobes() {
+        // The test kernels with kprobes (the VMs') have fentry too: it attaches (the banner;
+        // a failure to attach panics with what probe-user said).
+        let tracer = ProbeUser::start_with(Command::new(probe_user()).args(["--attach", "fentry"]));
+        assert!(tracer.stop().status.success());
+        return;
+    }
     let mut child = Command::new(probe_user())
         .args(["--attach", "fentry"])
         .stdin(Stdio::null())
@@ -139,13 +146,13 @@ fn fentry_that_cannot_attach_says_the_real_cause() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Attached (the banner) or failed (an exit) within a few seconds, even in a slow VM.
+    // Attached (then it runs on) or failed (an exit) within a few seconds.
     let started = Instant::now();
     while child.try_wait().unwrap().is_none() && started.elapsed() < Duration::from_secs(20) {
         std::thread::sleep(Duration::from_millis(100));
     }
     if child.try_wait().unwrap().is_none() {
-        // The test kernels with kprobes (the VM's) have fentry too.
+        // A host without kprobes whose kernel attaches fentry: nothing to classify.
         // SAFETY: plain kill(2) on our own child.
         unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
         assert!(child.wait().unwrap().success());
@@ -158,7 +165,6 @@ fn fentry_that_cannot_attach_says_the_real_cause() {
         .unwrap()
         .read_to_string(&mut stderr)
         .unwrap();
-    assert!(!kernel_has_kprobes(), "{stderr}");
     // One line naming the program and its real cause. This project's machines (6.18, no
     // kprobes) have BPF trampolines but refuse tracing programs to root (EPERM, before the
     // verifier: an empty log): that is permission or a security policy, never "this kernel
