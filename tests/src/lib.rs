@@ -881,3 +881,31 @@ impl RingWitness {
         producer - consumer
     }
 }
+
+/// The address in probe-user's `probe-user: serving metrics on http://ADDR/metrics` line (before
+/// its banner).
+pub fn serving_addr(tracer: &ProbeUser) -> SocketAddr {
+    let preamble = tracer.preamble();
+    preamble
+        .lines()
+        .find_map(|l| l.strip_prefix("probe-user: serving metrics on http://"))
+        .and_then(|rest| rest.strip_suffix("/metrics"))
+        .and_then(|addr| addr.parse().ok())
+        .unwrap_or_else(|| panic!("no serving line before the banner: {preamble:?}"))
+}
+
+/// The body of `GET /metrics` from `addr` (status 200 checked).
+pub fn scrape(addr: SocketAddr) -> String {
+    use std::io::Write as _;
+    let mut stream = TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    body.to_string()
+}

@@ -7,14 +7,11 @@
 //! The escaped form is written out here by hand, as `probe_user::escape` documents it:
 //! `\u{1b}`, `\r`, `\t`, `\u{7f}`.
 
-use std::{
-    io::{Read as _, Write as _},
-    net::SocketAddr,
-};
+use std::net::SocketAddr;
 
 use probe_tests::{
     Cgroup, CgroupTree, ProbeUser, SeenConnect, StapLine, connect, connect_once_from, json_lines,
-    listener, probe_user_command,
+    listener, probe_user_command, scrape, serving_addr,
 };
 
 /// The name of the evil cgroup (a cgroup name cannot hold a newline: the kernel refuses it).
@@ -67,32 +64,6 @@ fn assert_no_control_characters(text: &str) {
         .filter(|&c| c.is_control() && c != '\n')
         .collect();
     assert!(raw.is_empty(), "raw control characters {raw:?} in {text:?}");
-}
-
-/// The address in probe-user's `probe-user: serving metrics on http://ADDR/metrics` line.
-fn serving_addr(tracer: &ProbeUser) -> SocketAddr {
-    tracer
-        .preamble()
-        .lines()
-        .find_map(|l| l.strip_prefix("probe-user: serving metrics on http://"))
-        .and_then(|rest| rest.strip_suffix("/metrics"))
-        .and_then(|addr| addr.parse().ok())
-        .unwrap_or_else(|| panic!("no serving line: {:?}", tracer.preamble()))
-}
-
-/// The body of `GET /metrics` from `addr` (status 200 checked).
-fn scrape(addr: SocketAddr) -> String {
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        stream,
-        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").unwrap();
-    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
-    body.to_string()
 }
 
 /// `--count --count-by cgroup` (stap format, with outcomes): the evil cgroup's row shows its

@@ -21,7 +21,7 @@ use std::{
 use probe_tests::{
     Cgroup, CgroupTree, ConnectOnce, ProbeUser, SeenConnect, StapLine, assert_one_line_error,
     connect, connect_once_from, json_lines, listener, ns_inode, probe_user_command,
-    run_connect_once, unmapped,
+    run_connect_once, scrape, serving_addr, unmapped,
 };
 use serde_json::Value;
 
@@ -724,32 +724,6 @@ fn identity_of_a_cgroup_named_deleted_is_its_real_path() {
         (gone.id, (Value::Null, 3)),
     ]);
     assert_eq!(got, expected, "{}", out.stdout);
-}
-
-/// The address in probe-user's `probe-user: serving metrics on http://ADDR/metrics` line.
-fn serving_addr(tracer: &ProbeUser) -> SocketAddr {
-    let preamble = tracer.preamble();
-    preamble
-        .lines()
-        .find_map(|l| l.strip_prefix("probe-user: serving metrics on http://"))
-        .and_then(|rest| rest.strip_suffix("/metrics"))
-        .and_then(|addr| addr.parse().ok())
-        .unwrap_or_else(|| panic!("no serving line before the banner: {preamble:?}"))
-}
-
-/// The body of `GET /metrics` from `addr` (status 200 checked).
-fn scrape(addr: SocketAddr) -> String {
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        stream,
-        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").unwrap();
-    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
-    body.to_string()
 }
 
 /// The samples of metric `name` in an OpenMetrics `body`: (labels, value).

@@ -6,14 +6,9 @@
 //! fexit; tracepoint: at least the CLOSE -> SYN_SENT change), so the runs counted over all
 //! programs are at least the connects made.
 
-use std::{
-    collections::BTreeMap,
-    io::{Read as _, Write as _},
-    net::SocketAddr,
-    time::Duration,
-};
+use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
 
-use probe_tests::{ProbeUser, connect, listener, probe_user_command};
+use probe_tests::{ProbeUser, connect, listener, probe_user_command, scrape};
 
 /// Connects made in each test.
 const CONNECTS: u64 = 5;
@@ -150,19 +145,4 @@ fn stats_with_metrics_exports_program_runs_and_prints_them_at_exit() {
     for (name, runs) in &at_exit {
         assert!(*runs >= scraped[name], "{name}: {runs} < {}", scraped[name]);
     }
-}
-
-/// The body of `GET /metrics` from `addr` (status 200 checked).
-fn scrape(addr: SocketAddr) -> String {
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        stream,
-        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").unwrap();
-    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
-    body.to_string()
 }
