@@ -374,11 +374,21 @@ mod tests {
         let pid = std::process::id();
         let named = mount.join(format!("probe-unit-{pid} (deleted)"));
         let removed = mount.join(format!("probe-unit-{pid}-removed"));
+        /// Removes the cgroup when the test ends, failed or not: a cgroup left behind would be
+        /// on the machine for every later test.
+        struct Made(std::path::PathBuf);
+        impl Drop for Made {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir(&self.0);
+            }
+        }
         if let Err(e) = std::fs::create_dir(&named) {
             println!("skipped: cannot make a cgroup: {e}");
             return;
         }
+        let _named = Made(named.clone());
         std::fs::create_dir(&removed).expect("make a second cgroup");
+        let _removed = Made(removed.clone());
         let (named_id, removed_id) = (id_of(&named).unwrap(), id_of(&removed).unwrap());
         let held = std::fs::File::open(&removed).expect("open the cgroup");
         std::fs::remove_dir(&removed).expect("remove the cgroup");
@@ -394,6 +404,5 @@ mod tests {
             );
         }
         drop(held);
-        std::fs::remove_dir(&named).expect("remove the cgroup");
     }
 }
