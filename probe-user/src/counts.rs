@@ -81,7 +81,7 @@ impl ConnectCount {
     pub const LATENCY_BUCKETS: usize = LATENCY_BUCKETS as usize + 1;
 
     /// A row of no connects to `daddr` (or any address) and `dport`, of no workload or outcome.
-    pub fn new(family: Family, daddr: Option<IpAddr>, dport: u16) -> Self {
+    pub const fn new(family: Family, daddr: Option<IpAddr>, dport: u16) -> Self {
         ConnectCount {
             family,
             daddr,

@@ -170,17 +170,7 @@ mod tests {
         String::from_utf8(out).unwrap()
     }
 
-    const COUNT: ConnectCount = ConnectCount {
-        family: crate::Family::V4,
-        daddr: None,
-        dport: 0,
-        cgroup_id: None,
-        workload: None,
-        outcome: None,
-        connects: 0,
-        latency_ns: 0,
-        latency_buckets: [0; ConnectCount::LATENCY_BUCKETS],
-    };
+    const COUNT: ConnectCount = ConnectCount::new(crate::Family::V4, None, 0);
 
     #[test]
     fn count_tables_with_outcomes() {
