@@ -1,7 +1,7 @@
 //! Values of the maps the kernel side keeps for itself: calls in flight, counts and counters
 //! (userspace reads them, and deletes stale calls).
 
-use crate::{CountBy, RawAddr, outcome::latency_bucket};
+use crate::{CountBy, RawAddr, outcome::LATENCY_BUCKETS};
 
 /// Index of each counter in the `COUNTERS` per-CPU array (written by the kernel side).
 pub mod counter {
@@ -26,8 +26,11 @@ pub mod counter {
     /// Of [`CONNECTING_REMOVED`], the removals that then failed (someone else removed the entry
     /// first).
     pub const CONNECTING_REMOVE_FAILED: u32 = 6;
+    /// Connects counted under an overflow key (see `CountKey::overflow`) because
+    /// `CONNECT_COUNTS` held as many label sets as its budget. Not a loss: they are counted.
+    pub const SERIES_OVERFLOW: u32 = 7;
     /// Number of counters.
-    pub const COUNT: u32 = 7;
+    pub const COUNT: u32 = 8;
 }
 
 /// How long a socket can legitimately stay in SYN_SENT, in seconds, when its SYN is sent
@@ -98,7 +101,8 @@ impl ConnectingSlot {
     }
 }
 
-/// A key of the kernel's `CONNECT_COUNTS` map: what `--count` counts connects by.
+/// A key of the kernel's `CONNECT_COUNTS` map: what `--count` counts connects by, one key per
+/// label set (the latency histogram is in the value).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct CountKey {
@@ -113,8 +117,9 @@ pub struct CountKey {
     pub family: u16,
     /// With `--outcome`: the [`crate::Outcome`] (as `u8`); otherwise 0.
     pub outcome: u8,
-    /// With `--outcome`: the latency bucket (`crate::outcome::latency_bucket`); otherwise 0.
-    pub bucket: u8,
+    /// Non-zero in an overflow key ([`CountKey::overflow`]): the connects of every label set
+    /// that found the map at its budget. Its cgroup, address and port are zero.
+    pub overflow: u8,
     /// Explicit padding, always zero.
     pub _pad: u16,
 }
@@ -123,9 +128,9 @@ impl CountKey {
     /// The key a connect to `daddr`:`dport` of `family` (an `AF_*`) by a task of cgroup
     /// `cgroup_id` (0 unless the caller's cgroup is counted) is counted under, counting by `by`
     /// (a `COUNT_BY` value): with its address and port by destination, its port only by port,
-    /// neither by cgroup or container; with `--outcome`, with its `outcome` (as u8; 0 without)
-    /// and latency bucket. The kernel's emit path and userspace (connects still pending at the
-    /// end) build keys alike.
+    /// neither by cgroup or container; with `--outcome`, with its `outcome` (as u8; 0 without).
+    /// The kernel's emit path and userspace (connects still pending at the end) build keys
+    /// alike.
     #[inline(always)]
     pub fn new(
         by: u8,
@@ -133,7 +138,6 @@ impl CountKey {
         (daddr, dport): (RawAddr, u16),
         family: u16,
         outcome: u8,
-        latency_ns: u64,
     ) -> CountKey {
         // Masks rather than a zeroed address: a zeroed array is a call to the byte-by-byte
         // `memset` in eBPF, on every counted connect.
@@ -153,17 +157,33 @@ impl CountKey {
             dport: dport & port_mask,
             family,
             outcome,
-            bucket: if outcome == 0 {
-                0
-            } else {
-                latency_bucket(latency_ns)
-            },
+            overflow: 0,
+            _pad: 0,
+        }
+    }
+
+    /// The overflow key of `family` and `outcome`: where the kernel side counts a connect whose
+    /// own key finds `CONNECT_COUNTS` at its budget, so totals stay exact (by family and
+    /// outcome) however many label sets there are. Userspace inserts one per family and
+    /// outcome before attaching, in room reserved for them ([`crate::limit::OVERFLOW_KEYS`]),
+    /// and never removes them.
+    #[inline(always)]
+    pub const fn overflow(family: u16, outcome: u8) -> CountKey {
+        CountKey {
+            cgroup_id: 0,
+            daddr: RawAddr([0; 4]),
+            dport: 0,
+            family,
+            outcome,
+            overflow: 1,
             _pad: 0,
         }
     }
 }
 
-/// A value of the kernel's per-CPU `CONNECT_COUNTS` map.
+/// A value of the kernel's `CONNECT_COUNTS` map: the connects of one key, and with `--outcome`
+/// their latencies (sum and histogram). Shared by every CPU (added to with atomic adds): per
+/// CPU, a 64-CPU host would hold 64 copies of every histogram.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CountValue {
@@ -171,6 +191,18 @@ pub struct CountValue {
     pub connects: u64,
     /// Sum of their latencies in nanoseconds (with `--outcome`; otherwise 0).
     pub latency_ns: u64,
+    /// With `--outcome`, how many took each latency bucket
+    /// ([`crate::outcome::latency_bucket`]); otherwise zero.
+    pub buckets: [u64; LATENCY_BUCKETS as usize + 1],
+}
+
+impl CountValue {
+    /// No connects.
+    pub const ZERO: CountValue = CountValue {
+        connects: 0,
+        latency_ns: 0,
+        buckets: [0; LATENCY_BUCKETS as usize + 1],
+    };
 }
 
 /// A connect call between its entry and its return probe, keyed by pid_tgid in the kernel's

@@ -16,12 +16,13 @@ use aya_ebpf::{
 use aya_log_ebpf::debug;
 use probe_common::{
     COMM_LEN, ConnectRecord, CountBy, Outcome, OutcomeRecord, RawAddr, RecordKind, TimestampRecord,
+    outcome::{LATENCY_BUCKETS, latency_bucket},
     state::{CountKey, CountValue, counter},
 };
 
 use crate::{
-    CALLER_NAMES, CONNECT_COUNTS, COUNT_BY, COUNT_CGROUP, COUNTERS, EVENTS, OUTCOME, WAKEUP_BYTES,
-    filter::Destination, task,
+    CALLER_NAMES, CONNECT_COUNTS, COUNT_BY, COUNT_CGROUP, COUNT_ZERO, COUNTERS, EVENTS, OUTCOME,
+    WAKEUP_BYTES, filter::Destination, task,
 };
 
 /// Reports one connect to `to` by a task of cgroup `cgroup` (asked only when counted by
@@ -227,8 +228,8 @@ unsafe fn put_addr(dst: *mut RawAddr, addr: RawAddr) {
 
 /// With `--count`, counts a connect under its key instead of emitting it; returns whether it did.
 /// Counting by cgroup or container, or with `--metrics-label`, the key holds the caller's
-/// `cgroup` (asked only then). With `--outcome` the key holds the connect's `outcome` (as u8)
-/// and latency bucket, and the value sums its `latency_ns`; without, both are 0.
+/// `cgroup` (asked only then). With `--outcome` the key holds the connect's `outcome` (as u8),
+/// and the value's sum and histogram its `latency_ns`; without, `outcome` is 0.
 #[inline(always)]
 fn counted(to: &Destination, cgroup: impl FnOnce() -> u64, outcome: u8, latency_ns: u64) -> bool {
     let by = COUNT_BY.load();
@@ -240,52 +241,69 @@ fn counted(to: &Destination, cgroup: impl FnOnce() -> u64, outcome: u8, latency_
     } else {
         0
     };
-    let key = CountKey::new(
-        by,
-        cgroup_id,
-        (to.addr, to.port),
-        to.family.af(),
-        outcome,
-        latency_ns,
-    );
-    let first = CountValue {
-        connects: 1,
-        latency_ns,
+    let mut key = CountKey::new(by, cgroup_id, (to.addr, to.port), to.family.af(), outcome);
+    let value = match CONNECT_COUNTS.get_ptr_mut(&key) {
+        Some(value) => value,
+        None => match first_count(&mut key) {
+            Some(value) => value,
+            None => {
+                count(counter::COUNTS_FULL);
+                return true;
+            }
+        },
     };
-    if let Some(value) = CONNECT_COUNTS.get_ptr_mut(&key) {
-        // SAFETY: this CPU's slot of a value of the map.
-        unsafe { add(value, latency_ns) };
-    } else if CONNECT_COUNTS
-        .insert(&key, &first, BPF_NOEXIST as u64)
-        .is_err()
-    {
-        // Created by another CPU meanwhile (then this CPU's slot exists, zeroed), or full.
-        match CONNECT_COUNTS.get_ptr_mut(&key) {
-            // SAFETY: as above.
-            Some(value) => unsafe { add(value, latency_ns) },
-            None => count(counter::COUNTS_FULL),
-        }
-    }
+    // SAFETY: a value of the map, looked up in this run.
+    unsafe { add(value, outcome, latency_ns) };
     true
 }
 
-/// Adds one connect of `latency_ns` to this CPU's slot of a `CONNECT_COUNTS` value.
+/// The value to count a connect of a new `key` in: the key's own, inserted with no connects
+/// (or by another CPU meanwhile), or if the map holds its budget of keys, the overflow key of
+/// its family and outcome (which userspace inserted before attaching; `key` becomes it).
+#[inline(always)]
+fn first_count(key: &mut CountKey) -> Option<*mut CountValue> {
+    // Fails if another CPU inserted the key first, or if the map is full (E2BIG): the lookup
+    // tells which.
+    let _ = CONNECT_COUNTS.insert(&*key, &COUNT_ZERO, BPF_NOEXIST as u64);
+    if let Some(value) = CONNECT_COUNTS.get_ptr_mut(&*key) {
+        return Some(value);
+    }
+    count(counter::SERIES_OVERFLOW);
+    // `CountKey::overflow(family, outcome)`, written field by field into the same stack slot
+    // (a new zeroed key would be a `memset` call).
+    key.cgroup_id = 0;
+    // SAFETY: the key's own, aligned address.
+    unsafe { put_addr(addr_of_mut!(key.daddr), RawAddr([0; 4])) };
+    key.dport = 0;
+    key.overflow = 1;
+    CONNECT_COUNTS.get_ptr_mut(&*key)
+}
+
+/// Adds one connect to a `CONNECT_COUNTS` value: with an `outcome`, its `latency_ns` to the sum
+/// and its bucket.
 ///
 /// # Safety
 /// `value` is a live, aligned `CountValue` in map memory (a lookup's result in this run).
 #[inline(always)]
-unsafe fn add(value: *mut CountValue, latency_ns: u64) {
-    // Atomic adds (see `xadd`), though the slot is this CPU's: a run may be interrupted by one
-    // in softirq (the tracepoint, on older kernels), or an fexit run preempted by another on a
-    // preemptible kernel, and a plain read-modify-write would lose one of the increments.
-    // SAFETY: live, aligned u64s of this CPU's slot of a per-CPU value (as the caller promises).
+unsafe fn add(value: *mut CountValue, outcome: u8, latency_ns: u64) {
+    // Atomic adds (see `xadd`): the value is every CPU's, and on one CPU a run may be
+    // interrupted by one in softirq (the tracepoint, on older kernels), or an fexit run
+    // preempted by another on a preemptible kernel.
+    // SAFETY: live, aligned u64s of the value (as the caller promises); the bucket's index is
+    // at most LATENCY_BUCKETS, within `buckets`.
     unsafe {
         xadd(addr_of_mut!((*value).connects), 1);
-        // Not for a constant 0 (counting without outcomes): LLVM turns an atomic add of 0 into
-        // an atomic OR, which kernels before 5.12 reject ("BPF_STX uses reserved fields").
+        if outcome == 0 {
+            return;
+        }
+        // Not for a constant 0: LLVM turns an atomic add of 0 into an atomic OR, which kernels
+        // before 5.12 reject ("BPF_STX uses reserved fields").
         if latency_ns != 0 {
             xadd(addr_of_mut!((*value).latency_ns), latency_ns);
         }
+        let bucket = latency_bucket(latency_ns).min(LATENCY_BUCKETS) as usize;
+        let buckets = addr_of_mut!((*value).buckets).cast::<u64>();
+        xadd(buckets.add(bucket), 1);
     }
 }
 

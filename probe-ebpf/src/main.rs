@@ -49,7 +49,7 @@ use aya_ebpf::{
     Global,
     bindings::BPF_F_NO_PREALLOC,
     macros::map,
-    maps::{Array, CgroupArray, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{Array, CgroupArray, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use probe_common::{
     COMM_LEN, ConnectRecord, CountBy, FilterFlags, OutcomeConfig, SockOffsets,
@@ -239,12 +239,21 @@ static RECORD_SCRATCH: PerCpuArray<ConnectRecord> =
 static MAPPED_INNER: LruHashMap<u64, u64> =
     LruHashMap::with_max_entries(limit::MAX_MAPPED_CALLS, 0);
 
-/// `--count`: connects (and with `--outcome` the sum of their latencies) per key, counted here
-/// by the emit path instead of emitted as events; read (summed over CPUs) by userspace at every
-/// interval or scrape. Per-CPU, so no atomics are needed.
+/// `--count`: connects (and with `--outcome` their latencies' sum and histogram) per label set,
+/// counted here by the emit path instead of emitted as events, with atomic adds; read by
+/// userspace at every interval or scrape. Userspace sizes it at load (`--max-series` keys and
+/// `limit::OVERFLOW_KEYS`) and inserts the overflow keys (`CountKey::overflow`) before
+/// attaching; it deletes the keys of cgroups gone for `--retire-after`, never an overflow key.
+/// Shared rather than per-CPU: a value holds a histogram, and per CPU the map would cost 64
+/// times as much on a 64-CPU host. Preallocated (the default): tracing programs may not
+/// allocate on 5.10 without a kernel warning.
 #[map]
-static CONNECT_COUNTS: PerCpuHashMap<CountKey, CountValue> =
-    PerCpuHashMap::with_max_entries(limit::MAX_COUNT_KEYS, 0);
+static CONNECT_COUNTS: HashMap<CountKey, CountValue> =
+    HashMap::with_max_entries(limit::MAX_COUNT_KEYS + limit::OVERFLOW_KEYS, 0);
+
+/// Read-only: the value a new `CONNECT_COUNTS` key is inserted with (no connects), read by the
+/// emit path from here rather than built on the stack (248 bytes).
+static COUNT_ZERO: CountValue = CountValue::ZERO;
 
 /// Written by the emit path (one record per connect call); read by userspace.
 #[map]

@@ -72,6 +72,7 @@ impl TracerBuilder {
                         atomics_rejected,
                         report: self.report,
                         identity: self.needs_identity(),
+                        max_series: self.max_series,
                     };
                     return Tracer::new(ebpf, loaded, logger, stats, startup);
                 }

@@ -45,6 +45,7 @@ pub struct TracerBuilder {
     pub(crate) backend: Option<Backend>,
     pub(crate) identity: bool,
     pub(crate) caller_names: bool,
+    pub(crate) max_series: u32,
 }
 
 impl Default for TracerBuilder {
@@ -65,6 +66,7 @@ impl Default for TracerBuilder {
             backend: None,
             identity: false,
             caller_names: true,
+            max_series: probe_common::limit::MAX_COUNT_KEYS,
         }
     }
 }
@@ -154,6 +156,18 @@ impl TracerBuilder {
     /// What to report (default: an event for each connect at its call's return).
     pub fn report(mut self, report: Report) -> Self {
         self.report = report;
+        self
+    }
+
+    /// The most label sets (keys) the kernel counts by, with [`Report::Counts`]: 1 to
+    /// `probe_common::limit::MAX_COUNT_KEYS_LIMIT`, by default
+    /// `probe_common::limit::MAX_COUNT_KEYS` (16,384). A connect with a new label set beyond
+    /// it is counted under the overflow row of its family and outcome
+    /// ([`crate::ConnectCount::overflow`]), so totals stay exact; [`crate::Counters::overflow`]
+    /// says how many were. Each costs about 340 bytes of kernel memory, whatever the number of
+    /// CPUs.
+    pub fn max_series(mut self, n: u32) -> Self {
+        self.max_series = n;
         self
     }
 

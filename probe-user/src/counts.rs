@@ -73,6 +73,10 @@ pub struct ConnectCount {
     /// How many of them took at most [`LATENCY_BUCKET_BOUNDS_NS`]`[b]` and more than the bound
     /// of `b - 1` (the last: longer than every bound), with outcomes; zero without.
     pub latency_buckets: [u64; ConnectCount::LATENCY_BUCKETS],
+    /// The overflow row of its family (and outcome): the connects of every label set that
+    /// found the kernel's map at its budget ([`crate::TracerBuilder::max_series`]). Its
+    /// address, port, cgroup and workload are `None` and 0: it stands for all of them.
+    pub overflow: bool,
 }
 
 impl ConnectCount {
@@ -92,58 +96,73 @@ impl ConnectCount {
             connects: 0,
             latency_ns: 0,
             latency_buckets: [0; ConnectCount::LATENCY_BUCKETS],
+            overflow: false,
         }
     }
 }
 
-/// One key's per-CPU values summed.
-pub(crate) fn sum_per_cpu<'a>(values: impl IntoIterator<Item = &'a CountValue>) -> CountValue {
-    values
-        .into_iter()
-        .fold(CountValue::default(), |sum, v| CountValue {
-            connects: sum.connects + v.connects,
-            latency_ns: sum.latency_ns + v.latency_ns,
-        })
+/// Connects retired from the kernel's counts because their cgroup was gone (see
+/// [`crate::Tracer::retire_gone_cgroups`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Retired {
+    /// Label sets (kernel keys) deleted.
+    pub series: u64,
+    /// The connects they had counted.
+    pub connects: u64,
 }
 
-/// The rows of the kernel's counts (each key's per-CPU values summed) counted by `by`, most
-/// connects first. With `per_cgroup` the keys carry the caller's cgroup id, named by `names`.
-/// The kernel's keys hold the latency bucket too: one row per destination (or workload) and
-/// outcome, with the buckets as its histogram; by container, the cgroups of a container (or
-/// those of none) make one row. Keys of an unknown family are left out.
+/// The rows of the kernel's counts counted by `by`, most connects first. With `per_cgroup` the
+/// keys carry the caller's cgroup id, named by `names`. One row per destination (or workload)
+/// and outcome, with the value's buckets as its histogram; by container, the cgroups of a
+/// container (or those of none) make one row; the overflow keys make one row per family and
+/// outcome. Keys of an unknown family are left out.
 pub(crate) fn rows(
     by: CountBy,
     per_cgroup: bool,
     counts: impl IntoIterator<Item = (CountKey, CountValue)>,
     mut names: impl FnMut(u64) -> WorkloadNames,
 ) -> Vec<ConnectCount> {
-    type Row = (u16, Option<IpAddr>, u16, u8, u64, Option<WorkloadNames>);
+    type Row = (
+        bool,
+        u16,
+        Option<IpAddr>,
+        u16,
+        u8,
+        u64,
+        Option<WorkloadNames>,
+    );
     let mut rows: BTreeMap<Row, ConnectCount> = BTreeMap::new();
     for (key, value) in counts {
         let Ok(family) = event::family(key.family) else {
             continue;
         };
-        let daddr = (by == CountBy::Destination).then(|| family.ip(&key.daddr));
-        let (cgroup_id, workload) = match (per_cgroup, by) {
+        let overflow = key.overflow != 0;
+        let daddr = (by == CountBy::Destination && !overflow).then(|| family.ip(&key.daddr));
+        let (cgroup_id, workload) = match (per_cgroup && !overflow, by) {
             (false, _) => (None, None),
             (true, CountBy::Container) => (None, Some(names(key.cgroup_id).container_only())),
             (true, _) => (Some(key.cgroup_id), Some(names(key.cgroup_id))),
         };
         // By container, one row per container (a cgroup's names without its path).
         let group = (cgroup_id.unwrap_or(0), workload.clone());
+        let dport = if overflow { 0 } else { key.dport };
+        let id = (overflow, key.family, daddr, dport, key.outcome);
         let row = rows
-            .entry((key.family, daddr, key.dport, key.outcome, group.0, group.1))
+            .entry((id.0, id.1, id.2, id.3, id.4, group.0, group.1))
             .or_insert_with(|| ConnectCount {
                 cgroup_id,
                 workload,
                 outcome: Outcome::try_from(u32::from(key.outcome)).ok(),
-                ..ConnectCount::new(family, daddr, key.dport)
+                overflow,
+                ..ConnectCount::new(family, daddr, dport)
             });
         row.connects += value.connects;
         row.latency_ns += value.latency_ns;
         if row.outcome.is_some() {
-            let bucket = usize::from(key.bucket.min(LATENCY_BUCKETS));
-            row.latency_buckets[bucket] += value.connects;
+            for (sum, n) in row.latency_buckets.iter_mut().zip(value.buckets) {
+                *sum += n;
+            }
         }
     }
     let mut counts: Vec<ConnectCount> = rows.into_values().collect();
@@ -154,7 +173,8 @@ pub(crate) fn rows(
                 .map(|w| (w.cgroup.clone(), w.container.clone(), c.cgroup_id))
         };
         b.connects.cmp(&a.connects).then_with(|| {
-            (a.dport, a.daddr, a.outcome, workload(a)).cmp(&(
+            (a.overflow, a.dport, a.daddr, a.outcome, workload(a)).cmp(&(
+                b.overflow,
                 b.dport,
                 b.daddr,
                 b.outcome,
@@ -179,15 +199,27 @@ mod tests {
     }
 
     /// A kernel key as the kernel side makes it.
-    fn key(by: CountBy, cgroup: u64, dst: ([u8; 4], u16), outcome: u8, ns: u64) -> CountKey {
-        CountKey::new(by as u8, cgroup, (v4(dst.0), dst.1), AF_INET, outcome, ns)
+    fn key(by: CountBy, cgroup: u64, dst: ([u8; 4], u16), outcome: u8) -> CountKey {
+        CountKey::new(by as u8, cgroup, (v4(dst.0), dst.1), AF_INET, outcome)
     }
 
-    fn value(connects: u64, latency_ns: u64) -> CountValue {
+    /// A kernel value of `connects` without latencies.
+    fn value(connects: u64) -> CountValue {
         CountValue {
             connects,
-            latency_ns,
+            ..CountValue::ZERO
         }
+    }
+
+    /// A kernel value of one connect per latency in `ns`, as the kernel side adds them.
+    fn latencies(ns: &[u64]) -> CountValue {
+        let mut value = CountValue::ZERO;
+        for &ns in ns {
+            value.connects += 1;
+            value.latency_ns += ns;
+            value.buckets[usize::from(latency_bucket(ns))] += 1;
+        }
+        value
     }
 
     /// Cgroup 1 a container's, 2 a sub-cgroup of it, 3 in a pod but no container, others
@@ -203,20 +235,13 @@ mod tests {
     }
 
     #[test]
-    fn per_cpu_values_are_summed() {
-        let per_cpu = [value(1, 10), value(0, 0), value(4, 32)];
-        assert_eq!(sum_per_cpu(&per_cpu), value(5, 42));
-        assert_eq!(sum_per_cpu(&[]), value(0, 0));
-    }
-
-    #[test]
     fn destinations_rows_most_connects_first() {
         let (a, b) = (([10, 0, 0, 1], 80), ([10, 0, 0, 2], 443));
         let by = CountBy::Destination;
         let counts = [
-            (key(by, 0, a, 0, 0), value(2, 0)),
-            (key(by, 0, b, 0, 0), value(5, 0)),
-            (key(by, 0, a, 0, 0), value(1, 0)), // the same key again (the pending ones)
+            (key(by, 0, a, 0), value(2)),
+            (key(by, 0, b, 0), value(5)),
+            (key(by, 0, a, 0), value(1)), // the same key again (the pending ones)
         ];
         let got = rows(by, false, counts, |_| unreachable!("not per cgroup"));
         let want: Vec<(Option<IpAddr>, u16, u64)> = vec![
@@ -238,14 +263,14 @@ mod tests {
     #[test]
     fn ports_rows_have_no_address_and_unknown_families_are_left_out() {
         let by = CountBy::Port;
-        let mut v6 = key(by, 0, ([0; 4], 443), 0, 0);
+        let mut v6 = key(by, 0, ([0; 4], 443), 0);
         v6.family = AF_INET6;
         let mut bad = v6;
         bad.family = 3;
         let counts = [
-            (key(by, 0, ([0; 4], 443), 0, 0), value(2, 0)),
-            (v6, value(1, 0)),
-            (bad, value(9, 0)),
+            (key(by, 0, ([0; 4], 443), 0), value(2)),
+            (v6, value(1)),
+            (bad, value(9)),
         ];
         let got = rows(by, false, counts, |_| unreachable!());
         let families: Vec<_> = got
@@ -261,15 +286,14 @@ mod tests {
         let established = Outcome::Established as u8;
         let dst = ([0; 4], 80);
         let counts = [
-            (key(by, 0, dst, established, 900), value(2, 1_500)), // <= 1 us
-            (key(by, 0, dst, established, 1_500_000), value(1, 1_500_000)), // <= 2.048 ms
+            // <= 1 us (twice), <= 2.048 ms, past every bound.
             (
-                key(by, 0, dst, established, u64::MAX),
-                value(1, 200_000_000_000),
-            ), // past all
+                key(by, 0, dst, established),
+                latencies(&[900, 600, 1_500_000, 200_000_000_000]),
+            ),
             (
-                key(by, 0, dst, Outcome::Refused as u8, 70_000),
-                value(4, 280_000),
+                key(by, 0, dst, Outcome::Refused as u8),
+                latencies(&[70_000; 4]),
             ),
         ];
         let got = rows(by, false, counts, |_| unreachable!());
@@ -284,7 +308,7 @@ mod tests {
         want[usize::from(latency_bucket(70_000))] = 4;
         assert_eq!(refused.latency_buckets, want);
         assert_eq!((up.outcome, up.connects), (Some(Outcome::Established), 4));
-        assert_eq!(up.latency_ns, 1_500 + 1_500_000 + 200_000_000_000);
+        assert_eq!(up.latency_ns, 900 + 600 + 1_500_000 + 200_000_000_000);
         let mut want = [0; ConnectCount::LATENCY_BUCKETS];
         want[0] = 2;
         want[11] = 1;
@@ -295,9 +319,49 @@ mod tests {
     }
 
     #[test]
+    fn overflow_keys_make_one_row_per_family_and_outcome() {
+        let by = CountBy::Destination;
+        let refused = Outcome::Refused as u8;
+        let counts = [
+            (key(by, 1, ([10, 0, 0, 1], 80), refused), value(2)),
+            (CountKey::overflow(AF_INET, refused), value(5)),
+            (CountKey::overflow(AF_INET6, refused), value(0)),
+        ];
+        let got = rows(by, true, counts, names);
+        let got: Vec<_> = got
+            .iter()
+            .map(|c| {
+                (
+                    c.overflow,
+                    c.family,
+                    c.daddr,
+                    c.dport,
+                    c.cgroup_id,
+                    c.connects,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (true, Family::V4, None, 0, None, 5),
+                (
+                    false,
+                    Family::V4,
+                    Some([10, 0, 0, 1].into()),
+                    80,
+                    Some(1),
+                    2
+                ),
+                (true, Family::V6, None, 0, None, 0),
+            ]
+        );
+    }
+
+    #[test]
     fn per_cgroup_rows_keep_each_cgroup_and_its_names() {
         let by = CountBy::Cgroup;
-        let counts = [1, 2, 3, 9, 1].map(|id| (key(by, id, ([0; 4], 0), 0, 0), value(id, 0)));
+        let counts = [1, 2, 3, 9, 1].map(|id| (key(by, id, ([0; 4], 0), 0), value(id)));
         let got = rows(by, true, counts, names);
         let ids: Vec<_> = got.iter().map(|c| (c.cgroup_id, c.connects)).collect();
         assert_eq!(
@@ -312,7 +376,7 @@ mod tests {
     #[test]
     fn by_container_the_cgroups_of_a_container_make_one_row() {
         let by = CountBy::Container;
-        let counts = [1, 2, 3, 9].map(|id| (key(by, id, ([0; 4], 0), 0, 0), value(id, 0)));
+        let counts = [1, 2, 3, 9].map(|id| (key(by, id, ([0; 4], 0), 0), value(id)));
         let got = rows(by, true, counts, names);
         let container = WorkloadNames::of_cgroup(format!("/kubepods/pod{POD}/{CONTAINER}"));
         let want = [
@@ -335,8 +399,8 @@ mod tests {
         let by = CountBy::Destination;
         let dst = ([10, 0, 0, 1], 80);
         let counts = [
-            (key(by, 1, dst, 0, 0), value(1, 0)),
-            (key(by, 3, dst, 0, 0), value(2, 0)),
+            (key(by, 1, dst, 0), value(1)),
+            (key(by, 3, dst, 0), value(2)),
         ];
         let got = rows(by, true, counts, names);
         let got: Vec<_> = got

@@ -55,6 +55,7 @@ mod btf;
 mod builder;
 mod clock;
 mod connecting;
+mod count_map;
 mod counts;
 mod diagnose;
 mod error;
@@ -76,7 +77,7 @@ mod tracer;
 pub(crate) use backend::Mode;
 pub use builder::TracerBuilder;
 pub use clock::WallClock;
-pub use counts::{ConnectCount, LATENCY_BUCKET_BOUNDS_NS};
+pub use counts::{ConnectCount, LATENCY_BUCKET_BOUNDS_NS, Retired};
 pub use error::{
     AttachError, BackendError, BackendErrors, Cause, Error, FilterError, Missing, VerifierLog,
 };

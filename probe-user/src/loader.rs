@@ -15,6 +15,7 @@ use probe_common::{
     config::{ContainerPrefix, DstKey, PORT_WORDS, TaskOffsets},
     limit,
     names::{global, map},
+    state::{CountKey, CountValue},
 };
 
 use crate::{
@@ -39,6 +40,8 @@ pub(crate) struct Loaded {
     pub report: Report,
     /// Whether records carry the caller's identity, to be named.
     pub identity: bool,
+    /// The most label sets counted (`TracerBuilder::max_series`).
+    pub max_series: u32,
 }
 
 /// The compiled kernel side, built by build.rs, for kernels without BPF atomics.
@@ -80,6 +83,13 @@ impl TracerBuilder {
 pub(crate) fn validate(options: &TracerBuilder) -> Result<FilterKeys, Error> {
     if options.ports.contains(&0) {
         return Err(FilterError::PortZero.into());
+    }
+    if !(1..=limit::MAX_COUNT_KEYS_LIMIT).contains(&options.max_series) {
+        return Err(FilterError::MaxSeries {
+            given: options.max_series,
+            max: limit::MAX_COUNT_KEYS_LIMIT,
+        }
+        .into());
     }
     for (what, n, max) in [
         ("pids", options.pids.len(), limit::MAX_PIDS),
@@ -277,7 +287,10 @@ fn map_entries(
         ),
         (
             map::CONNECT_COUNTS,
-            used(options.report.count_by().is_some(), limit::MAX_COUNT_KEYS),
+            used(
+                options.report.count_by().is_some(),
+                options.max_series + limit::OVERFLOW_KEYS,
+            ),
         ),
         (map::PID_FILTER, exactly(options.pids.len())),
         (map::UID_FILTER, exactly(options.uids.len())),
@@ -317,6 +330,23 @@ pub(crate) fn fill_filters(
         cgroups.set(index, dir.as_raw_fd(), 0).map_err(map_error)?;
     }
     fill_set(ebpf, map::COMM_FILTER, &keys.comms)?;
+    if options.report.count_by().is_some() {
+        // Where the kernel side counts the connects of label sets beyond the budget: in place
+        // before anything is counted, in room of their own.
+        let name = map::CONNECT_COUNTS;
+        let map_error = |source| Error::Map {
+            map: name,
+            source: Box::new(source),
+        };
+        let mut counts: HashMap<_, CountKey, CountValue> =
+            HashMap::try_from(map_mut(ebpf, name)?).map_err(map_error)?;
+        let outcome = options.report.outcome_filter().is_some();
+        for key in crate::count_map::overflow_keys(outcome) {
+            counts
+                .insert(&key, &CountValue::ZERO, 0)
+                .map_err(map_error)?;
+        }
+    }
     let name = map::DST_FILTER;
     let mut trie: LpmTrie<_, DstKey, u8> =
         LpmTrie::try_from(map_mut(ebpf, name)?).map_err(|source| Error::Map {

@@ -55,6 +55,9 @@ pub struct Counters {
     pub missed: u64,
     /// Records that could not be decoded.
     pub malformed: u64,
+    /// Connects counted under an overflow row ([`crate::ConnectCount::overflow`]) because the
+    /// kernel's counts held their budget of label sets. Not a loss: they are counted.
+    pub overflow: u64,
 }
 
 impl Counters {

@@ -9,20 +9,22 @@ use std::{
 
 use aya::{
     Ebpf,
-    maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{HashMap, MapData, PerCpuArray, RingBuf},
     programs::ProgramFd,
 };
 use aya_log::EbpfLogger;
 use probe_common::{
     CountBy, Outcome,
     names::map,
+    outcome::latency_bucket,
     state::{CONNECTING_STALE_NS, CountKey, CountValue, PendingConnect, counter},
 };
 
 use crate::{
-    Backend, ConnectCount, ConnectEvent, Counters, Error, ProgramStats, Startup, WorkloadNames,
-    clock,
+    Backend, ConnectCount, ConnectEvent, Counters, Error, ProgramStats, Retired, Startup,
+    WorkloadNames, clock,
     connecting::Connecting,
+    count_map::CountMap,
     counts,
     error::BackendError,
     identity::Workloads,
@@ -87,7 +89,8 @@ pub struct Tracer {
     counters: PerCpuArray<MapData, u64>,
     pending: HashMap<MapData, u64, PendingConnect>,
     connecting: Connecting,
-    counts: PerCpuHashMap<MapData, CountKey, CountValue>,
+    counts: CountMap,
+    max_series: u32,
     count_by: Option<CountBy>,
     // Whether count keys carry the caller's cgroup (by cgroup or container, or per cgroup too).
     count_cgroup: bool,
@@ -131,6 +134,7 @@ impl Tracer {
             atomics_rejected,
             report,
             identity,
+            max_series,
         }: Loaded,
         logger: Option<EbpfLogger<&'static dyn log::Log>>,
         stats: Option<std::os::fd::OwnedFd>,
@@ -152,7 +156,8 @@ impl Tracer {
             counters: take_map(&mut ebpf, map::COUNTERS)?,
             pending: take_map(&mut ebpf, map::PENDING)?,
             connecting: Connecting::new(&mut ebpf, atomics)?,
-            counts: take_map(&mut ebpf, map::CONNECT_COUNTS)?,
+            counts: CountMap::new(take_map(&mut ebpf, map::CONNECT_COUNTS)?),
+            max_series,
             count_by: report.count_by(),
             count_cgroup: report.counts_per_cgroup(),
             workloads: identity.then(|| Mutex::new(Workloads::new())),
@@ -255,11 +260,7 @@ impl Tracer {
         let Some(by) = self.count_by else {
             return Vec::new();
         };
-        let kernel = self
-            .counts
-            .iter()
-            .filter_map(Result::ok)
-            .map(|(key, per_cpu)| (key, counts::sum_per_cpu(per_cpu.iter())));
+        let kernel = self.counts.entries();
         let pending = self.pending_counts.iter().copied();
         let mut workloads = self.workloads.as_ref().map(lock);
         let names = |id| {
@@ -267,7 +268,47 @@ impl Tracer {
                 .as_mut()
                 .map_or_else(WorkloadNames::default, |w| w.names(id))
         };
-        counts::rows(by, self.count_cgroup, kernel.chain(pending), names)
+        counts::rows(
+            by,
+            self.count_cgroup,
+            kernel.into_iter().chain(pending),
+            names,
+        )
+    }
+
+    /// The label sets (keys) the kernel counted at the last [`Tracer::connect_counts`], and
+    /// the most it counts ([`crate::TracerBuilder::max_series`]); past that, connects go to
+    /// the overflow rows.
+    pub fn series(&self) -> (usize, u32) {
+        (self.counts.series(), self.max_series)
+    }
+
+    /// Bytes of kernel memory the counts take (with [`crate::Report::Counts`]), as the kernel
+    /// accounts the map (its fdinfo's `memlock`), if it says.
+    pub fn counts_memory(&self) -> Option<u64> {
+        self.count_by.and_then(|_| self.counts.memory())
+    }
+
+    /// Retires the counts of cgroups gone for at least `after`, counting per cgroup
+    /// ([`crate::Report::Counts`]'s `per_cgroup`, or by cgroup or container): deletes their
+    /// keys from the kernel's map, so that a node whose workloads come and go never fills its
+    /// budget, and returns what this call retired (their rows leave
+    /// [`Tracer::connect_counts`]; [`Tracer::retired`] keeps the totals). Whether a cgroup
+    /// exists is asked of the kernel at each call (by file handle: it needs
+    /// `CAP_DAC_READ_SEARCH`; without it, or without a cgroup2 mount, nothing is retired), so
+    /// a cgroup is retired at the first call at least `after` past the first call that found
+    /// it gone. Call it every so often (the command does every `after / 4`, at most a minute).
+    pub fn retire_gone_cgroups(&mut self, after: Duration) -> Retired {
+        let Some(workloads) = self.workloads.as_ref().filter(|_| self.count_cgroup) else {
+            return Retired::default();
+        };
+        let mut workloads = lock(workloads);
+        self.counts.retire(after, |id| workloads.exists(id))
+    }
+
+    /// Everything [`Tracer::retire_gone_cgroups`] retired so far.
+    pub fn retired(&self) -> Retired {
+        self.counts.retired()
     }
 
     /// How many connects the kernel holds between their first and last hook: calls between
@@ -370,18 +411,25 @@ impl Tracer {
                     } else {
                         0
                     };
-                    let key = CountKey::new(
+                    let mut key = CountKey::new(
                         by as u8,
                         cgroup_id,
                         (record.daddr, record.dport),
                         record.family,
                         Outcome::Pending as u8,
-                        latency_ns,
                     );
-                    let value = CountValue {
+                    // As the kernel side would: a new label set beyond the budget overflows.
+                    if !self.counts.contains(&key)
+                        && self.counts.series() >= self.max_series as usize
+                    {
+                        key = CountKey::overflow(record.family, Outcome::Pending as u8);
+                    }
+                    let mut value = CountValue {
                         connects: 1,
                         latency_ns,
+                        ..CountValue::ZERO
                     };
+                    value.buckets[usize::from(latency_bucket(latency_ns))] = 1;
                     self.pending_counts.push((key, value));
                 }
             }
@@ -443,6 +491,7 @@ impl Tracer {
                 + self.connecting.evicted(total),
             missed: total(counter::MISSED_RETURN) + self.reaped + self.skipped_runs(),
             malformed: self.malformed,
+            overflow: total(counter::SERIES_OVERFLOW),
         }
     }
 }

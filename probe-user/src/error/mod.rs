@@ -184,6 +184,14 @@ pub enum FilterError {
     /// A container id (`--container`) that is not 12 to 64 hex digits.
     #[error("{}", Escaped(.0))]
     Container(String),
+    /// A series budget ([`crate::TracerBuilder::max_series`]) out of its range.
+    #[error("the series budget is 1 to {max} label sets, not {given}")]
+    MaxSeries {
+        /// The budget asked for.
+        given: u32,
+        /// `probe_common::limit::MAX_COUNT_KEYS_LIMIT`.
+        max: u32,
+    },
 }
 
 /// The source to keep of a load error: aya's map and program errors, rather than the

@@ -167,6 +167,25 @@ impl CgroupResolver {
         self.remember(id, found)
     }
 
+    /// Whether cgroup `id` exists now, asked of the kernel by file handle (never from the
+    /// cache), or `None` when that cannot be told: no cgroup2 mount, or no permission
+    /// (`CAP_DAC_READ_SEARCH`). A cgroup outside what this mount shows (another cgroup
+    /// namespace's) exists.
+    pub fn exists(&mut self, id: u64) -> Option<bool> {
+        let mount = self.mount.clone()?;
+        if !self.handles {
+            return None;
+        }
+        match self.by_handle(&mount, id) {
+            Ok(found) => Some(found.is_some()),
+            Err(e) if e.raw_os_error() == Some(libc::EXDEV) => Some(true),
+            Err(e) => {
+                log::debug!("cgroup id {id} by file handle: {e}");
+                None
+            }
+        }
+    }
+
     /// The path of cgroup `id`, the cgroup of a connect by process `pid`: as
     /// [`CgroupResolver::resolve`], but where file handles are not permitted, first from
     /// `/proc/<pid>/cgroup`, checked against the id (the process may have moved on or exited,

@@ -107,6 +107,15 @@ impl Workloads {
         }
     }
 
+    /// Whether cgroup `id` exists now, asked of the kernel (see [`CgroupResolver::exists`]).
+    pub fn exists(&mut self, id: u64) -> Option<bool> {
+        let exists = self.resolver.exists(id);
+        if exists == Some(false) {
+            self.names.remove(&id);
+        }
+        exists
+    }
+
     /// The names of cgroup `id` (all `None` if it cannot be resolved now).
     pub fn names(&mut self, id: u64) -> WorkloadNames {
         self.names_for(id, None)

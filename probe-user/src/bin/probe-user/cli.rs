@@ -107,10 +107,24 @@ pub struct Cli {
     /// caller's cgroup or container.
     #[arg(long, value_name = "KEY", value_parser = parse_count_by(), requires = "counting")]
     pub count_by: Option<CountBy>,
-    /// With --metrics: label every connect series with the caller's cgroup (path) or container
-    /// (id), counted in the kernel per cgroup.
+    /// With --metrics: label every connect series with the caller's cgroup (cgroup_id, its
+    /// names in tcpconn_cgroup_info) or container (container_id), counted in the kernel per
+    /// cgroup.
     #[arg(long, value_name = "LABEL", value_enum, requires = "metrics")]
     pub metrics_label: Option<metrics::WorkloadLabel>,
+    /// With --count or --metrics: the most label sets counted in the kernel (1 to 1048576;
+    /// about 340 bytes of kernel memory each, whatever the number of CPUs). Connects with a
+    /// new label set beyond it are counted under the "other" series of their family and
+    /// outcome (tcpconn_series_overflow_total says how many).
+    #[arg(long, value_name = "N", default_value_t = probe_common::limit::MAX_COUNT_KEYS,
+        value_parser = clap::value_parser!(u32).range(1..=i64::from(probe_common::limit::MAX_COUNT_KEYS_LIMIT)),
+        requires = "counting")]
+    pub max_series: u32,
+    /// With --count or --metrics counting per cgroup: how long a cgroup must have been gone
+    /// before its label sets are retired (their series end, their kernel keys are freed;
+    /// 1s to 30d).
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_retire_after, requires = "counting")]
+    pub retire_after: Duration,
     /// Serve Prometheus/OpenMetrics counters at http://ADDR/metrics (ADDR is PORT for
     /// 127.0.0.1:PORT, or IP:PORT): connects by family and destination port, counted in the
     /// kernel, and the dropped/missed/malformed counts. Nothing is printed per connect.
@@ -225,6 +239,17 @@ fn parse_interval(s: &str) -> Result<Duration, String> {
         return Err("an interval must be between 10ms and 24h".into());
     }
     Ok(interval)
+}
+
+/// `--retire-after`: 1 s to 30 days.
+fn parse_retire_after(s: &str) -> Result<Duration, String> {
+    const RANGE: std::ops::RangeInclusive<Duration> =
+        Duration::from_secs(1)..=Duration::from_secs(30 * 24 * 3600);
+    let after = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if !RANGE.contains(&after) {
+        return Err("a retirement delay must be between 1s and 30d".into());
+    }
+    Ok(after)
 }
 
 /// `--min-latency`: a duration up to 24 h.

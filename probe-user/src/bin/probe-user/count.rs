@@ -20,10 +20,13 @@ pub struct Counting {
     pub tables: Option<Duration>,
     /// `--metrics`: scrapes to answer.
     pub scrapes: Option<tokio::sync::mpsc::Receiver<metrics::Scrape>>,
-    /// `--count-by destination` given explicitly: metrics carry a daddr label.
-    pub daddr_labels: bool,
-    /// `--metrics-label`.
-    pub workload_label: Option<metrics::WorkloadLabel>,
+    /// The labels of the metrics' series.
+    pub options: metrics::Options,
+    /// The names each cgroup's series were first exported with.
+    pub pins: metrics::Pins,
+    /// `--retire-after`, and when gone cgroups were last looked for.
+    pub retire_after: Duration,
+    pub last_retire: std::time::Instant,
     /// `--stats`: the programs' run counts and times with every table (on stderr) and in every
     /// scrape, and everything `--stats` prints at exit.
     pub stats: bool,
@@ -35,8 +38,28 @@ impl Counting {
     /// Keeps the bookkeeping going (no events come through the ring buffer, but calls whose
     /// return was missed are reaped) and appends the count table, if tables are printed.
     fn update(&mut self, out: &mut Vec<u8>) {
+        self.retire();
         self.table(out);
         self.stats_due = self.tables.is_some() && self.stats;
+    }
+
+    /// Every `--retire-after` / 4 (at most a minute), retires the counts of cgroups gone
+    /// for `--retire-after`.
+    fn retire(&mut self) {
+        let every = (self.retire_after / 4).min(Duration::from_secs(60));
+        if self.last_retire.elapsed() < every {
+            return;
+        }
+        self.last_retire = std::time::Instant::now();
+        let retired = self.tracer.retire_gone_cgroups(self.retire_after);
+        if retired.series > 0 {
+            log::info!(
+                "retired {} label sets ({} connects) of cgroups gone for {}",
+                retired.series,
+                retired.connects,
+                humantime::format_duration(self.retire_after)
+            );
+        }
     }
 
     /// The bookkeeping and the table of [`Counting::update`], without the program statistics.
@@ -51,16 +74,35 @@ impl Counting {
         }
     }
 
+    /// The metrics as they are now: what a scrape or an OTLP export sends.
+    pub fn exposition(&mut self) -> metrics::Exposition {
+        let rows = self.tracer.connect_counts();
+        let (series, max_series) = self.tracer.series();
+        let retired = self.tracer.retired();
+        let book = metrics::Bookkeeping {
+            counters: self.tracer.counters(),
+            series: series as u64,
+            max_series: u64::from(max_series),
+            retired_series: retired.series,
+            retired_connects: retired.connects,
+        };
+        let programs = self.stats.then(|| self.tracer.program_stats());
+        metrics::Exposition::collect(
+            &rows,
+            book,
+            self.options,
+            &mut self.pins,
+            programs.as_deref(),
+        )
+    }
+
     /// Answers one scrape with the counts as they are now.
-    fn answer(&self, reply: metrics::Scrape) {
-        let text = metrics::render(
-            &self.tracer.connect_counts(),
-            self.tracer.counters(),
-            self.daddr_labels,
-            self.workload_label,
-            self.stats.then(|| self.tracer.program_stats()).as_deref(),
-        );
-        let _ = reply.send(text);
+    fn answer(&mut self, reply: metrics::Scrape) {
+        let exposition = self.exposition();
+        let mut text = Vec::new();
+        metrics::text::write(&exposition, |chunk| text.extend(chunk));
+        // The writer writes UTF-8 only.
+        let _ = reply.send(String::from_utf8(text).unwrap_or_default());
     }
 }
 
@@ -108,10 +150,21 @@ pub async fn count_until_signal(
     tracer.reap_pending(Duration::ZERO);
     let counted: u64 = tracer.connect_counts().iter().map(|c| c.connects).sum();
     let counters = tracer.counters();
+    let retired = tracer.retired();
     eprintln!(
-        "probe-user: {counted} connects counted, {} dropped, {} missed, {} malformed",
-        counters.dropped, counters.missed, counters.malformed
+        "probe-user: {} connects counted, {} dropped, {} missed, {} malformed",
+        counted + retired.connects,
+        counters.dropped,
+        counters.missed,
+        counters.malformed
     );
+    if counters.overflow > 0 || retired.series > 0 {
+        let (_, max_series) = tracer.series();
+        eprintln!(
+            "probe-user: {} connects counted as \"other\" beyond --max-series {max_series}, {} of retired cgroups",
+            counters.overflow, retired.connects
+        );
+    }
     crate::trace::warn_if_inexact(tracer);
     Ok(())
 }

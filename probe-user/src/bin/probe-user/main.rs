@@ -93,6 +93,7 @@ async fn run(cli: Cli, report: Report) -> Result<()> {
         .filter_comms(cli.comm)
         .filter_destinations(cli.dst)
         .report(report)
+        .max_series(cli.max_series)
         .identity(every_field)
         .caller_names(every_field)
         .program_stats(cli.stats);
@@ -145,8 +146,13 @@ async fn run(cli: Cli, report: Report) -> Result<()> {
             formatter,
             tables: cli.count.then_some(cli.interval),
             scrapes,
-            daddr_labels: cli.count_by == Some(CountBy::Destination),
-            workload_label: cli.metrics_label,
+            options: metrics::Options {
+                with_daddr: cli.count_by == Some(CountBy::Destination),
+                label: cli.metrics_label,
+            },
+            pins: metrics::Pins::default(),
+            retire_after: cli.retire_after,
+            last_retire: std::time::Instant::now(),
             stats: cli.stats,
             stats_due: false,
         };

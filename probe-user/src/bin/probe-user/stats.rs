@@ -36,6 +36,13 @@ pub fn print_resources(startup: probe_user::Startup) {
 /// program's run count and average run time: what `--stats` prints at exit.
 pub fn print(tracer: &Tracer, in_flight: usize) {
     print_resources(tracer.startup());
+    if let Some(bytes) = tracer.counts_memory() {
+        let (series, max_series) = tracer.series();
+        eprintln!(
+            "probe-user: counts: {series} of {max_series} label sets, kernel map memory {} KiB",
+            bytes / 1024
+        );
+    }
     eprintln!(
         "probe-user: {in_flight} connect calls in flight (maps PENDING and CONNECTING, at most {MAX_PENDING} and {MAX_CONNECTING} entries, and with BPF atomics {MAX_CONNECTING} slots of CONNECTING_SLOTS)"
     );

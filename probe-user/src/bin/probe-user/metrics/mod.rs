@@ -1,28 +1,19 @@
 //! Prometheus / OpenMetrics exposition of the kernel's connect counts and of what was lost
-//! ([`render()`]), and a small HTTP server for it ([`serve`]; what a client can do to it is
-//! described in `server.rs`), for `probe-user --metrics`.
+//! ([`Exposition`], written as text by [`text`]), and a small HTTP server for it ([`serve`];
+//! what a client can do to it is described in `server.rs`), for `probe-user --metrics`.
 
-mod render;
+mod exposition;
 mod server;
+pub mod text;
 
-pub use render::render;
+pub use exposition::{Bookkeeping, Exposition, Options, Pins};
 pub use server::{Scrape, serve};
 
 /// `--metrics-label`: the workload label of every connect series.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum WorkloadLabel {
-    /// `cgroup`: the caller's cgroup v2 path.
+    /// `cgroup`: the caller's cgroup v2 id (`cgroup_id`), its names in `tcpconn_cgroup_info`.
     Cgroup,
-    /// `container`: the caller's container id.
+    /// `container`: the caller's container id (`container_id`).
     Container,
-}
-
-impl WorkloadLabel {
-    /// The label's name.
-    pub fn name(self) -> &'static str {
-        match self {
-            WorkloadLabel::Cgroup => "cgroup",
-            WorkloadLabel::Container => "container",
-        }
-    }
 }

@@ -36,7 +36,7 @@ use tokio::{
     sync::{Semaphore, mpsc, oneshot},
 };
 
-use super::render::CONTENT_TYPE;
+use super::text::CONTENT_TYPE;
 
 /// Connections served at once; more are answered 503 and closed. A Prometheus server needs one
 /// per scrape (keep-alive is off), so 64 leaves room for several scrapers, overlapping scrapes

@@ -1,0 +1,254 @@
+//! The kernel's `CONNECT_COUNTS` map, from userspace: its overflow keys put in before the
+//! programs attach, its entries read in batches, and the keys of cgroups gone for long enough
+//! deleted ("retired"), so that a node whose pods come and go never fills it.
+
+use std::{
+    collections::HashMap as StdHashMap,
+    os::fd::{AsFd, AsRawFd},
+    sync::atomic::{AtomicBool, AtomicUsize, Ordering},
+    time::{Duration, Instant},
+};
+
+use aya::maps::{HashMap, IterableMap, MapData};
+use probe_common::{
+    Family, Named as _, Outcome,
+    state::{CountKey, CountValue},
+};
+
+use crate::counts::Retired;
+
+/// Entries asked of the kernel per batch (grown if one hash bucket holds more).
+const BATCH: u32 = 4096;
+
+/// `BPF_MAP_LOOKUP_BATCH` (Linux 5.6), which aya does not wrap.
+const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+
+/// The kernel's `ENOTSUPP` (524): what a map type without batch operations answers.
+const ENOTSUPP: i32 = 524;
+
+/// The keys the overflow of a map counting with (or without) outcomes can land in: one per
+/// family and outcome (`CountKey::overflow`).
+pub(crate) fn overflow_keys(outcome: bool) -> Vec<CountKey> {
+    let outcomes: Vec<u8> = if outcome {
+        Outcome::ALL.iter().map(|&o| o as u8).collect()
+    } else {
+        vec![0]
+    };
+    [Family::V4, Family::V6]
+        .into_iter()
+        .flat_map(|f| outcomes.iter().map(move |&o| CountKey::overflow(f.af(), o)))
+        .collect()
+}
+
+/// `CONNECT_COUNTS` and what userspace keeps about it.
+pub(crate) struct CountMap {
+    map: HashMap<MapData, CountKey, CountValue>,
+    /// Whether the kernel takes `BPF_MAP_LOOKUP_BATCH` (false once it refused).
+    batch: AtomicBool,
+    /// Label sets at the last read (see [`CountMap::series`]).
+    series: AtomicUsize,
+    /// Since when each cgroup with keys has been seen gone.
+    gone_since: StdHashMap<u64, Instant>,
+    retired: Retired,
+}
+
+impl CountMap {
+    pub(crate) fn new(map: HashMap<MapData, CountKey, CountValue>) -> Self {
+        CountMap {
+            map,
+            batch: AtomicBool::new(true),
+            series: AtomicUsize::new(0),
+            gone_since: StdHashMap::new(),
+            retired: Retired::default(),
+        }
+    }
+
+    /// Every entry now: in batches of [`BATCH`] (one system call each) where the kernel has
+    /// batch lookups, else key by key. A batch walks the hash table bucket by bucket, so a key
+    /// inserted meanwhile is read once or not yet, never twice.
+    pub(crate) fn entries(&self) -> Vec<(CountKey, CountValue)> {
+        let entries = self.read();
+        let series = entries.iter().filter(|(k, _)| k.overflow == 0).count();
+        self.series.store(series, Ordering::Relaxed);
+        entries
+    }
+
+    fn read(&self) -> Vec<(CountKey, CountValue)> {
+        if self.batch.load(Ordering::Relaxed) {
+            match lookup_batch(self.fd()) {
+                Ok(entries) => return entries,
+                Err(e) => {
+                    log::debug!("batch lookups of the counts refused ({e}); reading key by key");
+                    self.batch.store(false, Ordering::Relaxed);
+                }
+            }
+        }
+        self.map.iter().filter_map(Result::ok).collect()
+    }
+
+    /// Whether `key` is in the map.
+    pub(crate) fn contains(&self, key: &CountKey) -> bool {
+        self.map.get(key, 0).is_ok()
+    }
+
+    /// Label sets counted (keys besides the overflow keys) at the last [`CountMap::entries`].
+    pub(crate) fn series(&self) -> usize {
+        self.series.load(Ordering::Relaxed)
+    }
+
+    /// Bytes of kernel memory the map takes, as the kernel accounts it (`memlock` in the
+    /// map's fdinfo), if it says.
+    pub(crate) fn memory(&self) -> Option<u64> {
+        let fd = self.fd();
+        let text = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).ok()?;
+        text.lines()
+            .find_map(|l| l.strip_prefix("memlock:"))?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    fn fd(&self) -> i32 {
+        IterableMap::<CountKey, CountValue>::map(&self.map)
+            .fd()
+            .as_fd()
+            .as_raw_fd()
+    }
+
+    /// What was retired so far.
+    pub(crate) fn retired(&self) -> Retired {
+        self.retired
+    }
+
+    /// Retires the keys of every cgroup that `exists` has said is gone, at this call and
+    /// earlier ones, for at least `after`: deletes them from the map, adding their counts to
+    /// [`CountMap::retired`]. `exists` answers `None` when it cannot tell (then nothing is
+    /// retired for that cgroup). Overflow keys and keys without a cgroup are never retired.
+    pub(crate) fn retire(
+        &mut self,
+        after: Duration,
+        mut exists: impl FnMut(u64) -> Option<bool>,
+    ) -> Retired {
+        let now = Instant::now();
+        let entries = self.entries();
+        let mut by_cgroup: StdHashMap<u64, Vec<(CountKey, CountValue)>> = StdHashMap::new();
+        for (key, value) in entries {
+            if key.overflow == 0 && key.cgroup_id != 0 {
+                by_cgroup
+                    .entry(key.cgroup_id)
+                    .or_default()
+                    .push((key, value));
+            }
+        }
+        // Cgroups without keys any more need no watching.
+        self.gone_since.retain(|id, _| by_cgroup.contains_key(id));
+        let mut retired = Retired::default();
+        for (id, keys) in by_cgroup {
+            if exists(id) != Some(false) {
+                self.gone_since.remove(&id);
+                continue;
+            }
+            let since = *self.gone_since.entry(id).or_insert(now);
+            if now.duration_since(since) < after {
+                continue;
+            }
+            for (key, value) in keys {
+                // A late connect of the cgroup (a handshake that ends after its tasks left)
+                // may add to the key between the read above and this delete: that one is not
+                // in `retired`. It can also recreate the key later, counted as new.
+                if self.map.remove(&key).is_ok() {
+                    retired.series += 1;
+                    retired.connects += value.connects;
+                }
+            }
+            self.gone_since.remove(&id);
+        }
+        self.retired.series += retired.series;
+        self.retired.connects += retired.connects;
+        retired
+    }
+}
+
+/// The `batch` member of `union bpf_attr` (include/uapi/linux/bpf.h).
+#[repr(C)]
+#[derive(Default)]
+struct BatchAttr {
+    in_batch: u64,
+    out_batch: u64,
+    keys: u64,
+    values: u64,
+    count: u32,
+    map_fd: u32,
+    elem_flags: u64,
+    flags: u64,
+}
+
+/// Every entry of the hash map `fd`, by `BPF_MAP_LOOKUP_BATCH`.
+fn lookup_batch(fd: i32) -> std::io::Result<Vec<(CountKey, CountValue)>> {
+    let mut entries = Vec::new();
+    let mut size = BATCH;
+    // The hash table's batch token: a bucket index (u32), here in a u64.
+    let (mut token, mut next) = (0u64, 0u64);
+    let mut first = true;
+    loop {
+        let mut keys = vec![CountKey::default(); size as usize];
+        let mut values = vec![CountValue::ZERO; size as usize];
+        let mut attr = BatchAttr {
+            in_batch: if first { 0 } else { &raw mut token as u64 },
+            out_batch: &raw mut next as u64,
+            keys: keys.as_mut_ptr() as u64,
+            values: values.as_mut_ptr() as u64,
+            count: size,
+            map_fd: fd as u32,
+            ..BatchAttr::default()
+        };
+        // SAFETY: `attr` points to buffers of `count` keys and values and to the tokens, all
+        // alive for the call; the kernel writes at most that much.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_MAP_LOOKUP_BATCH,
+                &raw mut attr,
+                std::mem::size_of::<BatchAttr>(),
+            )
+        };
+        let error = (ret < 0).then(std::io::Error::last_os_error);
+        let n = attr.count as usize;
+        match error.as_ref().and_then(std::io::Error::raw_os_error) {
+            // A bucket holds more than `size` entries: ask again with room for it.
+            Some(libc::ENOSPC) if n == 0 => {
+                size *= 2;
+                continue;
+            }
+            Some(libc::ENOENT) | None => {}
+            Some(libc::EINVAL | libc::ENOSYS | ENOTSUPP | libc::EOPNOTSUPP) if first => {
+                return Err(error.expect("an error"));
+            }
+            Some(_) => return Err(error.expect("an error")),
+        }
+        keys.truncate(n);
+        values.truncate(n);
+        entries.extend(keys.into_iter().zip(values));
+        if error.is_some() {
+            // ENOENT: no more buckets.
+            return Ok(entries);
+        }
+        token = next;
+        first = false;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overflow_keys_cover_each_family_and_outcome() {
+        let keys = overflow_keys(true);
+        assert_eq!(keys.len(), probe_common::limit::OVERFLOW_KEYS as usize);
+        assert!(keys.iter().all(|k| k.overflow == 1 && k.outcome != 0));
+        let keys = overflow_keys(false);
+        assert_eq!(keys.len(), 2);
+        assert!(keys.iter().all(|k| k.outcome == 0 && k.dport == 0));
+    }
+}
