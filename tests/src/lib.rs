@@ -882,6 +882,62 @@ impl RingWitness {
     }
 }
 
+/// Whether a test whose answer depends on the kernel but not on the backend runs here: once
+/// per kernel, with the tracepoint backend (every kernel of the matrix has it), and natively.
+/// Says so when it does not.
+pub fn once_per_kernel() -> bool {
+    let runs = std::env::var_os("PROBE_IN_VM").is_none() || backend() == Backend::Tracepoint.name();
+    if !runs {
+        eprintln!("skipped with {}: run once per kernel, with the tracepoint", backend());
+    }
+    runs
+}
+
+/// Whether a test whose answer depends on neither the kernel nor the backend (the HTTP
+/// endpoint's, an exporter's) runs here: once, natively on the host. Says so when it does not.
+pub fn one_pass() -> bool {
+    let runs = std::env::var_os("PROBE_IN_VM").is_none();
+    if !runs {
+        eprintln!("skipped in the VM: run once, natively");
+    }
+    runs
+}
+
+/// The samples of metric `name` in an OpenMetrics `body`: (labels, value). Label values must
+/// hold no escaped quote.
+pub fn metric_samples(body: &str, name: &str) -> Vec<(std::collections::BTreeMap<String, String>, f64)> {
+    body.lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix(name)?;
+            if let Some(value) = rest.strip_prefix(' ') {
+                return Some((Default::default(), value.parse().unwrap()));
+            }
+            let mut rest = rest.strip_prefix('{')?;
+            let mut labels = std::collections::BTreeMap::new();
+            loop {
+                if let Some(value) = rest.strip_prefix("} ") {
+                    let value = value.parse().unwrap_or_else(|e| panic!("{value:?}: {e}"));
+                    return Some((labels, value));
+                }
+                rest = rest.strip_prefix(',').unwrap_or(rest);
+                let (key, after) = rest.split_once("=\"").unwrap_or_else(|| panic!("{rest:?}"));
+                let (value, after) = after.split_once('"').unwrap();
+                labels.insert(key.to_string(), value.to_string());
+                rest = after;
+            }
+        })
+        .collect()
+}
+
+/// The one sample of metric `name` without labels in `body`.
+pub fn metric_value(body: &str, name: &str) -> f64 {
+    let found = metric_samples(body, name);
+    match found[..] {
+        [(ref labels, value)] if labels.is_empty() => value,
+        _ => panic!("not one unlabelled {name} in {body}"),
+    }
+}
+
 /// The address in probe-user's `probe-user: serving metrics on http://ADDR/metrics` line (before
 /// its banner).
 pub fn serving_addr(tracer: &ProbeUser) -> SocketAddr {
