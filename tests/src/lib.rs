@@ -888,7 +888,10 @@ impl RingWitness {
 pub fn once_per_kernel() -> bool {
     let runs = std::env::var_os("PROBE_IN_VM").is_none() || backend() == Backend::Tracepoint.name();
     if !runs {
-        eprintln!("skipped with {}: run once per kernel, with the tracepoint", backend());
+        eprintln!(
+            "skipped with {}: run once per kernel, with the tracepoint",
+            backend()
+        );
     }
     runs
 }
@@ -905,7 +908,10 @@ pub fn one_pass() -> bool {
 
 /// The samples of metric `name` in an OpenMetrics `body`: (labels, value). Label values must
 /// hold no escaped quote.
-pub fn metric_samples(body: &str, name: &str) -> Vec<(std::collections::BTreeMap<String, String>, f64)> {
+pub fn metric_samples(
+    body: &str,
+    name: &str,
+) -> Vec<(std::collections::BTreeMap<String, String>, f64)> {
     body.lines()
         .filter_map(|l| {
             let rest = l.strip_prefix(name)?;

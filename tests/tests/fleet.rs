@@ -6,12 +6,14 @@
 use std::{
     collections::BTreeMap,
     net::SocketAddr,
+    process::Command,
     time::{Duration, Instant},
 };
 
 use probe_tests::{
-    Cgroup, CgroupTree, ProbeUser, connect, connect_once_from, listener, metric_samples,
-    metric_value, once_per_kernel, probe_user_command, scrape, serving_addr,
+    Cgroup, CgroupTree, ProbeUser, attach_args, connect, connect_once_from, listener,
+    metric_samples, metric_value, once_per_kernel, probe_user, probe_user_command, scrape,
+    serving_addr,
 };
 
 /// A series' labels.
@@ -96,7 +98,10 @@ fn scrape_when(tracer: &ProbeUser, done: impl Fn(&str) -> bool) -> String {
 
 /// The sum of a metric's samples.
 fn total(body: &str, name: &str) -> u64 {
-    metric_samples(body, name).iter().map(|(_, v)| *v as u64).sum()
+    metric_samples(body, name)
+        .iter()
+        .map(|(_, v)| *v as u64)
+        .sum()
 }
 
 /// Every connect series has a histogram per outcome whose `_count` and `+Inf` bucket are its
@@ -218,20 +223,39 @@ fn by_cgroup(body: &str) -> BTreeMap<String, (u64, Labels)> {
         .collect()
 }
 
+/// Labelled by cgroup, as root (cgroups asked of the kernel by file handle): see
+/// [`labels_stay_put_and_gone_cgroups_retire`].
+#[test]
+fn fleet_labels_stay_put_and_gone_cgroups_retire() {
+    if once_per_kernel() {
+        labels_stay_put_and_gone_cgroups_retire(probe_user_command(), "root");
+    }
+}
+
+/// The same as user nobody with only CAP_BPF and CAP_PERFMON, as the shipped units run it:
+/// without CAP_DAC_READ_SEARCH, gone cgroups are found by walking the cgroup tree.
+#[test]
+fn fleet_gone_cgroups_retire_without_file_handles() {
+    if !once_per_kernel() {
+        return;
+    }
+    let mut cmd = Command::new("as-user");
+    cmd.args(["--caps", "CAP_BPF,CAP_PERFMON", "--"])
+        .arg(probe_user())
+        .args(attach_args());
+    labels_stay_put_and_gone_cgroups_retire(cmd, "nobody");
+}
+
 /// Labelled by cgroup: each cgroup's series keeps its label set (its id) from scrape to scrape
 /// while cgroups appear and go, its names joined through `tcpconn_cgroup_info`; the label sets
 /// of cgroups gone for `--retire-after` are retired (their kernel keys freed), so cgroups that
 /// come and go far past the budget are all counted exactly, none as "other".
-#[test]
-fn fleet_labels_stay_put_and_gone_cgroups_retire() {
-    if !once_per_kernel() {
-        return;
-    }
+fn labels_stay_put_and_gone_cgroups_retire(mut command: Command, name: &str) {
     let dst = listener("127.0.0.1:0");
     let port = dst.port().to_string();
-    let mut tree = CgroupTree::new(&format!("probe-fleet-{}", std::process::id()));
+    let mut tree = CgroupTree::new(&format!("probe-fleet-{}-{name}", std::process::id()));
     let tracer = ProbeUser::start_until(
-        probe_user_command().args([
+        command.args([
             "--metrics",
             "127.0.0.1:0",
             "--metrics-label",
