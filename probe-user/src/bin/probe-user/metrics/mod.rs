@@ -1,9 +1,11 @@
 //! Prometheus / OpenMetrics exposition of the kernel's connect counts and of what was lost
 //! ([`render()`]), and a small HTTP server for it ([`serve`]; what a client can do to it is
-//! described in `server.rs`), for `probe-user --metrics`.
+//! described in `server.rs`), for `probe-user --metrics`, with TLS and basic authentication
+//! from `--web-config-file` ([`web`]).
 
 mod render;
 mod server;
+pub mod web;
 
 pub use render::render;
 pub use server::{Scrape, serve};

@@ -32,11 +32,15 @@ use http_body_util::Full;
 use hyper::{Request, Response, StatusCode, body::Incoming, header, server::conn::http1};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::{
+    io::{AsyncRead, AsyncWrite},
     net::{TcpListener, TcpStream},
     sync::{Semaphore, mpsc, oneshot},
 };
 
-use super::render::CONTENT_TYPE;
+use super::{
+    render::CONTENT_TYPE,
+    web::{Verdict, WebConfig},
+};
 
 /// Connections served at once; more are answered 503 and closed. A Prometheus server needs one
 /// per scrape (keep-alive is off), so 64 leaves room for several scrapers, overlapping scrapes
@@ -65,6 +69,9 @@ const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\n\
 content-length: 5\r\nretry-after: 1\r\nconnection: close\r\n\r\nbusy\n";
 
+/// The challenge of a 401: basic authentication, in a realm named after the program.
+const UNAUTHORIZED_CHALLENGE: &str = "Basic realm=\"probe-user\", charset=\"UTF-8\"";
+
 /// How much the server lets each client hold (the constants above, smaller in tests).
 #[derive(Clone, Copy, Debug)]
 struct Limits {
@@ -89,12 +96,16 @@ pub type Scrape = oneshot::Sender<String>;
 /// time). Returns the address actually bound (its port chosen by the kernel if `addr`'s is 0)
 /// and the channel. Runs on the current tokio runtime until the receiver is dropped, within
 /// the limits described at the top of this module.
-pub async fn serve(addr: SocketAddr) -> Result<(SocketAddr, mpsc::Receiver<Scrape>)> {
-    serve_with(addr, Limits::DEFAULT).await
+pub async fn serve(
+    addr: SocketAddr,
+    web: Option<Arc<WebConfig>>,
+) -> Result<(SocketAddr, mpsc::Receiver<Scrape>)> {
+    serve_with(addr, web, Limits::DEFAULT).await
 }
 
 async fn serve_with(
     addr: SocketAddr,
+    web: Option<Arc<WebConfig>>,
     limits: Limits,
 ) -> Result<(SocketAddr, mpsc::Receiver<Scrape>)> {
     let listener = TcpListener::bind(addr)
@@ -104,13 +115,22 @@ async fn serve_with(
         .local_addr()
         .with_context(|| format!("cannot serve metrics on {addr}"))?;
     let (tx, rx) = mpsc::channel::<Scrape>(16);
-    tokio::spawn(accept_loop(listener, tx, limits));
+    tokio::spawn(accept_loop(listener, tx, web, limits));
     Ok((bound, rx))
 }
 
 /// Accepts connections until `scrapes`' receiver is dropped, serving each in its own task
 /// (while a slot is free) within `limits`. Never ends on an accept error.
-async fn accept_loop(listener: TcpListener, scrapes: mpsc::Sender<Scrape>, limits: Limits) {
+async fn accept_loop(
+    listener: TcpListener,
+    scrapes: mpsc::Sender<Scrape>,
+    web: Option<Arc<WebConfig>>,
+    limits: Limits,
+) {
+    let tls = web
+        .as_ref()
+        .and_then(|web| web.tls.clone())
+        .map(tokio_rustls::TlsAcceptor::from);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -152,13 +172,72 @@ async fn accept_loop(listener: TcpListener, scrapes: mpsc::Sender<Scrape>, limit
             continue;
         };
         let scrapes = scrapes.clone();
-        let service = hyper::service::service_fn(move |req| respond(req, scrapes.clone()));
-        let connection = http.serve_connection(TokioIo::new(stream), service);
+        let web = web.clone();
+        let service = hyper::service::service_fn(move |req| {
+            let (scrapes, web) = (scrapes.clone(), web.clone());
+            async move {
+                let mut response = match &web {
+                    Some(web) => admit(&req, web).await,
+                    None => None,
+                };
+                if response.is_none() {
+                    response = Some(respond(req, scrapes).await?);
+                }
+                let mut response = response.expect("an answer");
+                if let Some(web) = &web {
+                    response.headers_mut().extend(web.headers.clone());
+                }
+                Ok::<_, Infallible>(response)
+            }
+        });
+        let http = http.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
+            let served = async {
+                match tls {
+                    // The handshake is bounded like the request headers that follow it: a
+                    // client that opens a connection and never completes it is cut off.
+                    Some(tls) => {
+                        let handshake = tls.accept(stream);
+                        if let Ok(Ok(stream)) =
+                            tokio::time::timeout(limits.header_read_timeout, handshake).await
+                        {
+                            serve_one(&http, stream, service).await;
+                        }
+                    }
+                    None => serve_one(&http, stream, service).await,
+                }
+            };
             // Past the deadline the connection is dropped, which closes it.
-            let _ = tokio::time::timeout(limits.connection_deadline, connection).await;
+            let _ = tokio::time::timeout(limits.connection_deadline, served).await;
             drop(slot);
         });
+    }
+}
+
+/// Serves one HTTP/1.1 exchange on `io` (a TCP connection, or TLS over one).
+async fn serve_one<S, F>(http: &http1::Builder, io: S, service: F)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    F: hyper::service::Service<Request<Incoming>, Response = Response<Full<Bytes>>, Error = Infallible>,
+{
+    let _ = http.serve_connection(TokioIo::new(io), service).await;
+}
+
+/// The answer to a request that `web`'s basic authentication refuses (401, with the
+/// `WWW-Authenticate` challenge that makes clients send credentials), or `None` to answer it.
+async fn admit(req: &Request<Incoming>, web: &WebConfig) -> Option<Response<Full<Bytes>>> {
+    let auth = web.auth.as_ref()?;
+    match auth.check(req.headers().get(header::AUTHORIZATION)).await {
+        Verdict::Allowed => None,
+        Verdict::Denied => Some(
+            Response::builder()
+                .status(StatusCode::UNAUTHORIZED)
+                .header(header::WWW_AUTHENTICATE, UNAUTHORIZED_CHALLENGE)
+                .header(header::CONTENT_TYPE, "text/plain")
+                .body(Full::new(Bytes::from_static(b"Unauthorized\n")))
+                .expect("a valid response"),
+        ),
     }
 }
 
@@ -230,7 +309,7 @@ mod tests {
                 .build()
                 .unwrap();
             runtime.block_on(async move {
-                let (addr, mut scrapes) = serve_with(([127, 0, 0, 1], 0).into(), limits)
+                let (addr, mut scrapes) = serve_with(([127, 0, 0, 1], 0).into(), None, limits)
                     .await
                     .unwrap();
                 tx.send(addr).unwrap();
