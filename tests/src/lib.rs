@@ -882,13 +882,14 @@ impl RingWitness {
     }
 }
 
-/// The address in probe-user's `probe-user: serving metrics on http://ADDR/metrics` line (before
-/// its banner).
+/// The address in probe-user's `probe-user: serving metrics on http://ADDR/metrics` line (or
+/// `https://` with TLS; before its banner).
 pub fn serving_addr(tracer: &ProbeUser) -> SocketAddr {
     let preamble = tracer.preamble();
     preamble
         .lines()
-        .find_map(|l| l.strip_prefix("probe-user: serving metrics on http://"))
+        .filter_map(|l| l.strip_prefix("probe-user: serving metrics on "))
+        .find_map(|l| l.strip_prefix("http://").or_else(|| l.strip_prefix("https://")))
         .and_then(|rest| rest.strip_suffix("/metrics"))
         .and_then(|addr| addr.parse().ok())
         .unwrap_or_else(|| panic!("no serving line before the banner: {preamble:?}"))

@@ -24,7 +24,7 @@ pub struct BasicAuth {
     /// The hash of a random password at the users' highest cost, compared for an unknown user
     /// so that answering takes as long as for a user with a wrong password: the time of an
     /// answer does not say which users exist.
-    decoy: String,
+    pub(super) decoy: String,
     /// The key (random, this process's) of [`BasicAuth::tag`].
     key: hmac::Key,
     /// Tags of credentials that passed: never the passwords themselves, nor a plain hash of
@@ -49,7 +49,7 @@ impl BasicAuth {
         let mut cost = 0;
         for (user, hash) in &users {
             let parts: bcrypt::HashParts = hash.parse().map_err(|e| {
-                format!("basic_auth_users: the hash of user {user:?} is not a bcrypt hash (like $2y$10$ and 53 characters): {e}")
+                format!("basic_auth_users: the hash of user {user:?} is not a bcrypt hash: {e}")
             })?;
             cost = cost.max(parts.get_cost());
         }
@@ -107,7 +107,7 @@ impl BasicAuth {
 
     /// The cache of credentials that passed (a panic while it was held left nothing half
     /// done: a set of tags).
-    fn passed(&self) -> std::sync::MutexGuard<'_, HashSet<[u8; 32]>> {
+    pub(super) fn passed(&self) -> std::sync::MutexGuard<'_, HashSet<[u8; 32]>> {
         self.passed
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
