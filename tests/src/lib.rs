@@ -889,7 +889,10 @@ pub fn serving_addr(tracer: &ProbeUser) -> SocketAddr {
     preamble
         .lines()
         .filter_map(|l| l.strip_prefix("probe-user: serving metrics on "))
-        .find_map(|l| l.strip_prefix("http://").or_else(|| l.strip_prefix("https://")))
+        .find_map(|l| {
+            l.strip_prefix("http://")
+                .or_else(|| l.strip_prefix("https://"))
+        })
         .and_then(|rest| rest.strip_suffix("/metrics"))
         .and_then(|addr| addr.parse().ok())
         .unwrap_or_else(|| panic!("no serving line before the banner: {preamble:?}"))

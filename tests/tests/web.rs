@@ -14,7 +14,7 @@ use std::{
 
 use base64::Engine as _;
 use probe_tests::{ProbeUser, connect, listener, probe_user_command, serving_addr};
-use rcgen::{BasicConstraints, DnType, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 use rustls::{
     ClientConfig, ClientConnection, RootCertStore, StreamOwned,
     pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject as _},
@@ -96,7 +96,8 @@ fn get(
 ) -> std::io::Result<String> {
     let mut request = "GET /metrics HTTP/1.1\r\nHost: localhost\r\n".to_string();
     if let Some((user, password)) = credentials {
-        let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        let encoded =
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
         request.push_str(&format!("Authorization: Basic {encoded}\r\n"));
     }
     request.push_str("\r\n");
@@ -199,15 +200,21 @@ fn web_basic_auth_over_plain_http() {
     );
     assert!(!nobody.contains("tcpconn_"), "{nobody}");
     // The configured header comes with every answer, refusals included.
-    assert!(lower.contains("\r\nx-content-type-options: nosniff\r\n"), "{nobody}");
+    assert!(
+        lower.contains("\r\nx-content-type-options: nosniff\r\n"),
+        "{nobody}"
+    );
     for (user, password) in [(USER, "wrong"), ("nobody", PASSWORD), (USER, "")] {
         let refused = get(tcp(addr), Some((user, password))).unwrap();
-        assert_eq!(status(&refused), "HTTP/1.1 401 Unauthorized", "{user}:{password}");
+        assert_eq!(
+            status(&refused),
+            "HTTP/1.1 401 Unauthorized",
+            "{user}:{password}"
+        );
         assert!(!refused.contains("tcpconn_"), "{refused}");
     }
-    let body = connect_and_see_it_counted(target, || {
-        get(tcp(addr), Some((USER, PASSWORD))).unwrap()
-    });
+    let body =
+        connect_and_see_it_counted(target, || get(tcp(addr), Some((USER, PASSWORD))).unwrap());
     assert!(
         body.to_ascii_lowercase()
             .contains("\r\nx-content-type-options: nosniff\r\n"),
@@ -255,7 +262,10 @@ fn web_tls_with_basic_auth() {
     assert!(!plain.contains("tcpconn_"), "{plain:?}");
 
     // A client that trusts another CA refuses the server.
-    let stranger = get(tls(addr, &ca("probe test stranger CA"), None), Some((USER, PASSWORD)));
+    let stranger = get(
+        tls(addr, &ca("probe test stranger CA"), None),
+        Some((USER, PASSWORD)),
+    );
     assert!(stranger.is_err(), "{stranger:?}");
 
     let out = tracer.stop();
@@ -281,13 +291,17 @@ fn web_tls_client_certificates_required_and_verified() {
     // No certificate, or one the clients' CA did not sign: no answer but a TLS alert.
     let anonymous = get(tls(addr, &server_ca, None), None);
     assert!(
-        anonymous.as_ref().is_err_and(|e| e.to_string().contains("CertificateRequired")),
+        anonymous
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("CertificateRequired")),
         "{anonymous:?}"
     );
     let forged = leaf(&ca("probe test other CA"), "scraper");
     let forged = get(tls(addr, &server_ca, Some(&forged)), None);
     assert!(
-        forged.as_ref().is_err_and(|e| e.to_string().contains("UnknownCA")),
+        forged
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("UnknownCA")),
         "{forged:?}"
     );
     let scraper = leaf(&clients_ca, "scraper");
@@ -310,8 +324,7 @@ fn web_config_errors_are_one_line_before_anything_is_attached() {
     for (config, problem) in [
         (
             bad_hash.clone(),
-            "basic_auth_users: the hash of user \"prometheus\" is not a bcrypt hash: "
-                .to_string(),
+            "basic_auth_users: the hash of user \"prometheus\" is not a bcrypt hash: ".to_string(),
         ),
         (
             missing_cert.clone(),

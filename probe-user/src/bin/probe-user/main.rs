@@ -89,7 +89,11 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli, report: Report, web: Option<std::sync::Arc<metrics::web::WebConfig>>) -> Result<()> {
+async fn run(
+    cli: Cli,
+    report: Report,
+    web: Option<std::sync::Arc<metrics::web::WebConfig>>,
+) -> Result<()> {
     let counting = cli.counting();
     let count_by = cli.count_by();
     // JSON lines carry every field, the workload's too; neither counts nor SystemTap's

@@ -24,9 +24,9 @@
 //! endpoint speaks HTTP/1.1, which every Prometheus speaks).
 
 mod auth;
-mod tls;
 #[cfg(test)]
 mod tests;
+mod tls;
 
 use std::{
     collections::BTreeMap,
@@ -155,9 +155,10 @@ fn from_text(text: &str, dir: &Path) -> Result<WebConfig, String> {
 /// The YAML, on one line if it is wrong. An empty file (or only comments) configures nothing,
 /// as in exporter-toolkit.
 fn parse(text: &str) -> Result<File, String> {
-    let empty = text.lines().map(str::trim).all(|l| {
-        l.is_empty() || l.starts_with('#') || l == "---" || l == "..."
-    });
+    let empty = text
+        .lines()
+        .map(str::trim)
+        .all(|l| l.is_empty() || l.starts_with('#') || l == "---" || l == "...");
     if empty {
         return Ok(File::default());
     }
@@ -228,4 +229,3 @@ fn headers(configured: &BTreeMap<String, String>) -> Result<HeaderMap, String> {
     }
     Ok(headers)
 }
-

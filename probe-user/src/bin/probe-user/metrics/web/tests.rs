@@ -92,12 +92,21 @@ fn bad_yaml_and_unknown_keys_are_one_line() {
     let e = error(&dir, "tls_server_config: [\n");
     assert!(e.starts_with("invalid YAML: "), "{e}");
     let e = error(&dir, "tls_config:\n  cert_file: x\n");
-    assert!(e.starts_with("invalid YAML: unknown field `tls_config`"), "{e}");
+    assert!(
+        e.starts_with("invalid YAML: unknown field `tls_config`"),
+        "{e}"
+    );
     let e = error(&dir, &tls("  certfile: x\n"));
-    assert!(e.starts_with("invalid YAML: unknown field `certfile`"), "{e}");
+    assert!(
+        e.starts_with("invalid YAML: unknown field `certfile`"),
+        "{e}"
+    );
     let e = error(&dir, "basic_auth_users: [a, b]\n");
     assert!(e.starts_with("invalid YAML: "), "{e}");
-    let e = error(&dir, "http_server_config:\n  headers:\n    X-Frame-Options: [deny]\n");
+    let e = error(
+        &dir,
+        "http_server_config:\n  headers:\n    X-Frame-Options: [deny]\n",
+    );
     assert!(e.starts_with("invalid YAML: "), "{e}");
 }
 
@@ -116,7 +125,10 @@ fn what_exporter_toolkit_has_and_probe_user_has_not_is_refused_by_name() {
     );
     // Without TLS too: nothing set is dropped on the floor.
     assert_eq!(
-        error(&dir, "tls_server_config:\n  client_allowed_sans: [scraper]\n"),
+        error(
+            &dir,
+            "tls_server_config:\n  client_allowed_sans: [scraper]\n"
+        ),
         sans
     );
     for (key, old) in [("min_version", "TLS10"), ("max_version", "TLS11")] {
@@ -127,7 +139,10 @@ fn what_exporter_toolkit_has_and_probe_user_has_not_is_refused_by_name() {
             )
         );
     }
-    let e = error(&dir, &tls("  cipher_suites: [TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA]\n"));
+    let e = error(
+        &dir,
+        &tls("  cipher_suites: [TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA]\n"),
+    );
     assert!(
         e.starts_with("tls_server_config.cipher_suites: \"TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA\" is not one probe-user can use (it has TLS13_AES_256_GCM_SHA384, "),
         "{e}"
@@ -198,8 +213,14 @@ fn certificates_and_keys_are_checked() {
         "{e}"
     );
     assert_eq!(
-        error(&dir, &tls("  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: server.key\n")),
-        format!("client_ca_file {} holds no certificate (PEM BEGIN CERTIFICATE)", path("server.key"))
+        error(
+            &dir,
+            &tls("  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: server.key\n")
+        ),
+        format!(
+            "client_ca_file {} holds no certificate (PEM BEGIN CERTIFICATE)",
+            path("server.key")
+        )
     );
 }
 
@@ -247,7 +268,10 @@ fn headers_and_hashes_are_checked() {
         "http_server_config.headers: header \"Server\" cannot be set (only Strict-Transport-Security, X-Content-Type-Options, X-Frame-Options, X-XSS-Protection, Content-Security-Policy)"
     );
     assert_eq!(
-        error(&dir, "http_server_config:\n  headers:\n    X-Frame-Options: allow\n"),
+        error(
+            &dir,
+            "http_server_config:\n  headers:\n    X-Frame-Options: allow\n"
+        ),
         "http_server_config.headers: X-Frame-Options must be one of deny, sameorigin, not \"allow\""
     );
     assert_eq!(
@@ -290,15 +314,22 @@ fn everything_exporter_toolkit_files_say_builds() {
             "NoClientCert" => "",
             _ => "  client_ca_file: ca.crt\n",
         };
-        let web = config(&dir, &tls(&format!("  client_auth_type: {auth_type}\n{ca}")))
-            .unwrap_or_else(|e| panic!("{auth_type}: {e}"));
+        let web = config(
+            &dir,
+            &tls(&format!("  client_auth_type: {auth_type}\n{ca}")),
+        )
+        .unwrap_or_else(|e| panic!("{auth_type}: {e}"));
         assert!(web.tls.is_some());
     }
     // Inline PEM, versions, suites, curves, http2 (no effect), headers, and plain HTTP with
     // basic auth beside it.
     let key = std::fs::read_to_string(dir.0.join("server.key")).unwrap();
     let cert = std::fs::read_to_string(dir.0.join("server.crt")).unwrap();
-    let indent = |pem: &str| pem.lines().map(|l| format!("    {l}\n")).collect::<String>();
+    let indent = |pem: &str| {
+        pem.lines()
+            .map(|l| format!("    {l}\n"))
+            .collect::<String>()
+    };
     let yaml = format!(
         "tls_server_config:\n  cert: |\n{}  key: |\n{}  client_ca: |\n{}  client_auth_type: RequireAndVerifyClientCert\n  min_version: TLS13\n  max_version: TLS13\n  cipher_suites: [TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256]\n  prefer_server_cipher_suites: false\n  curve_preferences: [X25519, CurveP256]\n\
          http_server_config:\n  http2: true\n  headers:\n    X-Frame-Options: deny\n    X-XSS-Protection: \"\"\n\
@@ -321,7 +352,9 @@ fn everything_exporter_toolkit_files_say_builds() {
     assert_eq!(web.headers["x-frame-options"], "deny");
 
     // htpasswd's `$2y$` hashes, as exporter-toolkit's docs make them.
-    let htpasswd = bcrypt::hash("secret", 4).unwrap().replacen("$2b$", "$2y$", 1);
+    let htpasswd = bcrypt::hash("secret", 4)
+        .unwrap()
+        .replacen("$2b$", "$2y$", 1);
     let web = config(&dir, &format!("basic_auth_users:\n  u: {htpasswd}\n")).unwrap();
     assert!(web.tls.is_none() && web.auth.is_some());
 }
@@ -344,16 +377,28 @@ fn basic_auth_allows_exactly_the_users_passwords_and_caches_only_successes() {
         .unwrap();
     let check = |header: Option<HeaderValue>| runtime.block_on(auth.check(header.as_ref()));
     assert_eq!(check(None), Verdict::Denied);
-    assert_eq!(check(Some(HeaderValue::from_static("Bearer x"))), Verdict::Denied);
-    assert_eq!(check(Some(HeaderValue::from_static("Basic %%%"))), Verdict::Denied);
+    assert_eq!(
+        check(Some(HeaderValue::from_static("Bearer x"))),
+        Verdict::Denied
+    );
+    assert_eq!(
+        check(Some(HeaderValue::from_static("Basic %%%"))),
+        Verdict::Denied
+    );
     assert_eq!(check(Some(basic("prometheus:wrong"))), Verdict::Denied);
     assert_eq!(check(Some(basic("nobody:secret"))), Verdict::Denied);
     assert_eq!(check(Some(basic("other:secret"))), Verdict::Denied);
     assert!(auth.passed().is_empty(), "failures are not cached");
     assert_eq!(check(Some(basic("prometheus:secret"))), Verdict::Allowed);
     // The password may hold colons; the scheme's case does not matter.
-    let header = basic("other:p:w").to_str().unwrap().replace("Basic", "basic");
-    assert_eq!(check(Some(HeaderValue::from_str(&header).unwrap())), Verdict::Allowed);
+    let header = basic("other:p:w")
+        .to_str()
+        .unwrap()
+        .replace("Basic", "basic");
+    assert_eq!(
+        check(Some(HeaderValue::from_str(&header).unwrap())),
+        Verdict::Allowed
+    );
     assert_eq!(auth.passed().len(), 2);
     // From the cache now, and still only for the right password.
     assert_eq!(check(Some(basic("prometheus:secret"))), Verdict::Allowed);

@@ -154,7 +154,11 @@ fn provider(cipher_suites: &[String], curves: &[String]) -> Result<CryptoProvide
     if !cipher_suites.is_empty() {
         let all = provider.cipher_suites.clone();
         let name = |suite: &rustls::SupportedCipherSuite| format!("{:?}", suite.suite());
-        let mut chosen: Vec<_> = all.iter().filter(|s| s.tls13().is_some()).copied().collect();
+        let mut chosen: Vec<_> = all
+            .iter()
+            .filter(|s| s.tls13().is_some())
+            .copied()
+            .collect();
         for wanted in cipher_suites {
             let suite = all.iter().find(|s| name(s) == *wanted).ok_or_else(|| {
                 let names: Vec<String> = all.iter().map(name).collect();
