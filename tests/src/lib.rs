@@ -896,16 +896,6 @@ pub fn once_per_kernel() -> bool {
     runs
 }
 
-/// Whether a test whose answer depends on neither the kernel nor the backend (the HTTP
-/// endpoint's, an exporter's) runs here: once, natively on the host. Says so when it does not.
-pub fn one_pass() -> bool {
-    let runs = std::env::var_os("PROBE_IN_VM").is_none();
-    if !runs {
-        eprintln!("skipped in the VM: run once, natively");
-    }
-    runs
-}
-
 /// The samples of metric `name` in an OpenMetrics `body`: (labels, value). Label values must
 /// hold no escaped quote.
 pub fn metric_samples(
@@ -944,13 +934,17 @@ pub fn metric_value(body: &str, name: &str) -> f64 {
     }
 }
 
-/// The address in probe-user's `probe-user: serving metrics on http://ADDR/metrics` line (before
-/// its banner).
+/// The address in probe-user's `probe-user: serving metrics on http://ADDR/metrics` line (or
+/// `https://` with TLS; before its banner).
 pub fn serving_addr(tracer: &ProbeUser) -> SocketAddr {
     let preamble = tracer.preamble();
     preamble
         .lines()
-        .find_map(|l| l.strip_prefix("probe-user: serving metrics on http://"))
+        .filter_map(|l| l.strip_prefix("probe-user: serving metrics on "))
+        .find_map(|l| {
+            l.strip_prefix("http://")
+                .or_else(|| l.strip_prefix("https://"))
+        })
         .and_then(|rest| rest.strip_suffix("/metrics"))
         .and_then(|addr| addr.parse().ok())
         .unwrap_or_else(|| panic!("no serving line before the banner: {preamble:?}"))

@@ -130,6 +130,12 @@ pub struct Cli {
     /// kernel, and the dropped/missed/malformed counts. Nothing is printed per connect.
     #[arg(long, value_name = "ADDR", value_parser = parse_metrics_addr)]
     pub metrics: Option<std::net::SocketAddr>,
+    /// With --metrics: serve it over TLS and/or with basic authentication, as this file says,
+    /// in the format of the Prometheus exporter-toolkit (node_exporter's --web.config.file):
+    /// tls_server_config, basic_auth_users (bcrypt hashes), http_server_config.headers.
+    /// Read and checked at start: a file that cannot be used is an error (exit 2).
+    #[arg(long, value_name = "FILE", requires = "metrics")]
+    pub web_config_file: Option<std::path::PathBuf>,
     /// How to hook the connect path: auto (fentry where the kernel can attach it, else kprobe,
     /// else tracepoint), fentry (fexit on the connect functions), kprobe (kprobe and kretprobe,
     /// as SystemTap) or tracepoint (sock:inet_sock_set_state; reports only calls that send a

@@ -1,10 +1,12 @@
 //! Prometheus / OpenMetrics exposition of the kernel's connect counts and of what was lost
 //! ([`Exposition`], written as text by [`text`]), and a small HTTP server for it ([`serve`];
-//! what a client can do to it is described in `server.rs`), for `probe-user --metrics`.
+//! what a client can do to it is described in `server.rs`), for `probe-user --metrics`, with
+//! TLS and basic authentication from `--web-config-file` ([`web`]).
 
 mod exposition;
 mod server;
 pub mod text;
+pub mod web;
 
 pub use exposition::{Bookkeeping, Exposition, Options, Pins};
 pub use server::{Scrape, serve};
