@@ -116,14 +116,14 @@ fn http_get(addr: &str, path: &str) -> (String, String, String) {
     .unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    let (head, body) = probe_tests::http_response(&response);
     let status = head.lines().next().unwrap().to_string();
     let content_type = head
         .lines()
         .find_map(|l| l.strip_prefix("content-type: "))
         .unwrap_or_default()
         .to_string();
-    (status, content_type, body.to_string())
+    (status, content_type, body)
 }
 
 #[test]
@@ -281,7 +281,7 @@ fn metrics_endpoint_outlasts_idle_and_slow_clients() {
         std::thread::sleep(Duration::from_millis(100));
     };
     let waited = start.elapsed();
-    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    let (head, body) = probe_tests::http_response(&response);
     assert!(
         head.contains("content-type: application/openmetrics-text"),
         "{head}"

@@ -3,6 +3,7 @@
 //! what a client can do to it is described in `server.rs`), for `probe-user --metrics`, with
 //! TLS and basic authentication from `--web-config-file` ([`web`]).
 
+pub mod body;
 mod exposition;
 mod server;
 pub mod text;
