@@ -250,7 +250,7 @@ pub(crate) fn load(
 
 /// The entries of each map whose use depends on the backend and the options. The kernel
 /// allocates a hash map's every entry when it creates the map, which was most of the load's
-/// time in a TCG guest (the per-CPU `CONNECT_COUNTS`' 16,384 keys when not counting, above
+/// time in a TCG guest (`CONNECT_COUNTS`' 16,384 keys and more when not counting, above
 /// all), so a map that the programs attached will never touch gets one entry, and a filter
 /// map exactly its keys.
 fn map_entries(
