@@ -46,6 +46,15 @@ fn main() -> ExitCode {
         eprintln!("probe-user: error: {contradiction}");
         return ExitCode::from(2);
     }
+    // The OTLP endpoint and the OTEL_* variables, checked before anything is attached.
+    let otlp = match cli.otlp_endpoint.as_deref().map(metrics::otlp::prepare) {
+        None => None,
+        Some(Ok(prepared)) => Some(prepared),
+        Some(Err(e)) => {
+            eprintln!("probe-user: error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("off")).init();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -57,7 +66,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli, report)) {
+    match runtime.block_on(run(cli, report, otlp)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             match e.downcast_ref::<probe_user::Error>() {
@@ -77,7 +86,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli, report: Report) -> Result<()> {
+async fn run(cli: Cli, report: Report, otlp: Option<metrics::otlp::Prepared>) -> Result<()> {
     let counting = cli.counting();
     let count_by = cli.count_by();
     // JSON lines carry every field, the workload's too; neither counts nor SystemTap's
@@ -111,6 +120,8 @@ async fn run(cli: Cli, report: Report) -> Result<()> {
     // Signals first: a SIGINT that arrives while attaching still ends the run cleanly.
     let signals = Signals::new()?;
     let tracer = builder.attach()?;
+    // The start of every cumulative series pushed over OTLP.
+    let started = std::time::SystemTime::now();
     for skipped in tracer.fallbacks() {
         eprintln!(
             "probe-user: not attaching with {}: {}",
@@ -140,12 +151,14 @@ async fn run(cli: Cli, report: Report) -> Result<()> {
             }
             None => None,
         };
+        let otlp = otlp.map(|prepared| metrics::otlp::Exporter::start(prepared, started));
         eprintln!("Counting TCP connects by {count_by} ({backend}). Hit Ctrl-C to end.");
         let counting = count::Counting {
             tracer,
             formatter,
             tables: cli.count.then_some(cli.interval),
             scrapes,
+            otlp,
             options: metrics::Options {
                 with_daddr: cli.count_by == Some(CountBy::Destination),
                 label: cli.metrics_label,

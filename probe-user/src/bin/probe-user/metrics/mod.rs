@@ -1,8 +1,10 @@
 //! Prometheus / OpenMetrics exposition of the kernel's connect counts and of what was lost
 //! ([`Exposition`], written as text by [`text`]), and a small HTTP server for it ([`serve`];
-//! what a client can do to it is described in `server.rs`), for `probe-user --metrics`.
+//! what a client can do to it is described in `server.rs`), for `probe-user --metrics`; the
+//! same exposition pushed over OTLP ([`otlp`]) for `--otlp-endpoint`.
 
 mod exposition;
+pub mod otlp;
 mod server;
 pub mod text;
 
