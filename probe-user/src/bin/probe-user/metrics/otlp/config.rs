@@ -378,20 +378,76 @@ mod tests {
     fn bad_values_are_one_line_naming_the_variable() {
         let err = |flag: Option<&str>, env: &[(&str, &str)]| config(flag, env).unwrap_err();
         for (flag, env, expected) in [
-            (Some("collector:4317"), &[][..], "--otlp-endpoint: \"collector:4317\" is not an OTLP endpoint: expected http://HOST:PORT or https://HOST:PORT"),
-            (Some("ftp://c/"), &[], "--otlp-endpoint: \"ftp://c/\" is not an OTLP endpoint: expected http://HOST:PORT or https://HOST:PORT"),
-            (Some("http://"), &[], "--otlp-endpoint: \"http://\" is not an OTLP endpoint: invalid format"),
-            (None, &[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://a b")], "OTEL_EXPORTER_OTLP_ENDPOINT: \"http://a b\" is not an OTLP endpoint: invalid uri character"),
-            (None, &[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")], "OTEL_EXPORTER_OTLP_PROTOCOL=\"http/json\" is not a protocol probe-user pushes (expected grpc or http/protobuf)"),
-            (None, &[("OTEL_EXPORTER_OTLP_METRICS_TIMEOUT", "10s")], "OTEL_EXPORTER_OTLP_METRICS_TIMEOUT=\"10s\": expected a positive number of milliseconds"),
-            (None, &[("OTEL_METRIC_EXPORT_INTERVAL", "0")], "OTEL_METRIC_EXPORT_INTERVAL=\"0\": expected a positive number of milliseconds"),
-            (None, &[("OTEL_EXPORTER_OTLP_HEADERS", "novalue")], "OTEL_EXPORTER_OTLP_HEADERS: \"novalue\" is not KEY=VALUE"),
-            (None, &[("OTEL_EXPORTER_OTLP_HEADERS", "bad name=1")], "OTEL_EXPORTER_OTLP_HEADERS: \"bad name\" is not a header name"),
-            (None, &[("OTEL_EXPORTER_OTLP_HEADERS", "a=%0A")], "OTEL_EXPORTER_OTLP_HEADERS: the value of \"a\" is not a header value"),
-            (None, &[("OTEL_RESOURCE_ATTRIBUTES", "a=%zz")], "OTEL_RESOURCE_ATTRIBUTES: \"%zz\" has a % not followed by two hex digits"),
-            (None, &[("OTEL_RESOURCE_ATTRIBUTES", "=x")], "OTEL_RESOURCE_ATTRIBUTES: \"=x\" has no key"),
-            (None, &[("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip")], "OTEL_EXPORTER_OTLP_COMPRESSION=\"gzip\": probe-user pushes uncompressed only (expected none)"),
-            (None, &[("OTEL_EXPORTER_OTLP_CERTIFICATE", "/nonexistent/ca.pem")], "OTEL_EXPORTER_OTLP_CERTIFICATE: cannot read \"/nonexistent/ca.pem\": No such file or directory (os error 2)"),
+            (
+                Some("collector:4317"),
+                &[][..],
+                "--otlp-endpoint: \"collector:4317\" is not an OTLP endpoint: expected http://HOST:PORT or https://HOST:PORT",
+            ),
+            (
+                Some("ftp://c/"),
+                &[],
+                "--otlp-endpoint: \"ftp://c/\" is not an OTLP endpoint: expected http://HOST:PORT or https://HOST:PORT",
+            ),
+            (
+                Some("http://"),
+                &[],
+                "--otlp-endpoint: \"http://\" is not an OTLP endpoint: invalid format",
+            ),
+            (
+                None,
+                &[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://a b")],
+                "OTEL_EXPORTER_OTLP_ENDPOINT: \"http://a b\" is not an OTLP endpoint: invalid uri character",
+            ),
+            (
+                None,
+                &[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")],
+                "OTEL_EXPORTER_OTLP_PROTOCOL=\"http/json\" is not a protocol probe-user pushes (expected grpc or http/protobuf)",
+            ),
+            (
+                None,
+                &[("OTEL_EXPORTER_OTLP_METRICS_TIMEOUT", "10s")],
+                "OTEL_EXPORTER_OTLP_METRICS_TIMEOUT=\"10s\": expected a positive number of milliseconds",
+            ),
+            (
+                None,
+                &[("OTEL_METRIC_EXPORT_INTERVAL", "0")],
+                "OTEL_METRIC_EXPORT_INTERVAL=\"0\": expected a positive number of milliseconds",
+            ),
+            (
+                None,
+                &[("OTEL_EXPORTER_OTLP_HEADERS", "novalue")],
+                "OTEL_EXPORTER_OTLP_HEADERS: \"novalue\" is not KEY=VALUE",
+            ),
+            (
+                None,
+                &[("OTEL_EXPORTER_OTLP_HEADERS", "bad name=1")],
+                "OTEL_EXPORTER_OTLP_HEADERS: \"bad name\" is not a header name",
+            ),
+            (
+                None,
+                &[("OTEL_EXPORTER_OTLP_HEADERS", "a=%0A")],
+                "OTEL_EXPORTER_OTLP_HEADERS: the value of \"a\" is not a header value",
+            ),
+            (
+                None,
+                &[("OTEL_RESOURCE_ATTRIBUTES", "a=%zz")],
+                "OTEL_RESOURCE_ATTRIBUTES: \"%zz\" has a % not followed by two hex digits",
+            ),
+            (
+                None,
+                &[("OTEL_RESOURCE_ATTRIBUTES", "=x")],
+                "OTEL_RESOURCE_ATTRIBUTES: \"=x\" has no key",
+            ),
+            (
+                None,
+                &[("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip")],
+                "OTEL_EXPORTER_OTLP_COMPRESSION=\"gzip\": probe-user pushes uncompressed only (expected none)",
+            ),
+            (
+                None,
+                &[("OTEL_EXPORTER_OTLP_CERTIFICATE", "/nonexistent/ca.pem")],
+                "OTEL_EXPORTER_OTLP_CERTIFICATE: cannot read \"/nonexistent/ca.pem\": No such file or directory (os error 2)",
+            ),
         ] {
             let e = err(flag, env);
             assert_eq!(e, expected);

@@ -231,10 +231,12 @@ mod tests {
 
     fn string_attributes(kvs: &[KeyValue]) -> Vec<(String, String)> {
         kvs.iter()
-            .map(|kv| match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
-                Some(any_value::Value::StringValue(s)) => (kv.key.clone(), s.clone()),
-                other => panic!("{}: not a string: {other:?}", kv.key),
-            })
+            .map(
+                |kv| match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+                    Some(any_value::Value::StringValue(s)) => (kv.key.clone(), s.clone()),
+                    other => panic!("{}: not a string: {other:?}", kv.key),
+                },
+            )
             .collect()
     }
 

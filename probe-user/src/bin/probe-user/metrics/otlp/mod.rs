@@ -66,8 +66,7 @@ impl Exporter {
             unix_nanos(start),
         ));
         let period = config.interval;
-        let mut interval =
-            tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         eprintln!(
             "probe-user: pushing metrics over OTLP ({}) to {} every {}",

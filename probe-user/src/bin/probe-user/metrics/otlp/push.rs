@@ -72,7 +72,10 @@ pub fn tls(config: &Config) -> Result<Option<rustls::ClientConfig>, String> {
 
 /// A connector for `http` and `https` URLs offering (ALPN) HTTP/2 for gRPC, HTTP/1.1 for
 /// http/protobuf.
-fn connector(tls: Option<rustls::ClientConfig>, protocol: Protocol) -> HttpsConnector<HttpConnector> {
+fn connector(
+    tls: Option<rustls::ClientConfig>,
+    protocol: Protocol,
+) -> HttpsConnector<HttpConnector> {
     // For an http endpoint the TLS configuration is never used; an empty one stands in.
     let tls = tls.unwrap_or_else(|| {
         rustls::ClientConfig::builder()
