@@ -38,8 +38,11 @@ fn unix_nanos() -> u64 {
         .as_nanos() as u64
 }
 
-/// A series' labels, sorted, and its value.
-type Samples = BTreeMap<Vec<(String, String)>, u64>;
+/// A series' labels, sorted.
+type Labels = Vec<(String, String)>;
+
+/// Series and their values.
+type Samples = BTreeMap<Labels, u64>;
 
 /// The integer points of metric `name` in `request`.
 fn pushed(request: &Received, name: &str) -> Samples {
@@ -94,6 +97,14 @@ fn scraped(text: &str, name: &str) -> Samples {
             Some((labels, value.parse().unwrap()))
         })
         .collect()
+}
+
+/// The series of `base` and `extra` labels, with `n`.
+fn series(base: &Labels, extra: &[(&str, &str)], n: u64) -> (Labels, u64) {
+    let mut labels = base.clone();
+    labels.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    labels.sort();
+    (labels, n)
 }
 
 fn labels(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -196,34 +207,27 @@ fn otlp_pushes_equal_the_connects_made_and_the_scrape() {
         let received = receiver.received();
         assert!(received.len() > pushes_before_exit, "no push at exit");
         let last = received.last().unwrap();
-        let expected = |pairs: &[(&Vec<(String, String)>, &[(&str, &str)], u64)]| -> Samples {
-            pairs
-                .iter()
-                .map(|(base, extra, n)| {
-                    let mut labels = (*base).clone();
-                    labels.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-                    labels.sort();
-                    (labels, *n)
-                })
-                .collect()
-        };
         assert_eq!(
             pushed(last, "tcpconn_connects"),
-            expected(&[(&to_open, &[], 3), (&to_closed, &[], 2)])
+            Samples::from([series(&to_open, &[], 3), series(&to_closed, &[], 2)])
         );
         assert_eq!(
             pushed(last, "tcpconn_connect_failures"),
-            expected(&[(&to_closed, &[("reason", "refused")], 2)])
+            Samples::from([series(&to_closed, &[("reason", "refused")], 2)])
         );
         assert_eq!(
             pushed_counts(last, "tcpconn_connect_duration_seconds"),
-            expected(&[
-                (&to_open, &[("outcome", "established")], 3),
-                (&to_closed, &[("outcome", "refused")], 2),
+            Samples::from([
+                series(&to_open, &[("outcome", "established")], 3),
+                series(&to_closed, &[("outcome", "refused")], 2),
             ])
         );
         for name in ["tcpconn_events_dropped", "tcpconn_events_missed"] {
-            assert_eq!(pushed(last, name), expected(&[(&vec![], &[], 0)]), "{name}");
+            assert_eq!(
+                pushed(last, name),
+                Samples::from([series(&vec![], &[], 0)]),
+                "{name}"
+            );
         }
 
         // Types, temporality, units and the histogram's buckets.

@@ -391,7 +391,7 @@ mod tests {
             (
                 Some("http://"),
                 &[],
-                "--otlp-endpoint: \"http://\" is not an OTLP endpoint: invalid format",
+                "--otlp-endpoint: \"http://\" is not an OTLP endpoint: empty string",
             ),
             (
                 None,

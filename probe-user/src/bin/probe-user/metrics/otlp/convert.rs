@@ -224,7 +224,7 @@ mod tests {
             name,
             help: "help text",
             kind,
-            unit: (kind == Kind::Histogram).then_some("seconds"),
+            unit: name.ends_with("_seconds").then_some("seconds"),
             series,
         }
     }

@@ -98,7 +98,8 @@ pub enum Transport {
         metadata: MetadataMap,
     },
     Http {
-        client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+        // Boxed: hyper's client is several times the size of tonic's.
+        client: Box<Client<HttpsConnector<HttpConnector>, Full<Bytes>>>,
         endpoint: Uri,
         headers: HeaderMap,
     },
@@ -129,7 +130,7 @@ impl Transport {
                 );
                 headers.insert(USER_AGENT, HeaderValue::from_static(AGENT));
                 Transport::Http {
-                    client: Client::builder(TokioExecutor::new()).build(connector),
+                    client: Box::new(Client::builder(TokioExecutor::new()).build(connector)),
                     endpoint: config.endpoint.clone(),
                     headers,
                 }
@@ -149,7 +150,14 @@ impl Transport {
                 client
                     .export(request)
                     .await
-                    .map_err(|s| format!("gRPC status {:?}: {}", s.code(), s.message()))?
+                    .map_err(|s| {
+                        let mut text = format!("gRPC status {:?}: {}", s.code(), s.message());
+                        if let Some(cause) = std::error::Error::source(&s) {
+                            text.push_str(": ");
+                            text.push_str(&error_chain(cause));
+                        }
+                        text
+                    })?
                     .into_inner()
             }
             Transport::Http {
