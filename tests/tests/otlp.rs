@@ -2,7 +2,8 @@
 //! here, compared with the connects made and with a scrape of `--metrics` at the same time.
 //!
 //! What is pushed does not depend on the kernel or the backend (the counts are those of
-//! `--metrics`, tested on each): these tests run natively only, not in every VM.
+//! `--metrics`, tested on each): one pass is enough (`cargo xtask test` runs such binaries
+//! once, natively where it can).
 
 use std::{
     collections::BTreeMap,
@@ -16,11 +17,6 @@ use probe_tests::{
     otlp::{self, AggregationTemporality, Received, Receiver},
     probe_user_command, scrape, serving_addr,
 };
-
-/// Whether this run is in a VM (where these tests have nothing to add: see the module doc).
-fn in_vm() -> bool {
-    std::env::var_os("PROBE_IN_VM").is_some()
-}
 
 /// A TCP port nobody listens on right now.
 fn free_port() -> u16 {
@@ -137,9 +133,6 @@ fn wait_for_connects(receiver: &Receiver, labels: &[(String, String)], n: u64) -
 
 #[test]
 fn otlp_pushes_equal_the_connects_made_and_the_scrape() {
-    if in_vm() {
-        return;
-    }
     for grpc in [true, false] {
         let receiver = if grpc {
             Receiver::grpc("127.0.0.1:0")
@@ -307,9 +300,6 @@ fn otlp_pushes_equal_the_connects_made_and_the_scrape() {
 /// on stderr, and one more when pushes succeed again.
 #[test]
 fn otlp_pushes_to_a_receiver_down_are_retried_and_lose_nothing() {
-    if in_vm() {
-        return;
-    }
     let open = listener("127.0.0.1:0");
     let receiver_port = free_port();
     let mut cmd = probe_user_command();
