@@ -40,6 +40,15 @@ pub(crate) fn overflow_keys(outcome: bool) -> Vec<CountKey> {
         .collect()
 }
 
+/// What is known of whether a cgroup exists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Presence {
+    /// The kernel said (by file handle).
+    Known(bool),
+    /// A walk of the cgroup tree found it, or not: gone only if an earlier walk found it.
+    Walked(bool),
+}
+
 /// `CONNECT_COUNTS` and what userspace keeps about it.
 pub(crate) struct CountMap {
     map: HashMap<MapData, CountKey, CountValue>,
@@ -49,6 +58,8 @@ pub(crate) struct CountMap {
     series: AtomicUsize,
     /// Since when each cgroup with keys has been seen gone.
     gone_since: StdHashMap<u64, Instant>,
+    /// The cgroups with keys a walk has found (see [`Presence::Walked`]).
+    walked: std::collections::HashSet<u64>,
     retired: Retired,
 }
 
@@ -59,6 +70,7 @@ impl CountMap {
             batch: AtomicBool::new(true),
             series: AtomicUsize::new(0),
             gone_since: StdHashMap::new(),
+            walked: std::collections::HashSet::new(),
             retired: Retired::default(),
         }
     }
@@ -127,7 +139,7 @@ impl CountMap {
     pub(crate) fn retire(
         &mut self,
         after: Duration,
-        mut exists: impl FnMut(u64) -> Option<bool>,
+        mut presence: impl FnMut(u64) -> Option<Presence>,
     ) -> Retired {
         let now = Instant::now();
         let entries = self.entries();
@@ -142,9 +154,10 @@ impl CountMap {
         }
         // Cgroups without keys any more need no watching.
         self.gone_since.retain(|id, _| by_cgroup.contains_key(id));
+        self.walked.retain(|id| by_cgroup.contains_key(id));
         let mut retired = Retired::default();
         for (id, keys) in by_cgroup {
-            if exists(id) != Some(false) {
+            if !is_gone(&mut self.walked, id, presence(id)) {
                 self.gone_since.remove(&id);
                 continue;
             }
@@ -162,10 +175,30 @@ impl CountMap {
                 }
             }
             self.gone_since.remove(&id);
+            self.walked.remove(&id);
         }
         self.retired.series += retired.series;
         self.retired.connects += retired.connects;
         retired
+    }
+}
+
+/// Whether cgroup `id` is gone by what is known of it (`presence`), given the cgroups earlier
+/// walks found (`walked`, updated): a walk that does not find a cgroup says it is gone only if
+/// an earlier one found it (else it may be outside what the mount shows).
+fn is_gone(
+    walked: &mut std::collections::HashSet<u64>,
+    id: u64,
+    presence: Option<Presence>,
+) -> bool {
+    match presence {
+        Some(Presence::Known(exists)) => !exists,
+        Some(Presence::Walked(true)) => {
+            walked.insert(id);
+            false
+        }
+        Some(Presence::Walked(false)) => walked.contains(&id),
+        None => false,
     }
 }
 
@@ -241,6 +274,19 @@ fn lookup_batch(fd: i32) -> std::io::Result<Vec<(CountKey, CountValue)>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cgroup_is_gone_when_the_kernel_says_or_a_walk_no_longer_finds_it() {
+        let mut walked = std::collections::HashSet::new();
+        assert!(is_gone(&mut walked, 1, Some(Presence::Known(false))));
+        assert!(!is_gone(&mut walked, 1, Some(Presence::Known(true))));
+        assert!(!is_gone(&mut walked, 1, None));
+        // Never found by a walk: perhaps outside the mount's view, so not gone.
+        assert!(!is_gone(&mut walked, 2, Some(Presence::Walked(false))));
+        assert!(!is_gone(&mut walked, 2, Some(Presence::Walked(true))));
+        assert!(!is_gone(&mut walked, 2, Some(Presence::Walked(true))));
+        assert!(is_gone(&mut walked, 2, Some(Presence::Walked(false))));
+    }
 
     #[test]
     fn overflow_keys_cover_each_family_and_outcome() {

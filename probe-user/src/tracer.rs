@@ -24,7 +24,7 @@ use crate::{
     Backend, ConnectCount, ConnectEvent, Counters, Error, ProgramStats, Retired, Startup,
     WorkloadNames, clock,
     connecting::Connecting,
-    count_map::CountMap,
+    count_map::{CountMap, Presence},
     counts,
     error::BackendError,
     identity::Workloads,
@@ -298,12 +298,26 @@ impl Tracer {
     /// `CAP_DAC_READ_SEARCH`; without it, or without a cgroup2 mount, nothing is retired), so
     /// a cgroup is retired at the first call at least `after` past the first call that found
     /// it gone. Call it every so often (the command does every `after / 4`, at most a minute).
+    ///
+    /// Whether a cgroup exists is asked of the kernel by file handle where permitted
+    /// (`CAP_DAC_READ_SEARCH`); otherwise by walking the cgroup2 mount's tree, once per call,
+    /// where a cgroup counts as gone only once a walk has seen it before (a cgroup outside what
+    /// the mount shows, another cgroup namespace's, is never retired). Without a cgroup2 mount
+    /// nothing is retired.
     pub fn retire_gone_cgroups(&mut self, after: Duration) -> Retired {
         let Some(workloads) = self.workloads.as_ref().filter(|_| self.count_cgroup) else {
             return Retired::default();
         };
         let mut workloads = lock(workloads);
-        self.counts.retire(after, |id| workloads.exists(id))
+        // Without file handles, one walk of the tree for the whole call.
+        let mut walked = None;
+        self.counts.retire(after, |id| match workloads.exists(id) {
+            Some(known) => Some(Presence::Known(known)),
+            None => walked
+                .get_or_insert_with(|| workloads.ids())
+                .as_ref()
+                .map(|ids| Presence::Walked(ids.contains(&id))),
+        })
     }
 
     /// Everything [`Tracer::retire_gone_cgroups`] retired so far.

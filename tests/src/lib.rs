@@ -884,13 +884,69 @@ impl RingWitness {
     }
 }
 
-/// The address in probe-user's `probe-user: serving metrics on http://ADDR/metrics` line (before
-/// its banner).
+/// Whether a test whose answer depends on the kernel but not on the backend runs here: once
+/// per kernel, with the tracepoint backend (every kernel of the matrix has it), and natively.
+/// Says so when it does not.
+pub fn once_per_kernel() -> bool {
+    let runs = std::env::var_os("PROBE_IN_VM").is_none() || backend() == Backend::Tracepoint.name();
+    if !runs {
+        eprintln!(
+            "skipped with {}: run once per kernel, with the tracepoint",
+            backend()
+        );
+    }
+    runs
+}
+
+/// The samples of metric `name` in an OpenMetrics `body`: (labels, value). Label values must
+/// hold no escaped quote.
+pub fn metric_samples(
+    body: &str,
+    name: &str,
+) -> Vec<(std::collections::BTreeMap<String, String>, f64)> {
+    body.lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix(name)?;
+            if let Some(value) = rest.strip_prefix(' ') {
+                return Some((Default::default(), value.parse().unwrap()));
+            }
+            let mut rest = rest.strip_prefix('{')?;
+            let mut labels = std::collections::BTreeMap::new();
+            loop {
+                if let Some(value) = rest.strip_prefix("} ") {
+                    let value = value.parse().unwrap_or_else(|e| panic!("{value:?}: {e}"));
+                    return Some((labels, value));
+                }
+                rest = rest.strip_prefix(',').unwrap_or(rest);
+                let (key, after) = rest.split_once("=\"").unwrap_or_else(|| panic!("{rest:?}"));
+                let (value, after) = after.split_once('"').unwrap();
+                labels.insert(key.to_string(), value.to_string());
+                rest = after;
+            }
+        })
+        .collect()
+}
+
+/// The one sample of metric `name` without labels in `body`.
+pub fn metric_value(body: &str, name: &str) -> f64 {
+    let found = metric_samples(body, name);
+    match found[..] {
+        [(ref labels, value)] if labels.is_empty() => value,
+        _ => panic!("not one unlabelled {name} in {body}"),
+    }
+}
+
+/// The address in probe-user's `probe-user: serving metrics on http://ADDR/metrics` line (or
+/// `https://` with TLS; before its banner).
 pub fn serving_addr(tracer: &ProbeUser) -> SocketAddr {
     let preamble = tracer.preamble();
     preamble
         .lines()
-        .find_map(|l| l.strip_prefix("probe-user: serving metrics on http://"))
+        .filter_map(|l| l.strip_prefix("probe-user: serving metrics on "))
+        .find_map(|l| {
+            l.strip_prefix("http://")
+                .or_else(|| l.strip_prefix("https://"))
+        })
         .and_then(|rest| rest.strip_suffix("/metrics"))
         .and_then(|addr| addr.parse().ok())
         .unwrap_or_else(|| panic!("no serving line before the banner: {preamble:?}"))

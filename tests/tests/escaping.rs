@@ -102,8 +102,9 @@ fn escaping_count_tables_escape_cgroup_names() {
     assert_eq!(words[..2], ["2", "established"], "{row}");
 }
 
-/// `--metrics --metrics-label cgroup`: the label value is the escaped path (its backslashes
-/// escaped once more by the exposition format), and the scrape holds no control byte.
+/// `--metrics --metrics-label cgroup`: the series carry the cgroup id; the info metric's `cgroup`
+/// label value is the escaped path (its backslashes escaped once more by the exposition
+/// format, its `"` too), and the scrape holds no control byte.
 #[test]
 fn escaping_metrics_label_values_escape_cgroup_names() {
     let v4 = listener("127.0.0.1:0");
@@ -127,13 +128,21 @@ fn escaping_metrics_label_values_escape_cgroup_names() {
     let out = tracer.stop();
     assert!(out.status.success(), "{out:?}");
     assert_no_control_characters(&body);
-    let label = escaped_path(&tree).replace('\\', r"\\");
-    let expected =
-        format!(r#"tcpconn_connects_total{{family="ipv4",dport="{port}",cgroup="{label}"}} 1"#);
-    assert!(
-        body.lines().any(|l| l == expected),
-        "no line {expected:?} in {body}"
-    );
+    let label = escaped_path(&tree)
+        .replace('\\', r"\\")
+        .replace('"', r#"\""#);
+    let id = evil.id;
+    for expected in [
+        format!(r#"tcpconn_connects_total{{family="ipv4",dport="{port}",cgroup_id="{id}"}} 1"#),
+        format!(
+            r#"tcpconn_cgroup_info{{cgroup_id="{id}",cgroup="{label}",container_id="",pod_uid=""}} 1"#
+        ),
+    ] {
+        assert!(
+            body.lines().any(|l| l == expected),
+            "no line {expected:?} in {body}"
+        );
+    }
 }
 
 /// A task named with control characters: its stap line (with the outcome suffix) is the

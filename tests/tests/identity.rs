@@ -20,7 +20,7 @@ use std::{
 
 use probe_tests::{
     Cgroup, CgroupTree, ConnectOnce, ProbeUser, SeenConnect, StapLine, assert_one_line_error,
-    connect, connect_once_from, json_lines, listener, ns_inode, probe_user_command,
+    connect, connect_once_from, json_lines, listener, metric_samples, ns_inode, probe_user_command,
     run_connect_once, scrape, serving_addr, unmapped,
 };
 use serde_json::Value;
@@ -726,29 +726,6 @@ fn identity_of_a_cgroup_named_deleted_is_its_real_path() {
     assert_eq!(got, expected, "{}", out.stdout);
 }
 
-/// The samples of metric `name` in an OpenMetrics `body`: (labels, value).
-fn samples(body: &str, name: &str) -> Vec<(BTreeMap<String, String>, u64)> {
-    body.lines()
-        .filter_map(|l| l.strip_prefix(name)?.strip_prefix('{'))
-        .map(|rest| {
-            let mut labels = BTreeMap::new();
-            let mut rest = rest;
-            loop {
-                if let Some(value) = rest.strip_prefix("} ") {
-                    let value = value.parse().unwrap_or_else(|e| panic!("{value:?}: {e}"));
-                    return (labels, value);
-                }
-                rest = rest.strip_prefix(',').unwrap_or(rest);
-                let (key, after) = rest.split_once("=\"").unwrap_or_else(|| panic!("{rest:?}"));
-                // Label values here have no quotes or backslashes to escape.
-                let (value, after) = after.split_once('"').unwrap();
-                labels.insert(key.to_string(), value.to_string());
-                rest = after;
-            }
-        })
-        .collect()
-}
-
 /// `--metrics --metrics-label container`: each connect series carries the caller's container
 /// id (empty outside containers), counted per container.
 #[test]
@@ -777,14 +754,14 @@ fn identity_metrics_label_connects_by_container() {
         |tracer| body = scrape(serving_addr(tracer)),
     );
     assert_eq!(out.stdout, "", "nothing is printed per connect");
-    let got: BTreeMap<String, u64> = samples(&body, "tcpconn_connects_total")
+    let got: BTreeMap<String, u64> = metric_samples(&body, "tcpconn_connects_total")
         .into_iter()
         .map(|(mut labels, value)| {
             assert_eq!(labels.remove("family").as_deref(), Some("ipv4"), "{body}");
             assert_eq!(labels.remove("dport"), Some(port.clone()), "{body}");
-            let container = labels.remove("container").expect("a container label");
+            let container = labels.remove("container_id").expect("a container_id label");
             assert!(labels.is_empty(), "{labels:?} in {body}");
-            (container, value)
+            (container, value as u64)
         })
         .collect();
     let expected = BTreeMap::from([(c.a.1.clone(), 2), (c.b.1.clone(), 3), (String::new(), 1)]);
@@ -793,40 +770,12 @@ fn identity_metrics_label_connects_by_container() {
         body.contains("\ntcpconn_events_dropped_total 0\n"),
         "{body}"
     );
-}
-
-/// `--metrics-label cgroup`: a cgroup's name is anyone's choice who can create one, so a `"` or
-/// `\\` in it is escaped in the label value and cannot break the exposition.
-#[test]
-fn identity_metrics_label_escapes_cgroup_names() {
-    let v4 = listener("127.0.0.1:0");
-    let port = v4.port().to_string();
-    let mut cgroups = tree("escape");
-    let evil = cgroups.mkdir(r#"evil",dport="1\x"#);
-    let tracer = ProbeUser::start_until(
-        probe_user_command().args([
-            "--metrics",
-            "127.0.0.1:0",
-            "--metrics-label",
-            "cgroup",
-            "--filter-port",
-            &port,
-            "--cgroup",
-            cgroups.root().dir(),
-        ]),
-        "Counting TCP connects",
+    // Each container's pod, to join on.
+    let info = format!(
+        r#"tcpconn_container_info{{container_id="{}",pod_uid="{}"}} 1"#,
+        c.b.1, c.uid
     );
-    connect_in(&evil, v4);
-    let body = scrape(serving_addr(&tracer));
-    let out = tracer.stop();
-    assert!(out.status.success(), "{out:?}");
-    let escaped = evil.path.replace('\\', r"\\").replace('"', r#"\""#);
-    let expected =
-        format!(r#"tcpconn_connects_total{{family="ipv4",dport="{port}",cgroup="{escaped}"}} 1"#);
-    assert!(
-        body.lines().any(|l| l == expected),
-        "no line {expected:?} in {body}"
-    );
+    assert!(body.lines().any(|l| l == info), "no {info:?} in {body}");
 }
 
 /// Bad `--container`, `--netns` and `--metrics-label` uses get one line and exit 2, before

@@ -2,8 +2,8 @@
 //! here, compared with the connects made and with a scrape of `--metrics` at the same time.
 //!
 //! What is pushed does not depend on the kernel or the backend (the counts are those of
-//! `--metrics`, tested on each): one pass is enough (`cargo xtask test` runs such binaries
-//! once, natively where it can).
+//! `--metrics`, tested on each): one pass is enough (`ONCE` in xtask/src/test.rs: natively
+//! where the host allows, else in the first VM).
 
 use std::{
     collections::BTreeMap,

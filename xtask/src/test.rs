@@ -21,6 +21,11 @@ const FENTRY: &str = Backend::Fentry.name();
 const TRACEPOINT: &str = Backend::Tracepoint.name();
 const BACKENDS: [&str; 3] = [KPROBE, FENTRY, TRACEPOINT];
 
+/// Test binaries whose scenarios depend on neither the kernel nor the backend (the metrics
+/// endpoint's TLS and authentication, the OTLP push): run in one pass only, natively with the
+/// tracepoint backend where the host can, else in the first VM with its first backend.
+const ONCE: &[&str] = &["web", "otlp"];
+
 /// The line the guest script prints for each test binary that failed.
 const FAILED_MARKER: &str = "xtask-failed:";
 
@@ -36,8 +41,8 @@ pub struct Options {
     #[arg(long)]
     no_native: bool,
     /// Kernels to run the VM tests on: a version of the matrix (5.10, 6.1, 6.12; Debian's
-    /// bullseye, bookworm and trixie kernels, fetched on first use), `all`, or the path of a
-    /// kernel image. Repeatable or comma-separated.
+    /// bullseye, bookworm and trixie kernels, fetched on first use), `all`, the path of a
+    /// kernel image, or `none` (no VM: the native run only). Repeatable or comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "all")]
     kernel: Vec<String>,
     /// Backends to run the VM tests with. Repeatable or comma-separated.
@@ -110,6 +115,8 @@ pub fn run(options: Options) -> Result<()> {
         bail!("cargo built no integration tests");
     }
     let mut failed = Vec::new();
+    // Where the native run happens, the tests of ONCE run there, else in the first VM.
+    let mut once_left = options.no_native || !arch.is_host() || host_has_kprobes();
     if !options.no_native && arch.is_host() {
         failed.extend(run_natively(
             &probe_user,
@@ -128,7 +135,13 @@ pub fn run(options: Options) -> Result<()> {
             .filter(|b| !(fentry_refused && *b == FENTRY))
             .cloned()
             .collect();
-        let script = guest_script(&tests, &backends, fentry_refused, options.filter.as_deref());
+        let script = guest_script(
+            &tests,
+            &backends,
+            fentry_refused,
+            std::mem::take(&mut once_left),
+            options.filter.as_deref(),
+        );
         let guest = vm::Guest::new(script)
             .binary("probe-user", &probe_user)
             .binaries(helpers.iter().chain(&tests));
@@ -174,7 +187,7 @@ fn run_natively(
     tests: &[(String, PathBuf)],
     filter: Option<&str>,
 ) -> Result<Vec<String>> {
-    if Path::new("/sys/bus/event_source/devices/kprobe").exists() {
+    if host_has_kprobes() {
         eprintln!("xtask: the host kernel has kprobes; its native run is left to the VM tests");
         return Ok(Vec::new());
     }
@@ -190,6 +203,9 @@ fn run_natively(
             format!("--attach {b}")
         });
         for (name, test) in tests {
+            if attach.is_none() && ONCE.contains(&name.as_str()) {
+                continue;
+            }
             eprintln!("xtask: host kernel, {label}: running {name} natively");
             let mut cmd = Command::new("unshare");
             cmd.args([
@@ -218,11 +234,18 @@ fn run_natively(
     Ok(failed)
 }
 
+/// Whether the host kernel can create kprobes: then the VMs, not the host, run the tests.
+fn host_has_kprobes() -> bool {
+    Path::new("/sys/bus/event_source/devices/kprobe").exists()
+}
+
 /// The `--kernel` values as (name, image) pairs, fetching `arch`'s matrix kernels as needed.
 fn resolve_kernels(values: &[String], arch: Arch) -> Result<Vec<(String, PathBuf)>> {
     let mut kernels = Vec::new();
     for value in values {
-        if value == "all" {
+        if value == "none" {
+            continue;
+        } else if value == "all" {
             for (version, _) in kernels::MATRIX {
                 kernels.push((version.to_string(), kernels::image(version, arch)?));
             }
@@ -279,11 +302,13 @@ fn has_fentry(arch: Arch, kernel: &str) -> bool {
 
 /// Runs every test binary with every backend in turn, marking each failure on the console, and
 /// exits non-zero if any failed. One test at a time: each test traces the whole (otherwise idle)
-/// VM. With `fentry_refused`, first checks that `--attach fentry` fails in one line.
+/// VM. With `fentry_refused`, first checks that `--attach fentry` fails in one line. The tests
+/// of [`ONCE`] run only with `once`, and then with the first backend.
 fn guest_script(
     tests: &[(String, PathBuf)],
     backends: &[String],
     fentry_refused: bool,
+    once: bool,
     filter: Option<&str>,
 ) -> String {
     let filter = filter.unwrap_or("");
@@ -300,9 +325,12 @@ fn guest_script(
              else status=1; echo \"{FAILED_MARKER} --attach {FENTRY} not refused ($code): $err\"; fi\n"
         ));
     }
-    for backend in backends {
+    for (i, backend) in backends.iter().enumerate() {
         script.push_str(&format!("echo 'xtask: --attach {backend}'\n"));
         for (name, _) in tests {
+            if ONCE.contains(&name.as_str()) && !(once && i == 0) {
+                continue;
+            }
             script.push_str(&format!(
                 "PROBE_ATTACH={backend} /bin/{name} --test-threads=1 --show-output {filter} \
                  || {{ status=1; echo '{FAILED_MARKER} --attach {backend}, {name}'; }}\n"

@@ -168,9 +168,9 @@ impl CgroupResolver {
     }
 
     /// Whether cgroup `id` exists now, asked of the kernel by file handle (never from the
-    /// cache), or `None` when that cannot be told: no cgroup2 mount, or no permission
-    /// (`CAP_DAC_READ_SEARCH`). A cgroup outside what this mount shows (another cgroup
-    /// namespace's) exists.
+    /// cache), or `None` when that cannot be told this way: no cgroup2 mount, or no permission
+    /// (`CAP_DAC_READ_SEARCH`; then [`CgroupResolver::ids`] tells). A cgroup outside what this
+    /// mount shows (another cgroup namespace's) exists.
     pub fn exists(&mut self, id: u64) -> Option<bool> {
         let mount = self.mount.clone()?;
         if !self.handles {
@@ -184,6 +184,27 @@ impl CgroupResolver {
                 None
             }
         }
+    }
+
+    /// The ids of every cgroup under the mount now (a walk of the tree, not the cache), or
+    /// `None` without a cgroup2 mount.
+    pub fn ids(&mut self) -> Option<std::collections::HashSet<u64>> {
+        let mount = self.mount.clone()?;
+        let mut ids = std::collections::HashSet::new();
+        ids.extend(id_of(&mount).ok());
+        let mut pending = vec![mount];
+        while let Some(dir) = pending.pop() {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue; // removed meanwhile, or unreadable
+            };
+            for entry in entries.flatten() {
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    ids.insert(entry.ino());
+                    pending.push(entry.path());
+                }
+            }
+        }
+        Some(ids)
     }
 
     /// The path of cgroup `id`, the cgroup of a connect by process `pid`: as

@@ -116,6 +116,11 @@ impl Workloads {
         exists
     }
 
+    /// The ids of every cgroup under the mount now (see [`CgroupResolver::ids`]).
+    pub fn ids(&mut self) -> Option<std::collections::HashSet<u64>> {
+        self.resolver.ids()
+    }
+
     /// The names of cgroup `id` (all `None` if it cannot be resolved now).
     pub fn names(&mut self, id: u64) -> WorkloadNames {
         self.names_for(id, None)

@@ -3,11 +3,12 @@
 //! connect() p50/p99 with and without each tracer at a paced 1000 connects/s, in real time
 //! (no icount: noisy). The tracers are probe-user's configurations and, with `--stap`,
 //! SystemTap's three examples (see [`crate::stap`]). `cargo xtask bench throughput` and
-//! `cargo xtask bench resources`: see their modules.
+//! `cargo xtask bench resources` and `cargo xtask bench scale` (metrics with thousands of
+//! cgroups): see their modules.
 //!
 //! `options.rs` (the command line) and `configs.rs` (what `overhead` and `latency` run) feed
 //! `measure.rs` (one boot, parsed), whose runs `overhead.rs` and `latency.rs` report;
-//! `throughput.rs` and `resources.rs` boot their own. Every report goes to its section of
+//! `throughput.rs`, `resources.rs` and `scale.rs` boot their own. Every report goes to its section of
 //! docs/benchmarks.md through `report.rs`, which uses none of them.
 
 mod configs;
@@ -17,6 +18,7 @@ mod options;
 mod overhead;
 mod report;
 mod resources;
+mod scale;
 mod throughput;
 
 use anyhow::{Result, bail};
@@ -31,8 +33,9 @@ pub fn run(options: Options) -> Result<()> {
         "latency" => true,
         "throughput" => return throughput::run(options.write),
         "resources" => return resources::run(options.write),
+        "scale" => return scale::run(options.write),
         other => bail!(
-            "unknown benchmark '{other}' (expected: overhead, latency, throughput, resources)"
+            "unknown benchmark '{other}' (expected: overhead, latency, throughput, resources, scale)"
         ),
     };
     if options.stap && options.arch != Arch::X86_64 {

@@ -10,7 +10,8 @@ pub struct Options {
     /// `overhead` (guest instructions per connect, deterministic), `latency` (connect()
     /// p50/p99 at a paced 1000 connects/s, real time under TCG: noisy) or `throughput`
     /// (connects/s reported and dropped with 1, 2 and 8 threads; real time) or `resources`
-    /// (start-up time and memory on every kernel of the matrix, every backend).
+    /// (start-up time and memory on every kernel of the matrix, every backend) or `scale`
+    /// (`--metrics` with 1,000 cgroups: scrape cost, memory, overflow and churn).
     #[arg(default_value = "overhead")]
     pub(super) which: String,
     /// Connect cycles per run.

@@ -131,6 +131,12 @@ pub struct Cli {
     /// kernel, and the dropped/missed/malformed counts. Nothing is printed per connect.
     #[arg(long, value_name = "ADDR", value_parser = parse_metrics_addr)]
     pub metrics: Option<std::net::SocketAddr>,
+    /// With --metrics: serve it over TLS and/or with basic authentication, as this file says,
+    /// in the format of the Prometheus exporter-toolkit (node_exporter's --web.config.file):
+    /// tls_server_config, basic_auth_users (bcrypt hashes), http_server_config.headers.
+    /// Read and checked at start: a file that cannot be used is an error (exit 2).
+    #[arg(long, value_name = "FILE", requires = "metrics")]
+    pub web_config_file: Option<std::path::PathBuf>,
     /// Push the metrics of --metrics over OTLP (OpenTelemetry) to URL (http:// or https://)
     /// every OTEL_METRIC_EXPORT_INTERVAL ms (default 60000) and at exit. Without URL,
     /// OTEL_EXPORTER_OTLP_METRICS_ENDPOINT or OTEL_EXPORTER_OTLP_ENDPOINT, else the default

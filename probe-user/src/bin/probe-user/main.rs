@@ -46,6 +46,18 @@ fn main() -> ExitCode {
         eprintln!("probe-user: error: {contradiction}");
         return ExitCode::from(2);
     }
+    // Before anything is attached: a web config that cannot be used is a usage error, like a
+    // bad option (restarting does not fix it).
+    let web = match &cli.web_config_file {
+        Some(path) => match metrics::web::load(path) {
+            Ok(web) => Some(std::sync::Arc::new(web)),
+            Err(e) => {
+                eprintln!("probe-user: error: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => None,
+    };
     // The OTLP endpoint and the OTEL_* variables, checked before anything is attached.
     let otlp = match cli.otlp_endpoint.as_deref().map(metrics::otlp::prepare) {
         None => None,
@@ -66,7 +78,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli, report, otlp)) {
+    match runtime.block_on(run(cli, report, web, otlp)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             match e.downcast_ref::<probe_user::Error>() {
@@ -86,7 +98,12 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli, report: Report, otlp: Option<metrics::otlp::Prepared>) -> Result<()> {
+async fn run(
+    cli: Cli,
+    report: Report,
+    web: Option<std::sync::Arc<metrics::web::WebConfig>>,
+    otlp: Option<metrics::otlp::Prepared>,
+) -> Result<()> {
     let counting = cli.counting();
     let count_by = cli.count_by();
     // JSON lines carry every field, the workload's too; neither counts nor SystemTap's
@@ -144,9 +161,13 @@ async fn run(cli: Cli, report: Report, otlp: Option<metrics::otlp::Prepared>) ->
     if counting {
         let scrapes = match cli.metrics {
             Some(addr) => {
-                let (bound, scrapes) = metrics::serve(addr).await?;
+                let scheme = match web.as_ref().is_some_and(|web| web.tls.is_some()) {
+                    true => "https",
+                    false => "http",
+                };
+                let (bound, scrapes) = metrics::serve(addr, web).await?;
                 // With port 0 the kernel picks one: say which.
-                eprintln!("probe-user: serving metrics on http://{bound}/metrics");
+                eprintln!("probe-user: serving metrics on {scheme}://{bound}/metrics");
                 Some(scrapes)
             }
             None => None,

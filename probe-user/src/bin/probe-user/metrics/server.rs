@@ -2,13 +2,18 @@
 //!
 //! # What a client can do to the endpoint
 //!
-//! Anyone who can connect to the address (with the default, 127.0.0.1, any local user) can
-//! hold at most [`MAX_CONNECTIONS`] (64) connections at once, each for at most
-//! [`CONNECTION_DEADLINE`] (10 s) and with at most [`MAX_BUF_SIZE`] (16 KiB) of its request
-//! buffered:
+//! Anyone who can connect to the address (with the default, 127.0.0.1, any local user), with or
+//! without credentials or a client certificate, can hold at most [`MAX_CONNECTIONS`] (64)
+//! connections at once, each for at most [`CONNECTION_DEADLINE`] (10 s) and with at most
+//! [`MAX_BUF_SIZE`] (16 KiB) of its request buffered:
 //!
-//! - a connection that has not sent its request headers within [`HEADER_READ_TIMEOUT`] (5 s)
-//!   is closed, however slowly it sends them (idle connections and slowloris clients);
+//! - with TLS (`--web-config-file`'s `tls_server_config`), a connection that has not completed
+//!   its handshake within [`HEADER_READ_TIMEOUT`] (5 s) is closed, like one that sends nothing;
+//!   a handshake that fails (plain HTTP, no or an unverified client certificate where one is
+//!   required) closes the connection with a TLS alert, before any request is read;
+//! - a connection that has not sent its request headers within [`HEADER_READ_TIMEOUT`] (5 s,
+//!   counted after the handshake with TLS) is closed, however slowly it sends them (idle
+//!   connections and slowloris clients);
 //! - keep-alive is off (one request per connection, answered with `connection: close`), and
 //!   any connection still open [`CONNECTION_DEADLINE`] after it was accepted is closed,
 //!   whatever the client does (a slow body, a response it does not read);
@@ -16,7 +21,15 @@
 //!   once: they neither queue nor hold anything, and the accept loop never waits for a slot;
 //! - errors accepting a connection (`EMFILE` when the process is out of file descriptors,
 //!   `ENOBUFS`, ...) pause accepting for 100 ms, doubling up to 1 s, and accepting resumes: the
-//!   first error of a run is reported on stderr once, later ones only at `RUST_LOG=warn`.
+//!   first error of a run is reported on stderr once, later ones only at `RUST_LOG=warn`;
+//! - with `basic_auth_users`, a request without a user's name and password is answered `401`
+//!   with `WWW-Authenticate: Basic realm="probe-user"` and nothing else. A password is checked
+//!   with bcrypt off the runtime's thread, one check at a time (`web/auth.rs`), and a right one
+//!   is remembered (as a keyed hash) so that later scrapes cost no bcrypt; an unknown user
+//!   costs the same comparison as a known one, so the time of a `401` does not tell which users
+//!   exist. A client sending wrong passwords keeps one core busy at most; a scrape whose
+//!   password is not remembered yet (the first after a start) waits its turn behind theirs,
+//!   within the connection deadline, while remembered ones need no turn.
 //!
 //! So a user who keeps opening connections can make scrapes fail (503 or a closed connection)
 //! for as long as they keep every slot taken, which needs a new connection per slot at least
@@ -32,11 +45,15 @@ use http_body_util::Full;
 use hyper::{Request, Response, StatusCode, body::Incoming, header, server::conn::http1};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::{
+    io::{AsyncRead, AsyncWrite},
     net::{TcpListener, TcpStream},
     sync::{Semaphore, mpsc, oneshot},
 };
 
-use super::text::CONTENT_TYPE;
+use super::{
+    text::CONTENT_TYPE,
+    web::{Verdict, WebConfig},
+};
 
 /// Connections served at once; more are answered 503 and closed. A Prometheus server needs one
 /// per scrape (keep-alive is off), so 64 leaves room for several scrapers, overlapping scrapes
@@ -65,6 +82,9 @@ const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\n\
 content-length: 5\r\nretry-after: 1\r\nconnection: close\r\n\r\nbusy\n";
 
+/// The challenge of a 401: basic authentication, in a realm named after the program.
+const UNAUTHORIZED_CHALLENGE: &str = "Basic realm=\"probe-user\", charset=\"UTF-8\"";
+
 /// How much the server lets each client hold (the constants above, smaller in tests).
 #[derive(Clone, Copy, Debug)]
 struct Limits {
@@ -89,12 +109,16 @@ pub type Scrape = oneshot::Sender<String>;
 /// time). Returns the address actually bound (its port chosen by the kernel if `addr`'s is 0)
 /// and the channel. Runs on the current tokio runtime until the receiver is dropped, within
 /// the limits described at the top of this module.
-pub async fn serve(addr: SocketAddr) -> Result<(SocketAddr, mpsc::Receiver<Scrape>)> {
-    serve_with(addr, Limits::DEFAULT).await
+pub async fn serve(
+    addr: SocketAddr,
+    web: Option<Arc<WebConfig>>,
+) -> Result<(SocketAddr, mpsc::Receiver<Scrape>)> {
+    serve_with(addr, web, Limits::DEFAULT).await
 }
 
 async fn serve_with(
     addr: SocketAddr,
+    web: Option<Arc<WebConfig>>,
     limits: Limits,
 ) -> Result<(SocketAddr, mpsc::Receiver<Scrape>)> {
     let listener = TcpListener::bind(addr)
@@ -104,13 +128,22 @@ async fn serve_with(
         .local_addr()
         .with_context(|| format!("cannot serve metrics on {addr}"))?;
     let (tx, rx) = mpsc::channel::<Scrape>(16);
-    tokio::spawn(accept_loop(listener, tx, limits));
+    tokio::spawn(accept_loop(listener, tx, web, limits));
     Ok((bound, rx))
 }
 
 /// Accepts connections until `scrapes`' receiver is dropped, serving each in its own task
 /// (while a slot is free) within `limits`. Never ends on an accept error.
-async fn accept_loop(listener: TcpListener, scrapes: mpsc::Sender<Scrape>, limits: Limits) {
+async fn accept_loop(
+    listener: TcpListener,
+    scrapes: mpsc::Sender<Scrape>,
+    web: Option<Arc<WebConfig>>,
+    limits: Limits,
+) {
+    let tls = web
+        .as_ref()
+        .and_then(|web| web.tls.clone())
+        .map(tokio_rustls::TlsAcceptor::from);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -152,13 +185,76 @@ async fn accept_loop(listener: TcpListener, scrapes: mpsc::Sender<Scrape>, limit
             continue;
         };
         let scrapes = scrapes.clone();
-        let service = hyper::service::service_fn(move |req| respond(req, scrapes.clone()));
-        let connection = http.serve_connection(TokioIo::new(stream), service);
+        let web = web.clone();
+        let service = hyper::service::service_fn(move |req| {
+            let (scrapes, web) = (scrapes.clone(), web.clone());
+            async move {
+                let mut response = match &web {
+                    Some(web) => admit(&req, web).await,
+                    None => None,
+                };
+                if response.is_none() {
+                    response = Some(respond(req, scrapes).await?);
+                }
+                let mut response = response.expect("an answer");
+                if let Some(web) = &web {
+                    response.headers_mut().extend(web.headers.clone());
+                }
+                Ok::<_, Infallible>(response)
+            }
+        });
+        let http = http.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
+            let served = async {
+                match tls {
+                    // The handshake is bounded like the request headers that follow it: a
+                    // client that opens a connection and never completes it is cut off.
+                    Some(tls) => {
+                        let handshake = tls.accept(stream);
+                        if let Ok(Ok(stream)) =
+                            tokio::time::timeout(limits.header_read_timeout, handshake).await
+                        {
+                            serve_one(&http, stream, service).await;
+                        }
+                    }
+                    None => serve_one(&http, stream, service).await,
+                }
+            };
             // Past the deadline the connection is dropped, which closes it.
-            let _ = tokio::time::timeout(limits.connection_deadline, connection).await;
+            let _ = tokio::time::timeout(limits.connection_deadline, served).await;
             drop(slot);
         });
+    }
+}
+
+/// Serves one HTTP/1.1 exchange on `io` (a TCP connection, or TLS over one).
+async fn serve_one<S, F>(http: &http1::Builder, io: S, service: F)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    F: hyper::service::Service<
+            Request<Incoming>,
+            Response = Response<Full<Bytes>>,
+            Error = Infallible,
+        >,
+{
+    let _ = http.serve_connection(TokioIo::new(io), service).await;
+}
+
+/// The answer to a request that `web`'s basic authentication refuses (401, with the
+/// `WWW-Authenticate` challenge that makes clients send credentials), or `None` to answer it.
+async fn admit(req: &Request<Incoming>, web: &WebConfig) -> Option<Response<Full<Bytes>>> {
+    let auth = web.auth.as_ref()?;
+    match auth.check(req.headers().get(header::AUTHORIZATION)).await {
+        Verdict::Allowed => None,
+        Verdict::Denied => Some(
+            Response::builder()
+                .status(StatusCode::UNAUTHORIZED)
+                .header(header::WWW_AUTHENTICATE, UNAUTHORIZED_CHALLENGE)
+                .header(header::CONTENT_TYPE, "text/plain")
+                .body(Full::new(Bytes::from_static(b"Unauthorized\n")))
+                .expect("a valid response"),
+        ),
     }
 }
 
@@ -223,6 +319,11 @@ mod tests {
     /// Serves on 127.0.0.1 with `limits` (on a thread and runtime of its own, until the test
     /// process ends), answering every scrape with `text`; returns the bound address.
     fn serving(limits: Limits, text: String) -> SocketAddr {
+        serving_with(None, limits, text)
+    }
+
+    /// [`serving`] with a web config.
+    fn serving_with(web: Option<Arc<WebConfig>>, limits: Limits, text: String) -> SocketAddr {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -230,7 +331,7 @@ mod tests {
                 .build()
                 .unwrap();
             runtime.block_on(async move {
-                let (addr, mut scrapes) = serve_with(([127, 0, 0, 1], 0).into(), limits)
+                let (addr, mut scrapes) = serve_with(([127, 0, 0, 1], 0).into(), web, limits)
                     .await
                     .unwrap();
                 tx.send(addr).unwrap();
@@ -347,5 +448,54 @@ mod tests {
         for _ in 0..SMALL.max_connections + 1 {
             assert!(get(addr, "/metrics").starts_with("HTTP/1.1 200 OK\r\n"));
         }
+    }
+
+    /// TLS with a self-signed certificate for localhost.
+    fn tls_only() -> Arc<WebConfig> {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let key = rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap();
+        #[allow(deprecated)] // The provider probe-user serves with: see web/tls.rs.
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let tls = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.der().clone()], key)
+            .unwrap();
+        Arc::new(WebConfig {
+            tls: Some(Arc::new(tls)),
+            auth: None,
+            headers: Default::default(),
+        })
+    }
+
+    #[test]
+    fn tls_handshakes_count_against_the_limits() {
+        use std::io::Write as _;
+        let addr = serving_with(Some(tls_only()), SMALL, "# EOF\n".into());
+        let start = std::time::Instant::now();
+        // One connection that never starts its handshake, one that stops halfway through its
+        // ClientHello (a record header announcing 512 bytes, then 3 of them).
+        let mut idle = connect(addr);
+        let mut partial = connect(addr);
+        partial
+            .write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01])
+            .unwrap();
+        // Both hold a slot: the cap is reached and the next connection is refused at once.
+        let refused = read_all(&mut connect(addr));
+        assert_eq!(
+            String::from_utf8_lossy(&refused),
+            String::from_utf8_lossy(BUSY)
+        );
+        // Both are cut off at the header timeout, no sooner, and not at the deadline.
+        assert_eq!(read_all(&mut idle), b"");
+        assert_eq!(read_all(&mut partial), b"");
+        let elapsed = start.elapsed();
+        assert!(elapsed >= SMALL.header_read_timeout, "{elapsed:?}");
+        assert!(elapsed < SMALL.connection_deadline, "{elapsed:?}");
     }
 }
