@@ -45,8 +45,9 @@ pub(crate) fn overflow_keys(outcome: bool) -> Vec<CountKey> {
 pub(crate) enum Presence {
     /// The kernel said (by file handle).
     Known(bool),
-    /// A walk of the cgroup tree found it, or not: gone only if an earlier walk found it.
-    Walked(bool),
+    /// A walk of the cgroup tree found it (`found`), or not: then gone only if it was visible
+    /// to this view of the tree before: named from it (`named`), or found by an earlier walk.
+    Walked { found: bool, named: bool },
 }
 
 /// `CONNECT_COUNTS` and what userspace keeps about it.
@@ -185,7 +186,7 @@ impl CountMap {
 
 /// Whether cgroup `id` is gone by what is known of it (`presence`), given the cgroups earlier
 /// walks found (`walked`, updated): a walk that does not find a cgroup says it is gone only if
-/// an earlier one found it (else it may be outside what the mount shows).
+/// it was named, or an earlier walk found it (else it may be outside what the mount shows).
 fn is_gone(
     walked: &mut std::collections::HashSet<u64>,
     id: u64,
@@ -193,11 +194,14 @@ fn is_gone(
 ) -> bool {
     match presence {
         Some(Presence::Known(exists)) => !exists,
-        Some(Presence::Walked(true)) => {
+        Some(Presence::Walked { found: true, .. }) => {
             walked.insert(id);
             false
         }
-        Some(Presence::Walked(false)) => walked.contains(&id),
+        Some(Presence::Walked {
+            found: false,
+            named,
+        }) => named || walked.contains(&id),
         None => false,
     }
 }
@@ -281,11 +285,14 @@ mod tests {
         assert!(is_gone(&mut walked, 1, Some(Presence::Known(false))));
         assert!(!is_gone(&mut walked, 1, Some(Presence::Known(true))));
         assert!(!is_gone(&mut walked, 1, None));
-        // Never found by a walk: perhaps outside the mount's view, so not gone.
-        assert!(!is_gone(&mut walked, 2, Some(Presence::Walked(false))));
-        assert!(!is_gone(&mut walked, 2, Some(Presence::Walked(true))));
-        assert!(!is_gone(&mut walked, 2, Some(Presence::Walked(true))));
-        assert!(is_gone(&mut walked, 2, Some(Presence::Walked(false))));
+        let walk = |found, named| Some(Presence::Walked { found, named });
+        // Never found by a walk nor named: perhaps outside the mount's view, so not gone.
+        assert!(!is_gone(&mut walked, 2, walk(false, false)));
+        assert!(!is_gone(&mut walked, 2, walk(true, false)));
+        assert!(!is_gone(&mut walked, 2, walk(true, false)));
+        assert!(is_gone(&mut walked, 2, walk(false, false)));
+        // Named (so visible), then not found.
+        assert!(is_gone(&mut walked, 3, walk(false, true)));
     }
 
     #[test]

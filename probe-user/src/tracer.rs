@@ -301,8 +301,9 @@ impl Tracer {
     ///
     /// Whether a cgroup exists is asked of the kernel by file handle where permitted
     /// (`CAP_DAC_READ_SEARCH`); otherwise by walking the cgroup2 mount's tree, once per call,
-    /// where a cgroup counts as gone only once a walk has seen it before (a cgroup outside what
-    /// the mount shows, another cgroup namespace's, is never retired). Without a cgroup2 mount
+    /// where a cgroup counts as gone only if it was named from the tree, or an earlier walk
+    /// found it (a cgroup outside what the mount shows, another cgroup namespace's, is never
+    /// retired). Without a cgroup2 mount
     /// nothing is retired.
     pub fn retire_gone_cgroups(&mut self, after: Duration) -> Retired {
         let Some(workloads) = self.workloads.as_ref().filter(|_| self.count_cgroup) else {
@@ -313,10 +314,16 @@ impl Tracer {
         let mut walked = None;
         self.counts.retire(after, |id| match workloads.exists(id) {
             Some(known) => Some(Presence::Known(known)),
-            None => walked
-                .get_or_insert_with(|| workloads.ids())
-                .as_ref()
-                .map(|ids| Presence::Walked(ids.contains(&id))),
+            None => {
+                let named = workloads.named(id);
+                walked
+                    .get_or_insert_with(|| workloads.ids())
+                    .as_ref()
+                    .map(|ids| Presence::Walked {
+                        found: ids.contains(&id),
+                        named,
+                    })
+            }
         })
     }
 

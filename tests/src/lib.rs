@@ -963,7 +963,30 @@ pub fn scrape(addr: SocketAddr) -> String {
     .unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    let (head, body) = http_response(&response);
     assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
-    body.to_string()
+    body
+}
+
+/// An HTTP/1.1 response's head and body, the body de-chunked if it was sent chunked (the
+/// metrics endpoint streams its expositions).
+pub fn http_response(response: &str) -> (&str, String) {
+    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
+    if !head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked\r\n")
+    {
+        return (head, body.to_string());
+    }
+    let mut whole = String::new();
+    let mut rest = body;
+    loop {
+        let (size, after) = rest.split_once("\r\n").expect("a chunk size");
+        let size = usize::from_str_radix(size.trim(), 16).expect("a hex chunk size");
+        if size == 0 {
+            return (head, whole);
+        }
+        whole.push_str(&after[..size]);
+        rest = &after[size + 2..];
+    }
 }

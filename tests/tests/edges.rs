@@ -275,6 +275,22 @@ fn edge_contradictory_and_out_of_range_flags_are_usage_errors() {
             &["--metrics", "0", "--format", "minimal"][..],
             "probe-user: error: --format minimal prints no destination, so it cannot show counts: use --format stap or json with --count or --metrics",
         ),
+        (
+            &["--count", "--max-series", "0"][..],
+            "probe-user: error: invalid value '0' for '--max-series <N>': 0 is not in 1..=1048576",
+        ),
+        (
+            &["--metrics", "0", "--max-series", "1048577"][..],
+            "probe-user: error: invalid value '1048577' for '--max-series <N>': 1048577 is not in 1..=1048576",
+        ),
+        (
+            &["--count", "--retire-after", "0s"][..],
+            "probe-user: error: invalid value '0s' for '--retire-after <DURATION>': a retirement delay must be between 1s and 30d",
+        ),
+        (
+            &["--max-series", "5"][..],
+            "probe-user: error: the following required arguments were not provided: <--count|--metrics <ADDR>>",
+        ),
     ] {
         probe_tests::assert_one_line_error(args, 2, expected);
     }

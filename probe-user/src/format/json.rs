@@ -65,6 +65,9 @@ pub(super) struct JsonCount<'a> {
     pub(super) daddr: Option<std::net::IpAddr>,
     pub(super) dport: u16,
     pub(super) connects: u64,
+    /// The row of every label set past the budget (`--max-series`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub(super) overflow: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) outcome: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -28,6 +28,7 @@ impl Formatter {
                     daddr: c.daddr,
                     dport: c.dport,
                     connects: c.connects,
+                    overflow: c.overflow,
                     outcome: c.outcome.map(|o| o.name()),
                     latency_ns_sum: c.outcome.map(|_| c.latency_ns),
                     workload: c.workload.as_ref().map(|w| JsonCountWorkload {
@@ -54,13 +55,11 @@ impl Formatter {
         }
         // By cgroup or container the row names who connected instead of where to (the
         // formatter is told, or else the rows tell: an empty table then says DESTINATION).
-        let inferred_workload = counts
-            .iter()
-            .any(|c| c.workload.is_some() && c.daddr.is_none() && c.dport == 0);
-        let inferred_container = inferred_workload
-            && counts
-                .iter()
-                .all(|c| c.workload.is_some() && c.cgroup_id.is_none());
+        let rows = || counts.iter().filter(|c| !c.overflow);
+        let inferred_workload =
+            rows().any(|c| c.workload.is_some() && c.daddr.is_none() && c.dport == 0);
+        let inferred_container =
+            inferred_workload && rows().all(|c| c.workload.is_some() && c.cgroup_id.is_none());
         let (by_workload, by_container) = match self.count_by {
             Some(CountBy::Cgroup) => (true, false),
             Some(CountBy::Container) => (true, true),
@@ -84,6 +83,8 @@ impl Formatter {
             }
             let _ = write!(out, "{:<14}  ", function);
             match (&c.workload, c.daddr) {
+                // Every label set past the budget (`--max-series`).
+                _ if c.overflow => out.extend_from_slice(b"other"),
                 (Some(w), _) if by_workload => push_workload(out, w, c.cgroup_id, by_container),
                 (_, Some(ip)) => push_endpoint(out, SocketAddr::new(ip, c.dport)),
                 (_, None) => {

@@ -116,6 +116,11 @@ impl Workloads {
         exists
     }
 
+    /// Whether cgroup `id` has been named (its path found) and is still cached.
+    pub fn named(&self, id: u64) -> bool {
+        self.names.get(&id).is_some_and(|n| n.cgroup.is_some())
+    }
+
     /// The ids of every cgroup under the mount now (see [`CgroupResolver::ids`]).
     pub fn ids(&mut self) -> Option<std::collections::HashSet<u64>> {
         self.resolver.ids()

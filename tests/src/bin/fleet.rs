@@ -97,8 +97,7 @@ fn scrape(addr: SocketAddr) {
     stream.read_to_end(&mut response).unwrap();
     let ms = start.elapsed().as_secs_f64() * 1000.0;
     let text = String::from_utf8_lossy(&response);
-    let (_, body) = text.split_once("\r\n\r\n").expect("an HTTP response");
-    let body = dechunk(body);
+    let (_, body) = probe_tests::http_response(&text);
     let mut samples = 0;
     let mut connects = 0.0;
     let mut named = Vec::new();
@@ -120,23 +119,4 @@ fn scrape(addr: SocketAddr) {
         body.len(),
         named.join(" ")
     );
-}
-
-/// A chunked HTTP/1.1 body as one text (or the body itself if not chunked).
-fn dechunk(body: &str) -> String {
-    let mut out = String::new();
-    let mut rest = body;
-    loop {
-        let Some((size, after)) = rest.split_once("\r\n") else {
-            return body.to_string();
-        };
-        let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
-            return body.to_string();
-        };
-        if size == 0 {
-            return out;
-        }
-        out.push_str(&after[..size]);
-        rest = &after[size + 2..];
-    }
 }

@@ -107,13 +107,13 @@ impl Counting {
         }
     }
 
-    /// Answers one scrape with the counts as they are now.
+    /// Answers one scrape with the counts as they are now (read here, written out as the
+    /// client takes them).
     fn answer(&mut self, reply: metrics::Scrape) {
-        let exposition = self.exposition();
-        let mut text = Vec::new();
-        metrics::text::write(&exposition, |chunk| text.extend(chunk));
-        // The writer writes UTF-8 only.
-        let _ = reply.send(String::from_utf8(text).unwrap_or_default());
+        if reply.is_closed() {
+            return;
+        }
+        let _ = reply.send(metrics::body::exposition(self.exposition()));
     }
 }
 

@@ -182,9 +182,7 @@ impl Exposition {
         let mut durations: BTreeMap<Labels, Histogram> = BTreeMap::new();
         let mut infos: BTreeMap<Labels, ()> = BTreeMap::new();
         let traced_outcomes = rows.iter().any(|r| r.outcome.is_some());
-        // An overflow row with no connects is a reserved key the kernel has not used: its
-        // series appears once something overflows into it.
-        for row in rows.iter().filter(|r| !r.overflow || r.connects > 0) {
+        for row in rows {
             let labels = labels(row, options, pins, &mut infos);
             *connects.entry(labels.clone()).or_default() += row.connects;
             let Some(outcome) = row.outcome else {

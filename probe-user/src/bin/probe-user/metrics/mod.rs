@@ -4,6 +4,7 @@
 //! TLS and basic authentication from `--web-config-file` ([`web`]); the same exposition pushed
 //! over OTLP ([`otlp`]) for `--otlp-endpoint`.
 
+pub mod body;
 mod exposition;
 pub mod otlp;
 mod server;

@@ -40,8 +40,6 @@
 use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::{Context as _, Result};
-use bytes::Bytes;
-use http_body_util::Full;
 use hyper::{Request, Response, StatusCode, body::Incoming, header, server::conn::http1};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::{
@@ -51,6 +49,7 @@ use tokio::{
 };
 
 use super::{
+    body::Body,
     text::CONTENT_TYPE,
     web::{Verdict, WebConfig},
 };
@@ -101,8 +100,8 @@ impl Limits {
     };
 }
 
-/// A scrape waiting for the current exposition text.
-pub type Scrape = oneshot::Sender<String>;
+/// A scrape waiting for the current exposition (see [`super::body::exposition`]).
+pub type Scrape = oneshot::Sender<Body>;
 
 /// Serves `GET /metrics` on `addr` over HTTP/1.1: each scrape is sent down the returned channel
 /// and answered with whatever text the receiver replies (so the numbers are read at scrape
@@ -232,18 +231,14 @@ async fn accept_loop(
 async fn serve_one<S, F>(http: &http1::Builder, io: S, service: F)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    F: hyper::service::Service<
-            Request<Incoming>,
-            Response = Response<Full<Bytes>>,
-            Error = Infallible,
-        >,
+    F: hyper::service::Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>,
 {
     let _ = http.serve_connection(TokioIo::new(io), service).await;
 }
 
 /// The answer to a request that `web`'s basic authentication refuses (401, with the
 /// `WWW-Authenticate` challenge that makes clients send credentials), or `None` to answer it.
-async fn admit(req: &Request<Incoming>, web: &WebConfig) -> Option<Response<Full<Bytes>>> {
+async fn admit(req: &Request<Incoming>, web: &WebConfig) -> Option<Response<Body>> {
     let auth = web.auth.as_ref()?;
     match auth.check(req.headers().get(header::AUTHORIZATION)).await {
         Verdict::Allowed => None,
@@ -252,7 +247,7 @@ async fn admit(req: &Request<Incoming>, web: &WebConfig) -> Option<Response<Full
                 .status(StatusCode::UNAUTHORIZED)
                 .header(header::WWW_AUTHENTICATE, UNAUTHORIZED_CHALLENGE)
                 .header(header::CONTENT_TYPE, "text/plain")
-                .body(Full::new(Bytes::from_static(b"Unauthorized\n")))
+                .body(Body::text(&b"Unauthorized\n"[..]))
                 .expect("a valid response"),
         ),
     }
@@ -276,32 +271,35 @@ fn refuse(stream: TcpStream) {
 async fn respond(
     req: Request<Incoming>,
     scrapes: mpsc::Sender<Scrape>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
-    let reply = |status, content_type, body: String| {
+) -> Result<Response<Body>, Infallible> {
+    let reply = |status, content_type, body: Body| {
         Ok(Response::builder()
             .status(status)
             .header(header::CONTENT_TYPE, content_type)
-            .body(Full::new(Bytes::from(body)))
+            .body(body)
             .expect("a valid response"))
     };
+    let stopping = || {
+        reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            Body::text("stopping\n"),
+        )
+    };
     if req.uri().path() != "/metrics" {
-        return reply(StatusCode::NOT_FOUND, "text/plain", "try /metrics\n".into());
+        return reply(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            Body::text("try /metrics\n"),
+        );
     }
     let (tx, rx) = oneshot::channel();
     if scrapes.send(tx).await.is_err() {
-        return reply(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "text/plain",
-            "stopping\n".into(),
-        );
+        return stopping();
     }
     match rx.await {
-        Ok(text) => reply(StatusCode::OK, CONTENT_TYPE, text),
-        Err(_) => reply(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "text/plain",
-            "stopping\n".into(),
-        ),
+        Ok(body) => reply(StatusCode::OK, CONTENT_TYPE, body),
+        Err(_) => stopping(),
     }
 }
 
@@ -336,7 +334,7 @@ mod tests {
                     .unwrap();
                 tx.send(addr).unwrap();
                 while let Some(reply) = scrapes.recv().await {
-                    let _ = reply.send(text.clone());
+                    let _ = reply.send(Body::text(text.clone()));
                 }
             });
         });
@@ -391,6 +389,49 @@ mod tests {
         assert!(head.contains("connection: close\r\n"), "{head}");
         assert!(body == text, "{} bytes of {}", body.len(), text.len());
         assert!(get(addr, "/other").starts_with("HTTP/1.1 404 Not Found\r\n"));
+    }
+
+    /// An exposition comes in chunks as it is written: sent chunked, whole.
+    #[test]
+    fn streams_a_chunked_exposition_whole() {
+        let text = "tcpconn_connects_total 1\n".repeat(20_000);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let chunks = text.clone();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let (addr, mut scrapes) =
+                    serve_with(([127, 0, 0, 1], 0).into(), None, Limits::DEFAULT)
+                        .await
+                        .unwrap();
+                tx.send(addr).unwrap();
+                while let Some(reply) = scrapes.recv().await {
+                    let (sender, body) = mpsc::channel(2);
+                    let _ = reply.send(Body::Chunks(body));
+                    for part in chunks.as_bytes().chunks(64 * 1024) {
+                        sender.send(part.to_vec().into()).await.unwrap();
+                    }
+                }
+            });
+        });
+        let response = get(rx.recv().unwrap(), "/metrics");
+        let (head, body) = response.split_once("\r\n\r\n").unwrap();
+        assert!(head.contains("transfer-encoding: chunked\r\n"), "{head}");
+        let mut whole = String::new();
+        let mut rest = body;
+        loop {
+            let (size, after) = rest.split_once("\r\n").unwrap();
+            let size = usize::from_str_radix(size, 16).unwrap();
+            if size == 0 {
+                break;
+            }
+            whole.push_str(&after[..size]);
+            rest = &after[size + 2..];
+        }
+        assert!(whole == text, "{} bytes of {}", whole.len(), text.len());
     }
 
     #[test]

@@ -19,8 +19,9 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 pub const CHUNK: usize = 64 * 1024;
 
 /// Writes `exposition` as OpenMetrics text, handing each chunk of about [`CHUNK`] bytes to
-/// `emit` as it fills, the last one ending with `# EOF`.
-pub fn write(exposition: &Exposition, mut emit: impl FnMut(Vec<u8>)) {
+/// `emit` as it fills, the last one ending with `# EOF`; stops early if `emit` returns false
+/// (nobody reads any more).
+pub fn write(exposition: &Exposition, mut emit: impl FnMut(Vec<u8>) -> bool) {
     let mut out = Vec::with_capacity(CHUNK + 4096);
     let bounds: Vec<String> = bucket_bounds_seconds()
         .map(|s| s.to_string())
@@ -42,11 +43,14 @@ pub fn write(exposition: &Exposition, mut emit: impl FnMut(Vec<u8>)) {
     emit(out);
 }
 
-/// The whole text at once (tests, and where a chunked body is not needed).
+/// The whole text at once.
 #[cfg(test)]
 pub fn to_string(exposition: &Exposition) -> String {
     let mut text = Vec::new();
-    write(exposition, |chunk| text.extend(chunk));
+    write(exposition, |chunk| {
+        text.extend(chunk);
+        true
+    });
     String::from_utf8(text).expect("the exposition is UTF-8")
 }
 
@@ -453,7 +457,10 @@ mod tests {
             None,
         );
         let mut chunks = Vec::new();
-        write(&exposition, |chunk| chunks.push(chunk));
+        write(&exposition, |chunk| {
+            chunks.push(chunk);
+            true
+        });
         assert!(chunks.len() > 2, "{}", chunks.len());
         assert!(chunks.iter().all(|c| c.len() < CHUNK + 4096));
         assert_eq!(chunks.concat(), to_string(&exposition).into_bytes());

@@ -1,0 +1,70 @@
+//! The body of the endpoint's responses: a short fixed text, or an exposition's chunks as they
+//! are written ([`super::text::write`] on a blocking thread, a few chunks ahead of the client),
+//! so that a scrape of any size holds a few chunks in memory, not its whole text.
+
+use std::{
+    convert::Infallible,
+    pin::Pin,
+    task::{Context, Poll},
+};
+
+use bytes::Bytes;
+use hyper::body::{Frame, SizeHint};
+use tokio::sync::mpsc;
+
+/// Chunks written ahead of what the client has taken.
+pub const CHUNKS_AHEAD: usize = 4;
+
+/// A response body.
+#[derive(Debug)]
+pub enum Body {
+    /// All of it (sent with a `content-length`).
+    Full(Option<Bytes>),
+    /// Chunks until the writer is done (sent chunked).
+    Chunks(mpsc::Receiver<Bytes>),
+}
+
+impl Body {
+    /// A fixed body.
+    pub fn text(text: impl Into<Bytes>) -> Self {
+        Body::Full(Some(text.into()))
+    }
+}
+
+impl hyper::body::Body for Body {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        match self.get_mut() {
+            Body::Full(text) => Poll::Ready(text.take().map(|t| Ok(Frame::data(t)))),
+            Body::Chunks(chunks) => chunks
+                .poll_recv(cx)
+                .map(|chunk| chunk.map(|c| Ok(Frame::data(c)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self, Body::Full(None))
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Body::Full(text) => SizeHint::with_exact(text.as_ref().map_or(0, |t| t.len() as u64)),
+            Body::Chunks(_) => SizeHint::default(),
+        }
+    }
+}
+
+/// Writes `exposition` as OpenMetrics text on a blocking thread into the returned body's
+/// chunks, at most [`CHUNKS_AHEAD`] ahead of the client (and stops if the client goes).
+pub fn exposition(exposition: super::Exposition) -> Body {
+    let (tx, rx) = mpsc::channel(CHUNKS_AHEAD);
+    tokio::task::spawn_blocking(move || {
+        super::text::write(&exposition, |chunk| tx.blocking_send(chunk.into()).is_ok());
+    });
+    Body::Chunks(rx)
+}
