@@ -11,7 +11,8 @@
 //!   each) that connect and are removed, each round once the last one's were retired: 20,000
 //!   label sets through a budget of 2,000, none overflowing.
 //!
-//! The workload is `tests/src/bin/fleet.rs`.
+//! The workload is `tests/src/bin/fleet.rs`, its cgroups below `/cg/fleet`, which probe-user
+//! traces alone (`--cgroup`): the scrapes' own connects are not counted.
 
 use std::{collections::BTreeMap, fmt::Write as _};
 
@@ -71,10 +72,11 @@ pub(super) fn run(write: bool) -> Result<()> {
 
 fn guest_script() -> String {
     let mut s = String::from(
-        "mkdir -p /cg && mount -t cgroup2 none /cg || exit 1\n\
+        "mkdir -p /cg && mount -t cgroup2 none /cg && mkdir /cg/fleet || exit 1\n\
          M=127.0.0.1:9779\n\
          start() { rm -f /tmp/err\n\
-           /bin/probe-user --metrics $M --outcome --metrics-label cgroup --stats \"$@\" \
+           /bin/probe-user --metrics $M --outcome --metrics-label cgroup --cgroup /cg/fleet \
+             --stats \"$@\" \
              > /dev/null 2> /tmp/err & t=$!\n\
            until grep -q Counting /tmp/err 2>/dev/null; do\n\
              kill -0 $t 2>/dev/null || { cat /tmp/err; exit 1; }; sleep 0.1; done; }\n\
@@ -85,7 +87,7 @@ fn guest_script() -> String {
            grep -e 'counts:' -e 'connects counted' -e 'other' /tmp/err | say $1; }\n",
     );
     let _ = writeln!(s, "SCRAPES={SCRAPES}");
-    let load = format!("/cg/load {CGROUPS} {OPEN} {CLOSED}");
+    let load = format!("/cg/fleet/load {CGROUPS} {OPEN} {CLOSED}");
     let _ = writeln!(
         s,
         "start\n/bin/fleet connect {load} | say load || exit 1\nscrapes load\nstop load"
@@ -100,7 +102,7 @@ fn guest_script() -> String {
         s,
         "start --max-series {CHURN_BUDGET} --retire-after 2s\n\
          for r in $(seq {ROUNDS}); do\n\
-           /bin/fleet connect /cg/churn$r {CHURN_CGROUPS} {OPEN} {CLOSED} --remove | say churn || exit 1\n\
+           /bin/fleet connect /cg/fleet/churn$r {CHURN_CGROUPS} {OPEN} {CLOSED} --remove | say churn || exit 1\n\
            n=0; until /bin/fleet scrape $M | grep -q ' series=0 '; do\n\
              n=$((n+1)); [ $n -gt 60 ] && {{ echo 'scale churn: not retired'; break; }}; sleep 0.5; done\n\
          done\n\
