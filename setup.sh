@@ -22,6 +22,7 @@ if [ "$(id -u)" -ne 0 ]; then sudo=(sudo); fi
 packages=(
   llvm-22-dev          # bpf-linker links the eBPF object with LLVM 22, rustc's own LLVM
   gcc                  # the host linker for cargo
+  clang-22             # compiles ring's C and assembly for the static aarch64 build
   musl-tools           # static probe-user for the test VMs and the release tarball
   qemu-system-x86      # the test VMs (cargo xtask test, run, bench)
   qemu-system-arm      # the arm64 test VMs (cargo xtask test --arch aarch64)

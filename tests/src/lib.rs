@@ -15,6 +15,8 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
+pub mod otlp;
+
 use probe_common::Backend;
 use socket2::{Domain, Socket, Type};
 

@@ -289,7 +289,7 @@ fn edge_contradictory_and_out_of_range_flags_are_usage_errors() {
         ),
         (
             &["--max-series", "5"][..],
-            "probe-user: error: the following required arguments were not provided: <--count|--metrics <ADDR>>",
+            "probe-user: error: the following required arguments were not provided: <--count|--metrics <ADDR>|--otlp-endpoint [<URL>]>",
         ),
     ] {
         probe_tests::assert_one_line_error(args, 2, expected);

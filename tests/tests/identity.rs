@@ -797,7 +797,7 @@ fn identity_bad_arguments_get_one_line_errors() {
         ),
         (
             &["--metrics-label", "cgroup"][..],
-            "probe-user: error: the following required arguments were not provided: --metrics <ADDR>",
+            "probe-user: error: the following required arguments were not provided: <--metrics <ADDR>|--otlp-endpoint [<URL>]>",
         ),
         (
             &["--metrics", "0", "--count-by", "container"][..],

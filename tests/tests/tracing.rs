@@ -465,7 +465,7 @@ fn bad_arguments_get_one_line_errors() {
         ),
         (
             &["--count-by", "port"][..],
-            "probe-user: error: the following required arguments were not provided: <--count|--metrics <ADDR>>",
+            "probe-user: error: the following required arguments were not provided: <--count|--metrics <ADDR>|--otlp-endpoint [<URL>]>",
         ),
         (
             &["--count", "--count-by", "dport"][..],

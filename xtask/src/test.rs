@@ -22,9 +22,9 @@ const TRACEPOINT: &str = Backend::Tracepoint.name();
 const BACKENDS: [&str; 3] = [KPROBE, FENTRY, TRACEPOINT];
 
 /// Test binaries whose scenarios depend on neither the kernel nor the backend (the metrics
-/// endpoint's TLS and authentication): run in one pass only, natively with the tracepoint
-/// backend where the host can, else in the first VM with its first backend.
-const ONCE: &[&str] = &["web"];
+/// endpoint's TLS and authentication, the OTLP push): run in one pass only, natively with the
+/// tracepoint backend where the host can, else in the first VM with its first backend.
+const ONCE: &[&str] = &["web", "otlp"];
 
 /// The line the guest script prints for each test binary that failed.
 const FAILED_MARKER: &str = "xtask-failed:";

@@ -26,7 +26,8 @@ const VERSION: &str = concat!(
 /// tcp.connect examples.
 #[derive(Parser, Debug)]
 #[command(version = VERSION, about)]
-#[command(group(clap::ArgGroup::new("counting").args(["count", "metrics"]).multiple(true)))]
+#[command(group(clap::ArgGroup::new("counting").args(["count", "metrics", "otlp_endpoint"]).multiple(true)))]
+#[command(group(clap::ArgGroup::new("exporting").args(["metrics", "otlp_endpoint"]).multiple(true)))]
 pub struct Cli {
     /// Output style: minimal (timestamp only), stap (with source and destination), json.
     #[arg(long, default_value_t = Format::Stap, value_parser = parse_format)]
@@ -107,10 +108,10 @@ pub struct Cli {
     /// caller's cgroup or container.
     #[arg(long, value_name = "KEY", value_parser = parse_count_by(), requires = "counting")]
     pub count_by: Option<CountBy>,
-    /// With --metrics: label every connect series with the caller's cgroup (cgroup_id, its
-    /// names in tcpconn_cgroup_info) or container (container_id), counted in the kernel per
-    /// cgroup.
-    #[arg(long, value_name = "LABEL", value_enum, requires = "metrics")]
+    /// With --metrics or --otlp-endpoint: label every connect series with the caller's cgroup
+    /// (cgroup_id, its names in tcpconn_cgroup_info) or container (container_id), counted in
+    /// the kernel per cgroup.
+    #[arg(long, value_name = "LABEL", value_enum, requires = "exporting")]
     pub metrics_label: Option<metrics::WorkloadLabel>,
     /// With --count or --metrics: the most label sets counted in the kernel (1 to 1048576;
     /// about 340 bytes of kernel memory each, whatever the number of CPUs). Connects with a
@@ -136,6 +137,13 @@ pub struct Cli {
     /// Read and checked at start: a file that cannot be used is an error (exit 2).
     #[arg(long, value_name = "FILE", requires = "metrics")]
     pub web_config_file: Option<std::path::PathBuf>,
+    /// Push the metrics of --metrics over OTLP (OpenTelemetry) to URL (http:// or https://)
+    /// every OTEL_METRIC_EXPORT_INTERVAL ms (default 60000) and at exit. Without URL,
+    /// OTEL_EXPORTER_OTLP_METRICS_ENDPOINT or OTEL_EXPORTER_OTLP_ENDPOINT, else the default
+    /// collector on localhost. The protocol (grpc or http/protobuf, the default), headers,
+    /// timeout, certificate and resource come from the OTEL_* environment variables.
+    #[arg(long, value_name = "URL", num_args = 0..=1, default_missing_value = "")]
+    pub otlp_endpoint: Option<String>,
     /// How to hook the connect path: auto (fentry where the kernel can attach it, else kprobe,
     /// else tracepoint), fentry (fexit on the connect functions), kprobe (kprobe and kretprobe,
     /// as SystemTap) or tracepoint (sock:inet_sock_set_state; reports only calls that send a
@@ -168,11 +176,15 @@ pub struct Cli {
 impl Cli {
     /// Options clap accepts one by one that cannot work together.
     pub fn contradiction(&self) -> Option<&'static str> {
-        if self.metrics.is_some()
-            && matches!(self.count_by, Some(CountBy::Cgroup | CountBy::Container))
-        {
+        let by_workload = matches!(self.count_by, Some(CountBy::Cgroup | CountBy::Container));
+        if self.metrics.is_some() && by_workload {
             return Some(
                 "--metrics counts by destination or port: label its series by cgroup or container with --metrics-label",
+            );
+        }
+        if self.otlp_endpoint.is_some() && by_workload {
+            return Some(
+                "--otlp-endpoint counts by destination or port: label its series by cgroup or container with --metrics-label",
             );
         }
         None
@@ -199,9 +211,9 @@ impl Cli {
         })
     }
 
-    /// Whether connects are counted (`--count` tables or `--metrics`).
+    /// Whether connects are counted (`--count` tables, `--metrics` or `--otlp-endpoint`).
     pub fn counting(&self) -> bool {
-        self.count || self.metrics.is_some()
+        self.count || self.metrics.is_some() || self.otlp_endpoint.is_some()
     }
 
     /// What connects are counted by: `--count` tables default to destinations, `--metrics` to

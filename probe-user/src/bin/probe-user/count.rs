@@ -1,5 +1,6 @@
-//! `--count` and `--metrics`: the kernel counts connects; this prints its table every interval
-//! and at exit, and answers scrapes with it (with `--stats`, the programs' statistics too).
+//! `--count`, `--metrics` and `--otlp-endpoint`: the kernel counts connects; this prints its
+//! table every interval and at exit, answers scrapes with it and hands it to the OTLP pusher
+//! (with `--stats`, the programs' statistics too).
 
 use std::time::Duration;
 
@@ -20,6 +21,8 @@ pub struct Counting {
     pub tables: Option<Duration>,
     /// `--metrics`: scrapes to answer.
     pub scrapes: Option<tokio::sync::mpsc::Receiver<metrics::Scrape>>,
+    /// `--otlp-endpoint`: where each export's exposition goes.
+    pub otlp: Option<metrics::otlp::Exporter>,
     /// The labels of the metrics' series.
     pub options: metrics::Options,
     /// The names each cgroup's series were first exported with.
@@ -96,6 +99,14 @@ impl Counting {
         )
     }
 
+    /// Hands the counts as they are now to the OTLP pusher.
+    fn export(&mut self) {
+        let exposition = self.exposition();
+        if let Some(otlp) = &self.otlp {
+            otlp.hand(exposition);
+        }
+    }
+
     /// Answers one scrape with the counts as they are now (read here, written out as the
     /// client takes them).
     fn answer(&mut self, reply: metrics::Scrape) {
@@ -122,15 +133,23 @@ pub async fn count_until_signal(
         if std::mem::take(&mut counting.stats_due) {
             stats::print_programs(&counting.tracer);
         }
+        let (scrapes, otlp) = (&mut counting.scrapes, &mut counting.otlp);
         let scrape = async {
-            match &mut counting.scrapes {
+            match scrapes {
                 Some(rx) => rx.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        let export = async {
+            match otlp {
+                Some(otlp) => otlp.tick().await,
                 None => std::future::pending().await,
             }
         };
         tokio::select! {
             _ = tick.tick() => counting.update(out),
             Some(reply) = scrape => counting.answer(reply),
+            () = export => counting.export(),
         }
     };
     // At the end: detach first, so that the last table and the counters below account for
@@ -148,6 +167,11 @@ pub async fn count_until_signal(
         stats::print(tracer, tracer.pending_calls());
     }
     tracer.reap_pending(Duration::ZERO);
+    // The last push, after the detach: it has every connect.
+    if let Some(otlp) = counting.otlp.take() {
+        otlp.finish(counting.exposition()).await;
+    }
+    let tracer = &mut counting.tracer;
     let counted: u64 = tracer.connect_counts().iter().map(|c| c.connects).sum();
     let counters = tracer.counters();
     let retired = tracer.retired();

@@ -58,6 +58,15 @@ fn main() -> ExitCode {
         },
         None => None,
     };
+    // The OTLP endpoint and the OTEL_* variables, checked before anything is attached.
+    let otlp = match cli.otlp_endpoint.as_deref().map(metrics::otlp::prepare) {
+        None => None,
+        Some(Ok(prepared)) => Some(prepared),
+        Some(Err(e)) => {
+            eprintln!("probe-user: error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("off")).init();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -69,7 +78,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli, report, web)) {
+    match runtime.block_on(run(cli, report, web, otlp)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             match e.downcast_ref::<probe_user::Error>() {
@@ -93,6 +102,7 @@ async fn run(
     cli: Cli,
     report: Report,
     web: Option<std::sync::Arc<metrics::web::WebConfig>>,
+    otlp: Option<metrics::otlp::Prepared>,
 ) -> Result<()> {
     let counting = cli.counting();
     let count_by = cli.count_by();
@@ -127,6 +137,8 @@ async fn run(
     // Signals first: a SIGINT that arrives while attaching still ends the run cleanly.
     let signals = Signals::new()?;
     let tracer = builder.attach()?;
+    // The start of every cumulative series pushed over OTLP.
+    let started = std::time::SystemTime::now();
     for skipped in tracer.fallbacks() {
         eprintln!(
             "probe-user: not attaching with {}: {}",
@@ -160,12 +172,14 @@ async fn run(
             }
             None => None,
         };
+        let otlp = otlp.map(|prepared| metrics::otlp::Exporter::start(prepared, started));
         eprintln!("Counting TCP connects by {count_by} ({backend}). Hit Ctrl-C to end.");
         let counting = count::Counting {
             tracer,
             formatter,
             tables: cli.count.then_some(cli.interval),
             scrapes,
+            otlp,
             options: metrics::Options {
                 with_daddr: cli.count_by == Some(CountBy::Destination),
                 label: cli.metrics_label,

@@ -1,10 +1,12 @@
 //! Prometheus / OpenMetrics exposition of the kernel's connect counts and of what was lost
 //! ([`Exposition`], written as text by [`text`]), and a small HTTP server for it ([`serve`];
 //! what a client can do to it is described in `server.rs`), for `probe-user --metrics`, with
-//! TLS and basic authentication from `--web-config-file` ([`web`]).
+//! TLS and basic authentication from `--web-config-file` ([`web`]); the same exposition pushed
+//! over OTLP ([`otlp`]) for `--otlp-endpoint`.
 
 pub mod body;
 mod exposition;
+pub mod otlp;
 mod server;
 pub mod text;
 pub mod web;
