@@ -77,14 +77,14 @@ pub mod limit {
     pub const MAX_MAPPED_CALLS: u32 = 1024;
     /// Label sets `--count` and `--metrics` keep by default (`--max-series`: the entries of
     /// `CONNECT_COUNTS`, besides [`OVERFLOW_KEYS`]); connects with a new label set beyond it are
-    /// counted under an overflow key. About 5.5 MiB of kernel memory (an entry is a 40-byte key
-    /// and a 248-byte value, plus the hash table's own ~50 bytes), the same on any number of
-    /// CPUs.
+    /// counted under an overflow key. About 5.6 MiB of kernel memory (an entry is a 32-byte key
+    /// and a 248-byte value, plus the hash table's own ~70 bytes: about 350 bytes), the same on
+    /// any number of CPUs.
     pub const MAX_COUNT_KEYS: u32 = 16384;
-    /// Most label sets `--max-series` may ask for (about 340 MiB of kernel memory).
+    /// Most label sets `--max-series` may ask for (about 350 MiB of kernel memory).
     pub const MAX_COUNT_KEYS_LIMIT: u32 = 1 << 20;
-    /// Entries of `CONNECT_COUNTS` reserved for its overflow keys: one per family and outcome
-    /// (`state::CountKey::overflow`).
+    /// Entries of `CONNECT_COUNTS` reserved for its overflow keys at most: one per family and
+    /// outcome (`state::CountKey::overflow`; one per family without outcomes).
     pub const OVERFLOW_KEYS: u32 = 2 * 8;
     /// Size of the event ring buffer in bytes (a power-of-two multiple of the page size).
     pub const RING_BYTES: u32 = 1 << 20;

@@ -268,7 +268,6 @@ fn first_count(key: &mut CountKey) -> Option<*mut CountValue> {
     if let Some(value) = CONNECT_COUNTS.get_ptr_mut(&*key) {
         return Some(value);
     }
-    count(counter::SERIES_OVERFLOW);
     // `CountKey::overflow(family, outcome)`, written field by field into the same stack slot
     // (a new zeroed key would be a `memset` call).
     key.cgroup_id = 0;
@@ -276,7 +275,9 @@ fn first_count(key: &mut CountKey) -> Option<*mut CountValue> {
     unsafe { put_addr(addr_of_mut!(key.daddr), RawAddr([0; 4])) };
     key.dport = 0;
     key.overflow = 1;
-    CONNECT_COUNTS.get_ptr_mut(&*key)
+    let value = CONNECT_COUNTS.get_ptr_mut(&*key)?;
+    count(counter::SERIES_OVERFLOW);
+    Some(value)
 }
 
 /// Adds one connect to a `CONNECT_COUNTS` value: with an `outcome`, its `latency_ns` to the sum

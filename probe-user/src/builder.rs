@@ -164,7 +164,7 @@ impl TracerBuilder {
     /// `probe_common::limit::MAX_COUNT_KEYS` (16,384). A connect with a new label set beyond
     /// it is counted under the overflow row of its family and outcome
     /// ([`crate::ConnectCount::overflow`]), so totals stay exact; [`crate::Counters::overflow`]
-    /// says how many were. Each costs about 340 bytes of kernel memory, whatever the number of
+    /// says how many were. Each costs about 350 bytes of kernel memory, whatever the number of
     /// CPUs.
     pub fn max_series(mut self, n: u32) -> Self {
         self.max_series = n;

@@ -45,9 +45,10 @@ pub(crate) fn overflow_keys(outcome: bool) -> Vec<CountKey> {
 pub(crate) enum Presence {
     /// The kernel said (by file handle).
     Known(bool),
-    /// A walk of the cgroup tree found it (`found`), or not: then gone only if it was visible
-    /// to this view of the tree before: named from it (`named`), or found by an earlier walk.
-    Walked { found: bool, named: bool },
+    /// A walk of the cgroup tree found it (`found`), or not: then gone if the tree shows every
+    /// cgroup, or it was visible to this view of the tree before (`visible`: the walk was of the
+    /// whole hierarchy, or the cgroup was named from the tree), or an earlier walk found it.
+    Walked { found: bool, visible: bool },
 }
 
 /// `CONNECT_COUNTS` and what userspace keeps about it.
@@ -99,11 +100,6 @@ impl CountMap {
         self.map.iter().filter_map(Result::ok).collect()
     }
 
-    /// Whether `key` is in the map.
-    pub(crate) fn contains(&self, key: &CountKey) -> bool {
-        self.map.get(key, 0).is_ok()
-    }
-
     /// Label sets counted (keys besides the overflow keys) at the last [`CountMap::entries`].
     pub(crate) fn series(&self) -> usize {
         self.series.load(Ordering::Relaxed)
@@ -133,30 +129,29 @@ impl CountMap {
         self.retired
     }
 
-    /// Retires the keys of every cgroup that `exists` has said is gone, at this call and
+    /// Retires the keys of every cgroup that `presence` has said is gone, at this call and
     /// earlier ones, for at least `after`: deletes them from the map, adding their counts to
-    /// [`CountMap::retired`]. `exists` answers `None` when it cannot tell (then nothing is
-    /// retired for that cgroup). Overflow keys and keys without a cgroup are never retired.
+    /// [`CountMap::retired`], and returns them (each value read again just before its delete,
+    /// so a connect added since the first read is in it). `presence` answers `None` when it
+    /// cannot tell (then nothing is retired for that cgroup). Overflow keys and keys without a
+    /// cgroup are never retired.
     pub(crate) fn retire(
         &mut self,
         after: Duration,
         mut presence: impl FnMut(u64) -> Option<Presence>,
-    ) -> Retired {
+    ) -> Vec<(CountKey, CountValue)> {
         let now = Instant::now();
         let entries = self.entries();
-        let mut by_cgroup: StdHashMap<u64, Vec<(CountKey, CountValue)>> = StdHashMap::new();
-        for (key, value) in entries {
+        let mut by_cgroup: StdHashMap<u64, Vec<CountKey>> = StdHashMap::new();
+        for (key, _) in entries {
             if key.overflow == 0 && key.cgroup_id != 0 {
-                by_cgroup
-                    .entry(key.cgroup_id)
-                    .or_default()
-                    .push((key, value));
+                by_cgroup.entry(key.cgroup_id).or_default().push(key);
             }
         }
         // Cgroups without keys any more need no watching.
         self.gone_since.retain(|id, _| by_cgroup.contains_key(id));
         self.walked.retain(|id| by_cgroup.contains_key(id));
-        let mut retired = Retired::default();
+        let mut retired = Vec::new();
         for (id, keys) in by_cgroup {
             if !is_gone(&mut self.walked, id, presence(id)) {
                 self.gone_since.remove(&id);
@@ -166,27 +161,30 @@ impl CountMap {
             if now.duration_since(since) < after {
                 continue;
             }
-            for (key, value) in keys {
+            for key in keys {
                 // A late connect of the cgroup (a handshake that ends after its tasks left)
-                // may add to the key between the read above and this delete: that one is not
-                // in `retired`. It can also recreate the key later, counted as new.
+                // may still add to the key between this read and the delete (not in `retired`,
+                // a window of two system calls), or recreate it later, counted as new.
+                let Ok(value) = self.map.get(&key, 0) else {
+                    continue;
+                };
                 if self.map.remove(&key).is_ok() {
-                    retired.series += 1;
-                    retired.connects += value.connects;
+                    self.retired.series += 1;
+                    self.retired.connects += value.connects;
+                    retired.push((key, value));
                 }
             }
             self.gone_since.remove(&id);
             self.walked.remove(&id);
         }
-        self.retired.series += retired.series;
-        self.retired.connects += retired.connects;
         retired
     }
 }
 
 /// Whether cgroup `id` is gone by what is known of it (`presence`), given the cgroups earlier
 /// walks found (`walked`, updated): a walk that does not find a cgroup says it is gone only if
-/// it was named, or an earlier walk found it (else it may be outside what the mount shows).
+/// it was visible (see [`Presence::Walked`]), or an earlier walk found it (else it may be
+/// outside what the mount shows).
 fn is_gone(
     walked: &mut std::collections::HashSet<u64>,
     id: u64,
@@ -200,8 +198,8 @@ fn is_gone(
         }
         Some(Presence::Walked {
             found: false,
-            named,
-        }) => named || walked.contains(&id),
+            visible,
+        }) => visible || walked.contains(&id),
         None => false,
     }
 }
@@ -285,13 +283,13 @@ mod tests {
         assert!(is_gone(&mut walked, 1, Some(Presence::Known(false))));
         assert!(!is_gone(&mut walked, 1, Some(Presence::Known(true))));
         assert!(!is_gone(&mut walked, 1, None));
-        let walk = |found, named| Some(Presence::Walked { found, named });
-        // Never found by a walk nor named: perhaps outside the mount's view, so not gone.
+        let walk = |found, visible| Some(Presence::Walked { found, visible });
+        // Never found by a walk, not visible: perhaps outside the mount's view, so not gone.
         assert!(!is_gone(&mut walked, 2, walk(false, false)));
         assert!(!is_gone(&mut walked, 2, walk(true, false)));
         assert!(!is_gone(&mut walked, 2, walk(true, false)));
         assert!(is_gone(&mut walked, 2, walk(false, false)));
-        // Named (so visible), then not found.
+        // Visible (named, or the walk was of the whole hierarchy), then not found.
         assert!(is_gone(&mut walked, 3, walk(false, true)));
     }
 

@@ -289,7 +289,10 @@ fn map_entries(
             map::CONNECT_COUNTS,
             used(
                 options.report.count_by().is_some(),
-                options.max_series + limit::OVERFLOW_KEYS,
+                // The overflow keys in room of their own: 2 without outcomes, 16 with.
+                options.max_series
+                    + crate::count_map::overflow_keys(options.report.outcome_filter().is_some())
+                        .len() as u32,
             ),
         ),
         (map::PID_FILTER, exactly(options.pids.len())),

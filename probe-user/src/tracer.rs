@@ -103,6 +103,8 @@ pub struct Tracer {
     min_latency_ns: u64,
     pending_events: VecDeque<ConnectEvent>,
     pending_counts: Vec<(CountKey, CountValue)>,
+    // Of those, the ones counted under an overflow key (the budget was in use).
+    pending_overflow: u64,
     logger: Option<EbpfLogger<&'static dyn log::Log>>,
     received: u64,
     malformed: u64,
@@ -165,6 +167,7 @@ impl Tracer {
             min_latency_ns: report.outcome_filter().map_or(0, |f| f.min_latency_ns()),
             pending_events: VecDeque::new(),
             pending_counts: Vec::new(),
+            pending_overflow: 0,
             logger,
             received: 0,
             malformed: 0,
@@ -292,39 +295,40 @@ impl Tracer {
     /// Retires the counts of cgroups gone for at least `after`, counting per cgroup
     /// ([`crate::Report::Counts`]'s `per_cgroup`, or by cgroup or container): deletes their
     /// keys from the kernel's map, so that a node whose workloads come and go never fills its
-    /// budget, and returns what this call retired (their rows leave
-    /// [`Tracer::connect_counts`]; [`Tracer::retired`] keeps the totals). Whether a cgroup
-    /// exists is asked of the kernel at each call (by file handle: it needs
-    /// `CAP_DAC_READ_SEARCH`; without it, or without a cgroup2 mount, nothing is retired), so
-    /// a cgroup is retired at the first call at least `after` past the first call that found
-    /// it gone. Call it every so often (the command does every `after / 4`, at most a minute).
+    /// budget, and returns the rows this call retired (they leave
+    /// [`Tracer::connect_counts`]; [`Tracer::retired`] keeps the totals). A cgroup is retired at
+    /// the first call at least `after` past the first call that found it gone. Call it every so
+    /// often (the command does every `after / 4`, at most a minute).
     ///
     /// Whether a cgroup exists is asked of the kernel by file handle where permitted
-    /// (`CAP_DAC_READ_SEARCH`); otherwise by walking the cgroup2 mount's tree, once per call,
-    /// where a cgroup counts as gone only if it was named from the tree, or an earlier walk
-    /// found it (a cgroup outside what the mount shows, another cgroup namespace's, is never
-    /// retired). Without a cgroup2 mount
-    /// nothing is retired.
-    pub fn retire_gone_cgroups(&mut self, after: Duration) -> Retired {
-        let Some(workloads) = self.workloads.as_ref().filter(|_| self.count_cgroup) else {
-            return Retired::default();
+    /// (`CAP_DAC_READ_SEARCH`); otherwise by walking the cgroup2 mount's tree, once per call:
+    /// a cgroup the walk does not find is gone if the mount shows the whole hierarchy, or if it
+    /// was named from the tree or found by an earlier walk (a cgroup outside what a cgroup
+    /// namespace's mount shows is never retired). Without a cgroup2 mount nothing is retired.
+    pub fn retire_gone_cgroups(&mut self, after: Duration) -> Vec<ConnectCount> {
+        let (Some(by), Some(workloads)) = (
+            self.count_by,
+            self.workloads.as_ref().filter(|_| self.count_cgroup),
+        ) else {
+            return Vec::new();
         };
         let mut workloads = lock(workloads);
         // Without file handles, one walk of the tree for the whole call.
         let mut walked = None;
-        self.counts.retire(after, |id| match workloads.exists(id) {
+        let retired = self.counts.retire(after, |id| match workloads.exists(id) {
             Some(known) => Some(Presence::Known(known)),
             None => {
                 let named = workloads.named(id);
                 walked
                     .get_or_insert_with(|| workloads.ids())
                     .as_ref()
-                    .map(|ids| Presence::Walked {
+                    .map(|(ids, whole)| Presence::Walked {
                         found: ids.contains(&id),
-                        named,
+                        visible: *whole || named,
                     })
             }
-        })
+        });
+        counts::rows(by, true, retired, |id| workloads.names(id))
     }
 
     /// Everything [`Tracer::retire_gone_cgroups`] retired so far.
@@ -409,6 +413,12 @@ impl Tracer {
         // What drain would have reaped as stale by now is stale still, not pending.
         self.reap(STALE_AFTER, CONNECTING_STALE_AFTER);
         let now = clock::boot_now_ns();
+        // The label sets counted now, and those the pending connects add, against the budget.
+        let mut label_sets: std::collections::HashSet<CountKey> = match self.count_by {
+            Some(_) => self.counts.entries().into_iter().map(|(k, _)| k).collect(),
+            None => Default::default(),
+        };
+        let mut series = self.counts.series();
         for record in self.connecting.take_all() {
             let latency_ns = now.saturating_sub(record.boot_ns);
             // `--min-latency` leaves out a connect pending for less (filtered, not lost).
@@ -440,10 +450,14 @@ impl Tracer {
                         Outcome::Pending as u8,
                     );
                     // As the kernel side would: a new label set beyond the budget overflows.
-                    if !self.counts.contains(&key)
-                        && self.counts.series() >= self.max_series as usize
-                    {
-                        key = CountKey::overflow(record.family, Outcome::Pending as u8);
+                    if !label_sets.contains(&key) {
+                        if series < self.max_series as usize {
+                            series += 1;
+                            label_sets.insert(key);
+                        } else {
+                            key = CountKey::overflow(record.family, Outcome::Pending as u8);
+                            self.pending_overflow += 1;
+                        }
                     }
                     let mut value = CountValue {
                         connects: 1,
@@ -512,7 +526,7 @@ impl Tracer {
                 + self.connecting.evicted(total),
             missed: total(counter::MISSED_RETURN) + self.reaped + self.skipped_runs(),
             malformed: self.malformed,
-            overflow: total(counter::SERIES_OVERFLOW),
+            overflow: total(counter::SERIES_OVERFLOW) + self.pending_overflow,
         }
     }
 }

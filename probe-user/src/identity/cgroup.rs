@@ -71,6 +71,8 @@ pub(super) const MAX_ENTRIES: usize = 65_536;
 /// How long "no such cgroup" is believed, so a cgroup created later still resolves; also the
 /// least time between two walks of the tree, so a flood of unknown ids cannot keep it walking.
 const RETRY: Duration = Duration::from_secs(1);
+/// The cgroup id of the hierarchy's root (its kernfs root node's).
+const ROOT_ID: u64 = 1;
 /// `FILEID_KERNFS`: a kernfs file handle is the node's 64-bit id, i.e. the cgroup id.
 const FILEID_KERNFS: i32 = 0xfe;
 
@@ -186,12 +188,14 @@ impl CgroupResolver {
         }
     }
 
-    /// The ids of every cgroup under the mount now (a walk of the tree, not the cache), or
-    /// `None` without a cgroup2 mount.
-    pub fn ids(&mut self) -> Option<std::collections::HashSet<u64>> {
+    /// The ids of every cgroup under the mount now (a walk of the tree, not the cache), and
+    /// whether that is every cgroup of the machine (the mount is of the hierarchy's root, id 1,
+    /// not of a cgroup namespace's); `None` without a cgroup2 mount.
+    pub fn ids(&mut self) -> Option<(std::collections::HashSet<u64>, bool)> {
         let mount = self.mount.clone()?;
         let mut ids = std::collections::HashSet::new();
-        ids.extend(id_of(&mount).ok());
+        let root = id_of(&mount).ok();
+        ids.extend(root);
         let mut pending = vec![mount];
         while let Some(dir) = pending.pop() {
             let Ok(entries) = std::fs::read_dir(&dir) else {
@@ -204,7 +208,7 @@ impl CgroupResolver {
                 }
             }
         }
-        Some(ids)
+        Some((ids, root == Some(ROOT_ID)))
     }
 
     /// The path of cgroup `id`, the cgroup of a connect by process `pid`: as

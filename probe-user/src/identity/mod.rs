@@ -121,8 +121,9 @@ impl Workloads {
         self.names.get(&id).is_some_and(|n| n.cgroup.is_some())
     }
 
-    /// The ids of every cgroup under the mount now (see [`CgroupResolver::ids`]).
-    pub fn ids(&mut self) -> Option<std::collections::HashSet<u64>> {
+    /// The ids of every cgroup under the mount now, and whether that is every cgroup (see
+    /// [`CgroupResolver::ids`]).
+    pub fn ids(&mut self) -> Option<(std::collections::HashSet<u64>, bool)> {
         self.resolver.ids()
     }
 

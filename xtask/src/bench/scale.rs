@@ -162,6 +162,9 @@ fn report(lines: &Lines) -> Result<String> {
         ms.sort_by(f64::total_cmp);
         let number = |key| -> f64 { field(last, key).and_then(|v| v.parse().ok()).unwrap_or(0.0) };
         let counted = number("connects") + number("retired_connects_total");
+        if counted != made as f64 {
+            bail!("{phase}: {counted} connects counted, {made} made");
+        }
         let kib = |key: &str| -> String {
             phase_lines
                 .iter()

@@ -114,7 +114,7 @@ pub struct Cli {
     #[arg(long, value_name = "LABEL", value_enum, requires = "exporting")]
     pub metrics_label: Option<metrics::WorkloadLabel>,
     /// With --count or --metrics: the most label sets counted in the kernel (1 to 1048576;
-    /// about 340 bytes of kernel memory each, whatever the number of CPUs). Connects with a
+    /// about 350 bytes of kernel memory each, whatever the number of CPUs). Connects with a
     /// new label set beyond it are counted under the "other" series of their family and
     /// outcome (tcpconn_series_overflow_total says how many).
     #[arg(long, value_name = "N", default_value_t = probe_common::limit::MAX_COUNT_KEYS,

@@ -2,7 +2,7 @@
 //! table every interval and at exit, answers scrapes with it and hands it to the OTLP pusher
 //! (with `--stats`, the programs' statistics too).
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use anyhow::Result;
 use probe_user::{Formatter, Tracer};
@@ -25,6 +25,8 @@ pub struct Counting {
     pub otlp: Option<metrics::otlp::Exporter>,
     /// The labels of the metrics' series.
     pub options: metrics::Options,
+    /// The expositions being written ([`metrics::body::WRITERS`]).
+    pub writers: Arc<tokio::sync::Semaphore>,
     /// The names each cgroup's series were first exported with.
     pub pins: metrics::Pins,
     /// `--retire-after`, and when gone cgroups were last looked for.
@@ -55,13 +57,13 @@ impl Counting {
         }
         self.last_retire = std::time::Instant::now();
         let retired = self.tracer.retire_gone_cgroups(self.retire_after);
-        if retired.series > 0 {
+        if !retired.is_empty() {
             log::info!(
-                "retired {} label sets ({} connects) of cgroups gone for {}",
-                retired.series,
-                retired.connects,
+                "retired {} rows of cgroups gone for {}",
+                retired.len(),
                 humantime::format_duration(self.retire_after)
             );
+            self.pins.retire(&retired, self.options);
         }
     }
 
@@ -108,12 +110,17 @@ impl Counting {
     }
 
     /// Answers one scrape with the counts as they are now (read here, written out as the
-    /// client takes them).
+    /// client takes them), or as busy if [`metrics::body::WRITERS`] expositions are being
+    /// written.
     fn answer(&mut self, reply: metrics::Scrape) {
         if reply.is_closed() {
             return;
         }
-        let _ = reply.send(metrics::body::exposition(self.exposition()));
+        let Ok(writer) = Arc::clone(&self.writers).try_acquire_owned() else {
+            let _ = reply.send(None);
+            return;
+        };
+        let _ = reply.send(Some(metrics::body::exposition(self.exposition(), writer)));
     }
 }
 

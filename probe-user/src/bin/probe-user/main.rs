@@ -185,6 +185,7 @@ async fn run(
                 label: cli.metrics_label,
             },
             pins: metrics::Pins::default(),
+            writers: std::sync::Arc::new(tokio::sync::Semaphore::new(metrics::body::WRITERS)),
             retire_after: cli.retire_after,
             last_retire: std::time::Instant::now(),
             stats: cli.stats,

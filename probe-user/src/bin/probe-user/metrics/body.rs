@@ -10,10 +10,16 @@ use std::{
 
 use bytes::Bytes;
 use hyper::body::{Frame, SizeHint};
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
 
 /// Chunks written ahead of what the client has taken.
 pub const CHUNKS_AHEAD: usize = 4;
+
+/// Expositions being written at once: each holds a scrape's worth of series (about 10 MiB at
+/// 10,000 label sets with outcomes) until its client has read it all, or its connection's
+/// deadline (10 s) passes. A scrape beyond them is answered `503` (`retry-after: 1`), so
+/// clients that ask and never read hold at most this many, whatever their number.
+pub const WRITERS: usize = 2;
 
 /// A response body.
 #[derive(Debug)]
@@ -60,11 +66,13 @@ impl hyper::body::Body for Body {
 }
 
 /// Writes `exposition` as OpenMetrics text on a blocking thread into the returned body's
-/// chunks, at most [`CHUNKS_AHEAD`] ahead of the client (and stops if the client goes).
-pub fn exposition(exposition: super::Exposition) -> Body {
+/// chunks, at most [`CHUNKS_AHEAD`] ahead of the client (and stops if the client goes),
+/// holding `writer` (one of [`WRITERS`]) until it is done.
+pub fn exposition(exposition: super::Exposition, writer: OwnedSemaphorePermit) -> Body {
     let (tx, rx) = mpsc::channel(CHUNKS_AHEAD);
     tokio::task::spawn_blocking(move || {
         super::text::write(&exposition, |chunk| tx.blocking_send(chunk.into()).is_ok());
+        drop(writer);
     });
     Body::Chunks(rx)
 }

@@ -13,10 +13,15 @@
 //! long as the kernel holds the cgroup's counts: a cgroup named late never moves from one
 //! series to another.
 
-use std::collections::{BTreeMap, HashMap};
+use std::{
+    collections::{BTreeMap, HashMap},
+    time::{Duration, Instant},
+};
 
 use probe_common::Named as _;
-use probe_user::{ConnectCount, Counters, LATENCY_BUCKET_BOUNDS_NS, ProgramStats, WorkloadNames};
+use probe_user::{
+    ConnectCount, Counters, LATENCY_BUCKET_BOUNDS_NS, Outcome, ProgramStats, WorkloadNames,
+};
 
 use super::WorkloadLabel;
 
@@ -101,7 +106,9 @@ impl Histogram {
     /// Adds the kernel-bucketed latencies of `row`.
     fn add(&mut self, row: &ConnectCount) {
         self.sum_seconds += row.latency_ns as f64 / 1e9;
-        self.count += row.connects;
+        // The buckets' sum, not `connects`: the kernel adds to each separately, and a read
+        // between the two must still give a `_count` equal to the `+Inf` bucket.
+        self.count += row.latency_buckets.iter().sum::<u64>();
         for (b, &n) in row.latency_buckets.iter().enumerate() {
             let exported = EXPORTED_BUCKETS.partition_point(|&bound| bound < b);
             self.buckets[exported] += n;
@@ -118,18 +125,33 @@ pub struct Options {
     pub label: Option<WorkloadLabel>,
 }
 
+/// How long a connect of a cgroup not named yet is held back from the `container_id` series,
+/// waiting for its names (without file handles, a new cgroup is named by the next walk of the
+/// tree, at most a second away), before it is exported as of no container for good.
+pub const NAMING_GRACE: Duration = Duration::from_secs(5);
+
 /// The names a cgroup's series were first exported with, by cgroup id, kept while the cgroup
-/// has counts (see the module's doc).
+/// has counts, and what retired cgroups had counted under series that go on (see the module's
+/// doc).
 #[derive(Debug, Default)]
-pub struct Pins(HashMap<u64, WorkloadNames>);
+pub struct Pins {
+    names: HashMap<u64, WorkloadNames>,
+    /// Since when each cgroup not named yet has been held back (`--metrics-label container`).
+    unnamed: HashMap<u64, Instant>,
+    /// By `container_id` series (its labels and outcome), the counts of its retired cgroups:
+    /// the series is the sum of its cgroups', so without them it would go down. Kept while
+    /// the container has a cgroup with counts.
+    carried: BTreeMap<(Labels, Option<Outcome>), ConnectCount>,
+}
 
 impl Pins {
     /// The names `id` is exported with: `now`'s on first use, the same ever after; with
     /// `refine`, names found after a first use that had none replace those (only an info
     /// metric shows them: the series' label is the id).
     fn names(&mut self, id: u64, now: Option<&WorkloadNames>, refine: bool) -> &WorkloadNames {
+        self.unnamed.remove(&id);
         let pinned = self
-            .0
+            .names
             .entry(id)
             .or_insert_with(|| now.cloned().unwrap_or_default());
         if let (true, None, Some(now)) = (refine, &pinned.cgroup, now) {
@@ -138,11 +160,58 @@ impl Pins {
         pinned
     }
 
+    /// Whether a connect of cgroup `id`, named `now`, waits for its names before its
+    /// `container_id` is decided (see [`NAMING_GRACE`]).
+    fn held_back(&mut self, id: u64, now: Option<&WorkloadNames>) -> bool {
+        if self.names.contains_key(&id) || now.is_some_and(|n| n.cgroup.is_some()) {
+            return false;
+        }
+        let since = *self.unnamed.entry(id).or_insert_with(Instant::now);
+        since.elapsed() < NAMING_GRACE
+    }
+
     /// Forgets the cgroups not in `rows` (their counts were retired).
     fn keep_only(&mut self, rows: &[ConnectCount]) {
         let live: std::collections::HashSet<u64> =
             rows.iter().filter_map(|r| r.cgroup_id).collect();
-        self.0.retain(|id, _| live.contains(id));
+        self.names.retain(|id, _| live.contains(id));
+        self.unnamed.retain(|id, _| live.contains(id));
+    }
+
+    /// Takes in the rows of retired cgroups (from
+    /// [`probe_user::Tracer::retire_gone_cgroups`]): labelled by container, their counts are
+    /// carried on in the series they were part of; labelled by cgroup id, their series end.
+    pub fn retire(&mut self, rows: &[ConnectCount], options: Options) {
+        if options.label == Some(WorkloadLabel::Container) {
+            let mut infos = BTreeMap::new();
+            for row in rows {
+                // Decided now if it never was: the cgroup is gone.
+                let id = row.cgroup_id.unwrap_or(0);
+                self.unnamed.insert(id, Instant::now() - NAMING_GRACE);
+                let Some(labels) = labels(row, options, self, &mut infos) else {
+                    continue;
+                };
+                let carried = self
+                    .carried
+                    .entry((labels, row.outcome))
+                    .or_insert_with(|| {
+                        let mut empty = row.clone();
+                        empty.connects = 0;
+                        empty.latency_ns = 0;
+                        empty.latency_buckets = [0; ConnectCount::LATENCY_BUCKETS];
+                        empty
+                    });
+                carried.connects += row.connects;
+                carried.latency_ns += row.latency_ns;
+                for (sum, n) in carried.latency_buckets.iter_mut().zip(row.latency_buckets) {
+                    *sum += n;
+                }
+            }
+        }
+        for id in rows.iter().filter_map(|r| r.cgroup_id) {
+            self.names.remove(&id);
+            self.unnamed.remove(&id);
+        }
     }
 }
 
@@ -182,11 +251,10 @@ impl Exposition {
         let mut durations: BTreeMap<Labels, Histogram> = BTreeMap::new();
         let mut infos: BTreeMap<Labels, ()> = BTreeMap::new();
         let traced_outcomes = rows.iter().any(|r| r.outcome.is_some());
-        for row in rows {
-            let labels = labels(row, options, pins, &mut infos);
+        let mut add = |labels: Labels, row: &ConnectCount| {
             *connects.entry(labels.clone()).or_default() += row.connects;
             let Some(outcome) = row.outcome else {
-                continue;
+                return;
             };
             if outcome.is_failure() {
                 let mut labels = labels.clone();
@@ -196,6 +264,19 @@ impl Exposition {
             let mut labels = labels;
             labels.push(("outcome", outcome.name().to_string()));
             durations.entry(labels).or_default().add(row);
+        };
+        let mut containers = std::collections::HashSet::new();
+        for row in rows {
+            if let Some(labels) = labels(row, options, pins, &mut infos) {
+                containers.extend(container_of(&labels));
+                add(labels, row);
+            }
+        }
+        // Retired cgroups' counts go on in the series of a container that still counts.
+        pins.carried
+            .retain(|(labels, _), _| container_of(labels).is_some_and(|c| containers.contains(&c)));
+        for ((labels, _), row) in &pins.carried {
+            add(labels.clone(), row);
         }
         let counts = |map: BTreeMap<Labels, u64>| -> Vec<Series> {
             map.into_iter()
@@ -261,13 +342,22 @@ impl Exposition {
     }
 }
 
-/// The labels of `row`'s connect series; records the info series of its workload in `infos`.
+/// The `container_id` label's value in `labels`, if any.
+fn container_of(labels: &Labels) -> Option<String> {
+    labels
+        .iter()
+        .find(|(name, _)| *name == "container_id")
+        .map(|(_, value)| value.clone())
+}
+
+/// The labels of `row`'s connect series, or `None` while it is held back (see
+/// [`NAMING_GRACE`]); records the info series of its workload in `infos`.
 fn labels(
     row: &ConnectCount,
     options: Options,
     pins: &mut Pins,
     infos: &mut BTreeMap<Labels, ()>,
-) -> Labels {
+) -> Option<Labels> {
     let other = || OTHER.to_string();
     let mut labels: Labels = vec![
         ("family", row.family.name().to_string()),
@@ -288,10 +378,15 @@ fn labels(
         labels.push(("daddr", daddr));
     }
     let Some(label) = options.label else {
-        return labels;
+        return Some(labels);
     };
     let (name, value) = match (row.overflow, row.cgroup_id) {
         (true, _) | (false, None) => (label_name(label), other()),
+        (false, Some(id))
+            if label == WorkloadLabel::Container && pins.held_back(id, row.workload.as_ref()) =>
+        {
+            return None;
+        }
         (false, Some(id)) => {
             let refine = label == WorkloadLabel::Cgroup;
             let names = pins.names(id, row.workload.as_ref(), refine);
@@ -326,7 +421,7 @@ fn labels(
         }
     };
     labels.push((name, value));
-    labels
+    Some(labels)
 }
 
 /// The connect series' label of `label`.

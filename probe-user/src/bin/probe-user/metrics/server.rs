@@ -31,6 +31,10 @@
 //!   password is not remembered yet (the first after a start) waits its turn behind theirs,
 //!   within the connection deadline, while remembered ones need no turn.
 //!
+//! - at most [`super::body::WRITERS`] (2) scrapes' expositions are written at once, each
+//!   until its client has read it (or its deadline): a scrape beyond them is answered `503`
+//!   with `retry-after: 1`, so clients that ask and never read hold at most that much memory.
+//!
 //! So a user who keeps opening connections can make scrapes fail (503 or a closed connection)
 //! for as long as they keep every slot taken, which needs a new connection per slot at least
 //! every 10 s (every 5 s without sending a request); they cannot stop the endpoint for good,
@@ -100,8 +104,9 @@ impl Limits {
     };
 }
 
-/// A scrape waiting for the current exposition (see [`super::body::exposition`]).
-pub type Scrape = oneshot::Sender<Body>;
+/// A scrape waiting for the current exposition (see [`super::body::exposition`]), or `None`
+/// when [`super::body::WRITERS`] are busy (answered `503`).
+pub type Scrape = oneshot::Sender<Option<Body>>;
 
 /// Serves `GET /metrics` on `addr` over HTTP/1.1: each scrape is sent down the returned channel
 /// and answered with whatever text the receiver replies (so the numbers are read at scrape
@@ -298,7 +303,13 @@ async fn respond(
         return stopping();
     }
     match rx.await {
-        Ok(body) => reply(StatusCode::OK, CONTENT_TYPE, body),
+        Ok(Some(body)) => reply(StatusCode::OK, CONTENT_TYPE, body),
+        Ok(None) => Ok(Response::builder()
+            .status(StatusCode::SERVICE_UNAVAILABLE)
+            .header(header::CONTENT_TYPE, "text/plain")
+            .header(header::RETRY_AFTER, "1")
+            .body(Body::text("busy\n"))
+            .expect("a valid response")),
         Err(_) => stopping(),
     }
 }
@@ -334,7 +345,7 @@ mod tests {
                     .unwrap();
                 tx.send(addr).unwrap();
                 while let Some(reply) = scrapes.recv().await {
-                    let _ = reply.send(Body::text(text.clone()));
+                    let _ = reply.send(Some(Body::text(text.clone())));
                 }
             });
         });
@@ -410,7 +421,7 @@ mod tests {
                 tx.send(addr).unwrap();
                 while let Some(reply) = scrapes.recv().await {
                     let (sender, body) = mpsc::channel(2);
-                    let _ = reply.send(Body::Chunks(body));
+                    let _ = reply.send(Some(Body::Chunks(body)));
                     for part in chunks.as_bytes().chunks(64 * 1024) {
                         sender.send(part.to_vec().into()).await.unwrap();
                     }

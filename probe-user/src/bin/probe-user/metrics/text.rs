@@ -31,11 +31,14 @@ pub fn write(exposition: &Exposition, mut emit: impl FnMut(Vec<u8>) -> bool) {
         header(&mut out, family);
         for series in &family.series {
             sample(&mut out, family, &series.labels, &series.value, &bounds);
-            if out.len() >= CHUNK {
-                emit(std::mem::replace(
+            // Nobody reads any more: stop writing.
+            if out.len() >= CHUNK
+                && !emit(std::mem::replace(
                     &mut out,
                     Vec::with_capacity(CHUNK + 4096),
-                ));
+                ))
+            {
+                return;
             }
         }
     }
@@ -62,7 +65,11 @@ fn header(out: &mut Vec<u8>, family: &MetricFamily) {
         Kind::Histogram => "histogram",
         Kind::Info => "info",
     };
-    let help = family.help.replace('\\', "\\\\").replace('\n', "\\n");
+    let help = family
+        .help
+        .replace('\\', "\\\\")
+        .replace('\n', "\\n")
+        .replace('"', "\\\"");
     // Writing into a Vec cannot fail.
     let _ = writeln!(out, "# HELP {PREFIX}_{name} {help}");
     let _ = writeln!(out, "# TYPE {PREFIX}_{name} {kind}");
@@ -373,12 +380,13 @@ mod tests {
             with_daddr: false,
             label: Some(WorkloadLabel::Container),
         };
-        // Unnamed at first: no container, and so ever after.
+        // Unnamed at first: held back, then under the container once named.
         let mut pins = Pins::default();
         let first = render(&[row(WorkloadNames::default())], container, &mut pins);
+        assert!(!first.contains("tcpconn_connects_total{"), "{first}");
         let later = render(&[row(named.clone())], container, &mut pins);
-        let series = r#"tcpconn_connects_total{family="ipv4",dport="443",container_id=""} 1"#;
-        assert!(first.lines().any(|l| l == series), "{first}");
+        let series =
+            format!(r#"tcpconn_connects_total{{family="ipv4",dport="443",container_id="{ID}"}} 1"#);
         assert!(later.lines().any(|l| l == series), "{later}");
         // Named at first: its container, even once the names are lost.
         let mut pins = Pins::default();
@@ -409,6 +417,41 @@ mod tests {
             r#"tcpconn_cgroup_info{{cgroup_id="42",cgroup="/kubepods/pod1/{ID}",container_id="{ID}",pod_uid=""}} 1"#
         );
         assert!(later.lines().any(|l| l == info), "{later}");
+    }
+
+    /// A container's series is the sum of its cgroups': the counts of a retired one are carried
+    /// on, so it never goes down, until the container has no cgroup with counts.
+    #[test]
+    fn a_containers_series_keeps_its_retired_cgroups_counts() {
+        const ID: &str = "4f3a0b9c2d1e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a";
+        let row = |id: u64, connects: u64| {
+            let mut row = count("10.0.0.1", connects);
+            row.cgroup_id = Some(id);
+            row.workload = Some(WorkloadNames::of_cgroup(format!(
+                "/kubepods/pod1/{ID}/{id}"
+            )));
+            row
+        };
+        let options = Options {
+            with_daddr: false,
+            label: Some(WorkloadLabel::Container),
+        };
+        let series = |n: u64| {
+            format!(
+                r#"tcpconn_connects_total{{family="ipv4",dport="443",container_id="{ID}"}} {n}"#
+            )
+        };
+        let mut pins = Pins::default();
+        let text = render(&[row(42, 3), row(43, 2)], options, &mut pins);
+        assert!(text.lines().any(|l| l == series(5)), "{text}");
+        // 42 is retired: its 3 stay in the series, 43 counts on.
+        pins.retire(&[row(42, 3)], options);
+        let text = render(&[row(43, 4)], options, &mut pins);
+        assert!(text.lines().any(|l| l == series(7)), "{text}");
+        // 43 too: nothing of the container counts any more, its series ends.
+        pins.retire(&[row(43, 4)], options);
+        let text = render(&[], options, &mut pins);
+        assert!(!text.contains(ID), "{text}");
     }
 
     /// A cgroup path with control characters: escaped in the info metric, so the exposition
