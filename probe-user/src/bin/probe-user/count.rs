@@ -43,7 +43,6 @@ impl Counting {
     /// Keeps the bookkeeping going (no events come through the ring buffer, but calls whose
     /// return was missed are reaped) and appends the count table, if tables are printed.
     fn update(&mut self, out: &mut Vec<u8>) {
-        self.retire();
         self.table(out);
         self.stats_due = self.tables.is_some() && self.stats;
     }
@@ -134,6 +133,9 @@ pub async fn count_until_signal(
     // Without --count, the tick only keeps the bookkeeping going.
     let period = counting.tables.unwrap_or(Duration::from_secs(1));
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    // Retirement looks every second whether it is due, whatever the tables' interval.
+    let second = Duration::from_secs(1);
+    let mut retire = tokio::time::interval_at(tokio::time::Instant::now() + second, second);
     let step = async |counting: &mut Counting, out: &mut Vec<u8>| {
         // The previous step's table is written by now (stdout): its program statistics
         // (stderr) follow it.
@@ -155,6 +157,7 @@ pub async fn count_until_signal(
         };
         tokio::select! {
             _ = tick.tick() => counting.update(out),
+            _ = retire.tick() => counting.retire(),
             Some(reply) = scrape => counting.answer(reply),
             () = export => counting.export(),
         }
