@@ -333,6 +333,15 @@ mod tests {
 
     /// [`serving`] with a web config.
     fn serving_with(web: Option<Arc<WebConfig>>, limits: Limits, text: String) -> SocketAddr {
+        serving_bodies(web, limits, move || Body::text(text.clone()))
+    }
+
+    /// [`serving_with`], answering every scrape with what `body` makes.
+    fn serving_bodies(
+        web: Option<Arc<WebConfig>>,
+        limits: Limits,
+        body: impl Fn() -> Body + Send + 'static,
+    ) -> SocketAddr {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -345,7 +354,7 @@ mod tests {
                     .unwrap();
                 tx.send(addr).unwrap();
                 while let Some(reply) = scrapes.recv().await {
-                    let _ = reply.send(Some(Body::text(text.clone())));
+                    let _ = reply.send(Some(body()));
                 }
             });
         });
@@ -406,29 +415,16 @@ mod tests {
     #[test]
     fn streams_a_chunked_exposition_whole() {
         let text = "tcpconn_connects_total 1\n".repeat(20_000);
-        let (tx, rx) = std::sync::mpsc::channel();
         let chunks = text.clone();
-        std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async move {
-                let (addr, mut scrapes) =
-                    serve_with(([127, 0, 0, 1], 0).into(), None, Limits::DEFAULT)
-                        .await
-                        .unwrap();
-                tx.send(addr).unwrap();
-                while let Some(reply) = scrapes.recv().await {
-                    let (sender, body) = mpsc::channel(2);
-                    let _ = reply.send(Some(Body::Chunks(body)));
-                    for part in chunks.as_bytes().chunks(64 * 1024) {
-                        sender.send(part.to_vec().into()).await.unwrap();
-                    }
-                }
-            });
+        let addr = serving_bodies(None, Limits::DEFAULT, move || {
+            let parts: Vec<&[u8]> = chunks.as_bytes().chunks(64 * 1024).collect();
+            let (sender, body) = mpsc::channel(parts.len());
+            for part in parts {
+                sender.try_send(part.to_vec().into()).unwrap();
+            }
+            Body::Chunks(body)
         });
-        let response = get(rx.recv().unwrap(), "/metrics");
+        let response = get(addr, "/metrics");
         let (head, body) = response.split_once("\r\n\r\n").unwrap();
         assert!(head.contains("transfer-encoding: chunked\r\n"), "{head}");
         let mut whole = String::new();
