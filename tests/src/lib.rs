@@ -884,6 +884,15 @@ impl RingWitness {
     }
 }
 
+/// A TCP port nobody listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// Whether a test whose answer depends on the kernel but not on the backend runs here: once
 /// per kernel, with the tracepoint backend (every kernel of the matrix has it), and natively.
 /// Says so when it does not.

@@ -3,7 +3,7 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use probe_tests::{ProbeUser, connect, listener, probe_user_command};
+use probe_tests::{ProbeUser, connect, free_port, listener, probe_user_command};
 
 /// Checks count mode's closing summary: `n` connects counted, nothing lost.
 fn assert_counted_without_loss(stderr: &str, n: u64) {
@@ -94,15 +94,6 @@ fn count_by_port_prints_json_tables_every_interval() {
     // Most connects first; ties by port.
     expected[..2].sort();
     assert_eq!(rows, expected, "{}", out.stdout);
-}
-
-/// A TCP port nobody listens on right now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// `GET path` over HTTP/1.1 from `addr`: (status line, content type, body).

@@ -11,7 +11,7 @@ use std::{
 };
 
 use probe_tests::{
-    Cgroup, CgroupTree, ProbeUser, attach_args, connect, connect_once_from, listener,
+    Cgroup, CgroupTree, ProbeUser, attach_args, connect, connect_once_from, free_port, listener,
     metric_samples, metric_value, once_per_kernel, probe_user, probe_user_command, scrape,
     serving_addr,
 };
@@ -31,14 +31,7 @@ impl Traffic {
     fn new() -> Traffic {
         let open = (0..3).map(|_| listener("127.0.0.1:0")).collect();
         let closed = (0..3)
-            .map(|_| {
-                let port = std::net::TcpListener::bind("127.0.0.1:0")
-                    .unwrap()
-                    .local_addr()
-                    .unwrap()
-                    .port();
-                SocketAddr::from(([127, 0, 0, 1], port))
-            })
+            .map(|_| SocketAddr::from(([127, 0, 0, 1], free_port())))
             .collect();
         Traffic { open, closed }
     }

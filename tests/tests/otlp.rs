@@ -13,19 +13,10 @@ use std::{
 };
 
 use probe_tests::{
-    ProbeUser, connect, listener,
+    ProbeUser, connect, free_port, listener,
     otlp::{self, AggregationTemporality, Received, Receiver},
     probe_user_command, scrape, serving_addr,
 };
-
-/// A TCP port nobody listens on right now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn unix_nanos() -> u64 {
     SystemTime::now()

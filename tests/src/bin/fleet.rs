@@ -54,12 +54,7 @@ fn connect(dir: &str, cgroups: usize, open: usize, closed: usize, remove: bool) 
         .collect();
     // Ports bound and released: nobody listens there (refused).
     let refused: Vec<SocketAddr> = (0..closed)
-        .map(|_| {
-            TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-        })
+        .map(|_| SocketAddr::from(([127, 0, 0, 1], probe_tests::free_port())))
         .collect();
     let parent_procs = format!("{dir}/cgroup.procs");
     let mut made = 0;
