@@ -39,6 +39,39 @@ pub struct SockOffsets {
     /// `skc_state` (`unsigned char`, a TCP state): whether a connect call that returned is
     /// still in SYN_SENT (`--outcome`; a socket in repair mode is ESTABLISHED already).
     pub state: u32,
+    /// `segs_in` of `struct tcp_sock` (`u32`): TCP segments received. A handshake that ended
+    /// with a reset received one; one ended by an ICMP error received none (`--outcome`).
+    pub segs_in: u32,
+    /// `total_retrans` of `struct tcp_sock` (`u32`): segments retransmitted, which in SYN_SENT
+    /// are the SYN's retransmits (`--outcome`; zeroed by `tcp_disconnect`).
+    pub total_retrans: u32,
+}
+
+/// Offsets of the `struct sk_buff` fields the cause hooks read (the `SKB_OFFSETS` global,
+/// resolved from BTF like [`SockOffsets`]): bytes from the start of `struct sk_buff`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SkbOffsets {
+    /// `sk` (`struct sock *`): the socket a packet being sent belongs to.
+    pub sk: u32,
+    /// `head` (`unsigned char *`): the start of the buffer the header offsets count from.
+    pub head: u32,
+    /// `network_header` (`u16`): where the IP header is, from `head`.
+    pub network_header: u32,
+    /// `transport_header` (`u16`): where the ICMP header is in an ICMP error, from `head`.
+    pub transport_header: u32,
+}
+
+/// The drop-reason hook's settings (the `DROPS` global), from the kernel's BTF
+/// (`enum skb_drop_reason`, Linux 5.17+).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DropConfig {
+    /// `SKB_DROP_REASON_NOT_SPECIFIED`: a free that says nothing of why (drivers free sent
+    /// packets this way too), not noted.
+    pub not_specified: u32,
+    /// Explicit padding, always zero.
+    pub _pad: u32,
 }
 
 /// Offsets of the task, pid, namespace and cgroup fields the kernel side reads for a record's

@@ -22,9 +22,9 @@ pub mod record;
 pub mod state;
 
 pub use config::{CountBy, FilterFlags, SockOffsets};
-pub use outcome::{Outcome, OutcomeConfig};
+pub use outcome::{Cause, Outcome, OutcomeConfig};
 pub use record::{
-    ConnectRecord, Identity, OutcomeRecord, RecordHeader, RecordKind, TimestampRecord,
+    ConnectRecord, Identity, OutcomeRecord, RecordHeader, RecordKind, TimestampRecord, Trouble,
 };
 
 /// `AF_INET` as the kernel and `sockaddr_in` spell it.
@@ -72,20 +72,26 @@ pub mod limit {
     /// a run preempted (fexit, on a preemptible kernel) or interrupted while filling its slot
     /// is never overwritten by another hook's.
     pub const SCRATCH_SLOTS: u32 = 4;
+    /// Sockets in SYN_SENT whose ICMP error or dropped SYN the cause hooks keep at once
+    /// (entries of the LRU `SYN_TROUBLE`): as many as connects are tracked. Past it the oldest
+    /// note is evicted and its connect's cause falls back to what the socket itself says
+    /// (`timeout`, or `icmp` without type and code).
+    pub const MAX_SYN_TROUBLE: u32 = MAX_CONNECTING;
     /// IPv4-mapped connects between their inner and outer exit (entries of the LRU
     /// `MAPPED_INNER`; more threads inside such a call at once than this is not expected).
     pub const MAX_MAPPED_CALLS: u32 = 1024;
     /// Label sets `--count` and `--metrics` keep by default (`--max-series`: the entries of
     /// `CONNECT_COUNTS`, besides [`OVERFLOW_KEYS`]); connects with a new label set beyond it are
     /// counted under an overflow key. About 5.6 MiB of kernel memory (an entry is a 32-byte key
-    /// and a 248-byte value, plus the hash table's own ~70 bytes: about 350 bytes), the same on
+    /// and a 256-byte value, plus the hash table's own ~70 bytes: about 350 bytes), the same on
     /// any number of CPUs.
     pub const MAX_COUNT_KEYS: u32 = 16384;
     /// Most label sets `--max-series` may ask for (about 350 MiB of kernel memory).
     pub const MAX_COUNT_KEYS_LIMIT: u32 = 1 << 20;
-    /// Entries of `CONNECT_COUNTS` reserved for its overflow keys at most: one per family and
-    /// outcome (`state::CountKey::overflow`; one per family without outcomes).
-    pub const OVERFLOW_KEYS: u32 = 2 * 8;
+    /// Entries of `CONNECT_COUNTS` reserved for its overflow keys at most: one per family,
+    /// outcome and cause that outcome can have (`state::CountKey::overflow`,
+    /// `Outcome::causes`; one per family without outcomes).
+    pub const OVERFLOW_KEYS: u32 = 2 * 12;
     /// Size of the event ring buffer in bytes (a power-of-two multiple of the page size).
     pub const RING_BYTES: u32 = 1 << 20;
 }
@@ -295,6 +301,8 @@ mod user {
     unsafe impl aya::Pod for super::record::ConnectRecord {}
     unsafe impl aya::Pod for super::record::TimestampRecord {}
     unsafe impl aya::Pod for super::config::SockOffsets {}
+    unsafe impl aya::Pod for super::config::SkbOffsets {}
+    unsafe impl aya::Pod for super::config::DropConfig {}
     unsafe impl aya::Pod for super::config::FilterFlags {}
     unsafe impl aya::Pod for super::config::DstKey {}
     unsafe impl aya::Pod for super::state::PendingConnect {}
@@ -304,6 +312,7 @@ mod user {
     unsafe impl aya::Pod for super::record::OutcomeRecord {}
     unsafe impl aya::Pod for super::outcome::OutcomeConfig {}
     unsafe impl aya::Pod for super::record::Identity {}
+    unsafe impl aya::Pod for super::state::SynTrouble {}
     unsafe impl aya::Pod for super::config::TaskOffsets {}
     unsafe impl aya::Pod for super::config::ContainerPrefix {}
 }

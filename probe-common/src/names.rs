@@ -48,6 +48,9 @@ pub mod map {
         COMM_FILTER,
         /// `--dst` filter (LPM trie).
         DST_FILTER,
+        /// What the cause hooks saw happen to sockets in SYN_SENT (`--outcome`): an LRU of
+        /// `crate::state::SynTrouble` by socket address.
+        SYN_TROUBLE,
     }
 }
 
@@ -78,6 +81,10 @@ pub mod global {
         CONTAINERS,
         /// `u8`: non-zero when `--count` keys carry the caller's cgroup id.
         COUNT_CGROUP,
+        /// `crate::config::SkbOffsets` from BTF (the cause hooks).
+        SKB_OFFSETS,
+        /// `crate::config::DropConfig` from BTF (the drop-reason hook).
+        DROPS,
     }
 }
 
@@ -107,5 +114,10 @@ pub mod program {
         /// raw tracepoint sock:inet_sock_set_state, completions only (`--outcome` with the
         /// kprobe and fentry backends).
         connect_outcome,
+        /// kprobe on ip_icmp_error and ipv6_icmp_error (`--outcome`: an ICMP error matched to
+        /// a socket in SYN_SENT).
+        icmp_error,
+        /// raw tracepoint skb:kfree_skb (`--outcome`, 5.17+: a SYN dropped in this host).
+        skb_dropped,
     }
 }

@@ -73,6 +73,31 @@ impl Outcome {
         }
     }
 
+    /// The causes (as `u8`, 0 for none) a connect of this outcome can be given: where its
+    /// count lands when `--count` keys reach their budget (`CountKey::overflow`).
+    pub const fn causes(self) -> &'static [u8] {
+        const NONE: u8 = 0;
+        const RST: u8 = Cause::Rst as u8;
+        const ICMP: u8 = Cause::Icmp as u8;
+        const LOCAL: u8 = Cause::Local as u8;
+        const DROP: u8 = Cause::Drop as u8;
+        const TIMEOUT: u8 = Cause::Timeout as u8;
+        const APP: u8 = Cause::App as u8;
+        match self {
+            Outcome::Established | Outcome::Pending => &[NONE],
+            // A reset, or an ICMP port unreachable.
+            Outcome::Refused => &[RST, ICMP],
+            // Nothing came back; a SYN dropped here; an ICMP error noted while the socket was
+            // busy (its soft error is then the one reported: not ETIMEDOUT, so rarely here).
+            Outcome::Timeout => &[TIMEOUT, DROP, ICMP],
+            // From the handshake (an ICMP error), or from the call (no route).
+            Outcome::Unreachable => &[ICMP, LOCAL],
+            Outcome::Reset => &[ICMP],
+            Outcome::Aborted => &[APP],
+            Outcome::Error => &[LOCAL],
+        }
+    }
+
     /// Whether the connect came up.
     #[inline(always)]
     pub const fn is_failure(self) -> bool {
@@ -120,6 +145,107 @@ impl Named for Outcome {
 }
 
 impl core::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Why a connect failed, or where its answer came from (`--outcome`): decided by the kernel side
+/// with the outcome, from the socket's own counters and what the cause hooks saw happen to it
+/// (see [`crate::Trouble`]). Stored as a plain `u32` in records (0: none, for an established or
+/// pending connect) and as a `u8` in count keys, turned back with `TryFrom`.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Cause {
+    /// A TCP segment came back and the kernel reset the connect (`tcp_reset`): the peer, or a
+    /// firewall on the way, answered the SYN with a reset.
+    Rst = 1,
+    /// An ICMP (or ICMPv6) error the kernel matched to the socket ended the handshake.
+    Icmp = 2,
+    /// The connect call itself failed inside this host (no route, no source port, ...).
+    Local = 3,
+    /// Nothing came back, and a SYN of the connect was dropped inside this host with a drop
+    /// reason (kernels with `enum skb_drop_reason`, 5.17+).
+    Drop = 4,
+    /// Nothing came back: the kernel gave up retrying the SYN.
+    Timeout = 5,
+    /// The application closed (or disconnected) the socket before the handshake ended.
+    App = 6,
+}
+
+impl Cause {
+    /// Why a handshake that left SYN_SENT failed (`None`: it did not), from whether it reached
+    /// ESTABLISHED, the socket's `sk_err` and `segs_in` (TCP segments received: a reset counts,
+    /// an ICMP error does not) at that moment, and `trouble`'s [`crate::Trouble`] flags.
+    ///
+    /// An error with nothing received and no ICMP seen is still an ICMP error: only an ICMP
+    /// error (`tcp_v4_err`/`tcp_v6_err`) sets an `sk_err` other than `ETIMEDOUT` on a socket
+    /// in SYN_SENT that received nothing, and where no ICMP hook could be attached it is all
+    /// that is known.
+    #[inline(always)]
+    pub const fn of_handshake(
+        established: bool,
+        sk_err: u32,
+        segs_in: u32,
+        trouble: u8,
+    ) -> Option<Cause> {
+        if established {
+            return None;
+        }
+        Some(if sk_err == 0 {
+            Cause::App
+        } else if segs_in != 0 && sk_err == errno::ECONNREFUSED {
+            Cause::Rst
+        } else if trouble & crate::Trouble::ICMP != 0 {
+            Cause::Icmp
+        } else if sk_err == errno::ETIMEDOUT {
+            if trouble & crate::Trouble::DROP != 0 {
+                Cause::Drop
+            } else {
+                Cause::Timeout
+            }
+        } else {
+            Cause::Icmp
+        })
+    }
+}
+
+impl TryFrom<u32> for Cause {
+    type Error = u32;
+
+    /// The cause whose value is `value`, or `value` itself if there is none.
+    fn try_from(value: u32) -> Result<Self, u32> {
+        Cause::ALL
+            .iter()
+            .copied()
+            .find(|c| *c as u32 == value)
+            .ok_or(value)
+    }
+}
+
+impl Named for Cause {
+    const ALL: &'static [Self] = &[
+        Cause::Rst,
+        Cause::Icmp,
+        Cause::Local,
+        Cause::Drop,
+        Cause::Timeout,
+        Cause::App,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Cause::Rst => "rst",
+            Cause::Icmp => "icmp",
+            Cause::Local => "local",
+            Cause::Drop => "drop",
+            Cause::Timeout => "timeout",
+            Cause::App => "app",
+        }
+    }
+}
+
+impl core::fmt::Display for Cause {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.write_str(self.name())
     }
@@ -213,5 +339,63 @@ mod tests {
         assert_eq!(Outcome::of_handshake(false, 0), Outcome::Aborted);
         assert_eq!(Outcome::of_failed_call(-101), Outcome::Unreachable);
         assert_eq!(Outcome::of_failed_call(-99), Outcome::Error);
+    }
+
+    #[test]
+    fn causes_round_trip_and_follow_the_socket() {
+        use crate::Trouble;
+        for &c in Cause::ALL {
+            assert_eq!(Cause::try_from(c as u32), Ok(c));
+        }
+        assert_eq!(Cause::try_from(0), Err(0));
+        let of = Cause::of_handshake;
+        assert_eq!(of(true, 0, 1, 0), None);
+        assert_eq!(of(false, 0, 0, 0), Some(Cause::App));
+        assert_eq!(of(false, 111, 1, 0), Some(Cause::Rst));
+        // A reset wins over an ICMP error noted while the socket was busy.
+        assert_eq!(of(false, 111, 1, Trouble::ICMP), Some(Cause::Rst));
+        // ICMP port unreachable: ECONNREFUSED with nothing received.
+        assert_eq!(of(false, 111, 0, 0), Some(Cause::Icmp));
+        assert_eq!(of(false, 113, 0, Trouble::ICMP), Some(Cause::Icmp));
+        assert_eq!(of(false, 110, 0, 0), Some(Cause::Timeout));
+        assert_eq!(of(false, 110, 0, Trouble::DROP), Some(Cause::Drop));
+        assert_eq!(
+            of(false, 110, 0, Trouble::ICMP | Trouble::DROP),
+            Some(Cause::Icmp)
+        );
+        // Without an ICMP hook, an ICMP errno is still an ICMP error.
+        assert_eq!(of(false, 13, 0, 0), Some(Cause::Icmp));
+    }
+
+    #[test]
+    fn every_outcome_and_cause_has_an_overflow_key() {
+        use crate::Trouble;
+        // Every pair the kernel side can produce is among `Outcome::causes`, so a connect past
+        // the budget always finds its overflow key.
+        for established in [false, true] {
+            for sk_err in [0, 13, 71, 92, 101, 104, 110, 111, 112, 113] {
+                for segs_in in [0, 1] {
+                    for trouble in 0..8 {
+                        let outcome = Outcome::of_handshake(established, sk_err);
+                        let cause = Cause::of_handshake(established, sk_err, segs_in, trouble)
+                            .map_or(0, |c| c as u8);
+                        assert!(
+                            outcome.causes().contains(&cause),
+                            "{outcome} {cause} ({sk_err} {segs_in} {trouble})"
+                        );
+                    }
+                }
+            }
+        }
+        for ret in [-99, -101, -113, -13, -22] {
+            let outcome = Outcome::of_failed_call(ret);
+            assert!(
+                outcome.causes().contains(&(Cause::Local as u8)),
+                "{outcome}"
+            );
+        }
+        let total: usize = Outcome::ALL.iter().map(|o| o.causes().len()).sum();
+        assert_eq!(2 * total as u32, crate::limit::OVERFLOW_KEYS);
+        let _ = Trouble::NONE;
     }
 }

@@ -162,6 +162,55 @@ pub struct OutcomeRecord {
     /// The error the kernel gave (positive errno: the socket's `sk_err`, or `-ret` of a failed
     /// call), 0 if none.
     pub errno: u32,
+    /// How many times the SYN was retransmitted before the outcome (the socket's
+    /// `total_retrans`: a socket in SYN_SENT has sent nothing else); 0 for a failed call.
+    pub syn_retransmits: u32,
+    /// A [`crate::Cause`] value, 0 for none (established).
+    pub cause: u32,
+    /// What the cause hooks saw happen to the socket in SYN_SENT (zero if nothing).
+    pub trouble: Trouble,
+}
+
+/// What happened to a socket in SYN_SENT beyond its own state, as the cause hooks saw it: an
+/// ICMP error the kernel matched to it (`ip_icmp_error` / `ipv6_icmp_error`, which
+/// `tcp_v4_err` / `tcp_v6_err` call for a socket in SYN_SENT before ending its connect), a SYN
+/// of it dropped inside this host with a drop reason (`skb:kfree_skb`, 5.17+). Kept per socket
+/// in the kernel's `SYN_TROUBLE` map ([`crate::state::SynTrouble`]) and carried in
+/// [`OutcomeRecord`]s.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Trouble {
+    /// The kernel's `enum skb_drop_reason` value of the last SYN dropped (with [`Trouble::DROP`]).
+    pub drop_reason: u32,
+    /// The ICMP (ICMPv6 for IPv6) type of the error (with [`Trouble::ICMP`]).
+    pub icmp_type: u8,
+    /// Its code.
+    pub icmp_code: u8,
+    /// [`Trouble::ICMP`] and [`Trouble::DROP`]: which fields are set.
+    pub flags: u8,
+    /// Explicit padding, always zero.
+    pub _pad: u8,
+    /// Who sent the ICMP error: the source address of its IP header (IPv4 in the first four
+    /// bytes when `icmp_type` is an ICMPv4 type, as `flags` says).
+    pub icmp_from: RawAddr,
+}
+
+impl Trouble {
+    /// `icmp_type`, `icmp_code` and `icmp_from` are an ICMP error's.
+    pub const ICMP: u8 = 1;
+    /// `drop_reason` is a dropped SYN's.
+    pub const DROP: u8 = 2;
+    /// The ICMP error came over IPv6 (an ICMPv6 type and code; `icmp_from` is an IPv6 address).
+    pub const ICMP_V6: u8 = 4;
+    /// Nothing seen.
+    pub const NONE: Trouble = Trouble {
+        drop_reason: 0,
+        icmp_type: 0,
+        icmp_code: 0,
+        flags: 0,
+        _pad: 0,
+        icmp_from: RawAddr([0; 4]),
+    };
 }
 
 impl OutcomeRecord {
@@ -183,7 +232,8 @@ mod tests {
         assert_eq!(core::mem::size_of::<Identity>(), 24);
         assert_eq!(ConnectRecord::SIZE % 8, 0);
         assert_eq!(TimestampRecord::SIZE, RecordHeader::SIZE + 16);
-        assert_eq!(OutcomeRecord::SIZE, ConnectRecord::SIZE + 16);
+        assert_eq!(core::mem::size_of::<Trouble>(), 24);
+        assert_eq!(OutcomeRecord::SIZE, ConnectRecord::SIZE + 16 + 8 + 24);
     }
 
     #[test]

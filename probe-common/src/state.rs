@@ -120,8 +120,10 @@ pub struct CountKey {
     /// Non-zero in an overflow key ([`CountKey::overflow`]): the connects of every label set
     /// that found the map at its budget. Its cgroup, address and port are zero.
     pub overflow: u8,
+    /// With `--outcome`: the [`crate::Cause`] of a failed connect (as `u8`); otherwise 0.
+    pub cause: u8,
     /// Explicit padding, always zero.
-    pub _pad: u16,
+    pub _pad: u8,
 }
 
 impl CountKey {
@@ -137,7 +139,7 @@ impl CountKey {
         cgroup_id: u64,
         (daddr, dport): (RawAddr, u16),
         family: u16,
-        outcome: u8,
+        (outcome, cause): (u8, u8),
     ) -> CountKey {
         // Masks rather than a zeroed address: a zeroed array is a call to the byte-by-byte
         // `memset` in eBPF, on every counted connect.
@@ -158,6 +160,7 @@ impl CountKey {
             family,
             outcome,
             overflow: 0,
+            cause,
             _pad: 0,
         }
     }
@@ -168,7 +171,7 @@ impl CountKey {
     /// outcome before attaching, in room reserved for them ([`crate::limit::OVERFLOW_KEYS`]),
     /// and never removes them.
     #[inline(always)]
-    pub const fn overflow(family: u16, outcome: u8) -> CountKey {
+    pub const fn overflow(family: u16, (outcome, cause): (u8, u8)) -> CountKey {
         CountKey {
             cgroup_id: 0,
             daddr: RawAddr([0; 4]),
@@ -176,6 +179,7 @@ impl CountKey {
             family,
             outcome,
             overflow: 1,
+            cause,
             _pad: 0,
         }
     }
@@ -194,6 +198,8 @@ pub struct CountValue {
     /// With `--outcome`, how many took each latency bucket
     /// ([`crate::outcome::latency_bucket`]); otherwise zero.
     pub buckets: [u64; LATENCY_BUCKETS as usize + 1],
+    /// With `--outcome`, the SYN retransmits of those connects, summed.
+    pub syn_retransmits: u64,
 }
 
 impl CountValue {
@@ -202,7 +208,21 @@ impl CountValue {
         connects: 0,
         latency_ns: 0,
         buckets: [0; LATENCY_BUCKETS as usize + 1],
+        syn_retransmits: 0,
     };
+}
+
+/// A value of the kernel's `SYN_TROUBLE` map, keyed by socket address: what the cause hooks saw
+/// happen to a socket in SYN_SENT, and when (`CLOCK_BOOTTIME` ns of the last note), so that the
+/// completion path ignores a note left by an earlier socket at the same address (older than its
+/// connect).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SynTrouble {
+    /// When the last note was written.
+    pub boot_ns: u64,
+    /// What was seen.
+    pub trouble: crate::Trouble,
 }
 
 /// A connect call between its entry and its return probe, keyed by pid_tgid in the kernel's

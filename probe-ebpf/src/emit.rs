@@ -16,6 +16,7 @@ use aya_ebpf::{
 use aya_log_ebpf::debug;
 use probe_common::{
     COMM_LEN, ConnectRecord, CountBy, Outcome, OutcomeRecord, RawAddr, RecordKind, TimestampRecord,
+    Trouble,
     outcome::{LATENCY_BUCKETS, latency_bucket},
     state::{CountKey, CountValue, counter},
 };
@@ -36,7 +37,7 @@ pub fn connect<C: EbpfContext>(
     cgroup: impl FnOnce() -> u64,
     fill: impl Fill,
 ) {
-    if counted(to, cgroup, 0, 0) {
+    if counted(to, cgroup, 0, &Why::NONE, 0) {
         return;
     }
     let Some(mut entry) = reserve::<ConnectRecord>() else {
@@ -53,21 +54,47 @@ pub fn connect<C: EbpfContext>(
     submit(entry);
 }
 
-/// Reports a connect with how it ended (`--outcome`; see `outcome`): counts it (`--count`), or
-/// else emits it, unless `--failed-only` or `--min-latency` leaves it out.
+/// Why a connect ended as it did (`--outcome`), besides its outcome and errno.
+pub struct Why {
+    /// A `Cause` value, 0 for none (established).
+    pub cause: u32,
+    /// The SYN's retransmits before the outcome.
+    pub syn_retransmits: u32,
+    /// What the cause hooks saw (`cause`).
+    pub trouble: Trouble,
+}
+
+impl Why {
+    /// Nothing to say: an established connect (or a count without outcomes).
+    pub const NONE: Why = Why {
+        cause: 0,
+        syn_retransmits: 0,
+        trouble: Trouble::NONE,
+    };
+}
+
+/// Reports a connect with how it ended (`--outcome`; see `outcome`) and why: counts it
+/// (`--count`), or else emits it, unless `--failed-only` or `--min-latency` leaves it out.
 #[inline(always)]
 pub fn completed(
     to: &Destination,
     record: &ConnectRecord,
     outcome: Outcome,
     errno: u32,
+    why: &Why,
     latency_ns: u64,
 ) {
     let config = OUTCOME.load();
     if (config.failed_only != 0 && !outcome.is_failure()) || latency_ns < config.min_latency_ns {
         return;
     }
-    if counted(to, || record.identity.cgroup_id, outcome as u8, latency_ns) {
+    if counted(
+        to,
+        || record.identity.cgroup_id,
+        outcome as u8,
+        why,
+        latency_ns,
+    ) {
         return;
     }
     // Written in place in the ring buffer: a record built on the stack first, and copied,
@@ -84,6 +111,15 @@ pub fn completed(
         (*slot).latency_ns = latency_ns;
         (*slot).outcome = outcome as u32;
         (*slot).errno = errno;
+        (*slot).syn_retransmits = why.syn_retransmits;
+        (*slot).cause = why.cause;
+        let trouble = addr_of_mut!((*slot).trouble);
+        (*trouble).drop_reason = why.trouble.drop_reason;
+        (*trouble).icmp_type = why.trouble.icmp_type;
+        (*trouble).icmp_code = why.trouble.icmp_code;
+        (*trouble).flags = why.trouble.flags;
+        (*trouble)._pad = 0;
+        put_addr(addr_of_mut!((*trouble).icmp_from), why.trouble.icmp_from);
     }
     submit(entry);
 }
@@ -228,10 +264,17 @@ unsafe fn put_addr(dst: *mut RawAddr, addr: RawAddr) {
 
 /// With `--count`, counts a connect under its key instead of emitting it; returns whether it did.
 /// Counting by cgroup or container, or with `--metrics-label`, the key holds the caller's
-/// `cgroup` (asked only then). With `--outcome` the key holds the connect's `outcome` (as u8),
-/// and the value's sum and histogram its `latency_ns`; without, `outcome` is 0.
+/// `cgroup` (asked only then). With `--outcome` the key holds the connect's `outcome` (as u8)
+/// and cause, and the value's sum and histogram its `latency_ns`, its SYN retransmits their
+/// sum; without, `outcome` is 0.
 #[inline(always)]
-fn counted(to: &Destination, cgroup: impl FnOnce() -> u64, outcome: u8, latency_ns: u64) -> bool {
+fn counted(
+    to: &Destination,
+    cgroup: impl FnOnce() -> u64,
+    outcome: u8,
+    why: &Why,
+    latency_ns: u64,
+) -> bool {
     let by = COUNT_BY.load();
     if by == CountBy::OFF {
         return false;
@@ -241,7 +284,13 @@ fn counted(to: &Destination, cgroup: impl FnOnce() -> u64, outcome: u8, latency_
     } else {
         0
     };
-    let mut key = CountKey::new(by, cgroup_id, (to.addr, to.port), to.family.af(), outcome);
+    let mut key = CountKey::new(
+        by,
+        cgroup_id,
+        (to.addr, to.port),
+        to.family.af(),
+        (outcome, why.cause as u8),
+    );
     let value = match CONNECT_COUNTS.get_ptr_mut(&key) {
         Some(value) => value,
         None => match first_count(&mut key) {
@@ -253,13 +302,13 @@ fn counted(to: &Destination, cgroup: impl FnOnce() -> u64, outcome: u8, latency_
         },
     };
     // SAFETY: a value of the map, looked up in this run.
-    unsafe { add(value, outcome, latency_ns) };
+    unsafe { add(value, outcome, why.syn_retransmits, latency_ns) };
     true
 }
 
 /// The value to count a connect of a new `key` in: the key's own, inserted with no connects
 /// (or by another CPU meanwhile), or if the map holds its budget of keys, the overflow key of
-/// its family and outcome (which userspace inserted before attaching; `key` becomes it).
+/// its family, outcome and cause (which userspace inserted before attaching; `key` becomes it).
 #[inline(always)]
 fn first_count(key: &mut CountKey) -> Option<*mut CountValue> {
     // Fails if another CPU inserted the key first, or if the map is full (E2BIG): the lookup
@@ -268,7 +317,7 @@ fn first_count(key: &mut CountKey) -> Option<*mut CountValue> {
     if let Some(value) = CONNECT_COUNTS.get_ptr_mut(&*key) {
         return Some(value);
     }
-    // `CountKey::overflow(family, outcome)`, written field by field into the same stack slot
+    // `CountKey::overflow(family, (outcome, cause))`, written field by field into the same stack slot
     // (a new zeroed key would be a `memset` call).
     key.cgroup_id = 0;
     // SAFETY: the key's own, aligned address.
@@ -281,12 +330,12 @@ fn first_count(key: &mut CountKey) -> Option<*mut CountValue> {
 }
 
 /// Adds one connect to a `CONNECT_COUNTS` value: with an `outcome`, its `latency_ns` to the sum
-/// and its bucket.
+/// and its bucket, its `syn_retransmits` to theirs.
 ///
 /// # Safety
 /// `value` is a live, aligned `CountValue` in map memory (a lookup's result in this run).
 #[inline(always)]
-unsafe fn add(value: *mut CountValue, outcome: u8, latency_ns: u64) {
+unsafe fn add(value: *mut CountValue, outcome: u8, syn_retransmits: u32, latency_ns: u64) {
     // Atomic adds (see `xadd`): the value is every CPU's, and on one CPU a run may be
     // interrupted by one in softirq (the tracepoint, on older kernels), or an fexit run
     // preempted by another on a preemptible kernel.
@@ -301,6 +350,12 @@ unsafe fn add(value: *mut CountValue, outcome: u8, latency_ns: u64) {
         // before 5.12 reject ("BPF_STX uses reserved fields").
         if latency_ns != 0 {
             xadd(addr_of_mut!((*value).latency_ns), latency_ns);
+        }
+        if syn_retransmits != 0 {
+            xadd(
+                addr_of_mut!((*value).syn_retransmits),
+                u64::from(syn_retransmits),
+            );
         }
         let bucket = latency_bucket(latency_ns).min(LATENCY_BUCKETS) as usize;
         let buckets = addr_of_mut!((*value).buckets).cast::<u64>();

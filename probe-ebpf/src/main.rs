@@ -22,6 +22,9 @@
 //! ([`filter::admitted`]) and the one emit path ([`emit`]): with `--count` (and `--metrics`)
 //! that counts each connect in `CONNECT_COUNTS` instead of emitting it.
 //!
+//! With `--outcome`, [`cause`]'s hooks note what only the packet path sees of a failing
+//! handshake (an ICMP error, a SYN dropped in this host) for the completion path.
+//!
 //! Who is connecting beyond the pid (cgroup, namespaces) is read by [`task`], for the records
 //! only when asked (the `IDENTITY` global), and for the `--cgroup`, `--container` and `--netns`
 //! filters.
@@ -34,6 +37,7 @@
 #![allow(internal_features)]
 #![feature(core_intrinsics)]
 
+mod cause;
 mod connecting;
 mod emit;
 mod fentry;
@@ -53,9 +57,9 @@ use aya_ebpf::{
 };
 use probe_common::{
     COMM_LEN, ConnectRecord, CountBy, FilterFlags, OutcomeConfig, SockOffsets,
-    config::{ContainerPrefix, DstKey, PORT_WORDS, TaskOffsets},
+    config::{ContainerPrefix, DropConfig, DstKey, PORT_WORDS, SkbOffsets, TaskOffsets},
     limit,
-    state::{ConnectingSlot, CountKey, CountValue, PendingConnect, counter},
+    state::{ConnectingSlot, CountKey, CountValue, PendingConnect, SynTrouble, counter},
 };
 
 // ---- globals: written by userspace before load, constants to the verifier ----
@@ -75,6 +79,26 @@ static SOCK_OFFSETS: Global<SockOffsets> = Global::new(SockOffsets {
     segs_out: 0,
     sk_err: 0,
     state: 0,
+    segs_in: 0,
+    total_retrans: 0,
+});
+
+/// Written by userspace before load (from BTF) with `--outcome`; read by the cause hooks
+/// (`cause`), which read packets.
+#[unsafe(no_mangle)]
+static SKB_OFFSETS: Global<SkbOffsets> = Global::new(SkbOffsets {
+    sk: 0,
+    head: 0,
+    network_header: 0,
+    transport_header: 0,
+});
+
+/// Written by userspace before load (from BTF's `enum skb_drop_reason`) with `--outcome`; read
+/// by the drop-reason hook (`cause::skb_dropped`).
+#[unsafe(no_mangle)]
+static DROPS: Global<DropConfig> = Global::new(DropConfig {
+    not_specified: 0,
+    _pad: 0,
 });
 
 /// Written by userspace before load; read by the admission path to skip disabled filters.
@@ -232,6 +256,16 @@ static CONNECTING_OVERFLOWED: Array<u32> = Array::with_max_entries(1, 0);
 static RECORD_SCRATCH: PerCpuArray<ConnectRecord> =
     PerCpuArray::with_max_entries(limit::SCRATCH_SLOTS, 0);
 
+/// With `--outcome`: what the cause hooks (`cause`) saw happen to a socket in SYN_SENT whose
+/// connect is tracked (an ICMP error, a dropped SYN), keyed by socket address; written by them,
+/// read and deleted by the completion path when the handshake failed. An LRU: a note of a
+/// connect that came up is never read, and is evicted in time (or overwritten by the address's
+/// next socket, whose completion ignores notes older than its connect). Userspace never reads
+/// it.
+#[map]
+static SYN_TROUBLE: LruHashMap<u64, SynTrouble> =
+    LruHashMap::with_max_entries(limit::MAX_SYN_TROUBLE, 0);
+
 /// fexit backend: the socket an IPv4-mapped connect's inner tcp_v4_connect just reported, keyed
 /// by pid_tgid; written by that call's exit, consumed by the outer tcp_v6_connect's exit, which
 /// then stays silent. An LRU: with `-4` nobody consumes the entries.
@@ -281,13 +315,14 @@ macro_rules! check_names {
 check_names! {
     maps: EVENTS, COUNTERS, PENDING, CONNECTING, CONNECTING_SLOTS, CONNECTING_OVERFLOWED,
         RECORD_SCRATCH, MAPPED_INNER, CONNECT_COUNTS, PID_FILTER,
-        UID_FILTER, CGROUP_FILTER, NETNS_FILTER, COMM_FILTER, DST_FILTER;
+        UID_FILTER, CGROUP_FILTER, NETNS_FILTER, COMM_FILTER, DST_FILTER, SYN_TROUBLE;
     globals: SOCK_OFFSETS, FILTERS, ENTRY_ONLY, WAKEUP_BYTES, COUNT_BY, PORT_SET, OUTCOME,
-        TASK_OFFSETS, IDENTITY, CALLER_NAMES, CONTAINERS, COUNT_CGROUP;
+        TASK_OFFSETS, IDENTITY, CALLER_NAMES, CONTAINERS, COUNT_CGROUP, SKB_OFFSETS, DROPS;
     programs: kprobe::tcp_v4_connect, kprobe::tcp_v6_connect, kprobe::tcp_connect_return,
         tcp_connect::tcp_connect, tcp_connect::fentry_tcp_connect, fentry::fentry_tcp_v4_connect,
         fentry::fentry_tcp_v6_connect, fentry::fexit_tcp_v4_connect, fentry::fexit_tcp_v6_connect,
-        tracepoint::inet_sock_set_state, outcome::connect_outcome;
+        tracepoint::inet_sock_set_state, outcome::connect_outcome, cause::icmp_error,
+        cause::skb_dropped;
 }
 
 #[cfg(not(test))]

@@ -12,12 +12,13 @@ use core::mem::MaybeUninit;
 
 use aya_ebpf::{EbpfContext, macros::raw_tracepoint, programs::RawTracePointContext};
 use probe_common::{
-    ConnectRecord, Family, Outcome,
+    Cause, ConnectRecord, Family, Outcome, Trouble,
     state::{CONNECTING_STALE_NS, counter},
 };
 
 use crate::{
-    OUTCOME, RECORD_SCRATCH, SOCK_OFFSETS, connecting, emit,
+    OUTCOME, RECORD_SCRATCH, SOCK_OFFSETS, cause, connecting,
+    emit::{self, Why},
     filter::Destination,
     sock::{self, Sock, TCP_CLOSE, TCP_ESTABLISHED, TCP_SYN_SENT},
     task,
@@ -135,12 +136,17 @@ pub unsafe fn call_returned<C: EbpfContext>(
     // SAFETY: `fill` wrote every field.
     let record = unsafe { slot.assume_init_ref() };
     let latency_ns = connecting::age(record.boot_ns);
-    let outcome = if ret == 0 {
-        Outcome::Established
+    let (outcome, why) = if ret == 0 {
+        (Outcome::Established, Why::NONE)
     } else {
-        Outcome::of_failed_call(ret)
+        // Failed inside this host, before any SYN was retransmitted.
+        let why = Why {
+            cause: Cause::Local as u32,
+            ..Why::NONE
+        };
+        (Outcome::of_failed_call(ret), why)
     };
-    emit::completed(to, record, outcome, ret.unsigned_abs(), latency_ns);
+    emit::completed(to, record, outcome, ret.unsigned_abs(), &why, latency_ns);
 }
 
 /// Socket `sk_ptr` left SYN_SENT for `new`: the connect it was tracked for (if any) is over.
@@ -193,13 +199,26 @@ pub fn left_syn_sent<C: EbpfContext>(ctx: &C, sk_ptr: *const u8, new: i32) {
         return;
     }
     let latency_ns = age;
-    let errno = if new == TCP_CLOSE {
-        sock::error(sk_ptr, SOCK_OFFSETS.load())
-    } else {
-        0
-    };
+    let offsets = SOCK_OFFSETS.load();
     // Any state but CLOSE (ESTABLISHED; SYN_RECV in a simultaneous open) means the peer
     // answered the SYN.
-    let outcome = Outcome::of_handshake(new != TCP_CLOSE, errno);
-    emit::completed(&to, record, outcome, errno, latency_ns);
+    let established = new != TCP_CLOSE;
+    let mut why = Why {
+        syn_retransmits: sock::total_retrans(sk_ptr, offsets),
+        ..Why::NONE
+    };
+    let errno = if established {
+        0
+    } else {
+        let errno = sock::error(sk_ptr, offsets);
+        // What the cause hooks saw, and whether anything TCP came back: read only for a
+        // handshake that failed.
+        why.trouble = cause::take(sk_ptr as u64, record.boot_ns).unwrap_or(Trouble::NONE);
+        let segs_in = sock::segs_in(sk_ptr, offsets);
+        why.cause =
+            Cause::of_handshake(false, errno, segs_in, why.trouble.flags).map_or(0, |c| c as u32);
+        errno
+    };
+    let outcome = Outcome::of_handshake(established, errno);
+    emit::completed(&to, record, outcome, errno, &why, latency_ns);
 }

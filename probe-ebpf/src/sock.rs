@@ -105,6 +105,27 @@ pub fn error(sk: *const u8, offsets: SockOffsets) -> u32 {
     read_at::<i32>(sk, offsets.sk_err).unsigned_abs()
 }
 
+/// The socket's `tcp_sock.segs_in` and `total_retrans`: TCP segments received, and segments
+/// retransmitted (in SYN_SENT, the SYN's retransmits). Read where a handshake ends
+/// (`--outcome`): `segs_in` only when it failed.
+#[inline(always)]
+pub fn segs_in(sk: *const u8, offsets: SockOffsets) -> u32 {
+    read_at(sk, offsets.segs_in)
+}
+
+/// See [`segs_in`].
+#[inline(always)]
+pub fn total_retrans(sk: *const u8, offsets: SockOffsets) -> u32 {
+    read_at(sk, offsets.total_retrans)
+}
+
+/// Reads a `T` at `base + offset` (a kernel address as a number), or zeroes: for the cause
+/// hooks' reads of packets.
+#[inline(always)]
+pub fn read_kernel<T: Default>(base: u64, offset: u32) -> T {
+    read_at(base as *const u8, offset)
+}
+
 /// A socket being connected. Its first [`SOCK_HEAD_LEN`] bytes, which hold every IPv4 field of
 /// `sock_common` (userspace checks this against BTF), are read with one helper call instead of
 /// one per field; only the IPv6 addresses, further in, are read separately.

@@ -65,7 +65,19 @@ impl TracerBuilder {
             startup.attach += attaching.elapsed();
             match attached {
                 Ok(()) => {
+                    let failure_hooks = if self.report.outcome_filter().is_some()
+                        && let Some(packets) = &prepared.packets
+                    {
+                        let hooking = std::time::Instant::now();
+                        let hooks =
+                            backend::attach_failure_hooks(&mut ebpf, packets.drops.is_some());
+                        startup.attach += hooking.elapsed();
+                        hooks
+                    } else {
+                        crate::FailureHooks::default()
+                    };
                     let loaded = Loaded {
+                        failure_hooks,
                         backend,
                         fallbacks,
                         atomics: prepared.atomics,

@@ -11,6 +11,40 @@ use probe_common::{Backend, Family, Function, names::program};
 
 use crate::{TracerBuilder, btf::FunctionIds, diagnose, error::AttachError, kernel};
 
+/// Which of the cause hooks (`--outcome`) the tracer attached: they add the details of why a
+/// connect failed, where the kernel allows them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FailureHooks {
+    /// The ICMP errors' type, code and sender (a kprobe on `ip_icmp_error` and
+    /// `ipv6_icmp_error`: needs kprobes). Without, an ICMP error is still told from a reset
+    /// or a timeout, without its details.
+    pub icmp: bool,
+    /// The reason of a SYN dropped in this host (the `skb:kfree_skb` tracepoint, with drop
+    /// reasons from Linux 5.17). Without, such a connect is a `timeout`.
+    pub drop_reasons: bool,
+}
+
+/// Attaches the cause hooks the kernel allows (`drop_reasons`: whether its BTF has them), after
+/// the backend's programs; one that cannot be attached is left out, with a warning.
+pub(crate) fn attach_failure_hooks(ebpf: &mut Ebpf, drop_reasons: bool) -> FailureHooks {
+    let mut attached = Vec::new();
+    let icmp = kernel::check_kprobes().is_ok()
+        && kprobe(
+            ebpf,
+            program::icmp_error,
+            &["ip_icmp_error", "ipv6_icmp_error"],
+            &mut attached,
+        )
+        .inspect_err(|e| log::warn!("no ICMP types for failed connects: {e}"))
+        .is_ok();
+    let drop_reasons = drop_reasons
+        && raw_tracepoint(ebpf, program::skb_dropped, "kfree_skb", &mut attached)
+            .inspect_err(|e| log::warn!("no drop reasons for failed connects: {e}"))
+            .is_ok();
+    FailureHooks { icmp, drop_reasons }
+}
+
 /// What the tracer reports, which decides the programs a backend attaches.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) enum Mode {
@@ -44,7 +78,12 @@ pub(crate) fn attach(
     // unseen (it does nothing while they track none).
     let mut result = Ok(());
     if options.report.outcome_filter().is_some() && backend != Backend::Tracepoint {
-        result = raw_tracepoint(ebpf, program::connect_outcome, &mut attached);
+        result = raw_tracepoint(
+            ebpf,
+            program::connect_outcome,
+            program::inet_sock_set_state,
+            &mut attached,
+        );
     }
     if result.is_ok() {
         result = attach_programs(
@@ -80,17 +119,18 @@ fn attach_programs(
                 Mode::SuccessesOnly => kprobe(
                     ebpf,
                     program::tcp_connect,
-                    &[Function::TcpConnect],
+                    &[Function::TcpConnect.name()],
                     attached,
                 )?,
                 Mode::Full | Mode::TimestampsOnly => {
                     // The return probe goes first, so that no connect is entered without its
                     // return traced.
                     if mode == Mode::Full {
-                        kprobe(ebpf, program::tcp_connect_return, &functions, attached)?;
+                        let names: Vec<&'static str> = functions.iter().map(|f| f.name()).collect();
+                        kprobe(ebpf, program::tcp_connect_return, &names, attached)?;
                     }
                     for &family in families {
-                        let function = family.connect_function();
+                        let function = family.connect_function().name();
                         kprobe(ebpf, kprobe_program(family), &[function], attached)?;
                     }
                 }
@@ -117,18 +157,23 @@ fn attach_programs(
                 trampoline(ebpf, name, function, &btf, attached)?;
             }
         }
-        Backend::Tracepoint => raw_tracepoint(ebpf, program::inet_sock_set_state, attached)?,
+        Backend::Tracepoint => raw_tracepoint(
+            ebpf,
+            program::inet_sock_set_state,
+            program::inet_sock_set_state,
+            attached,
+        )?,
     }
     Ok(())
 }
 
-/// Loads the raw tracepoint program `name` and attaches it to `sock:inet_sock_set_state`.
+/// Loads the raw tracepoint program `name` and attaches it to `tracepoint`.
 fn raw_tracepoint(
     ebpf: &mut Ebpf,
     name: &'static str,
+    tracepoint: &'static str,
     attached: &mut Vec<&'static str>,
 ) -> Result<(), AttachError> {
-    let tracepoint = program::inet_sock_set_state;
     let program: &mut RawTracePoint = program(ebpf, name)?;
     program
         .load()
@@ -161,11 +206,12 @@ fn trampoline_program(mode: Mode, family: Family) -> &'static str {
     }
 }
 
-/// Loads the (k)probe program `name` and attaches it to each of `functions`.
+/// Loads the (k)probe program `name` and attaches it to each of the kernel functions
+/// `functions`.
 fn kprobe(
     ebpf: &mut Ebpf,
     name: &'static str,
-    functions: &[Function],
+    functions: &[&'static str],
     attached: &mut Vec<&'static str>,
 ) -> Result<(), AttachError> {
     let program: &mut KProbe = program(ebpf, name)?;
@@ -177,12 +223,12 @@ fn kprobe(
         aya::programs::ProbeKind::Entry => "kprobe",
         aya::programs::ProbeKind::Return => "kretprobe",
     };
-    for function in functions {
+    for &function in functions {
         program
-            .attach(function.name(), 0)
+            .attach(function, 0)
             .map_err(|source| AttachError::Probe {
                 kind,
-                function: function.name(),
+                function,
                 hint: kernel::perf_paranoid_hint(),
                 source: Box::new(source),
             })?;

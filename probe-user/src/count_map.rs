@@ -27,16 +27,19 @@ const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
 const ENOTSUPP: i32 = 524;
 
 /// The keys the overflow of a map counting with (or without) outcomes can land in: one per
-/// family and outcome (`CountKey::overflow`).
+/// family, outcome and cause that outcome can have (`CountKey::overflow`, `Outcome::causes`).
 pub(crate) fn overflow_keys(outcome: bool) -> Vec<CountKey> {
-    let outcomes: Vec<u8> = if outcome {
-        Outcome::ALL.iter().map(|&o| o as u8).collect()
+    let pairs: Vec<(u8, u8)> = if outcome {
+        Outcome::ALL
+            .iter()
+            .flat_map(|&o| o.causes().iter().map(move |&c| (o as u8, c)))
+            .collect()
     } else {
-        vec![0]
+        vec![(0, 0)]
     };
     [Family::V4, Family::V6]
         .into_iter()
-        .flat_map(|f| outcomes.iter().map(move |&o| CountKey::overflow(f.af(), o)))
+        .flat_map(|f| pairs.iter().map(move |&p| CountKey::overflow(f.af(), p)))
         .collect()
 }
 

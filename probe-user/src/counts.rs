@@ -10,7 +10,7 @@ use probe_common::{
     state::{CountKey, CountValue},
 };
 
-use crate::{WorkloadNames, event};
+use crate::{WorkloadNames, event, failure::Cause};
 
 /// The upper bounds, in nanoseconds, of the finite latency buckets of
 /// [`ConnectCount::latency_buckets`] (1 us, 2 us, 4 us, ... 2^27 us): bucket `b` counts
@@ -66,6 +66,9 @@ pub struct ConnectCount {
     pub workload: Option<WorkloadNames>,
     /// How these connects ended, with outcomes; `None` without.
     pub outcome: Option<Outcome>,
+    /// Why they failed (without the details of each connect), with outcomes; `None` without,
+    /// and for connects that did not fail.
+    pub cause: Option<Cause>,
     /// Connects since tracing started.
     pub connects: u64,
     /// Sum of their latencies in nanoseconds (with outcomes; 0 without).
@@ -73,6 +76,8 @@ pub struct ConnectCount {
     /// How many of them took at most [`LATENCY_BUCKET_BOUNDS_NS`]`[b]` and more than the bound
     /// of `b - 1` (the last: longer than every bound), with outcomes; zero without.
     pub latency_buckets: [u64; ConnectCount::LATENCY_BUCKETS],
+    /// Their SYN retransmits, summed (with outcomes; 0 without).
+    pub syn_retransmits: u64,
     /// The overflow row of its family (and outcome): the connects of every label set that
     /// found the kernel's map at its budget ([`crate::TracerBuilder::max_series`]). Its
     /// address, port, cgroup and workload are `None` and 0: it stands for all of them.
@@ -93,9 +98,11 @@ impl ConnectCount {
             cgroup_id: None,
             workload: None,
             outcome: None,
+            cause: None,
             connects: 0,
             latency_ns: 0,
             latency_buckets: [0; ConnectCount::LATENCY_BUCKETS],
+            syn_retransmits: 0,
             overflow: false,
         }
     }
@@ -114,9 +121,9 @@ pub struct Retired {
 
 /// The rows of the kernel's counts counted by `by`, most connects first. With `per_cgroup` the
 /// keys carry the caller's cgroup id, named by `names`. One row per destination (or workload)
-/// and outcome, with the value's buckets as its histogram; by container, the cgroups of a
-/// container (or those of none) make one row; the overflow keys make one row per family and
-/// outcome. Keys of an unknown family are left out.
+/// outcome and cause, with the value's buckets as its histogram; by container, the cgroups of
+/// a container (or those of none) make one row; the overflow keys make one row per family,
+/// outcome and cause. Keys of an unknown family are left out.
 pub(crate) fn rows(
     by: CountBy,
     per_cgroup: bool,
@@ -128,7 +135,7 @@ pub(crate) fn rows(
         u16,
         Option<IpAddr>,
         u16,
-        u8,
+        (u8, u8),
         u64,
         Option<WorkloadNames>,
     );
@@ -147,18 +154,20 @@ pub(crate) fn rows(
         // By container, one row per container (a cgroup's names without its path).
         let group = (cgroup_id.unwrap_or(0), workload.clone());
         let dport = if overflow { 0 } else { key.dport };
-        let id = (overflow, key.family, daddr, dport, key.outcome);
+        let id = (overflow, key.family, daddr, dport, (key.outcome, key.cause));
         let row = rows
             .entry((id.0, id.1, id.2, id.3, id.4, group.0, group.1))
             .or_insert_with(|| ConnectCount {
                 cgroup_id,
                 workload,
                 outcome: Outcome::try_from(u32::from(key.outcome)).ok(),
+                cause: Cause::try_from(u32::from(key.cause)).ok(),
                 overflow,
                 ..ConnectCount::new(family, daddr, dport)
             });
         row.connects += value.connects;
         row.latency_ns += value.latency_ns;
+        row.syn_retransmits += value.syn_retransmits;
         if row.outcome.is_some() {
             for (sum, n) in row.latency_buckets.iter_mut().zip(value.buckets) {
                 *sum += n;
@@ -177,13 +186,22 @@ pub(crate) fn rows(
                 .map(|w| (w.cgroup.clone(), w.container.clone(), c.cgroup_id))
         };
         b.connects.cmp(&a.connects).then_with(|| {
-            (a.overflow, a.dport, a.daddr, a.outcome, workload(a)).cmp(&(
-                b.overflow,
-                b.dport,
-                b.daddr,
-                b.outcome,
-                workload(b),
-            ))
+            (
+                a.overflow,
+                a.dport,
+                a.daddr,
+                a.outcome,
+                a.cause,
+                workload(a),
+            )
+                .cmp(&(
+                    b.overflow,
+                    b.dport,
+                    b.daddr,
+                    b.outcome,
+                    b.cause,
+                    workload(b),
+                ))
         })
     });
     counts
@@ -204,7 +222,7 @@ mod tests {
 
     /// A kernel key as the kernel side makes it.
     fn key(by: CountBy, cgroup: u64, dst: ([u8; 4], u16), outcome: u8) -> CountKey {
-        CountKey::new(by as u8, cgroup, (v4(dst.0), dst.1), AF_INET, outcome)
+        CountKey::new(by as u8, cgroup, (v4(dst.0), dst.1), AF_INET, (outcome, 0))
     }
 
     /// A kernel value of `connects` without latencies.
@@ -328,8 +346,8 @@ mod tests {
         let refused = Outcome::Refused as u8;
         let counts = [
             (key(by, 1, ([10, 0, 0, 1], 80), refused), value(2)),
-            (CountKey::overflow(AF_INET, refused), value(5)),
-            (CountKey::overflow(AF_INET6, refused), value(0)),
+            (CountKey::overflow(AF_INET, (refused, 0)), value(5)),
+            (CountKey::overflow(AF_INET6, (refused, 0)), value(0)),
         ];
         let got = rows(by, true, counts, names);
         let got: Vec<_> = got

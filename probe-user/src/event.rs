@@ -91,6 +91,11 @@ pub struct Completion {
     /// The error the kernel gave, a positive errno (`ECONNREFUSED`, `ETIMEDOUT`, ...; for a
     /// failed call `-ret`); 0 if none.
     pub errno: u32,
+    /// How many times the SYN was retransmitted before the outcome (0 for a failed call, and
+    /// for [`Outcome::Pending`], whose socket is not read at the end).
+    pub syn_retransmits: u32,
+    /// Why it failed; `None` if it did not (established, pending).
+    pub cause: Option<crate::FailureCause>,
 }
 
 /// Why a ring-buffer record could not be decoded.
@@ -108,6 +113,9 @@ pub enum Malformed {
     /// The record's outcome is none of [`Outcome`]'s.
     #[error("a record of unknown outcome {0}")]
     Outcome(u32),
+    /// The record's cause is none of [`crate::Cause`]'s.
+    #[error("a record of unknown cause {0}")]
+    Cause(u32),
 }
 
 impl ConnectEvent {
@@ -160,11 +168,14 @@ impl ConnectEvent {
     /// The event of an [`OutcomeRecord`].
     pub fn from_outcome(r: &OutcomeRecord) -> Result<Self, Malformed> {
         let outcome = Outcome::try_from(r.outcome).map_err(Malformed::Outcome)?;
+        let cause = crate::FailureCause::decode(r.cause, &r.trouble).map_err(Malformed::Cause)?;
         Ok(Self {
             completion: Some(Completion {
                 outcome,
                 latency_ns: r.latency_ns,
                 errno: r.errno,
+                syn_retransmits: r.syn_retransmits,
+                cause,
             }),
             ..Self::from_record(&r.connect)?
         })
@@ -378,6 +389,10 @@ pub(crate) mod tests {
                     Err(Malformed::Outcome(o)) => {
                         prop_assert_eq!(kind, RecordKind::Outcome as u32);
                         prop_assert!(Outcome::try_from(o).is_err());
+                    }
+                    Err(Malformed::Cause(c)) => {
+                        prop_assert_eq!(kind, RecordKind::Outcome as u32);
+                        prop_assert!(crate::failure::Cause::try_from(c).is_err());
                     }
                 }
             }

@@ -61,6 +61,7 @@ mod diagnose;
 mod error;
 pub mod escape;
 mod event;
+pub mod failure;
 mod filter;
 mod format;
 pub mod identity;
@@ -74,6 +75,7 @@ mod stats;
 mod stream;
 mod tracer;
 
+pub use backend::FailureHooks;
 pub(crate) use backend::Mode;
 pub use builder::TracerBuilder;
 pub use clock::WallClock;
@@ -82,6 +84,7 @@ pub use error::{
     AttachError, BackendError, BackendErrors, Cause, Error, FilterError, Missing, VerifierLog,
 };
 pub use event::{Completion, ConnectEvent, Malformed, Workload};
+pub use failure::{DropReason, FailureCause, IcmpError};
 pub use format::{Format, Formatter};
 pub use identity::WorkloadNames;
 pub use probe_common::{Backend, CountBy, Family, Function, Outcome};

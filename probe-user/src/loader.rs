@@ -42,6 +42,8 @@ pub(crate) struct Loaded {
     pub identity: bool,
     /// The most label sets counted (`TracerBuilder::max_series`).
     pub max_series: u32,
+    /// Which cause hooks are attached (`--outcome`).
+    pub failure_hooks: crate::FailureHooks,
 }
 
 /// The compiled kernel side, built by build.rs, for kernels without BPF atomics.
@@ -144,6 +146,9 @@ pub(crate) struct Prepared {
     /// Whether, should the verifier reject the object with atomics, the one without is loaded
     /// instead (always, but for [`TEST_ATOMICS`]`=strict`).
     pub atomics_fallback: bool,
+    /// The packet offsets and drop reasons the cause hooks need (with `--outcome`; `None`
+    /// without, or if the kernel's BTF lacks them: the hooks are then left out).
+    pub packets: Option<crate::btf::Packets>,
 }
 
 /// A hidden switch for tests, not an option of the command (nor for users): with
@@ -182,12 +187,24 @@ pub(crate) fn prepare(options: &TracerBuilder, startup: &mut Startup) -> Result<
     kernel::check_ring_buffer()?;
     let own_kernel = options.btf_path == std::path::Path::new(crate::btf::VMLINUX_BTF);
     let (atomics, atomics_fallback) = atomics_choice();
+    let packets = if options.report.outcome_filter().is_some() {
+        types
+            .packets
+            .inspect_err(|e| log::warn!("no ICMP types or drop reasons for failed connects: {e}"))
+            .ok()
+    } else {
+        None
+    };
+    if let Some((_, names)) = packets.as_ref().and_then(|p| p.drops.as_ref()) {
+        crate::failure::set_drop_reasons(names.clone());
+    }
     Ok(Prepared {
         offsets: types.sock,
         task_offsets,
         functions: own_kernel.then_some(types.functions),
         atomics,
         atomics_fallback,
+        packets,
     })
 }
 
@@ -219,6 +236,12 @@ pub(crate) fn load(
     // aya-log's level is a load-time constant: with logging off the verifier removes the
     // logging code from the hot path entirely.
     let log_level = log::max_level() as u8;
+    let packets = prepared.packets.as_ref();
+    let skb_offsets = packets.map(|p| p.skb).unwrap_or_default();
+    let drops = packets
+        .and_then(|p| p.drops.as_ref())
+        .map(|(config, _)| *config)
+        .unwrap_or_default();
     let mut loader = EbpfLoader::new();
     for (name, entries) in map_entries(options, keys, backend, prepared.atomics) {
         loader.map_max_entries(name, entries);
@@ -236,6 +259,8 @@ pub(crate) fn load(
         .override_global(global::CALLER_NAMES, &globals.caller_names, true)
         .override_global(global::CONTAINERS, &keys.containers, true)
         .override_global(global::COUNT_CGROUP, &globals.count_cgroup, true)
+        .override_global(global::SKB_OFFSETS, &skb_offsets, true)
+        .override_global(global::DROPS, &drops, true)
         .override_global(aya_log::LEVEL, &log_level, false)
         .load(if prepared.atomics {
             PROBE_OBJECT_ATOMICS
@@ -258,7 +283,7 @@ fn map_entries(
     keys: &FilterKeys,
     backend: Backend,
     atomics: bool,
-) -> [(&'static str, u32); 9] {
+) -> [(&'static str, u32); 10] {
     let used = |yes: bool, entries: u32| if yes { entries } else { 1 };
     let exactly = |n: usize| n.max(1) as u32;
     // Room for the LRU's per-CPU free lists, so that MAX_CONNECTING sockets fit on any host.
@@ -293,6 +318,14 @@ fn map_entries(
                 options.max_series
                     + crate::count_map::overflow_keys(options.report.outcome_filter().is_some())
                         .len() as u32,
+            ),
+        ),
+        // What the cause hooks saw of sockets in SYN_SENT: with outcomes only.
+        (
+            map::SYN_TROUBLE,
+            used(
+                options.report.outcome_filter().is_some(),
+                limit::MAX_SYN_TROUBLE,
             ),
         ),
         (map::PID_FILTER, exactly(options.pids.len())),

@@ -83,6 +83,7 @@ const REAP_EVERY: Duration = Duration::from_secs(1);
 /// ```
 pub struct Tracer {
     backend: Backend,
+    failure_hooks: crate::FailureHooks,
     fallbacks: Vec<BackendError>,
     atomics_rejected: Option<BackendError>,
     events: RingBuf<MapData>,
@@ -137,6 +138,7 @@ impl Tracer {
             report,
             identity,
             max_series,
+            failure_hooks,
         }: Loaded,
         logger: Option<EbpfLogger<&'static dyn log::Log>>,
         stats: Option<std::os::fd::OwnedFd>,
@@ -151,6 +153,7 @@ impl Tracer {
             .collect();
         Ok(Tracer {
             backend,
+            failure_hooks,
             fallbacks,
             atomics_rejected,
             programs,
@@ -193,6 +196,12 @@ impl Tracer {
     /// How the programs are attached.
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// Which cause hooks are attached (with outcomes): whether failed connects carry ICMP
+    /// details and drop reasons ([`crate::FailureCause`]).
+    pub fn failure_hooks(&self) -> crate::FailureHooks {
+        self.failure_hooks
     }
 
     /// The backends tried before [`Tracer::backend`] and why each could not be used (empty
@@ -433,6 +442,8 @@ impl Tracer {
                 outcome: Outcome::Pending,
                 latency_ns,
                 errno: 0,
+                syn_retransmits: 0,
+                cause: None,
             });
             match self.count_by {
                 None => self.pending_events.push_back(event),
@@ -447,7 +458,7 @@ impl Tracer {
                         cgroup_id,
                         (record.daddr, record.dport),
                         record.family,
-                        Outcome::Pending as u8,
+                        (Outcome::Pending as u8, 0),
                     );
                     // As the kernel side would: a new label set beyond the budget overflows.
                     if !label_sets.contains(&key) {
@@ -455,7 +466,7 @@ impl Tracer {
                             series += 1;
                             label_sets.insert(key);
                         } else {
-                            key = CountKey::overflow(record.family, Outcome::Pending as u8);
+                            key = CountKey::overflow(record.family, (Outcome::Pending as u8, 0));
                             self.pending_overflow += 1;
                         }
                     }

@@ -679,8 +679,8 @@ fn outcome_in_stap_format_ends_the_line_with_outcome_and_latency() {
     let lines: Vec<&str> = out.stdout.lines().collect();
     assert_eq!(lines.len(), 1, "{out:?}");
     let line = lines[0];
-    // `<unix s>: tcp_v4_connect src=<ip:port> dst=<ip:port> outcome=refused latency=<ms>ms`,
-    // the milliseconds with exactly three decimals.
+    // `<unix s>: tcp_v4_connect src=<ip:port> dst=<ip:port> outcome=refused latency=<ms>ms
+    // retrans=0 cause=rst`, the milliseconds with exactly three decimals.
     let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
     let (secs, rest) = line.split_once(": ").unwrap_or_else(|| panic!("{line:?}"));
     assert!(digits(secs), "{line:?}");
@@ -694,8 +694,10 @@ fn outcome_in_stap_format_ends_the_line_with_outcome_and_latency() {
         a.src,
         dst.port()
     );
+    // Then the SYN's retransmits and the cause: a reset answered the only SYN.
     let millis = rest
         .strip_prefix(&head)
+        .and_then(|r| r.strip_suffix(" retrans=0 cause=rst"))
         .and_then(|r| r.strip_suffix("ms"))
         .unwrap_or_else(|| panic!("{line:?} is not {head}<ms>ms"));
     let (whole, decimals) = millis.split_once('.').unwrap_or_else(|| panic!("{line:?}"));

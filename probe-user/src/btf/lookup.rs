@@ -119,13 +119,41 @@ impl KernelBtf {
             .ok_or_else(|| btf_error(format!("kernel BTF: no type {id}")))
     }
 
+    /// The enumerators of the enum called `name` (value, name), or `None` if the file has no
+    /// such enum. Values are read as 32 bits (an `ENUM64`'s low half).
+    pub(super) fn enumerators(&self, name: &str) -> Result<Option<Vec<(u32, String)>>> {
+        debug_assert!(self.structs_indexed.contains(&name));
+        let Some(&at) = self.types.enums.get(name) else {
+            return Ok(None);
+        };
+        let read = |buf: &mut [u8], offset| self.read_types(buf, offset);
+        let mut head = [0; TYPE_LEN];
+        read(&mut head, at.into())?;
+        let record = TypeRecord::decode(&head);
+        // `struct btf_enum { name_off, val }` or `struct btf_enum64 { name_off, lo32, hi32 }`.
+        let len = if record.is_enum64() { 12 } else { 8 };
+        let mut raw = vec![0; record.vlen() as usize * len];
+        read(&mut raw, u64::from(at) + TYPE_LEN as u64)?;
+        let values = raw
+            .chunks_exact(len)
+            .filter_map(|e| {
+                let name = self.strings.at(u32_at(e, 0))?;
+                Some((u32_at(e, 4), String::from_utf8_lossy(name).into_owned()))
+            })
+            .collect();
+        Ok(Some(values))
+    }
+
+    /// Fills `buf` from `offset` bytes into the type section.
+    fn read_types(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        self.file
+            .read_exact_at(buf, self.types_at + offset)
+            .map_err(|e| btf_error(format!("cannot parse {}: {e}", self.path.display())))
+    }
+
     /// Reads the struct or union whose `struct btf_type` is `at` bytes into the type section.
     fn read_struct(&self, at: u32) -> Result<Struct> {
-        let read = |buf: &mut [u8], offset: u64| {
-            self.file
-                .read_exact_at(buf, self.types_at + offset)
-                .map_err(|e| btf_error(format!("cannot parse {}: {e}", self.path.display())))
-        };
+        let read = |buf: &mut [u8], offset| self.read_types(buf, offset);
         let mut head = [0; TYPE_LEN];
         read(&mut head, at.into())?;
         let record = TypeRecord::decode(&head);

@@ -10,7 +10,8 @@
 //!   fexit load with: only the connect functions, at their kernel ids, placeholders below
 //!   (how and why in its documentation);
 //! - `offsets.rs`: [`offsets()`], the one read of a file at load time: `SockOffsets`,
-//!   `TaskOffsets` and the connect functions' ids.
+//!   `TaskOffsets`, the packet offsets and drop reasons of the cause hooks ([`Packets`]), and
+//!   the connect functions' ids.
 //!
 //! Each uses only those listed above it.
 
@@ -22,5 +23,5 @@ mod reader;
 mod testing;
 
 pub(crate) use functions::{FunctionIds, function_btf};
-pub(crate) use offsets::offsets;
+pub(crate) use offsets::{Packets, offsets};
 pub use reader::VMLINUX_BTF;

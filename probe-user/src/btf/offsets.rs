@@ -9,7 +9,7 @@ use std::path::Path;
 
 use probe_common::{
     SockOffsets,
-    config::{SOCK_HEAD_LEN, TaskOffsets},
+    config::{DropConfig, SOCK_HEAD_LEN, SkbOffsets, TaskOffsets},
 };
 
 use super::{
@@ -34,7 +34,13 @@ const STRUCTS: &[&str] = &[
     "css_set",
     "cgroup",
     "kernfs_node",
+    "sk_buff",
+    // An enum, looked up like the structs.
+    "skb_drop_reason",
 ];
+
+/// The prefix of every `enum skb_drop_reason` name, left out of the names reported.
+const DROP_REASON_PREFIX: &str = "SKB_DROP_REASON_";
 
 /// What the tracer takes from a BTF file, from one read of it.
 #[derive(Debug)]
@@ -44,6 +50,9 @@ pub(crate) struct KernelTypes {
     /// The offsets of the task's identity, which only some configurations need (so that a
     /// kernel whose structs moved only fails the options that use them).
     pub task: Result<TaskOffsets>,
+    /// The offsets of `struct sk_buff` and the kernel's drop reasons, which only the cause
+    /// hooks need (`--outcome`).
+    pub packets: Result<Packets>,
     /// The type ids of the connect functions ([`FUNCTIONS`]) in the file: the kernel's own
     /// if the file is [`VMLINUX_BTF`], so fentry needs no second read of it.
     pub functions: FunctionIds,
@@ -64,6 +73,7 @@ pub(crate) fn offsets(path: &Path) -> Result<KernelTypes> {
     Ok(KernelTypes {
         sock: sock_offsets_in(&btf)?,
         task: task_offsets_in(&btf),
+        packets: packets_in(&btf),
         functions: FunctionIds(btf.types.functions.clone()),
     })
 }
@@ -85,6 +95,8 @@ fn sock_offsets_in(btf: &KernelBtf) -> Result<SockOffsets> {
         segs_out: btf.field_offset(&btf.named_struct("tcp_sock")?, &["segs_out"])?,
         sk_err: btf.field_offset(&sock, &["sk_err"])?,
         state: common("skc_state")?,
+        segs_in: btf.field_offset(&btf.named_struct("tcp_sock")?, &["segs_in"])?,
+        total_retrans: btf.field_offset(&btf.named_struct("tcp_sock")?, &["total_retrans"])?,
     };
     // The kernel side reads the IPv4 fields from one copy of the head of struct sock.
     for (name, offset, size) in [
@@ -102,6 +114,47 @@ fn sock_offsets_in(btf: &KernelBtf) -> Result<SockOffsets> {
         }
     }
     Ok(offsets)
+}
+
+/// What the cause hooks need of the kernel's packets.
+#[derive(Debug)]
+pub(crate) struct Packets {
+    /// `struct sk_buff`'s fields.
+    pub skb: SkbOffsets,
+    /// The drop-reason hook's settings and the kernel's drop reasons (value, name without
+    /// prefix): `None` before 5.17, which has no `enum skb_drop_reason`.
+    pub drops: Option<(DropConfig, Vec<(u32, String)>)>,
+}
+
+fn packets_in(btf: &KernelBtf) -> Result<Packets> {
+    let skb = btf.named_struct("sk_buff")?;
+    let field = |name| btf.field_offset(&skb, &[name]);
+    let skb = SkbOffsets {
+        sk: field("sk")?,
+        head: field("head")?,
+        network_header: field("network_header")?,
+        transport_header: field("transport_header")?,
+    };
+    let drops = btf.enumerators("skb_drop_reason")?.map(|all| {
+        let names: Vec<(u32, String)> = all
+            .into_iter()
+            .filter_map(|(value, name)| {
+                let short = name.strip_prefix(DROP_REASON_PREFIX)?;
+                Some((value, short.to_owned()))
+            })
+            .collect();
+        // Absent (it is not in 5.17's first list's later renames), nothing is left out.
+        let not_specified = names
+            .iter()
+            .find(|(_, name)| name == "NOT_SPECIFIED")
+            .map_or(u32::MAX, |&(value, _)| value);
+        let config = DropConfig {
+            not_specified,
+            _pad: 0,
+        };
+        (config, names)
+    });
+    Ok(Packets { skb, drops })
 }
 
 /// The task, pid, namespace and cgroup field offsets (records' identity, `--container`).
@@ -221,6 +274,8 @@ mod tests {
                 segs_out: 1536,
                 sk_err: 284,
                 state: 18,
+                segs_in: 1532,
+                total_retrans: 1700,
             }
         );
         assert_eq!(
@@ -242,6 +297,31 @@ mod tests {
                 kn_name: 16,
                 kn_parent: 8,
             }
+        );
+    }
+
+    #[test]
+    fn packets_and_drop_reasons_of_a_kernel_like_file() {
+        let file = TempFile::new("packets", &fake_kernel(18, true).bytes());
+        let packets = offsets(&file.0).unwrap().packets.unwrap();
+        assert_eq!(
+            packets.skb,
+            SkbOffsets {
+                sk: 24,
+                head: 200,
+                network_header: 182,
+                transport_header: 180,
+            }
+        );
+        let (config, names) = packets.drops.unwrap();
+        assert_eq!(config.not_specified, 2);
+        // Only the drop reasons, without their prefix.
+        assert_eq!(
+            names,
+            [
+                (2, "NOT_SPECIFIED".to_string()),
+                (8, "NETFILTER_DROP".to_string())
+            ]
         );
     }
 

@@ -39,6 +39,8 @@ pub(super) mod kind {
     pub const CONST: u32 = 10;
     pub const RESTRICT: u32 = 11;
     pub const FUNC: u32 = 12;
+    pub const ENUM: u32 = 6;
+    pub const ENUM64: u32 = 19;
 }
 
 /// The parts of a BTF file the offsets need (see the module's documentation).
@@ -66,6 +68,9 @@ pub(super) struct TypeIndex {
     pub(super) structs: HashMap<&'static str, u32>,
     /// The id of the first `FUNC` of each function name looked for.
     pub(super) functions: Vec<(&'static str, u32)>,
+    /// The first enum with each of the struct names looked for (an enum is looked up like a
+    /// struct): where its `struct btf_type` is in the type section.
+    pub(super) enums: HashMap<&'static str, u32>,
 }
 
 /// What following a type leads to: the members of a struct or union, another type, or
@@ -201,6 +206,7 @@ fn index_types(
     // Id 0 is void.
     let mut links = vec![PackedLink::OTHER];
     let mut found_structs = HashMap::new();
+    let mut found_enums = HashMap::new();
     let mut found_functions: Vec<(&'static str, u32)> = Vec::new();
     for_each_type(file, header, |id, at, record| {
         links.push(match record.kind() {
@@ -214,6 +220,11 @@ fn index_types(
             kind::STRUCT => {
                 if let Some(name) = named(record.name_off, structs) {
                     found_structs.entry(name).or_insert(at);
+                }
+            }
+            kind::ENUM | kind::ENUM64 => {
+                if let Some(name) = named(record.name_off, structs) {
+                    found_enums.entry(name).or_insert(at);
                 }
             }
             kind::FUNC => {
@@ -230,6 +241,7 @@ fn index_types(
         links,
         structs: found_structs,
         functions: found_functions,
+        enums: found_enums,
     })
 }
 
@@ -294,6 +306,11 @@ impl TypeRecord {
             info: u32_at(raw, 4),
             size_or_type: u32_at(raw, 8),
         }
+    }
+
+    /// Whether this is an `ENUM64` (its enumerators are 12 bytes, not 8).
+    pub(super) fn is_enum64(&self) -> bool {
+        self.kind() == kind::ENUM64
     }
 
     fn kind(&self) -> u32 {

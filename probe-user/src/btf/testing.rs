@@ -34,7 +34,7 @@ impl BtfWriter {
         }
     }
 
-    fn string(&mut self, s: &str) -> u32 {
+    pub(super) fn string(&mut self, s: &str) -> u32 {
         if s.is_empty() {
             return 0;
         }
@@ -224,7 +224,45 @@ pub(super) fn fake_kernel(state: u32, with_pid: bool) -> BtfWriter {
     w.structure(
         "tcp_sock",
         2000,
-        &[("inet_conn", inet_sock, 0), ("segs_out", u32_, 1536 * 8)],
+        &[
+            ("inet_conn", inet_sock, 0),
+            ("segs_in", u32_, 1532 * 8),
+            ("segs_out", u32_, 1536 * 8),
+            ("total_retrans", u32_, 1700 * 8),
+        ],
+    );
+    // struct sk_buff, `sk` in an anonymous union as since 5.x.
+    let sock_ptr = w.ptr(sock);
+    let sk_union = w.union(8, &[("sk", sock_ptr, 0), ("ip_defrag_offset", int, 0)]);
+    let head_ptr = w.ptr(u8_);
+    w.structure(
+        "sk_buff",
+        232,
+        &[
+            ("", sk_union, 24 * 8),
+            ("transport_header", u16_, 180 * 8),
+            ("network_header", u16_, 182 * 8),
+            ("head", head_ptr, 200 * 8),
+        ],
+    );
+    // enum skb_drop_reason, as 6.x has it (SKB_NOT_DROPPED_YET first).
+    let reasons = [
+        ("SKB_NOT_DROPPED_YET", 0),
+        ("SKB_CONSUMED", 1),
+        ("SKB_DROP_REASON_NOT_SPECIFIED", 2),
+        ("SKB_DROP_REASON_NETFILTER_DROP", 8),
+    ];
+    let trailing: Vec<u32> = reasons
+        .iter()
+        .flat_map(|&(name, value)| [w.string(name), value])
+        .collect();
+    w.add(
+        kind::ENUM,
+        "skb_drop_reason",
+        reasons.len() as u32,
+        false,
+        4,
+        &trailing,
     );
     let ns_common = w.structure(
         "ns_common",

@@ -24,8 +24,51 @@ pub(super) struct JsonLine<'a> {
     pub(super) latency_ns: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) errno: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) syn_retransmits: Option<u32>,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub(super) cause: Option<JsonCause>,
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     pub(super) workload: Option<JsonWorkload<'a>>,
+}
+
+/// The JSON fields of a [`crate::FailureCause`]: `cause`, and with an ICMP error's details
+/// `icmp_type`, `icmp_code`, `icmp_from` (and `icmp_v6` for ICMPv6), with a drop its
+/// `drop_reason` (the kernel's name, or its value if unnamed).
+#[derive(Serialize)]
+pub(super) struct JsonCause {
+    cause: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    icmp_type: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    icmp_code: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    icmp_from: Option<std::net::IpAddr>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    icmp_v6: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    drop_reason: Option<String>,
+}
+
+impl JsonCause {
+    pub(super) fn of(cause: crate::FailureCause) -> Self {
+        use crate::{FailureCause, names::Named as _};
+        let icmp = match cause {
+            FailureCause::Icmp(icmp) => icmp,
+            _ => None,
+        };
+        JsonCause {
+            cause: cause.cause().name(),
+            icmp_type: icmp.map(|i| i.icmp_type),
+            icmp_code: icmp.map(|i| i.code),
+            icmp_from: icmp.map(|i| i.from),
+            icmp_v6: icmp.is_some_and(|i| i.v6),
+            drop_reason: match cause {
+                FailureCause::Drop(reason) => Some(reason.to_string()),
+                _ => None,
+            },
+        }
+    }
 }
 
 /// The JSON fields of a [`crate::Workload`] (with identities): names that could not be resolved
@@ -71,7 +114,11 @@ pub(super) struct JsonCount<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) outcome: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) cause: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) latency_ns_sum: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) syn_retransmits: Option<u64>,
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     pub(super) workload: Option<JsonCountWorkload<'a>>,
 }

@@ -118,8 +118,9 @@ const PAIRS: [[u8; 2]; 100] = {
 
 impl Line {
     /// The longest line, two bracketed IPv6 endpoints (47 bytes each) with the longest outcome
-    /// and latency, is under 200 bytes.
-    const CAPACITY: usize = 224;
+    /// and latency (under 200 bytes), then the retransmits and an ICMP cause from an IPv6
+    /// sender (under 70 more) or a drop reason (a kernel enum name, under 64), fits.
+    const CAPACITY: usize = 320;
 
     pub(super) fn new() -> Self {
         Line {
@@ -207,6 +208,42 @@ impl Line {
             b'm',
             b's',
         ]);
+    }
+
+    /// Appends ` retrans=N` and, for a failed connect, ` cause=NAME` and its details:
+    /// ` icmp=TYPE/CODE from=ADDR` (ICMPv6: `icmp6=`), or ` reason=NAME` (a drop's).
+    pub(super) fn why(&mut self, completion: &crate::Completion) {
+        use crate::FailureCause;
+        self.put(b" retrans=");
+        self.decimal(u64::from(completion.syn_retransmits));
+        let Some(cause) = completion.cause else {
+            return;
+        };
+        self.put(b" cause=");
+        self.name(cause.cause().name());
+        match cause {
+            FailureCause::Icmp(Some(icmp)) => {
+                self.name(if icmp.v6 { " icmp6=" } else { " icmp=" });
+                self.decimal(u64::from(icmp.icmp_type));
+                self.put(b"/");
+                self.decimal(u64::from(icmp.code));
+                self.put(b" from=");
+                let mut rest = &mut self.bytes[self.len..];
+                let room = rest.len();
+                // At most 39 bytes (see `CAPACITY`).
+                let _ = write!(rest, "{}", icmp.from);
+                self.len += room - rest.len();
+            }
+            FailureCause::Drop(reason) => {
+                self.put(b" reason=");
+                match reason.name {
+                    // Kernel enum names are short; a longer one is cut to what fits.
+                    Some(name) => self.name(&name[..name.len().min(64)]),
+                    None => self.decimal(u64::from(reason.value)),
+                }
+            }
+            _ => {}
+        }
     }
 
     /// Appends `ip:port` for IPv4, `[ip]:port` for IPv6, without scope or flow information.
@@ -305,8 +342,16 @@ mod tests {
                 outcome,
                 latency_ns: 12_345_678,
                 errno: 0,
+                syn_retransmits: 0,
+                cause: None,
             });
-            let expected = format!(" dst=127.0.0.1:8080 outcome={outcome} latency=12.345ms\n");
+            let retrans = if outcome == crate::Outcome::Pending {
+                ""
+            } else {
+                " retrans=0"
+            };
+            let expected =
+                format!(" dst=127.0.0.1:8080 outcome={outcome} latency=12.345ms{retrans}\n");
             assert!(line(Format::Stap, &event).ends_with(&expected), "{outcome}");
         }
     }
@@ -318,9 +363,12 @@ mod tests {
             outcome: crate::Outcome::Refused,
             latency_ns: 183_999,
             errno: 111,
+            syn_retransmits: 2,
+            cause: Some(crate::FailureCause::Rst),
         });
         assert!(
-            line(Format::Stap, &event).ends_with(" outcome=refused latency=0.183ms\n"),
+            line(Format::Stap, &event)
+                .ends_with(" outcome=refused latency=0.183ms retrans=2 cause=rst\n"),
             "{}",
             line(Format::Stap, &event)
         );
@@ -328,15 +376,81 @@ mod tests {
         assert_eq!(json["outcome"], "refused");
         assert_eq!(json["latency_ns"], 183_999);
         assert_eq!(json["errno"], 111);
+        assert_eq!(json["syn_retransmits"], 2);
+        assert_eq!(json["cause"], "rst");
         event.completion = Some(crate::Completion {
             outcome: crate::Outcome::Established,
             latency_ns: 12_345_678_901,
             errno: 0,
+            syn_retransmits: 0,
+            cause: None,
         });
-        assert!(line(Format::Stap, &event).ends_with(" outcome=established latency=12345.678ms\n"));
+        assert!(
+            line(Format::Stap, &event)
+                .ends_with(" outcome=established latency=12345.678ms retrans=0\n")
+        );
         let json: serde_json::Value = serde_json::from_str(&line(Format::Json, &event)).unwrap();
         assert!(json.get("errno").is_none(), "{json}");
+        assert!(json.get("cause").is_none(), "{json}");
+        assert_eq!(json["syn_retransmits"], 0);
         assert_eq!(line(Format::Minimal, &event), line(Format::Minimal, &v4()));
+    }
+
+    #[test]
+    fn failure_details_are_written_after_the_cause() {
+        let mut event = v6();
+        let icmp = crate::IcmpError {
+            v6: true,
+            icmp_type: 1,
+            code: 1,
+            from: "2001:db8:ffff:ffff:ffff:ffff:ffff:fffe".parse().unwrap(),
+        };
+        event.completion = Some(crate::Completion {
+            outcome: crate::Outcome::Unreachable,
+            latency_ns: 12_345_678_901_234,
+            errno: 13,
+            syn_retransmits: 127,
+            cause: Some(crate::FailureCause::Icmp(Some(icmp))),
+        });
+        let stap = line(Format::Stap, &event);
+        assert!(
+            stap.ends_with(
+                " outcome=unreachable latency=12345678.901ms retrans=127 cause=icmp icmp6=1/1 \
+                 from=2001:db8:ffff:ffff:ffff:ffff:ffff:fffe\n"
+            ),
+            "{stap}"
+        );
+        let json: serde_json::Value = serde_json::from_str(&line(Format::Json, &event)).unwrap();
+        assert_eq!(
+            (
+                &json["cause"],
+                &json["icmp_type"],
+                &json["icmp_code"],
+                &json["icmp_v6"]
+            ),
+            (&"icmp".into(), &1.into(), &1.into(), &true.into())
+        );
+        assert_eq!(json["icmp_from"], "2001:db8:ffff:ffff:ffff:ffff:ffff:fffe");
+        let drop = crate::DropReason {
+            value: 77,
+            name: Some("NETFILTER_DROP"),
+        };
+        event.completion = Some(crate::Completion {
+            outcome: crate::Outcome::Timeout,
+            latency_ns: 3_000_000_000,
+            errno: 110,
+            syn_retransmits: 1,
+            cause: Some(crate::FailureCause::Drop(drop)),
+        });
+        assert!(line(Format::Stap, &event).ends_with(
+            " outcome=timeout latency=3000.000ms retrans=1 cause=drop reason=NETFILTER_DROP\n"
+        ));
+        let json: serde_json::Value = serde_json::from_str(&line(Format::Json, &event)).unwrap();
+        assert_eq!(
+            (&json["cause"], &json["drop_reason"]),
+            (&"drop".into(), &"NETFILTER_DROP".into())
+        );
+        assert!(json.get("icmp_type").is_none(), "{json}");
     }
 
     /// SystemTap lines of arbitrary events parse back to the event's function and addresses.

@@ -13,7 +13,7 @@ use crate::{
     ConnectEvent, CountBy, WallClock,
     names::{self, Named, UnknownName},
 };
-use json::{JsonLine, JsonWorkload};
+use json::{JsonCause, JsonLine, JsonWorkload};
 use line::{Line, Second};
 
 /// An output style (`--format`).
@@ -136,6 +136,11 @@ impl Formatter {
                 outcome: event.completion.map(|c| c.outcome.name()),
                 latency_ns: event.completion.map(|c| c.latency_ns),
                 errno: event.completion.map(|c| c.errno).filter(|&e| e != 0),
+                syn_retransmits: event
+                    .completion
+                    .filter(|c| c.outcome != crate::Outcome::Pending)
+                    .map(|c| c.syn_retransmits),
+                cause: event.completion.and_then(|c| c.cause).map(JsonCause::of),
                 workload: event.workload.as_ref().map(JsonWorkload::of),
             };
             // Writing into a Vec cannot fail.
@@ -160,6 +165,10 @@ impl Formatter {
             if let Some(c) = &event.completion {
                 line.outcome(c.outcome);
                 line.millis(c.latency_ns);
+                // A pending connect's socket is not read at the end: nothing to say.
+                if c.outcome != crate::Outcome::Pending {
+                    line.why(c);
+                }
             }
         }
         line.put(b"\n");

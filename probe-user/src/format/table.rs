@@ -30,7 +30,9 @@ impl Formatter {
                     connects: c.connects,
                     overflow: c.overflow,
                     outcome: c.outcome.map(|o| o.name()),
+                    cause: c.cause.map(|o| o.name()),
                     latency_ns_sum: c.outcome.map(|_| c.latency_ns),
+                    syn_retransmits: c.outcome.map(|_| c.syn_retransmits),
                     workload: c.workload.as_ref().map(|w| JsonCountWorkload {
                         // A row of a whole container has no one cgroup.
                         cgroup_id: c.cgroup_id,
@@ -47,11 +49,16 @@ impl Formatter {
             return;
         }
         let _ = writeln!(out, "{unix_s}: connects since start");
-        // With outcomes, a row per destination and outcome, with the average latency.
+        // With outcomes, a row per destination, outcome and cause, with the average latency
+        // and the SYN retransmits.
         let outcomes = counts.iter().any(|c| c.outcome.is_some());
         let _ = write!(out, "{:>10}  ", "CONNECTS");
         if outcomes {
-            let _ = write!(out, "{:<11}  {:>12}  ", "OUTCOME", "AVG LATENCY");
+            let _ = write!(
+                out,
+                "{:<11}  {:<7}  {:>12}  {:>7}  ",
+                "OUTCOME", "CAUSE", "AVG LATENCY", "RETRANS"
+            );
         }
         // By cgroup or container the row names who connected instead of where to (the
         // formatter is told, or else the rows tell: an empty table then says DESTINATION).
@@ -79,7 +86,13 @@ impl Formatter {
                 let mut avg = Vec::new();
                 push_millis(&mut avg, c.latency_ns / c.connects.max(1));
                 let avg = String::from_utf8_lossy(&avg);
-                let _ = write!(out, "{:<11}  {avg:>12}  ", outcome.name());
+                let cause = c.cause.map_or("-", |c| c.name());
+                let _ = write!(
+                    out,
+                    "{:<11}  {cause:<7}  {avg:>12}  {:>7}  ",
+                    outcome.name(),
+                    c.syn_retransmits
+                );
             }
             let _ = write!(out, "{:<14}  ", function);
             match (&c.workload, c.daddr) {
@@ -188,6 +201,7 @@ mod tests {
                 daddr: Some("127.0.0.1".parse().unwrap()),
                 dport: 8081,
                 outcome: Some(crate::Outcome::Refused),
+                cause: Some(crate::failure::Cause::Rst),
                 connects: 1,
                 latency_ns: 183_400,
                 ..COUNT
@@ -198,13 +212,13 @@ mod tests {
             table(Format::Stap),
             concat!(
                 "1795778063: connects since start\n",
-                "  CONNECTS  OUTCOME       AVG LATENCY  FUNCTION        DESTINATION\n",
-                "         4  established       0.250ms  tcp_v4_connect  127.0.0.1:8080\n",
-                "         1  refused           0.183ms  tcp_v4_connect  127.0.0.1:8081\n",
+                "  CONNECTS  OUTCOME      CAUSE     AVG LATENCY  RETRANS  FUNCTION        DESTINATION\n",
+                "         4  established  -             0.250ms        0  tcp_v4_connect  127.0.0.1:8080\n",
+                "         1  refused      rst           0.183ms        0  tcp_v4_connect  127.0.0.1:8081\n",
             )
         );
         assert!(table(Format::Json).contains(
-            r#"{"connects":1,"daddr":"127.0.0.1","dport":8081,"family":"ipv4","function":"tcp_v4_connect","latency_ns_sum":183400,"outcome":"refused"}"#
+            r#"{"cause":"rst","connects":1,"daddr":"127.0.0.1","dport":8081,"family":"ipv4","function":"tcp_v4_connect","latency_ns_sum":183400,"outcome":"refused","syn_retransmits":0}"#
         ));
     }
 

@@ -234,8 +234,9 @@ pub struct Exposition(pub Vec<MetricFamily>);
 impl Exposition {
     /// The families of `rows` (from [`probe_user::Tracer::connect_counts`]) and `book`:
     /// `tcpconn_connects_total{family,dport[,daddr][,cgroup_id|container_id]}` (rows of the same
-    /// labels summed), with outcomes `tcpconn_connect_failures_total{...,reason}` (every outcome
-    /// but established and pending) and `tcpconn_connect_duration_seconds{...,outcome}`; the
+    /// labels summed), with outcomes `tcpconn_connect_failures_total{...,reason,cause}` (every
+    /// outcome but established and pending, with its cause), `tcpconn_syn_retransmits_total`
+    /// and `tcpconn_connect_duration_seconds{...,outcome}`; the
     /// info metric of each labelled workload; what was lost, overflowed and retired; with
     /// `programs` (`--stats`) each eBPF program's runs, run time and skipped runs.
     pub fn collect(
@@ -248,6 +249,7 @@ impl Exposition {
         pins.keep_only(rows);
         let mut connects: BTreeMap<Labels, u64> = BTreeMap::new();
         let mut failures: BTreeMap<Labels, u64> = BTreeMap::new();
+        let mut retransmits: BTreeMap<Labels, u64> = BTreeMap::new();
         let mut durations: BTreeMap<Labels, Histogram> = BTreeMap::new();
         let mut infos: BTreeMap<Labels, ()> = BTreeMap::new();
         let traced_outcomes = rows.iter().any(|r| r.outcome.is_some());
@@ -256,9 +258,12 @@ impl Exposition {
             let Some(outcome) = row.outcome else {
                 return;
             };
+            *retransmits.entry(labels.clone()).or_default() += row.syn_retransmits;
             if outcome.is_failure() {
                 let mut labels = labels.clone();
                 labels.push(("reason", outcome.name().to_string()));
+                let cause = row.cause.map_or("unknown", |c| c.name());
+                labels.push(("cause", cause.to_string()));
                 *failures.entry(labels).or_default() += row.connects;
             }
             let mut labels = labels;
@@ -296,10 +301,18 @@ impl Exposition {
         if traced_outcomes {
             families.push(MetricFamily {
                 name: "connect_failures",
-                help: "TCP connects that did not come up, by destination and reason (the outcome)",
+                help: "TCP connects that did not come up, by destination, reason (the outcome) \
+                       and cause (rst, icmp, local, drop, timeout, app)",
                 kind: Kind::Counter,
                 unit: None,
                 series: counts(failures),
+            });
+            families.push(MetricFamily {
+                name: "syn_retransmits",
+                help: "SYN retransmits of the connects traced, by destination",
+                kind: Kind::Counter,
+                unit: None,
+                series: counts(retransmits),
             });
             families.push(MetricFamily {
                 name: "connect_duration_seconds",

@@ -228,12 +228,15 @@ mod tests {
         established.latency_buckets[10] = 3; // <= 1.024 ms
         let mut refused = count("10.0.0.2", 2);
         refused.outcome = Some(Outcome::Refused);
+        refused.cause = Some(probe_user::failure::Cause::Rst);
+        refused.syn_retransmits = 1;
         refused.latency_ns = 100_000;
         refused.latency_buckets[5] = 2; // <= 32 us: in the exported bucket <= 64 us
         let text = plain(&[established, refused]);
         for line in [
             "tcpconn_connects_total{family=\"ipv4\",dport=\"443\"} 5\n",
-            "tcpconn_connect_failures_total{family=\"ipv4\",dport=\"443\",reason=\"refused\"} 2\n",
+            "tcpconn_connect_failures_total{family=\"ipv4\",dport=\"443\",reason=\"refused\",cause=\"rst\"} 2\n",
+            "tcpconn_syn_retransmits_total{family=\"ipv4\",dport=\"443\"} 1\n",
             "tcpconn_connect_duration_seconds_sum{family=\"ipv4\",dport=\"443\",outcome=\"established\"} 0.003\n",
             "tcpconn_connect_duration_seconds_count{family=\"ipv4\",dport=\"443\",outcome=\"established\"} 3\n",
             "tcpconn_connect_duration_seconds_bucket{le=\"0.001024\",family=\"ipv4\",dport=\"443\",outcome=\"established\"} 3\n",
@@ -347,6 +350,7 @@ mod tests {
         other.overflow = true;
         other.connects = 9;
         other.outcome = Some(Outcome::Refused);
+        other.cause = Some(probe_user::failure::Cause::Icmp);
         other.latency_buckets[3] = 9;
         let options = Options {
             with_daddr: true,
@@ -356,7 +360,9 @@ mod tests {
         let labels = r#"family="ipv6",dport="other",daddr="other",cgroup_id="other""#;
         for line in [
             format!("tcpconn_connects_total{{{labels}}} 9\n"),
-            format!("tcpconn_connect_failures_total{{{labels},reason=\"refused\"}} 9\n"),
+            format!(
+                "tcpconn_connect_failures_total{{{labels},reason=\"refused\",cause=\"icmp\"}} 9\n"
+            ),
             format!("tcpconn_connect_duration_seconds_count{{{labels},outcome=\"refused\"}} 9\n"),
         ] {
             assert!(text.contains(&line), "{line} in\n{text}");

@@ -1,0 +1,131 @@
+//! Why a connect failed, beyond what its socket says (`--outcome`): what happened to a socket in
+//! SYN_SENT that only the packet path sees, noted in `SYN_TROUBLE` for the completion path
+//! (`outcome::left_syn_sent`), which reads it only when a handshake fails.
+//!
+//! - [`icmp_error`]: a kprobe on `ip_icmp_error` and `ipv6_icmp_error`, which `tcp_v4_err` /
+//!   `tcp_v6_err` call for a socket in SYN_SENT with the ICMP error that is about to end its
+//!   connect (whether or not the socket asked for `IP_RECVERR`): its type, code and sender.
+//!   Attached where the kernel has kprobes, whatever the backend; without, an ICMP error is
+//!   still told from a reset and a timeout by the socket's own counters
+//!   (`Cause::of_handshake`), without type and code.
+//! - [`skb_dropped`]: the `skb:kfree_skb` tracepoint (raw), where the kernel gives a drop
+//!   reason (5.17+): a packet of a socket in SYN_SENT (its SYN) freed as dropped inside this
+//!   host, a netfilter or cgroup firewall's drop, a full queue, a neighbour that never
+//!   answered... (`SKB_DROP_REASON_NOT_SPECIFIED` aside: drivers free sent packets so too).
+//!
+//! Both note only the sockets whose connect is tracked (so the filters' rejects cost nothing
+//! but the check, and cannot evict others' notes), overwriting the socket's previous note.
+
+use aya_ebpf::{
+    helpers::bpf_ktime_get_boot_ns,
+    macros::{kprobe, raw_tracepoint},
+    programs::{ProbeContext, RawTracePointContext},
+};
+use probe_common::{RawAddr, Trouble, state::SynTrouble};
+
+use crate::{
+    DROPS, SKB_OFFSETS, SOCK_OFFSETS, SYN_TROUBLE, connecting,
+    sock::{self, IPPROTO_TCP, Sock, TCP_SYN_SENT},
+};
+
+/// kprobe on `ip_icmp_error` and `ipv6_icmp_error(struct sock *sk, struct sk_buff *skb, int
+/// err, __be16 port, u32 info, u8 *payload)`: `skb` is the ICMP error, its network header the
+/// outer IP header (who sent it), its transport header the ICMP header.
+#[kprobe]
+pub fn icmp_error(ctx: ProbeContext) -> u32 {
+    if let (Some(sk), Some(skb)) = (ctx.arg::<u64>(0), ctx.arg::<u64>(1)) {
+        on_icmp_error(sk, skb);
+    }
+    0
+}
+
+#[inline(always)]
+fn on_icmp_error(sk: u64, skb: u64) {
+    if !connecting_socket(sk) {
+        return;
+    }
+    let offsets = SKB_OFFSETS.load();
+    let head: u64 = sock::read_kernel(skb, offsets.head);
+    let network: u16 = sock::read_kernel(skb, offsets.network_header);
+    let transport: u16 = sock::read_kernel(skb, offsets.transport_header);
+    // Type and code, the first two bytes of both ICMP and ICMPv6 headers.
+    let [icmp_type, icmp_code]: [u8; 2] = sock::read_kernel(head, u32::from(transport));
+    let ip = head + u64::from(network);
+    // The IP version, in the first byte's high nibble; the source at byte 12 (IPv4) or 8.
+    let version = sock::read_kernel::<u8>(ip, 0) >> 4;
+    let (flags, icmp_from) = if version == 6 {
+        (
+            Trouble::ICMP | Trouble::ICMP_V6,
+            sock::read_kernel::<RawAddr>(ip, 8),
+        )
+    } else {
+        let v4: u32 = sock::read_kernel(ip, 12);
+        (Trouble::ICMP, RawAddr([v4, 0, 0, 0]))
+    };
+    note(
+        sk,
+        Trouble {
+            drop_reason: 0,
+            icmp_type,
+            icmp_code,
+            flags,
+            _pad: 0,
+            icmp_from,
+        },
+    );
+}
+
+/// Raw tracepoint `skb:kfree_skb(struct sk_buff *skb, void *location, enum skb_drop_reason
+/// reason, ...)` (attached only where the third argument exists, 5.17+).
+#[raw_tracepoint(tracepoint = "kfree_skb")]
+pub fn skb_dropped(ctx: RawTracePointContext) -> i32 {
+    let (skb, reason): (u64, u64) = (ctx.arg(0), ctx.arg(2));
+    let reason = reason as u32;
+    if reason != DROPS.load().not_specified {
+        on_dropped(skb, reason);
+    }
+    0
+}
+
+#[inline(always)]
+fn on_dropped(skb: u64, reason: u32) {
+    // The socket a packet being sent belongs to (none for most received packets).
+    let sk: u64 = sock::read_kernel(skb, SKB_OFFSETS.load().sk);
+    if sk == 0 || !connecting_socket(sk) {
+        return;
+    }
+    let trouble = Trouble {
+        drop_reason: reason,
+        flags: Trouble::DROP,
+        ..Trouble::NONE
+    };
+    note(sk, trouble);
+}
+
+/// Whether `sk` is a TCP socket in SYN_SENT whose connect is tracked.
+#[inline(always)]
+fn connecting_socket(sk: u64) -> bool {
+    let socket = Sock::read(sk as *const u8, SOCK_OFFSETS.load());
+    socket.state() == TCP_SYN_SENT && socket.protocol() == IPPROTO_TCP && connecting::tracked(sk)
+}
+
+/// Notes `trouble` as socket `sk`'s, now.
+#[inline(always)]
+fn note(sk: u64, trouble: Trouble) {
+    let value = SynTrouble {
+        boot_ns: unsafe { bpf_ktime_get_boot_ns() },
+        trouble,
+    };
+    let _ = SYN_TROUBLE.insert(&sk, &value, 0);
+}
+
+/// The note of socket `sk` whose connect began at `since` (`CLOCK_BOOTTIME` ns), removed, if
+/// there is one: a note older than the connect is an earlier socket's at the same address.
+/// Asked by the completion path of a failed handshake only.
+#[inline(always)]
+pub fn take(sk: u64, since: u64) -> Option<Trouble> {
+    // SAFETY: a value of the map, copied at once.
+    let noted = unsafe { SYN_TROUBLE.get(&sk) }.copied()?;
+    let _ = SYN_TROUBLE.remove(&sk);
+    (noted.boot_ns >= since).then_some(noted.trouble)
+}
