@@ -45,6 +45,11 @@ pub struct SockOffsets {
     /// `total_retrans` of `struct tcp_sock` (`u32`): segments retransmitted, which in SYN_SENT
     /// are the SYN's retransmits (`--outcome`; zeroed by `tcp_disconnect`).
     pub total_retrans: u32,
+    /// `snd_una` of `struct tcp_sock` (`u32`): in SYN_SENT the connect's initial sequence
+    /// number, which tells one connect of a socket address from another (`--outcome`).
+    pub snd_una: u32,
+    /// Explicit padding, always zero.
+    pub _pad: u32,
 }
 
 /// Offsets of the `struct sk_buff` fields the cause hooks read (the `SKB_OFFSETS` global,

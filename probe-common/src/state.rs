@@ -213,14 +213,17 @@ impl CountValue {
 }
 
 /// A value of the kernel's `SYN_TROUBLE` map, keyed by socket address: what the cause hooks saw
-/// happen to a socket in SYN_SENT, and when (`CLOCK_BOOTTIME` ns of the last note), so that the
-/// completion path ignores a note left by an earlier socket at the same address (older than its
-/// connect).
+/// happen to a socket in SYN_SENT, and which connect of that socket it was: its initial
+/// sequence number (`snd_una` in SYN_SENT), random per connect, so that the completion path
+/// ignores a note left by an earlier connect at the same address (a connect that came up leaves
+/// its note, unread).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SynTrouble {
-    /// When the last note was written.
-    pub boot_ns: u64,
+    /// The connect's initial sequence number.
+    pub isn: u32,
+    /// Explicit padding, always zero.
+    pub _pad: u32,
     /// What was seen.
     pub trouble: crate::Trouble,
 }

@@ -13,18 +13,21 @@
 //!   host, a netfilter or cgroup firewall's drop, a full queue, a neighbour that never
 //!   answered... (`SKB_DROP_REASON_NOT_SPECIFIED` aside: drivers free sent packets so too).
 //!
-//! Both note only the sockets whose connect is tracked (so the filters' rejects cost nothing
-//! but the check, and cannot evict others' notes), overwriting the socket's previous note.
+//! Both note any TCP socket in SYN_SENT, overwriting its previous note, with its connect's
+//! initial sequence number: the first SYN goes out (and may be dropped) inside the connect
+//! call, before the kprobe and fentry backends track the connect at the call's return, so a
+//! check of the tracked connects would miss it. A note costs a map update, on drops and ICMP
+//! errors only; the LRU bounds what a local user can make it hold (their own failing
+//! handshakes evict others' notes, whose causes then fall back to what the socket says).
 
 use aya_ebpf::{
-    helpers::bpf_ktime_get_boot_ns,
     macros::{kprobe, raw_tracepoint},
     programs::{ProbeContext, RawTracePointContext},
 };
 use probe_common::{RawAddr, Trouble, state::SynTrouble};
 
 use crate::{
-    DROPS, SKB_OFFSETS, SOCK_OFFSETS, SYN_TROUBLE, connecting,
+    DROPS, SKB_OFFSETS, SOCK_OFFSETS, SYN_TROUBLE,
     sock::{self, IPPROTO_TCP, Sock, TCP_SYN_SENT},
 };
 
@@ -102,30 +105,31 @@ fn on_dropped(skb: u64, reason: u32) {
     note(sk, trouble);
 }
 
-/// Whether `sk` is a TCP socket in SYN_SENT whose connect is tracked.
+/// Whether `sk` is a TCP socket in SYN_SENT.
 #[inline(always)]
 fn connecting_socket(sk: u64) -> bool {
     let socket = Sock::read(sk as *const u8, SOCK_OFFSETS.load());
-    socket.state() == TCP_SYN_SENT && socket.protocol() == IPPROTO_TCP && connecting::tracked(sk)
+    socket.state() == TCP_SYN_SENT && socket.protocol() == IPPROTO_TCP
 }
 
-/// Notes `trouble` as socket `sk`'s, now.
+/// Notes `trouble` as the current connect's of socket `sk`.
 #[inline(always)]
 fn note(sk: u64, trouble: Trouble) {
     let value = SynTrouble {
-        boot_ns: unsafe { bpf_ktime_get_boot_ns() },
+        isn: sock::snd_una(sk as *const u8, SOCK_OFFSETS.load()),
+        _pad: 0,
         trouble,
     };
     let _ = SYN_TROUBLE.insert(&sk, &value, 0);
 }
 
-/// The note of socket `sk` whose connect began at `since` (`CLOCK_BOOTTIME` ns), removed, if
-/// there is one: a note older than the connect is an earlier socket's at the same address.
-/// Asked by the completion path of a failed handshake only.
+/// The note of socket `sk`'s connect of initial sequence number `isn`, removed, if there is
+/// one (a note of another ISN is an earlier connect's at the same address). Asked by the
+/// completion path of a failed handshake only.
 #[inline(always)]
-pub fn take(sk: u64, since: u64) -> Option<Trouble> {
+pub fn take(sk: u64, isn: u32) -> Option<Trouble> {
     // SAFETY: a value of the map, copied at once.
     let noted = unsafe { SYN_TROUBLE.get(&sk) }.copied()?;
     let _ = SYN_TROUBLE.remove(&sk);
-    (noted.boot_ns >= since).then_some(noted.trouble)
+    (noted.isn == isn).then_some(noted.trouble)
 }

@@ -84,22 +84,6 @@ pub fn take(key: u64, copy: &mut MaybeUninit<ConnectRecord>) -> bool {
     lru::take(key, copy)
 }
 
-/// Whether the connect of socket `key` is tracked (asked by the cause hooks).
-#[inline(always)]
-pub fn tracked(key: u64) -> bool {
-    #[cfg(feature = "atomics")]
-    {
-        if slots::find(key).is_some() {
-            return true;
-        }
-        if !slots::ever_overflowed() {
-            return false;
-        }
-    }
-    // SAFETY: only whether the entry exists is read.
-    unsafe { CONNECTING.get(&key) }.is_some()
-}
-
 /// Nanoseconds since `boot_ns` (`CLOCK_BOOTTIME`): a connect's age, or its latency once it ends.
 #[inline(always)]
 pub fn age(boot_ns: u64) -> u64 {

@@ -81,6 +81,8 @@ static SOCK_OFFSETS: Global<SockOffsets> = Global::new(SockOffsets {
     state: 0,
     segs_in: 0,
     total_retrans: 0,
+    snd_una: 0,
+    _pad: 0,
 });
 
 /// Written by userspace before load (from BTF) with `--outcome`; read by the cause hooks
@@ -256,12 +258,11 @@ static CONNECTING_OVERFLOWED: Array<u32> = Array::with_max_entries(1, 0);
 static RECORD_SCRATCH: PerCpuArray<ConnectRecord> =
     PerCpuArray::with_max_entries(limit::SCRATCH_SLOTS, 0);
 
-/// With `--outcome`: what the cause hooks (`cause`) saw happen to a socket in SYN_SENT whose
-/// connect is tracked (an ICMP error, a dropped SYN), keyed by socket address; written by them,
-/// read and deleted by the completion path when the handshake failed. An LRU: a note of a
-/// connect that came up is never read, and is evicted in time (or overwritten by the address's
-/// next socket, whose completion ignores notes older than its connect). Userspace never reads
-/// it.
+/// With `--outcome`: what the cause hooks (`cause`) saw happen to a socket in SYN_SENT (an ICMP
+/// error, a dropped SYN), keyed by socket address; written by them, read and deleted by the
+/// completion path when the handshake failed. An LRU: a note of a connect that came up is never
+/// read, and is evicted in time (or overwritten; a later connect at the same address ignores
+/// it: its initial sequence number differs). Userspace never reads it.
 #[map]
 static SYN_TROUBLE: LruHashMap<u64, SynTrouble> =
     LruHashMap::with_max_entries(limit::MAX_SYN_TROUBLE, 0);

@@ -213,7 +213,8 @@ pub fn left_syn_sent<C: EbpfContext>(ctx: &C, sk_ptr: *const u8, new: i32) {
         let errno = sock::error(sk_ptr, offsets);
         // What the cause hooks saw, and whether anything TCP came back: read only for a
         // handshake that failed.
-        why.trouble = cause::take(sk_ptr as u64, record.boot_ns).unwrap_or(Trouble::NONE);
+        let isn = sock::snd_una(sk_ptr, offsets);
+        why.trouble = cause::take(sk_ptr as u64, isn).unwrap_or(Trouble::NONE);
         let segs_in = sock::segs_in(sk_ptr, offsets);
         why.cause =
             Cause::of_handshake(false, errno, segs_in, why.trouble.flags).map_or(0, |c| c as u32);

@@ -119,6 +119,12 @@ pub fn total_retrans(sk: *const u8, offsets: SockOffsets) -> u32 {
     read_at(sk, offsets.total_retrans)
 }
 
+/// The socket's `tcp_sock.snd_una`: in SYN_SENT, its connect's initial sequence number.
+#[inline(always)]
+pub fn snd_una(sk: *const u8, offsets: SockOffsets) -> u32 {
+    read_at(sk, offsets.snd_una)
+}
+
 /// Reads a `T` at `base + offset` (a kernel address as a number), or zeroes: for the cause
 /// hooks' reads of packets.
 #[inline(always)]

@@ -97,6 +97,8 @@ fn sock_offsets_in(btf: &KernelBtf) -> Result<SockOffsets> {
         state: common("skc_state")?,
         segs_in: btf.field_offset(&btf.named_struct("tcp_sock")?, &["segs_in"])?,
         total_retrans: btf.field_offset(&btf.named_struct("tcp_sock")?, &["total_retrans"])?,
+        snd_una: btf.field_offset(&btf.named_struct("tcp_sock")?, &["snd_una"])?,
+        _pad: 0,
     };
     // The kernel side reads the IPv4 fields from one copy of the head of struct sock.
     for (name, offset, size) in [
@@ -276,6 +278,8 @@ mod tests {
                 state: 18,
                 segs_in: 1532,
                 total_retrans: 1700,
+                snd_una: 1400,
+                _pad: 0,
             }
         );
         assert_eq!(

@@ -229,6 +229,7 @@ pub(super) fn fake_kernel(state: u32, with_pid: bool) -> BtfWriter {
             ("segs_in", u32_, 1532 * 8),
             ("segs_out", u32_, 1536 * 8),
             ("total_retrans", u32_, 1700 * 8),
+            ("snd_una", u32_, 1400 * 8),
         ],
     );
     // struct sk_buff, `sk` in an anonymous union as since 5.x.
