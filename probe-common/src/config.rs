@@ -63,8 +63,15 @@ pub struct SkbOffsets {
     pub head: u32,
     /// `network_header` (`u16`): where the IP header is, from `head`.
     pub network_header: u32,
-    /// `transport_header` (`u16`): where the ICMP header is in an ICMP error, from `head`.
+    /// `transport_header` (`u16`): where the ICMP header is in an ICMP error (the UDP header
+    /// in a datagram), from `head`.
     pub transport_header: u32,
+    /// `data` (`unsigned char *`): where the packet's data starts (`--names`).
+    pub data: u32,
+    /// `len` (`unsigned int`): the packet's length from `data`, its fragments included.
+    pub len: u32,
+    /// `data_len` (`unsigned int`): how much of `len` is in fragments, not after `data`.
+    pub data_len: u32,
 }
 
 /// The drop-reason hook's settings (the `DROPS` global), from the kernel's BTF

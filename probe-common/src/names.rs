@@ -119,5 +119,8 @@ pub mod program {
         icmp_error,
         /// raw tracepoint skb:kfree_skb (`--outcome`, 5.17+: a SYN dropped in this host).
         skb_dropped,
+        /// kprobe on __udp_enqueue_schedule_skb (`--names`: DNS answers delivered to local
+        /// sockets).
+        udp_delivered,
     }
 }

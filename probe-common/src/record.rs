@@ -18,6 +18,8 @@ pub enum RecordKind {
     Timestamp = 2,
     /// An [`OutcomeRecord`]: a connect with how it ended (`--outcome`).
     Outcome = 3,
+    /// A [`DnsRecord`]: a DNS answer delivered to a local socket (`--names`).
+    Dns = 4,
 }
 
 impl RecordKind {
@@ -40,6 +42,7 @@ impl TryFrom<u32> for RecordKind {
             1 => Ok(RecordKind::Connect),
             2 => Ok(RecordKind::Timestamp),
             3 => Ok(RecordKind::Outcome),
+            4 => Ok(RecordKind::Dns),
             other => Err(other),
         }
     }
@@ -218,6 +221,37 @@ impl OutcomeRecord {
     pub const SIZE: usize = core::mem::size_of::<Self>();
 }
 
+/// Bytes of a DNS message a [`DnsRecord`] carries at most: the classic UDP maximum (RFC 1035),
+/// which holds the question and the A/AAAA answers of almost every reply; a longer one is
+/// carried cut, and its answers past the cut are not read.
+pub const DNS_PAYLOAD_MAX: usize = 512;
+
+/// A DNS message (UDP, source port 53) delivered to a local socket ([`RecordKind::Dns`], with
+/// `--names`): what userspace learns names from.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DnsRecord {
+    /// [`RecordKind::Dns`].
+    pub header: RecordHeader,
+    /// `CLOCK_BOOTTIME` nanoseconds when it was delivered.
+    pub boot_ns: u64,
+    /// Inode number of the receiving socket's network namespace: the names it gives hold there
+    /// only.
+    pub netns: u32,
+    /// The message's length (the UDP payload).
+    pub len: u16,
+    /// How many of its first bytes `payload` holds (at most [`DNS_PAYLOAD_MAX`], and only what
+    /// the kernel held in one piece).
+    pub captured: u16,
+    /// The message, its first `captured` bytes.
+    pub payload: [u8; DNS_PAYLOAD_MAX],
+}
+
+impl DnsRecord {
+    /// Size in bytes of one record in the ring buffer.
+    pub const SIZE: usize = core::mem::size_of::<Self>();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -234,6 +268,7 @@ mod tests {
         assert_eq!(TimestampRecord::SIZE, RecordHeader::SIZE + 16);
         assert_eq!(core::mem::size_of::<Trouble>(), 24);
         assert_eq!(OutcomeRecord::SIZE, ConnectRecord::SIZE + 16 + 8 + 24);
+        assert_eq!(DnsRecord::SIZE, RecordHeader::SIZE + 16 + DNS_PAYLOAD_MAX);
     }
 
     #[test]
@@ -242,6 +277,7 @@ mod tests {
             RecordKind::Connect,
             RecordKind::Timestamp,
             RecordKind::Outcome,
+            RecordKind::Dns,
         ] {
             assert_eq!(RecordKind::try_from(kind.header().kind), Ok(kind));
         }

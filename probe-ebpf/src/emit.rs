@@ -15,8 +15,8 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::debug;
 use probe_common::{
-    COMM_LEN, ConnectRecord, CountBy, Outcome, OutcomeRecord, RawAddr, RecordKind, TimestampRecord,
-    Trouble,
+    COMM_LEN, ConnectRecord, CountBy, DNS_PAYLOAD_MAX, DnsRecord, Outcome, OutcomeRecord, RawAddr,
+    RecordKind, TimestampRecord, Trouble,
     outcome::{LATENCY_BUCKETS, latency_bucket},
     state::{CountKey, CountValue, counter},
 };
@@ -120,6 +120,27 @@ pub fn completed(
         (*trouble).flags = why.trouble.flags;
         (*trouble)._pad = 0;
         put_addr(addr_of_mut!((*trouble).icmp_from), why.trouble.icmp_from);
+    }
+    submit(entry);
+}
+
+/// Reports a DNS message delivered to a socket of network namespace `netns` (`--names`), `len`
+/// bytes long: `copy` writes what it can of it into the record's payload, in place in the ring
+/// buffer, and returns how many bytes.
+#[inline(always)]
+pub fn dns(netns: u32, len: u16, copy: impl FnOnce(&mut [u8; DNS_PAYLOAD_MAX]) -> u16) {
+    let Some(mut entry) = reserve::<DnsRecord>() else {
+        return;
+    };
+    let slot = entry.as_mut_ptr();
+    // SAFETY: the reservation is a DnsRecord's size and alignment; every field but the payload
+    // past `captured` is written, and userspace reads only the first `captured` bytes.
+    unsafe {
+        (*slot).header = RecordKind::Dns.header();
+        (*slot).boot_ns = aya_ebpf::helpers::bpf_ktime_get_boot_ns();
+        (*slot).netns = netns;
+        (*slot).len = len;
+        (*slot).captured = copy(&mut *addr_of_mut!((*slot).payload));
     }
     submit(entry);
 }

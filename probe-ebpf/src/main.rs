@@ -39,6 +39,7 @@
 
 mod cause;
 mod connecting;
+mod dns;
 mod emit;
 mod fentry;
 mod filter;
@@ -85,14 +86,17 @@ static SOCK_OFFSETS: Global<SockOffsets> = Global::new(SockOffsets {
     _pad: 0,
 });
 
-/// Written by userspace before load (from BTF) with `--outcome`; read by the cause hooks
-/// (`cause`), which read packets.
+/// Written by userspace before load (from BTF) with `--outcome` or `--names`; read by the hooks
+/// that read packets (`cause`, `dns`).
 #[unsafe(no_mangle)]
 static SKB_OFFSETS: Global<SkbOffsets> = Global::new(SkbOffsets {
     sk: 0,
     head: 0,
     network_header: 0,
     transport_header: 0,
+    data: 0,
+    len: 0,
+    data_len: 0,
 });
 
 /// Written by userspace before load (from BTF's `enum skb_drop_reason`) with `--outcome`; read
@@ -323,7 +327,7 @@ check_names! {
         tcp_connect::tcp_connect, tcp_connect::fentry_tcp_connect, fentry::fentry_tcp_v4_connect,
         fentry::fentry_tcp_v6_connect, fentry::fexit_tcp_v4_connect, fentry::fexit_tcp_v6_connect,
         tracepoint::inet_sock_set_state, outcome::connect_outcome, cause::icmp_error,
-        cause::skb_dropped;
+        cause::skb_dropped, dns::udp_delivered;
 }
 
 #[cfg(not(test))]

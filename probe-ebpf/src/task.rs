@@ -101,7 +101,7 @@ fn read_identity(sk: u64, identity: *mut Identity) {
 
 /// Inode number of the network namespace of socket `sk`.
 #[inline(always)]
-fn netns(sk: u64) -> u32 {
+pub fn netns(sk: u64) -> u32 {
     let net: u64 = read_at(sk, task_offset!(sk_net));
     read_at(net, task_offset!(net_inum))
 }

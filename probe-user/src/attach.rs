@@ -76,7 +76,13 @@ impl TracerBuilder {
                     } else {
                         crate::FailureHooks::default()
                     };
+                    if self.names.is_some() {
+                        let hooking = std::time::Instant::now();
+                        backend::attach_names(&mut ebpf).map_err(Error::Names)?;
+                        startup.attach += hooking.elapsed();
+                    }
                     let loaded = Loaded {
+                        names: self.names,
                         failure_hooks,
                         backend,
                         fallbacks,

@@ -167,6 +167,18 @@ fn attach_programs(
     Ok(())
 }
 
+/// Attaches the DNS answer hook (`--names`): a kprobe where the kernel queues a datagram to a
+/// UDP socket, IPv4 and IPv6 alike.
+pub(crate) fn attach_names(ebpf: &mut Ebpf) -> Result<(), AttachError> {
+    kernel::check_kprobes()?;
+    kprobe(
+        ebpf,
+        program::udp_delivered,
+        &["__udp_enqueue_schedule_skb"],
+        &mut Vec::new(),
+    )
+}
+
 /// Loads the raw tracepoint program `name` and attaches it to `tracepoint`.
 fn raw_tracepoint(
     ebpf: &mut Ebpf,

@@ -46,6 +46,7 @@ pub struct TracerBuilder {
     pub(crate) identity: bool,
     pub(crate) caller_names: bool,
     pub(crate) max_series: u32,
+    pub(crate) names: Option<crate::NamesConfig>,
 }
 
 impl Default for TracerBuilder {
@@ -67,6 +68,7 @@ impl Default for TracerBuilder {
             identity: false,
             caller_names: true,
             max_series: probe_common::limit::MAX_COUNT_KEYS,
+            names: None,
         }
     }
 }
@@ -121,6 +123,16 @@ impl TracerBuilder {
     /// without it pay nothing.
     pub fn identity(mut self, yes: bool) -> Self {
         self.identity = yes;
+        self
+    }
+
+    /// Names each connect's destination by the DNS answer that gave its address to the
+    /// socket's network namespace ([`crate::ConnectEvent::dns_name`]), from the answers the
+    /// kernel sees delivered to local UDP sockets (a kprobe: kernels with kprobes only). Events
+    /// then carry the workload ([`TracerBuilder::identity`]), whose network namespace keys the
+    /// names. Not with counts.
+    pub fn names(mut self, config: crate::NamesConfig) -> Self {
+        self.names = Some(config);
         self
     }
 

@@ -3,8 +3,8 @@
 use std::net::SocketAddr;
 
 use probe_common::{
-    COMM_LEN, ConnectRecord, Family, Function, Identity, Outcome, OutcomeRecord, RawAddr,
-    RecordHeader, RecordKind, TimestampRecord,
+    COMM_LEN, ConnectRecord, DnsRecord, Family, Function, Identity, Outcome, OutcomeRecord,
+    RawAddr, RecordHeader, RecordKind, TimestampRecord,
 };
 
 use crate::WorkloadNames;
@@ -37,6 +37,10 @@ pub struct ConnectEvent {
     pub completion: Option<Completion>,
     /// Who made it beyond the pid, with [`crate::TracerBuilder::identity`]; `None` without.
     pub workload: Option<Workload>,
+    /// The DNS name that gave the destination address to the socket's network namespace, with
+    /// [`crate::TracerBuilder::names`]: the name the application asked for, while the answer's
+    /// TTL (and a grace) covers the connect; `None` if no answer seen there gave it.
+    pub dns_name: Option<std::sync::Arc<str>>,
     comm: [u8; COMM_LEN],
 }
 
@@ -113,9 +117,39 @@ pub enum Malformed {
     /// The record's outcome is none of [`Outcome`]'s.
     #[error("a record of unknown outcome {0}")]
     Outcome(u32),
+    /// The record is not a connect's (a DNS message, which only the tracer reads).
+    #[error("a record of kind {0}, not a connect")]
+    NotConnect(u32),
     /// The record's cause is none of [`crate::Cause`]'s.
     #[error("a record of unknown cause {0}")]
     Cause(u32),
+}
+
+/// A ring-buffer record, decoded: a connect, or a DNS message the names are learned from
+/// (`--names`).
+/// A connect, the hot case, stays inline; a DNS message (536 bytes, rare) is boxed.
+#[derive(Clone, Debug)]
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Record {
+    Connect(ConnectEvent),
+    Dns(Box<DnsRecord>),
+}
+
+impl Record {
+    /// Decodes one ring-buffer record: its header's kind says which record follows.
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Self, Malformed> {
+        let header = bytes
+            .get(..RecordHeader::SIZE)
+            .ok_or(Malformed::Size(bytes.len()))?;
+        let header: RecordHeader = read_record(header)?;
+        let event = match RecordKind::try_from(header.kind).map_err(Malformed::Kind)? {
+            RecordKind::Connect => ConnectEvent::from_record(&read_record(bytes)?),
+            RecordKind::Timestamp => ConnectEvent::from_timestamp(&read_record(bytes)?),
+            RecordKind::Outcome => ConnectEvent::from_outcome(&read_record(bytes)?),
+            RecordKind::Dns => return Ok(Record::Dns(Box::new(read_record(bytes)?))),
+        };
+        event.map(Record::Connect)
+    }
 }
 
 impl ConnectEvent {
@@ -129,14 +163,9 @@ impl ConnectEvent {
     /// assert!(ConnectEvent::decode(&unknown_kind).is_err());
     /// ```
     pub fn decode(bytes: &[u8]) -> Result<Self, Malformed> {
-        let header = bytes
-            .get(..RecordHeader::SIZE)
-            .ok_or(Malformed::Size(bytes.len()))?;
-        let header: RecordHeader = read_record(header)?;
-        match RecordKind::try_from(header.kind).map_err(Malformed::Kind)? {
-            RecordKind::Connect => Self::from_record(&read_record(bytes)?),
-            RecordKind::Timestamp => Self::from_timestamp(&read_record(bytes)?),
-            RecordKind::Outcome => Self::from_outcome(&read_record(bytes)?),
+        match Record::decode(bytes)? {
+            Record::Connect(event) => Ok(event),
+            Record::Dns(_) => Err(Malformed::NotConnect(RecordKind::Dns as u32)),
         }
     }
 
@@ -161,6 +190,7 @@ impl ConnectEvent {
             ret: 0,
             completion: None,
             workload: None,
+            dns_name: None,
             comm: [0; COMM_LEN],
         })
     }
@@ -195,6 +225,7 @@ impl ConnectEvent {
             ret: r.ret,
             completion: None,
             workload: Workload::of(&r.identity),
+            dns_name: None,
             comm: r.comm,
         })
     }
@@ -363,6 +394,7 @@ pub(crate) mod tests {
                 RecordKind::Connect => Some(ConnectRecord::SIZE),
                 RecordKind::Timestamp => Some(TimestampRecord::SIZE),
                 RecordKind::Outcome => Some(OutcomeRecord::SIZE),
+                RecordKind::Dns => Some(probe_common::DnsRecord::SIZE),
             }
         }
 
@@ -389,6 +421,10 @@ pub(crate) mod tests {
                     Err(Malformed::Outcome(o)) => {
                         prop_assert_eq!(kind, RecordKind::Outcome as u32);
                         prop_assert!(Outcome::try_from(o).is_err());
+                    }
+                    Err(Malformed::NotConnect(k)) => {
+                        prop_assert_eq!(k, RecordKind::Dns as u32);
+                        prop_assert_eq!(bytes.len(), probe_common::DnsRecord::SIZE);
                     }
                     Err(Malformed::Cause(c)) => {
                         prop_assert_eq!(kind, RecordKind::Outcome as u32);

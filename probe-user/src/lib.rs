@@ -58,6 +58,7 @@ mod connecting;
 mod count_map;
 mod counts;
 mod diagnose;
+mod dns;
 mod error;
 pub mod escape;
 mod event;
@@ -80,6 +81,7 @@ pub(crate) use backend::Mode;
 pub use builder::TracerBuilder;
 pub use clock::WallClock;
 pub use counts::{ConnectCount, LATENCY_BUCKET_BOUNDS_NS, Retired};
+pub use dns::{DnsStats, NamesConfig};
 pub use error::{
     AttachError, BackendError, BackendErrors, Cause, Error, FilterError, Missing, VerifierLog,
 };

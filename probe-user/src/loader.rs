@@ -44,6 +44,8 @@ pub(crate) struct Loaded {
     pub max_series: u32,
     /// Which cause hooks are attached (`--outcome`).
     pub failure_hooks: crate::FailureHooks,
+    /// `--names`' settings, if asked.
+    pub names: Option<crate::NamesConfig>,
 }
 
 /// The compiled kernel side, built by build.rs, for kernels without BPF atomics.
@@ -70,7 +72,7 @@ pub(crate) struct FilterKeys {
 impl TracerBuilder {
     /// Whether records must carry the caller's identity: asked for, or counted per cgroup.
     pub(crate) fn needs_identity(&self) -> bool {
-        self.identity || self.report.counts_per_cgroup()
+        self.identity || self.report.counts_per_cgroup() || self.names.is_some()
     }
 
     /// Whether the kernel side reads task or namespace fields at all (records' identity, or
@@ -187,13 +189,15 @@ pub(crate) fn prepare(options: &TracerBuilder, startup: &mut Startup) -> Result<
     kernel::check_ring_buffer()?;
     let own_kernel = options.btf_path == std::path::Path::new(crate::btf::VMLINUX_BTF);
     let (atomics, atomics_fallback) = atomics_choice();
-    let packets = if options.report.outcome_filter().is_some() {
-        types
-            .packets
-            .inspect_err(|e| log::warn!("no ICMP types or drop reasons for failed connects: {e}"))
-            .ok()
-    } else {
-        None
+    let packets = match types.packets {
+        _ if options.report.outcome_filter().is_none() && options.names.is_none() => None,
+        Ok(packets) => Some(packets),
+        // The DNS hook reads packets: no names without their offsets.
+        Err(error) if options.names.is_some() => return Err(error),
+        Err(error) => {
+            log::warn!("no ICMP types or drop reasons for failed connects: {error}");
+            None
+        }
     };
     if let Some((_, names)) = packets.as_ref().and_then(|p| p.drops.as_ref()) {
         crate::failure::set_drop_reasons(names.clone());

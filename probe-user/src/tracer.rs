@@ -26,7 +26,9 @@ use crate::{
     connecting::Connecting,
     count_map::{CountMap, Presence},
     counts,
+    dns::DnsNames,
     error::BackendError,
+    event::Record,
     identity::Workloads,
     loader::Loaded,
     maps::{RunBarrier, reap_map, take_map},
@@ -84,6 +86,8 @@ const REAP_EVERY: Duration = Duration::from_secs(1);
 pub struct Tracer {
     backend: Backend,
     failure_hooks: crate::FailureHooks,
+    // The DNS names learned (`--names`).
+    names: Option<DnsNames>,
     fallbacks: Vec<BackendError>,
     atomics_rejected: Option<BackendError>,
     events: RingBuf<MapData>,
@@ -139,6 +143,7 @@ impl Tracer {
             identity,
             max_series,
             failure_hooks,
+            names,
         }: Loaded,
         logger: Option<EbpfLogger<&'static dyn log::Log>>,
         stats: Option<std::os::fd::OwnedFd>,
@@ -154,6 +159,7 @@ impl Tracer {
         Ok(Tracer {
             backend,
             failure_hooks,
+            names: names.map(DnsNames::new),
             fallbacks,
             atomics_rejected,
             programs,
@@ -198,6 +204,12 @@ impl Tracer {
         self.backend
     }
 
+    /// What became of the DNS answers seen (with [`crate::TracerBuilder::names`]; `None`
+    /// without).
+    pub fn dns_stats(&self) -> Option<crate::DnsStats> {
+        self.names.as_ref().map(DnsNames::stats)
+    }
+
     /// Which cause hooks are attached (with outcomes): whether failed connects carry ICMP
     /// details and drop reasons ([`crate::FailureCause`]).
     pub fn failure_hooks(&self) -> crate::FailureHooks {
@@ -223,23 +235,33 @@ impl Tracer {
         // Pending connects come last, after the ring buffer's events (only once detached).
         let pending = std::mem::take(&mut self.pending_events);
         let mut workloads = self.workloads.as_ref().map(lock);
-        let mut name = |event: &mut ConnectEvent| {
+        let dns = &mut self.names;
+        let mut name = |event: &mut ConnectEvent, dns: &Option<DnsNames>| {
             if let (Some(workloads), Some(workload)) = (&mut workloads, &mut event.workload) {
                 workload.names = workloads.names_for(workload.cgroup_id, Some(event.pid));
             }
+            if let (Some(dns), Some(workload)) = (dns, &event.workload) {
+                event.dns_name = dns.name(workload.netns, event.dst.ip(), event.boot_ns);
+            }
         };
         while let Some(record) = self.events.next() {
-            match ConnectEvent::decode(&record) {
-                Ok(mut event) => {
-                    name(&mut event);
+            match Record::decode(&record) {
+                Ok(Record::Connect(mut event)) => {
+                    name(&mut event, dns);
                     on_event(&event);
                     n += 1;
+                }
+                // A DNS message (`--names`): learned from, not reported.
+                Ok(Record::Dns(message)) => {
+                    if dns.as_mut().is_some_and(|dns| dns.learn(&message)) {
+                        self.malformed += 1;
+                    }
                 }
                 Err(_) => self.malformed += 1,
             }
         }
         for mut event in pending {
-            name(&mut event);
+            name(&mut event, dns);
             on_event(&event);
             n += 1;
         }

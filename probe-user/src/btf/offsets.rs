@@ -136,6 +136,9 @@ fn packets_in(btf: &KernelBtf) -> Result<Packets> {
         head: field("head")?,
         network_header: field("network_header")?,
         transport_header: field("transport_header")?,
+        data: field("data")?,
+        len: field("len")?,
+        data_len: field("data_len")?,
     };
     let drops = btf.enumerators("skb_drop_reason")?.map(|all| {
         let names: Vec<(u32, String)> = all
@@ -315,6 +318,9 @@ mod tests {
                 head: 200,
                 network_header: 182,
                 transport_header: 180,
+                data: 208,
+                len: 112,
+                data_len: 116,
             }
         );
         let (config, names) = packets.drops.unwrap();

@@ -244,6 +244,9 @@ pub(super) fn fake_kernel(state: u32, with_pid: bool) -> BtfWriter {
             ("transport_header", u16_, 180 * 8),
             ("network_header", u16_, 182 * 8),
             ("head", head_ptr, 200 * 8),
+            ("data", head_ptr, 208 * 8),
+            ("len", u32_, 112 * 8),
+            ("data_len", u32_, 116 * 8),
         ],
     );
     // enum skb_drop_reason, as 6.x has it (SKB_NOT_DROPPED_YET first).

@@ -97,6 +97,10 @@ pub enum Error {
         "permission denied: program statistics (--stats) need CAP_SYS_ADMIN (root); run without them or as root"
     )]
     StatsPermission,
+    /// `--names` needs a kprobe where the kernel queues datagrams to UDP sockets
+    /// (`__udp_enqueue_schedule_skb`), which could not be attached.
+    #[error("--names: cannot watch DNS answers (a kprobe on __udp_enqueue_schedule_skb)")]
+    Names(#[source] AttachError),
     /// Kernel run-time statistics could not be enabled (they need `CAP_SYS_ADMIN`).
     #[error("cannot enable BPF program statistics")]
     Stats(#[source] io::Error),

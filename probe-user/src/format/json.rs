@@ -28,6 +28,8 @@ pub(super) struct JsonLine<'a> {
     pub(super) syn_retransmits: Option<u32>,
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     pub(super) cause: Option<JsonCause>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) dns_name: Option<&'a str>,
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     pub(super) workload: Option<JsonWorkload<'a>>,
 }

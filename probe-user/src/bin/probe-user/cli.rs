@@ -95,6 +95,21 @@ pub struct Cli {
     /// in the kernel). Implies --outcome.
     #[arg(long, value_name = "DURATION", value_parser = parse_min_latency)]
     pub min_latency: Option<Duration>,
+    /// With --format json: name each connect's destination by the DNS answer that gave its
+    /// address to a process in the same network namespace (`dns_name`: the name asked for),
+    /// learned from the DNS answers (UDP, from port 53) the kernel delivers to local sockets.
+    /// Needs kprobes.
+    #[arg(long)]
+    pub names: bool,
+    /// With --names: how long past an answer's TTL its names still name connects (0s to 1h).
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_names_grace, requires = "names")]
+    pub names_grace: Duration,
+    /// With --names: the most (network namespace, address) names kept (1 to 1048576); past
+    /// it, the one that expires first is evicted (counted in --stats).
+    #[arg(long, value_name = "N", default_value_t = probe_user::NamesConfig::DEFAULT_MAX as u32,
+        value_parser = clap::value_parser!(u32).range(1..=probe_user::NamesConfig::MAX_MAX as i64),
+        requires = "names")]
+    pub names_max: u32,
     /// Count connects in the kernel instead of printing each one, and print a table of counts
     /// (most connects first) every --interval and at exit.
     #[arg(long)]
@@ -176,6 +191,11 @@ pub struct Cli {
 impl Cli {
     /// Options clap accepts one by one that cannot work together.
     pub fn contradiction(&self) -> Option<&'static str> {
+        if self.names && (self.format != Format::Json || self.counting()) {
+            return Some(
+                "--names names each connect in JSON lines: use it with --format json, without --count, --metrics or --otlp-endpoint",
+            );
+        }
         let by_workload = matches!(self.count_by, Some(CountBy::Cgroup | CountBy::Container));
         if self.metrics.is_some() && by_workload {
             return Some(
@@ -257,6 +277,15 @@ fn parse_interval(s: &str) -> Result<Duration, String> {
         return Err("an interval must be between 10ms and 24h".into());
     }
     Ok(interval)
+}
+
+/// `--names-grace`: 0 s to 1 h.
+fn parse_names_grace(s: &str) -> Result<Duration, String> {
+    let grace = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if grace > Duration::from_secs(3600) {
+        return Err("a grace must be at most 1h".into());
+    }
+    Ok(grace)
 }
 
 /// `--retire-after`: 1 s to 30 days.

@@ -129,6 +129,12 @@ async fn run(
     if let Attach::Only(backend) = cli.attach {
         builder = builder.backend(backend);
     }
+    if cli.names {
+        builder = builder.names(probe_user::NamesConfig {
+            grace: cli.names_grace,
+            max: cli.names_max as usize,
+        });
+    }
     if cli.ipv4 {
         builder = builder.family(Family::V4);
     } else if cli.ipv6 {

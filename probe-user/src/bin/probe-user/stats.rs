@@ -43,6 +43,12 @@ pub fn print(tracer: &Tracer, in_flight: usize) {
             bytes / 1024
         );
     }
+    if let Some(dns) = tracer.dns_stats() {
+        eprintln!(
+            "probe-user: names: {} DNS answers learned, {} malformed, {} evicted, {} held",
+            dns.answers, dns.malformed, dns.evicted, dns.entries
+        );
+    }
     eprintln!(
         "probe-user: {in_flight} connect calls in flight (maps PENDING and CONNECTING, at most {MAX_PENDING} and {MAX_CONNECTING} entries, and with BPF atomics {MAX_CONNECTING} slots of CONNECTING_SLOTS)"
     );

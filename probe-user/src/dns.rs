@@ -1,0 +1,389 @@
+//! The DNS names of destinations (`--names`): which name gave each address to each network
+//! namespace, learned from the DNS answers the kernel side saw delivered to local sockets
+//! ([`probe_common::DnsRecord`]), parsed here with `simple-dns`.
+//!
+//! An answer maps each A/AAAA address it gives for the name asked (its question, at the end of
+//! a CNAME chain that starts there) to that name, in the namespace of the socket it was
+//! delivered to, for its TTL and a grace. A connect is named by the entry of its socket's
+//! namespace and destination address that covers its time. Nothing in an answer is trusted:
+//! records off the chain are ignored, and an answer that does not parse, is cut or is no
+//! answer changes nothing and is counted. The cache holds at most `max` entries; past it, the
+//! entry that expires first is evicted (counted).
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    sync::Arc,
+    time::Duration,
+};
+
+use probe_common::DnsRecord;
+use simple_dns::{Packet, PacketFlag, RCODE, rdata::RData};
+
+/// `--names`' settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NamesConfig {
+    /// How long past an answer's TTL its names still name connects (clients and resolvers
+    /// keep answers a little longer than their TTL; default 30 s).
+    pub grace: Duration,
+    /// Most (namespace, address) entries kept (default [`NamesConfig::DEFAULT_MAX`]).
+    pub max: usize,
+}
+
+impl NamesConfig {
+    /// The default size of the cache: about 4 MiB at its fullest with names of 30 bytes.
+    pub const DEFAULT_MAX: usize = 16_384;
+    /// The largest `max`.
+    pub const MAX_MAX: usize = 1 << 20;
+}
+
+impl Default for NamesConfig {
+    fn default() -> Self {
+        NamesConfig {
+            grace: Duration::from_secs(30),
+            max: NamesConfig::DEFAULT_MAX,
+        }
+    }
+}
+
+/// What became of the DNS answers seen (`Tracer::dns_stats`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DnsStats {
+    /// Answers that gave at least one address.
+    pub answers: u64,
+    /// Messages that did not parse, were cut (longer than the kernel side carries), or were no
+    /// successful answer to a question (also counted as malformed records).
+    pub malformed: u64,
+    /// Entries evicted before they expired, the cache being full.
+    pub evicted: u64,
+    /// Entries held now.
+    pub entries: usize,
+}
+
+/// One name of an address in a namespace.
+#[derive(Clone, Debug)]
+struct Entry {
+    name: Arc<str>,
+    /// When the answer was delivered (`CLOCK_BOOTTIME` ns).
+    learned_ns: u64,
+    /// When it stops naming connects (its TTL and the grace after `learned_ns`).
+    expires_ns: u64,
+}
+
+type Key = (u32, IpAddr);
+
+/// The names learned, by network namespace and address.
+#[derive(Debug, Default)]
+pub(crate) struct DnsNames {
+    config: NamesConfig,
+    entries: HashMap<Key, Entry>,
+    /// The same entries by expiry, to evict and expire in order.
+    by_expiry: BTreeSet<(u64, Key)>,
+    stats: DnsStats,
+}
+
+impl DnsNames {
+    pub(crate) fn new(config: NamesConfig) -> Self {
+        DnsNames {
+            config,
+            ..DnsNames::default()
+        }
+    }
+
+    /// Learns from one DNS message the kernel side saw; returns whether it was malformed.
+    pub(crate) fn learn(&mut self, record: &DnsRecord) -> bool {
+        let captured = usize::from(record.captured).min(record.payload.len());
+        let learned = (captured == usize::from(record.len))
+            .then(|| answers(&record.payload[..captured]))
+            .flatten();
+        let Some((name, addresses)) = learned else {
+            self.stats.malformed += 1;
+            return true;
+        };
+        if addresses.is_empty() {
+            return false;
+        }
+        self.stats.answers += 1;
+        self.expire(record.boot_ns);
+        let name: Arc<str> = name.into();
+        let grace_ns = self.config.grace.as_nanos() as u64;
+        for (ip, ttl) in addresses {
+            let key = (record.netns, ip);
+            let expires_ns = record
+                .boot_ns
+                .saturating_add(u64::from(ttl) * 1_000_000_000)
+                .saturating_add(grace_ns);
+            if let Some(old) = self.entries.remove(&key) {
+                self.by_expiry.remove(&(old.expires_ns, key));
+            } else if self.entries.len() >= self.config.max
+                && let Some(first) = self.by_expiry.pop_first()
+            {
+                self.entries.remove(&first.1);
+                self.stats.evicted += 1;
+            }
+            self.by_expiry.insert((expires_ns, key));
+            let entry = Entry {
+                name: name.clone(),
+                learned_ns: record.boot_ns,
+                expires_ns,
+            };
+            self.entries.insert(key, entry);
+        }
+        false
+    }
+
+    /// The name that gave `ip` to network namespace `netns`, covering `at_ns`.
+    pub(crate) fn name(&self, netns: u32, ip: IpAddr, at_ns: u64) -> Option<Arc<str>> {
+        let entry = self.entries.get(&(netns, unmapped(ip)))?;
+        (entry.learned_ns <= at_ns && at_ns <= entry.expires_ns).then(|| entry.name.clone())
+    }
+
+    /// Forgets the entries expired by `now_ns`.
+    fn expire(&mut self, now_ns: u64) {
+        while let Some(&(expires_ns, key)) = self.by_expiry.first() {
+            if expires_ns >= now_ns {
+                break;
+            }
+            self.by_expiry.pop_first();
+            self.entries.remove(&key);
+        }
+    }
+
+    pub(crate) fn stats(&self) -> DnsStats {
+        DnsStats {
+            entries: self.entries.len(),
+            ..self.stats
+        }
+    }
+}
+
+/// An IPv4-mapped IPv6 address as the IPv4 address it maps (how an A answer names it).
+fn unmapped(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// The name asked and the addresses (with their TTLs) a DNS message answers for it, following
+/// CNAMEs from the name asked; `None` if it is not a successful response to one question.
+fn answers(message: &[u8]) -> Option<(String, Vec<(IpAddr, u32)>)> {
+    let packet = Packet::parse(message).ok()?;
+    if !packet.has_flags(PacketFlag::RESPONSE) || packet.rcode() != RCODE::NoError {
+        return None;
+    }
+    let [question] = packet.questions.as_slice() else {
+        return None;
+    };
+    let asked = question.qname.to_string().to_ascii_lowercase();
+    // The names that stand for the one asked: it, and each CNAME target reached from it. A
+    // chain is at most as long as the answers (each link is one), so as many passes as there
+    // are answers follow any order; usually the first pass does.
+    let mut chain = vec![asked.clone()];
+    for _ in 0..packet.answers.len() {
+        let before = chain.len();
+        for record in &packet.answers {
+            if let RData::CNAME(target) = &record.rdata {
+                let owner = record.name.to_string().to_ascii_lowercase();
+                let target = target.0.to_string().to_ascii_lowercase();
+                if chain.contains(&owner) && !chain.contains(&target) {
+                    chain.push(target);
+                }
+            }
+        }
+        if chain.len() == before {
+            break;
+        }
+    }
+    let addresses = packet
+        .answers
+        .iter()
+        .filter(|r| chain.contains(&r.name.to_string().to_ascii_lowercase()))
+        .filter_map(|r| match &r.rdata {
+            RData::A(a) => Some((IpAddr::V4(Ipv4Addr::from(a.address)), r.ttl)),
+            RData::AAAA(aaaa) => Some((IpAddr::V6(Ipv6Addr::from(aaaa.address)), r.ttl)),
+            _ => None,
+        })
+        .collect();
+    // The name as asked (its case kept), without the root's trailing dot.
+    Some((question.qname.to_string(), addresses))
+}
+
+#[cfg(test)]
+mod tests {
+    use probe_common::{DNS_PAYLOAD_MAX, RecordKind};
+    use proptest::prelude::*;
+    use simple_dns::{CLASS, Name, Question, ResourceRecord, TYPE, rdata};
+
+    use super::*;
+
+    const SECOND: u64 = 1_000_000_000;
+
+    /// A response to `asked` with `answers` (owner, data, ttl).
+    fn response(asked: &str, answers: &[(&str, RData<'static>, u32)]) -> Vec<u8> {
+        let mut packet = Packet::new_reply(7);
+        packet.questions.push(Question::new(
+            Name::new_unchecked(asked).into_owned(),
+            TYPE::A.into(),
+            CLASS::IN.into(),
+            false,
+        ));
+        for (owner, data, ttl) in answers {
+            packet.answers.push(ResourceRecord::new(
+                Name::new_unchecked(owner).into_owned(),
+                CLASS::IN,
+                *ttl,
+                data.clone(),
+            ));
+        }
+        packet.build_bytes_vec().unwrap()
+    }
+
+    fn record(netns: u32, at_ns: u64, message: &[u8]) -> DnsRecord {
+        let mut record = DnsRecord {
+            header: RecordKind::Dns.header(),
+            boot_ns: at_ns,
+            netns,
+            len: message.len() as u16,
+            captured: message.len().min(DNS_PAYLOAD_MAX) as u16,
+            payload: [0; DNS_PAYLOAD_MAX],
+        };
+        let n = usize::from(record.captured);
+        record.payload[..n].copy_from_slice(&message[..n]);
+        record
+    }
+
+    fn a(ip: [u8; 4]) -> RData<'static> {
+        RData::A(rdata::A {
+            address: u32::from_be_bytes(ip),
+        })
+    }
+
+    fn cname(to: &str) -> RData<'static> {
+        RData::CNAME(rdata::CNAME(Name::new_unchecked(to).into_owned()))
+    }
+
+    #[test]
+    fn an_address_is_named_by_the_name_asked_in_its_namespace_for_its_ttl() {
+        let mut names = DnsNames::new(NamesConfig {
+            grace: Duration::from_secs(1),
+            max: 16,
+        });
+        let ip: IpAddr = "10.0.3.17".parse().unwrap();
+        // A CNAME chain, out of order, and a record off the chain that must not name anything.
+        let message = response(
+            "API.example.com",
+            &[
+                ("lb.example.net", a([10, 0, 3, 17]), 5),
+                ("api.example.com", cname("edge.example.org"), 60),
+                ("edge.example.org", cname("lb.example.net"), 60),
+                ("evil.example", a([10, 9, 9, 9]), 60),
+            ],
+        );
+        assert!(!names.learn(&record(1, 10 * SECOND, &message)));
+        assert_eq!(
+            names.name(1, ip, 11 * SECOND).as_deref(),
+            Some("API.example.com")
+        );
+        // Not in another namespace, not before the answer, not past TTL and grace.
+        assert_eq!(names.name(2, ip, 11 * SECOND), None);
+        assert_eq!(names.name(1, ip, 9 * SECOND), None);
+        assert!(names.name(1, ip, 16 * SECOND).is_some());
+        assert_eq!(names.name(1, ip, 16 * SECOND + 1), None);
+        assert_eq!(
+            names.name(1, "10.9.9.9".parse().unwrap(), 11 * SECOND),
+            None
+        );
+        // An IPv4-mapped destination is the IPv4 address.
+        assert!(
+            names
+                .name(1, "::ffff:10.0.3.17".parse().unwrap(), 11 * SECOND)
+                .is_some()
+        );
+        // The same address answered for another name in another namespace.
+        let other = response("db.internal", &[("db.internal", a([10, 0, 3, 17]), 5)]);
+        names.learn(&record(2, 12 * SECOND, &other));
+        assert_eq!(
+            names.name(2, ip, 13 * SECOND).as_deref(),
+            Some("db.internal")
+        );
+        assert_eq!(
+            names.name(1, ip, 13 * SECOND).as_deref(),
+            Some("API.example.com")
+        );
+        assert_eq!(names.stats().answers, 2);
+    }
+
+    #[test]
+    fn a_full_cache_evicts_what_expires_first_and_counts_it() {
+        let mut names = DnsNames::new(NamesConfig {
+            grace: Duration::ZERO,
+            max: 2,
+        });
+        for (i, ttl) in [(1u8, 50), (2, 10), (3, 30)] {
+            let owner = format!("n{i}.test");
+            let message = response(&owner, &[(&owner, a([10, 0, 0, i]), ttl)]);
+            names.learn(&record(1, SECOND, &message));
+        }
+        let named = |i: u8| names.name(1, IpAddr::from([10, 0, 0, i]), 2 * SECOND);
+        assert_eq!(
+            (named(1).is_some(), named(2), named(3).is_some()),
+            (true, None, true)
+        );
+        assert_eq!(names.stats().evicted, 1);
+        assert_eq!(names.stats().entries, 2);
+    }
+
+    #[test]
+    fn what_is_no_answer_changes_nothing_and_is_counted() {
+        let mut names = DnsNames::new(NamesConfig::default());
+        let good = response("a.test", &[("a.test", a([10, 0, 0, 1]), 60)]);
+        // Garbage, a cut message, a query, an error response.
+        let mut cut = record(1, SECOND, &good);
+        cut.len += 100;
+        let mut query = good.clone();
+        query[2] &= 0x7f;
+        let mut failed = good.clone();
+        failed[3] |= 3;
+        for r in [
+            record(1, SECOND, b"\x01\x02garbage"),
+            cut,
+            record(1, SECOND, &query),
+            record(1, SECOND, &failed),
+        ] {
+            assert!(names.learn(&r));
+        }
+        assert_eq!(names.stats().malformed, 4);
+        assert_eq!(names.stats().entries, 0);
+    }
+
+    proptest! {
+        /// Any bytes, as the kernel side may carry them, neither panic nor grow the cache past
+        /// its bound.
+        #[test]
+        fn arbitrary_messages_never_panic_nor_overgrow(
+            messages in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..DNS_PAYLOAD_MAX), 1..40),
+            netns in 0u32..3,
+        ) {
+            let mut names = DnsNames::new(NamesConfig { grace: Duration::from_secs(1), max: 8 });
+            for (i, m) in messages.iter().enumerate() {
+                names.learn(&record(netns, i as u64 * SECOND, m));
+                prop_assert!(names.stats().entries <= 8);
+                prop_assert_eq!(names.entries.len(), names.by_expiry.len());
+            }
+        }
+
+        /// Well-formed answers with arbitrary names and addresses keep the bound too.
+        #[test]
+        fn many_answers_keep_the_bound(ips in proptest::collection::vec(any::<[u8; 4]>(), 1..64)) {
+            let mut names = DnsNames::new(NamesConfig { grace: Duration::ZERO, max: 8 });
+            for (i, ip) in ips.iter().enumerate() {
+                let message = response("x.test", &[("x.test", a(*ip), (i % 5) as u32)]);
+                prop_assert!(!names.learn(&record(1, i as u64 * SECOND, &message)));
+                prop_assert!(names.stats().entries <= 8);
+                prop_assert_eq!(names.entries.len(), names.by_expiry.len());
+            }
+        }
+    }
+}
