@@ -24,8 +24,8 @@ pub mod state;
 pub use config::{CountBy, FilterFlags, SockOffsets};
 pub use outcome::{Cause, Outcome, OutcomeConfig};
 pub use record::{
-    ConnectRecord, DNS_PAYLOAD_MAX, DnsRecord, Identity, OutcomeRecord, RecordHeader, RecordKind,
-    TimestampRecord, Trouble,
+    ConnectRecord, DNS_PAYLOAD_MAX, DnsRecord, Identity, NatRecord, OutcomeRecord, RecordHeader,
+    RecordKind, TimestampRecord, Trouble,
 };
 
 /// `AF_INET` as the kernel and `sockaddr_in` spell it.

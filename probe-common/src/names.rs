@@ -122,5 +122,8 @@ pub mod program {
         /// kprobe on __udp_enqueue_schedule_skb (`--names`: DNS answers delivered to local
         /// sockets).
         udp_delivered,
+        /// raw tracepoint net:net_dev_queue (`--nat`: a connect's SYN leaving for another
+        /// destination than its socket's).
+        packet_queued,
     }
 }

@@ -20,6 +20,9 @@ pub enum RecordKind {
     Outcome = 3,
     /// A [`DnsRecord`]: a DNS answer delivered to a local socket (`--names`).
     Dns = 4,
+    /// A [`NatRecord`]: a connect's SYN sent to another destination than the socket's
+    /// (`--nat`).
+    Nat = 5,
 }
 
 impl RecordKind {
@@ -43,6 +46,7 @@ impl TryFrom<u32> for RecordKind {
             2 => Ok(RecordKind::Timestamp),
             3 => Ok(RecordKind::Outcome),
             4 => Ok(RecordKind::Dns),
+            5 => Ok(RecordKind::Nat),
             other => Err(other),
         }
     }
@@ -252,6 +256,42 @@ impl DnsRecord {
     pub const SIZE: usize = core::mem::size_of::<Self>();
 }
 
+/// A connect's SYN leaving this host for another destination than its socket's: a destination
+/// NAT rewrote it (a Kubernetes Service through kube-proxy's rules, a published port)
+/// ([`RecordKind::Nat`], with `--nat`). Userspace joins it to the connect of the same socket
+/// endpoints and network namespace.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NatRecord {
+    /// [`RecordKind::Nat`].
+    pub header: RecordHeader,
+    /// `CLOCK_BOOTTIME` nanoseconds when the SYN was queued to its device.
+    pub boot_ns: u64,
+    /// Inode number of the socket's network namespace.
+    pub netns: u32,
+    /// The socket's [`crate::Family`] (`AF_INET` for an IPv4-mapped connect).
+    pub family: u16,
+    /// The socket's source port (host order).
+    pub sport: u16,
+    /// The socket's source address.
+    pub saddr: RawAddr,
+    /// The socket's destination: what the application connected to.
+    pub daddr: RawAddr,
+    /// The socket's destination port (host order).
+    pub dport: u16,
+    /// The port the SYN was sent to (host order).
+    pub nat_dport: u16,
+    /// Explicit padding, always zero.
+    pub _pad: u32,
+    /// The address the SYN was sent to (IPv4 in the first four bytes).
+    pub nat_daddr: RawAddr,
+}
+
+impl NatRecord {
+    /// Size in bytes of one record in the ring buffer.
+    pub const SIZE: usize = core::mem::size_of::<Self>();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -269,6 +309,7 @@ mod tests {
         assert_eq!(core::mem::size_of::<Trouble>(), 24);
         assert_eq!(OutcomeRecord::SIZE, ConnectRecord::SIZE + 16 + 8 + 24);
         assert_eq!(DnsRecord::SIZE, RecordHeader::SIZE + 16 + DNS_PAYLOAD_MAX);
+        assert_eq!(NatRecord::SIZE, RecordHeader::SIZE + 16 + 3 * 16 + 8);
     }
 
     #[test]
@@ -278,6 +319,7 @@ mod tests {
             RecordKind::Timestamp,
             RecordKind::Outcome,
             RecordKind::Dns,
+            RecordKind::Nat,
         ] {
             assert_eq!(RecordKind::try_from(kind.header().kind), Ok(kind));
         }

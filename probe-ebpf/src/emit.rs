@@ -15,8 +15,8 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::debug;
 use probe_common::{
-    COMM_LEN, ConnectRecord, CountBy, DNS_PAYLOAD_MAX, DnsRecord, Outcome, OutcomeRecord, RawAddr,
-    RecordKind, TimestampRecord, Trouble,
+    COMM_LEN, ConnectRecord, CountBy, DNS_PAYLOAD_MAX, DnsRecord, NatRecord, Outcome,
+    OutcomeRecord, RawAddr, RecordKind, TimestampRecord, Trouble,
     outcome::{LATENCY_BUCKETS, latency_bucket},
     state::{CountKey, CountValue, counter},
 };
@@ -143,6 +143,25 @@ pub fn dns(netns: u32, len: u16, copy: impl FnOnce(&mut [u8; DNS_PAYLOAD_MAX]) -
         (*slot).captured = copy(&mut *addr_of_mut!((*slot).payload));
     }
     submit(entry);
+}
+
+/// Reports a connect's SYN sent to `nat` instead of its socket's destination `to` (`--nat`),
+/// from `source`, in network namespace `netns`.
+#[inline(always)]
+pub fn nat(netns: u32, to: &Destination, source: (RawAddr, u16), nat: (RawAddr, u16)) {
+    emit(NatRecord {
+        header: RecordKind::Nat.header(),
+        boot_ns: unsafe { aya_ebpf::helpers::bpf_ktime_get_boot_ns() },
+        netns,
+        family: to.family.af(),
+        sport: source.1,
+        saddr: source.0,
+        daddr: to.addr,
+        dport: to.port,
+        nat_dport: nat.1,
+        _pad: 0,
+        nat_daddr: nat.0,
+    });
 }
 
 /// Reports only the time of a connect (`--format minimal`).

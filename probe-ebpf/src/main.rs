@@ -44,6 +44,7 @@ mod emit;
 mod fentry;
 mod filter;
 mod kprobe;
+mod nat;
 mod outcome;
 mod sock;
 mod task;
@@ -327,7 +328,7 @@ check_names! {
         tcp_connect::tcp_connect, tcp_connect::fentry_tcp_connect, fentry::fentry_tcp_v4_connect,
         fentry::fentry_tcp_v6_connect, fentry::fexit_tcp_v4_connect, fentry::fexit_tcp_v6_connect,
         tracepoint::inet_sock_set_state, outcome::connect_outcome, cause::icmp_error,
-        cause::skb_dropped, dns::udp_delivered;
+        cause::skb_dropped, dns::udp_delivered, nat::packet_queued;
 }
 
 #[cfg(not(test))]

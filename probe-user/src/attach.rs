@@ -81,7 +81,13 @@ impl TracerBuilder {
                         backend::attach_names(&mut ebpf).map_err(Error::Names)?;
                         startup.attach += hooking.elapsed();
                     }
+                    if self.nat {
+                        let hooking = std::time::Instant::now();
+                        backend::attach_nat(&mut ebpf).map_err(Error::Nat)?;
+                        startup.attach += hooking.elapsed();
+                    }
                     let loaded = Loaded {
+                        nat: self.nat,
                         names: self.names,
                         failure_hooks,
                         backend,

@@ -179,6 +179,16 @@ pub(crate) fn attach_names(ebpf: &mut Ebpf) -> Result<(), AttachError> {
     )
 }
 
+/// Attaches the NAT hook (`--nat`): the `net:net_dev_queue` tracepoint.
+pub(crate) fn attach_nat(ebpf: &mut Ebpf) -> Result<(), AttachError> {
+    raw_tracepoint(
+        ebpf,
+        program::packet_queued,
+        "net_dev_queue",
+        &mut Vec::new(),
+    )
+}
+
 /// Loads the raw tracepoint program `name` and attaches it to `tracepoint`.
 fn raw_tracepoint(
     ebpf: &mut Ebpf,

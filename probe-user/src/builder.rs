@@ -47,6 +47,7 @@ pub struct TracerBuilder {
     pub(crate) caller_names: bool,
     pub(crate) max_series: u32,
     pub(crate) names: Option<crate::NamesConfig>,
+    pub(crate) nat: bool,
 }
 
 impl Default for TracerBuilder {
@@ -69,6 +70,7 @@ impl Default for TracerBuilder {
             caller_names: true,
             max_series: probe_common::limit::MAX_COUNT_KEYS,
             names: None,
+            nat: false,
         }
     }
 }
@@ -133,6 +135,16 @@ impl TracerBuilder {
     /// names. Not with counts.
     pub fn names(mut self, config: crate::NamesConfig) -> Self {
         self.names = Some(config);
+        self
+    }
+
+    /// Gives each connect whose SYN a destination NAT sent elsewhere the address it was sent
+    /// to ([`crate::ConnectEvent::nat_dst`]), seen as the SYN is queued to its device (the
+    /// `net:net_dev_queue` tracepoint, which every transmitted packet then passes through).
+    /// Events then carry the workload, whose network namespace joins a SYN to its connect.
+    /// Not with counts.
+    pub fn nat(mut self, yes: bool) -> Self {
+        self.nat = yes;
         self
     }
 

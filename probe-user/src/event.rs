@@ -3,8 +3,8 @@
 use std::net::SocketAddr;
 
 use probe_common::{
-    COMM_LEN, ConnectRecord, DnsRecord, Family, Function, Identity, Outcome, OutcomeRecord,
-    RawAddr, RecordHeader, RecordKind, TimestampRecord,
+    COMM_LEN, ConnectRecord, DnsRecord, Family, Function, Identity, NatRecord, Outcome,
+    OutcomeRecord, RawAddr, RecordHeader, RecordKind, TimestampRecord,
 };
 
 use crate::WorkloadNames;
@@ -41,6 +41,10 @@ pub struct ConnectEvent {
     /// [`crate::TracerBuilder::names`]: the name the application asked for, while the answer's
     /// TTL (and a grace) covers the connect; `None` if no answer seen there gave it.
     pub dns_name: Option<std::sync::Arc<str>>,
+    /// Where the connect's SYN was actually sent, with [`crate::TracerBuilder::nat`], if a
+    /// destination NAT rewrote `dst` (kube-proxy's Service rules, a published port); `None`
+    /// if none did.
+    pub nat_dst: Option<SocketAddr>,
     comm: [u8; COMM_LEN],
 }
 
@@ -133,6 +137,7 @@ pub enum Malformed {
 pub(crate) enum Record {
     Connect(ConnectEvent),
     Dns(Box<DnsRecord>),
+    Nat(NatRecord),
 }
 
 impl Record {
@@ -147,6 +152,7 @@ impl Record {
             RecordKind::Timestamp => ConnectEvent::from_timestamp(&read_record(bytes)?),
             RecordKind::Outcome => ConnectEvent::from_outcome(&read_record(bytes)?),
             RecordKind::Dns => return Ok(Record::Dns(Box::new(read_record(bytes)?))),
+            RecordKind::Nat => return Ok(Record::Nat(read_record(bytes)?)),
         };
         event.map(Record::Connect)
     }
@@ -166,6 +172,7 @@ impl ConnectEvent {
         match Record::decode(bytes)? {
             Record::Connect(event) => Ok(event),
             Record::Dns(_) => Err(Malformed::NotConnect(RecordKind::Dns as u32)),
+            Record::Nat(_) => Err(Malformed::NotConnect(RecordKind::Nat as u32)),
         }
     }
 
@@ -191,6 +198,7 @@ impl ConnectEvent {
             completion: None,
             workload: None,
             dns_name: None,
+            nat_dst: None,
             comm: [0; COMM_LEN],
         })
     }
@@ -226,6 +234,7 @@ impl ConnectEvent {
             completion: None,
             workload: Workload::of(&r.identity),
             dns_name: None,
+            nat_dst: None,
             comm: r.comm,
         })
     }
@@ -395,6 +404,7 @@ pub(crate) mod tests {
                 RecordKind::Timestamp => Some(TimestampRecord::SIZE),
                 RecordKind::Outcome => Some(OutcomeRecord::SIZE),
                 RecordKind::Dns => Some(probe_common::DnsRecord::SIZE),
+                RecordKind::Nat => Some(NatRecord::SIZE),
             }
         }
 
@@ -423,8 +433,8 @@ pub(crate) mod tests {
                         prop_assert!(Outcome::try_from(o).is_err());
                     }
                     Err(Malformed::NotConnect(k)) => {
-                        prop_assert_eq!(k, RecordKind::Dns as u32);
-                        prop_assert_eq!(bytes.len(), probe_common::DnsRecord::SIZE);
+                        prop_assert_eq!(size_of_kind(&bytes), Some(bytes.len()));
+                        prop_assert!(k == RecordKind::Dns as u32 || k == RecordKind::Nat as u32);
                     }
                     Err(Malformed::Cause(c)) => {
                         prop_assert_eq!(kind, RecordKind::Outcome as u32);

@@ -70,6 +70,7 @@ mod kernel;
 mod loader;
 mod maps;
 pub mod names;
+mod nat;
 mod program_info;
 mod report;
 mod stats;

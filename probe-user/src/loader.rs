@@ -46,6 +46,8 @@ pub(crate) struct Loaded {
     pub failure_hooks: crate::FailureHooks,
     /// `--names`' settings, if asked.
     pub names: Option<crate::NamesConfig>,
+    /// Whether `--nat` was asked.
+    pub nat: bool,
 }
 
 /// The compiled kernel side, built by build.rs, for kernels without BPF atomics.
@@ -72,7 +74,7 @@ pub(crate) struct FilterKeys {
 impl TracerBuilder {
     /// Whether records must carry the caller's identity: asked for, or counted per cgroup.
     pub(crate) fn needs_identity(&self) -> bool {
-        self.identity || self.report.counts_per_cgroup() || self.names.is_some()
+        self.identity || self.report.counts_per_cgroup() || self.names.is_some() || self.nat
     }
 
     /// Whether the kernel side reads task or namespace fields at all (records' identity, or
@@ -190,10 +192,15 @@ pub(crate) fn prepare(options: &TracerBuilder, startup: &mut Startup) -> Result<
     let own_kernel = options.btf_path == std::path::Path::new(crate::btf::VMLINUX_BTF);
     let (atomics, atomics_fallback) = atomics_choice();
     let packets = match types.packets {
-        _ if options.report.outcome_filter().is_none() && options.names.is_none() => None,
+        _ if options.report.outcome_filter().is_none()
+            && options.names.is_none()
+            && !options.nat =>
+        {
+            None
+        }
         Ok(packets) => Some(packets),
-        // The DNS hook reads packets: no names without their offsets.
-        Err(error) if options.names.is_some() => return Err(error),
+        // The DNS and NAT hooks read packets: neither without their offsets.
+        Err(error) if options.names.is_some() || options.nat => return Err(error),
         Err(error) => {
             log::warn!("no ICMP types or drop reasons for failed connects: {error}");
             None

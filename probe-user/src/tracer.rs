@@ -32,6 +32,7 @@ use crate::{
     identity::Workloads,
     loader::Loaded,
     maps::{RunBarrier, reap_map, take_map},
+    nat::NatTable,
     program_info,
 };
 
@@ -88,6 +89,8 @@ pub struct Tracer {
     failure_hooks: crate::FailureHooks,
     // The DNS names learned (`--names`).
     names: Option<DnsNames>,
+    // SYNs a NAT sent elsewhere, until their connect claims them (`--nat`).
+    nat: Option<NatTable>,
     fallbacks: Vec<BackendError>,
     atomics_rejected: Option<BackendError>,
     events: RingBuf<MapData>,
@@ -144,6 +147,7 @@ impl Tracer {
             max_series,
             failure_hooks,
             names,
+            nat,
         }: Loaded,
         logger: Option<EbpfLogger<&'static dyn log::Log>>,
         stats: Option<std::os::fd::OwnedFd>,
@@ -160,6 +164,7 @@ impl Tracer {
             backend,
             failure_hooks,
             names: names.map(DnsNames::new),
+            nat: nat.then(NatTable::default),
             fallbacks,
             atomics_rejected,
             programs,
@@ -210,6 +215,13 @@ impl Tracer {
         self.names.as_ref().map(DnsNames::stats)
     }
 
+    /// SYNs a NAT sent elsewhere whose connect never claimed them before the table filled up
+    /// (with [`crate::TracerBuilder::nat`]; `None` without): mostly connects the filters left
+    /// out.
+    pub fn nat_forgotten(&self) -> Option<u64> {
+        self.nat.as_ref().map(|nat| nat.forgotten)
+    }
+
     /// Which cause hooks are attached (with outcomes): whether failed connects carry ICMP
     /// details and drop reasons ([`crate::FailureCause`]).
     pub fn failure_hooks(&self) -> crate::FailureHooks {
@@ -235,19 +247,23 @@ impl Tracer {
         // Pending connects come last, after the ring buffer's events (only once detached).
         let pending = std::mem::take(&mut self.pending_events);
         let mut workloads = self.workloads.as_ref().map(lock);
-        let dns = &mut self.names;
-        let mut name = |event: &mut ConnectEvent, dns: &Option<DnsNames>| {
-            if let (Some(workloads), Some(workload)) = (&mut workloads, &mut event.workload) {
-                workload.names = workloads.names_for(workload.cgroup_id, Some(event.pid));
-            }
-            if let (Some(dns), Some(workload)) = (dns, &event.workload) {
-                event.dns_name = dns.name(workload.netns, event.dst.ip(), event.boot_ns);
-            }
-        };
+        let (dns, nat) = (&mut self.names, &mut self.nat);
+        let mut name =
+            |event: &mut ConnectEvent, dns: &Option<DnsNames>, nat: &mut Option<NatTable>| {
+                if let (Some(workloads), Some(workload)) = (&mut workloads, &mut event.workload) {
+                    workload.names = workloads.names_for(workload.cgroup_id, Some(event.pid));
+                }
+                if let (Some(dns), Some(workload)) = (dns, &event.workload) {
+                    event.dns_name = dns.name(workload.netns, event.dst.ip(), event.boot_ns);
+                }
+                if let (Some(nat), Some(workload)) = (nat, &event.workload) {
+                    event.nat_dst = nat.claim(workload.netns, event.src, event.dst);
+                }
+            };
         while let Some(record) = self.events.next() {
             match Record::decode(&record) {
                 Ok(Record::Connect(mut event)) => {
-                    name(&mut event, dns);
+                    name(&mut event, dns, nat);
                     on_event(&event);
                     n += 1;
                 }
@@ -257,11 +273,17 @@ impl Tracer {
                         self.malformed += 1;
                     }
                 }
+                // A SYN a NAT sent elsewhere (`--nat`): kept for its connect.
+                Ok(Record::Nat(syn)) => {
+                    if nat.as_mut().is_some_and(|nat| nat.note(&syn)) {
+                        self.malformed += 1;
+                    }
+                }
                 Err(_) => self.malformed += 1,
             }
         }
         for mut event in pending {
-            name(&mut event, dns);
+            name(&mut event, dns, nat);
             on_event(&event);
             n += 1;
         }

@@ -101,6 +101,9 @@ pub enum Error {
     /// (`__udp_enqueue_schedule_skb`), which could not be attached.
     #[error("--names: cannot watch DNS answers (a kprobe on __udp_enqueue_schedule_skb)")]
     Names(#[source] AttachError),
+    /// `--nat` needs the `net:net_dev_queue` tracepoint, which could not be attached.
+    #[error("--nat: cannot watch SYNs leaving (the net:net_dev_queue tracepoint)")]
+    Nat(#[source] AttachError),
     /// Kernel run-time statistics could not be enabled (they need `CAP_SYS_ADMIN`).
     #[error("cannot enable BPF program statistics")]
     Stats(#[source] io::Error),

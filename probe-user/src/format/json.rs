@@ -30,6 +30,10 @@ pub(super) struct JsonLine<'a> {
     pub(super) cause: Option<JsonCause>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) dns_name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) nat_daddr: Option<std::net::IpAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) nat_dport: Option<u16>,
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     pub(super) workload: Option<JsonWorkload<'a>>,
 }

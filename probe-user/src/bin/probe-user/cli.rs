@@ -110,6 +110,11 @@ pub struct Cli {
         value_parser = clap::value_parser!(u32).range(1..=probe_user::NamesConfig::MAX_MAX as i64),
         requires = "names")]
     pub names_max: u32,
+    /// With --format json: give each connect whose SYN a destination NAT sent elsewhere (a
+    /// Kubernetes Service, a published port) the address and port it was sent to (`nat_daddr`,
+    /// `nat_dport`), seen as the SYN leaves (the net:net_dev_queue tracepoint).
+    #[arg(long)]
+    pub nat: bool,
     /// Count connects in the kernel instead of printing each one, and print a table of counts
     /// (most connects first) every --interval and at exit.
     #[arg(long)]
@@ -194,6 +199,11 @@ impl Cli {
         if self.names && (self.format != Format::Json || self.counting()) {
             return Some(
                 "--names names each connect in JSON lines: use it with --format json, without --count, --metrics or --otlp-endpoint",
+            );
+        }
+        if self.nat && (self.format != Format::Json || self.counting()) {
+            return Some(
+                "--nat adds the real destination to JSON lines: use it with --format json, without --count, --metrics or --otlp-endpoint",
             );
         }
         let by_workload = matches!(self.count_by, Some(CountBy::Cgroup | CountBy::Container));

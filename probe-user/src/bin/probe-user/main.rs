@@ -129,6 +129,7 @@ async fn run(
     if let Attach::Only(backend) = cli.attach {
         builder = builder.backend(backend);
     }
+    builder = builder.nat(cli.nat);
     if cli.names {
         builder = builder.names(probe_user::NamesConfig {
             grace: cli.names_grace,

@@ -49,6 +49,9 @@ pub fn print(tracer: &Tracer, in_flight: usize) {
             dns.answers, dns.malformed, dns.evicted, dns.entries
         );
     }
+    if let Some(forgotten) = tracer.nat_forgotten() {
+        eprintln!("probe-user: nat: {forgotten} SYNs sent elsewhere forgotten unclaimed");
+    }
     eprintln!(
         "probe-user: {in_flight} connect calls in flight (maps PENDING and CONNECTING, at most {MAX_PENDING} and {MAX_CONNECTING} entries, and with BPF atomics {MAX_CONNECTING} slots of CONNECTING_SLOTS)"
     );

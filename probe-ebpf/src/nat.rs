@@ -1,0 +1,57 @@
+//! The real destination behind a destination NAT (`--nat`): a connect's SYN, as it is queued to
+//! its device after the netfilter hooks rewrote it, compared with its socket's destination.
+//!
+//! The raw tracepoint `net:net_dev_queue(struct sk_buff *skb)` runs for every packet a device
+//! is given. A packet of a TCP socket in SYN_SENT is its connect's SYN (or a retransmit); if
+//! its IP destination or TCP port differ from the socket's, a DNAT (kube-proxy's iptables or
+//! nftables rules, a published port, an OUTPUT `dnat` rule) sent it elsewhere, and a
+//! `NatRecord` says where. Any other packet costs a read of its socket pointer and, if it has
+//! one, of the socket's head. IPVS, which forwards without rewriting in these hooks, is not
+//! seen.
+
+use aya_ebpf::{macros::raw_tracepoint, programs::RawTracePointContext};
+use probe_common::{Family, RawAddr};
+
+use crate::{
+    SKB_OFFSETS, SOCK_OFFSETS, emit,
+    sock::{self, IPPROTO_TCP, Sock, TCP_SYN_SENT},
+    task,
+};
+
+#[raw_tracepoint(tracepoint = "net_dev_queue")]
+pub fn packet_queued(ctx: RawTracePointContext) -> i32 {
+    let skb: u64 = ctx.arg(0);
+    on_packet_queued(skb);
+    0
+}
+
+#[inline(always)]
+fn on_packet_queued(skb: u64) {
+    let offsets = SKB_OFFSETS.load();
+    let sk: u64 = sock::read_kernel(skb, offsets.sk);
+    if sk == 0 {
+        return;
+    }
+    let socket = Sock::read(sk as *const u8, SOCK_OFFSETS.load());
+    if socket.state() != TCP_SYN_SENT || socket.protocol() != IPPROTO_TCP {
+        return;
+    }
+    let to = socket.connection();
+    let head: u64 = sock::read_kernel(skb, offsets.head);
+    let network: u16 = sock::read_kernel(skb, offsets.network_header);
+    let transport: u16 = sock::read_kernel(skb, offsets.transport_header);
+    let ip = head + u64::from(network);
+    // The TCP destination port, big-endian, at byte 2 of the TCP header.
+    let port: [u8; 2] = sock::read_kernel(head + u64::from(transport), 2);
+    let nat_dport = u16::from_be_bytes(port);
+    // The IP destination: at byte 16 of an IPv4 header, 24 of an IPv6 one.
+    let nat_daddr = match to.family {
+        Family::V4 => RawAddr([sock::read_kernel(ip, 16), 0, 0, 0]),
+        Family::V6 => sock::read_kernel(ip, 24),
+    };
+    if nat_daddr == to.addr && nat_dport == to.port {
+        return;
+    }
+    let (saddr, sport) = socket.source(to.family);
+    emit::nat(task::netns(sk), &to, (saddr, sport), (nat_daddr, nat_dport));
+}
