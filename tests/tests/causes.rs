@@ -166,14 +166,15 @@ fn cause_absent_and_no_retransmission_for_established_connects() {
 
 #[test]
 fn cause_timeout_when_the_syns_vanish() {
-    // TCP_SYNCNT 1: a SYN at 0 s, again at 1 s, given up at 3 s.
+    // TCP_SYNCNT 1: a SYN at 0 s, given up at 3 s. Retransmitted at 1 s, and, where the first
+    // SYN timeouts are linear (net.ipv4.tcp_syn_linear_timeouts, since 6.5), again at 2 s.
     let server = FullListener::on(Ipv4Addr::LOCALHOST.into());
     let (t, (src, ended)) = traced_here(|| {
         let (socket, src) = start_connect(server.addr, Some(1));
         (src, wait_for_the_end(&socket, Duration::from_secs(10)))
     });
     assert_eq!(ended.errno, Some(libc::ETIMEDOUT), "{ended:?}");
-    assert_eq!(ended.retransmits, 1, "{ended:?}");
+    assert!(matches!(ended.retransmits, 1 | 2), "{ended:?}");
     let line = line_of(&t, src, server.addr);
     let timeout = Expected {
         outcome: "timeout",
