@@ -381,7 +381,7 @@ fn cause_app_when_the_application_closes_mid_handshake() {
 }
 
 #[test]
-fn egress_drop_attaches_one_program_and_leaves_nothing_behind() {
+fn drop_cause_fixture_attaches_one_program_and_leaves_nothing_behind() {
     let fixture = EgressDrop::new();
     let id = fixture.prog_id();
     let dir = fixture.cgroup().dir.clone();
