@@ -49,6 +49,17 @@ pub fn any_loopback_port(dst: SocketAddr) -> SocketAddr {
     SocketAddr::new(ip, 0)
 }
 
+/// A port of `ip` nobody listens on: connects to it are refused (a reset). It stays bound
+/// (without listening) as long as the socket lives, so that no client is given it as its own
+/// source port (a connect from a port to itself succeeds).
+pub fn closed_port(ip: IpAddr) -> (Socket, SocketAddr) {
+    let addr = SocketAddr::new(ip, 0);
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None).unwrap();
+    socket.bind(&addr.into()).unwrap();
+    let addr = socket.local_addr().unwrap().as_socket().unwrap();
+    (socket, addr)
+}
+
 /// A listener on `ip` that never accepts, its accept queue filled by connections it keeps: the
 /// kernel drops any later SYN to it, so connects to it stay in SYN_SENT, retransmitting their
 /// SYN, until the client gives up, closes them, or an ICMP error ends them. (The test

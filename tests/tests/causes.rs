@@ -17,8 +17,8 @@ use probe_tests::{
     faults::{
         self, ConnectEnded, EgressDrop, FullListener, ICMP_HOST_UNREACH, ICMP_PKT_FILTERED,
         ICMP_PORT_UNREACH, ICMPV6_ADDR_UNREACH, ICMPV6_ADM_PROHIBITED, ICMPV6_PORT_UNREACH,
-        any_loopback_port, bpf_prog_loaded, connect_ended_by_icmp, icmp_unreachable_errno,
-        start_connect, wait_for_the_end,
+        any_loopback_port, bpf_prog_loaded, closed_port, connect_ended_by_icmp,
+        icmp_unreachable_errno, start_connect, wait_for_the_end,
     },
     free_port, json_lines, kernel_release, listener, metric_samples, probe_user_command,
     reports_failed_calls, scrape, serving_addr, summary, unmapped,
@@ -184,16 +184,6 @@ fn cause_timeout_when_the_syns_vanish() {
     };
     assert_line(line, &timeout);
     assert_eq!(t.lines.len(), 1, "{:?}", t.out);
-}
-
-/// A port of `ip` nobody listens on, kept bound (not listening) while the socket lives so that
-/// no client is given it as its source port.
-fn closed_port(ip: IpAddr) -> (Socket, SocketAddr) {
-    let addr = SocketAddr::new(ip, 0);
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None).unwrap();
-    socket.bind(&addr.into()).unwrap();
-    let addr = socket.local_addr().unwrap().as_socket().unwrap();
-    (socket, addr)
 }
 
 /// A blocking connect to `dst` from a socket bound first (a refused connect may leave no
