@@ -15,6 +15,7 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
+pub mod faults;
 pub mod otlp;
 
 use probe_common::Backend;

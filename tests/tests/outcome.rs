@@ -5,20 +5,22 @@
 
 use std::{
     collections::BTreeMap,
-    io::Read as _,
-    mem::size_of,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
-    os::fd::AsRawFd as _,
     time::{Duration, Instant},
 };
 
 use probe_tests::{
     Finished, ProbeUser, Summary, SynDropping, TRACEPOINT, backend, bound_reusing_address,
-    connect_in_progress, json_lines, listener, probe_user_command, reports_failed_calls,
-    run_probe_user, summary, tcp_info, unix_now, unmapped,
+    connect_in_progress,
+    faults::{
+        Capture, ICMP_HOST_UNREACH, any_loopback_port, closed_port, error_once_closed,
+        send_icmp_unreachable, set_tcp_option,
+    },
+    json_lines, listener, probe_user_command, reports_failed_calls, run_probe_user, summary,
+    unix_now, unmapped,
 };
 use serde_json::Value;
-use socket2::{Domain, Protocol, Socket, Type};
+use socket2::{Domain, Socket, Type};
 
 /// Every outcome probe-user may print.
 const OUTCOMES: [&str; 8] = [
@@ -150,18 +152,6 @@ struct Attempt {
     took: Duration,
 }
 
-/// Port 0 of the loopback address of `dst`'s kind, to bind a client connecting to `dst` to.
-fn any_loopback_port(dst: SocketAddr) -> SocketAddr {
-    let ip: IpAddr = match dst.ip() {
-        IpAddr::V4(_) => Ipv4Addr::LOCALHOST.into(),
-        IpAddr::V6(ip) if ip.to_ipv4_mapped().is_some() => {
-            Ipv4Addr::LOCALHOST.to_ipv6_mapped().into()
-        }
-        IpAddr::V6(_) => Ipv6Addr::LOCALHOST.into(),
-    };
-    SocketAddr::new(ip, 0)
-}
-
 /// A client socket for `dst`, bound to `bind` if given.
 fn client(dst: SocketAddr, bind: Option<SocketAddr>) -> Socket {
     let socket = Socket::new(Domain::for_address(dst), Type::STREAM, None).unwrap();
@@ -196,44 +186,6 @@ fn attempt_with(socket: &Socket, dst: SocketAddr) -> Attempt {
 fn attempt(dst: SocketAddr, bind: Option<SocketAddr>) -> Attempt {
     attempt_with(&client(dst, bind), dst)
 }
-
-/// A port of `ip` nobody listens on: connects to it are refused. It stays bound (without
-/// listening) as long as the socket lives, so that no client is given it as its own source
-/// port (a connect from a port to itself succeeds).
-fn closed_port(ip: IpAddr) -> (Socket, SocketAddr) {
-    let socket = Socket::new(
-        Domain::for_address(SocketAddr::new(ip, 0)),
-        Type::STREAM,
-        None,
-    )
-    .unwrap();
-    socket.bind(&SocketAddr::new(ip, 0).into()).unwrap();
-    let addr = socket.local_addr().unwrap().as_socket().unwrap();
-    (socket, addr)
-}
-
-/// Sets the `IPPROTO_TCP` option `option` of `socket` to `value`.
-fn set_tcp_option(socket: &Socket, option: libc::c_int, value: libc::c_int) {
-    // SAFETY: setsockopt on an open socket with a valid int and its size.
-    let ret = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            option,
-            (&value as *const libc::c_int).cast(),
-            size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(
-        ret,
-        0,
-        "option {option}: {}",
-        std::io::Error::last_os_error()
-    );
-}
-
-/// The kernel's TCP_CLOSE (`tcpi_state`).
-const TCP_CLOSE: u8 = 7;
 
 /// A non-blocking connect to `addr`, left in progress; and its source.
 fn connect_in_progress_from(addr: SocketAddr) -> (Socket, SocketAddr) {
@@ -417,91 +369,6 @@ fn outcome_unreachable_for_a_call_without_a_route() {
     assert!(latency(line) < a.took + SLACK, "{line}: took {:?}", a.took);
 }
 
-/// The first SYN from `src` to `dst` that `capture` (a raw IPv4 TCP socket: it receives a copy
-/// of every TCP packet delivered here, loopback's included) receives: its IPv4 header and first
-/// 8 TCP bytes (ports and sequence number), which an ICMP error quotes.
-fn captured_syn(capture: &Socket, src: SocketAddr, dst: SocketAddr) -> Vec<u8> {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let mut packet = [0u8; 4096];
-    loop {
-        assert!(Instant::now() < deadline, "no SYN {src} -> {dst} captured");
-        let mut reader = capture;
-        let n = match reader.read(&mut packet) {
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => continue,
-            Err(e) => panic!("capture: {e}"),
-        };
-        let packet = &packet[..n];
-        let ihl = usize::from(packet[0] & 0x0f) * 4;
-        if packet[0] >> 4 != 4 || ihl < 20 || n < ihl + 20 {
-            continue;
-        }
-        let (IpAddr::V4(sip), IpAddr::V4(dip)) = (src.ip(), dst.ip()) else {
-            panic!("IPv4 only: {src} -> {dst}");
-        };
-        let tcp = &packet[ihl..];
-        let port = |at: usize| u16::from_be_bytes([tcp[at], tcp[at + 1]]);
-        // Flags: SYN without ACK.
-        let syn = tcp[13] & 0x12 == 0x02;
-        if packet[9] == libc::IPPROTO_TCP as u8
-            && packet[12..16] == sip.octets()
-            && packet[16..20] == dip.octets()
-            && port(0) == src.port()
-            && port(2) == dst.port()
-            && syn
-        {
-            return packet[..ihl + 8].to_vec();
-        }
-    }
-}
-
-/// The Internet checksum (RFC 1071) of `bytes`, to store big-endian.
-fn internet_checksum(bytes: &[u8]) -> u16 {
-    let mut sum: u32 = bytes
-        .chunks(2)
-        .map(|w| u32::from(u16::from_be_bytes([w[0], w.get(1).copied().unwrap_or(0)])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
-/// ICMP destination unreachable (type 3), code 1: host unreachable.
-const ICMP_DEST_UNREACH: u8 = 3;
-const ICMP_HOST_UNREACH: u8 = 1;
-
-/// Sends to 127.0.0.1, as a router on the way would, an ICMP host unreachable quoting `quoted`
-/// (a packet's IPv4 header and first 8 bytes). The kernel builds the outer IPv4 header.
-fn send_host_unreachable(quoted: &[u8]) {
-    // Type, code, checksum, 4 unused bytes, then the quote.
-    let mut icmp = vec![ICMP_DEST_UNREACH, ICMP_HOST_UNREACH, 0, 0, 0, 0, 0, 0];
-    icmp.extend_from_slice(quoted);
-    let sum = internet_checksum(&icmp);
-    icmp[2..4].copy_from_slice(&sum.to_be_bytes());
-    let raw = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::ICMPV4)).unwrap();
-    let to = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
-    let sent = raw.send_to(&icmp, &to.into()).unwrap();
-    assert_eq!(sent, icmp.len());
-}
-
-/// Waits until `socket`'s connect has ended (the socket is back in CLOSE), then takes its error
-/// (`SO_ERROR`). Reading `SO_ERROR` clears the socket's error, from which the outcome is
-/// decided: it is read only once the state is CLOSE, which the kernel sets after the
-/// transition's tracepoint ran.
-fn error_once_closed(socket: &Socket) -> Option<i32> {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while tcp_info(socket).tcpi_state != TCP_CLOSE {
-        assert!(Instant::now() < deadline, "the connect never ended");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    socket
-        .take_error()
-        .unwrap()
-        .map(|e| e.raw_os_error().unwrap())
-}
-
 #[test]
 fn outcome_unreachable_when_an_icmp_host_unreachable_ends_the_handshake() {
     // The SYN goes unanswered; an ICMP host unreachable quoting it (its ports and sequence
@@ -510,15 +377,12 @@ fn outcome_unreachable_when_an_icmp_host_unreachable_ends_the_handshake() {
     let server = SynDropping::start();
     let (t, (src, error, took)) = traced(&[], || {
         // Opened before the connect, so that it receives the first SYN.
-        let capture = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::TCP)).unwrap();
-        capture
-            .set_read_timeout(Some(Duration::from_millis(200)))
-            .unwrap();
+        let capture = Capture::tcp(false);
         let start = Instant::now();
         let (socket, src) = connect_in_progress_from(server.addr);
-        let syn = captured_syn(&capture, src, server.addr);
+        let syn = capture.syn(src, server.addr);
         drop(capture);
-        send_host_unreachable(&syn);
+        send_icmp_unreachable(&syn, ICMP_HOST_UNREACH);
         let error = error_once_closed(&socket);
         (src, error, start.elapsed())
     });
