@@ -92,7 +92,7 @@ pub mod limit {
     /// Entries of `CONNECT_COUNTS` reserved for its overflow keys at most: one per family,
     /// outcome and cause that outcome can have (`state::CountKey::overflow`,
     /// `Outcome::causes`; one per family without outcomes).
-    pub const OVERFLOW_KEYS: u32 = 2 * 12;
+    pub const OVERFLOW_KEYS: u32 = 2 * 14;
     /// Size of the event ring buffer in bytes (a power-of-two multiple of the page size).
     pub const RING_BYTES: u32 = 1 << 20;
 }

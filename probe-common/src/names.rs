@@ -51,6 +51,8 @@ pub mod map {
         /// What the cause hooks saw happen to sockets in SYN_SENT (`--outcome`): an LRU of
         /// `crate::state::SynTrouble` by socket address.
         SYN_TROUBLE,
+        /// Which cause hooks userspace attached (`--outcome`): one `u32`, bit 0 the ICMP hook.
+        CAUSE_HOOKS,
     }
 }
 

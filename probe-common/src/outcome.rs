@@ -85,14 +85,15 @@ impl Outcome {
         const APP: u8 = Cause::App as u8;
         match self {
             Outcome::Established | Outcome::Pending => &[NONE],
-            // A reset, or an ICMP port unreachable.
-            Outcome::Refused => &[RST, ICMP],
+            // A reset, or an ICMP port unreachable (or, rarely, this host's own error).
+            Outcome::Refused => &[RST, ICMP, LOCAL],
             // Nothing came back; a SYN dropped here; an ICMP error noted while the socket was
             // busy (its soft error is then the one reported: not ETIMEDOUT, so rarely here).
             Outcome::Timeout => &[TIMEOUT, DROP, ICMP],
-            // From the handshake (an ICMP error), or from the call (no route).
+            // From the handshake (an ICMP error, or a retransmit that found no route), or from
+            // the call (no route).
             Outcome::Unreachable => &[ICMP, LOCAL],
-            Outcome::Reset => &[ICMP],
+            Outcome::Reset => &[ICMP, LOCAL],
             Outcome::Aborted => &[APP],
             Outcome::Error => &[LOCAL],
         }
@@ -178,16 +179,17 @@ impl Cause {
     /// ESTABLISHED, the socket's `sk_err` and `segs_in` (TCP segments received: a reset counts,
     /// an ICMP error does not) at that moment, and `trouble`'s [`crate::Trouble`] flags.
     ///
-    /// An error with nothing received and no ICMP seen is still an ICMP error: only an ICMP
-    /// error (`tcp_v4_err`/`tcp_v6_err`) sets an `sk_err` other than `ETIMEDOUT` on a socket
-    /// in SYN_SENT that received nothing, and where no ICMP hook could be attached it is all
-    /// that is known.
+    /// An error with nothing received and no ICMP error noted is this host's own (`local`: a
+    /// retransmit that found no route sets the socket's soft error, which the kernel reports
+    /// when it gives up) where the ICMP hook is attached (`icmp_hook`); where it is not, it is
+    /// taken for an ICMP error, the usual case, without its details.
     #[inline(always)]
     pub const fn of_handshake(
         established: bool,
         sk_err: u32,
         segs_in: u32,
         trouble: u8,
+        icmp_hook: bool,
     ) -> Option<Cause> {
         if established {
             return None;
@@ -204,6 +206,8 @@ impl Cause {
             } else {
                 Cause::Timeout
             }
+        } else if icmp_hook {
+            Cause::Local
         } else {
             Cause::Icmp
         })
@@ -348,7 +352,9 @@ mod tests {
             assert_eq!(Cause::try_from(c as u32), Ok(c));
         }
         assert_eq!(Cause::try_from(0), Err(0));
-        let of = Cause::of_handshake;
+        let of = |established, sk_err, segs_in, trouble| {
+            Cause::of_handshake(established, sk_err, segs_in, trouble, false)
+        };
         assert_eq!(of(true, 0, 1, 0), None);
         assert_eq!(of(false, 0, 0, 0), Some(Cause::App));
         assert_eq!(of(false, 111, 1, 0), Some(Cause::Rst));
@@ -363,8 +369,17 @@ mod tests {
             of(false, 110, 0, Trouble::ICMP | Trouble::DROP),
             Some(Cause::Icmp)
         );
-        // Without an ICMP hook, an ICMP errno is still an ICMP error.
+        // Without an ICMP hook, an ICMP errno is still an ICMP error; with it, an error without
+        // an ICMP error noted is this host's own.
         assert_eq!(of(false, 13, 0, 0), Some(Cause::Icmp));
+        assert_eq!(
+            Cause::of_handshake(false, 101, 0, 0, true),
+            Some(Cause::Local)
+        );
+        assert_eq!(
+            Cause::of_handshake(false, 113, 0, Trouble::ICMP, true),
+            Some(Cause::Icmp)
+        );
     }
 
     #[test]
@@ -375,13 +390,14 @@ mod tests {
         for established in [false, true] {
             for sk_err in [0, 13, 71, 92, 101, 104, 110, 111, 112, 113] {
                 for segs_in in [0, 1] {
-                    for trouble in 0..8 {
+                    for (trouble, hook) in (0..8).flat_map(|t| [(t, false), (t, true)]) {
                         let outcome = Outcome::of_handshake(established, sk_err);
-                        let cause = Cause::of_handshake(established, sk_err, segs_in, trouble)
-                            .map_or(0, |c| c as u8);
+                        let cause =
+                            Cause::of_handshake(established, sk_err, segs_in, trouble, hook)
+                                .map_or(0, |c| c as u8);
                         assert!(
                             outcome.causes().contains(&cause),
-                            "{outcome} {cause} ({sk_err} {segs_in} {trouble})"
+                            "{outcome} {cause} ({sk_err} {segs_in} {trouble} {hook})"
                         );
                     }
                 }

@@ -4,7 +4,9 @@
 //!
 //! - [`icmp_error`]: a kprobe on `ip_icmp_error` and `ipv6_icmp_error`, which `tcp_v4_err` /
 //!   `tcp_v6_err` call for a socket in SYN_SENT with the ICMP error that is about to end its
-//!   connect (whether or not the socket asked for `IP_RECVERR`): its type, code and sender.
+//!   connect (whether or not the socket asked for `IP_RECVERR`, since Linux 5.8; a kernel that
+//!   made the call depend on it would lose the details, which the VM tests would show): its
+//!   type, code and sender.
 //!   Attached where the kernel has kprobes, whatever the backend; without, an ICMP error is
 //!   still told from a reset and a timeout by the socket's own counters
 //!   (`Cause::of_handshake`), without type and code.
@@ -27,7 +29,7 @@ use aya_ebpf::{
 use probe_common::{RawAddr, Trouble, state::SynTrouble};
 
 use crate::{
-    DROPS, SKB_OFFSETS, SOCK_OFFSETS, SYN_TROUBLE,
+    CAUSE_HOOKS, DROPS, SKB_OFFSETS, SOCK_OFFSETS, SYN_TROUBLE,
     sock::{self, IPPROTO_TCP, Sock, TCP_SYN_SENT},
 };
 
@@ -112,15 +114,44 @@ fn connecting_socket(sk: u64) -> bool {
     socket.state() == TCP_SYN_SENT && socket.protocol() == IPPROTO_TCP
 }
 
-/// Notes `trouble` as the current connect's of socket `sk`.
+/// Notes `trouble` as the current connect's of socket `sk`, with what was noted of that connect
+/// before (a neighbour that never answers drops the SYN, then the kernel's own ICMP error ends
+/// the connect: both are kept).
 #[inline(always)]
 fn note(sk: u64, trouble: Trouble) {
+    let isn = sock::snd_una(sk as *const u8, SOCK_OFFSETS.load());
+    if let Some(noted) = SYN_TROUBLE.get_ptr_mut(&sk) {
+        // SAFETY: a value of the map, written field by field; the socket's hooks mostly run
+        // under its lock (a drop freed later may race a note: the worst is a field of either).
+        unsafe {
+            if (*noted).isn == isn {
+                let into = &mut (*noted).trouble;
+                if trouble.flags & Trouble::DROP != 0 {
+                    into.drop_reason = trouble.drop_reason;
+                }
+                if trouble.flags & Trouble::ICMP != 0 {
+                    into.icmp_type = trouble.icmp_type;
+                    into.icmp_code = trouble.icmp_code;
+                    into.icmp_from = trouble.icmp_from;
+                    into.flags &= !Trouble::ICMP_V6;
+                }
+                into.flags |= trouble.flags;
+                return;
+            }
+        }
+    }
     let value = SynTrouble {
-        isn: sock::snd_una(sk as *const u8, SOCK_OFFSETS.load()),
+        isn,
         _pad: 0,
         trouble,
     };
     let _ = SYN_TROUBLE.insert(&sk, &value, 0);
+}
+
+/// Whether userspace attached the ICMP hook (`CAUSE_HOOKS`).
+#[inline(always)]
+pub fn icmp_hooked() -> bool {
+    CAUSE_HOOKS.get(0).is_some_and(|hooks| *hooks & 1 != 0)
 }
 
 /// The note of socket `sk`'s connect of initial sequence number `isn`, removed, if there is

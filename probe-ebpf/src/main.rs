@@ -272,6 +272,12 @@ static RECORD_SCRATCH: PerCpuArray<ConnectRecord> =
 static SYN_TROUBLE: LruHashMap<u64, SynTrouble> =
     LruHashMap::with_max_entries(limit::MAX_SYN_TROUBLE, 0);
 
+/// Written by userspace once it attached the ICMP hook (`cause::icmp_error`, with
+/// `--outcome`): 1, else 0; read by the completion path of a failed handshake only, where an
+/// error without an ICMP error noted is then this host's own.
+#[map]
+static CAUSE_HOOKS: Array<u32> = Array::with_max_entries(1, 0);
+
 /// fexit backend: the socket an IPv4-mapped connect's inner tcp_v4_connect just reported, keyed
 /// by pid_tgid; written by that call's exit, consumed by the outer tcp_v6_connect's exit, which
 /// then stays silent. An LRU: with `-4` nobody consumes the entries.
@@ -321,7 +327,8 @@ macro_rules! check_names {
 check_names! {
     maps: EVENTS, COUNTERS, PENDING, CONNECTING, CONNECTING_SLOTS, CONNECTING_OVERFLOWED,
         RECORD_SCRATCH, MAPPED_INNER, CONNECT_COUNTS, PID_FILTER,
-        UID_FILTER, CGROUP_FILTER, NETNS_FILTER, COMM_FILTER, DST_FILTER, SYN_TROUBLE;
+        UID_FILTER, CGROUP_FILTER, NETNS_FILTER, COMM_FILTER, DST_FILTER, SYN_TROUBLE,
+        CAUSE_HOOKS;
     globals: SOCK_OFFSETS, FILTERS, ENTRY_ONLY, WAKEUP_BYTES, COUNT_BY, PORT_SET, OUTCOME,
         TASK_OFFSETS, IDENTITY, CALLER_NAMES, CONTAINERS, COUNT_CGROUP, SKB_OFFSETS, DROPS;
     programs: kprobe::tcp_v4_connect, kprobe::tcp_v6_connect, kprobe::tcp_connect_return,

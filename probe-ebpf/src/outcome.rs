@@ -216,8 +216,9 @@ pub fn left_syn_sent<C: EbpfContext>(ctx: &C, sk_ptr: *const u8, new: i32) {
         let isn = sock::snd_una(sk_ptr, offsets);
         why.trouble = cause::take(sk_ptr as u64, isn).unwrap_or(Trouble::NONE);
         let segs_in = sock::segs_in(sk_ptr, offsets);
-        why.cause =
-            Cause::of_handshake(false, errno, segs_in, why.trouble.flags).map_or(0, |c| c as u32);
+        let hooked = cause::icmp_hooked();
+        why.cause = Cause::of_handshake(false, errno, segs_in, why.trouble.flags, hooked)
+            .map_or(0, |c| c as u32);
         errno
     };
     let outcome = Outcome::of_handshake(established, errno);

@@ -36,7 +36,24 @@ pub(crate) fn attach_failure_hooks(ebpf: &mut Ebpf, drop_reasons: bool) -> Failu
             &["ip_icmp_error", "ipv6_icmp_error"],
             &mut attached,
         )
-        .inspect_err(|e| log::warn!("no ICMP types for failed connects: {e}"))
+        .and_then(|()| {
+            // Tells the completion path that an error without an ICMP error noted is this
+            // host's own.
+            let map = ebpf
+                .map_mut(probe_common::names::map::CAUSE_HOOKS)
+                .ok_or(AttachError::Object(probe_common::names::map::CAUSE_HOOKS))?;
+            let mut hooks: aya::maps::Array<_, u32> = aya::maps::Array::try_from(map)
+                .map_err(|_| AttachError::Object(probe_common::names::map::CAUSE_HOOKS))?;
+            hooks
+                .set(0, &1, 0)
+                .map_err(|_| AttachError::Object(probe_common::names::map::CAUSE_HOOKS))
+        })
+        .inspect_err(|e| {
+            log::warn!("no ICMP types for failed connects: {e}");
+            // Half attached (one function of two), it would give some connects details and
+            // say it gives none.
+            unload(ebpf, program::icmp_error);
+        })
         .is_ok();
     let drop_reasons = drop_reasons
         && raw_tracepoint(ebpf, program::skb_dropped, "kfree_skb", &mut attached)

@@ -325,18 +325,20 @@ fn map_entries(
             map::CONNECT_COUNTS,
             used(
                 options.report.count_by().is_some(),
-                // The overflow keys in room of their own: 2 without outcomes, 16 with.
+                // The overflow keys in room of their own: 2 without outcomes, 28 with (a family,
+                // outcome and cause each).
                 options.max_series
                     + crate::count_map::overflow_keys(options.report.outcome_filter().is_some())
                         .len() as u32,
             ),
         ),
-        // What the cause hooks saw of sockets in SYN_SENT: with outcomes only.
+        // What the cause hooks saw of sockets in SYN_SENT: with outcomes only (with room for
+        // the LRU's per-CPU free lists, as `CONNECTING`).
         (
             map::SYN_TROUBLE,
             used(
                 options.report.outcome_filter().is_some(),
-                limit::MAX_SYN_TROUBLE,
+                limit::MAX_SYN_TROUBLE + limit::LRU_FREE_PER_CPU * cpus,
             ),
         ),
         (map::PID_FILTER, exactly(options.pids.len())),

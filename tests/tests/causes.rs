@@ -37,9 +37,10 @@ fn icmp_details_known() -> bool {
     auto_backend() != TRACEPOINT
 }
 
-/// Whether this kernel says why it dropped a packet (`skb:kfree_skb`'s reason, since 5.17).
+/// Whether this kernel says why it dropped a packet (`skb:kfree_skb`'s reason, since 5.17), and
+/// names a cgroup egress program's drop (`BPF_CGROUP_EGRESS`, since 5.18).
 fn drop_reasons_known() -> bool {
-    kernel_release() >= (5, 17)
+    kernel_release() >= (5, 18)
 }
 
 /// What probe-user printed while a closure made its connects.
@@ -440,7 +441,8 @@ fn cause_and_retransmissions_end_the_stap_line() {
     let mut tracer = ProbeUser::start_with(probe_user_command().args(["--outcome", "--pid", &pid]));
     tracer.read_stdout_in_background();
     let (refused_src, errno) = refused_from(dst);
-    let (icmp_src, ended) = connect_ended_by_icmp(server.addr, ICMP_PKT_FILTERED, 0);
+    // After one retransmission, so that the count shows.
+    let (icmp_src, ended) = connect_ended_by_icmp(server.addr, ICMP_PKT_FILTERED, 1);
     let established = connect(listener("127.0.0.1:0"), None).unwrap();
     let out = tracer.stop();
     assert!(out.status.success(), "{out:?}");
@@ -448,15 +450,19 @@ fn cause_and_retransmissions_end_the_stap_line() {
     assert_eq!(ended.errno, Some(libc::EHOSTUNREACH), "{ended:?}");
     let lines: Vec<&str> = out.stdout.lines().collect();
     assert_eq!(lines.len(), 3, "{out:?}");
-    // `... outcome=NAME latency=X.XXXms retrans=N[ cause=CAUSE]`.
+    // `... outcome=NAME latency=X.XXXms retrans=N[ cause=CAUSE[ details]]`; the ICMP error's
+    // type, code and sender where the kernel lets probe-user see them.
+    let icmp_tail = if icmp_details_known() {
+        " retrans=1 cause=icmp icmp=3/13 from=127.0.0.1"
+    } else {
+        " retrans=1 cause=icmp"
+    };
+    for line in &lines {
+        println!("{line}");
+    }
     for (src, to, outcome, tail) in [
         (refused_src, dst, "refused", " retrans=0 cause=rst"),
-        (
-            icmp_src,
-            server.addr,
-            "unreachable",
-            " retrans=1 cause=icmp",
-        ),
+        (icmp_src, server.addr, "unreachable", icmp_tail),
         (
             established.src,
             established.dst,
