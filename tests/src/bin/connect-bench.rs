@@ -6,7 +6,9 @@
 //! `-icount shift=0` that is guest instructions). With `--pace R` it makes R connects per
 //! second instead of going flat out, and also prints the p50 and p99 of connect() latency.
 //! With `--threads T` (not with `--pace`) T threads share the N cycles, each with its own
-//! listener on P + its index (the throughput benchmark); T is at most 64.
+//! listener on P + its index (the throughput benchmark); T is at most 64. With `--dns` each
+//! cycle first asks a DNS server of its own on 127.0.0.1:53 for a name, whose answer (an A
+//! record of 127.0.0.1, from port 53) it then connects to: a DNS answer per connect.
 
 use std::{
     net::{TcpListener, TcpStream},
@@ -22,6 +24,7 @@ fn main() {
     let pace = flag_value::<u64>(&args, "--pace")
         .map(|per_s| Duration::from_nanos(1_000_000_000 / per_s.max(1)));
     let refused = args.iter().any(|a| a == "--refused");
+    let dns = args.iter().any(|a| a == "--dns").then(Dns::start);
     let threads: u16 = flag_value(&args, "--threads").unwrap_or(1).clamp(1, 64);
     if threads > 1 {
         assert!(pace.is_none(), "--pace goes with one thread");
@@ -30,7 +33,7 @@ fn main() {
             .map(|i| {
                 let n = cycles / u64::from(threads)
                     + u64::from(u64::from(i) < cycles % u64::from(threads));
-                std::thread::spawn(move || run(n, port + i, refused, None))
+                std::thread::spawn(move || run(n, port + i, refused, None, None))
             })
             .collect();
         workers
@@ -40,7 +43,7 @@ fn main() {
         return;
     }
     let start = Instant::now();
-    let latencies = run(cycles, port, refused, pace);
+    let latencies = run(cycles, port, refused, pace, dns.as_ref());
     let elapsed = start.elapsed();
     print!("cycles={cycles} ns={}", elapsed.as_nanos());
     if pace.is_some() {
@@ -54,7 +57,13 @@ fn main() {
 
 /// Runs `cycles` cycles against 127.0.0.1:`port` (see the file's docs), paced if asked;
 /// returns each connect()'s latency.
-fn run(cycles: u64, port: u16, refused: bool, pace: Option<Duration>) -> Vec<Duration> {
+fn run(
+    cycles: u64,
+    port: u16,
+    refused: bool,
+    pace: Option<Duration>,
+    dns: Option<&Dns>,
+) -> Vec<Duration> {
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let listener = (!refused)
         .then(|| TcpListener::bind(addr).unwrap_or_else(|e| panic!("bind port {port}: {e}")));
@@ -67,6 +76,9 @@ fn run(cycles: u64, port: u16, refused: bool, pace: Option<Duration>) -> Vec<Dur
             if let Some(wait) = due.checked_duration_since(Instant::now()) {
                 std::thread::sleep(wait);
             }
+        }
+        if let Some(dns) = dns {
+            dns.resolve();
         }
         let before = Instant::now();
         let connected = TcpStream::connect(addr);
@@ -86,4 +98,52 @@ fn run(cycles: u64, port: u16, refused: bool, pace: Option<Duration>) -> Vec<Dur
         drop(server);
     }
     latencies
+}
+
+/// A DNS server on 127.0.0.1:53 answering every query with one answer, and a client of it.
+struct Dns {
+    client: std::net::UdpSocket,
+    server: std::net::UdpSocket,
+    answer: Vec<u8>,
+}
+
+impl Dns {
+    fn start() -> Dns {
+        let server = std::net::UdpSocket::bind("127.0.0.1:53").expect("bind 127.0.0.1:53");
+        let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        client.connect("127.0.0.1:53").unwrap();
+        // `bench.test. A 127.0.0.1`, TTL 60.
+        let mut packet = simple_dns::Packet::new_reply(1);
+        let name = simple_dns::Name::new_unchecked("bench.test");
+        packet.questions.push(simple_dns::Question::new(
+            name.clone(),
+            simple_dns::TYPE::A.into(),
+            simple_dns::CLASS::IN.into(),
+            false,
+        ));
+        packet.answers.push(simple_dns::ResourceRecord::new(
+            name,
+            simple_dns::CLASS::IN,
+            60,
+            simple_dns::rdata::RData::A(simple_dns::rdata::A {
+                address: u32::from_be_bytes([127, 0, 0, 1]),
+            }),
+        ));
+        let answer = packet.build_bytes_vec().unwrap();
+        Dns {
+            client,
+            server,
+            answer,
+        }
+    }
+
+    /// One query and its answer, delivered to the client's socket from port 53.
+    fn resolve(&self) {
+        let mut buffer = [0u8; 512];
+        self.client.send(b"q").unwrap();
+        let (_, from) = self.server.recv_from(&mut buffer).unwrap();
+        self.server.send_to(&self.answer, from).unwrap();
+        let n = self.client.recv(&mut buffer).unwrap();
+        assert_eq!(n, self.answer.len());
+    }
 }

@@ -21,6 +21,9 @@ pub(super) enum Workload {
     /// No listener (`--refused`): each connect is refused by an RST. Measured against its own
     /// baseline; only in the table of `--outcome`'s cost.
     Refused,
+    /// A DNS answer (UDP from port 53) before each accepted connect (`--dns`): what `--names`
+    /// costs per answer. Measured against its own baseline.
+    Dns,
 }
 
 impl Workload {
@@ -29,6 +32,7 @@ impl Workload {
         match self {
             Workload::Accepted => "--accepted",
             Workload::Refused => "--refused",
+            Workload::Dns => "--dns",
         }
     }
 
@@ -37,6 +41,7 @@ impl Workload {
         match self {
             Workload::Accepted => "baseline",
             Workload::Refused => "baseline-refused",
+            Workload::Dns => "baseline-dns",
         }
     }
 }
@@ -67,6 +72,17 @@ const fn refused(name: &'static str, tracer: Option<Tracer>) -> Config {
         tracer,
         port: 9091,
         workload: Workload::Refused,
+    }
+}
+
+/// A configuration of the DNS workload (on port 8080).
+const fn dns(name: &'static str, tracer: Option<Tracer>) -> Config {
+    Config {
+        name,
+        example: "DNS answer + connect",
+        tracer,
+        port: 8080,
+        workload: Workload::Dns,
     }
 }
 
@@ -137,6 +153,14 @@ pub(super) const CONFIGS: &[Config] = &[
     traced("json-default", "example 2", ProbeUser("/bin/probe-user --format json"), 8080),
     traced("kprobe-json-default", "example 2", ProbeUser("/bin/probe-user --attach kprobe --format json"), 8080),
     traced("tp-json-default", "example 2", ProbeUser("/bin/probe-user --attach tracepoint --format json"), 8080),
+    // `--names` and `--nat` on JSON lines (which they need), against JSON alone: what each adds
+    // per connect (the accepted workload has no DNS answer and no NAT: the hooks' cost on
+    // packets that are neither), and with a DNS answer before each connect.
+    traced("json-names", "example 2", ProbeUser("/bin/probe-user --format json --names"), 8080),
+    traced("json-nat", "example 2", ProbeUser("/bin/probe-user --format json --nat"), 8080),
+    dns("baseline-dns", None),
+    dns("dns-json", Some(ProbeUser("/bin/probe-user --format json"))),
+    dns("dns-json-names", Some(ProbeUser("/bin/probe-user --format json --names"))),
     refused("baseline-refused", None),
     refused("refused-default", Some(ProbeUser("/bin/probe-user"))),
     refused("refused-outcome", Some(ProbeUser("/bin/probe-user --outcome"))),

@@ -63,6 +63,53 @@ pub(super) fn write(options: &Options, measured: &Measured) -> Result<()> {
     Ok(())
 }
 
+/// What `--names` and `--nat` add to JSON lines: per connect with no DNS answer nor NAT (their
+/// hooks' cost on every other packet), and with a DNS answer before each connect (its capture,
+/// parse and the name's lookup), each against its own baseline.
+fn names_and_nat(
+    out: &mut String,
+    options: &Options,
+    runs: &BTreeMap<&str, Vec<Run>>,
+) -> Result<()> {
+    let rows: Vec<_> = [" --names", " --nat"]
+        .into_iter()
+        .flat_map(|option| added_by(options, runs, option))
+        .collect();
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let _ = writeln!(
+        out,
+        "\nWhat `--names` and `--nat` add to the same JSON lines (the accepted workload has no DNS \
+         answer and no NAT: what their hooks cost on other packets; the DNS workload receives a \
+         DNS answer, from port 53, before each connect, against a baseline of its own, {:.1}k):\n",
+        median_per_cycle(runs, Workload::Dns.baseline()).unwrap_or(f64::NAN) / 1000.0
+    );
+    let _ = writeln!(out, "| configuration | workload | without | with | added | lines printed / connects |");
+    let _ = writeln!(out, "|---|---|---|---|---|---|");
+    for (c, without_ns, with_ns) in rows {
+        let base = median_per_cycle(runs, c.workload.baseline())
+            .with_context(|| format!("no results for {}", c.workload.baseline()))?;
+        let r = &runs[c.name];
+        let lines: u64 = r.iter().map(|r| r.lines).sum();
+        let connects: u64 = r.iter().map(|r| r.cycles).sum();
+        let _ = writeln!(
+            out,
+            "| `{}` | {} | +{:.1}k | +{:.1}k | **{:+.1}k** | {lines} / {connects} |",
+            tracer_command(c),
+            if c.workload == Workload::Dns {
+                "DNS answer + connect"
+            } else {
+                "accepted"
+            },
+            (without_ns - base) / 1000.0,
+            (with_ns - base) / 1000.0,
+            (with_ns - without_ns) / 1000.0,
+        );
+    }
+    Ok(())
+}
+
 /// The configurations of this run that end in `option` and the one without it, each with the
 /// median guest instructions per connect without it and with it.
 fn added_by<'a>(
@@ -179,6 +226,7 @@ fn report(
             match c.workload {
                 Workload::Accepted => "accepted",
                 Workload::Refused => "refused",
+                Workload::Dns => "DNS answer + connect",
             },
             (without_ns - base) / 1000.0,
             (with_ns - base) / 1000.0,
@@ -204,6 +252,7 @@ fn report(
             (with_ns - without_ns) / 1000.0,
         );
     }
+    names_and_nat(&mut out, options, runs)?;
     let _ = writeln!(
         out,
         "\nIn-kernel cost per program run (`--stats`: kernel BPF statistics, separate runs; \
