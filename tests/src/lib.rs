@@ -15,6 +15,8 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
+pub mod dns;
+pub mod netns;
 pub mod otlp;
 
 use probe_common::Backend;
