@@ -135,16 +135,20 @@ fn run_checked(cmd: &mut Command) -> String {
 }
 
 /// Whether `nft` can run here: in the test VM (xtask puts Debian's nft and the kernel's
-/// netfilter modules into every guest), or on a host that has it. Says so when it cannot.
+/// netfilter modules into every guest; call [`netfilter_up`] first, nft opens its netlink
+/// socket at start), or on a host that has it. Says so when it is absent, panics when it fails.
 pub fn has_nft() -> bool {
-    let found = Command::new("nft")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        eprintln!("skipped: no nft here");
+    match Command::new("nft").arg("--version").output() {
+        Ok(out) if out.status.success() => true,
+        Ok(out) => {
+            // Present but broken (in the VM: its libraries or loader): not a reason to skip.
+            panic!("nft --version: {} {}", out.status, String::from_utf8_lossy(&out.stderr));
+        }
+        Err(e) => {
+            eprintln!("skipped: no nft here ({e})");
+            false
+        }
     }
-    found
 }
 
 /// Makes nftables NAT possible: in the test VM, loads the netfilter modules (the guest's

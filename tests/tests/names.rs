@@ -441,10 +441,11 @@ impl Backend {
 /// carries no `nat_*` fields.
 #[test]
 fn names_nat_dnat_destination_is_reported() {
+    // nft opens its netlink socket at start: nfnetlink must be loaded first.
+    netfilter_up();
     if !has_nft() {
         return;
     }
-    netfilter_up();
     let ns = NetNs::new();
     // The destinations are local addresses on which nothing listens on port 80: only the DNAT
     // makes those connects succeed.
