@@ -15,7 +15,9 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
+pub mod dns;
 pub mod faults;
+pub mod netns;
 pub mod otlp;
 
 use probe_common::Backend;

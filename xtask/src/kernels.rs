@@ -3,7 +3,9 @@
 //! The host's apt configuration is left alone: each suite gets its own sources list, package
 //! lists and cache under `target/xtask/kernels/<suite>`, and the image is unpacked from the
 //! package with `dpkg-deb -x` rather than installed. The mirror is the one the host's apt
-//! already uses for Debian ([`debian_mirror`]): nothing here names a server.
+//! already uses for Debian ([`debian_mirror`]): nothing here names a server. The netfilter
+//! modules the guest may load are kept from the same package as the image
+//! ([`netfilter::keep_modules`]), so they always match it.
 
 use std::{
     path::{Path, PathBuf},
@@ -12,7 +14,10 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::artifacts::{self, Arch};
+use crate::{
+    artifacts::{self, Arch},
+    netfilter,
+};
 
 /// The kernels the integration tests run on: (version, Debian suite).
 pub const MATRIX: [(&str, &str); 3] = [
@@ -36,7 +41,10 @@ pub fn image(version: &str, arch: Arch) -> Result<PathBuf> {
         Arch::Aarch64 => artifacts::work_dir("kernels").join(format!("{suite}-{}", arch.debian())),
     };
     let image = dir.join("vmlinuz");
-    if image.exists() {
+    let modules = dir.join("netfilter");
+    // An image cached without its modules is fetched again, with them, from the suite's current
+    // package: both always come from one package.
+    if image.exists() && modules.join("order").exists() {
         return Ok(image);
     }
     eprintln!(
@@ -59,9 +67,9 @@ pub fn image(version: &str, arch: Arch) -> Result<PathBuf> {
                 .starts_with("vmlinuz-")
         })
         .with_context(|| format!("{package} holds no /boot/vmlinuz-*"))?;
+    netfilter::keep_modules(&root, &modules)?;
     // amd64's is a bzImage, arm64's a plain (uncompressed) Image: qemu's -kernel boots either.
     install(&vmlinuz, &image)?;
-    // The unpacked modules are not needed: the guest loads no modules.
     std::fs::remove_dir_all(&root)?;
     Ok(image)
 }
@@ -109,14 +117,14 @@ fn install(from: &Path, to: &Path) -> Result<()> {
 /// apt on one suite and architecture, with its own sources list, package lists, cache and
 /// (empty) dpkg status under `dir`: the host's apt configuration, architectures included
 /// (no `dpkg --add-architecture`), is left alone.
-struct Apt {
+pub(crate) struct Apt {
     dir: PathBuf,
     arch: Arch,
 }
 
 impl Apt {
     /// Writes the configuration and runs `apt-get update`.
-    fn new(dir: &Path, suite: &str, arch: Arch) -> Result<Self> {
+    pub(crate) fn new(dir: &Path, suite: &str, arch: Arch) -> Result<Self> {
         std::fs::create_dir_all(dir.join("lists/partial"))?;
         std::fs::create_dir_all(dir.join("cache/archives/partial"))?;
         // An empty dpkg status: otherwise the host's installed kernel shows up among the suite's.
@@ -163,18 +171,42 @@ impl Apt {
     /// Downloads `package` and unpacks it (`dpkg-deb -x`) into `<dir>/root`, which it returns;
     /// the package file is removed.
     fn unpack(&self, package: &str) -> Result<PathBuf> {
-        run(self.command("apt-get").args(["download", package]))?;
-        let deb = std::fs::read_dir(&self.dir)?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .find(|p| {
-                let name = p.file_name().unwrap_or_default().to_string_lossy();
-                name.starts_with(&format!("{package}_")) && name.ends_with(".deb")
-            })
-            .with_context(|| format!("apt-get download left no {package} package"))?;
+        self.unpack_all(&[package.to_string()])
+    }
+
+    /// [`Apt::unpack`] for each of `packages`, all into the same `<dir>/root`.
+    pub(crate) fn unpack_all(&self, packages: &[String]) -> Result<PathBuf> {
+        run(self.command("apt-get").arg("download").args(packages))?;
         let root = self.dir.join("root");
-        run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root))?;
-        std::fs::remove_file(&deb)?;
+        for package in packages {
+            let deb = std::fs::read_dir(&self.dir)?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .find(|p| {
+                    let name = p.file_name().unwrap_or_default().to_string_lossy();
+                    name.starts_with(&format!("{package}_")) && name.ends_with(".deb")
+                })
+                .with_context(|| format!("apt-get download left no {package} package"))?;
+            run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root))?;
+            std::fs::remove_file(&deb)?;
+        }
         Ok(root)
+    }
+
+    /// `package` and every package it depends on, recursively (`Depends` and `Pre-Depends`;
+    /// not recommendations), as apt resolves them in this suite.
+    pub(crate) fn dependencies(&self, package: &str) -> Result<Vec<String>> {
+        let tree = output(self.command("apt-cache").args([
+            "depends",
+            "--recurse",
+            "--no-recommends",
+            "--no-suggests",
+            "--no-conflicts",
+            "--no-breaks",
+            "--no-replaces",
+            "--no-enhances",
+            package,
+        ]))?;
+        Ok(top_level_packages(&tree))
     }
 }
 
@@ -222,6 +254,19 @@ fn image_package(show: &str) -> Option<&str> {
         .filter(|p| p.starts_with("linux-image-"))
 }
 
+/// The packages `apt-cache depends --recurse` lists (its unindented lines), virtual ones
+/// (`<name>`) left out, each once.
+fn top_level_packages(tree: &str) -> Vec<String> {
+    let mut packages: Vec<String> = tree
+        .lines()
+        .filter(|l| !l.starts_with([' ', '<']) && !l.is_empty())
+        .map(|l| l.trim().to_string())
+        .collect();
+    packages.sort();
+    packages.dedup();
+    packages
+}
+
 fn run(cmd: &mut Command) -> Result<()> {
     let status = cmd
         .status()
@@ -252,6 +297,16 @@ mod tests {
                     Depends: linux-image-6.1.0-56-amd64 (= 6.1.192-2)\nDescription: x\n";
         assert_eq!(image_package(show), Some("linux-image-6.1.0-56-amd64"));
         assert_eq!(image_package("Package: x\n"), None);
+    }
+
+    #[test]
+    fn dependencies_are_the_unindented_real_packages() {
+        let tree = "nftables\n  Depends: libnftables1\n  Depends: <libc-dev>\nlibnftables1\n  \
+                    Depends: libc6\nlibc6\n<libc-dev>\nlibc6\n";
+        assert_eq!(
+            top_level_packages(tree),
+            ["libc6", "libnftables1", "nftables"]
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@ mod chart;
 mod dist;
 mod kernels;
 mod licenses;
+mod netfilter;
 mod run;
 mod stap;
 mod test;

@@ -12,7 +12,7 @@ use probe_common::Backend;
 
 use crate::{
     artifacts::{self, Arch},
-    kernels, vm,
+    kernels, netfilter, vm,
 };
 
 /// The attach backends, by probe-user's names for them (`probe-user --attach <name>`).
@@ -142,9 +142,11 @@ pub fn run(options: Options) -> Result<()> {
             std::mem::take(&mut once_left),
             options.filter.as_deref(),
         );
+        // Every guest can DNAT (tests run /bin/netfilter-up, then nft).
         let guest = vm::Guest::new(script)
             .binary("probe-user", &probe_user)
-            .binaries(helpers.iter().chain(&tests));
+            .binaries(helpers.iter().chain(&tests))
+            .files(&netfilter::guest_files(image, arch)?);
         eprintln!(
             "xtask: booting kernel {name} ({}) with {} test binaries",
             image.display(),

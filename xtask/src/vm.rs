@@ -64,6 +64,13 @@ impl Guest {
             .fold(self, |guest, (name, host)| guest.binary(name, host))
     }
 
+    /// Copies each host file of `files` to its absolute guest path: (guest path, host path).
+    pub fn files<'a>(self, files: impl IntoIterator<Item = &'a (String, PathBuf)>) -> Self {
+        files
+            .into_iter()
+            .fold(self, |guest, (path, host)| guest.file(path, host))
+    }
+
     /// Copies the host file `host` to the absolute path `guest` in the guest.
     pub fn file(mut self, guest: &str, host: &Path) -> Self {
         self.files.push((

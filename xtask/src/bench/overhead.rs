@@ -85,7 +85,10 @@ fn names_and_nat(
          DNS answer, from port 53, before each connect, against a baseline of its own, {:.1}k):\n",
         median_per_cycle(runs, Workload::Dns.baseline()).unwrap_or(f64::NAN) / 1000.0
     );
-    let _ = writeln!(out, "| configuration | workload | without | with | added | lines printed / connects |");
+    let _ = writeln!(
+        out,
+        "| configuration | workload | without | with | added | lines printed / connects |"
+    );
     let _ = writeln!(out, "|---|---|---|---|---|---|");
     for (c, without_ns, with_ns) in rows {
         let base = median_per_cycle(runs, c.workload.baseline())
