@@ -301,62 +301,6 @@ fn names_cache_is_bounded() {
     assert!(names.iter().flatten().count() <= 2, "{names:?}");
 }
 
-/// `--count --count-by name`: one row per name with its connects, the unnamed ones in a row of
-/// their own without a name.
-#[test]
-fn names_count_by_name() {
-    if !names_run_here() {
-        return;
-    }
-    let site = Site::new(
-        Zone::new()
-            .a("x.test", 300, v4_addr(61))
-            .a("y.test", 300, v4_addr(62)),
-    );
-    let pid = std::process::id().to_string();
-    let tracer = ProbeUser::start_until(
-        probe_user_command().args([
-            "--count",
-            "--count-by",
-            "name",
-            "--names",
-            "--format",
-            "json",
-            "--interval",
-            "1h",
-            "--pid",
-            &pid,
-        ]),
-        "Counting TCP connects",
-    );
-    site.resolve_and_connect("x.test", Qtype::A, v4(61));
-    site.connect(v4(61));
-    site.resolve_and_connect("y.test", Qtype::A, v4(62));
-    site.connect(v4(63));
-    let (tables, _) = lines_of(tracer);
-    let mut rows: Vec<(Option<String>, u64)> = tables.last().expect("a table")["counts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            (
-                r["dns_name"].as_str().map(String::from),
-                r["connects"].as_u64().unwrap(),
-            )
-        })
-        .collect();
-    rows.sort();
-    assert_eq!(
-        rows,
-        [
-            (None, 1),
-            (Some("x.test".into()), 2),
-            (Some("y.test".into()), 1)
-        ],
-        "{tables:?}"
-    );
-}
-
 /// Where the kernel has no kprobes, --names is refused at start in one line (exit 1).
 #[test]
 fn names_refused_without_kprobes() {
