@@ -18,6 +18,10 @@ use crate::{
     task,
 };
 
+/// TCP header flags.
+const TCP_SYN: u8 = 0x02;
+const TCP_ACK: u8 = 0x10;
+
 #[raw_tracepoint(tracepoint = "net_dev_queue")]
 pub fn packet_queued(ctx: RawTracePointContext) -> i32 {
     let skb: u64 = ctx.arg(0);
@@ -41,9 +45,26 @@ fn on_packet_queued(skb: u64) {
     let network: u16 = sock::read_kernel(skb, offsets.network_header);
     let transport: u16 = sock::read_kernel(skb, offsets.transport_header);
     let ip = head + u64::from(network);
-    // The TCP destination port, big-endian, at byte 2 of the TCP header.
-    let port: [u8; 2] = sock::read_kernel(head + u64::from(transport), 2);
-    let nat_dport = u16::from_be_bytes(port);
+    // The packet must be the socket's own SYN, not one that wraps it (a tunnel's or IPsec's
+    // outer packet, queued again with the socket still attached): its IP version the
+    // family's, its protocol TCP (IPv4's byte 9, IPv6's next header at byte 6), its TCP
+    // source port the socket's and its flags SYN without ACK.
+    let first: u8 = sock::read_kernel(ip, 0);
+    let protocol: u8 = match to.family {
+        Family::V4 if first >> 4 == 4 => sock::read_kernel(ip, 9),
+        Family::V6 if first >> 4 == 6 => sock::read_kernel(ip, 6),
+        _ => return,
+    };
+    // Source port, destination port (big-endian), and byte 13: the flags.
+    let tcp: [u8; 14] = sock::read_kernel(head + u64::from(transport), 0);
+    let (saddr, sport) = socket.source(to.family);
+    if protocol != IPPROTO_TCP as u8
+        || u16::from_be_bytes([tcp[0], tcp[1]]) != sport
+        || tcp[13] & (TCP_SYN | TCP_ACK) != TCP_SYN
+    {
+        return;
+    }
+    let nat_dport = u16::from_be_bytes([tcp[2], tcp[3]]);
     // The IP destination: at byte 16 of an IPv4 header, 24 of an IPv6 one.
     let nat_daddr = match to.family {
         Family::V4 => RawAddr([sock::read_kernel(ip, 16), 0, 0, 0]),
@@ -52,6 +73,5 @@ fn on_packet_queued(skb: u64) {
     if nat_daddr == to.addr && nat_dport == to.port {
         return;
     }
-    let (saddr, sport) = socket.source(to.family);
     emit::nat(task::netns(sk), &to, (saddr, sport), (nat_daddr, nat_dport));
 }

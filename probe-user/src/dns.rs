@@ -4,11 +4,13 @@
 //!
 //! An answer maps each A/AAAA address it gives for the name asked (its question, at the end of
 //! a CNAME chain that starts there) to that name, in the namespace of the socket it was
-//! delivered to, for its TTL and a grace. A connect is named by the entry of its socket's
-//! namespace and destination address that covers its time. Nothing in an answer is trusted:
-//! records off the chain are ignored, and an answer that does not parse, is cut or is no
-//! answer changes nothing and is counted. The cache holds at most `max` entries; past it, the
-//! entry that expires first is evicted (counted).
+//! delivered to, for its TTL (at most a day) and a grace. A connect is named by the entry of its
+//! socket's namespace and destination address that covers its time. Nothing in an answer is
+//! trusted: records off the chain are ignored, and a message that does not parse changes
+//! nothing and is counted (as are messages cut by the kernel side, and those that are no
+//! answer). The cache holds at most `max` entries; past it, the entry that expires first in the
+//! namespace holding the most is evicted (counted), so a flood of answers in one namespace
+//! evicts its own names.
 
 use std::{
     collections::{BTreeSet, HashMap},
@@ -46,19 +48,36 @@ impl Default for NamesConfig {
     }
 }
 
-/// What became of the DNS answers seen (`Tracer::dns_stats`).
+/// What became of the DNS messages seen (`Tracer::dns_stats`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct DnsStats {
     /// Answers that gave at least one address.
     pub answers: u64,
-    /// Messages that did not parse, were cut (longer than the kernel side carries), or were no
-    /// successful answer to a question (also counted as malformed records).
+    /// Messages that did not parse as DNS (also counted as malformed records).
     pub malformed: u64,
-    /// Entries evicted before they expired, the cache being full.
+    /// Messages the kernel side could not carry whole (longer than 512 bytes, or not in one
+    /// piece in the kernel's buffer): not read.
+    pub cut: u64,
+    /// Messages that were no answer with an address: queries, errors (NXDOMAIN...), answers
+    /// without A or AAAA records. Nothing to learn.
+    pub ignored: u64,
+    /// Entries evicted before they expired, the cache being full (from the namespace that held
+    /// the most).
     pub evicted: u64,
     /// Entries held now.
     pub entries: usize,
+}
+
+/// What one DNS message taught.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Learned {
+    /// Names (at least one address).
+    Names,
+    /// Nothing: no answer with an address, or cut.
+    Nothing,
+    /// Not DNS.
+    Malformed,
 }
 
 /// One name of an address in a namespace.
@@ -73,13 +92,22 @@ struct Entry {
 
 type Key = (u32, IpAddr);
 
+/// The longest TTL taken: a day (an answer may say up to 68 years).
+const MAX_TTL: u32 = 86_400;
+/// How long an entry is kept past its expiry, for connects reported late (with `--outcome`, at
+/// their outcome, which may come minutes after the call the name is looked up for).
+const RETAIN_NS: u64 = 10 * 60 * 1_000_000_000;
+
 /// The names learned, by network namespace and address.
 #[derive(Debug, Default)]
 pub(crate) struct DnsNames {
     config: NamesConfig,
     entries: HashMap<Key, Entry>,
-    /// The same entries by expiry, to evict and expire in order.
+    /// The same entries by expiry, to expire in order.
     by_expiry: BTreeSet<(u64, Key)>,
+    /// The same entries by namespace and expiry, to evict from the namespace that holds the
+    /// most.
+    by_netns: HashMap<u32, BTreeSet<(u64, IpAddr)>>,
     stats: DnsStats,
 }
 
@@ -91,38 +119,48 @@ impl DnsNames {
         }
     }
 
-    /// Learns from one DNS message the kernel side saw; returns whether it was malformed.
-    pub(crate) fn learn(&mut self, record: &DnsRecord) -> bool {
+    /// Learns from one DNS message the kernel side saw.
+    pub(crate) fn learn(&mut self, record: &DnsRecord) -> Learned {
         let captured = usize::from(record.captured).min(record.payload.len());
-        let learned = (captured == usize::from(record.len))
-            .then(|| answers(&record.payload[..captured]))
-            .flatten();
-        let Some((name, addresses)) = learned else {
-            self.stats.malformed += 1;
-            return true;
-        };
-        if addresses.is_empty() {
-            return false;
+        if captured != usize::from(record.len) {
+            self.stats.cut += 1;
+            return Learned::Nothing;
         }
+        let (name, addresses) = match answers(&record.payload[..captured]) {
+            Err(Malformed) => {
+                self.stats.malformed += 1;
+                return Learned::Malformed;
+            }
+            Ok(Some(answer)) if !answer.1.is_empty() => answer,
+            Ok(_) => {
+                self.stats.ignored += 1;
+                return Learned::Nothing;
+            }
+        };
         self.stats.answers += 1;
         self.expire(record.boot_ns);
         let name: Arc<str> = name.into();
         let grace_ns = self.config.grace.as_nanos() as u64;
         for (ip, ttl) in addresses {
-            let key = (record.netns, ip);
+            // RFC 2181: a TTL with its top bit set is 0.
+            let ttl = if ttl & 0x8000_0000 != 0 {
+                0
+            } else {
+                ttl.min(MAX_TTL)
+            };
+            let key = (record.netns, unmapped(ip));
             let expires_ns = record
                 .boot_ns
                 .saturating_add(u64::from(ttl) * 1_000_000_000)
                 .saturating_add(grace_ns);
-            if let Some(old) = self.entries.remove(&key) {
-                self.by_expiry.remove(&(old.expires_ns, key));
-            } else if self.entries.len() >= self.config.max
-                && let Some(first) = self.by_expiry.pop_first()
-            {
-                self.entries.remove(&first.1);
-                self.stats.evicted += 1;
+            if !self.forget(key) && self.entries.len() >= self.config.max {
+                self.evict();
             }
             self.by_expiry.insert((expires_ns, key));
+            self.by_netns
+                .entry(key.0)
+                .or_default()
+                .insert((expires_ns, key.1));
             let entry = Entry {
                 name: name.clone(),
                 learned_ns: record.boot_ns,
@@ -130,7 +168,35 @@ impl DnsNames {
             };
             self.entries.insert(key, entry);
         }
-        false
+        Learned::Names
+    }
+
+    /// Removes the entry of `key`; returns whether there was one.
+    fn forget(&mut self, key: Key) -> bool {
+        let Some(old) = self.entries.remove(&key) else {
+            return false;
+        };
+        self.by_expiry.remove(&(old.expires_ns, key));
+        if let Some(set) = self.by_netns.get_mut(&key.0) {
+            set.remove(&(old.expires_ns, key.1));
+            if set.is_empty() {
+                self.by_netns.remove(&key.0);
+            }
+        }
+        true
+    }
+
+    /// Evicts the entry that expires first in the namespace holding the most (counted).
+    fn evict(&mut self) {
+        let victim = self
+            .by_netns
+            .iter()
+            .max_by_key(|(_, set)| set.len())
+            .and_then(|(&netns, set)| set.first().map(|&(_, ip)| (netns, ip)));
+        if let Some(key) = victim {
+            self.forget(key);
+            self.stats.evicted += 1;
+        }
     }
 
     /// The name that gave `ip` to network namespace `netns`, covering `at_ns`.
@@ -139,14 +205,13 @@ impl DnsNames {
         (entry.learned_ns <= at_ns && at_ns <= entry.expires_ns).then(|| entry.name.clone())
     }
 
-    /// Forgets the entries expired by `now_ns`.
+    /// Forgets the entries expired by `now_ns` for longer than [`RETAIN_NS`].
     fn expire(&mut self, now_ns: u64) {
         while let Some(&(expires_ns, key)) = self.by_expiry.first() {
-            if expires_ns >= now_ns {
+            if expires_ns.saturating_add(RETAIN_NS) >= now_ns {
                 break;
             }
-            self.by_expiry.pop_first();
-            self.entries.remove(&key);
+            self.forget(key);
         }
     }
 
@@ -166,28 +231,47 @@ fn unmapped(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// A message that is not DNS.
+struct Malformed;
+
+/// The name asked and an address (with its TTL) a DNS message answers.
+type Answer = (String, Vec<(IpAddr, u32)>);
+
 /// The name asked and the addresses (with their TTLs) a DNS message answers for it, following
-/// CNAMEs from the name asked; `None` if it is not a successful response to one question.
-fn answers(message: &[u8]) -> Option<(String, Vec<(IpAddr, u32)>)> {
-    let packet = Packet::parse(message).ok()?;
+/// CNAMEs from the name asked; `None` if it is no successful response to one question.
+fn answers(message: &[u8]) -> Result<Option<Answer>, Malformed> {
+    // Counts no message of this length can hold (a question takes at least 5 bytes, a record
+    // 11) are refused before the parser reserves room for them.
+    let count = |at: usize| usize::from(u16::from_be_bytes([message[at], message[at + 1]]));
+    if message.len() < 12
+        || 12 + 5 * count(4) + 11 * (count(6) + count(8) + count(10)) > message.len()
+    {
+        return Err(Malformed);
+    }
+    let packet = Packet::parse(message).map_err(|_| Malformed)?;
     if !packet.has_flags(PacketFlag::RESPONSE) || packet.rcode() != RCODE::NoError {
-        return None;
+        return Ok(None);
     }
     let [question] = packet.questions.as_slice() else {
-        return None;
+        return Ok(None);
     };
     let asked = question.qname.to_string().to_ascii_lowercase();
+    // Each owner name lowercased once.
+    let owners: Vec<String> = packet
+        .answers
+        .iter()
+        .map(|r| r.name.to_string().to_ascii_lowercase())
+        .collect();
     // The names that stand for the one asked: it, and each CNAME target reached from it. A
     // chain is at most as long as the answers (each link is one), so as many passes as there
     // are answers follow any order; usually the first pass does.
-    let mut chain = vec![asked.clone()];
+    let mut chain = vec![asked];
     for _ in 0..packet.answers.len() {
         let before = chain.len();
-        for record in &packet.answers {
+        for (record, owner) in packet.answers.iter().zip(&owners) {
             if let RData::CNAME(target) = &record.rdata {
-                let owner = record.name.to_string().to_ascii_lowercase();
                 let target = target.0.to_string().to_ascii_lowercase();
-                if chain.contains(&owner) && !chain.contains(&target) {
+                if chain.contains(owner) && !chain.contains(&target) {
                     chain.push(target);
                 }
             }
@@ -199,15 +283,16 @@ fn answers(message: &[u8]) -> Option<(String, Vec<(IpAddr, u32)>)> {
     let addresses = packet
         .answers
         .iter()
-        .filter(|r| chain.contains(&r.name.to_string().to_ascii_lowercase()))
-        .filter_map(|r| match &r.rdata {
+        .zip(&owners)
+        .filter(|(_, owner)| chain.contains(owner))
+        .filter_map(|(r, _)| match &r.rdata {
             RData::A(a) => Some((IpAddr::V4(Ipv4Addr::from(a.address)), r.ttl)),
             RData::AAAA(aaaa) => Some((IpAddr::V6(Ipv6Addr::from(aaaa.address)), r.ttl)),
             _ => None,
         })
         .collect();
     // The name as asked (its case kept), without the root's trailing dot.
-    Some((question.qname.to_string(), addresses))
+    Ok(Some((question.qname.to_string(), addresses)))
 }
 
 #[cfg(test)]
@@ -281,7 +366,10 @@ mod tests {
                 ("evil.example", a([10, 9, 9, 9]), 60),
             ],
         );
-        assert!(!names.learn(&record(1, 10 * SECOND, &message)));
+        assert_eq!(
+            names.learn(&record(1, 10 * SECOND, &message)),
+            Learned::Names
+        );
         assert_eq!(
             names.name(1, ip, 11 * SECOND).as_deref(),
             Some("API.example.com")
@@ -316,6 +404,44 @@ mod tests {
     }
 
     #[test]
+    fn a_flood_in_one_namespace_evicts_its_own_names() {
+        let mut names = DnsNames::new(NamesConfig {
+            grace: Duration::ZERO,
+            max: 4,
+        });
+        let other = response("db.test", &[("db.test", a([10, 0, 0, 9]), 5)]);
+        names.learn(&record(1, SECOND, &other));
+        // Another namespace answers itself with the longest TTLs, many times.
+        for i in 0..20u8 {
+            let owner = format!("f{i}.test");
+            let message = response(&owner, &[(&owner, a([10, 1, 0, i]), 0x7fff_ffff)]);
+            names.learn(&record(2, SECOND, &message));
+        }
+        let db = names.name(1, "10.0.0.9".parse().unwrap(), 2 * SECOND);
+        assert_eq!(db.as_deref(), Some("db.test"));
+        assert!(
+            names
+                .name(2, "10.1.0.19".parse().unwrap(), 2 * SECOND)
+                .is_some()
+        );
+        // Capped at a day.
+        assert!(
+            names
+                .name(2, "10.1.0.19".parse().unwrap(), 86_402 * SECOND)
+                .is_none()
+        );
+        assert_eq!(names.stats().evicted, 17);
+        // A TTL with its top bit set is 0.
+        let top = response("t.test", &[("t.test", a([10, 2, 0, 1]), 0x8000_0001)]);
+        names.learn(&record(3, SECOND, &top));
+        assert!(
+            names
+                .name(3, "10.2.0.1".parse().unwrap(), SECOND + 1)
+                .is_none()
+        );
+    }
+
+    #[test]
     fn a_full_cache_evicts_what_expires_first_and_counts_it() {
         let mut names = DnsNames::new(NamesConfig {
             grace: Duration::ZERO,
@@ -346,16 +472,18 @@ mod tests {
         query[2] &= 0x7f;
         let mut failed = good.clone();
         failed[3] |= 3;
-        for r in [
-            record(1, SECOND, b"\x01\x02garbage"),
-            cut,
-            record(1, SECOND, &query),
-            record(1, SECOND, &failed),
-        ] {
-            assert!(names.learn(&r));
+        let garbage = record(1, SECOND, b"\x01\x02garbage");
+        assert_eq!(names.learn(&garbage), Learned::Malformed);
+        for r in [cut, record(1, SECOND, &query), record(1, SECOND, &failed)] {
+            assert_eq!(names.learn(&r), Learned::Nothing);
         }
-        assert_eq!(names.stats().malformed, 4);
-        assert_eq!(names.stats().entries, 0);
+        // Counts no message this long can hold.
+        let mut huge = good.clone();
+        huge[6..8].copy_from_slice(&u16::MAX.to_be_bytes());
+        assert_eq!(names.learn(&record(1, SECOND, &huge)), Learned::Malformed);
+        let stats = names.stats();
+        assert_eq!((stats.malformed, stats.cut, stats.ignored), (2, 1, 2));
+        assert_eq!(stats.entries, 0);
     }
 
     proptest! {
@@ -371,6 +499,8 @@ mod tests {
                 names.learn(&record(netns, i as u64 * SECOND, m));
                 prop_assert!(names.stats().entries <= 8);
                 prop_assert_eq!(names.entries.len(), names.by_expiry.len());
+                let per_netns: usize = names.by_netns.values().map(BTreeSet::len).sum();
+                prop_assert_eq!(names.entries.len(), per_netns);
             }
         }
 
@@ -380,9 +510,12 @@ mod tests {
             let mut names = DnsNames::new(NamesConfig { grace: Duration::ZERO, max: 8 });
             for (i, ip) in ips.iter().enumerate() {
                 let message = response("x.test", &[("x.test", a(*ip), (i % 5) as u32)]);
-                prop_assert!(!names.learn(&record(1, i as u64 * SECOND, &message)));
+                let learned = names.learn(&record(1, i as u64 * SECOND, &message));
+                prop_assert_eq!(learned, Learned::Names);
                 prop_assert!(names.stats().entries <= 8);
                 prop_assert_eq!(names.entries.len(), names.by_expiry.len());
+                let per_netns: usize = names.by_netns.values().map(BTreeSet::len).sum();
+                prop_assert_eq!(names.entries.len(), per_netns);
             }
         }
     }

@@ -21,7 +21,8 @@ type Key = (u32, SocketAddr, SocketAddr);
 /// SYNs sent elsewhere than their socket's destination, by socket endpoints.
 #[derive(Debug, Default)]
 pub(crate) struct NatTable {
-    sent: HashMap<Key, SocketAddr>,
+    /// Where each SYN went, and when (`CLOCK_BOOTTIME` ns).
+    sent: HashMap<Key, (SocketAddr, u64)>,
     /// The same keys, oldest first (a key may be here more than once: a retransmitted SYN).
     order: VecDeque<Key>,
     /// SYNs forgotten unclaimed, the table being full.
@@ -31,6 +32,10 @@ pub(crate) struct NatTable {
 impl NatTable {
     /// Most SYNs held unclaimed.
     pub(crate) const MAX: usize = 16_384;
+    /// How long a SYN waits for its connect: longer than a connect can stay in SYN_SENT with
+    /// the default retries (127 s), so a late `--outcome` report still finds it; a connect of
+    /// the same endpoints much later does not take an old socket's.
+    const TTL_NS: u64 = 10 * 60 * 1_000_000_000;
 
     /// Notes one SYN; returns whether the record was malformed.
     pub(crate) fn note(&mut self, record: &NatRecord) -> bool {
@@ -41,13 +46,19 @@ impl NatTable {
         let dst = SocketAddr::new(family.ip(&record.daddr), record.dport);
         let nat = SocketAddr::new(family.ip(&record.nat_daddr), record.nat_dport);
         let key = (record.netns, src, dst);
-        if self.sent.insert(key, nat).is_none() {
+        if self.sent.insert(key, (nat, record.boot_ns)).is_none() {
             self.order.push_back(key);
         }
-        while self.sent.len() > Self::MAX {
-            let Some(oldest) = self.order.pop_front() else {
+        // The oldest go when the table is full or when they are too old to be claimed.
+        while let Some(&oldest) = self.order.front() {
+            let stale = self
+                .sent
+                .get(&oldest)
+                .is_none_or(|&(_, at)| at.saturating_add(Self::TTL_NS) < record.boot_ns);
+            if !stale && self.sent.len() <= Self::MAX {
                 break;
-            };
+            }
+            self.order.pop_front();
             if self.sent.remove(&oldest).is_some() {
                 self.forgotten += 1;
             }
@@ -67,7 +78,7 @@ impl NatTable {
         src: SocketAddr,
         dst: SocketAddr,
     ) -> Option<SocketAddr> {
-        self.sent.remove(&(netns, src, dst))
+        self.sent.remove(&(netns, src, dst)).map(|(nat, _)| nat)
     }
 }
 
@@ -114,6 +125,14 @@ mod tests {
         let mut bad = record(1);
         bad.family = 99;
         assert!(table.note(&bad));
+        // One left unclaimed longer than a connect can wait is forgotten.
+        table.note(&record(40001));
+        let mut later = record(40002);
+        later.boot_ns = 11 * 60 * 1_000_000_000;
+        table.note(&later);
+        let old: SocketAddr = "10.0.0.2:40001".parse().unwrap();
+        assert_eq!(table.claim(7, old, dst), None);
+        assert_eq!(table.forgotten, 1);
     }
 
     #[test]

@@ -26,7 +26,7 @@ use crate::{
     connecting::Connecting,
     count_map::{CountMap, Presence},
     counts,
-    dns::DnsNames,
+    dns::{DnsNames, Learned},
     error::BackendError,
     event::Record,
     identity::Workloads,
@@ -269,7 +269,8 @@ impl Tracer {
                 }
                 // A DNS message (`--names`): learned from, not reported.
                 Ok(Record::Dns(message)) => {
-                    if dns.as_mut().is_some_and(|dns| dns.learn(&message)) {
+                    let learned = dns.as_mut().map(|dns| dns.learn(&message));
+                    if learned == Some(Learned::Malformed) {
                         self.malformed += 1;
                     }
                 }

@@ -201,6 +201,11 @@ impl Cli {
                 "--names names each connect in JSON lines: use it with --format json, without --count, --metrics or --otlp-endpoint",
             );
         }
+        if self.nat && self.successes_only {
+            return Some(
+                "--successes-only reports each connect before its SYN leaves, so --nat cannot give it the NAT's destination: leave one out",
+            );
+        }
         if self.nat && (self.format != Format::Json || self.counting()) {
             return Some(
                 "--nat adds the real destination to JSON lines: use it with --format json, without --count, --metrics or --otlp-endpoint",

@@ -45,8 +45,8 @@ pub fn print(tracer: &Tracer, in_flight: usize) {
     }
     if let Some(dns) = tracer.dns_stats() {
         eprintln!(
-            "probe-user: names: {} DNS answers learned, {} malformed, {} evicted, {} held",
-            dns.answers, dns.malformed, dns.evicted, dns.entries
+            "probe-user: names: {} DNS answers learned, {} ignored (no address), {} cut, {} malformed, {} evicted, {} held",
+            dns.answers, dns.ignored, dns.cut, dns.malformed, dns.evicted, dns.entries
         );
     }
     if let Some(forgotten) = tracer.nat_forgotten() {
