@@ -142,7 +142,11 @@ pub fn has_nft() -> bool {
         Ok(out) if out.status.success() => true,
         Ok(out) => {
             // Present but broken (in the VM: its libraries or loader): not a reason to skip.
-            panic!("nft --version: {} {}", out.status, String::from_utf8_lossy(&out.stderr));
+            panic!(
+                "nft --version: {} {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         Err(e) => {
             eprintln!("skipped: no nft here ({e})");
