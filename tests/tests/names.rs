@@ -459,10 +459,18 @@ fn names_nat_dnat_destination_is_reported() {
     nft(
         &ns,
         &format!(
-            "table ip nat {{ chain output {{ type nat hook output priority -100; \
-             ip daddr 198.51.100.10 tcp dport 80 dnat to 127.0.0.1:{} }} }}\n\
-             table ip6 nat {{ chain output {{ type nat hook output priority -100; \
-             ip6 daddr 2001:db8::10 tcp dport 80 dnat to [::1]:{} }} }}\n",
+            "table ip nat {{\n\
+               chain output {{\n\
+                 type nat hook output priority -100;\n\
+                 ip daddr 198.51.100.10 tcp dport 80 dnat to 127.0.0.1:{}\n\
+               }}\n\
+             }}\n\
+             table ip6 nat {{\n\
+               chain output {{\n\
+                 type nat hook output priority -100;\n\
+                 ip6 daddr 2001:db8::10 tcp dport 80 dnat to [::1]:{}\n\
+               }}\n\
+             }}\n",
             backend4.addr.port(),
             backend6.addr.port()
         ),
