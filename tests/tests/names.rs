@@ -319,15 +319,11 @@ fn names_refused_without_kprobes() {
     assert!(stderr.starts_with("probe-user: error: "), "{stderr}");
 }
 
-/// The scenarios' own mechanics, without probe-user (natively, where the tests above cannot
-/// run): each namespace's server answers there with its own zone, the connects to the answers
-/// reach the namespace's listener, and nothing leaks into the test's own namespace.
+/// The scenarios' own mechanics, without probe-user (also natively, where the tests above
+/// cannot run): each namespace's server answers there with its own zone, the connects to the
+/// answers reach the namespace's listener, and the test's own namespace is left alone.
 #[test]
 fn names_scenario_mechanics() {
-    if std::env::var_os("PROBE_IN_VM").is_some() {
-        eprintln!("skipped: the VM runs the scenarios themselves");
-        return;
-    }
     let a = Site::new(Zone::new().a("svc.test", 300, v4_addr(21)));
     let b = Site::new(Zone::new().a("svc.test", 300, v4_addr(23)));
     assert_eq!(a.ns.run(thread_netns), a.ns.inode());
@@ -419,12 +415,16 @@ fn names_nat_dnat_destination_is_reported() {
             backend6.addr.port()
         ),
     );
-    let tracer = tracer(&["--nat"]);
     let to = |dst: &str| {
         let dst: SocketAddr = dst.parse().unwrap();
         ns.run(|| connect(dst, None))
             .unwrap_or_else(|e| panic!("connect {dst}: {e}"))
     };
+    // The rules are in force before tracing starts: these reach the backends.
+    backend4.assert_accepted_from(to("198.51.100.10:80").src);
+    backend6.assert_accepted_from(to("[2001:db8::10]:80").src);
+
+    let tracer = tracer(&["--nat"]);
     let nat4 = to("198.51.100.10:80");
     let nat6 = to("[2001:db8::10]:80");
     let direct = ns.run(|| connect(backend4.addr, None)).unwrap();
