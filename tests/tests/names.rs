@@ -147,6 +147,8 @@ fn name_of(lines: &[Value], seen: &SeenConnect) -> Option<String> {
 fn lines_of(tracer: ProbeUser) -> (Vec<Value>, String) {
     let out = tracer.stop();
     assert!(out.status.success(), "{out:?}");
+    // The lines as printed, for the log of a run.
+    print!("{}", out.stdout);
     (json_lines(&out.stdout), out.stderr)
 }
 
