@@ -20,7 +20,7 @@ use probe_tests::{
         any_loopback_port, bpf_prog_loaded, closed_port, connect_ended_by_icmp,
         icmp_unreachable_errno, start_connect, wait_for_the_end,
     },
-    free_port, json_lines, kernel_release, listener, metric_samples, probe_user_command,
+    free_port, json_lines, kernel_release, listener, metric_samples, netns, probe_user_command,
     reports_failed_calls, scrape, serving_addr, summary, unmapped,
 };
 use serde_json::Value;
@@ -429,6 +429,55 @@ fn cause_drop_for_syns_a_cgroup_egress_program_drops() {
     assert_line(line, &dropped);
     if drop_reasons_known() {
         assert_eq!(line["drop_reason"], "BPF_CGROUP_EGRESS", "{line}");
+    }
+    assert_eq!(t.lines.len(), 1, "{:?}", t.out);
+}
+
+#[test]
+fn cause_drop_for_syns_a_netfilter_rule_drops() {
+    // A local nftables rule drops the SYNs in the output hook (a host firewall): `drop` with
+    // the kernel's NETFILTER_DROP, a timeout where it gives no drop reason (5.10). In a network
+    // namespace of the test's own, so that nothing else meets the rule.
+    netns::netfilter_up();
+    if !netns::has_nft() {
+        return;
+    }
+    let ns = netns::NetNs::new();
+    let port = free_port();
+    netns::nft(
+        &ns,
+        &format!(
+            "table ip filter {{\n\
+               chain output {{\n\
+                 type filter hook output priority 0;\n\
+                 tcp dport {port} drop\n\
+               }}\n\
+             }}\n"
+        ),
+    );
+    let dst = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let (t, (src, ended)) = traced_here(|| {
+        ns.run(|| {
+            let (socket, src) = start_connect(dst, Some(1));
+            (src, wait_for_the_end(&socket, Duration::from_secs(10)))
+        })
+    });
+    assert_eq!(ended.errno, Some(libc::ETIMEDOUT), "{ended:?}");
+    let line = line_of(&t, src, dst);
+    let cause = if drop_reasons_known() {
+        "drop"
+    } else {
+        "timeout"
+    };
+    let dropped = Expected {
+        outcome: "timeout",
+        cause: Some(cause),
+        errno: Some(libc::ETIMEDOUT),
+        syn_retransmits: ended.retransmits,
+    };
+    assert_line(line, &dropped);
+    if drop_reasons_known() {
+        assert_eq!(line["drop_reason"], "NETFILTER_DROP", "{line}");
     }
     assert_eq!(t.lines.len(), 1, "{:?}", t.out);
 }
