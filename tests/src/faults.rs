@@ -62,8 +62,7 @@ pub fn closed_port(ip: IpAddr) -> (Socket, SocketAddr) {
 
 /// A listener on `ip` that never accepts, its accept queue filled by connections it keeps: the
 /// kernel drops any later SYN to it, so connects to it stay in SYN_SENT, retransmitting their
-/// SYN, until the client gives up, closes them, or an ICMP error ends them. (The test
-/// library's `SynDropping`, for IPv6 too.)
+/// SYN, until the client gives up, closes them, or an ICMP error ends them.
 pub struct FullListener {
     /// Where it listens.
     pub addr: SocketAddr,

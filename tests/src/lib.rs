@@ -476,56 +476,15 @@ pub fn tcp_info(socket: &Socket) -> libc::tcp_info {
     info
 }
 
-/// A listener that never accepts, its accept queue filled (before tracing starts) by
-/// connections it keeps: the kernel drops any later SYN to it, so connects to it stay in
-/// SYN_SENT until the client gives up, closes them, or an ICMP error ends them.
-pub struct SynDropping {
-    /// Where it listens.
-    pub addr: SocketAddr,
-    _server: Socket,
-    _queued: Vec<TcpStream>,
-}
+/// A listener on 127.0.0.1 whose accept queue is full (before tracing starts): connects to it
+/// stay in SYN_SENT until the client gives up, closes them, or an ICMP error ends them. See
+/// [`faults::FullListener`], for IPv6 too.
+pub struct SynDropping;
 
 impl SynDropping {
     /// Listens on 127.0.0.1 and fills the accept queue.
-    pub fn start() -> Self {
-        let server = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-        server
-            .bind(&SocketAddr::from((Ipv4Addr::LOCALHOST, 0)).into())
-            .unwrap();
-        // A backlog of 1 holds two connections. (With 0, the first SYN is answered only with a
-        // SYN cookie: that needs syncookies, which a kernel may lack.)
-        server.listen(1).unwrap();
-        let addr = server.local_addr().unwrap().as_socket().unwrap();
-        let mut queued = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            // For a listener: connections waiting to be accepted, and the backlog. The queue
-            // is full (SYNs dropped) once it holds more than the backlog.
-            let info = tcp_info(&server);
-            let (waiting, backlog) = (info.tcpi_unacked, info.tcpi_sacked);
-            if waiting > backlog {
-                break;
-            }
-            // One at a time, each in the queue before the next: a SYN arriving while another
-            // handshake is half done could meet a full SYN queue.
-            if waiting as usize == queued.len() {
-                queued.push(
-                    TcpStream::connect_timeout(&addr, Duration::from_secs(5))
-                        .expect("the listener answers until its accept queue is full"),
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the accept queue of {addr} never filled ({waiting} waiting, backlog {backlog})"
-            );
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        SynDropping {
-            addr,
-            _server: server,
-            _queued: queued,
-        }
+    pub fn start() -> faults::FullListener {
+        faults::FullListener::on(Ipv4Addr::LOCALHOST.into())
     }
 }
 
