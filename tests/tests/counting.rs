@@ -402,7 +402,7 @@ fn metrics_failures_and_latency_histograms_equal_the_connects_made() {
     let (up_port, down_port) = (up.port(), down);
     assert_eq!(
         value(&format!(
-            "tcpconn_connect_failures_total{{family=\"ipv4\",dport=\"{down_port}\",reason=\"refused\"}}"
+            "tcpconn_connect_failures_total{{family=\"ipv4\",dport=\"{down_port}\",reason=\"refused\",cause=\"rst\"}}"
         )),
         3
     );

@@ -197,7 +197,11 @@ fn otlp_pushes_equal_the_connects_made_and_the_scrape() {
         );
         assert_eq!(
             pushed(last, "tcpconn_connect_failures"),
-            Samples::from([series(&to_closed, &[("reason", "refused")], 2)])
+            Samples::from([series(
+                &to_closed,
+                &[("reason", "refused"), ("cause", "rst")],
+                2
+            )])
         );
         assert_eq!(
             pushed_counts(last, "tcpconn_connect_duration_seconds"),
