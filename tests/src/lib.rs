@@ -301,6 +301,34 @@ pub struct SeenConnect {
     pub v6: bool,
 }
 
+/// The connect a JSON line reports, comparable with what the client saw ([`SeenConnect`]).
+pub fn seen_of(line: &serde_json::Value) -> SeenConnect {
+    let endpoint = |addr: &str, port: &str| -> SocketAddr {
+        let ip = line[addr]
+            .as_str()
+            .unwrap_or_else(|| panic!("no {addr}: {line}"));
+        let port = line[port]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no {port}: {line}"));
+        unmapped(SocketAddr::new(ip.parse().unwrap(), port as u16))
+    };
+    SeenConnect {
+        src: endpoint("saddr", "sport"),
+        dst: endpoint("daddr", "dport"),
+        v6: line["function"] == "tcp_v6_connect",
+    }
+}
+
+/// The one line of `lines` reporting `seen` (same source and destination).
+pub fn line_reporting<'a>(
+    lines: &'a [serde_json::Value],
+    seen: &SeenConnect,
+) -> &'a serde_json::Value {
+    let found: Vec<&serde_json::Value> = lines.iter().filter(|l| seen_of(l) == *seen).collect();
+    assert_eq!(found.len(), 1, "lines reporting {seen:?}: {lines:#?}");
+    found[0]
+}
+
 /// Wall-clock seconds now.
 pub fn unix_now() -> u64 {
     SystemTime::now()

@@ -20,8 +20,8 @@ use std::{
 
 use probe_tests::{
     Cgroup, CgroupTree, ConnectOnce, ProbeUser, SeenConnect, StapLine, assert_one_line_error,
-    connect, connect_once_from, json_lines, listener, metric_samples, ns_inode, probe_user_command,
-    run_connect_once, scrape, serving_addr, unmapped,
+    connect, connect_once_from, json_lines, line_reporting, listener, metric_samples, ns_inode,
+    probe_user_command, run_connect_once, scrape, seen_of, serving_addr,
 };
 use serde_json::Value;
 
@@ -84,31 +84,6 @@ fn json_tracer(args: &[&str]) -> ProbeUser {
 /// Runs `connect-once --cgroup DIR --print-ids dst` in `cgroup`.
 fn connect_in(cgroup: &Cgroup, dst: SocketAddr) -> ConnectOnce {
     connect_once_from(&[], &["--cgroup", cgroup.dir(), "--print-ids"], dst)
-}
-
-/// The connect a JSON line reports, comparable with what the client saw.
-fn seen_of(line: &Value) -> SeenConnect {
-    let endpoint = |addr: &str, port: &str| -> SocketAddr {
-        let ip = line[addr]
-            .as_str()
-            .unwrap_or_else(|| panic!("no {addr}: {line}"));
-        let port = line[port]
-            .as_u64()
-            .unwrap_or_else(|| panic!("no {port}: {line}"));
-        unmapped(SocketAddr::new(ip.parse().unwrap(), port as u16))
-    };
-    SeenConnect {
-        src: endpoint("saddr", "sport"),
-        dst: endpoint("daddr", "dport"),
-        v6: line["function"] == "tcp_v6_connect",
-    }
-}
-
-/// The one line of `lines` reporting `seen` (same source and destination).
-fn line_of<'a>(lines: &'a [Value], seen: &SeenConnect) -> &'a Value {
-    let found: Vec<&Value> = lines.iter().filter(|l| seen_of(l) == *seen).collect();
-    assert_eq!(found.len(), 1, "lines reporting {seen:?}: {lines:#?}");
-    found[0]
 }
 
 /// The connects `lines` report, sorted.
@@ -208,7 +183,13 @@ fn identity_of_every_runtime_layout_is_reported() {
     assert_eq!(seen_sorted(&lines), made_sorted(&made), "{}", out.stdout);
     for ((made, dir), (layout, container, pod)) in made.iter().zip(&dirs).zip(&layouts) {
         assert!(dir.path.ends_with(layout.as_str()), "{dir:?}");
-        assert_workload(line_of(&lines, &made.seen), made, dir, *container, *pod);
+        assert_workload(
+            line_reporting(&lines, &made.seen),
+            made,
+            dir,
+            *container,
+            *pod,
+        );
     }
 }
 
@@ -240,7 +221,7 @@ fn identity_of_a_cgroup_created_after_start_is_resolved() {
     let lines = json_lines(&out.stdout);
     assert_eq!(seen_sorted(&lines), made_sorted(&made), "{}", out.stdout);
     for (made, (dir, container, pod)) in made.iter().zip(&late) {
-        let line = line_of(&lines, &made.seen);
+        let line = line_reporting(&lines, &made.seen);
         assert_workload(
             line,
             made,
@@ -278,7 +259,7 @@ fn identity_cgroup_filter_admits_the_directory_and_below_only() {
     let lines = json_lines(&out.stdout);
     assert_eq!(seen_sorted(&lines), made_sorted(&made), "{}", out.stdout);
     for (made, dir) in made.iter().zip(admitted) {
-        assert_workload(line_of(&lines, &made.seen), made, dir, None, None);
+        assert_workload(line_reporting(&lines, &made.seen), made, dir, None, None);
     }
 }
 
@@ -335,7 +316,7 @@ fn identity_container_filter_admits_that_container_only() {
             out.stdout
         );
         for (made, dir, container, pod) in &admitted {
-            let line = line_of(&lines, &made.seen);
+            let line = line_reporting(&lines, &made.seen);
             assert_workload(line, made, dir, Some(container), pod.map(|p| p.as_str()));
         }
     }
@@ -360,7 +341,13 @@ fn identity_container_filter_admits_cruns_sub_cgroup() {
     assert!(out.status.success(), "{out:?}");
     let lines = json_lines(&out.stdout);
     assert_eq!(seen_sorted(&lines), made_sorted([&made]), "{}", out.stdout);
-    assert_workload(line_of(&lines, &made.seen), &made, &inner, Some(&id), None);
+    assert_workload(
+        line_reporting(&lines, &made.seen),
+        &made,
+        &inner,
+        Some(&id),
+        None,
+    );
 }
 
 /// With `--outcome`, a connect is reported when its handshake ends, outside the caller's
@@ -377,7 +364,7 @@ fn identity_of_a_connect_with_its_outcome() {
     assert!(out.status.success(), "{out:?}");
     let lines = json_lines(&out.stdout);
     assert_eq!(seen_sorted(&lines), made_sorted([&made]), "{}", out.stdout);
-    let line = line_of(&lines, &made.seen);
+    let line = line_reporting(&lines, &made.seen);
     assert_eq!(line["outcome"], "established", "{line}");
     assert_workload(line, &made, &dir, Some(&id), Some(&uid));
 }
@@ -408,13 +395,19 @@ fn identity_of_a_task_in_its_own_pid_namespace() {
         "{}",
         out.stdout
     );
-    assert_workload(line_of(&lines, &outer.seen), &outer, root, None, None);
+    assert_workload(
+        line_reporting(&lines, &outer.seen),
+        &outer,
+        root,
+        None,
+        None,
+    );
     assert_eq!(outer.ids.unwrap().pidns, own_pidns);
 
     let ids = inner.ids.unwrap();
     assert_eq!(ids.pid, 1, "pid 1 of its namespace: {inner:?}");
     assert_ne!(ids.pidns, own_pidns, "{inner:?}");
-    let line = line_of(&lines, &inner.seen);
+    let line = line_reporting(&lines, &inner.seen);
     assert_eq!(line["comm"], "connect-once", "{line}");
     assert_eq!(line["ns_pid"], ids.pid, "{line}");
     assert_eq!(line["ns_tid"], ids.tid, "{line}");
@@ -684,8 +677,20 @@ fn identity_of_a_cgroup_named_deleted_is_its_real_path() {
     let lines = json_lines(&out.stdout);
     assert_eq!(seen_sorted(&lines), made_sorted(&made), "{}", out.stdout);
     // `docker-<id>.scope (deleted)` is no container's scope name.
-    assert_workload(line_of(&lines, &made[0].seen), &made[0], &named, None, None);
-    assert_workload(line_of(&lines, &made[1].seen), &made[1], &plain, None, None);
+    assert_workload(
+        line_reporting(&lines, &made[0].seen),
+        &made[0],
+        &named,
+        None,
+        None,
+    );
+    assert_workload(
+        line_reporting(&lines, &made[1].seen),
+        &made[1],
+        &plain,
+        None,
+        None,
+    );
 
     // Counts: named at the end (one table, at exit), after `gone` was removed.
     let tracer = ProbeUser::start_until(

@@ -25,7 +25,7 @@ use std::{
 use probe_tests::{
     ProbeUser, SeenConnect, connect,
     dns::{Malformed, Qtype, Resolved, Responder, Zone, resolve},
-    json_lines, kernel_has_kprobes, listener,
+    json_lines, kernel_has_kprobes, line_reporting, listener,
     netns::{NetNs, has_nft, netfilter_up, nft, thread_netns},
     once_per_kernel, probe_user_command, summary,
 };
@@ -111,36 +111,11 @@ fn tracer(args: &[&str]) -> ProbeUser {
     ProbeUser::start(&all)
 }
 
-/// The connect a JSON line reports (source, destination, family).
-fn seen_of(line: &Value) -> SeenConnect {
-    let endpoint = |addr: &str, port: &str| {
-        let ip: IpAddr = line[addr]
-            .as_str()
-            .unwrap_or_else(|| panic!("no {addr}: {line}"))
-            .parse()
-            .unwrap();
-        let port = line[port]
-            .as_u64()
-            .unwrap_or_else(|| panic!("no {port}: {line}"));
-        probe_tests::unmapped(SocketAddr::new(ip, port as u16))
-    };
-    SeenConnect {
-        src: endpoint("saddr", "sport"),
-        dst: endpoint("daddr", "dport"),
-        v6: line["function"] == "tcp_v6_connect",
-    }
-}
-
-/// The one line of `lines` reporting `seen`.
-fn line_of<'a>(lines: &'a [Value], seen: &SeenConnect) -> &'a Value {
-    let found: Vec<&Value> = lines.iter().filter(|l| seen_of(l) == *seen).collect();
-    assert_eq!(found.len(), 1, "lines reporting {seen:?}: {lines:#?}");
-    found[0]
-}
-
 /// The name the line reporting `seen` carries (None: no `dns_name`, or null).
 fn name_of(lines: &[Value], seen: &SeenConnect) -> Option<String> {
-    line_of(lines, seen)["dns_name"].as_str().map(String::from)
+    line_reporting(lines, seen)["dns_name"]
+        .as_str()
+        .map(String::from)
 }
 
 /// Stops `tracer` and returns its JSON lines, checking it ended well.
@@ -440,7 +415,7 @@ fn names_nat_dnat_destination_is_reported() {
     backend4.assert_accepted_from(direct.src);
 
     for (seen, backend) in [(nat4, &backend4), (nat6, &backend6)] {
-        let line = line_of(&lines, &seen);
+        let line = line_reporting(&lines, &seen);
         assert_eq!(
             (&line["nat_daddr"], &line["nat_dport"]),
             (
@@ -450,7 +425,7 @@ fn names_nat_dnat_destination_is_reported() {
             "{line}"
         );
     }
-    let line = line_of(&lines, &direct);
+    let line = line_reporting(&lines, &direct);
     for field in ["nat_daddr", "nat_dport"] {
         assert!(line.get(field).is_none(), "{field} in {line}");
     }
