@@ -82,9 +82,10 @@ pub struct Cli {
     pub successes_only: bool,
     /// Report each connect once its outcome is known (established, refused, timeout,
     /// unreachable, reset, aborted, error; pending if still connecting at exit) with its
-    /// latency from the call to the outcome: stap lines gain ` outcome=... latency=...ms`,
-    /// JSON lines `outcome`, `latency_ns` and `errno`, counts and metrics an outcome and a
-    /// latency histogram.
+    /// latency from the call to the outcome, its SYN retransmits and, for a failure, its cause
+    /// (rst, icmp, local, drop, timeout, app): stap lines gain ` outcome=... latency=...ms
+    /// retrans=N cause=...`, JSON lines `outcome`, `latency_ns`, `errno`, `syn_retransmits`,
+    /// `cause` and its details, counts and metrics an outcome, a cause and a latency histogram.
     #[arg(long)]
     pub outcome: bool,
     /// Only report connects that did not come up (every outcome but established; filtered in
