@@ -251,6 +251,10 @@ pub enum CountBy {
     /// The caller's container: counted by cgroup in the kernel (as [`CountBy::Cgroup`]), the
     /// cgroups of one container merged by userspace.
     Container = 4,
+    /// The DNS name of the destination (and its port): the name is learned by userspace from
+    /// DNS answers, so connects counted by name are events that userspace counts, never a
+    /// `COUNT_BY` value (the kernel side reports them as with [`CountBy::OFF`]).
+    Name = 5,
 }
 
 impl CountBy {
@@ -264,6 +268,7 @@ impl Named for CountBy {
         CountBy::Port,
         CountBy::Cgroup,
         CountBy::Container,
+        CountBy::Name,
     ];
 
     fn name(self) -> &'static str {
@@ -272,6 +277,7 @@ impl Named for CountBy {
             CountBy::Port => "port",
             CountBy::Cgroup => "cgroup",
             CountBy::Container => "container",
+            CountBy::Name => "name",
         }
     }
 }

@@ -3,11 +3,11 @@
 //! and `backend` (attach), falling back from one backend to the next, and from the object with
 //! BPF atomics to the one without where the kernel refuses it.
 
-use probe_common::Backend;
+use probe_common::{Backend, CountBy};
 
 use crate::{
-    BackendError, Error, Tracer, TracerBuilder, backend, error::BackendErrors, loader,
-    loader::Loaded,
+    BackendError, Error, Report, Tracer, TracerBuilder, backend, error::BackendErrors, loader,
+    loader::Loaded, tally::TallyConfig,
 };
 
 impl Tracer {
@@ -30,8 +30,9 @@ impl TracerBuilder {
     /// with the chosen backend, or else the first of [`Backend::AUTO_ORDER`] that works (see
     /// [`Tracer::fallbacks`]). Tracing has started when this returns; on an error nothing stays
     /// loaded or attached.
-    pub fn attach(self) -> Result<Tracer, Error> {
+    pub fn attach(mut self) -> Result<Tracer, Error> {
         let started = std::time::Instant::now();
+        let tally = self.count_in_userspace();
         let mut startup = crate::Startup::default();
         let keys = loader::validate(&self)?;
         let mut prepared = loader::prepare(&self, &mut startup)?;
@@ -87,6 +88,7 @@ impl TracerBuilder {
                         startup.attach += hooking.elapsed();
                     }
                     let loaded = Loaded {
+                        tally,
                         nat: self.nat,
                         names: self.names,
                         failure_hooks,
@@ -122,5 +124,30 @@ impl TracerBuilder {
             }
         }
         Err(Error::NoBackend(BackendErrors(fallbacks)))
+    }
+}
+
+impl TracerBuilder {
+    /// Counts whose keys hold what only userspace knows (a DNS name, a NAT's destination) are
+    /// counted from events ([`crate::tally`]): the kernel side then reports each connect as an
+    /// event, with the same outcomes and filters. Counting by name implies the names.
+    fn count_in_userspace(&mut self) -> Option<TallyConfig> {
+        let Report::Counts { by, outcome, .. } = self.report else {
+            return None;
+        };
+        if by == CountBy::Name && self.names.is_none() {
+            self.names = Some(crate::NamesConfig::default());
+        }
+        if self.names.is_none() && !self.nat {
+            return None;
+        }
+        let config = TallyConfig {
+            by,
+            per_cgroup: self.report.counts_per_cgroup(),
+            max_series: self.max_series,
+        };
+        // The caller's cgroup comes with the identity that names and NAT need anyway.
+        self.report = Report::Events { outcome };
+        Some(config)
     }
 }

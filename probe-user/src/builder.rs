@@ -132,7 +132,9 @@ impl TracerBuilder {
     /// socket's network namespace ([`crate::ConnectEvent::dns_name`]), from the answers the
     /// kernel sees delivered to local UDP sockets (a kprobe: kernels with kprobes only). Events
     /// then carry the workload ([`TracerBuilder::identity`]), whose network namespace keys the
-    /// names. Not with counts.
+    /// names. With [`Report::Counts`], each row carries its name too
+    /// ([`crate::ConnectCount::dns_name`]; implied by [`crate::CountBy::Name`]), counted
+    /// from the events ([`Tracer::counts_in_userspace`]).
     pub fn names(mut self, config: crate::NamesConfig) -> Self {
         self.names = Some(config);
         self
@@ -142,7 +144,8 @@ impl TracerBuilder {
     /// to ([`crate::ConnectEvent::nat_dst`]), seen as the SYN is queued to its device (the
     /// `net:net_dev_queue` tracepoint, which every transmitted packet then passes through).
     /// Events then carry the workload, whose network namespace joins a SYN to its connect.
-    /// Not with counts.
+    /// With [`Report::Counts`], each row carries it too ([`crate::ConnectCount::nat_dst`]),
+    /// counted from the events ([`Tracer::counts_in_userspace`]).
     pub fn nat(mut self, yes: bool) -> Self {
         self.nat = yes;
         self

@@ -61,11 +61,50 @@ pub(crate) struct CountMap {
     batch: AtomicBool,
     /// Label sets at the last read (see [`CountMap::series`]).
     series: AtomicUsize,
+    gone: GoneCgroups,
+    retired: Retired,
+}
+
+/// Which cgroups with counts are gone, and since when: what retiring a cgroup's counts
+/// decides on, whoever holds them (the kernel's map, or userspace's `Tally`).
+#[derive(Debug, Default)]
+pub(crate) struct GoneCgroups {
     /// Since when each cgroup with keys has been seen gone.
-    gone_since: StdHashMap<u64, Instant>,
+    since: StdHashMap<u64, Instant>,
     /// The cgroups with keys a walk has found (see [`Presence::Walked`]).
     walked: std::collections::HashSet<u64>,
-    retired: Retired,
+}
+
+impl GoneCgroups {
+    /// Of the cgroups with keys (`with_keys`), those `presence` has said are gone, at this call
+    /// and earlier ones, for at least `after`: their keys are to be retired now (and the
+    /// cgroups are forgotten here). `presence` answers `None` when it cannot tell (then the
+    /// cgroup is not retired).
+    pub(crate) fn due(
+        &mut self,
+        with_keys: &std::collections::HashSet<u64>,
+        after: Duration,
+        mut presence: impl FnMut(u64) -> Option<Presence>,
+    ) -> Vec<u64> {
+        let now = Instant::now();
+        // Cgroups without keys any more need no watching.
+        self.since.retain(|id, _| with_keys.contains(id));
+        self.walked.retain(|id| with_keys.contains(id));
+        let mut due = Vec::new();
+        for &id in with_keys {
+            if !is_gone(&mut self.walked, id, presence(id)) {
+                self.since.remove(&id);
+                continue;
+            }
+            let since = *self.since.entry(id).or_insert(now);
+            if now.duration_since(since) >= after {
+                self.since.remove(&id);
+                self.walked.remove(&id);
+                due.push(id);
+            }
+        }
+        due
+    }
 }
 
 impl CountMap {
@@ -74,8 +113,7 @@ impl CountMap {
             map,
             batch: AtomicBool::new(true),
             series: AtomicUsize::new(0),
-            gone_since: StdHashMap::new(),
-            walked: std::collections::HashSet::new(),
+            gone: GoneCgroups::default(),
             retired: Retired::default(),
         }
     }
@@ -141,9 +179,8 @@ impl CountMap {
     pub(crate) fn retire(
         &mut self,
         after: Duration,
-        mut presence: impl FnMut(u64) -> Option<Presence>,
+        presence: impl FnMut(u64) -> Option<Presence>,
     ) -> Vec<(CountKey, CountValue)> {
-        let now = Instant::now();
         let entries = self.entries();
         let mut by_cgroup: StdHashMap<u64, Vec<CountKey>> = StdHashMap::new();
         for (key, _) in entries {
@@ -151,20 +188,10 @@ impl CountMap {
                 by_cgroup.entry(key.cgroup_id).or_default().push(key);
             }
         }
-        // Cgroups without keys any more need no watching.
-        self.gone_since.retain(|id, _| by_cgroup.contains_key(id));
-        self.walked.retain(|id| by_cgroup.contains_key(id));
+        let with_keys = by_cgroup.keys().copied().collect();
         let mut retired = Vec::new();
-        for (id, keys) in by_cgroup {
-            if !is_gone(&mut self.walked, id, presence(id)) {
-                self.gone_since.remove(&id);
-                continue;
-            }
-            let since = *self.gone_since.entry(id).or_insert(now);
-            if now.duration_since(since) < after {
-                continue;
-            }
-            for key in keys {
+        for id in self.gone.due(&with_keys, after, presence) {
+            for key in by_cgroup.remove(&id).unwrap_or_default() {
                 // A late connect of the cgroup (a handshake that ends after its tasks left)
                 // may still add to the key between this read and the delete (not in `retired`,
                 // a window of two system calls), or recreate it later, counted as new.
@@ -177,8 +204,6 @@ impl CountMap {
                     retired.push((key, value));
                 }
             }
-            self.gone_since.remove(&id);
-            self.walked.remove(&id);
         }
         retired
     }

@@ -2,7 +2,11 @@
 //! latency buckets of one destination (or workload) and outcome merged into a histogram, and
 //! by container the cgroups of one container merged into one row.
 
-use std::{collections::BTreeMap, net::IpAddr};
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+};
 
 use probe_common::{
     CountBy, Family, Outcome,
@@ -10,7 +14,7 @@ use probe_common::{
     state::{CountKey, CountValue},
 };
 
-use crate::{WorkloadNames, event, failure::Cause};
+use crate::{WorkloadNames, event, failure::Cause, tally::Naming};
 
 /// The upper bounds, in nanoseconds, of the finite latency buckets of
 /// [`ConnectCount::latency_buckets`] (1 us, 2 us, 4 us, ... 2^27 us): bucket `b` counts
@@ -78,6 +82,13 @@ pub struct ConnectCount {
     pub latency_buckets: [u64; ConnectCount::LATENCY_BUCKETS],
     /// Their SYN retransmits, summed (with outcomes; 0 without).
     pub syn_retransmits: u64,
+    /// The DNS name their destination had (with [`crate::TracerBuilder::names`]; `None`
+    /// without, and for connects to an address no answer named). Counted by name, the row's
+    /// key is this name and the port.
+    pub dns_name: Option<Arc<str>>,
+    /// Where a destination NAT sent their SYN (with [`crate::TracerBuilder::nat`]; `None`
+    /// without, and when no NAT applied).
+    pub nat_dst: Option<SocketAddr>,
     /// The overflow row of its family (and outcome): the connects of every label set that
     /// found the kernel's map at its budget ([`crate::TracerBuilder::max_series`]). Its
     /// address, port, cgroup and workload are `None` and 0: it stands for all of them.
@@ -103,6 +114,8 @@ impl ConnectCount {
             latency_ns: 0,
             latency_buckets: [0; ConnectCount::LATENCY_BUCKETS],
             syn_retransmits: 0,
+            dns_name: None,
+            nat_dst: None,
             overflow: false,
         }
     }
@@ -128,6 +141,20 @@ pub(crate) fn rows(
     by: CountBy,
     per_cgroup: bool,
     counts: impl IntoIterator<Item = (CountKey, CountValue)>,
+    names: impl FnMut(u64) -> WorkloadNames,
+) -> Vec<ConnectCount> {
+    let counts = counts
+        .into_iter()
+        .map(|(key, value)| (key, value, Naming::default()));
+    named_rows(by, per_cgroup, counts, names)
+}
+
+/// [`rows`] of counts whose keys carry a name and NAT destination too (counted in userspace:
+/// see `tally`).
+pub(crate) fn named_rows(
+    by: CountBy,
+    per_cgroup: bool,
+    counts: impl IntoIterator<Item = (CountKey, CountValue, Naming)>,
     mut names: impl FnMut(u64) -> WorkloadNames,
 ) -> Vec<ConnectCount> {
     type Row = (
@@ -138,9 +165,10 @@ pub(crate) fn rows(
         (u8, u8),
         u64,
         Option<WorkloadNames>,
+        Naming,
     );
     let mut rows: BTreeMap<Row, ConnectCount> = BTreeMap::new();
-    for (key, value) in counts {
+    for (key, value, naming) in counts {
         let Ok(family) = event::family(key.family) else {
             continue;
         };
@@ -156,10 +184,21 @@ pub(crate) fn rows(
         let dport = if overflow { 0 } else { key.dport };
         let id = (overflow, key.family, daddr, dport, (key.outcome, key.cause));
         let row = rows
-            .entry((id.0, id.1, id.2, id.3, id.4, group.0, group.1))
+            .entry((
+                id.0,
+                id.1,
+                id.2,
+                id.3,
+                id.4,
+                group.0,
+                group.1,
+                naming.clone(),
+            ))
             .or_insert_with(|| ConnectCount {
                 cgroup_id,
                 workload,
+                dns_name: naming.dns_name,
+                nat_dst: naming.nat_dst,
                 outcome: Outcome::try_from(u32::from(key.outcome)).ok(),
                 cause: Cause::try_from(u32::from(key.cause)).ok(),
                 overflow,
@@ -188,16 +227,20 @@ pub(crate) fn rows(
         b.connects.cmp(&a.connects).then_with(|| {
             (
                 a.overflow,
+                &a.dns_name,
                 a.dport,
                 a.daddr,
+                a.nat_dst,
                 a.outcome,
                 a.cause,
                 workload(a),
             )
                 .cmp(&(
                     b.overflow,
+                    &b.dns_name,
                     b.dport,
                     b.daddr,
+                    b.nat_dst,
                     b.outcome,
                     b.cause,
                     workload(b),

@@ -84,10 +84,21 @@ pub(crate) enum Learned {
 #[derive(Clone, Debug)]
 struct Entry {
     name: Arc<str>,
-    /// When the answer was delivered (`CLOCK_BOOTTIME` ns).
+    /// When the first answer of this name was delivered (`CLOCK_BOOTTIME` ns): an answer
+    /// repeating it extends `expires_ns` only.
     learned_ns: u64,
-    /// When it stops naming connects (its TTL and the grace after `learned_ns`).
+    /// When it stops naming connects (its TTL and the grace after the last answer).
     expires_ns: u64,
+    /// The name the address had before another answer named it differently, for connects
+    /// made before that answer but reported after it (with `--outcome`, at their outcome).
+    previous: Option<Box<Entry>>,
+}
+
+impl Entry {
+    /// Whether it names connects made at `at_ns`.
+    fn covers(&self, at_ns: u64) -> bool {
+        self.learned_ns <= at_ns && at_ns <= self.expires_ns
+    }
 }
 
 type Key = (u32, IpAddr);
@@ -153,6 +164,12 @@ impl DnsNames {
                 .boot_ns
                 .saturating_add(u64::from(ttl) * 1_000_000_000)
                 .saturating_add(grace_ns);
+            let old = self.entries.get(&key).cloned();
+            // A repeated name lasts as long as its longest answer.
+            let expires_ns = match &old {
+                Some(old) if old.name == name => old.expires_ns.max(expires_ns),
+                _ => expires_ns,
+            };
             if !self.forget(key) && self.entries.len() >= self.config.max {
                 self.evict();
             }
@@ -161,10 +178,22 @@ impl DnsNames {
                 .entry(key.0)
                 .or_default()
                 .insert((expires_ns, key.1));
-            let entry = Entry {
-                name: name.clone(),
-                learned_ns: record.boot_ns,
-                expires_ns,
+            let entry = match old {
+                // The same name again: named since its first answer.
+                Some(old) if old.name == name => Entry { expires_ns, ..old },
+                // Another name: the old one still names the connects made before now (one
+                // name back is kept, without its own history).
+                old => Entry {
+                    name: name.clone(),
+                    learned_ns: record.boot_ns,
+                    expires_ns,
+                    previous: old.map(|old| {
+                        Box::new(Entry {
+                            previous: None,
+                            ..old
+                        })
+                    }),
+                },
             };
             self.entries.insert(key, entry);
         }
@@ -202,7 +231,12 @@ impl DnsNames {
     /// The name that gave `ip` to network namespace `netns`, covering `at_ns`.
     pub(crate) fn name(&self, netns: u32, ip: IpAddr, at_ns: u64) -> Option<Arc<str>> {
         let entry = self.entries.get(&(netns, unmapped(ip)))?;
-        (entry.learned_ns <= at_ns && at_ns <= entry.expires_ns).then(|| entry.name.clone())
+        if entry.covers(at_ns) {
+            return Some(entry.name.clone());
+        }
+        // A connect made before the answer that renamed the address.
+        let previous = entry.previous.as_deref()?;
+        (at_ns < entry.learned_ns && previous.covers(at_ns)).then(|| previous.name.clone())
     }
 
     /// Forgets the entries expired by `now_ns` for longer than [`RETAIN_NS`].
@@ -401,6 +435,35 @@ mod tests {
             Some("API.example.com")
         );
         assert_eq!(names.stats().answers, 2);
+    }
+
+    /// A connect reported after a later answer (its outcome, with `--outcome`) keeps the name
+    /// it had when it was made: a repeated answer does not move the name's start, and an
+    /// answer naming the address differently names only the connects made after it.
+    #[test]
+    fn a_later_answer_does_not_rename_an_earlier_connect() {
+        let mut names = DnsNames::new(NamesConfig {
+            grace: Duration::ZERO,
+            max: 16,
+        });
+        let ip: IpAddr = "10.0.3.17".parse().unwrap();
+        let api = response("api.test", &[("api.test", a([10, 0, 3, 17]), 60)]);
+        let db = response("db.test", &[("db.test", a([10, 0, 3, 17]), 5)]);
+        names.learn(&record(1, 10 * SECOND, &api));
+        // The same answer again (another thread resolving): a connect at 11 s keeps its name.
+        names.learn(&record(1, 12 * SECOND, &api));
+        assert_eq!(names.name(1, ip, 11 * SECOND).as_deref(), Some("api.test"));
+        // Named for the longer of the two answers' lives.
+        assert!(names.name(1, ip, 72 * SECOND).is_some());
+        assert_eq!(names.name(1, ip, 72 * SECOND + 1), None);
+        // Another name for the address: before it, api; from it, db.
+        names.learn(&record(1, 20 * SECOND, &db));
+        assert_eq!(names.name(1, ip, 19 * SECOND).as_deref(), Some("api.test"));
+        assert_eq!(names.name(1, ip, 21 * SECOND).as_deref(), Some("db.test"));
+        assert_eq!(names.name(1, ip, 9 * SECOND), None);
+        // Past db's TTL, nothing: the previous name only covers the time before db's answer.
+        assert_eq!(names.name(1, ip, 26 * SECOND), None);
+        assert_eq!(names.stats().entries, 1);
     }
 
     #[test]

@@ -75,6 +75,7 @@ mod program_info;
 mod report;
 mod stats;
 mod stream;
+mod tally;
 mod tracer;
 
 pub use backend::FailureHooks;

@@ -48,6 +48,8 @@ pub(crate) struct Loaded {
     pub names: Option<crate::NamesConfig>,
     /// Whether `--nat` was asked.
     pub nat: bool,
+    /// Counts kept by userspace from the events (`report` is then events).
+    pub tally: Option<crate::tally::TallyConfig>,
 }
 
 /// The compiled kernel side, built by build.rs, for kernels without BPF atomics.
@@ -243,7 +245,7 @@ pub(crate) fn load(
     };
     let globals = options
         .report
-        .globals(options.identity, options.caller_names);
+        .globals(options.needs_identity(), options.caller_names);
     // aya-log's level is a load-time constant: with logging off the verifier removes the
     // logging code from the hot path entirely.
     let log_level = log::max_level() as u8;

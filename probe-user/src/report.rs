@@ -45,7 +45,10 @@ pub enum Report {
     /// Connects counted in the kernel, per destination, port, cgroup or container (per cgroup
     /// in the kernel, merged by container here), instead of an event for each: nothing
     /// crosses to userspace per connect; read the counts with
-    /// [`crate::Tracer::connect_counts`].
+    /// [`crate::Tracer::connect_counts`]. By DNS name ([`CountBy::Name`]), or with the
+    /// tracer's names or NAT destinations, the kernel cannot count them: each connect is then
+    /// an event that the tracer counts as it drains it
+    /// ([`crate::Tracer::counts_in_userspace`]), so drain (or stream) as for events.
     Counts {
         /// What connects are counted by.
         by: CountBy,

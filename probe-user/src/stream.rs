@@ -103,6 +103,12 @@ impl EventStream {
         self.tracer.get_mut().reap_pending(max_age)
     }
 
+    /// Retires the counts of cgroups gone for at least `after` (see
+    /// [`Tracer::retire_gone_cgroups`]).
+    pub fn retire_gone_cgroups(&mut self, after: Duration) -> Vec<crate::ConnectCount> {
+        self.tracer.get_mut().retire_gone_cgroups(after)
+    }
+
     /// Waits until events arrive, then hands every waiting one to `on_event` at once and returns
     /// how many there were: the batch form of the stream, for consumers that write in batches.
     pub async fn next_batch(&mut self, mut on_event: impl FnMut(&ConnectEvent)) -> usize {

@@ -34,6 +34,7 @@ use crate::{
     maps::{RunBarrier, reap_map, take_map},
     nat::NatTable,
     program_info,
+    tally::Tally,
 };
 
 /// The workload names, whatever a panic elsewhere left behind (a cache: any state is usable).
@@ -91,6 +92,8 @@ pub struct Tracer {
     names: Option<DnsNames>,
     // SYNs a NAT sent elsewhere, until their connect claims them (`--nat`).
     nat: Option<NatTable>,
+    // Counts kept here from the events, when their keys hold a name or NAT destination.
+    tally: Option<Tally>,
     fallbacks: Vec<BackendError>,
     atomics_rejected: Option<BackendError>,
     events: RingBuf<MapData>,
@@ -148,6 +151,7 @@ impl Tracer {
             failure_hooks,
             names,
             nat,
+            tally,
         }: Loaded,
         logger: Option<EbpfLogger<&'static dyn log::Log>>,
         stats: Option<std::os::fd::OwnedFd>,
@@ -165,6 +169,7 @@ impl Tracer {
             failure_hooks,
             names: names.map(DnsNames::new),
             nat: nat.then(NatTable::default),
+            tally: tally.map(Tally::new),
             fallbacks,
             atomics_rejected,
             programs,
@@ -247,7 +252,7 @@ impl Tracer {
         // Pending connects come last, after the ring buffer's events (only once detached).
         let pending = std::mem::take(&mut self.pending_events);
         let mut workloads = self.workloads.as_ref().map(lock);
-        let (dns, nat) = (&mut self.names, &mut self.nat);
+        let (dns, nat, tally) = (&mut self.names, &mut self.nat, &mut self.tally);
         let mut name =
             |event: &mut ConnectEvent, dns: &Option<DnsNames>, nat: &mut Option<NatTable>| {
                 if let (Some(workloads), Some(workload)) = (&mut workloads, &mut event.workload) {
@@ -264,6 +269,9 @@ impl Tracer {
             match Record::decode(&record) {
                 Ok(Record::Connect(mut event)) => {
                     name(&mut event, dns, nat);
+                    if let Some(tally) = tally {
+                        tally.add(&event);
+                    }
                     on_event(&event);
                     n += 1;
                 }
@@ -285,6 +293,9 @@ impl Tracer {
         }
         for mut event in pending {
             name(&mut event, dns, nat);
+            if let Some(tally) = tally {
+                tally.add(&event);
+            }
             on_event(&event);
             n += 1;
         }
@@ -299,8 +310,9 @@ impl Tracer {
         n
     }
 
-    /// The kernel's connect counts (with [`crate::Report::Counts`]; empty otherwise), most
-    /// connects first.
+    /// The connect counts (with [`crate::Report::Counts`]; empty otherwise), most connects
+    /// first: the kernel's, or those counted from the events drained so far when counting in
+    /// userspace ([`Tracer::counts_in_userspace`]: drain first).
     ///
     /// ```no_run
     /// use probe_user::{CountBy, Outcomes, Report, Tracer};
@@ -314,17 +326,21 @@ impl Tracer {
     /// # Ok::<(), probe_user::Error>(())
     /// ```
     pub fn connect_counts(&self) -> Vec<ConnectCount> {
-        let Some(by) = self.count_by else {
-            return Vec::new();
-        };
-        let kernel = self.counts.entries();
-        let pending = self.pending_counts.iter().copied();
         let mut workloads = self.workloads.as_ref().map(lock);
         let names = |id| {
             workloads
                 .as_mut()
                 .map_or_else(WorkloadNames::default, |w| w.names(id))
         };
+        if let Some(tally) = &self.tally {
+            let config = tally.config;
+            return counts::named_rows(config.by, config.per_cgroup, tally.entries(), names);
+        }
+        let Some(by) = self.count_by else {
+            return Vec::new();
+        };
+        let kernel = self.counts.entries();
+        let pending = self.pending_counts.iter().copied();
         counts::rows(
             by,
             self.count_cgroup,
@@ -333,11 +349,24 @@ impl Tracer {
         )
     }
 
-    /// The label sets (keys) the kernel counted at the last [`Tracer::connect_counts`], and
-    /// the most it counts ([`crate::TracerBuilder::max_series`]); past that, connects go to
-    /// the overflow rows.
+    /// Whether the counts are kept here from the events rather than by the kernel: when their
+    /// keys hold what only userspace knows, a DNS name ([`crate::TracerBuilder::names`],
+    /// [`CountBy::Name`]) or a NAT's destination ([`crate::TracerBuilder::nat`]). Each connect
+    /// then crosses the ring buffer, and is counted as [`Tracer::drain`] (or the stream) takes
+    /// it: drain often (the stream does every 50 ms), or the ring buffer fills and connects
+    /// are dropped (counted).
+    pub fn counts_in_userspace(&self) -> bool {
+        self.tally.is_some()
+    }
+
+    /// The label sets (keys) counted at the last [`Tracer::connect_counts`] (by the kernel, or
+    /// in userspace), and the most counted ([`crate::TracerBuilder::max_series`]); past that,
+    /// connects go to the overflow rows.
     pub fn series(&self) -> (usize, u32) {
-        (self.counts.series(), self.max_series)
+        match &self.tally {
+            Some(tally) => (tally.series(), self.max_series),
+            None => (self.counts.series(), self.max_series),
+        }
     }
 
     /// Bytes of kernel memory the counts take (with [`crate::Report::Counts`]), as the kernel
@@ -360,16 +389,20 @@ impl Tracer {
     /// was named from the tree or found by an earlier walk (a cgroup outside what a cgroup
     /// namespace's mount shows is never retired). Without a cgroup2 mount nothing is retired.
     pub fn retire_gone_cgroups(&mut self, after: Duration) -> Vec<ConnectCount> {
+        let per_cgroup = match &self.tally {
+            Some(tally) => tally.config.per_cgroup,
+            None => self.count_cgroup,
+        };
         let (Some(by), Some(workloads)) = (
-            self.count_by,
-            self.workloads.as_ref().filter(|_| self.count_cgroup),
+            self.count_by.or(self.tally.as_ref().map(|t| t.config.by)),
+            self.workloads.as_ref().filter(|_| per_cgroup),
         ) else {
             return Vec::new();
         };
         let mut workloads = lock(workloads);
         // Without file handles, one walk of the tree for the whole call.
         let mut walked = None;
-        let retired = self.counts.retire(after, |id| match workloads.exists(id) {
+        let presence = |id| match workloads.exists(id) {
             Some(known) => Some(Presence::Known(known)),
             None => {
                 let named = workloads.named(id);
@@ -381,13 +414,25 @@ impl Tracer {
                         visible: *whole || named,
                     })
             }
-        });
-        counts::rows(by, true, retired, |id| workloads.names(id))
+        };
+        let retired = match &mut self.tally {
+            Some(tally) => tally.retire(after, presence),
+            None => self
+                .counts
+                .retire(after, presence)
+                .into_iter()
+                .map(|(key, value)| (key, value, Default::default()))
+                .collect(),
+        };
+        counts::named_rows(by, true, retired, |id| workloads.names(id))
     }
 
     /// Everything [`Tracer::retire_gone_cgroups`] retired so far.
     pub fn retired(&self) -> Retired {
-        self.counts.retired()
+        match &self.tally {
+            Some(tally) => tally.retired(),
+            None => self.counts.retired(),
+        }
     }
 
     /// How many connects the kernel holds between their first and last hook: calls between
@@ -582,7 +627,9 @@ impl Tracer {
                 + self.connecting.evicted(total),
             missed: total(counter::MISSED_RETURN) + self.reaped + self.skipped_runs(),
             malformed: self.malformed,
-            overflow: total(counter::SERIES_OVERFLOW) + self.pending_overflow,
+            overflow: total(counter::SERIES_OVERFLOW)
+                + self.pending_overflow
+                + self.tally.as_ref().map_or(0, |t| t.overflow),
         }
     }
 }

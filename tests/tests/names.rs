@@ -25,9 +25,9 @@ use std::{
 use probe_tests::{
     ProbeUser, SeenConnect, connect,
     dns::{Malformed, Qtype, Resolved, Responder, Zone, resolve},
-    json_lines, kernel_has_kprobes, line_reporting, listener,
+    free_port, json_lines, kernel_has_kprobes, line_reporting, listener,
     netns::{NetNs, has_nft, netfilter_up, nft, thread_netns},
-    once_per_kernel, probe_user_command, summary,
+    once_per_kernel, probe_user_command, scrape, summary,
 };
 use serde_json::Value;
 
@@ -111,6 +111,44 @@ fn tracer(args: &[&str]) -> ProbeUser {
     ProbeUser::start(&all)
 }
 
+/// probe-user counting this process's connects to `port`, with `args` (JSON count tables
+/// unless `args` export metrics instead), once it has started counting.
+fn counter(port: u16, args: &[&str]) -> ProbeUser {
+    let (pid, port) = (std::process::id().to_string(), port.to_string());
+    let mut cmd = probe_user_command();
+    cmd.args(["--format", "json", "--pid", &pid, "--filter-port", &port]);
+    ProbeUser::start_until(cmd.args(args), "Counting TCP connects")
+}
+
+/// A count row's `dns_name`, `daddr` and `nat_daddr:nat_dport`.
+type RowKey = (Option<String>, Option<String>, Option<String>);
+
+/// The rows of the last JSON count table `tracer` printed, once stopped: each row's key and
+/// connects.
+fn last_counts(tracer: ProbeUser) -> Vec<(RowKey, u64)> {
+    let (tables, stderr) = lines_of(tracer);
+    let table = tables
+        .last()
+        .unwrap_or_else(|| panic!("no table: {stderr}"));
+    let text = |v: &Value| {
+        v.as_str()
+            .map(String::from)
+            .or(v.as_u64().map(|n| n.to_string()))
+    };
+    let mut rows: Vec<_> = table["counts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| {
+            let nat = text(&row["nat_daddr"]).map(|a| format!("{a}:{}", row["nat_dport"]));
+            let key = (text(&row["dns_name"]), text(&row["daddr"]), nat);
+            (key, row["connects"].as_u64().unwrap())
+        })
+        .collect();
+    rows.sort();
+    rows
+}
+
 /// The name the line reporting `seen` carries (None: no `dns_name`, or null).
 fn name_of(lines: &[Value], seen: &SeenConnect) -> Option<String> {
     line_reporting(lines, seen)["dns_name"]
@@ -159,6 +197,74 @@ fn names_connects_carry_the_name_asked() {
         Some("www.chain.test")
     );
     assert_eq!(name_of(&lines, &unnamed), None);
+}
+
+/// Counted by name (`--count-by name`): a row per name and port, whatever addresses the name
+/// had, and one for the connects no answer named; with `--names`, metrics carry a `dns_name`
+/// label, and with outcomes their histograms too. Each count equals the connects made.
+#[test]
+fn names_count_and_label_connects_by_name() {
+    if !names_run_here() {
+        return;
+    }
+    let site = Site::new(
+        Zone::new()
+            .a("x.names.test", 300, v4_addr(31))
+            .a("y.names.test", 300, v4_addr(32))
+            .a("z.names.test", 300, v4_addr(32)),
+    );
+    let table = counter(site.port, &["--count", "--count-by", "name"]);
+    let metrics_port = free_port();
+    let metrics = counter(
+        site.port,
+        &[
+            "--metrics",
+            &metrics_port.to_string(),
+            "--names",
+            "--outcome",
+        ],
+    );
+    for _ in 0..3 {
+        site.resolve_and_connect("x.names.test", Qtype::A, v4(31));
+    }
+    site.resolve_and_connect("y.names.test", Qtype::A, v4(32));
+    // A second name for y's address: its connect is z's, until y is answered again.
+    site.resolve_and_connect("z.names.test", Qtype::A, v4(32));
+    site.resolve_and_connect("y.names.test", Qtype::A, v4(32));
+    site.connect(v4(34));
+
+    let body = scrape(SocketAddr::from(([127, 0, 0, 1], metrics_port)));
+    let out = metrics.stop();
+    assert!(out.status.success(), "{out:?}");
+    let p = site.port;
+    for (name, n) in [
+        ("x.names.test", 3),
+        ("y.names.test", 2),
+        ("z.names.test", 1),
+        ("", 1),
+    ] {
+        let labels = format!("family=\"ipv4\",dport=\"{p}\",dns_name=\"{name}\"");
+        for line in [
+            format!("tcpconn_connects_total{{{labels}}} {n}\n"),
+            format!(
+                "tcpconn_connect_duration_seconds_count{{{labels},outcome=\"established\"}} {n}\n"
+            ),
+        ] {
+            assert!(body.contains(&line), "{line} in\n{body}");
+        }
+    }
+    assert!(body.contains("tcpconn_events_dropped_total 0\n"), "{body}");
+
+    let name = |n: &str| (Some(n.to_string()), None, None);
+    assert_eq!(
+        last_counts(table),
+        [
+            ((None, None, None), 1),
+            (name("x.names.test"), 3),
+            (name("y.names.test"), 2),
+            (name("z.names.test"), 1),
+        ]
+    );
 }
 
 /// Names are per network namespace: one name answered with different addresses in two
@@ -402,6 +508,7 @@ fn names_nat_dnat_destination_is_reported() {
     backend6.assert_accepted_from(to("[2001:db8::10]:80").src);
 
     let tracer = tracer(&["--nat"]);
+    let counts = counter(80, &["--count", "--nat"]);
     let nat4 = to("198.51.100.10:80");
     let nat6 = to("[2001:db8::10]:80");
     let direct = ns.run(|| connect(backend4.addr, None)).unwrap();
@@ -429,4 +536,18 @@ fn names_nat_dnat_destination_is_reported() {
     for field in ["nat_daddr", "nat_dport"] {
         assert!(line.get(field).is_none(), "{field} in {line}");
     }
+    // Counted by destination with --nat: each row holds where the NAT sent its connects.
+    let dst = |ip: &str, backend: &Backend| {
+        (
+            None,
+            Some(ip.to_string()),
+            Some(backend.addr.to_string().replace(['[', ']'], "")),
+        )
+    };
+    let mut want = vec![
+        (dst("198.51.100.10", &backend4), 1),
+        (dst("2001:db8::10", &backend6), 1),
+    ];
+    want.sort();
+    assert_eq!(last_counts(counts), want);
 }

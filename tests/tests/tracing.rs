@@ -469,7 +469,19 @@ fn bad_arguments_get_one_line_errors() {
         ),
         (
             &["--count", "--count-by", "dport"][..],
-            "probe-user: error: invalid value 'dport' for '--count-by <KEY>' [possible values: destination, port, cgroup, container]",
+            "probe-user: error: invalid value 'dport' for '--count-by <KEY>' [possible values: destination, port, cgroup, container, name]",
+        ),
+        (
+            &["--count", "--names-max", "5"][..],
+            "probe-user: error: --names-grace and --names-max set how names are kept: use them with --names or --count-by name",
+        ),
+        (
+            &["--names"][..],
+            "probe-user: error: --names names each connect in JSON lines, or in counts: use it with --format json, --count, --metrics or --otlp-endpoint",
+        ),
+        (
+            &["--nat", "--format", "stap"][..],
+            "probe-user: error: --nat adds the real destination to JSON lines, or to counts: use it with --format json, --count, --metrics or --otlp-endpoint",
         ),
         (
             &["--metrics", "localhost"][..],

@@ -28,12 +28,8 @@ pub(super) struct JsonLine<'a> {
     pub(super) syn_retransmits: Option<u32>,
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     pub(super) cause: Option<JsonCause>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(super) dns_name: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(super) nat_daddr: Option<std::net::IpAddr>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(super) nat_dport: Option<u16>,
+    #[serde(flatten)]
+    pub(super) naming: JsonNaming<'a>,
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     pub(super) workload: Option<JsonWorkload<'a>>,
 }
@@ -106,6 +102,28 @@ impl<'a> JsonWorkload<'a> {
     }
 }
 
+/// What names a destination, in a JSON line or count row: its DNS name (`--names`) and where
+/// a NAT sent the SYN (`--nat`), each absent when there was none.
+#[derive(Serialize)]
+pub(super) struct JsonNaming<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dns_name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    nat_daddr: Option<std::net::IpAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    nat_dport: Option<u16>,
+}
+
+impl<'a> JsonNaming<'a> {
+    pub(super) fn of(dns_name: Option<&'a str>, nat: Option<std::net::SocketAddr>) -> Self {
+        JsonNaming {
+            dns_name,
+            nat_daddr: nat.map(|a| a.ip()),
+            nat_dport: nat.map(|a| a.port()),
+        }
+    }
+}
+
 /// One row of the JSON count table.
 #[derive(Serialize)]
 pub(super) struct JsonCount<'a> {
@@ -125,6 +143,8 @@ pub(super) struct JsonCount<'a> {
     pub(super) latency_ns_sum: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) syn_retransmits: Option<u64>,
+    #[serde(flatten)]
+    pub(super) naming: JsonNaming<'a>,
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     pub(super) workload: Option<JsonCountWorkload<'a>>,
 }

@@ -141,9 +141,7 @@ impl Formatter {
                     .filter(|c| c.outcome != crate::Outcome::Pending)
                     .map(|c| c.syn_retransmits),
                 cause: event.completion.and_then(|c| c.cause).map(JsonCause::of),
-                dns_name: event.dns_name.as_deref(),
-                nat_daddr: event.nat_dst.map(|a| a.ip()),
-                nat_dport: event.nat_dst.map(|a| a.port()),
+                naming: json::JsonNaming::of(event.dns_name.as_deref(), event.nat_dst),
                 workload: event.workload.as_ref().map(JsonWorkload::of),
             };
             // Writing into a Vec cannot fail.

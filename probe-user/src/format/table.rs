@@ -4,7 +4,7 @@ use std::{io::Write as _, net::SocketAddr};
 
 use super::{
     Format, Formatter,
-    json::{JsonCount, JsonCountWorkload},
+    json::{JsonCount, JsonCountWorkload, JsonNaming},
     line::{push_endpoint, push_millis},
 };
 use crate::{
@@ -33,6 +33,7 @@ impl Formatter {
                     cause: c.cause.map(|o| o.name()),
                     latency_ns_sum: c.outcome.map(|_| c.latency_ns),
                     syn_retransmits: c.outcome.map(|_| c.syn_retransmits),
+                    naming: JsonNaming::of(c.dns_name.as_deref(), c.nat_dst),
                     workload: c.workload.as_ref().map(|w| JsonCountWorkload {
                         // A row of a whole container has no one cgroup.
                         cgroup_id: c.cgroup_id,
@@ -70,7 +71,7 @@ impl Formatter {
         let (by_workload, by_container) = match self.count_by {
             Some(CountBy::Cgroup) => (true, false),
             Some(CountBy::Container) => (true, true),
-            Some(CountBy::Destination | CountBy::Port) => (false, false),
+            Some(CountBy::Destination | CountBy::Port | CountBy::Name) => (false, false),
             None => (inferred_workload, inferred_container),
         };
         let last = match (by_workload, by_container) {
@@ -100,9 +101,24 @@ impl Formatter {
                 _ if c.overflow => out.extend_from_slice(b"other"),
                 (Some(w), _) if by_workload => push_workload(out, w, c.cgroup_id, by_container),
                 (_, Some(ip)) => push_endpoint(out, SocketAddr::new(ip, c.dport)),
+                // By name: the name and port (names are anyone's to answer: escaped).
+                (_, None) if self.count_by == Some(CountBy::Name) => {
+                    let name = c.dns_name.as_deref().map_or("*".into(), escape);
+                    let _ = write!(out, "{name}:{}", c.dport);
+                }
                 (_, None) => {
                     let _ = write!(out, "*:{}", c.dport);
                 }
+            }
+            // The destination's name (unless it is the row's key), and where a NAT sent the
+            // connects.
+            let by_name = self.count_by == Some(CountBy::Name);
+            if let Some(name) = c.dns_name.as_deref().filter(|_| !by_name) {
+                let _ = write!(out, " ({})", Escaped(name));
+            }
+            if let Some(nat) = c.nat_dst {
+                out.extend_from_slice(b" -> ");
+                push_endpoint(out, nat);
             }
             out.push(b'\n');
         }
@@ -185,6 +201,71 @@ mod tests {
     }
 
     const COUNT: ConnectCount = ConnectCount::new(crate::Family::V4, None, 0);
+
+    /// Names and NAT destinations in tables: by name the row is `name:port` (`*` for no name),
+    /// otherwise the name follows the destination in parentheses, escaped, and the NAT's
+    /// destination after `->`; JSON rows carry them as fields.
+    #[test]
+    fn count_tables_with_names_and_nat() {
+        let named = ConnectCount {
+            dport: 443,
+            dns_name: Some("api.test\u{1b}[2J".into()),
+            connects: 3,
+            ..COUNT
+        };
+        let unnamed = ConnectCount {
+            dport: 443,
+            connects: 1,
+            ..COUNT
+        };
+        let mut out = Vec::new();
+        Formatter::new(Format::Stap, CLOCK)
+            .count_by(CountBy::Name)
+            .write_counts(&mut out, 1795778063, &[named.clone(), unnamed.clone()]);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            concat!(
+                "1795778063: connects since start\n",
+                "  CONNECTS  FUNCTION        DESTINATION\n",
+                "         3  tcp_v4_connect  api.test\\u{1b}[2J:443\n",
+                "         1  tcp_v4_connect  *:443\n",
+            )
+        );
+        let natted = ConnectCount {
+            daddr: Some("10.96.0.10".parse().unwrap()),
+            nat_dst: Some("10.0.3.17:8443".parse().unwrap()),
+            ..named
+        };
+        assert_eq!(
+            table(Format::Stap, std::slice::from_ref(&natted))
+                .lines()
+                .nth(2),
+            Some(
+                "         3  tcp_v4_connect  10.96.0.10:443 (api.test\\u{1b}[2J) -> 10.0.3.17:8443"
+            )
+        );
+        let by_port = ConnectCount {
+            daddr: None,
+            ..natted
+        };
+        assert!(table(Format::Stap, std::slice::from_ref(&by_port)).contains("*:443 (api.test"));
+        let json: serde_json::Value =
+            serde_json::from_str(&table(Format::Json, &[by_port, unnamed])).unwrap();
+        let rows = &json["counts"];
+        assert_eq!(
+            (
+                &rows[0]["dns_name"],
+                &rows[0]["nat_daddr"],
+                &rows[0]["nat_dport"]
+            ),
+            (
+                &serde_json::json!("api.test\u{1b}[2J"),
+                &serde_json::json!("10.0.3.17"),
+                &serde_json::json!(8443)
+            )
+        );
+        assert!(rows[1].get("dns_name").is_none() && rows[1].get("nat_daddr").is_none());
+    }
 
     #[test]
     fn count_tables_with_outcomes() {

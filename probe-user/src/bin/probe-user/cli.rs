@@ -99,25 +99,28 @@ pub struct Cli {
     /// With --format json: name each connect's destination by the DNS answer that gave its
     /// address to a process in the same network namespace (`dns_name`: the name asked for),
     /// learned from the DNS answers (UDP, from port 53) the kernel delivers to local sockets.
+    /// Counting, each row and series carries the name too (implied by --count-by name).
     /// Needs kprobes.
     #[arg(long)]
     pub names: bool,
-    /// With --names: how long past an answer's TTL its names still name connects (0s to 1h).
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_names_grace, requires = "names")]
-    pub names_grace: Duration,
+    /// With --names: how long past an answer's TTL its names still name connects (0s to 1h;
+    /// default 30s).
+    #[arg(long, value_name = "DURATION", value_parser = parse_names_grace)]
+    pub names_grace: Option<Duration>,
     /// With --names: the most (network namespace, address) names kept (1 to 1048576); past
-    /// it, the one that expires first is evicted (counted in --stats).
-    #[arg(long, value_name = "N", default_value_t = probe_user::NamesConfig::DEFAULT_MAX as u32,
-        value_parser = clap::value_parser!(u32).range(1..=probe_user::NamesConfig::MAX_MAX as i64),
-        requires = "names")]
-    pub names_max: u32,
+    /// it, the one that expires first is evicted (counted in --stats; default 16384).
+    #[arg(long, value_name = "N",
+        value_parser = clap::value_parser!(u32).range(1..=probe_user::NamesConfig::MAX_MAX as i64))]
+    pub names_max: Option<u32>,
     /// With --format json: give each connect whose SYN a destination NAT sent elsewhere (a
     /// Kubernetes Service, a published port) the address and port it was sent to (`nat_daddr`,
-    /// `nat_dport`), seen as the SYN leaves (the net:net_dev_queue tracepoint).
+    /// `nat_dport`), seen as the SYN leaves (the net:net_dev_queue tracepoint). Counting, each
+    /// row and series carries it too.
     #[arg(long)]
     pub nat: bool,
-    /// Count connects in the kernel instead of printing each one, and print a table of counts
-    /// (most connects first) every --interval and at exit.
+    /// Count connects in the kernel (with --names or --nat: in userspace, from the events)
+    /// instead of printing each one, and print a table of counts (most connects first) every
+    /// --interval and at exit.
     #[arg(long)]
     pub count: bool,
     /// With --count: how often to print the table (e.g. 5s, 1m, 500ms; 10ms to 24h).
@@ -125,8 +128,10 @@ pub struct Cli {
     pub interval: Duration,
     /// With --count or --metrics: count by destination address and port (the default for
     /// --count tables), or by destination port only (the default for --metrics, whose connects
-    /// carry a daddr label only when this says destination); with --count also by the
-    /// caller's cgroup or container.
+    /// carry a daddr label only when this says destination), or by the destination's DNS name
+    /// and port (name: implies --names); with --count also by the caller's cgroup or
+    /// container. With --names or --nat, connects are counted from their events in userspace
+    /// (each one crosses the ring buffer, as in JSON lines).
     #[arg(long, value_name = "KEY", value_parser = parse_count_by(), requires = "counting")]
     pub count_by: Option<CountBy>,
     /// With --metrics or --otlp-endpoint: label every connect series with the caller's cgroup
@@ -134,7 +139,7 @@ pub struct Cli {
     /// the kernel per cgroup.
     #[arg(long, value_name = "LABEL", value_enum, requires = "exporting")]
     pub metrics_label: Option<metrics::WorkloadLabel>,
-    /// With --count or --metrics: the most label sets counted in the kernel (1 to 1048576;
+    /// With --count or --metrics: the most label sets counted (1 to 1048576; in the kernel
     /// about 350 bytes of kernel memory each, whatever the number of CPUs). Connects with a
     /// new label set beyond it are counted under the "other" series of their family and
     /// outcome (tcpconn_series_overflow_total says how many).
@@ -149,7 +154,7 @@ pub struct Cli {
     pub retire_after: Duration,
     /// Serve Prometheus/OpenMetrics counters at http://ADDR/metrics (ADDR is PORT for
     /// 127.0.0.1:PORT, or IP:PORT): connects by family and destination port, counted in the
-    /// kernel, and the dropped/missed/malformed counts. Nothing is printed per connect.
+    /// kernel (with --names or --nat, in userspace), and the dropped/missed/malformed counts. Nothing is printed per connect.
     #[arg(long, value_name = "ADDR", value_parser = parse_metrics_addr)]
     pub metrics: Option<std::net::SocketAddr>,
     /// With --metrics: serve it over TLS and/or with basic authentication, as this file says,
@@ -197,9 +202,14 @@ pub struct Cli {
 impl Cli {
     /// Options clap accepts one by one that cannot work together.
     pub fn contradiction(&self) -> Option<&'static str> {
-        if self.names && (self.format != Format::Json || self.counting()) {
+        if self.names && self.format != Format::Json && !self.counting() {
             return Some(
-                "--names names each connect in JSON lines: use it with --format json, without --count, --metrics or --otlp-endpoint",
+                "--names names each connect in JSON lines, or in counts: use it with --format json, --count, --metrics or --otlp-endpoint",
+            );
+        }
+        if (self.names_grace.is_some() || self.names_max.is_some()) && !self.names() {
+            return Some(
+                "--names-grace and --names-max set how names are kept: use them with --names or --count-by name",
             );
         }
         if self.nat && self.successes_only {
@@ -207,9 +217,9 @@ impl Cli {
                 "--successes-only reports each connect before its SYN leaves, so --nat cannot give it the NAT's destination: leave one out",
             );
         }
-        if self.nat && (self.format != Format::Json || self.counting()) {
+        if self.nat && self.format != Format::Json && !self.counting() {
             return Some(
-                "--nat adds the real destination to JSON lines: use it with --format json, without --count, --metrics or --otlp-endpoint",
+                "--nat adds the real destination to JSON lines, or to counts: use it with --format json, --count, --metrics or --otlp-endpoint",
             );
         }
         let by_workload = matches!(self.count_by, Some(CountBy::Cgroup | CountBy::Container));
@@ -260,6 +270,11 @@ impl Cli {
         } else {
             CountBy::Port
         })
+    }
+
+    /// Whether destinations are named (`--names`, or implied by `--count-by name`).
+    pub fn names(&self) -> bool {
+        self.names || self.count_by == Some(CountBy::Name)
     }
 
     /// Whether connects are reported with their outcome (asked for, or implied by a filter on

@@ -5,7 +5,7 @@
 use std::{sync::Arc, time::Duration};
 
 use anyhow::Result;
-use probe_user::{Formatter, Tracer};
+use probe_user::{EventStream, Formatter};
 
 use crate::{
     metrics,
@@ -15,7 +15,9 @@ use crate::{
 
 /// What to do with the kernel's counts.
 pub struct Counting {
-    pub tracer: Tracer,
+    /// The tracer, as a stream: with counts kept in userspace (`--names`, `--nat`) its events
+    /// are counted as they come.
+    pub events: EventStream,
     pub formatter: Formatter,
     /// `--count`: print a table this often and at the end.
     pub tables: Option<Duration>,
@@ -55,7 +57,7 @@ impl Counting {
             return;
         }
         self.last_retire = std::time::Instant::now();
-        let retired = self.tracer.retire_gone_cgroups(self.retire_after);
+        let retired = self.events.retire_gone_cgroups(self.retire_after);
         if !retired.is_empty() {
             log::info!(
                 "retired {} rows of cgroups gone for {}",
@@ -68,29 +70,32 @@ impl Counting {
 
     /// The bookkeeping and the table of [`Counting::update`], without the program statistics.
     fn table(&mut self, out: &mut Vec<u8>) {
-        self.tracer.drain(|_| {});
+        self.events.drain(|_| {});
         if self.tables.is_some() {
             let unix_s = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs());
             self.formatter
-                .write_counts(out, unix_s, &self.tracer.connect_counts());
+                .write_counts(out, unix_s, &self.events.tracer().connect_counts());
         }
     }
 
     /// The metrics as they are now: what a scrape or an OTLP export sends.
     pub fn exposition(&mut self) -> metrics::Exposition {
-        let rows = self.tracer.connect_counts();
-        let (series, max_series) = self.tracer.series();
-        let retired = self.tracer.retired();
+        // What came since the last batch, counted in userspace (nothing without a tally).
+        self.events.drain(|_| {});
+        let tracer = self.events.tracer();
+        let rows = tracer.connect_counts();
+        let (series, max_series) = tracer.series();
+        let retired = tracer.retired();
         let book = metrics::Bookkeeping {
-            counters: self.tracer.counters(),
+            counters: tracer.counters(),
             series: series as u64,
             max_series: u64::from(max_series),
             retired_series: retired.series,
             retired_connects: retired.connects,
         };
-        let programs = self.stats.then(|| self.tracer.program_stats());
+        let programs = self.stats.then(|| tracer.program_stats());
         metrics::Exposition::collect(
             &rows,
             book,
@@ -140,9 +145,18 @@ pub async fn count_until_signal(
         // The previous step's table is written by now (stdout): its program statistics
         // (stderr) follow it.
         if std::mem::take(&mut counting.stats_due) {
-            stats::print_programs(&counting.tracer);
+            stats::print_programs(counting.events.tracer());
         }
         let (scrapes, otlp) = (&mut counting.scrapes, &mut counting.otlp);
+        // Counted from events: each batch as it comes (nothing to wait for otherwise).
+        let tallied = counting.events.tracer().counts_in_userspace();
+        let events = &mut counting.events;
+        let batch = async {
+            match tallied {
+                true => events.next_batch(|_| {}).await,
+                false => std::future::pending().await,
+            }
+        };
         let scrape = async {
             match scrapes {
                 Some(rx) => rx.recv().await,
@@ -160,28 +174,29 @@ pub async fn count_until_signal(
             _ = retire.tick() => counting.retire(),
             Some(reply) = scrape => counting.answer(reply),
             () = export => counting.export(),
+            _ = batch => {}
         }
     };
     // At the end: detach first, so that the last table and the counters below account for
     // every connect a program saw. The program statistics follow once, with the rest of
     // `--stats`.
     let last = |counting: &mut Counting, out: &mut Vec<u8>| {
-        counting.tracer.detach();
+        counting.events.detach();
         counting.table(out);
     };
     if !until_signal(&mut counting, &mut signals, &mut out, step, last).await? {
         return Ok(());
     }
-    let tracer = &mut counting.tracer;
+    let events = &mut counting.events;
     if counting.stats {
-        stats::print(tracer, tracer.pending_calls());
+        stats::print(events.tracer(), events.tracer().pending_calls());
     }
-    tracer.reap_pending(Duration::ZERO);
+    events.reap_pending(Duration::ZERO);
     // The last push, after the detach: it has every connect.
     if let Some(otlp) = counting.otlp.take() {
         otlp.finish(counting.exposition()).await;
     }
-    let tracer = &mut counting.tracer;
+    let tracer = counting.events.tracer();
     let counted: u64 = tracer.connect_counts().iter().map(|c| c.connects).sum();
     let counters = tracer.counters();
     let retired = tracer.retired();

@@ -106,6 +106,7 @@ async fn run(
 ) -> Result<()> {
     let counting = cli.counting();
     let count_by = cli.count_by();
+    let names = cli.names();
     // JSON lines carry every field, the workload's too; neither counts nor SystemTap's
     // formats show the caller's uid or name.
     let every_field = !counting && cli.format == Format::Json;
@@ -130,10 +131,11 @@ async fn run(
         builder = builder.backend(backend);
     }
     builder = builder.nat(cli.nat);
-    if cli.names {
+    if names {
+        let default = probe_user::NamesConfig::default();
         builder = builder.names(probe_user::NamesConfig {
-            grace: cli.names_grace,
-            max: cli.names_max as usize,
+            grace: cli.names_grace.unwrap_or(default.grace),
+            max: cli.names_max.map_or(default.max, |max| max as usize),
         });
     }
     if cli.ipv4 {
@@ -182,13 +184,15 @@ async fn run(
         let otlp = otlp.map(|prepared| metrics::otlp::Exporter::start(prepared, started));
         eprintln!("Counting TCP connects by {count_by} ({backend}). Hit Ctrl-C to end.");
         let counting = count::Counting {
-            tracer,
+            events: tracer.into_stream()?,
             formatter,
             tables: cli.count.then_some(cli.interval),
             scrapes,
             otlp,
             options: metrics::Options {
                 with_daddr: cli.count_by == Some(CountBy::Destination),
+                with_names: names,
+                with_nat: cli.nat,
                 label: cli.metrics_label,
             },
             pins: metrics::Pins::default(),

@@ -42,6 +42,9 @@ pub fn print(tracer: &Tracer, in_flight: usize) {
             "probe-user: counts: {series} of {max_series} label sets, kernel map memory {} KiB",
             bytes / 1024
         );
+    } else if tracer.counts_in_userspace() {
+        let (series, max_series) = tracer.series();
+        eprintln!("probe-user: counts: {series} of {max_series} label sets, counted in userspace");
     }
     if let Some(dns) = tracer.dns_stats() {
         eprintln!(

@@ -121,6 +121,10 @@ impl Histogram {
 pub struct Options {
     /// `--count-by destination`: a `daddr` label.
     pub with_daddr: bool,
+    /// `--names`: a `dns_name` label (empty for an address no answer named).
+    pub with_names: bool,
+    /// `--nat`: `nat_daddr` and `nat_dport` labels (empty when no NAT applied).
+    pub with_nat: bool,
     /// `--metrics-label`.
     pub label: Option<WorkloadLabel>,
 }
@@ -390,6 +394,23 @@ fn labels(
         };
         labels.push(("daddr", daddr));
     }
+    if options.with_names {
+        let name = match &row.dns_name {
+            _ if row.overflow => other(),
+            Some(name) => name.to_string(),
+            None => String::new(),
+        };
+        labels.push(("dns_name", name));
+    }
+    if options.with_nat {
+        let (daddr, dport) = match row.nat_dst {
+            _ if row.overflow => (other(), other()),
+            Some(nat) => (nat.ip().to_string(), nat.port().to_string()),
+            None => (String::new(), String::new()),
+        };
+        labels.push(("nat_daddr", daddr));
+        labels.push(("nat_dport", dport));
+    }
     let Some(label) = options.label else {
         return Some(labels);
     };
@@ -461,7 +482,7 @@ fn bookkeeping(book: Bookkeeping) -> Vec<MetricFamily> {
     vec![
         one(
             "events_dropped",
-            "Connects not counted: a kernel map was full",
+            "Connects not counted: a kernel map or the ring buffer was full",
             Kind::Counter,
             c.dropped,
         ),
@@ -485,13 +506,13 @@ fn bookkeeping(book: Bookkeeping) -> Vec<MetricFamily> {
         ),
         one(
             "series",
-            "Label sets counted in the kernel now (each a key of its counts map)",
+            "Label sets counted now (each a key of the counts map: the kernel's, or with --names or --nat userspace's)",
             Kind::Gauge,
             book.series,
         ),
         one(
             "series_limit",
-            "Most label sets counted in the kernel (--max-series); beyond it connects go to \"other\"",
+            "Most label sets counted (--max-series); beyond it connects go to \"other\"",
             Kind::Gauge,
             book.max_series,
         ),

@@ -334,6 +334,7 @@ mod tests {
         let text = collect(Options {
             with_daddr: true,
             label: None,
+            ..Options::default()
         });
         assert!(
             text.contains(
@@ -355,6 +356,7 @@ mod tests {
         let options = Options {
             with_daddr: true,
             label: Some(WorkloadLabel::Cgroup),
+            ..Options::default()
         };
         let text = render(&[other], options, &mut Pins::default());
         let labels = r#"family="ipv6",dport="other",daddr="other",cgroup_id="other""#;
@@ -368,6 +370,34 @@ mod tests {
             assert!(text.contains(&line), "{line} in\n{text}");
         }
         assert!(!text.contains("tcpconn_cgroup_info{"), "{text}");
+    }
+
+    /// With names and NAT, a series carries the name and where the NAT sent it (empty when
+    /// none; `other` for the overflow row); names are escaped like any label value.
+    #[test]
+    fn names_and_nat_destinations_are_labels() {
+        let mut named = ConnectCount::new(Family::V4, None, 443);
+        named.connects = 2;
+        named.dns_name = Some("api.example\n".into());
+        named.nat_dst = Some("10.0.3.17:8443".parse().unwrap());
+        let mut unnamed = ConnectCount::new(Family::V4, None, 443);
+        unnamed.connects = 1;
+        let mut other = ConnectCount::new(Family::V4, None, 0);
+        other.overflow = true;
+        other.connects = 5;
+        let options = Options {
+            with_names: true,
+            with_nat: true,
+            ..Options::default()
+        };
+        let text = render(&[named, unnamed, other], options, &mut Pins::default());
+        for line in [
+            r#"tcpconn_connects_total{family="ipv4",dport="443",dns_name="api.example\\n",nat_daddr="10.0.3.17",nat_dport="8443"} 2"#,
+            r#"tcpconn_connects_total{family="ipv4",dport="443",dns_name="",nat_daddr="",nat_dport=""} 1"#,
+            r#"tcpconn_connects_total{family="ipv4",dport="other",dns_name="other",nat_daddr="other",nat_dport="other"} 5"#,
+        ] {
+            assert!(text.contains(&format!("{line}\n")), "{line} in\n{text}");
+        }
     }
 
     /// A cgroup's series keep the label they were first exported with, though its names are
@@ -385,6 +415,7 @@ mod tests {
         let container = Options {
             with_daddr: false,
             label: Some(WorkloadLabel::Container),
+            ..Options::default()
         };
         // Unnamed at first: held back, then under the container once named.
         let mut pins = Pins::default();
@@ -409,6 +440,7 @@ mod tests {
         let cgroup = Options {
             with_daddr: false,
             label: Some(WorkloadLabel::Cgroup),
+            ..Options::default()
         };
         let mut pins = Pins::default();
         let first = render(&[row(WorkloadNames::default())], cgroup, &mut pins);
@@ -441,6 +473,7 @@ mod tests {
         let options = Options {
             with_daddr: false,
             label: Some(WorkloadLabel::Container),
+            ..Options::default()
         };
         let series = |n: u64| {
             format!(
@@ -472,6 +505,7 @@ mod tests {
         let options = Options {
             with_daddr: false,
             label: Some(WorkloadLabel::Cgroup),
+            ..Options::default()
         };
         let text = render(&[row], options, &mut Pins::default());
         assert!(
