@@ -72,6 +72,33 @@ pub struct SkbOffsets {
     pub len: u32,
     /// `data_len` (`unsigned int`): how much of `len` is in fragments, not after `data`.
     pub data_len: u32,
+    /// `_nfct` (`unsigned long`): the packet's conntrack entry (`struct nf_conn *`) and, in
+    /// its low bits, the packet's conntrack state (`--nat`: forwarded SYNs); 0 when the
+    /// kernel's BTF has no conntrack (then forwarded SYNs are not looked at).
+    pub nfct: u32,
+    /// Where the original-direction tuple is in `struct nf_conn`
+    /// (`tuplehash[IP_CT_DIR_ORIGINAL].tuple`): what the client sent.
+    pub ct_original: u32,
+    /// Where the reply-direction tuple is (`tuplehash[IP_CT_DIR_REPLY].tuple`): its source is
+    /// where a DNAT sent the connection.
+    pub ct_reply: u32,
+}
+
+/// The layout of `struct nf_conntrack_tuple`, the same on every kernel (a UAPI-shaped struct
+/// that netlink mirrors): byte offsets from its start.
+pub mod ct_tuple {
+    /// `src.u3`: the source address (`union nf_inet_addr`, 16 bytes; IPv4 in the first 4).
+    pub const SRC_ADDR: u32 = 0;
+    /// `src.u.all`: the source port, big-endian.
+    pub const SRC_PORT: u32 = 16;
+    /// `src.l3num`: the address family (`AF_INET`, `AF_INET6`).
+    pub const L3NUM: u32 = 18;
+    /// `dst.u3`: the destination address.
+    pub const DST_ADDR: u32 = 20;
+    /// `dst.u.all`: the destination port, big-endian.
+    pub const DST_PORT: u32 = 36;
+    /// `dst.protonum`: the transport protocol.
+    pub const PROTONUM: u32 = 38;
 }
 
 /// The drop-reason hook's settings (the `DROPS` global), from the kernel's BTF

@@ -98,6 +98,9 @@ static SKB_OFFSETS: Global<SkbOffsets> = Global::new(SkbOffsets {
     data: 0,
     len: 0,
     data_len: 0,
+    nfct: 0,
+    ct_original: 0,
+    ct_reply: 0,
 });
 
 /// Written by userspace before load (from BTF's `enum skb_drop_reason`) with `--outcome`; read

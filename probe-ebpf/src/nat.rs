@@ -8,9 +8,15 @@
 //! `NatRecord` says where. Any other packet costs a read of its socket pointer and, if it has
 //! one, of the socket's head. IPVS, which forwards without rewriting in these hooks, is not
 //! seen.
+//!
+//! A packet without a socket is being forwarded (a container's, from its veth): its
+//! connection's conntrack entry says whether a DNAT on this host's PREROUTING (kube-proxy's
+//! rules for a pod's connect to a Service) sent it elsewhere. Only the packet that opens a
+//! TCP connection (conntrack's `IP_CT_NEW`, a SYN) is looked at: any other costs a read of its
+//! `_nfct`.
 
 use aya_ebpf::{macros::raw_tracepoint, programs::RawTracePointContext};
-use probe_common::{Family, RawAddr};
+use probe_common::{AF_INET, AF_INET6, Family, RawAddr, config::SkbOffsets, config::ct_tuple};
 
 use crate::{
     SKB_OFFSETS, SOCK_OFFSETS, emit,
@@ -21,6 +27,12 @@ use crate::{
 /// TCP header flags.
 const TCP_SYN: u8 = 0x02;
 const TCP_ACK: u8 = 0x10;
+
+/// The low bits of `skb->_nfct` (`NFCT_INFOMASK`) hold the packet's conntrack state, the rest
+/// the `struct nf_conn *`.
+const NFCT_INFOMASK: u64 = 7;
+/// `IP_CT_NEW`: the packet opens its connection (for TCP, a SYN, or its retransmit).
+const IP_CT_NEW: u64 = 2;
 
 #[raw_tracepoint(tracepoint = "net_dev_queue")]
 pub fn packet_queued(ctx: RawTracePointContext) -> i32 {
@@ -34,6 +46,7 @@ fn on_packet_queued(skb: u64) {
     let offsets = SKB_OFFSETS.load();
     let sk: u64 = sock::read_kernel(skb, offsets.sk);
     if sk == 0 {
+        forwarded(skb, &offsets);
         return;
     }
     let socket = Sock::read(sk as *const u8, SOCK_OFFSETS.load());
@@ -74,4 +87,54 @@ fn on_packet_queued(skb: u64) {
         return;
     }
     emit::nat(task::netns(sk), &to, (saddr, sport), (nat_daddr, nat_dport));
+}
+
+/// A packet forwarded through this host: if it opens a TCP connection whose conntrack entry's
+/// reply comes from elsewhere than where the client sent it (a DNAT on the way in), reports the
+/// client's endpoints and where the SYN went. The client's network namespace is not known
+/// here: the record's is 0, and userspace joins it to a connect by endpoints alone.
+#[inline(always)]
+fn forwarded(skb: u64, offsets: &SkbOffsets) {
+    if offsets.nfct == 0 {
+        return;
+    }
+    let nfct: u64 = sock::read_kernel(skb, offsets.nfct);
+    if nfct & NFCT_INFOMASK != IP_CT_NEW {
+        return;
+    }
+    let ct = nfct & !NFCT_INFOMASK;
+    let original = ct + u64::from(offsets.ct_original);
+    let protonum: u8 = sock::read_kernel(original, ct_tuple::PROTONUM);
+    if protonum != IPPROTO_TCP as u8 {
+        return;
+    }
+    let family = match sock::read_kernel::<u16>(original, ct_tuple::L3NUM) {
+        AF_INET => Family::V4,
+        AF_INET6 => Family::V6,
+        _ => return,
+    };
+    let reply = ct + u64::from(offsets.ct_reply);
+    let (daddr, dport) = endpoint(original, ct_tuple::DST_ADDR, ct_tuple::DST_PORT, family);
+    let (nat_daddr, nat_dport) = endpoint(reply, ct_tuple::SRC_ADDR, ct_tuple::SRC_PORT, family);
+    if nat_daddr == daddr && nat_dport == dport {
+        return;
+    }
+    let source = endpoint(original, ct_tuple::SRC_ADDR, ct_tuple::SRC_PORT, family);
+    let to = crate::filter::Destination {
+        family,
+        addr: daddr,
+        port: dport,
+    };
+    emit::nat(0, &to, source, (nat_daddr, nat_dport));
+}
+
+/// An address and port of a conntrack tuple (the port in host order; an IPv4 address in the
+/// first word, as every record holds one).
+#[inline(always)]
+fn endpoint(tuple: u64, addr: u32, port: u32, family: Family) -> (RawAddr, u16) {
+    let addr = match family {
+        Family::V4 => RawAddr([sock::read_kernel(tuple, addr), 0, 0, 0]),
+        Family::V6 => sock::read_kernel(tuple, addr),
+    };
+    (addr, u16::from_be(sock::read_kernel(tuple, port)))
 }

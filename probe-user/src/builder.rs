@@ -142,7 +142,9 @@ impl TracerBuilder {
 
     /// Gives each connect whose SYN a destination NAT sent elsewhere the address it was sent
     /// to ([`crate::ConnectEvent::nat_dst`]), seen as the SYN is queued to its device (the
-    /// `net:net_dev_queue` tracepoint, which every transmitted packet then passes through).
+    /// `net:net_dev_queue` tracepoint, which every transmitted packet then passes through); for
+    /// a connect this host forwards (a pod's, through its veth), from the conntrack entry of
+    /// its SYN as it leaves.
     /// Events then carry the workload, whose network namespace joins a SYN to its connect.
     /// With [`Report::Counts`], each row carries it too ([`crate::ConnectCount::nat_dst`]),
     /// counted from the events ([`Tracer::counts_in_userspace`]).

@@ -1,7 +1,8 @@
 //! The real destination of connects behind a destination NAT (`--nat`): the kernel side reports
 //! each SYN that left for another destination than its socket's ([`probe_common::NatRecord`]);
-//! the connect of the same socket endpoints in the same network namespace, reported at its
-//! call's return or at its outcome (after its SYN), takes it from here.
+//! the connect of the same socket endpoints in the same network namespace (any namespace for a
+//! SYN seen forwarded through this host, without its socket), reported at its call's return or
+//! at its outcome (after its SYN), takes it from here.
 //!
 //! The table holds at most [`NatTable::MAX`] SYNs not yet claimed (those of connects the filters
 //! left out, above all); past it the oldest is forgotten (counted).
@@ -17,6 +18,10 @@ use crate::event::family;
 
 /// A connect's socket endpoints in a network namespace.
 type Key = (u32, SocketAddr, SocketAddr);
+
+/// The namespace of a SYN seen forwarded, without its socket (the kernel side's `forwarded`):
+/// any connect of its endpoints claims it.
+const FORWARDED: u32 = 0;
 
 /// SYNs sent elsewhere than their socket's destination, by socket endpoints.
 #[derive(Debug, Default)]
@@ -71,14 +76,18 @@ impl NatTable {
     }
 
     /// Where the SYN of the connect from `src` to `dst` in namespace `netns` went, if a NAT
-    /// sent it elsewhere.
+    /// sent it elsewhere: in its own namespace (seen with its socket), or else on this host's
+    /// way in, forwarded (seen without a socket, so of no namespace: [`FORWARDED`]).
     pub(crate) fn claim(
         &mut self,
         netns: u32,
         src: SocketAddr,
         dst: SocketAddr,
     ) -> Option<SocketAddr> {
-        self.sent.remove(&(netns, src, dst)).map(|(nat, _)| nat)
+        self.sent
+            .remove(&(netns, src, dst))
+            .or_else(|| self.sent.remove(&(FORWARDED, src, dst)))
+            .map(|(nat, _)| nat)
     }
 }
 
@@ -122,6 +131,20 @@ mod tests {
             Some("10.1.2.3:8080".parse().unwrap())
         );
         assert_eq!(table.claim(7, src, dst), None);
+        // A SYN seen forwarded (no namespace) goes to the connect of its endpoints, whichever
+        // namespace it is in; one of the connect's own namespace first.
+        let mut forwarded = record(40000);
+        forwarded.netns = FORWARDED;
+        table.note(&forwarded);
+        assert_eq!(
+            table.claim(9, src, "198.51.100.10:81".parse().unwrap()),
+            None
+        );
+        assert_eq!(
+            table.claim(9, src, dst),
+            Some("10.1.2.3:8080".parse().unwrap())
+        );
+        assert_eq!(table.claim(9, src, dst), None);
         let mut bad = record(1);
         bad.family = 99;
         assert!(table.note(&bad));

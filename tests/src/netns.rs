@@ -77,6 +77,39 @@ impl NetNs {
     }
 }
 
+/// Joins `a` and `b` with a veth pair: `name` in `a` with `a_addr` (CIDR), its peer in `b`
+/// with `b_addr`, both up, and `b`'s default route through `a_addr`'s address: `a` routes for
+/// `b`, as a node for a pod. With busybox's `ip` (the VM's; the kernel's `veth` module loaded
+/// by [`netfilter_up`]), whose `ip link add` names the peer itself (`veth0`, in a namespace
+/// that has none: it is moved to `b` at once).
+pub fn veth(a: &NetNs, name: &str, a_addr: &str, b: &NetNs, b_addr: &str) {
+    a.command("ip", &["link", "add", name, "type", "veth"]);
+    // `ip link set ... netns` takes a process of the namespace.
+    let mut holder = b.run(|| {
+        Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .expect("cannot run sleep")
+    });
+    let moved = std::panic::catch_unwind(|| {
+        a.command(
+            "ip",
+            &["link", "set", "veth0", "netns", &holder.id().to_string()],
+        )
+    });
+    let _ = holder.kill();
+    let _ = holder.wait();
+    if let Err(panic) = moved {
+        std::panic::resume_unwind(panic);
+    }
+    a.command("ip", &["addr", "add", a_addr, "dev", name]);
+    a.command("ip", &["link", "set", name, "up"]);
+    b.command("ip", &["addr", "add", b_addr, "dev", "veth0"]);
+    b.command("ip", &["link", "set", "veth0", "up"]);
+    let gateway = a_addr.split('/').next().unwrap();
+    b.command("ip", &["route", "add", "default", "via", gateway]);
+}
+
 /// The inode number of the calling thread's network namespace (`/proc/self/ns/net` is the main
 /// thread's).
 pub fn thread_netns() -> u64 {

@@ -26,7 +26,7 @@ use probe_tests::{
     ProbeUser, SeenConnect, connect,
     dns::{Malformed, Qtype, Resolved, Responder, Zone, resolve},
     free_port, json_lines, kernel_has_kprobes, line_reporting, listener,
-    netns::{NetNs, has_nft, netfilter_up, nft, thread_netns},
+    netns::{NetNs, has_nft, netfilter_up, nft, thread_netns, veth},
     once_per_kernel, probe_user_command, scrape, summary,
 };
 use serde_json::Value;
@@ -458,6 +458,18 @@ impl Backend {
     }
 }
 
+/// Checks that the line reporting `seen` says its SYN went to `nat` (`nat_daddr`, `nat_dport`),
+/// or carries no `nat_*` field for `None`.
+fn assert_nat(lines: &[Value], seen: &SeenConnect, nat: Option<SocketAddr>) {
+    let line = line_reporting(lines, seen);
+    let got = (line.get("nat_daddr"), line.get("nat_dport"));
+    let want = nat.map(|nat| (Value::from(nat.ip().to_string()), Value::from(nat.port())));
+    match want {
+        Some((daddr, dport)) => assert_eq!(got, (Some(&daddr), Some(&dport)), "{line}"),
+        None => assert_eq!(got, (None, None), "{line}"),
+    }
+}
+
 /// `--nat`: a connect that an nftables DNAT rule (output hook) sends to a local backend carries
 /// the address and port its SYN went to (`nat_daddr`, `nat_dport`) next to the destination
 /// the application asked for (`daddr`, `dport`), for IPv4 and IPv6; a connect no rule touches
@@ -521,21 +533,9 @@ fn names_nat_dnat_destination_is_reported() {
     backend6.assert_accepted_from(nat6.src);
     backend4.assert_accepted_from(direct.src);
 
-    for (seen, backend) in [(nat4, &backend4), (nat6, &backend6)] {
-        let line = line_reporting(&lines, &seen);
-        assert_eq!(
-            (&line["nat_daddr"], &line["nat_dport"]),
-            (
-                &Value::from(backend.addr.ip().to_string()),
-                &Value::from(backend.addr.port())
-            ),
-            "{line}"
-        );
-    }
-    let line = line_reporting(&lines, &direct);
-    for field in ["nat_daddr", "nat_dport"] {
-        assert!(line.get(field).is_none(), "{field} in {line}");
-    }
+    assert_nat(&lines, &nat4, Some(backend4.addr));
+    assert_nat(&lines, &nat6, Some(backend6.addr));
+    assert_nat(&lines, &direct, None);
     // Counted by destination with --nat: each row holds where the NAT sent its connects.
     let dst = |ip: &str, backend: &Backend| {
         (
@@ -550,4 +550,67 @@ fn names_nat_dnat_destination_is_reported() {
     ];
     want.sort();
     assert_eq!(last_counts(counts), want);
+}
+
+/// `--nat` for connects a host forwards, as a node forwards its pods' to a Kubernetes Service:
+/// a client namespace routes through a router namespace (veth pairs), whose nftables
+/// PREROUTING DNAT sends a Service-like address to a backend in a third namespace. The SYN
+/// leaves the router without its socket; its conntrack entry says where it went, and the
+/// connect (in the client's namespace) carries it (`nat_daddr`, `nat_dport`), in JSON lines and
+/// in counts; a connect forwarded without NAT carries none.
+#[test]
+fn names_nat_forwarded_dnat_destination_is_reported() {
+    netfilter_up();
+    if !has_nft() {
+        return;
+    }
+    let (client, router, server) = (NetNs::new(), NetNs::new(), NetNs::new());
+    veth(&router, "pod", "10.0.0.1/24", &client, "10.0.0.2/24");
+    veth(&router, "backend", "10.0.1.1/24", &server, "10.0.1.2/24");
+    router.run(|| std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").unwrap());
+    let backend = Backend::start(&server, "10.0.1.2:0");
+    nft(
+        &router,
+        &format!(
+            "table ip nat {{\n\
+               chain prerouting {{\n\
+                 type nat hook prerouting priority -100;\n\
+                 ip daddr 10.96.0.10 tcp dport 80 dnat to {}\n\
+               }}\n\
+             }}\n",
+            backend.addr
+        ),
+    );
+    let to = |dst: SocketAddr| {
+        client
+            .run(|| connect(dst, None))
+            .unwrap_or_else(|e| panic!("connect {dst}: {e}"))
+    };
+    let service: SocketAddr = "10.96.0.10:80".parse().unwrap();
+    // The path works (and the neighbours are resolved) before tracing starts.
+    backend.assert_accepted_from(to(service).src);
+
+    let tracer = tracer(&["--nat"]);
+    let counts = counter(80, &["--count", "--nat"]);
+    let natted = to(service);
+    let direct = to(backend.addr);
+    let (lines, _) = lines_of(tracer);
+    backend.assert_accepted_from(natted.src);
+    backend.assert_accepted_from(direct.src);
+    assert_eq!(natted.dst, service);
+
+    assert_eq!(line_reporting(&lines, &natted)["netns"], client.inode());
+    assert_nat(&lines, &natted, Some(backend.addr));
+    assert_nat(&lines, &direct, None);
+    assert_eq!(
+        last_counts(counts),
+        [(
+            (
+                None,
+                Some("10.96.0.10".into()),
+                Some(backend.addr.to_string())
+            ),
+            1
+        )]
+    );
 }

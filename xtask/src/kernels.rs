@@ -44,7 +44,7 @@ pub fn image(version: &str, arch: Arch) -> Result<PathBuf> {
     let modules = dir.join("netfilter");
     // An image cached without its modules is fetched again, with them, from the suite's current
     // package: both always come from one package.
-    if image.exists() && modules.join("order").exists() {
+    if image.exists() && netfilter::complete(&modules) {
         return Ok(image);
     }
     eprintln!(

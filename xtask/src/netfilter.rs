@@ -22,9 +22,17 @@ use crate::{
 
 /// The modules the guest loads, with every module they depend on: nftables' NAT chain type and
 /// `dnat` expression (which bring nf_tables, nf_nat, conntrack and defragmentation, for IPv4 and
-/// IPv6 alike), and conntrack's netlink interface, which a host doing NAT has loaded as soon
-/// as anything lists or queries connections.
-const WANTED: [&str; 3] = ["nft_chain_nat", "nft_nat", "nf_conntrack_netlink"];
+/// IPv6 alike), conntrack's netlink interface, which a host doing NAT has loaded as soon
+/// as anything lists or queries connections, and veth: interface pairs between network
+/// namespaces, so that a test can forward a namespace's connects through another, as a node
+/// forwards its pods'.
+const WANTED: [&str; 4] = ["nft_chain_nat", "nft_nat", "nf_conntrack_netlink", "veth"];
+
+/// Whether `dir` holds the modules of [`WANTED`] as this xtask wants them (an older cache may
+/// hold fewer: then the kernel is fetched again, with them).
+pub fn complete(dir: &Path) -> bool {
+    std::fs::read_to_string(dir.join("wanted")).is_ok_and(|w| w.trim() == WANTED.join(" "))
+}
 
 /// Modules providing what a `softdep=pre:` names, where that is not a module's name:
 /// libcrc32c needs the crc32c algorithm, which Debian builds as a module and the kernel would
@@ -83,6 +91,7 @@ pub fn keep_modules(root: &Path, out: &Path) -> Result<()> {
     }
     std::fs::write(partial.join("order"), order.join("\n") + "\n")?;
     std::fs::write(partial.join("release"), format!("{release}\n"))?;
+    std::fs::write(partial.join("wanted"), WANTED.join(" ") + "\n")?;
     let _ = std::fs::remove_dir_all(out);
     std::fs::rename(&partial, out)?;
     Ok(())

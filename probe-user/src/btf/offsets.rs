@@ -35,6 +35,8 @@ const STRUCTS: &[&str] = &[
     "cgroup",
     "kernfs_node",
     "sk_buff",
+    "nf_conn",
+    "nf_conntrack_tuple_hash",
     // An enum, looked up like the structs.
     "skb_drop_reason",
 ];
@@ -139,6 +141,7 @@ fn packets_in(btf: &KernelBtf) -> Result<Packets> {
         data: field("data")?,
         len: field("len")?,
         data_len: field("data_len")?,
+        ..conntrack_in(btf, &skb)
     };
     let drops = btf.enumerators("skb_drop_reason")?.map(|all| {
         let names: Vec<(u32, String)> = all
@@ -160,6 +163,29 @@ fn packets_in(btf: &KernelBtf) -> Result<Packets> {
         (config, names)
     });
     Ok(Packets { skb, drops })
+}
+
+/// Where a packet's conntrack entry and its tuples are (`--nat`'s forwarded SYNs), or zeroes
+/// when the kernel's BTF has no conntrack (built without it, or as a module whose types the
+/// kernel's own BTF lacks): then forwarded SYNs are not looked at.
+fn conntrack_in(btf: &KernelBtf, skb: &Struct) -> SkbOffsets {
+    let found = || -> Result<SkbOffsets> {
+        let conn = btf.named_struct("nf_conn")?;
+        let hash = btf.named_struct("nf_conntrack_tuple_hash")?;
+        let original =
+            btf.field_offset(&conn, &["tuplehash"])? + btf.field_offset(&hash, &["tuple"])?;
+        Ok(SkbOffsets {
+            nfct: btf.field_offset(skb, &["_nfct"])?,
+            ct_original: original,
+            ct_reply: original + hash.size,
+            ..SkbOffsets::default()
+        })
+    };
+    found()
+        .inspect_err(|e| {
+            log::debug!("no conntrack in the kernel's BTF ({e}): forwarded SYNs are not looked at")
+        })
+        .unwrap_or_default()
 }
 
 /// The task, pid, namespace and cgroup field offsets (records' identity, `--container`).
@@ -321,6 +347,10 @@ mod tests {
                 data: 208,
                 len: 112,
                 data_len: 116,
+                // tuplehash at 16, its tuple 16 further; the reply hash 56 after the first.
+                nfct: 104,
+                ct_original: 32,
+                ct_reply: 88,
             }
         );
         let (config, names) = packets.drops.unwrap();

@@ -247,7 +247,22 @@ pub(super) fn fake_kernel(state: u32, with_pid: bool) -> BtfWriter {
             ("data", head_ptr, 208 * 8),
             ("len", u32_, 112 * 8),
             ("data_len", u32_, 116 * 8),
+            ("_nfct", u64_, 104 * 8),
         ],
+    );
+    // struct nf_conn as 6.1 lays it out, after a forward declaration of it (as 5.10's BTF has
+    // both): the struct is what is found.
+    w.add(7, "nf_conn", 0, false, 0, &[]);
+    let tuple = w.structure("nf_conntrack_tuple", 40, &[("src", u32_, 0)]);
+    let hash = w.structure(
+        "nf_conntrack_tuple_hash",
+        56,
+        &[("hnnode", u64_, 0), ("tuple", tuple, 16 * 8)],
+    );
+    w.structure(
+        "nf_conn",
+        248,
+        &[("lock", u32_, 4 * 8), ("tuplehash", hash, 16 * 8)],
     );
     // enum skb_drop_reason, as 6.x has it (SKB_NOT_DROPPED_YET first).
     let reasons = [

@@ -158,6 +158,10 @@ pub(super) const CONFIGS: &[Config] = &[
     // packets that are neither), and with a DNS answer before each connect.
     traced("json-names", "example 2", ProbeUser("/bin/probe-user --format json --names"), 8080),
     traced("json-nat", "example 2", ProbeUser("/bin/probe-user --format json --nat"), 8080),
+    // Counting: in the kernel (nothing crosses per connect), and by DNS name, which userspace
+    // counts from the events (each connect crosses the ring buffer, as a JSON line does).
+    traced("count-default", "example 2", ProbeUser("/bin/probe-user --count --interval 1h"), 8080),
+    traced("count-names", "example 2", ProbeUser("/bin/probe-user --count --interval 1h --count-by name"), 8080),
     dns("baseline-dns", None),
     dns("dns-json", Some(ProbeUser("/bin/probe-user --format json"))),
     dns("dns-json-names", Some(ProbeUser("/bin/probe-user --format json --names"))),

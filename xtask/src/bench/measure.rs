@@ -123,7 +123,7 @@ fn guest_script(options: &Options, latency: bool) -> String {
            echo \"result $name $r lines=0\"; return 0\n\
          fi\n\
          rm -f /tmp/err; \"$@\" > /tmp/out 2> /tmp/err & t=$!\n\
-         until if [ $ready = banner ]; then grep -q Tracing /tmp/err 2>/dev/null;\n\
+         until if [ $ready = banner ]; then grep -q 'Hit Ctrl-C' /tmp/err 2>/dev/null;\n\
                else grep -q tcp_v4_connect /sys/kernel/debug/kprobes/list; fi; do\n\
            kill -0 $t 2>/dev/null || { cat /tmp/err; return 1; }; sleep 0.05; done\n\
          [ $ready = banner ] || sleep 1\n\
