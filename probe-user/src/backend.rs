@@ -170,9 +170,13 @@ fn attach_programs(
                 None => crate::btf::function_btf(Path::new(crate::btf::VMLINUX_BTF), &functions)
                     .map_err(|e| AttachError::KernelBtf(Box::new(e)))?,
             };
-            for (name, function) in programs {
-                trampoline(ebpf, name, function, &btf, attached)?;
+            // Every program loaded (verified) first, then all attached at once: each attach
+            // waits for the kernel to patch the function's trampoline, and those waits overlap
+            // in parallel threads.
+            for &(name, function) in &programs {
+                load_trampoline(ebpf, name, function, &btf, attached)?;
             }
+            attach_trampolines(ebpf, &programs)?;
         }
         Backend::Tracepoint => raw_tracepoint(
             ebpf,
@@ -275,8 +279,8 @@ fn kprobe(
     Ok(())
 }
 
-/// Loads the fentry or fexit program `name` for `function` and attaches it.
-fn trampoline(
+/// Loads the fentry or fexit program `name` for `function`.
+fn load_trampoline(
     ebpf: &mut Ebpf,
     name: &'static str,
     function: Function,
@@ -285,20 +289,61 @@ fn trampoline(
 ) -> Result<(), AttachError> {
     let function = function.name();
     let loaded = |result| diagnose::load_refused(name, Some(function), result);
-    let attach = |result| diagnose::trampoline_refused(name, function, result);
     match ebpf.program_mut(name) {
-        Some(Program::FEntry(p)) => {
-            p.load(function, btf).map_err(loaded)?;
-            attached.push(name);
-            p.attach().map_err(attach)?;
-        }
-        Some(Program::FExit(p)) => {
-            p.load(function, btf).map_err(loaded)?;
-            attached.push(name);
-            p.attach().map_err(attach)?;
-        }
+        Some(Program::FEntry(p)) => p.load(function, btf).map_err(loaded)?,
+        Some(Program::FExit(p)) => p.load(function, btf).map_err(loaded)?,
         _ => return Err(AttachError::Object(name)),
     }
+    attached.push(name);
+    Ok(())
+}
+
+/// Attaches the loaded fentry and fexit `programs`, each from a thread of its own: attaching
+/// one waits for the kernel to patch its function's trampoline (a sleep in the kernel more than
+/// work), so the waits of all of them overlap. The first error is returned (what attached
+/// stays attached, for the caller to unload).
+fn attach_trampolines(
+    ebpf: &mut Ebpf,
+    programs: &[(&'static str, Function)],
+) -> Result<(), AttachError> {
+    let mut targets: Vec<(&'static str, &'static str, &mut Program)> = ebpf
+        .programs_mut()
+        .filter_map(|(name, program)| {
+            let &(name, function) = programs.iter().find(|(n, _)| *n == name)?;
+            Some((name, function.name(), program))
+        })
+        .collect();
+    if targets.len() != programs.len() {
+        let missing = programs
+            .iter()
+            .find(|(n, _)| !targets.iter().any(|(t, _, _)| t == n))
+            .map_or("", |(n, _)| *n);
+        return Err(AttachError::Object(missing));
+    }
+    std::thread::scope(|scope| {
+        let attaching: Vec<_> = targets
+            .iter_mut()
+            .map(|(name, function, program)| {
+                let (name, function) = (*name, *function);
+                scope.spawn(move || {
+                    let attached = match program {
+                        Program::FEntry(p) => p.attach().map(drop),
+                        Program::FExit(p) => p.attach().map(drop),
+                        _ => return Err(AttachError::Object(name)),
+                    };
+                    attached.map_err(|e| diagnose::trampoline_refused(name, function, e))
+                })
+            })
+            .collect();
+        attaching
+            .into_iter()
+            .map(|thread| {
+                thread
+                    .join()
+                    .unwrap_or_else(|p| std::panic::resume_unwind(p))
+            })
+            .collect::<Result<Vec<()>, AttachError>>()
+    })?;
     Ok(())
 }
 
