@@ -48,6 +48,24 @@ pub struct SockOffsets {
     /// `snd_una` of `struct tcp_sock` (`u32`): in SYN_SENT the connect's initial sequence
     /// number, which tells one connect of a socket address from another (`--outcome`).
     pub snd_una: u32,
+    /// `bytes_acked` of `struct tcp_sock` (`u64`): payload bytes the peer acknowledged
+    /// (`--lifetime`).
+    pub bytes_acked: u32,
+    /// `bytes_received` of `struct tcp_sock` (`u64`): payload bytes received (`--lifetime`).
+    pub bytes_received: u32,
+    /// `srtt_us` of `struct tcp_sock` (`u32`): the smoothed round-trip time in microseconds,
+    /// shifted left by 3 (`--lifetime`).
+    pub srtt_us: u32,
+    /// `write_seq` of `struct tcp_sock` (`u32`): the sequence number after the last byte
+    /// queued, the FIN included once sent; equal to `snd_una` when all of it was acknowledged
+    /// (`--lifetime`: whether `bytes_acked` counts this side's FIN).
+    pub write_seq: u32,
+    /// `skc_flags` of `struct sock_common` (`sk_flags`, `unsigned long`), whose [`SockOffsets::sock_done`] bit
+    /// `tcp_fin` sets when the peer's FIN arrives (`--lifetime`: whether `bytes_received`
+    /// counts it).
+    pub sk_flags: u32,
+    /// The value of `SOCK_DONE` in `enum sock_flags` (a bit number of `sk_flags`).
+    pub sock_done: u32,
     /// Explicit padding, always zero.
     pub _pad: u32,
 }

@@ -11,21 +11,24 @@
 //! - [`config`]: what userspace sets before loading (globals) and writes into the filter maps;
 //! - [`state`]: the values of the kernel side's own maps (calls in flight, counts, counters);
 //! - [`outcome`]: how a connect ended (`--outcome`), and its latency buckets;
+//! - [`life`]: how a connection ended (`--lifetime`);
 //! - [`Family`], [`Function`] and [`Backend`]: address families, the traced kernel functions,
 //!   and the ways of hooking them.
 #![no_std]
 
 pub mod config;
+pub mod life;
 pub mod names;
 pub mod outcome;
 pub mod record;
 pub mod state;
 
 pub use config::{CountBy, FilterFlags, SockOffsets};
+pub use life::End;
 pub use outcome::{Cause, Outcome, OutcomeConfig};
 pub use record::{
-    ConnectRecord, DNS_PAYLOAD_MAX, DnsRecord, Identity, NatRecord, OutcomeRecord, RecordHeader,
-    RecordKind, TimestampRecord, Trouble,
+    CloseRecord, ConnectRecord, DNS_PAYLOAD_MAX, DnsRecord, Identity, NatRecord, OutcomeRecord,
+    RecordHeader, RecordKind, TimestampRecord, Trouble,
 };
 
 /// `AF_INET` as the kernel and `sockaddr_in` spell it.
@@ -81,6 +84,10 @@ pub mod limit {
     /// IPv4-mapped connects between their inner and outer exit (entries of the LRU
     /// `MAPPED_INNER`; more threads inside such a call at once than this is not expected).
     pub const MAX_MAPPED_CALLS: u32 = 1024;
+    /// Traced connections open at once whose close is reported (entries of the LRU `LIVE`,
+    /// `--lifetime`). Past it the connection least recently changing state is evicted, and
+    /// counted as dropped.
+    pub const MAX_LIVE: u32 = 1 << 14;
     /// Label sets `--count` and `--metrics` keep by default (`--max-series`: the entries of
     /// `CONNECT_COUNTS`, besides [`OVERFLOW_KEYS`]); connects with a new label set beyond it are
     /// counted under an overflow key. About 5.6 MiB of kernel memory (an entry is a 32-byte key
@@ -308,6 +315,7 @@ mod user {
     unsafe impl aya::Pod for super::config::DstKey {}
     unsafe impl aya::Pod for super::state::PendingConnect {}
     unsafe impl aya::Pod for super::state::ConnectingSlot {}
+    unsafe impl aya::Pod for super::state::LiveConnection {}
     unsafe impl aya::Pod for super::state::CountKey {}
     unsafe impl aya::Pod for super::state::CountValue {}
     unsafe impl aya::Pod for super::record::OutcomeRecord {}

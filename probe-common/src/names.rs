@@ -53,6 +53,9 @@ pub mod map {
         SYN_TROUBLE,
         /// Which cause hooks userspace attached (`--outcome`): one `u32`, bit 0 the ICMP hook.
         CAUSE_HOOKS,
+        /// Traced connections between ESTABLISHED and CLOSE (`--lifetime`): an LRU of
+        /// `crate::state::LiveConnection` by socket address.
+        LIVE,
     }
 }
 
@@ -87,6 +90,8 @@ pub mod global {
         SKB_OFFSETS,
         /// `crate::config::DropConfig` from BTF (the drop-reason hook).
         DROPS,
+        /// `u8`: non-zero when traced connections are followed to their close (`--lifetime`).
+        LIFETIME,
     }
 }
 

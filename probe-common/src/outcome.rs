@@ -17,6 +17,10 @@ pub mod errno {
     pub const EHOSTUNREACH: u32 = 113;
     /// Permission denied: an ICMPv6 "administratively prohibited" (a firewall's reject).
     pub const EACCES: u32 = 13;
+    /// Broken pipe: a reset received after the peer's FIN.
+    pub const EPIPE: u32 = 32;
+    /// Connection reset by peer.
+    pub const ECONNRESET: u32 = 104;
 }
 
 /// How a connect ended. Stored as a plain `u32` in records and as a `u8` in count keys (zero

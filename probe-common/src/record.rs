@@ -23,6 +23,8 @@ pub enum RecordKind {
     /// A [`NatRecord`]: a connect's SYN sent to another destination than the socket's
     /// (`--nat`).
     Nat = 5,
+    /// A [`CloseRecord`]: a traced connection that closed, with its figures (`--lifetime`).
+    Close = 6,
 }
 
 impl RecordKind {
@@ -47,6 +49,7 @@ impl TryFrom<u32> for RecordKind {
             3 => Ok(RecordKind::Outcome),
             4 => Ok(RecordKind::Dns),
             5 => Ok(RecordKind::Nat),
+            6 => Ok(RecordKind::Close),
             other => Err(other),
         }
     }
@@ -292,6 +295,44 @@ impl NatRecord {
     pub const SIZE: usize = core::mem::size_of::<Self>();
 }
 
+/// A traced connection that closed ([`RecordKind::Close`], with `--lifetime`): written when
+/// its socket moves to CLOSE, with the kernel's own counters of the connection at that moment
+/// (`struct tcp_sock`, as `tcp_info` reports them).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CloseRecord {
+    /// The connect that opened it, as it was reported (its header's kind is
+    /// [`RecordKind::Close`]).
+    pub connect: ConnectRecord,
+    /// `CLOCK_BOOTTIME` nanoseconds when the connection was established.
+    pub established_ns: u64,
+    /// `CLOCK_BOOTTIME` nanoseconds when it closed.
+    pub closed_ns: u64,
+    /// Payload bytes sent and acknowledged by the peer (`bytes_acked` without the SYN and
+    /// FIN: [`crate::life::payload_sent`]).
+    pub bytes_sent: u64,
+    /// Payload bytes received (`bytes_received` without the FIN:
+    /// [`crate::life::payload_received`]).
+    pub bytes_received: u64,
+    /// Segments sent (`segs_out`), the handshake's included.
+    pub segs_out: u32,
+    /// Segments received (`segs_in`).
+    pub segs_in: u32,
+    /// Segments retransmitted (`total_retrans`), the SYN's included.
+    pub retransmits: u32,
+    /// The smoothed round-trip time, microseconds (`srtt_us >> 3`).
+    pub srtt_us: u32,
+    /// A [`crate::End`] value: how the connection ended.
+    pub end: u32,
+    /// The error the kernel gave the socket (`sk_err`, positive errno), 0 if none.
+    pub errno: u32,
+}
+
+impl CloseRecord {
+    /// Size in bytes of one record in the ring buffer.
+    pub const SIZE: usize = core::mem::size_of::<Self>();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -310,6 +351,7 @@ mod tests {
         assert_eq!(OutcomeRecord::SIZE, ConnectRecord::SIZE + 16 + 8 + 24);
         assert_eq!(DnsRecord::SIZE, RecordHeader::SIZE + 16 + DNS_PAYLOAD_MAX);
         assert_eq!(NatRecord::SIZE, RecordHeader::SIZE + 16 + 3 * 16 + 8);
+        assert_eq!(CloseRecord::SIZE, ConnectRecord::SIZE + 4 * 8 + 6 * 4);
     }
 
     #[test]
@@ -320,6 +362,7 @@ mod tests {
             RecordKind::Outcome,
             RecordKind::Dns,
             RecordKind::Nat,
+            RecordKind::Close,
         ] {
             assert_eq!(RecordKind::try_from(kind.header().kind), Ok(kind));
         }

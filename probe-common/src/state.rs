@@ -29,8 +29,15 @@ pub mod counter {
     /// Connects counted under an overflow key (see `CountKey::overflow`) because
     /// `CONNECT_COUNTS` held as many label sets as its budget. Not a loss: they are counted.
     pub const SERIES_OVERFLOW: u32 = 7;
+    /// Entries the kernel side put into the LRU `LIVE` map (`--lifetime`). Not a loss: with
+    /// [`LIVE_REMOVED`] and the entries left at the end, it tells how many connections the map
+    /// evicted (each a close that cannot be reported), which the kernel does silently.
+    pub const LIVE_ADDED: u32 = 8;
+    /// Entries the kernel side is about to remove from `LIVE` (a close reported, or a socket
+    /// tracked again whose close was missed), counted before the removal. See [`LIVE_ADDED`].
+    pub const LIVE_REMOVED: u32 = 9;
     /// Number of counters.
-    pub const COUNT: u32 = 8;
+    pub const COUNT: u32 = 10;
 }
 
 /// How long a socket can legitimately stay in SYN_SENT, in seconds, when its SYN is sent
@@ -243,6 +250,22 @@ pub struct PendingConnect {
     pub dport: u16,
     /// `AF_INET` or `AF_INET6`: which function was entered.
     pub family: u16,
+    /// Explicit padding, always zero.
+    pub _pad: u32,
+}
+
+/// A traced connection between ESTABLISHED and CLOSE (`--lifetime`), keyed by socket address in
+/// the kernel's LRU `LIVE` map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct LiveConnection {
+    /// The connect that opened it, as reported.
+    pub connect: crate::ConnectRecord,
+    /// `CLOCK_BOOTTIME` nanoseconds when it was established.
+    pub established_ns: u64,
+    /// The state it left ESTABLISHED for (`FIN_WAIT1`: this side's FIN first; `CLOSE_WAIT`:
+    /// the peer's), 0 while established.
+    pub first_fin: i32,
     /// Explicit padding, always zero.
     pub _pad: u32,
 }

@@ -15,10 +15,10 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::debug;
 use probe_common::{
-    COMM_LEN, ConnectRecord, CountBy, DNS_PAYLOAD_MAX, DnsRecord, NatRecord, Outcome,
-    OutcomeRecord, RawAddr, RecordKind, TimestampRecord, Trouble,
+    COMM_LEN, CloseRecord, ConnectRecord, CountBy, DNS_PAYLOAD_MAX, DnsRecord, End, NatRecord,
+    Outcome, OutcomeRecord, RawAddr, RecordKind, TimestampRecord, Trouble,
     outcome::{LATENCY_BUCKETS, latency_bucket},
-    state::{CountKey, CountValue, counter},
+    state::{CountKey, CountValue, LiveConnection, counter},
 };
 
 use crate::{
@@ -120,6 +120,43 @@ pub fn completed(
         (*trouble).flags = why.trouble.flags;
         (*trouble)._pad = 0;
         put_addr(addr_of_mut!((*trouble).icmp_from), why.trouble.icmp_from);
+    }
+    submit(entry);
+}
+
+/// A connection's figures at its close (`--lifetime`), from its socket.
+pub struct Figures {
+    pub end: End,
+    pub errno: u32,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    pub segs_out: u32,
+    pub segs_in: u32,
+    pub retransmits: u32,
+    pub srtt_us: u32,
+}
+
+/// Reports a traced connection that closed now (`--lifetime`), with its `figures`.
+#[inline(always)]
+pub fn closed(live: &LiveConnection, figures: &Figures) {
+    let Some(mut entry) = reserve::<CloseRecord>() else {
+        return;
+    };
+    let slot = entry.as_mut_ptr();
+    // SAFETY: the reservation is a CloseRecord's size and alignment; every field is written.
+    unsafe {
+        copy_record(addr_of_mut!((*slot).connect), &live.connect);
+        (*slot).connect.header = RecordKind::Close.header();
+        (*slot).established_ns = live.established_ns;
+        (*slot).closed_ns = aya_ebpf::helpers::bpf_ktime_get_boot_ns();
+        (*slot).bytes_sent = figures.bytes_sent;
+        (*slot).bytes_received = figures.bytes_received;
+        (*slot).segs_out = figures.segs_out;
+        (*slot).segs_in = figures.segs_in;
+        (*slot).retransmits = figures.retransmits;
+        (*slot).srtt_us = figures.srtt_us;
+        (*slot).end = figures.end as u32;
+        (*slot).errno = figures.errno;
     }
     submit(entry);
 }

@@ -22,6 +22,9 @@
 //! ([`filter::admitted`]) and the one emit path ([`emit`]): with `--count` (and `--metrics`)
 //! that counts each connect in `CONNECT_COUNTS` instead of emitting it.
 //!
+//! With `--lifetime` ([`life`]) a connect that came up is followed to its close, which both
+//! `inet_sock_set_state` programs report with the socket's own counters.
+//!
 //! With `--outcome`, [`cause`]'s hooks note what only the packet path sees of a failing
 //! handshake (an ICMP error, a SYN dropped in this host) for the completion path.
 //!
@@ -44,6 +47,7 @@ mod emit;
 mod fentry;
 mod filter;
 mod kprobe;
+mod life;
 mod nat;
 mod outcome;
 mod sock;
@@ -61,7 +65,9 @@ use probe_common::{
     COMM_LEN, ConnectRecord, CountBy, FilterFlags, OutcomeConfig, SockOffsets,
     config::{ContainerPrefix, DropConfig, DstKey, PORT_WORDS, SkbOffsets, TaskOffsets},
     limit,
-    state::{ConnectingSlot, CountKey, CountValue, PendingConnect, SynTrouble, counter},
+    state::{
+        ConnectingSlot, CountKey, CountValue, LiveConnection, PendingConnect, SynTrouble, counter,
+    },
 };
 
 // ---- globals: written by userspace before load, constants to the verifier ----
@@ -84,6 +90,12 @@ static SOCK_OFFSETS: Global<SockOffsets> = Global::new(SockOffsets {
     segs_in: 0,
     total_retrans: 0,
     snd_una: 0,
+    bytes_acked: 0,
+    bytes_received: 0,
+    srtt_us: 0,
+    write_seq: 0,
+    sk_flags: 0,
+    sock_done: 0,
     _pad: 0,
 });
 
@@ -179,6 +191,12 @@ static CALLER_NAMES: Global<u8> = Global::new(1);
 #[unsafe(no_mangle)]
 static CONTAINERS: Global<[ContainerPrefix; limit::MAX_CONTAINERS]> =
     Global::new([ContainerPrefix::EMPTY; limit::MAX_CONTAINERS]);
+
+/// Written by userspace before load: non-zero with `--lifetime` (which implies `--outcome`);
+/// read by the completion path, which then follows each connect that came up in `LIVE`, and
+/// by the `inet_sock_set_state` programs, which report its close (`life`).
+#[unsafe(no_mangle)]
+static LIFETIME: Global<u8> = Global::new(0);
 
 /// Written by userspace before load: non-zero when `--count` keys carry the caller's cgroup id
 /// besides what `COUNT_BY` says (`--metrics-label`); read by the emit path.
@@ -281,6 +299,17 @@ static SYN_TROUBLE: LruHashMap<u64, SynTrouble> =
 #[map]
 static CAUSE_HOOKS: Array<u32> = Array::with_max_entries(1, 0);
 
+/// `--lifetime`: each traced connection between ESTABLISHED and CLOSE, keyed by socket
+/// address; written by the completion path when a connect comes up (`life::opened`), updated
+/// when a FIN is first sent or received and removed at CLOSE by the `inet_sock_set_state`
+/// programs (`life::changed_call`), which report the close. Userspace reads what is left once
+/// the programs are detached (connections still open). An LRU, as `CONNECTING` is: a local user
+/// holding more connections open than it holds loses the closes of the oldest, not every new
+/// one's; `COUNTERS[LIVE_ADDED]` and `[LIVE_REMOVED]` let userspace count the evictions as
+/// dropped.
+#[map]
+static LIVE: LruHashMap<u64, LiveConnection> = LruHashMap::with_max_entries(limit::MAX_LIVE, 0);
+
 /// fexit backend: the socket an IPv4-mapped connect's inner tcp_v4_connect just reported, keyed
 /// by pid_tgid; written by that call's exit, consumed by the outer tcp_v6_connect's exit, which
 /// then stays silent. An LRU: with `-4` nobody consumes the entries.
@@ -331,9 +360,9 @@ check_names! {
     maps: EVENTS, COUNTERS, PENDING, CONNECTING, CONNECTING_SLOTS, CONNECTING_OVERFLOWED,
         RECORD_SCRATCH, MAPPED_INNER, CONNECT_COUNTS, PID_FILTER,
         UID_FILTER, CGROUP_FILTER, NETNS_FILTER, COMM_FILTER, DST_FILTER, SYN_TROUBLE,
-        CAUSE_HOOKS;
+        CAUSE_HOOKS, LIVE;
     globals: SOCK_OFFSETS, FILTERS, ENTRY_ONLY, WAKEUP_BYTES, COUNT_BY, PORT_SET, OUTCOME,
-        TASK_OFFSETS, IDENTITY, CALLER_NAMES, CONTAINERS, COUNT_CGROUP, SKB_OFFSETS, DROPS;
+        TASK_OFFSETS, IDENTITY, CALLER_NAMES, CONTAINERS, COUNT_CGROUP, SKB_OFFSETS, DROPS, LIFETIME;
     programs: kprobe::tcp_v4_connect, kprobe::tcp_v6_connect, kprobe::tcp_connect_return,
         tcp_connect::tcp_connect, tcp_connect::fentry_tcp_connect, fentry::fentry_tcp_v4_connect,
         fentry::fentry_tcp_v6_connect, fentry::fexit_tcp_v4_connect, fentry::fexit_tcp_v6_connect,

@@ -8,18 +8,19 @@
 //! `connect_outcome` program sees those transitions for the kprobe and fentry backends; the
 //! tracepoint backend's own program does for it.
 
-use core::mem::MaybeUninit;
+use core::{mem::MaybeUninit, ptr::addr_of_mut};
 
 use aya_ebpf::{EbpfContext, macros::raw_tracepoint, programs::RawTracePointContext};
 use probe_common::{
     Cause, ConnectRecord, Family, Outcome, Trouble,
-    state::{CONNECTING_STALE_NS, counter},
+    state::{CONNECTING_STALE_NS, LiveConnection, counter},
 };
 
 use crate::{
     OUTCOME, RECORD_SCRATCH, SOCK_OFFSETS, cause, connecting,
     emit::{self, Why},
     filter::Destination,
+    life,
     sock::{self, Sock, TCP_CLOSE, TCP_ESTABLISHED, TCP_SYN_SENT},
     task,
 };
@@ -31,6 +32,8 @@ pub fn connect_outcome(ctx: RawTracePointContext) -> i32 {
     let (sk, old, new): (*const u8, i32, i32) = (ctx.arg(0), ctx.arg(1), ctx.arg(2));
     if old == TCP_SYN_SENT {
         returned(left_syn_sent_call(ctx.as_ptr(), sk, new));
+    } else if life::enabled() && life::watched(old, new) {
+        returned(life::changed_call(sk, old, new));
     }
     0
 }
@@ -153,8 +156,13 @@ pub unsafe fn call_returned<C: EbpfContext>(
 #[inline(always)]
 pub fn left_syn_sent<C: EbpfContext>(ctx: &C, sk_ptr: *const u8, new: i32) {
     // A raw tracepoint's arguments are plain numbers: the socket's address is its key as is.
-    let mut copy = MaybeUninit::<ConnectRecord>::uninit();
-    if !connecting::take(sk_ptr as u64, &mut copy) {
+    // The record is taken into a `LiveConnection`, which `--lifetime` follows if it came up.
+    let mut live = MaybeUninit::<LiveConnection>::uninit();
+    // SAFETY: the record field of the connection, a record's worth of writable stack.
+    let copy = unsafe {
+        &mut *addr_of_mut!((*live.as_mut_ptr()).connect).cast::<MaybeUninit<ConnectRecord>>()
+    };
+    if !connecting::take(sk_ptr as u64, copy) {
         return;
     }
     // SAFETY: `take` wrote the whole record.
@@ -223,4 +231,16 @@ pub fn left_syn_sent<C: EbpfContext>(ctx: &C, sk_ptr: *const u8, new: i32) {
     };
     let outcome = Outcome::of_handshake(established, errno);
     emit::completed(&to, record, outcome, errno, &why, latency_ns);
+    // Followed to its close if it came up and was reported (as `completed` decides).
+    if established && life::enabled() && latency_ns >= OUTCOME.load().min_latency_ns {
+        let established_ns = record.boot_ns + latency_ns;
+        let live = live.as_mut_ptr();
+        // SAFETY: the record is written; the rest of the connection now is.
+        unsafe {
+            (*live).established_ns = established_ns;
+            (*live).first_fin = 0;
+            (*live)._pad = 0;
+            life::opened(sk_ptr, &*live);
+        }
+    }
 }

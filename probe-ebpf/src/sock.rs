@@ -119,6 +119,45 @@ pub fn total_retrans(sk: *const u8, offsets: SockOffsets) -> u32 {
     read_at(sk, offsets.total_retrans)
 }
 
+/// The socket's `tcp_sock.segs_out`: segments sent (`--lifetime`).
+#[inline(always)]
+pub fn segs_out(sk: *const u8, offsets: SockOffsets) -> u32 {
+    read_at(sk, offsets.segs_out)
+}
+
+/// The socket's `tcp_sock.bytes_acked`: payload bytes the peer acknowledged (`--lifetime`).
+#[inline(always)]
+pub fn bytes_acked(sk: *const u8, offsets: SockOffsets) -> u64 {
+    read_at(sk, offsets.bytes_acked)
+}
+
+/// The socket's `tcp_sock.bytes_received`: payload bytes received (`--lifetime`).
+#[inline(always)]
+pub fn bytes_received(sk: *const u8, offsets: SockOffsets) -> u64 {
+    read_at(sk, offsets.bytes_received)
+}
+
+/// The socket's `tcp_sock.srtt_us`: the smoothed round-trip time in microseconds, shifted
+/// left by 3 (`--lifetime`).
+#[inline(always)]
+pub fn srtt_us(sk: *const u8, offsets: SockOffsets) -> u32 {
+    read_at(sk, offsets.srtt_us)
+}
+
+/// The socket's `tcp_sock.write_seq`: the sequence number after the last byte queued
+/// (`--lifetime`).
+#[inline(always)]
+pub fn write_seq(sk: *const u8, offsets: SockOffsets) -> u32 {
+    read_at(sk, offsets.write_seq)
+}
+
+/// Whether the peer's FIN arrived (`tcp_fin` set `SOCK_DONE` in `sk_flags`; `--lifetime`).
+#[inline(always)]
+pub fn fin_received(sk: *const u8, offsets: SockOffsets) -> bool {
+    let flags: u64 = read_at(sk, offsets.sk_flags);
+    (flags >> (offsets.sock_done & 63)) & 1 != 0
+}
+
 /// The socket's `tcp_sock.snd_una`: in SYN_SENT, its connect's initial sequence number.
 #[inline(always)]
 pub fn snd_una(sk: *const u8, offsets: SockOffsets) -> u32 {

@@ -13,6 +13,7 @@ use probe_common::RawAddr;
 use crate::{
     ENTRY_ONLY, SOCK_OFFSETS, connecting, emit,
     filter::{self, Admitted},
+    life,
     outcome::{self, Scratch},
     sock::{IPPROTO_TCP, Sock, TCP_CLOSE, TCP_SYN_SENT},
 };
@@ -24,6 +25,8 @@ pub fn inet_sock_set_state(ctx: RawTracePointContext) -> i32 {
         outcome::returned(on_syn_sent(sk));
     } else if old == TCP_SYN_SENT {
         outcome::returned(outcome::left_syn_sent_call(ctx.as_ptr(), sk, new));
+    } else if life::enabled() && life::watched(old, new) {
+        outcome::returned(life::changed_call(sk, old, new));
     }
     0
 }

@@ -80,7 +80,7 @@ fn main() {
             out.clear();
             for record in &records {
                 let event = ConnectEvent::decode(black_box(record)).expect("a valid record");
-                formatter.write(&mut out, &event);
+                formatter.write_connect(&mut out, &event);
             }
             bytes += black_box(&out).len();
         }

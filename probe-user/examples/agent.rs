@@ -12,7 +12,7 @@
 
 use std::{collections::BTreeMap, time::Duration};
 
-use probe_user::{Counters, Tracer};
+use probe_user::{Counters, Event, Tracer};
 use tokio_stream::StreamExt as _;
 
 #[tokio::main(flavor = "current_thread")]
@@ -42,6 +42,8 @@ async fn main() -> anyhow::Result<()> {
     while limit != Some(seen) {
         tokio::select! {
             Some(event) = events.next() => {
+                // Connects only: closes come with `TracerBuilder::lifetime`, not asked here.
+                let Event::Connect(event) = event else { continue };
                 // A task names itself (prctl): escaped, a name with a newline cannot forge lines.
                 let comm = event.comm().escape_debug().to_string();
                 println!("{} {comm} {} -> {} ret={}", event.pid, event.src, event.dst, event.ret);

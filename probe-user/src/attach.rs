@@ -14,10 +14,14 @@ impl Tracer {
     /// A builder with no filters, tracing both families, reporting an event for each connect.
     ///
     /// ```no_run
-    /// use probe_user::Tracer;
+    /// use probe_user::{Event, Tracer};
     ///
     /// let mut tracer = Tracer::builder().filter_ports([80]).attach()?;
-    /// tracer.drain(|event| println!("{} connected to {}", event.pid, event.dst));
+    /// tracer.drain(|event| {
+    ///     if let Event::Connect(c) = event {
+    ///         println!("{} connected to {}", c.pid, c.dst)
+    ///     }
+    /// });
     /// # Ok::<(), probe_user::Error>(())
     /// ```
     pub fn builder() -> TracerBuilder {
@@ -32,6 +36,7 @@ impl TracerBuilder {
     /// loaded or attached.
     pub fn attach(mut self) -> Result<Tracer, Error> {
         let started = std::time::Instant::now();
+        self.follow_lifetimes()?;
         let tally = self.count_in_userspace();
         let mut startup = crate::Startup::default();
         let keys = loader::validate(&self)?;
@@ -90,6 +95,7 @@ impl TracerBuilder {
                     let loaded = Loaded {
                         tally,
                         nat: self.nat,
+                        lifetime: self.lifetime,
                         names: self.names,
                         failure_hooks,
                         backend,
@@ -128,6 +134,28 @@ impl TracerBuilder {
 }
 
 impl TracerBuilder {
+    /// With [`TracerBuilder::lifetime`]: events with outcomes (the completion path is what
+    /// starts following a connection), untracked outcomes becoming tracked.
+    fn follow_lifetimes(&mut self) -> Result<(), crate::Conflict> {
+        if !self.lifetime {
+            return Ok(());
+        }
+        match self.report {
+            Report::Events {
+                outcome: crate::Outcomes::Untracked,
+            } => {
+                self.report = Report::Events {
+                    outcome: crate::Outcomes::Tracked(crate::OutcomeFilter::default()),
+                };
+                Ok(())
+            }
+            Report::Events {
+                outcome: crate::Outcomes::Tracked(filter),
+            } if !filter.is_failed_only() => Ok(()),
+            _ => Err(crate::Conflict::LifetimeNeedsEvents),
+        }
+    }
+
     /// Counts whose keys hold what only userspace knows (a DNS name, a NAT's destination) are
     /// counted from events ([`crate::tally`]): the kernel side then reports each connect as an
     /// event, with the same outcomes and filters. Counting by name implies the names.

@@ -48,6 +48,7 @@ pub struct TracerBuilder {
     pub(crate) max_series: u32,
     pub(crate) names: Option<crate::NamesConfig>,
     pub(crate) nat: bool,
+    pub(crate) lifetime: bool,
 }
 
 impl Default for TracerBuilder {
@@ -71,6 +72,7 @@ impl Default for TracerBuilder {
             max_series: probe_common::limit::MAX_COUNT_KEYS,
             names: None,
             nat: false,
+            lifetime: false,
         }
     }
 }
@@ -150,6 +152,19 @@ impl TracerBuilder {
     /// counted from the events ([`Tracer::counts_in_userspace`]).
     pub fn nat(mut self, yes: bool) -> Self {
         self.nat = yes;
+        self
+    }
+
+    /// Follows each connect that came up to its close: the tracer then also reports an
+    /// [`crate::Event::Close`] for it, with its duration, bytes and segments each way,
+    /// retransmits, round-trip time and how it ended, when its socket closes (from
+    /// `sock:inet_sock_set_state`, which every backend then attaches), or as
+    /// [`crate::End::Open`] after [`Tracer::detach`] if it is still open. Needs events with
+    /// outcomes ([`Report::Events`]; [`crate::Outcomes::Untracked`] becomes
+    /// [`crate::Outcomes::Tracked`]), else [`crate::TracerBuilder::attach`] fails with
+    /// [`crate::Conflict::LifetimeNeedsEvents`].
+    pub fn lifetime(mut self, yes: bool) -> Self {
+        self.lifetime = yes;
         self
     }
 

@@ -3,8 +3,8 @@
 use std::net::SocketAddr;
 
 use probe_common::{
-    COMM_LEN, ConnectRecord, DnsRecord, Family, Function, Identity, NatRecord, Outcome,
-    OutcomeRecord, RawAddr, RecordHeader, RecordKind, TimestampRecord,
+    COMM_LEN, CloseRecord, ConnectRecord, DnsRecord, End, Family, Function, Identity, NatRecord,
+    Outcome, OutcomeRecord, RawAddr, RecordHeader, RecordKind, TimestampRecord,
 };
 
 use crate::WorkloadNames;
@@ -127,6 +127,115 @@ pub enum Malformed {
     /// The record's cause is none of [`crate::Cause`]'s.
     #[error("a record of unknown cause {0}")]
     Cause(u32),
+    /// The record's end is none of [`End`]'s.
+    #[error("a record of unknown end {0}")]
+    End(u32),
+}
+
+/// What the tracer reports: a connect, or (with [`crate::TracerBuilder::lifetime`]) the close
+/// of a connection one opened. Exhaustive: a new kind of event is a breaking change, so a
+/// `match` over these stays complete.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[allow(clippy::large_enum_variant)]
+pub enum Event {
+    /// A traced connect call (and with outcomes, how it ended).
+    Connect(ConnectEvent),
+    /// A traced connection that closed, or was still open when tracing ended.
+    Close(CloseEvent),
+}
+
+impl Event {
+    /// The connect, if this is one.
+    pub fn connect(&self) -> Option<&ConnectEvent> {
+        match self {
+            Event::Connect(connect) => Some(connect),
+            Event::Close(_) => None,
+        }
+    }
+}
+
+/// A traced connection from ESTABLISHED to its close ([`crate::TracerBuilder::lifetime`]): one
+/// for every connect reported as established, when its socket closes, or with
+/// [`End::Open`] for one still open when tracing ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CloseEvent {
+    /// The connect that opened it, as it was reported (without its completion).
+    pub connect: ConnectEvent,
+    /// `CLOCK_BOOTTIME` nanoseconds when it was established.
+    pub established_ns: u64,
+    /// `CLOCK_BOOTTIME` nanoseconds when it closed (for [`End::Open`], when tracing ended).
+    pub closed_ns: u64,
+    /// How it ended.
+    pub end: End,
+    /// The error the kernel gave the socket (`ECONNRESET`, `ETIMEDOUT`, ...), 0 if none.
+    pub errno: u32,
+    /// The kernel's counters of the connection at its close; `None` for [`End::Open`] (the
+    /// socket is not read at the end).
+    pub figures: Option<Figures>,
+}
+
+impl CloseEvent {
+    /// Nanoseconds from established to closed.
+    pub fn duration_ns(&self) -> u64 {
+        self.closed_ns.saturating_sub(self.established_ns)
+    }
+
+    /// Decodes a close record.
+    pub(crate) fn from_record(r: &CloseRecord) -> Result<Self, Malformed> {
+        let end = End::try_from(r.end).map_err(Malformed::End)?;
+        Ok(CloseEvent {
+            connect: ConnectEvent::from_record(&r.connect)?,
+            established_ns: r.established_ns,
+            closed_ns: r.closed_ns,
+            end,
+            errno: r.errno,
+            figures: Some(Figures {
+                bytes_sent: r.bytes_sent,
+                bytes_received: r.bytes_received,
+                segs_out: r.segs_out,
+                segs_in: r.segs_in,
+                retransmits: r.retransmits,
+                srtt_us: r.srtt_us,
+            }),
+        })
+    }
+
+    /// A connection still open at `now_ns`, from what the kernel side kept of it.
+    pub(crate) fn open(
+        live: &probe_common::state::LiveConnection,
+        now_ns: u64,
+    ) -> Result<Self, Malformed> {
+        Ok(CloseEvent {
+            connect: ConnectEvent::from_record(&live.connect)?,
+            established_ns: live.established_ns,
+            closed_ns: now_ns.max(live.established_ns),
+            end: End::Open,
+            errno: 0,
+            figures: None,
+        })
+    }
+}
+
+/// A connection's counters at its close, the kernel's own (`struct tcp_sock`, as `tcp_info`
+/// reports them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Figures {
+    /// Payload bytes sent and acknowledged by the peer (`tcpi_bytes_acked`, which also counts
+    /// the SYN and this side's FIN: left out here).
+    pub bytes_sent: u64,
+    /// Payload bytes received (`tcpi_bytes_received`, which also counts the peer's FIN: left
+    /// out here).
+    pub bytes_received: u64,
+    /// Segments sent, the handshake's included (`tcpi_segs_out`).
+    pub segs_out: u32,
+    /// Segments received (`tcpi_segs_in`).
+    pub segs_in: u32,
+    /// Segments retransmitted, the SYN's included (`tcpi_total_retrans`).
+    pub retransmits: u32,
+    /// The smoothed round-trip time at the close, microseconds (`tcpi_rtt`).
+    pub srtt_us: u32,
 }
 
 /// A ring-buffer record, decoded: a connect, or a DNS message the names are learned from
@@ -136,6 +245,7 @@ pub enum Malformed {
 #[allow(clippy::large_enum_variant)]
 pub(crate) enum Record {
     Connect(ConnectEvent),
+    Close(Box<CloseEvent>),
     Dns(Box<DnsRecord>),
     Nat(NatRecord),
 }
@@ -153,6 +263,10 @@ impl Record {
             RecordKind::Outcome => ConnectEvent::from_outcome(&read_record(bytes)?),
             RecordKind::Dns => return Ok(Record::Dns(Box::new(read_record(bytes)?))),
             RecordKind::Nat => return Ok(Record::Nat(read_record(bytes)?)),
+            RecordKind::Close => {
+                let close = CloseEvent::from_record(&read_record(bytes)?)?;
+                return Ok(Record::Close(Box::new(close)));
+            }
         };
         event.map(Record::Connect)
     }
@@ -173,6 +287,7 @@ impl ConnectEvent {
             Record::Connect(event) => Ok(event),
             Record::Dns(_) => Err(Malformed::NotConnect(RecordKind::Dns as u32)),
             Record::Nat(_) => Err(Malformed::NotConnect(RecordKind::Nat as u32)),
+            Record::Close(_) => Err(Malformed::NotConnect(RecordKind::Close as u32)),
         }
     }
 
@@ -405,6 +520,7 @@ pub(crate) mod tests {
                 RecordKind::Outcome => Some(OutcomeRecord::SIZE),
                 RecordKind::Dns => Some(probe_common::DnsRecord::SIZE),
                 RecordKind::Nat => Some(NatRecord::SIZE),
+                RecordKind::Close => Some(CloseRecord::SIZE),
             }
         }
 
@@ -412,7 +528,7 @@ pub(crate) mod tests {
             #[test]
             fn any_bytes_decode_or_are_malformed(
                 mut bytes in proptest::collection::vec(any::<u8>(), 0..200),
-                kind in 0u32..5,
+                kind in 0u32..8,
             ) {
                 if bytes.len() >= 4 {
                     bytes[..4].copy_from_slice(&kind.to_ne_bytes());
@@ -434,11 +550,17 @@ pub(crate) mod tests {
                     }
                     Err(Malformed::NotConnect(k)) => {
                         prop_assert_eq!(size_of_kind(&bytes), Some(bytes.len()));
-                        prop_assert!(k == RecordKind::Dns as u32 || k == RecordKind::Nat as u32);
+                        prop_assert!([RecordKind::Dns, RecordKind::Nat, RecordKind::Close]
+                            .iter()
+                            .any(|&n| n as u32 == k));
                     }
                     Err(Malformed::Cause(c)) => {
                         prop_assert_eq!(kind, RecordKind::Outcome as u32);
                         prop_assert!(crate::failure::Cause::try_from(c).is_err());
+                    }
+                    Err(Malformed::End(e)) => {
+                        prop_assert_eq!(kind, RecordKind::Close as u32);
+                        prop_assert!(probe_common::End::try_from(e).is_err());
                     }
                 }
             }

@@ -24,7 +24,7 @@
 //! apart what the operator can fix:
 //!
 //! ```no_run
-//! use probe_user::{Error, Tracer};
+//! use probe_user::{Error, Event, Tracer};
 //! use tokio_stream::StreamExt as _;
 //!
 //! # async fn agent() -> Result<(), Box<dyn std::error::Error>> {
@@ -37,7 +37,10 @@
 //! };
 //! let mut events = tracer.into_stream()?;
 //! while let Some(event) = events.next().await {
-//!     println!("{} ({}) connected to {}", event.pid, event.comm(), event.dst);
+//!     // Closes come too with `TracerBuilder::lifetime`.
+//!     if let Event::Connect(c) = event {
+//!         println!("{} ({}) connected to {}", c.pid, c.comm(), c.dst);
+//!     }
 //! }
 //! let lost = events.counters().lost();
 //! # Ok(())
@@ -67,6 +70,7 @@ mod filter;
 mod format;
 pub mod identity;
 mod kernel;
+mod live;
 mod loader;
 mod maps;
 pub mod names;
@@ -87,11 +91,11 @@ pub use dns::{DnsStats, NamesConfig};
 pub use error::{
     AttachError, BackendError, BackendErrors, Cause, Error, FilterError, Missing, VerifierLog,
 };
-pub use event::{Completion, ConnectEvent, Malformed, Workload};
+pub use event::{CloseEvent, Completion, ConnectEvent, Event, Figures, Malformed, Workload};
 pub use failure::{DropReason, FailureCause, IcmpError};
 pub use format::{Format, Formatter};
 pub use identity::WorkloadNames;
-pub use probe_common::{Backend, CountBy, Family, Function, Outcome};
+pub use probe_common::{Backend, CountBy, End, Family, Function, Outcome};
 pub use report::{Conflict, OutcomeFilter, Outcomes, Report};
 pub use stats::{Counters, ProgramStats, Startup};
 pub use stream::{DRAIN_INTERVAL, EventStream};

@@ -50,6 +50,8 @@ pub(crate) struct Loaded {
     pub nat: bool,
     /// Counts kept by userspace from the events (`report` is then events).
     pub tally: Option<crate::tally::TallyConfig>,
+    /// Whether connections are followed to their close (`--lifetime`).
+    pub lifetime: bool,
 }
 
 /// The compiled kernel side, built by build.rs, for kernels without BPF atomics.
@@ -274,6 +276,7 @@ pub(crate) fn load(
         .override_global(global::COUNT_CGROUP, &globals.count_cgroup, true)
         .override_global(global::SKB_OFFSETS, &skb_offsets, true)
         .override_global(global::DROPS, &drops, true)
+        .override_global(global::LIFETIME, &u8::from(options.lifetime), true)
         .override_global(aya_log::LEVEL, &log_level, false)
         .load(if prepared.atomics {
             PROBE_OBJECT_ATOMICS
@@ -296,7 +299,7 @@ fn map_entries(
     keys: &FilterKeys,
     backend: Backend,
     atomics: bool,
-) -> [(&'static str, u32); 10] {
+) -> [(&'static str, u32); 11] {
     let used = |yes: bool, entries: u32| if yes { entries } else { 1 };
     let exactly = |n: usize| n.max(1) as u32;
     // Room for the LRU's per-CPU free lists, so that MAX_CONNECTING sockets fit on any host.
@@ -341,6 +344,15 @@ fn map_entries(
             used(
                 options.report.outcome_filter().is_some(),
                 limit::MAX_SYN_TROUBLE + limit::LRU_FREE_PER_CPU * cpus,
+            ),
+        ),
+        // Connections from ESTABLISHED to CLOSE: with `--lifetime` only (room for the LRU's
+        // per-CPU free lists too).
+        (
+            map::LIVE,
+            used(
+                options.lifetime,
+                limit::MAX_LIVE + limit::LRU_FREE_PER_CPU * cpus,
             ),
         ),
         (map::PID_FILTER, exactly(options.pids.len())),

@@ -156,6 +156,11 @@ pub enum Conflict {
         "outcomes need each connect call's return and socket, which successes-only tracing does not follow"
     )]
     SuccessesOutcomes,
+    /// Following connections to their close needs an event for each connect that came up.
+    #[error(
+        "following connections to their close needs an event for each connect with its outcome: not counts, timestamps only, successes only or failed only"
+    )]
+    LifetimeNeedsEvents,
 }
 
 /// The kernel side's globals that say what to report, set at load.

@@ -15,7 +15,7 @@ use tokio::{
     time::{Interval, MissedTickBehavior},
 };
 
-use crate::{ConnectEvent, Counters, Tracer};
+use crate::{Counters, Event, Tracer};
 
 /// How often waiting events are collected when the kernel does not signal: it wakes the reader
 /// only once a quarter of the ring buffer is full, so that a quiet system costs no wake-ups.
@@ -25,27 +25,33 @@ pub const DRAIN_INTERVAL: Duration = Duration::from_millis(50);
 /// Dropping it detaches everything.
 ///
 /// ```no_run
-/// use probe_user::Tracer;
+/// use probe_user::{Event, Tracer};
 /// use tokio_stream::StreamExt as _;
 ///
 /// # async fn agent() -> Result<(), Box<dyn std::error::Error>> {
-/// let mut events = Tracer::builder().attach()?.into_stream()?;
+/// let mut events = Tracer::builder().lifetime(true).attach()?.into_stream()?;
 /// // One event at a time...
-/// if let Some(event) = events.next().await {
-///     println!("{} connected to {}", event.comm(), event.dst);
+/// match events.next().await {
+///     Some(Event::Connect(c)) => println!("{} connected to {}", c.comm(), c.dst),
+///     Some(Event::Close(c)) => println!("{} closed after {} ns", c.connect.dst, c.duration_ns()),
+///     None => {}
 /// }
 /// // ... or every waiting one at once.
-/// let n = events.next_batch(|event| println!("{}", event.dst)).await;
+/// let n = events.next_batch(|event| println!("{event:?}")).await;
 /// // At the end: detach, then what the programs emitted before that.
 /// events.detach();
-/// events.drain(|event| println!("{}", event.dst));
+/// events.drain(|event| {
+///     if let Event::Connect(connect) = event {
+///         println!("{}", connect.dst);
+///     }
+/// });
 /// println!("{n} in the batch, {} lost", events.counters().lost());
 /// # Ok(())
 /// # }
 /// ```
 pub struct EventStream {
     tracer: AsyncFd<Tracer>,
-    ready: VecDeque<ConnectEvent>,
+    ready: VecDeque<Event>,
     tick: Interval,
 }
 
@@ -83,7 +89,7 @@ impl EventStream {
     /// Hands every event already waiting to `on_event`, those the stream has queued first, and
     /// returns how many there were, without waiting (see [`Tracer::drain`]): after
     /// [`EventStream::detach`], the last events.
-    pub fn drain(&mut self, mut on_event: impl FnMut(&ConnectEvent)) -> usize {
+    pub fn drain(&mut self, mut on_event: impl FnMut(&Event)) -> usize {
         let queued = self.ready.len();
         for event in self.ready.drain(..) {
             on_event(&event);
@@ -111,7 +117,7 @@ impl EventStream {
 
     /// Waits until events arrive, then hands every waiting one to `on_event` at once and returns
     /// how many there were: the batch form of the stream, for consumers that write in batches.
-    pub async fn next_batch(&mut self, mut on_event: impl FnMut(&ConnectEvent)) -> usize {
+    pub async fn next_batch(&mut self, mut on_event: impl FnMut(&Event)) -> usize {
         poll_fn(|cx| self.poll_batch(cx, &mut on_event)).await
     }
 
@@ -120,7 +126,7 @@ impl EventStream {
     fn poll_batch(
         &mut self,
         cx: &mut Context<'_>,
-        mut on_event: impl FnMut(&ConnectEvent),
+        mut on_event: impl FnMut(&Event),
     ) -> Poll<usize> {
         loop {
             let mut n = 0;
@@ -154,10 +160,10 @@ impl EventStream {
 }
 
 impl Stream for EventStream {
-    type Item = ConnectEvent;
+    type Item = Event;
 
     /// The next event. The stream never ends by itself: tracing goes on until it is dropped.
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<ConnectEvent>> {
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
         let this = self.get_mut();
         if let Some(event) = this.ready.pop_front() {
             return Poll::Ready(Some(event));

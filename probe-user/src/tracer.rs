@@ -21,8 +21,8 @@ use probe_common::{
 };
 
 use crate::{
-    Backend, ConnectCount, ConnectEvent, Counters, Error, ProgramStats, Retired, Startup,
-    WorkloadNames, clock,
+    Backend, CloseEvent, ConnectCount, ConnectEvent, Counters, Error, Event, ProgramStats, Retired,
+    Startup, WorkloadNames, clock,
     connecting::Connecting,
     count_map::{CountMap, Presence},
     counts,
@@ -30,6 +30,7 @@ use crate::{
     error::BackendError,
     event::Record,
     identity::Workloads,
+    live::Live,
     loader::Loaded,
     maps::{RunBarrier, reap_map, take_map},
     nat::NatTable,
@@ -70,16 +71,17 @@ const REAP_EVERY: Duration = Duration::from_secs(1);
 /// use probe_user::Tracer;
 ///
 /// let mut tracer = Tracer::builder().filter_ports([443]).attach()?;
+/// let print = |event: &probe_user::Event| println!("{event:?}");
 /// for skipped in tracer.fallbacks() {
 ///     eprintln!("not {}: {skipped}", skipped.backend);
 /// }
 /// println!("tracing with {}", tracer.backend());
 /// for _ in 0..10 {
-///     tracer.drain(|event| println!("{} -> {}", event.src, event.dst));
+///     tracer.drain(print);
 ///     std::thread::sleep(Duration::from_millis(100));
 /// }
 /// tracer.detach();
-/// tracer.drain(|event| println!("{} -> {}", event.src, event.dst));
+/// tracer.drain(print);
 /// tracer.reap_pending(Duration::ZERO);
 /// let counters = tracer.counters();
 /// println!("{} events, {} lost", counters.events, counters.lost());
@@ -100,6 +102,10 @@ pub struct Tracer {
     counters: PerCpuArray<MapData, u64>,
     pending: HashMap<MapData, u64, PendingConnect>,
     connecting: Connecting,
+    // With `--lifetime`: the connections followed to their close.
+    live: Option<Live>,
+    // Those still open at `detach`, for the next drain.
+    open_at_end: VecDeque<CloseEvent>,
     counts: CountMap,
     max_series: u32,
     count_by: Option<CountBy>,
@@ -152,6 +158,7 @@ impl Tracer {
             names,
             nat,
             tally,
+            lifetime,
         }: Loaded,
         logger: Option<EbpfLogger<&'static dyn log::Log>>,
         stats: Option<std::os::fd::OwnedFd>,
@@ -177,6 +184,12 @@ impl Tracer {
             counters: take_map(&mut ebpf, map::COUNTERS)?,
             pending: take_map(&mut ebpf, map::PENDING)?,
             connecting: Connecting::new(&mut ebpf, atomics)?,
+            live: if lifetime {
+                Some(Live::new(&mut ebpf)?)
+            } else {
+                None
+            },
+            open_at_end: VecDeque::new(),
             counts: CountMap::new(take_map(&mut ebpf, map::CONNECT_COUNTS)?),
             max_series,
             count_by: report.count_by(),
@@ -247,7 +260,9 @@ impl Tracer {
     }
 
     /// Hands every event waiting in the ring buffer to `on_event`; returns how many there were.
-    pub fn drain(&mut self, mut on_event: impl FnMut(&ConnectEvent)) -> usize {
+    /// Connects come as [`Event::Connect`]; with [`crate::TracerBuilder::lifetime`], closes as
+    /// [`Event::Close`] (after [`Tracer::detach`], those still open).
+    pub fn drain(&mut self, mut on_event: impl FnMut(&Event)) -> usize {
         let mut n = 0;
         // Pending connects come last, after the ring buffer's events (only once detached).
         let pending = std::mem::take(&mut self.pending_events);
@@ -272,7 +287,13 @@ impl Tracer {
                     if let Some(tally) = tally {
                         tally.add(&event);
                     }
-                    on_event(&event);
+                    on_event(&Event::Connect(event));
+                    n += 1;
+                }
+                // A connection that closed (`--lifetime`): named as its connect was.
+                Ok(Record::Close(mut close)) => {
+                    name(&mut close.connect, dns, nat);
+                    on_event(&Event::Close(*close));
                     n += 1;
                 }
                 // A DNS message (`--names`): learned from, not reported.
@@ -296,7 +317,13 @@ impl Tracer {
             if let Some(tally) = tally {
                 tally.add(&event);
             }
-            on_event(&event);
+            on_event(&Event::Connect(event));
+            n += 1;
+        }
+        // Connections still open at the end come after every connect and close.
+        for mut close in std::mem::take(&mut self.open_at_end) {
+            name(&mut close.connect, dns, nat);
+            on_event(&Event::Close(close));
             n += 1;
         }
         drop(workloads);
@@ -496,6 +523,15 @@ impl Tracer {
             if self.outcome {
                 self.take_pending();
             }
+            if let Some(live) = &mut self.live {
+                let now = clock::boot_now_ns();
+                for connection in live.take_all() {
+                    match CloseEvent::open(&connection, now) {
+                        Ok(close) => self.open_at_end.push_back(close),
+                        Err(_) => self.malformed += 1,
+                    }
+                }
+            }
         }
     }
 
@@ -624,7 +660,8 @@ impl Tracer {
             dropped: total(counter::RING_FULL)
                 + total(counter::PENDING_FULL)
                 + total(counter::COUNTS_FULL)
-                + self.connecting.evicted(total),
+                + self.connecting.evicted(total)
+                + self.live.as_ref().map_or(0, |live| live.lost(total)),
             missed: total(counter::MISSED_RETURN) + self.reaped + self.skipped_runs(),
             malformed: self.malformed,
             overflow: total(counter::SERIES_OVERFLOW)

@@ -7,6 +7,7 @@
 mod artifacts;
 mod bench;
 mod chart;
+mod debian;
 mod dist;
 mod kernels;
 mod licenses;

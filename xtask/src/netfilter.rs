@@ -13,11 +13,11 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
-use object::{Object as _, ObjectSection as _, read::elf::ElfFile64};
+use object::{Object as _, ObjectSection as _};
 
 use crate::{
     artifacts::{self, Arch},
-    kernels::Apt,
+    debian::{self, file_name},
 };
 
 /// The modules the guest loads, with every module they depend on: nftables' NAT chain type and
@@ -209,22 +209,8 @@ pub fn guest_files(kernel: &Path, arch: Arch) -> Result<Vec<(String, PathBuf)>> 
     std::fs::write(&up, NETFILTER_UP)?;
     files.push(("/bin/netfilter-up".into(), up));
 
-    let nft = nft(arch)?;
-    for entry in std::fs::read_dir(&nft)? {
-        let path = entry?.path();
-        files.push((format!("{GUEST_NFT}/{}", file_name(&path)), path));
-    }
-    let wrapper = scripts.join(format!("nft-{}", arch.debian()));
-    std::fs::write(
-        &wrapper,
-        format!(
-            "#!/bin/sh\n\
-             # Debian's nft, run by its own loader with its own libraries (the guest has no libc).\n\
-             exec {GUEST_NFT}/{} --library-path {GUEST_NFT} {GUEST_NFT}/nft \"$@\"\n",
-            loader(arch)
-        ),
-    )?;
-    files.push(("/bin/nft".into(), wrapper));
+    let nft = debian::programs("nft", NFT_SUITE, "nftables", &["usr/sbin/nft"], arch)?;
+    files.extend(debian::guest_files(&nft, GUEST_NFT, &["nft"], "", arch)?);
     Ok(files)
 }
 
@@ -246,121 +232,6 @@ for module in $(cat $dir/order); do
     grep -q "^$module " /proc/modules || insmod $dir/$module.ko || exit 1
 done
 "#;
-
-/// The dynamic loader of `arch`'s Debian binaries (their PT_INTERP's file name), which libc
-/// lists among what it needs.
-fn loader(arch: Arch) -> &'static str {
-    match arch {
-        Arch::X86_64 => "ld-linux-x86-64.so.2",
-        Arch::Aarch64 => "ld-linux-aarch64.so.1",
-    }
-}
-
-/// A directory holding Debian's `nft` for `arch` and the shared libraries it needs, its loader
-/// among them, fetched on first use (the nftables package and its dependencies, from
-/// [`NFT_SUITE`]) and cached under `target/xtask/kernels/nft-<arch>`.
-fn nft(arch: Arch) -> Result<PathBuf> {
-    let dir = artifacts::work_dir("kernels").join(format!("nft-{}", arch.debian()));
-    let out = dir.join("nft");
-    if out.join("nft").exists() {
-        return Ok(out);
-    }
-    eprintln!(
-        "xtask: fetching Debian {NFT_SUITE}'s nftables for {}",
-        arch.debian()
-    );
-    let apt = Apt::new(&dir, NFT_SUITE, arch)?;
-    let packages = apt.dependencies("nftables")?;
-    let root = apt.unpack_all(&packages)?;
-    let triplet = match arch {
-        Arch::X86_64 => "x86_64-linux-gnu",
-        Arch::Aarch64 => "aarch64-linux-gnu",
-    };
-    let lib_dirs: Vec<PathBuf> = [
-        format!("lib/{triplet}"),
-        format!("usr/lib/{triplet}"),
-        "lib".into(),
-        "usr/lib".into(),
-    ]
-    .iter()
-    .map(|d| root.join(d))
-    .collect();
-
-    let partial = dir.join("nft.partial");
-    let _ = std::fs::remove_dir_all(&partial);
-    std::fs::create_dir_all(&partial)?;
-    let binary = resolve(&root, &root.join("usr/sbin/nft"))?;
-    std::fs::copy(&binary, partial.join("nft"))?;
-    // The closure of DT_NEEDED, by soname.
-    let mut todo = vec![binary];
-    let mut copied: Vec<String> = Vec::new();
-    while let Some(elf) = todo.pop() {
-        for needed in needed(&elf)? {
-            if copied.contains(&needed) {
-                continue;
-            }
-            let found = lib_dirs
-                .iter()
-                .map(|d| d.join(&needed))
-                .find(|p| p.symlink_metadata().is_ok())
-                .with_context(|| {
-                    format!("{needed}, which nft needs, is in none of {packages:?}")
-                })?;
-            let found = resolve(&root, &found)?;
-            std::fs::copy(&found, partial.join(&needed))?;
-            copied.push(needed);
-            todo.push(found);
-        }
-    }
-    if !copied.iter().any(|c| c == loader(arch)) {
-        bail!("nft's libraries do not need {}: {copied:?}", loader(arch));
-    }
-    std::fs::remove_dir_all(&root)?;
-    let _ = std::fs::remove_dir_all(&out);
-    std::fs::rename(&partial, &out)?;
-    Ok(out)
-}
-
-/// The DT_NEEDED entries of the ELF file `path`.
-fn needed(path: &Path) -> Result<Vec<String>> {
-    let bytes = std::fs::read(path)?;
-    let elf = ElfFile64::<object::Endianness>::parse(&*bytes)
-        .with_context(|| format!("{} is not a 64-bit ELF file", path.display()))?;
-    let table = elf.elf_dynamic_table()?;
-    let mut found = Vec::new();
-    for entry in table.iter() {
-        if entry.tag == object::elf::DT_NEEDED {
-            found.push(String::from_utf8_lossy(table.string(entry)?).into_owned());
-        }
-    }
-    Ok(found)
-}
-
-/// `path` inside the unpacked tree `root` with its symbolic links followed inside `root` (an
-/// absolute target is relative to `root`, not to the host's `/`).
-fn resolve(root: &Path, path: &Path) -> Result<PathBuf> {
-    let mut path = path.to_path_buf();
-    for _ in 0..16 {
-        let Ok(target) = std::fs::read_link(&path) else {
-            return Ok(path);
-        };
-        path = match target.strip_prefix("/") {
-            Ok(inside) => root.join(inside),
-            Err(_) => path
-                .parent()
-                .context("a link without a parent")?
-                .join(target),
-        };
-    }
-    bail!("too many symbolic links at {}", path.display())
-}
-
-fn file_name(path: &Path) -> String {
-    path.file_name()
-        .unwrap_or_default()
-        .to_string_lossy()
-        .into_owned()
-}
 
 #[cfg(test)]
 mod tests {

@@ -37,8 +37,9 @@ const STRUCTS: &[&str] = &[
     "sk_buff",
     "nf_conn",
     "nf_conntrack_tuple_hash",
-    // An enum, looked up like the structs.
+    // Enums, looked up like the structs.
     "skb_drop_reason",
+    "sock_flags",
 ];
 
 /// The prefix of every `enum skb_drop_reason` name, left out of the names reported.
@@ -100,6 +101,18 @@ fn sock_offsets_in(btf: &KernelBtf) -> Result<SockOffsets> {
         segs_in: btf.field_offset(&btf.named_struct("tcp_sock")?, &["segs_in"])?,
         total_retrans: btf.field_offset(&btf.named_struct("tcp_sock")?, &["total_retrans"])?,
         snd_una: btf.field_offset(&btf.named_struct("tcp_sock")?, &["snd_una"])?,
+        bytes_acked: btf.field_offset(&btf.named_struct("tcp_sock")?, &["bytes_acked"])?,
+        bytes_received: btf.field_offset(&btf.named_struct("tcp_sock")?, &["bytes_received"])?,
+        srtt_us: btf.field_offset(&btf.named_struct("tcp_sock")?, &["srtt_us"])?,
+        write_seq: btf.field_offset(&btf.named_struct("tcp_sock")?, &["write_seq"])?,
+        // `sk_flags` is `#define`d to this.
+        sk_flags: common("skc_flags")?,
+        // SOCK_DONE has been 1 (after SOCK_DEAD) since Linux 2.6; the kernel's own value when
+        // its BTF has the enum.
+        sock_done: btf
+            .enumerators("sock_flags")?
+            .and_then(|all| all.into_iter().find(|(_, name)| name == "SOCK_DONE"))
+            .map_or(1, |(value, _)| value),
         _pad: 0,
     };
     // The kernel side reads the IPv4 fields from one copy of the head of struct sock.
@@ -308,6 +321,12 @@ mod tests {
                 segs_in: 1532,
                 total_retrans: 1700,
                 snd_una: 1400,
+                bytes_acked: 1408,
+                bytes_received: 1416,
+                srtt_us: 1424,
+                write_seq: 1428,
+                sk_flags: 88,
+                sock_done: 1,
                 _pad: 0,
             }
         );

@@ -188,6 +188,8 @@ pub(super) fn fake_kernel(state: u32, with_pid: bool) -> BtfWriter {
     let net_ptr = w.ptr(net_fwd);
     let possible_net = w.structure("", 8, &[("net", net_ptr, 0)]);
     let possible_net = w.alias(kind::TYPEDEF, "possible_net_t", possible_net);
+    // `skc_flags` in a union with the listener and timewait pointers, as since 4.x.
+    let flags_union = w.union(8, &[("skc_flags", u64_, 0), ("skc_listener", u64_, 0)]);
     let sock_common = w.structure(
         "sock_common",
         136,
@@ -198,6 +200,7 @@ pub(super) fn fake_kernel(state: u32, with_pid: bool) -> BtfWriter {
             ("skc_state", state_type, state * 8),
             ("skc_net", possible_net, 48 * 8),
             ("skc_v6_daddr", in6, 56 * 8),
+            ("", flags_union, 88 * 8),
             ("skc_v6_rcv_saddr", in6, 72 * 8),
         ],
     );
@@ -230,6 +233,10 @@ pub(super) fn fake_kernel(state: u32, with_pid: bool) -> BtfWriter {
             ("segs_out", u32_, 1536 * 8),
             ("total_retrans", u32_, 1700 * 8),
             ("snd_una", u32_, 1400 * 8),
+            ("bytes_acked", u64_, 1408 * 8),
+            ("bytes_received", u64_, 1416 * 8),
+            ("srtt_us", u32_, 1424 * 8),
+            ("write_seq", u32_, 1428 * 8),
         ],
     );
     // struct sk_buff, `sk` in an anonymous union as since 5.x.

@@ -48,6 +48,9 @@ pub enum Error {
     /// A filter value the kernel side cannot take; found before anything is loaded.
     #[error(transparent)]
     Filter(#[from] FilterError),
+    /// Options that cannot go together; found before anything is loaded.
+    #[error(transparent)]
+    Conflict(#[from] crate::Conflict),
     /// The process may not load eBPF programs: it needs root, or `CAP_BPF` and `CAP_PERFMON`.
     #[error(
         "permission denied: run as root or with CAP_BPF and CAP_PERFMON (missing: {})",

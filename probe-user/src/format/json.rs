@@ -34,6 +34,47 @@ pub(super) struct JsonLine<'a> {
     pub(super) workload: Option<JsonWorkload<'a>>,
 }
 
+/// A close's JSON line (`--lifetime`): `"event":"close"`, the connect's own fields, and the
+/// connection's figures (absent for one still open at the end).
+#[derive(Serialize)]
+pub(super) struct JsonClose<'a> {
+    pub(super) event: &'static str,
+    pub(super) time_ns: u64,
+    pub(super) time_s: u64,
+    pub(super) pid: u32,
+    pub(super) tid: u32,
+    pub(super) uid: u32,
+    pub(super) comm: &'a str,
+    pub(super) family: &'static str,
+    pub(super) function: &'static str,
+    pub(super) role: &'static str,
+    pub(super) saddr: std::net::IpAddr,
+    pub(super) sport: u16,
+    pub(super) daddr: std::net::IpAddr,
+    pub(super) dport: u16,
+    pub(super) established_time_ns: u64,
+    pub(super) duration_ns: u64,
+    pub(super) end: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) errno: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) bytes_sent: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) bytes_received: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) segs_out: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) segs_in: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) retransmits: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) srtt_us: Option<u32>,
+    #[serde(flatten)]
+    pub(super) naming: JsonNaming<'a>,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub(super) workload: Option<JsonWorkload<'a>>,
+}
+
 /// The JSON fields of a [`crate::FailureCause`]: `cause`, and with an ICMP error's details
 /// `icmp_type`, `icmp_code`, `icmp_from` (and `icmp_v6` for ICMPv6), with a drop its
 /// `drop_reason` (the kernel's name, or its value if unnamed).
@@ -203,7 +244,7 @@ mod tests {
             #[test]
             fn json_round_trips(ev in event(), clock in clock()) {
                 let mut out = Vec::new();
-                Formatter::new(Format::Json, clock).write(&mut out, &ev);
+                Formatter::new(Format::Json, clock).write_connect(&mut out, &ev);
                 prop_assert_eq!(out.iter().filter(|&&b| b == b'\n').count(), 1);
                 let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
                 let time_ns = clock.unix_ns(ev.boot_ns);

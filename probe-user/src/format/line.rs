@@ -327,7 +327,8 @@ mod tests {
         r.boot_ns = 0;
         let ev = ConnectEvent::from_record(&r).unwrap();
         let mut out = Vec::new();
-        Formatter::new(Format::Stap, WallClock::with_offset(9_000_000_000)).write(&mut out, &ev);
+        Formatter::new(Format::Stap, WallClock::with_offset(9_000_000_000))
+            .write_connect(&mut out, &ev);
         assert_eq!(
             out,
             b"9: tcp_v4_connect src=0.9.10.255:0 dst=100.99.1.0:65535\n"
@@ -465,7 +466,7 @@ mod tests {
             fn stap_and_minimal_lines_parse_back(ev in event(), clock in clock()) {
                 let time_s = clock.unix_ns(ev.boot_ns) / 1_000_000_000;
                 let mut out = Vec::new();
-                Formatter::new(Format::Stap, clock).write(&mut out, &ev);
+                Formatter::new(Format::Stap, clock).write_connect(&mut out, &ev);
                 let line = String::from_utf8(out).unwrap();
                 let expected = format!("{time_s}: {} src=", ev.function().name());
                 prop_assert!(line.starts_with(&expected), "{}", line);
@@ -475,7 +476,7 @@ mod tests {
                 prop_assert_eq!(dst.parse::<SocketAddr>().unwrap(), ev.dst);
 
                 let mut out = Vec::new();
-                Formatter::new(Format::Minimal, clock).write(&mut out, &ev);
+                Formatter::new(Format::Minimal, clock).write_connect(&mut out, &ev);
                 prop_assert_eq!(String::from_utf8(out).unwrap(), format!("{time_s}: {}\n", ev.function().name()));
             }
         }

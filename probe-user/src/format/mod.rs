@@ -10,10 +10,10 @@ mod table;
 use std::{fmt, str::FromStr};
 
 use crate::{
-    ConnectEvent, CountBy, WallClock,
+    CloseEvent, ConnectEvent, CountBy, Event, WallClock,
     names::{self, Named, UnknownName},
 };
-use json::{JsonCause, JsonLine, JsonWorkload};
+use json::{JsonCause, JsonClose, JsonLine, JsonWorkload};
 use line::{Line, Second};
 
 /// An output style (`--format`).
@@ -33,18 +33,22 @@ pub enum Format {
     /// `<unix seconds>: tcp_v4_connect src=<ip>:<port> dst=<ip>:<port>` (examples 2 and 3).
     #[default]
     Stap,
-    /// One JSON object per line with every field.
+    /// One JSON object per line with every field (a close's has `"event":"close"`).
     Json,
+    /// One line per closed connection, like bcc's tcplife (connects are not printed; see
+    /// [`Formatter::LIFE_HEADER`] for the columns).
+    Life,
 }
 
 impl Named for Format {
-    const ALL: &'static [Self] = &[Format::Minimal, Format::Stap, Format::Json];
+    const ALL: &'static [Self] = &[Format::Minimal, Format::Stap, Format::Json, Format::Life];
 
     fn name(self) -> &'static str {
         match self {
             Format::Minimal => "minimal",
             Format::Stap => "stap",
             Format::Json => "json",
+            Format::Life => "life",
         }
     }
 }
@@ -113,8 +117,93 @@ impl Formatter {
         self.clock = WallClock::measure();
     }
 
-    /// Appends one line (newline included) describing `event` to `out`.
-    pub fn write(&self, out: &mut Vec<u8>, event: &ConnectEvent) {
+    /// The columns of [`Format::Life`]'s lines: the close's time (Unix seconds), the process
+    /// that connected, the local and remote address and port, payload bytes sent (acknowledged)
+    /// and received, milliseconds from established to closed, how it ended ([`crate::End`]'s
+    /// names), and the task's name, last as it may hold spaces (escaped as in count tables).
+    pub const LIFE_HEADER: &'static str = "TIME       PID     LADDR           LPORT RADDR           RPORT   TX_BYTES   RX_BYTES         MS END          COMM\n";
+
+    /// Appends what `event` shows in this format (a line, newline included, or nothing: a
+    /// close in the SystemTap formats, a connect in [`Format::Life`]) to `out`.
+    pub fn write(&self, out: &mut Vec<u8>, event: &Event) {
+        match event {
+            Event::Connect(connect) if self.format != Format::Life => {
+                self.write_connect(out, connect)
+            }
+            Event::Close(close) => self.write_close(out, close),
+            Event::Connect(_) => {}
+        }
+    }
+
+    /// Appends the line of a connection's close (JSON or [`Format::Life`]; nothing in the
+    /// SystemTap formats).
+    pub fn write_close(&self, out: &mut Vec<u8>, close: &CloseEvent) {
+        let time_ns = self.clock.unix_ns(close.closed_ns);
+        let c = &close.connect;
+        match self.format {
+            Format::Json => {
+                let figures = close.figures;
+                let line = JsonClose {
+                    event: "close",
+                    time_ns,
+                    time_s: time_ns / 1_000_000_000,
+                    pid: c.pid,
+                    tid: c.tid,
+                    uid: c.uid,
+                    comm: &c.comm(),
+                    family: c.family.name(),
+                    function: c.function().name(),
+                    role: "client",
+                    saddr: c.src.ip(),
+                    sport: c.src.port(),
+                    daddr: c.dst.ip(),
+                    dport: c.dst.port(),
+                    established_time_ns: self.clock.unix_ns(close.established_ns),
+                    duration_ns: close.duration_ns(),
+                    end: close.end.name(),
+                    errno: (close.errno != 0).then_some(close.errno),
+                    bytes_sent: figures.map(|f| f.bytes_sent),
+                    bytes_received: figures.map(|f| f.bytes_received),
+                    segs_out: figures.map(|f| f.segs_out),
+                    segs_in: figures.map(|f| f.segs_in),
+                    retransmits: figures.map(|f| f.retransmits),
+                    srtt_us: figures.map(|f| f.srtt_us),
+                    naming: json::JsonNaming::of(c.dns_name.as_deref(), c.nat_dst),
+                    workload: c.workload.as_ref().map(JsonWorkload::of),
+                };
+                // Writing into a Vec cannot fail.
+                let _ = serde_json::to_writer(&mut *out, &line);
+                out.push(b'\n');
+            }
+            Format::Life => {
+                use std::io::Write as _;
+                let (sent, received) = close.figures.map_or(("-".into(), "-".into()), |f| {
+                    (f.bytes_sent.to_string(), f.bytes_received.to_string())
+                });
+                let ms = close.duration_ns() as f64 / 1e6;
+                // Writing into a Vec cannot fail.
+                let _ = writeln!(
+                    out,
+                    "{:<10} {:<7} {:<15} {:<5} {:<15} {:<5} {:>10} {:>10} {:>10.3} {:<12} {}",
+                    time_ns / 1_000_000_000,
+                    c.pid,
+                    c.src.ip(),
+                    c.src.port(),
+                    c.dst.ip(),
+                    c.dst.port(),
+                    sent,
+                    received,
+                    ms,
+                    close.end.name(),
+                    crate::escape::escape(&c.comm()),
+                );
+            }
+            Format::Minimal | Format::Stap => {}
+        }
+    }
+
+    /// Appends one line (newline included) describing connect `event` to `out`.
+    pub fn write_connect(&self, out: &mut Vec<u8>, event: &ConnectEvent) {
         let time_ns = self.clock.unix_ns(event.boot_ns);
         let time_s = time_ns / 1_000_000_000;
         let function = event.function().name();
@@ -188,7 +277,7 @@ pub(crate) mod tests {
 
     pub(crate) fn line(format: Format, event: &ConnectEvent) -> String {
         let mut out = Vec::new();
-        Formatter::new(format, CLOCK).write(&mut out, event);
+        Formatter::new(format, CLOCK).write_connect(&mut out, event);
         String::from_utf8(out).unwrap()
     }
 
@@ -240,8 +329,8 @@ pub(crate) mod tests {
     fn appends_to_existing_output() {
         let mut out = b"x\n".to_vec();
         let f = Formatter::new(Format::Minimal, CLOCK);
-        f.write(&mut out, &v4());
-        f.write(&mut out, &v6());
+        f.write_connect(&mut out, &v4());
+        f.write_connect(&mut out, &v6());
         assert_eq!(
             out,
             b"x\n1795778063: tcp_v4_connect\n1795778063: tcp_v6_connect\n"
@@ -256,7 +345,77 @@ pub(crate) mod tests {
         }
         assert_eq!(
             "xml".parse::<Format>().unwrap_err().to_string(),
-            "unknown format 'xml' (expected one of: minimal, stap, json)"
+            "unknown format 'xml' (expected one of: minimal, stap, json, life)"
         );
+    }
+    /// A close of the test connect: established 1 ms after it, closed 1.5 s later.
+    fn closed(end: crate::End, figures: bool) -> CloseEvent {
+        let mut record = probe_common::CloseRecord {
+            connect: record(AF_INET, &[10, 0, 0, 1], 40000, &[10, 0, 0, 2], 443),
+            established_ns: 5_001_000_123,
+            closed_ns: 6_501_000_123,
+            bytes_sent: 1000,
+            bytes_received: 2500,
+            segs_out: 7,
+            segs_in: 6,
+            retransmits: 1,
+            srtt_us: 250,
+            end: end as u32,
+            errno: 0,
+        };
+        record.connect.header = probe_common::RecordKind::Close.header();
+        let mut close = CloseEvent::from_record(&record).unwrap();
+        if !figures {
+            close.figures = None;
+        }
+        close
+    }
+
+    #[test]
+    fn closes_print_in_json_and_life_and_not_in_stap() {
+        let close = Event::Close(closed(crate::End::FinPeer, true));
+        let write = |format| {
+            let mut out = Vec::new();
+            Formatter::new(format, CLOCK).write(&mut out, &close);
+            String::from_utf8(out).unwrap()
+        };
+        assert_eq!(
+            write(Format::Json),
+            concat!(
+                r#"{"event":"close","time_ns":1795778064501000123,"time_s":1795778064,"#,
+                r#""pid":42,"tid":43,"uid":1000,"comm":"curl","family":"ipv4","#,
+                r#""function":"tcp_v4_connect","role":"client","#,
+                r#""saddr":"10.0.0.1","sport":40000,"daddr":"10.0.0.2","dport":443,"#,
+                r#""established_time_ns":1795778063001000123,"duration_ns":1500000000,"#,
+                r#""end":"fin_peer","bytes_sent":1000,"bytes_received":2500,"segs_out":7,"#,
+                r#""segs_in":6,"retransmits":1,"srtt_us":250}"#,
+                "\n"
+            )
+        );
+        assert_eq!(
+            write(Format::Life),
+            "1795778064 42      10.0.0.1        40000 10.0.0.2        443         1000       2500   1500.000 fin_peer     curl\n"
+        );
+        assert_eq!(write(Format::Stap), "");
+        assert_eq!(write(Format::Minimal), "");
+        // A connect prints in every format but life.
+        let connect = Event::Connect(v4());
+        let mut out = Vec::new();
+        Formatter::new(Format::Life, CLOCK).write(&mut out, &connect);
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn an_open_connection_has_no_figures() {
+        let close = Event::Close(closed(crate::End::Open, false));
+        let mut out = Vec::new();
+        Formatter::new(Format::Life, CLOCK).write(&mut out, &close);
+        let line = String::from_utf8(out).unwrap();
+        assert!(line.contains(" - ") && line.contains(" open "), "{line}");
+        let mut out = Vec::new();
+        Formatter::new(Format::Json, CLOCK).write(&mut out, &close);
+        let line: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(line["end"], "open");
+        assert!(line.get("bytes_sent").is_none() && line.get("srtt_us").is_none());
     }
 }

@@ -29,7 +29,8 @@ const VERSION: &str = concat!(
 #[command(group(clap::ArgGroup::new("counting").args(["count", "metrics", "otlp_endpoint"]).multiple(true)))]
 #[command(group(clap::ArgGroup::new("exporting").args(["metrics", "otlp_endpoint"]).multiple(true)))]
 pub struct Cli {
-    /// Output style: minimal (timestamp only), stap (with source and destination), json.
+    /// Output style: minimal (timestamp only), stap (with source and destination), json, life
+    /// (a line per closed connection, like tcplife; implies --lifetime).
     #[arg(long, default_value_t = Format::Stap, value_parser = parse_format)]
     pub format: Format,
     /// Only trace connects to these destination ports (filtered in the kernel). Repeatable or
@@ -88,6 +89,13 @@ pub struct Cli {
     /// `cause` and its details, counts and metrics an outcome, a cause and a latency histogram.
     #[arg(long)]
     pub outcome: bool,
+    /// Follow each connect that came up to its close, and report the close too: duration,
+    /// payload bytes sent (acknowledged) and received, segments each way, retransmits, smoothed
+    /// round-trip time, and how it ended (fin_local, fin_peer, rst_sent, rst_received, timeout,
+    /// error; open if still open at exit). JSON lines with "event":"close", or --format life
+    /// lines. Implies --outcome.
+    #[arg(long)]
+    pub lifetime: bool,
     /// Only report connects that did not come up (every outcome but established; filtered in
     /// the kernel). Implies --outcome.
     #[arg(long)]
@@ -202,6 +210,21 @@ pub struct Cli {
 impl Cli {
     /// Options clap accepts one by one that cannot work together.
     pub fn contradiction(&self) -> Option<&'static str> {
+        if self.lifetime() && self.counting() {
+            return Some(
+                "--lifetime reports each close as a line: use it with --format json or life, without --count, --metrics or --otlp-endpoint",
+            );
+        }
+        if self.lifetime && matches!(self.format, Format::Stap | Format::Minimal) {
+            return Some(
+                "--lifetime reports each close as a line: use it with --format json or life",
+            );
+        }
+        if self.format == Format::Life && (self.names || self.nat) {
+            return Some(
+                "--format life has no column for names or NAT destinations: use --format json with --names or --nat",
+            );
+        }
         if self.names && self.format != Format::Json && !self.counting() {
             return Some(
                 "--names names each connect in JSON lines, or in counts: use it with --format json, --count, --metrics or --otlp-endpoint",
@@ -240,6 +263,11 @@ impl Cli {
     /// library checks them: [`Report::from_switches`]; here each conflict in the options'
     /// words).
     pub fn report(&self) -> Result<Report, String> {
+        if self.lifetime() && (self.successes_only || self.failed_only) {
+            return Err(
+                "--lifetime follows each connect that came up: not with --successes-only or --failed-only".into(),
+            );
+        }
         let outcome = self.outcomes().then(|| {
             OutcomeFilter::default()
                 .failed_only(self.failed_only)
@@ -280,7 +308,13 @@ impl Cli {
     /// Whether connects are reported with their outcome (asked for, or implied by a filter on
     /// it).
     pub fn outcomes(&self) -> bool {
-        self.outcome || self.failed_only || self.min_latency.is_some()
+        self.outcome || self.failed_only || self.min_latency.is_some() || self.lifetime()
+    }
+
+    /// Whether connections are followed to their close (`--lifetime`, or implied by
+    /// `--format life`).
+    pub fn lifetime(&self) -> bool {
+        self.lifetime || self.format == Format::Life
     }
 }
 

@@ -110,6 +110,8 @@ async fn run(
     // JSON lines carry every field, the workload's too; neither counts nor SystemTap's
     // formats show the caller's uid or name.
     let every_field = !counting && cli.format == Format::Json;
+    let life = cli.format == Format::Life;
+    let lifetime = cli.lifetime();
     let mut builder = Tracer::builder()
         .filter_ports(cli.filter_port)
         .filter_pids(cli.pid)
@@ -122,7 +124,8 @@ async fn run(
         .report(report)
         .max_series(cli.max_series)
         .identity(every_field)
-        .caller_names(every_field)
+        .caller_names(every_field || life)
+        .lifetime(lifetime)
         .program_stats(cli.stats);
     if let Some(btf) = cli.btf {
         builder = builder.btf_path(btf);

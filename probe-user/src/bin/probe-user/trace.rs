@@ -34,6 +34,10 @@ pub async fn trace_until_signal(
         "Tracing TCP connects ({} format, {backend}). Hit Ctrl-C to end.",
         streaming.format
     );
+    if streaming.format == Format::Life && streaming.discard.is_none() {
+        // Through std's stdout, which flushes the line: before any batch is written.
+        print!("{}", Formatter::LIFE_HEADER);
+    }
 
     let discard = streaming.discard;
     let mut printing = (events, formatter);
@@ -41,7 +45,7 @@ pub async fn trace_until_signal(
         // Lines follow the wall clock (NTP steps, `date -s`): it is read again as each batch
         // arrives, before its first line is written.
         let mut first = true;
-        let write = |event: &probe_user::ConnectEvent| {
+        let write = |event: &probe_user::Event| {
             match discard.as_deref() {
                 Some("decoded") => return,
                 Some(_) => {

@@ -1,0 +1,69 @@
+//! The kernel's traced connections between ESTABLISHED and CLOSE (probe-ebpf's `life`, with
+//! [`crate::TracerBuilder::lifetime`]): userspace accounts for the LRU's evictions and takes
+//! what is left at the end, as connections still open.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use aya::{
+    Ebpf,
+    maps::{HashMap, MapData},
+};
+use probe_common::{
+    names::map,
+    state::{LiveConnection, counter},
+};
+
+use crate::{Error, maps::take_map};
+
+/// The LRU hash `LIVE`.
+pub(crate) struct Live {
+    lru: HashMap<MapData, u64, LiveConnection>,
+    /// Entries deleted by userspace (taken at the end).
+    deleted: u64,
+    /// The highest count of the LRU's evictions seen so far.
+    evicted: AtomicU64,
+}
+
+impl Live {
+    /// Takes the map out of the loaded object.
+    pub(crate) fn new(ebpf: &mut Ebpf) -> Result<Self, Error> {
+        Ok(Live {
+            lru: take_map(ebpf, map::LIVE)?,
+            deleted: 0,
+            evicted: AtomicU64::new(0),
+        })
+    }
+
+    /// How many connections are followed now.
+    pub(crate) fn len(&self) -> usize {
+        self.lru.keys().filter(Result::is_ok).count()
+    }
+
+    /// Once detached: removes and returns every connection held.
+    pub(crate) fn take_all(&mut self) -> Vec<LiveConnection> {
+        let keys: Vec<u64> = self.lru.keys().filter_map(Result::ok).collect();
+        let taken: Vec<LiveConnection> = keys
+            .into_iter()
+            .filter_map(|key| {
+                let live = self.lru.get(&key, 0).ok()?;
+                self.lru.remove(&key).is_ok().then_some(live)
+            })
+            .collect();
+        self.deleted += taken.len() as u64;
+        taken
+    }
+
+    /// Closes that cannot be reported: connections the LRU evicted to make room for newer ones
+    /// (a user holding more connections open than it holds), or replaced by a later connect of
+    /// the same socket address whose close was missed. Every entry the kernel side added was
+    /// removed by it, taken by userspace, is still there, or is lost. A lower bound while
+    /// tracing (counters and map are not read at one instant), kept monotonic; exact once
+    /// detached.
+    pub(crate) fn lost(&self, total: impl Fn(u32) -> u64) -> u64 {
+        let added = total(counter::LIVE_ADDED);
+        let held = self.len() as u64;
+        let removed = total(counter::LIVE_REMOVED);
+        let now = added.saturating_sub(held + removed + self.deleted);
+        self.evicted.fetch_max(now, Ordering::Relaxed).max(now)
+    }
+}

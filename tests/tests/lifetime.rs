@@ -1,0 +1,379 @@
+//! `--lifetime` and `--format life`: every traced connection that came up is reported once
+//! more when it closes, with the payload bytes the client and server counted, how it ended
+//! (FINs from either side first, a reset sent or received) and its duration; one still open at
+//! exit as `open`; filters apply to closes as to connects. Run by `cargo xtask test` in the VM
+//! with each backend (the close comes from the tracepoint every backend then attaches, the
+//! start from each backend's own completion path) and natively.
+
+use std::{
+    io::{Read, Write},
+    net::{Shutdown, SocketAddr, TcpListener, TcpStream},
+    thread,
+    time::{Duration, Instant},
+};
+
+use probe_tests::{
+    ProbeUser, assert_one_line_error, json_lines, probe_user_command, summary, unmapped,
+};
+use serde_json::Value;
+
+/// How a test connection ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ending {
+    /// The client shuts down first (its FIN), reads to the end, closes.
+    ClientFin,
+    /// The server closes first (its FIN); the client reads to the end, then closes.
+    ServerFin,
+    /// The client closes with `SO_LINGER` 0: a reset sent.
+    ClientRst,
+    /// The server closes with `SO_LINGER` 0: the client reads a reset.
+    ServerRst,
+}
+
+impl Ending {
+    /// The `end` probe-user must report, as the client's side.
+    fn end(self) -> &'static str {
+        match self {
+            Ending::ClientFin => "fin_local",
+            Ending::ServerFin => "fin_peer",
+            Ending::ClientRst => "rst_sent",
+            Ending::ServerRst => "rst_received",
+        }
+    }
+}
+
+/// One connection as the client saw it.
+#[derive(Debug)]
+struct Seen {
+    src: SocketAddr,
+    dst: SocketAddr,
+    ending: Ending,
+    sent: u64,
+    received: u64,
+    /// From before the connect to after the close.
+    elapsed: Duration,
+}
+
+/// What the test servers answer each connection, in bytes.
+const ANSWER: usize = 3000;
+
+/// How much later than the client's own clock says a close may come: a FIN exchange ends
+/// after the application's close, and the VM (TCG) is slow.
+const SLACK: Duration = Duration::from_millis(200);
+
+/// A server on `addr` that, for each connection, reads what the client sends up to a byte
+/// 0xff (or the end), answers [`ANSWER`] bytes, then ends as the client's first byte asks
+/// (`b'f'`: close; `b'r'`: reset; anything else: wait for the client's end, then close).
+fn server(addr: &str) -> SocketAddr {
+    let listener = TcpListener::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"));
+    let local = listener.local_addr().unwrap();
+    thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            thread::spawn(move || {
+                let mut request = Vec::new();
+                let mut byte = [0u8; 4096];
+                loop {
+                    match stream.read(&mut byte) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            request.extend_from_slice(&byte[..n]);
+                            if request.last() == Some(&0xff) {
+                                break;
+                            }
+                        }
+                    }
+                }
+                let _ = stream.write_all(&[b'y'; ANSWER]);
+                match request.first() {
+                    Some(b'r') => {
+                        // Give the client time to read the answer first.
+                        thread::sleep(Duration::from_millis(200));
+                        let socket = socket2::SockRef::from(&stream);
+                        let _ = socket.set_linger(Some(Duration::ZERO));
+                    }
+                    Some(b'f') => {}
+                    _ => {
+                        let _ = stream.read_to_end(&mut request);
+                    }
+                }
+            });
+        }
+    });
+    local
+}
+
+/// Makes one connection to `dst` that sends `len` bytes (the last one 0xff), reads the
+/// server's answer and ends as `ending` says.
+fn connection(dst: SocketAddr, len: usize, ending: Ending) -> Seen {
+    assert!(len >= 2);
+    let started = Instant::now();
+    let mut stream = TcpStream::connect(dst).unwrap();
+    let src = unmapped(stream.local_addr().unwrap());
+    let mut request = vec![b'x'; len];
+    request[0] = match ending {
+        Ending::ServerFin => b'f',
+        Ending::ServerRst => b'r',
+        Ending::ClientFin | Ending::ClientRst => b'w',
+    };
+    request[len - 1] = 0xff;
+    stream.write_all(&request).unwrap();
+    let mut received = 0u64;
+    let mut buf = [0u8; 4096];
+    match ending {
+        Ending::ClientFin => {
+            stream.shutdown(Shutdown::Write).unwrap();
+            while let Ok(n @ 1..) = stream.read(&mut buf) {
+                received += n as u64;
+            }
+        }
+        Ending::ServerFin => {
+            while let Ok(n @ 1..) = stream.read(&mut buf) {
+                received += n as u64;
+            }
+        }
+        Ending::ServerRst => loop {
+            match stream.read(&mut buf) {
+                Ok(0) => panic!("{dst}: the server closed without a reset"),
+                Ok(n) => received += n as u64,
+                Err(e) => {
+                    assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}");
+                    break;
+                }
+            }
+        },
+        Ending::ClientRst => {
+            // Read the whole answer (unread data would reset anyway), then reset.
+            let mut left = ANSWER;
+            while left > 0 {
+                let n = stream.read(&mut buf).unwrap();
+                assert!(n > 0);
+                received += n as u64;
+                left -= n;
+            }
+            socket2::SockRef::from(&stream)
+                .set_linger(Some(Duration::ZERO))
+                .unwrap();
+        }
+    }
+    drop(stream);
+    Seen {
+        src,
+        dst: unmapped(dst),
+        ending,
+        sent: len as u64,
+        received,
+        elapsed: started.elapsed(),
+    }
+}
+
+/// Runs probe-user with `args` and `--pid <this process>` while `f` runs; returns stdout and
+/// stderr once it ended (SIGINT).
+fn traced<R>(args: &[&str], f: impl FnOnce() -> R) -> (String, String, R) {
+    let pid = std::process::id().to_string();
+    let mut cmd = probe_user_command();
+    cmd.args(args).args(["--pid", &pid]);
+    let mut tracer = ProbeUser::start_with(&mut cmd);
+    tracer.read_stdout_in_background();
+    let made = f();
+    // Closes are reported when the socket reaches CLOSE, which a FIN exchange reaches within
+    // the round trip that follows the application's close.
+    thread::sleep(Duration::from_millis(300));
+    let out = tracer.stop();
+    assert!(out.status.success(), "{args:?}: {out:?}");
+    (out.stdout, out.stderr, made)
+}
+
+fn endpoint(line: &Value, addr: &str, port: &str) -> SocketAddr {
+    let ip = line[addr].as_str().unwrap_or_else(|| panic!("{line}"));
+    let port = line[port].as_u64().unwrap_or_else(|| panic!("{line}"));
+    unmapped(SocketAddr::new(ip.parse().unwrap(), port as u16))
+}
+
+/// The lines of `lines` (connects, or closes with `close`) of the connection `src` -> `dst`.
+fn lines_of(lines: &[Value], src: SocketAddr, dst: SocketAddr, close: bool) -> Vec<&Value> {
+    lines
+        .iter()
+        .filter(|l| (l["event"] == "close") == close)
+        .filter(|l| endpoint(l, "saddr", "sport") == src && endpoint(l, "daddr", "dport") == dst)
+        .collect()
+}
+
+#[test]
+fn lifetime_closes_carry_the_bytes_each_side_counted_and_how_they_ended() {
+    let v4 = server("127.0.0.1:0");
+    let v6 = server("[::1]:0");
+    let mapped: SocketAddr = format!("[::ffff:127.0.0.1]:{}", v4.port()).parse().unwrap();
+    // Not traced (--filter-port): its close must not be reported either.
+    let other = server("127.0.0.1:0");
+    let ports = format!("{},{}", v4.port(), v6.port());
+    let (stdout, stderr, (seen, open, open_since)) = traced(
+        &["--lifetime", "--format", "json", "--filter-port", &ports],
+        || {
+            let mut seen = Vec::new();
+            for (i, dst) in [v4, v6, mapped].into_iter().enumerate() {
+                for (j, ending) in [
+                    Ending::ClientFin,
+                    Ending::ServerFin,
+                    Ending::ClientRst,
+                    Ending::ServerRst,
+                ]
+                .into_iter()
+                .enumerate()
+                {
+                    // A different size for each, so that a mix-up shows.
+                    seen.push(connection(dst, 1000 + 100 * i + 10 * j, ending));
+                }
+            }
+            connection(other, 500, Ending::ServerFin);
+            // One still open at exit.
+            let open_since = Instant::now();
+            let mut open = TcpStream::connect(v4).unwrap();
+            open.write_all(b"w12345").unwrap();
+            (seen, open, open_since)
+        },
+    );
+    let open_src = unmapped(open.local_addr().unwrap());
+    let lines = json_lines(&stdout);
+    let summary = summary(&stderr);
+    assert_eq!(summary.printed, lines.len() as u64, "{stderr}");
+    assert_eq!(
+        (summary.dropped, summary.missed, summary.malformed),
+        (0, 0, 0),
+        "{stderr}"
+    );
+    // Per connection: one connect, established, and one close.
+    for s in &seen {
+        let connects = lines_of(&lines, s.src, s.dst, false);
+        assert_eq!(connects.len(), 1, "{s:?}: {stdout}");
+        assert_eq!(connects[0]["outcome"], "established", "{s:?}");
+        let closes = lines_of(&lines, s.src, s.dst, true);
+        assert_eq!(closes.len(), 1, "{s:?}: {stdout}");
+        let close = closes[0];
+        assert_eq!(close["end"], s.ending.end(), "{s:?}: {close}");
+        assert_eq!(close["bytes_sent"], s.sent, "{s:?}: {close}");
+        assert_eq!(close["bytes_received"], s.received, "{s:?}: {close}");
+        assert_eq!(close["role"], "client", "{close}");
+        assert_eq!(close["pid"], std::process::id(), "{close}");
+        assert_eq!(close["comm"], connects[0]["comm"], "{close}");
+        let duration = close["duration_ns"].as_u64().unwrap();
+        assert!(
+            duration > 0 && duration <= (s.elapsed + SLACK).as_nanos() as u64,
+            "{s:?}: {close}"
+        );
+        // Established after the call, closed after established.
+        let established = close["established_time_ns"].as_u64().unwrap();
+        assert!(
+            established >= connects[0]["time_ns"].as_u64().unwrap(),
+            "{close}"
+        );
+        assert_eq!(
+            close["time_ns"].as_u64().unwrap() - established,
+            duration,
+            "{close}"
+        );
+        assert!(close["segs_out"].as_u64().unwrap() >= 2, "{close}");
+        assert!(close["segs_in"].as_u64().unwrap() >= 2, "{close}");
+        assert!(close["srtt_us"].is_u64(), "{close}");
+        assert!(close["retransmits"].is_u64(), "{close}");
+        match s.ending {
+            Ending::ServerRst => assert_eq!(close["errno"], 104, "{close}"),
+            _ => assert!(close.get("errno").is_none(), "{close}"),
+        }
+    }
+    // The one left open: reported open, without figures, at exit.
+    let dst = unmapped(v4);
+    let closes = lines_of(&lines, open_src, dst, true);
+    assert_eq!(closes.len(), 1, "{stdout}");
+    assert_eq!(closes[0]["end"], "open", "{}", closes[0]);
+    assert!(closes[0].get("bytes_sent").is_none(), "{}", closes[0]);
+    let duration = closes[0]["duration_ns"].as_u64().unwrap();
+    assert!(
+        duration <= open_since.elapsed().as_nanos() as u64,
+        "{}",
+        closes[0]
+    );
+    drop(open);
+    // Nothing else: the connects and closes of this process to the traced ports.
+    assert_eq!(lines.len(), 2 * seen.len() + 2, "{stdout}");
+}
+
+#[test]
+fn lifetime_life_format_prints_a_line_per_close() {
+    let dst = server("127.0.0.1:0");
+    let port = dst.port().to_string();
+    let (stdout, stderr, seen) = traced(&["--format", "life", "--filter-port", &port], || {
+        [Ending::ServerFin, Ending::ClientRst].map(|ending| connection(dst, 1234, ending))
+    });
+    let mut lines = stdout.lines();
+    assert_eq!(
+        lines.next(),
+        Some(
+            "TIME       PID     LADDR           LPORT RADDR           RPORT   TX_BYTES   RX_BYTES         MS END          COMM"
+        ),
+        "{stdout}"
+    );
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!(rows.len(), seen.len(), "{stdout}");
+    // Connects are not printed, but counted with the closes.
+    assert_eq!(summary(&stderr).printed, 2 * seen.len() as u64, "{stderr}");
+    for s in &seen {
+        let row = rows
+            .iter()
+            .find(|r| r[3] == s.src.port().to_string())
+            .unwrap_or_else(|| panic!("{s:?}: {stdout}"));
+        let pid = std::process::id().to_string();
+        let (sent, received) = (s.sent.to_string(), s.received.to_string());
+        assert_eq!(row[1], pid, "{row:?}");
+        assert_eq!(
+            (row[2], row[4], row[5]),
+            ("127.0.0.1", "127.0.0.1", port.as_str()),
+            "{row:?}"
+        );
+        assert_eq!(
+            (row[6], row[7]),
+            (sent.as_str(), received.as_str()),
+            "{row:?}"
+        );
+        let ms: f64 = row[8].parse().unwrap();
+        assert!(
+            ms > 0.0 && ms <= (s.elapsed + SLACK).as_secs_f64() * 1000.0,
+            "{row:?}"
+        );
+        assert_eq!(row[9], s.ending.end(), "{row:?}");
+        // The test binary's name, as the kernel truncates it.
+        assert!(row.len() >= 11, "{row:?}");
+    }
+}
+
+#[test]
+fn lifetime_conflicts_are_one_line_errors() {
+    for (args, expected) in [
+        (
+            &["--lifetime", "--count"][..],
+            "probe-user: error: --lifetime reports each close as a line: use it with --format json or life, without --count, --metrics or --otlp-endpoint",
+        ),
+        (
+            &["--format", "life", "--metrics", "127.0.0.1:0"][..],
+            "probe-user: error: --lifetime reports each close as a line: use it with --format json or life, without --count, --metrics or --otlp-endpoint",
+        ),
+        (
+            &["--lifetime"][..],
+            "probe-user: error: --lifetime reports each close as a line: use it with --format json or life",
+        ),
+        (
+            &["--lifetime", "--format", "json", "--failed-only"][..],
+            "probe-user: error: --lifetime follows each connect that came up: not with --successes-only or --failed-only",
+        ),
+        (
+            &["--format", "life", "--successes-only"][..],
+            "probe-user: error: --lifetime follows each connect that came up: not with --successes-only or --failed-only",
+        ),
+        (
+            &["--format", "life", "--names"][..],
+            "probe-user: error: --format life has no column for names or NAT destinations: use --format json with --names or --nat",
+        ),
+    ] {
+        assert_one_line_error(args, 2, expected);
+    }
+}
