@@ -52,7 +52,18 @@ pub(super) enum Tracer {
     ProbeUser(&'static str),
     /// SystemTap's example `n`, run by staprun.
     Stap(u32),
+    /// A peer's command line (libbpf-tools, run with its own loader and libraries: see
+    /// `debian.rs`), stopped with SIGINT, which it handles.
+    Peer(&'static str),
 }
+
+/// The configurations that follow connections to their close, measured in a table of their own
+/// (no SystemTap example does).
+pub(super) const LIFETIME: &str = "connection lifetime";
+
+/// What the guest needs of libbpf-tools for the peers: the package, and the programs' paths in it.
+pub(super) const PEER_PACKAGE: &str = "libbpf-tools";
+pub(super) const PEER_PROGRAMS: [&str; 2] = ["usr/sbin/tcpconnect", "usr/sbin/tcplife"];
 
 const fn traced(name: &'static str, example: &'static str, tracer: Tracer, port: u16) -> Config {
     Config {
@@ -93,6 +104,28 @@ impl Config {
         matches!(self.tracer, Some(Tracer::Stap(_)))
     }
 
+    /// A peer's tracer (only with `--peers`).
+    pub(super) fn is_peer(&self) -> bool {
+        matches!(self.tracer, Some(Tracer::Peer(_)))
+    }
+
+    /// How the guest knows the tracer is ready: probe-user's banner; SystemTap's kprobe
+    /// registered; a peer's perf events (one per attach point, one for its perf buffer on the
+    /// guest's one CPU), which libbpf-tools open only as it attaches.
+    pub(super) fn ready(&self) -> &'static str {
+        match self.tracer {
+            Some(Tracer::Stap(_)) => "kprobe",
+            Some(Tracer::Peer(command)) if command.contains("tcplife") => "perf:2",
+            Some(Tracer::Peer(_)) => "perf:5",
+            _ => "banner",
+        }
+    }
+
+    /// The signal that ends the tracer, letting it write what it holds.
+    pub(super) fn stop_signal(&self) -> &'static str {
+        if self.is_peer() { "INT" } else { "TERM" }
+    }
+
     /// The configuration without the trailing option `option` that this one adds to.
     pub(super) fn without(&self, option: &str) -> Option<&'static Config> {
         let command = self.command();
@@ -106,13 +139,13 @@ impl Config {
     pub(super) fn command(&self) -> String {
         match self.tracer {
             None => String::new(),
-            Some(Tracer::ProbeUser(command)) => command.to_string(),
+            Some(Tracer::ProbeUser(command) | Tracer::Peer(command)) => command.to_string(),
             Some(Tracer::Stap(n)) => stap::staprun_command(n),
         }
     }
 }
 
-use Tracer::{ProbeUser, Stap};
+use Tracer::{Peer, ProbeUser, Stap};
 
 #[rustfmt::skip]
 pub(super) const CONFIGS: &[Config] = &[
@@ -162,6 +195,15 @@ pub(super) const CONFIGS: &[Config] = &[
     // counts from the events (each connect crosses the ring buffer, as a JSON line does).
     traced("count-default", "example 2", ProbeUser("/bin/probe-user --count --interval 1h"), 8080),
     traced("count-names", "example 2", ProbeUser("/bin/probe-user --count --interval 1h --count-by name"), 8080),
+    // Following each connection to its close, and libbpf-tools' tcplife (which reports both
+    // ends of each connection: the client's and the accepted one).
+    traced("life", LIFETIME, ProbeUser("/bin/probe-user --format life"), 8080),
+    traced("json-lifetime", LIFETIME, ProbeUser("/bin/probe-user --format json --lifetime"), 8080),
+    traced("peer-tcplife", LIFETIME, Peer("/bin/peer-tcplife"), 8080),
+    // libbpf-tools' tcpconnect: kprobe + kretprobe, a perf buffer.
+    traced("peer-tcpconnect", "example 2", Peer("/bin/peer-tcpconnect"), 8080),
+    traced("peer-tcpconnect-hit", "example 3, printed", Peer("/bin/peer-tcpconnect -P 8080"), 8080),
+    traced("peer-tcpconnect-miss", "example 3, filtered out", Peer("/bin/peer-tcpconnect -P 8080"), 9090),
     dns("baseline-dns", None),
     dns("dns-json", Some(ProbeUser("/bin/probe-user --format json"))),
     dns("dns-json-names", Some(ProbeUser("/bin/probe-user --format json --names"))),
@@ -184,5 +226,5 @@ pub(super) fn tracer_command(c: &Config) -> String {
     command
         .trim_start_matches("/usr/bin/")
         .trim_start_matches("/bin/")
-        .to_string()
+        .replace("peer-", "")
 }

@@ -5,8 +5,11 @@ use std::{collections::BTreeMap, fmt::Write as _};
 
 use anyhow::{Context as _, Result, bail};
 
-use super::{configs::CONFIGS, options::Options};
-use crate::{artifacts, kernels, stap, vm};
+use super::{
+    configs::{CONFIGS, PEER_PACKAGE, PEER_PROGRAMS},
+    options::Options,
+};
+use crate::{artifacts, debian, kernels, stap, vm};
 
 /// What one run measured.
 pub(super) struct Run {
@@ -27,6 +30,9 @@ pub(super) struct Measured {
     pub(super) program_stats: BTreeMap<&'static str, Vec<String>>,
     /// From its `--stats` run: start-up time and memory.
     pub(super) resources: BTreeMap<&'static str, (String, String)>,
+    /// Measured alike for every tracer, per run: exec to ready (centiseconds of the guest's
+    /// clock) and peak RSS (`VmHWM`, KiB) after the run's connects.
+    pub(super) peaks: BTreeMap<&'static str, Vec<(u64, u64)>>,
 }
 
 /// Boots the VM that runs every configuration of `options` (paced, in real time, if
@@ -36,11 +42,14 @@ pub(super) fn measure(options: &Options, latency: bool) -> Result<Measured> {
     let mut stderr_notes = BTreeMap::new();
     let mut program_stats: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
     let mut resources: BTreeMap<&'static str, (String, String)> = BTreeMap::new();
+    let mut peaks: BTreeMap<&'static str, Vec<(u64, u64)>> = BTreeMap::new();
     let mut console = Vec::new();
     let mut on_line = |line: &str| {
         println!("{line}");
         if let Some((name, run)) = parse_result(line) {
             runs.entry(name).or_default().push(run);
+        } else if let Some((name, peak)) = parse_peak(line) {
+            peaks.entry(name).or_default().push(peak);
         } else if let Some(rest) = line.strip_prefix("stderr ")
             && let Some((name, text)) = rest.split_once(": ")
         {
@@ -81,6 +90,21 @@ pub(super) fn measure(options: &Options, latency: bool) -> Result<Measured> {
                     guest = guest.file(&guest_path, &host);
                 }
             }
+            if options.peers {
+                let dir = debian::programs(
+                    PEER_PACKAGE,
+                    "bookworm",
+                    PEER_PACKAGE,
+                    &PEER_PROGRAMS,
+                    options.arch,
+                )?;
+                let names = PEER_PROGRAMS.map(|p| p.rsplit('/').next().unwrap_or(p));
+                for (guest_path, host) in
+                    debian::guest_files(&dir, "/lib/peers", &names, "peer-", options.arch)?
+                {
+                    guest = guest.file(&guest_path, &host);
+                }
+            }
             // With stap, the host's installed kernel, which stap's modules are built for.
             let kernel = if options.stap {
                 vm::kernel_image()?
@@ -107,6 +131,7 @@ pub(super) fn measure(options: &Options, latency: bool) -> Result<Measured> {
         stderr_notes,
         program_stats,
         resources,
+        peaks,
     })
 }
 
@@ -116,20 +141,30 @@ fn guest_script(options: &Options, latency: bool) -> String {
     // tearing its programs down in deferred work (RCU callbacks, trampoline freeing) that would
     // land in the next run, ~4k instructions per connect in a baseline: the 2 s sleep lets it
     // settle (under `sleep=off` idle time costs no wall time).
+    // Every tracer's start-up is also taken alike, from its launch to ready as the guest sees it
+    // (polled every 10 ms, on /proc/uptime's centiseconds), with its peak RSS after the run.
     let mut s = String::from(
-        "bench() { name=$1; port=$2; workload=$3; ready=$4; shift 4\n\
+        "cs() { u=$(cut -d' ' -f1 /proc/uptime); echo $(( ${u%.*} * 100 + 1${u#*.} - 100 )); }\n\
+         ready() { case $1 in\n\
+           banner) grep -q 'Hit Ctrl-C' /tmp/err 2>/dev/null;;\n\
+           kprobe) grep -q tcp_v4_connect /sys/kernel/debug/kprobes/list;;\n\
+           perf:*) [ $(ls -l /proc/$t/fd 2>/dev/null | grep -c perf_event) -ge ${1#perf:} ];;\n\
+         esac; }\n\
+         bench() { name=$1; port=$2; workload=$3; ready=$4; stop=$5; shift 5\n\
          if [ $# -eq 0 ]; then\n\
            r=$(/bin/connect-bench --cycles $CYCLES --port $port $workload $PACE) || return 1\n\
            echo \"result $name $r lines=0\"; return 0\n\
          fi\n\
-         rm -f /tmp/err; \"$@\" > /tmp/out 2> /tmp/err & t=$!\n\
-         until if [ $ready = banner ]; then grep -q 'Hit Ctrl-C' /tmp/err 2>/dev/null;\n\
-               else grep -q tcp_v4_connect /sys/kernel/debug/kprobes/list; fi; do\n\
-           kill -0 $t 2>/dev/null || { cat /tmp/err; return 1; }; sleep 0.05; done\n\
+         rm -f /tmp/err; t0=$(cs); \"$@\" > /tmp/out 2> /tmp/err & t=$!\n\
+         until ready $ready; do\n\
+           kill -0 $t 2>/dev/null || { cat /tmp/err; return 1; }; usleep 10000; done\n\
+         t1=$(cs)\n\
          [ $ready = banner ] || sleep 1\n\
          r=$(/bin/connect-bench --cycles $CYCLES --port $port $workload $PACE) || return 1\n\
-         kill -TERM $t; wait $t\n\
+         hwm=$(grep VmHWM /proc/$t/status | tr -s ' ' | cut -d' ' -f2)\n\
+         kill -$stop $t; wait $t\n\
          echo \"result $name $r lines=$(wc -l < /tmp/out)\"\n\
+         echo \"peak $name ready=$((t1 - t0)) hwm=$hwm\"\n\
          sleep 2\n\
          tail -n +2 /tmp/err | sed \"s/^/stderr $name: /\"\n\
          }\n",
@@ -140,23 +175,27 @@ fn guest_script(options: &Options, latency: bool) -> String {
     s.push_str("/bin/connect-bench --cycles 200 --port 8080 > /dev/null\n");
     for _ in 0..options.rounds {
         for c in options.configs() {
-            let ready = if c.is_stap() { "kprobe" } else { "banner" };
             let _ = writeln!(
                 s,
-                "bench {} {} {} {ready} {} || exit 1",
+                "bench {} {} {} {} {} {} || exit 1",
                 c.name,
                 c.port,
                 c.workload.flag(),
+                c.ready(),
+                c.stop_signal(),
                 c.command()
             );
         }
     }
     // Kernel BPF statistics cost a clock read per program run: a separate, unmeasured pass.
-    for c in options.configs().filter(|c| !latency && !c.is_stap()) {
+    for c in options
+        .configs()
+        .filter(|c| !latency && !c.is_stap() && !c.is_peer())
+    {
         if c.tracer.is_some() {
             let _ = writeln!(
                 s,
-                "bench stats-{} {} {} banner {} --stats || exit 1",
+                "bench stats-{} {} {} banner TERM {} --stats || exit 1",
                 c.name,
                 c.port,
                 c.workload.flag(),
@@ -187,6 +226,16 @@ fn parse_result(line: &str) -> Option<(&'static str, Run)> {
             p99_ns: fields.get("p99").copied(),
         },
     ))
+}
+
+/// Parses `peak <name> ready=<centiseconds> hwm=<KiB>`.
+fn parse_peak(line: &str) -> Option<(&'static str, (u64, u64))> {
+    let mut words = line.strip_prefix("peak ")?.split(' ');
+    let name = words.next()?;
+    let config = CONFIGS.iter().find(|c| c.name == name)?;
+    let ready = words.next()?.strip_prefix("ready=")?.parse().ok()?;
+    let hwm = words.next()?.strip_prefix("hwm=")?.parse().ok()?;
+    Some((config.name, (ready, hwm)))
 }
 
 /// Median guest ns per connect cycle over the runs of configuration `name`, if it ran.

@@ -27,6 +27,11 @@ pub struct Options {
     /// package if missing, compiles the modules once).
     #[arg(long)]
     pub(super) stap: bool,
+    /// Also run the peers probe is measured against: libbpf-tools' tcpconnect (examples 2 and
+    /// 3) and tcplife (connection lifetimes), Debian bookworm's libbpf-tools package and its
+    /// libraries, fetched on first use.
+    #[arg(long)]
+    pub(super) peers: bool,
     /// Render the report from a saved console log (target/xtask/bench/console.log) instead of
     /// booting the VM.
     #[arg(long, value_name = "FILE")]
@@ -66,6 +71,7 @@ impl Options {
         CONFIGS
             .iter()
             .filter(|c| !c.is_stap() || self.stap)
+            .filter(|c| !c.is_peer() || self.peers)
             .filter(|c| {
                 c.name == c.workload.baseline()
                     || self

@@ -7,7 +7,7 @@ use std::{collections::BTreeMap, fmt::Write as _};
 use anyhow::{Context as _, Result};
 
 use super::{
-    configs::{CONFIGS, Config, Workload, tracer_command},
+    configs::{CONFIGS, Config, LIFETIME, Workload, tracer_command},
     measure::{Measured, Run, median_per_cycle},
     options::Options,
     report::write_section,
@@ -43,8 +43,11 @@ pub(super) fn write(options: &Options, measured: &Measured) -> Result<()> {
         stderr_notes,
         program_stats,
         resources,
+        peaks,
     } = measured;
-    let report = report(options, runs, stderr_notes, program_stats, resources)?;
+    let mut report = report(options, runs, stderr_notes, program_stats, resources)?;
+    lifetimes(&mut report, options, runs)?;
+    alike(&mut report, options, peaks);
     println!("{report}");
     if options.write {
         let path = artifacts::workspace_root().join("docs/benchmarks.md");
@@ -167,6 +170,7 @@ fn report(
     for c in options
         .configs()
         .filter(|c| c.tracer.is_some() && c.workload == Workload::Accepted)
+        .filter(|c| c.example != LIFETIME)
     {
         let r = runs
             .get(c.name)
@@ -181,7 +185,10 @@ fn report(
         let (_, _, target) = example(c.example);
         let (stap, source) = stap_overhead(runs, c.example, baseline);
         // The targets are fractions of SystemTap's cost on x86_64, the only place it runs.
-        let (stap_cell, target_cell, met) = if c.is_stap() || options.arch != Arch::X86_64 {
+        let (stap_cell, target_cell, met) = if c.is_stap()
+            || c.is_peer()
+            || options.arch != Arch::X86_64
+        {
             ("-".to_string(), "-".to_string(), "-")
         } else {
             (
@@ -265,7 +272,7 @@ fn report(
     let _ = writeln!(out, "|---|---|");
     for c in options
         .configs()
-        .filter(|c| c.tracer.is_some() && !c.is_stap())
+        .filter(|c| c.tracer.is_some() && !c.is_stap() && !c.is_peer())
     {
         let stats = program_stats
             .get(c.name)
@@ -296,6 +303,81 @@ fn report(
         }
     }
     Ok(out)
+}
+
+/// Following connections to their close: `--format life`, JSON with `--lifetime` (against JSON
+/// alone) and libbpf-tools' tcplife, if they ran.
+fn lifetimes(out: &mut String, options: &Options, runs: &BTreeMap<&str, Vec<Run>>) -> Result<()> {
+    let rows: Vec<&Config> = options
+        .configs()
+        .filter(|c| c.example == LIFETIME && runs.contains_key(c.name))
+        .collect();
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let baseline = median_per_cycle(runs, "baseline").context("no results for baseline")?;
+    let _ = writeln!(
+        out,
+        "\nFollowing each connection to its close (each cycle: a connect, its accept and the close \
+         of both ends), side by side with libbpf-tools' tcplife (Debian bookworm's 0.26, a perf \
+         buffer), which reports both ends of each connection where probe reports the connect's:\n"
+    );
+    let _ = writeln!(
+        out,
+        "| configuration | overhead | added to the same without following closes | lines printed / connects |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|");
+    for c in rows {
+        let r = &runs[c.name];
+        let lines: u64 = r.iter().map(|r| r.lines).sum();
+        let connects: u64 = r.iter().map(|r| r.cycles).sum();
+        let with = median_per_cycle(runs, c.name).unwrap_or(f64::NAN);
+        let added = c
+            .without(" --lifetime")
+            .and_then(|w| median_per_cycle(runs, w.name))
+            .map_or("-".to_string(), |without| {
+                format!("{:+.1}k", (with - without) / 1000.0)
+            });
+        let _ = writeln!(
+            out,
+            "| `{}` | **+{:.1}k** | {added} | {lines} / {connects} |",
+            tracer_command(c),
+            (with - baseline) / 1000.0,
+        );
+    }
+    Ok(())
+}
+
+/// Start-up and peak memory taken alike for every tracer of the run (probe-user's own `--stats`
+/// measure from inside; this one from outside, as for a peer).
+fn alike(out: &mut String, options: &Options, peaks: &BTreeMap<&str, Vec<(u64, u64)>>) {
+    if peaks.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "\nStart-up and peak memory measured alike for every tracer: from its launch to ready as \
+         the guest's shell sees it (probe-user's banner, SystemTap's kprobe, a peer's perf \
+         events; polled every 10 ms, so within 10 ms) and `VmHWM` after the run's connects; \
+         medians of the runs:\n"
+    );
+    let _ = writeln!(out, "| configuration | port | launch to ready | peak RSS |");
+    let _ = writeln!(out, "|---|---|---|---|");
+    for c in options.configs().filter(|c| c.tracer.is_some()) {
+        let Some(p) = peaks.get(c.name) else {
+            continue;
+        };
+        let ready = super::measure::median(p.iter().map(|p| p.0 as f64).collect());
+        let hwm = super::measure::median(p.iter().map(|p| p.1 as f64).collect());
+        let _ = writeln!(
+            out,
+            "| `{}` | {} | {:.0} ms | {:.0} KiB |",
+            tracer_command(c),
+            c.port,
+            ready * 10.0,
+            hwm
+        );
+    }
 }
 
 /// SystemTap's overhead for `example`: measured in this run if it ran, else the reference.
@@ -338,7 +420,7 @@ fn chart_bars(runs: &BTreeMap<&str, Vec<Run>>) -> Vec<chart::Bar> {
         });
         for c in CONFIGS
             .iter()
-            .filter(|c| c.example == name && c.tracer.is_some() && !c.is_stap())
+            .filter(|c| c.example == name && c.tracer.is_some() && !c.is_stap() && !c.is_peer())
         {
             if let Some(v) = per_cycle(c.name) {
                 bars.push(chart::Bar {
