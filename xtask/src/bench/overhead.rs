@@ -185,18 +185,16 @@ fn report(
         let (_, _, target) = example(c.example);
         let (stap, source) = stap_overhead(runs, c.example, baseline);
         // The targets are fractions of SystemTap's cost on x86_64, the only place it runs.
-        let (stap_cell, target_cell, met) = if c.is_stap()
-            || c.is_peer()
-            || options.arch != Arch::X86_64
-        {
-            ("-".to_string(), "-".to_string(), "-")
-        } else {
-            (
-                format!("+{stap:.1}k ({source})"),
-                format!("<= +{target:.1}k"),
-                if overhead <= target { "yes" } else { "no" },
-            )
-        };
+        let (stap_cell, target_cell, met) =
+            if c.is_stap() || c.is_peer() || options.arch != Arch::X86_64 {
+                ("-".to_string(), "-".to_string(), "-")
+            } else {
+                (
+                    format!("+{stap:.1}k ({source})"),
+                    format!("<= +{target:.1}k"),
+                    if overhead <= target { "yes" } else { "no" },
+                )
+            };
         let _ = writeln!(
             out,
             "| `{}` (port {}) | {} | **+{overhead:.1}k** | {stap_cell} | {target_cell} | {met} | {} | {lines} / {connects} | {} |",
