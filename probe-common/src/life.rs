@@ -36,42 +36,52 @@ pub enum End {
     FinLocal = 1,
     /// Closed with FINs, the peer's first.
     FinPeer = 2,
-    /// This side reset it: closed with unread data, `SO_LINGER` 0, or aborted (`tcp_disconnect`).
+    /// This side aborted it and sent a reset: closed with unread data, `SO_LINGER` 0,
+    /// `tcp_disconnect`, data arriving after the application closed, or closed after its FIN
+    /// without the peer's (an orphan's FIN_WAIT2 timeout).
     RstSent = 3,
     /// The peer reset it (`ECONNRESET`, or `EPIPE` after its FIN).
     RstReceived = 4,
-    /// The kernel gave up retransmitting, or keepalive probes went unanswered (`ETIMEDOUT`).
+    /// The kernel gave up retransmitting, or keepalive probes went unanswered (`ETIMEDOUT`, or
+    /// the unreachable error an ICMP message left: its errno is reported).
     Timeout = 5,
-    /// Another error ended it (its errno is reported: an ICMP error on an established
-    /// connection, ...).
+    /// Another error ended it (its errno is reported: `ECONNABORTED` when killed through
+    /// sock_diag, `ss -K`).
     Error = 6,
     /// Still open when tracing ended.
     Open = 7,
 }
 
 impl End {
-    /// How a connection whose socket moved from state `old` to CLOSE ended, its `sk_err` at
-    /// that moment (set by tcp_reset / tcp_write_err before tcp_done) and `first_fin` (the
-    /// state it left ESTABLISHED for, FIN_WAIT1 or CLOSE_WAIT, or 0 if that was not seen).
+    /// How a connection whose socket moved from state `old` to CLOSE ended, from its `sk_err`
+    /// at that moment (set by tcp_reset / tcp_write_err before tcp_done), whether everything
+    /// it sent was acknowledged (`snd_una == write_seq`: its FIN too, once sent) and whether
+    /// the peer's FIN arrived (`SOCK_DONE`).
+    ///
+    /// Without an error, the state left tells: a close with FINs reaches CLOSE from FIN_WAIT2
+    /// (this side's FIN first: TIME_WAIT after the peer's FIN), CLOSING (both at once) or
+    /// LAST_ACK (the peer's first) with its FIN acknowledged; from any state before that, or
+    /// without the peer's FIN or the acknowledgement, the kernel aborted the connection and
+    /// sent a reset (`tcp_close` with unread data, `SO_LINGER` 0, `tcp_disconnect`, data
+    /// arriving after the application closed, an orphan's FIN_WAIT2 timeout).
     #[inline(always)]
-    pub const fn of_close(old: i32, sk_err: u32, first_fin: i32) -> End {
+    pub const fn of_close(old: i32, sk_err: u32, all_acked: bool, fin_received: bool) -> End {
         use tcp_state::*;
         match sk_err {
             0 => {}
             errno::ECONNRESET | errno::EPIPE => return End::RstReceived,
-            errno::ETIMEDOUT => return End::Timeout,
+            // Retransmissions or keepalive probes unanswered: `tcp_write_err` reports the soft
+            // error an ICMP error left (unreachable) if any, else ETIMEDOUT.
+            errno::ETIMEDOUT | errno::EHOSTUNREACH | errno::ENETUNREACH | errno::EACCES => {
+                return End::Timeout;
+            }
             _ => return End::Error,
         }
         match old {
-            // Straight from a state before any FIN of ours, with no error: this side aborted.
-            ESTABLISHED | CLOSE_WAIT | SYN_RECV => End::RstSent,
-            _ => match first_fin {
-                FIN_WAIT1 => End::FinLocal,
-                CLOSE_WAIT => End::FinPeer,
-                // Not seen: the state left tells (LAST_ACK follows the peer's FIN).
-                _ if old == LAST_ACK => End::FinPeer,
-                _ => End::FinLocal,
-            },
+            FIN_WAIT2 if fin_received => End::FinLocal,
+            CLOSING if all_acked => End::FinLocal,
+            LAST_ACK if all_acked => End::FinPeer,
+            _ => End::RstSent,
         }
     }
 }
@@ -80,12 +90,13 @@ impl End {
 /// `bytes_acked` at its close, which counts sequence numbers: the SYN's (acknowledged for any
 /// connection that came up) and, once acknowledged, the FIN's. `fin_acked`: this side sent a
 /// FIN (it left ESTABLISHED or CLOSE_WAIT by closing, `old` one of FIN_WAIT1, FIN_WAIT2,
-/// CLOSING, LAST_ACK) and `snd_una` reached `write_seq`.
+/// CLOSING, LAST_ACK) and everything it sent was acknowledged (`all_acked`: `snd_una` reached
+/// `write_seq`).
 #[inline(always)]
-pub const fn payload_sent(bytes_acked: u64, old: i32, snd_una: u32, write_seq: u32) -> u64 {
+pub const fn payload_sent(bytes_acked: u64, old: i32, all_acked: bool) -> u64 {
     use tcp_state::*;
     let fin_sent = matches!(old, FIN_WAIT1 | FIN_WAIT2 | CLOSING | LAST_ACK);
-    let fin_acked = fin_sent && snd_una == write_seq;
+    let fin_acked = fin_sent && all_acked;
     bytes_acked.saturating_sub(1 + fin_acked as u64)
 }
 
@@ -150,29 +161,38 @@ mod tests {
             assert_eq!(End::from_name(e.name()), Some(e));
         }
         assert_eq!(End::try_from(0), Err(0));
-        assert_eq!(End::of_close(FIN_WAIT2, 0, FIN_WAIT1), End::FinLocal);
-        assert_eq!(End::of_close(CLOSING, 0, FIN_WAIT1), End::FinLocal);
-        assert_eq!(End::of_close(LAST_ACK, 0, CLOSE_WAIT), End::FinPeer);
-        assert_eq!(End::of_close(LAST_ACK, 0, 0), End::FinPeer);
-        assert_eq!(End::of_close(FIN_WAIT1, 0, 0), End::FinLocal);
-        assert_eq!(End::of_close(ESTABLISHED, 0, 0), End::RstSent);
-        assert_eq!(End::of_close(CLOSE_WAIT, 0, CLOSE_WAIT), End::RstSent);
-        assert_eq!(End::of_close(ESTABLISHED, 104, 0), End::RstReceived);
-        assert_eq!(End::of_close(CLOSE_WAIT, 32, CLOSE_WAIT), End::RstReceived);
-        assert_eq!(End::of_close(ESTABLISHED, 110, 0), End::Timeout);
-        assert_eq!(End::of_close(ESTABLISHED, 113, 0), End::Error);
+        // Closes with FINs.
+        assert_eq!(End::of_close(FIN_WAIT2, 0, true, true), End::FinLocal);
+        assert_eq!(End::of_close(CLOSING, 0, true, true), End::FinLocal);
+        assert_eq!(End::of_close(LAST_ACK, 0, true, true), End::FinPeer);
+        // Aborts: before any FIN, after this side's FIN without the peer's (linger 0 after
+        // shutdown, data after close, an orphan's FIN_WAIT2 timeout), FIN unacknowledged.
+        assert_eq!(End::of_close(ESTABLISHED, 0, true, false), End::RstSent);
+        assert_eq!(End::of_close(CLOSE_WAIT, 0, true, true), End::RstSent);
+        assert_eq!(End::of_close(FIN_WAIT1, 0, false, false), End::RstSent);
+        assert_eq!(End::of_close(FIN_WAIT2, 0, true, false), End::RstSent);
+        assert_eq!(End::of_close(LAST_ACK, 0, false, true), End::RstSent);
+        // Errors.
+        assert_eq!(
+            End::of_close(ESTABLISHED, 104, true, false),
+            End::RstReceived
+        );
+        assert_eq!(End::of_close(CLOSE_WAIT, 32, true, true), End::RstReceived);
+        assert_eq!(End::of_close(ESTABLISHED, 110, false, false), End::Timeout);
+        assert_eq!(End::of_close(ESTABLISHED, 113, false, false), End::Timeout);
+        assert_eq!(End::of_close(ESTABLISHED, 103, true, false), End::Error);
     }
 
     #[test]
     fn payload_leaves_out_the_syn_and_fins() {
         // 1000 bytes, the FIN acknowledged (snd_una == write_seq) after the peer's.
-        assert_eq!(payload_sent(1002, LAST_ACK, 7, 7), 1000);
-        assert_eq!(payload_sent(1002, FIN_WAIT2, 7, 7), 1000);
+        assert_eq!(payload_sent(1002, LAST_ACK, true), 1000);
+        assert_eq!(payload_sent(1002, FIN_WAIT2, true), 1000);
         // The FIN sent but never acknowledged (a reset, a timeout).
-        assert_eq!(payload_sent(1001, FIN_WAIT1, 6, 7), 1000);
+        assert_eq!(payload_sent(1001, FIN_WAIT1, false), 1000);
         // No FIN sent: a reset by this side.
-        assert_eq!(payload_sent(1, ESTABLISHED, 7, 7), 0);
-        assert_eq!(payload_sent(0, ESTABLISHED, 7, 7), 0);
+        assert_eq!(payload_sent(1, ESTABLISHED, true), 0);
+        assert_eq!(payload_sent(0, ESTABLISHED, true), 0);
         assert_eq!(payload_received(2501, true), 2500);
         assert_eq!(payload_received(2500, false), 2500);
         assert_eq!(payload_received(0, true), 0);

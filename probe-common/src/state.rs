@@ -33,8 +33,10 @@ pub mod counter {
     /// [`LIVE_REMOVED`] and the entries left at the end, it tells how many connections the map
     /// evicted (each a close that cannot be reported), which the kernel does silently.
     pub const LIVE_ADDED: u32 = 8;
-    /// Entries the kernel side is about to remove from `LIVE` (a close reported, or a socket
-    /// tracked again whose close was missed), counted before the removal. See [`LIVE_ADDED`].
+    /// Entries the kernel side is about to remove from `LIVE` as reported (a close), counted
+    /// before the removal (an entry the LRU evicts meanwhile was reported all the same); an
+    /// entry replaced, or removed because its socket now holds another connection, is not
+    /// counted, so it counts as lost. See [`LIVE_ADDED`].
     pub const LIVE_REMOVED: u32 = 9;
     /// Number of counters.
     pub const COUNT: u32 = 10;
@@ -263,11 +265,6 @@ pub struct LiveConnection {
     pub connect: crate::ConnectRecord,
     /// `CLOCK_BOOTTIME` nanoseconds when it was established.
     pub established_ns: u64,
-    /// The state it left ESTABLISHED for (`FIN_WAIT1`: this side's FIN first; `CLOSE_WAIT`:
-    /// the peer's), 0 while established.
-    pub first_fin: i32,
-    /// Explicit padding, always zero.
-    pub _pad: u32,
 }
 
 #[cfg(test)]

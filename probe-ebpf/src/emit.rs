@@ -75,6 +75,7 @@ impl Why {
 
 /// Reports a connect with how it ended (`--outcome`; see `outcome`) and why: counts it
 /// (`--count`), or else emits it, unless `--failed-only` or `--min-latency` leaves it out.
+/// Returns whether it emitted it (`--lifetime` follows only a connect reported).
 #[inline(always)]
 pub fn completed(
     to: &Destination,
@@ -83,10 +84,10 @@ pub fn completed(
     errno: u32,
     why: &Why,
     latency_ns: u64,
-) {
+) -> bool {
     let config = OUTCOME.load();
     if (config.failed_only != 0 && !outcome.is_failure()) || latency_ns < config.min_latency_ns {
-        return;
+        return false;
     }
     if counted(
         to,
@@ -95,12 +96,12 @@ pub fn completed(
         why,
         latency_ns,
     ) {
-        return;
+        return false;
     }
     // Written in place in the ring buffer: a record built on the stack first, and copied,
     // would not fit the BPF stack next to the connect record it contains.
     let Some(mut entry) = reserve::<OutcomeRecord>() else {
-        return;
+        return false;
     };
     let slot = entry.as_mut_ptr();
     // SAFETY: the reservation is an OutcomeRecord's size and alignment; every field is
@@ -122,6 +123,7 @@ pub fn completed(
         put_addr(addr_of_mut!((*trouble).icmp_from), why.trouble.icmp_from);
     }
     submit(entry);
+    true
 }
 
 /// A connection's figures at its close (`--lifetime`), from its socket.

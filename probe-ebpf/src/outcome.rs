@@ -32,8 +32,8 @@ pub fn connect_outcome(ctx: RawTracePointContext) -> i32 {
     let (sk, old, new): (*const u8, i32, i32) = (ctx.arg(0), ctx.arg(1), ctx.arg(2));
     if old == TCP_SYN_SENT {
         returned(left_syn_sent_call(ctx.as_ptr(), sk, new));
-    } else if life::enabled() && life::watched(old, new) {
-        returned(life::changed_call(sk, old, new));
+    } else if new == TCP_CLOSE && life::enabled() {
+        returned(life::closed_call(sk, old));
     }
     0
 }
@@ -230,16 +230,14 @@ pub fn left_syn_sent<C: EbpfContext>(ctx: &C, sk_ptr: *const u8, new: i32) {
         errno
     };
     let outcome = Outcome::of_handshake(established, errno);
-    emit::completed(&to, record, outcome, errno, &why, latency_ns);
-    // Followed to its close if it came up and was reported (as `completed` decides).
-    if established && life::enabled() && latency_ns >= OUTCOME.load().min_latency_ns {
+    let reported = emit::completed(&to, record, outcome, errno, &why, latency_ns);
+    // Followed to its close if it came up and its connect was reported.
+    if established && reported && life::enabled() {
         let established_ns = record.boot_ns + latency_ns;
         let live = live.as_mut_ptr();
         // SAFETY: the record is written; the rest of the connection now is.
         unsafe {
             (*live).established_ns = established_ns;
-            (*live).first_fin = 0;
-            (*live)._pad = 0;
             life::opened(sk_ptr, &*live);
         }
     }

@@ -25,8 +25,8 @@ pub fn inet_sock_set_state(ctx: RawTracePointContext) -> i32 {
         outcome::returned(on_syn_sent(sk));
     } else if old == TCP_SYN_SENT {
         outcome::returned(outcome::left_syn_sent_call(ctx.as_ptr(), sk, new));
-    } else if life::enabled() && life::watched(old, new) {
-        outcome::returned(life::changed_call(sk, old, new));
+    } else if new == TCP_CLOSE && life::enabled() {
+        outcome::returned(life::closed_call(sk, old));
     }
     0
 }

@@ -2,7 +2,13 @@
 //! [`crate::TracerBuilder::lifetime`]): userspace accounts for the LRU's evictions and takes
 //! what is left at the end, as connections still open.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+};
 
 use aya::{
     Ebpf,
@@ -22,7 +28,14 @@ pub(crate) struct Live {
     deleted: u64,
     /// The highest count of the LRU's evictions seen so far.
     evicted: AtomicU64,
+    /// What named each connection's connect (`--names`, `--nat`), by its endpoints, for its
+    /// close: a NAT destination is claimed once, and a DNS answer may be forgotten by then.
+    /// Bounded like `LIVE` itself; a close whose connect found it full is left unnamed.
+    naming: std::collections::HashMap<(SocketAddr, SocketAddr), Naming>,
 }
+
+/// A connect's DNS name and NAT destination.
+type Naming = (Option<Arc<str>>, Option<SocketAddr>);
 
 impl Live {
     /// Takes the map out of the loaded object.
@@ -31,7 +44,27 @@ impl Live {
             lru: take_map(ebpf, map::LIVE)?,
             deleted: 0,
             evicted: AtomicU64::new(0),
+            naming: std::collections::HashMap::new(),
         })
+    }
+
+    /// Keeps what named an established connect for its close.
+    pub(crate) fn remember(&mut self, connect: &crate::ConnectEvent) {
+        let named = connect.dns_name.is_some() || connect.nat_dst.is_some();
+        let established = connect
+            .completion
+            .is_some_and(|c| c.outcome == crate::Outcome::Established);
+        if named && established && self.naming.len() < probe_common::limit::MAX_LIVE as usize {
+            let naming = (connect.dns_name.clone(), connect.nat_dst);
+            self.naming.insert((connect.src, connect.dst), naming);
+        }
+    }
+
+    /// Gives a close's connect what named it when it was reported.
+    pub(crate) fn recall(&mut self, connect: &mut crate::ConnectEvent) {
+        if let Some((dns_name, nat_dst)) = self.naming.remove(&(connect.src, connect.dst)) {
+            (connect.dns_name, connect.nat_dst) = (dns_name, nat_dst);
+        }
     }
 
     /// How many connections are followed now.
