@@ -148,20 +148,10 @@ fn connection(dst: SocketAddr, len: usize, ending: Ending) -> Seen {
                 }
             }
         },
-        Ending::ClientFinThenRst => {
-            stream.shutdown(Shutdown::Write).unwrap();
-            let mut left = ANSWER;
-            while left > 0 {
-                let n = stream.read(&mut buf).unwrap();
-                assert!(n > 0);
-                received += n as u64;
-                left -= n;
+        Ending::ClientRst | Ending::ClientFinThenRst => {
+            if ending == Ending::ClientFinThenRst {
+                stream.shutdown(Shutdown::Write).unwrap();
             }
-            socket2::SockRef::from(&stream)
-                .set_linger(Some(Duration::ZERO))
-                .unwrap();
-        }
-        Ending::ClientRst => {
             // Read the whole answer (unread data would reset anyway), then reset.
             let mut left = ANSWER;
             while left > 0 {
