@@ -457,7 +457,7 @@ fn bad_arguments_get_one_line_errors() {
         ),
         (
             &["--format", "xml"][..],
-            "probe-user: error: invalid value 'xml' for '--format <FORMAT>': unknown format 'xml' (expected one of: minimal, stap, json)",
+            "probe-user: error: invalid value 'xml' for '--format <FORMAT>': unknown format 'xml' (expected one of: minimal, stap, json, life)",
         ),
         (
             &["--frobnicate"][..],
