@@ -31,7 +31,7 @@ pub(crate) struct Live {
     /// What named each connection's connect (`--names`, `--nat`), by its endpoints, for its
     /// close: a NAT destination is claimed once, and a DNS answer may be forgotten by then.
     /// Bounded like `LIVE` itself; a close whose connect found it full is left unnamed.
-    naming: std::collections::HashMap<(SocketAddr, SocketAddr), Naming>,
+    naming: Namings,
 }
 
 /// A connect's DNS name and NAT destination.
@@ -44,27 +44,18 @@ impl Live {
             lru: take_map(ebpf, map::LIVE)?,
             deleted: 0,
             evicted: AtomicU64::new(0),
-            naming: std::collections::HashMap::new(),
+            naming: Namings::default(),
         })
     }
 
     /// Keeps what named an established connect for its close.
     pub(crate) fn remember(&mut self, connect: &crate::ConnectEvent) {
-        let named = connect.dns_name.is_some() || connect.nat_dst.is_some();
-        let established = connect
-            .completion
-            .is_some_and(|c| c.outcome == crate::Outcome::Established);
-        if named && established && self.naming.len() < probe_common::limit::MAX_LIVE as usize {
-            let naming = (connect.dns_name.clone(), connect.nat_dst);
-            self.naming.insert((connect.src, connect.dst), naming);
-        }
+        self.naming.remember(connect);
     }
 
     /// Gives a close's connect what named it when it was reported.
     pub(crate) fn recall(&mut self, connect: &mut crate::ConnectEvent) {
-        if let Some((dns_name, nat_dst)) = self.naming.remove(&(connect.src, connect.dst)) {
-            (connect.dns_name, connect.nat_dst) = (dns_name, nat_dst);
-        }
+        self.naming.recall(connect);
     }
 
     /// How many connections are followed now.
@@ -98,5 +89,94 @@ impl Live {
         let removed = total(counter::LIVE_REMOVED);
         let now = added.saturating_sub(held + removed + self.deleted);
         self.evicted.fetch_max(now, Ordering::Relaxed).max(now)
+    }
+}
+
+/// What named each followed connection's connect, by its endpoints, up to `limit` of them.
+#[derive(Debug)]
+struct Namings {
+    by_endpoints: std::collections::HashMap<(SocketAddr, SocketAddr), Naming>,
+    limit: usize,
+}
+
+impl Default for Namings {
+    fn default() -> Self {
+        Namings {
+            by_endpoints: std::collections::HashMap::new(),
+            limit: probe_common::limit::MAX_LIVE as usize,
+        }
+    }
+}
+
+impl Namings {
+    fn remember(&mut self, connect: &crate::ConnectEvent) {
+        let named = connect.dns_name.is_some() || connect.nat_dst.is_some();
+        let established = connect
+            .completion
+            .is_some_and(|c| c.outcome == crate::Outcome::Established);
+        if named && established && self.by_endpoints.len() < self.limit {
+            let naming = (connect.dns_name.clone(), connect.nat_dst);
+            self.by_endpoints.insert((connect.src, connect.dst), naming);
+        }
+    }
+
+    fn recall(&mut self, connect: &mut crate::ConnectEvent) {
+        if let Some((dns_name, nat_dst)) = self.by_endpoints.remove(&(connect.src, connect.dst)) {
+            (connect.dns_name, connect.nat_dst) = (dns_name, nat_dst);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Completion, ConnectEvent, Outcome, event::tests::record};
+    use probe_common::AF_INET;
+
+    fn connect(sport: u16, outcome: Outcome) -> ConnectEvent {
+        let mut event =
+            ConnectEvent::from_record(&record(AF_INET, &[10, 0, 0, 1], sport, &[10, 0, 0, 2], 443))
+                .unwrap();
+        event.completion = Some(Completion {
+            outcome,
+            latency_ns: 1,
+            errno: 0,
+            syn_retransmits: 0,
+            cause: None,
+        });
+        event
+    }
+
+    #[test]
+    fn a_close_gets_its_connects_naming_once_and_the_store_is_bounded() {
+        let mut namings = Namings {
+            limit: 2,
+            ..Namings::default()
+        };
+        let nat: SocketAddr = "10.1.0.7:8443".parse().unwrap();
+        let mut named = connect(40000, Outcome::Established);
+        (named.dns_name, named.nat_dst) = (Some("api.example".into()), Some(nat));
+        namings.remember(&named);
+        // Not established, or not named: nothing kept.
+        let mut refused = connect(40001, Outcome::Refused);
+        refused.dns_name = Some("down.example".into());
+        namings.remember(&refused);
+        namings.remember(&connect(40002, Outcome::Established));
+        assert_eq!(namings.by_endpoints.len(), 1);
+        // The close, decoded without names, gets them; a second close of the same endpoints not.
+        let mut close = connect(40000, Outcome::Established);
+        namings.recall(&mut close);
+        assert_eq!(close.dns_name.as_deref(), Some("api.example"));
+        assert_eq!(close.nat_dst, Some(nat));
+        let mut again = connect(40000, Outcome::Established);
+        namings.recall(&mut again);
+        assert_eq!((again.dns_name, again.nat_dst), (None, None));
+        // Full: a third named connection is not kept.
+        for sport in [41000, 41001, 41002] {
+            let mut c = connect(sport, Outcome::Established);
+            c.dns_name = Some("x.example".into());
+            namings.remember(&c);
+        }
+        assert_eq!(namings.by_endpoints.len(), 2);
     }
 }
