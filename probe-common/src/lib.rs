@@ -27,8 +27,8 @@ pub use config::{CountBy, FilterFlags, SockOffsets};
 pub use life::End;
 pub use outcome::{Cause, Outcome, OutcomeConfig};
 pub use record::{
-    CloseRecord, ConnectRecord, DNS_PAYLOAD_MAX, DnsRecord, Identity, NatRecord, OutcomeRecord,
-    RecordHeader, RecordKind, TimestampRecord, Trouble,
+    CloseFigures, CloseRecord, ConnectRecord, DNS_PAYLOAD_MAX, DnsRecord, Identity, NatRecord,
+    OutcomeRecord, RecordHeader, RecordKind, TimestampRecord, Trouble,
 };
 
 /// `AF_INET` as the kernel and `sockaddr_in` spell it.

@@ -308,6 +308,15 @@ pub struct CloseRecord {
     pub established_ns: u64,
     /// `CLOCK_BOOTTIME` nanoseconds when it closed.
     pub closed_ns: u64,
+    /// How it ended, and its socket's counters then.
+    pub figures: CloseFigures,
+}
+
+/// A connection's counters at its close and how it ended, from its socket (the kernel side
+/// reads them into this, and copies it into the [`CloseRecord`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CloseFigures {
     /// Payload bytes sent and acknowledged by the peer (`bytes_acked` without the SYN and
     /// FIN: [`crate::life::payload_sent`]).
     pub bytes_sent: u64,
@@ -352,6 +361,7 @@ mod tests {
         assert_eq!(DnsRecord::SIZE, RecordHeader::SIZE + 16 + DNS_PAYLOAD_MAX);
         assert_eq!(NatRecord::SIZE, RecordHeader::SIZE + 16 + 3 * 16 + 8);
         assert_eq!(CloseRecord::SIZE, ConnectRecord::SIZE + 4 * 8 + 6 * 4);
+        assert_eq!(core::mem::size_of::<CloseFigures>(), 2 * 8 + 6 * 4);
     }
 
     #[test]

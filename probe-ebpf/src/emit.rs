@@ -15,8 +15,8 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::debug;
 use probe_common::{
-    COMM_LEN, CloseRecord, ConnectRecord, CountBy, DNS_PAYLOAD_MAX, DnsRecord, End, NatRecord,
-    Outcome, OutcomeRecord, RawAddr, RecordKind, TimestampRecord, Trouble,
+    COMM_LEN, CloseFigures, CloseRecord, ConnectRecord, CountBy, DNS_PAYLOAD_MAX, DnsRecord,
+    NatRecord, Outcome, OutcomeRecord, RawAddr, RecordKind, TimestampRecord, Trouble,
     outcome::{LATENCY_BUCKETS, latency_bucket},
     state::{CountKey, CountValue, LiveConnection, counter},
 };
@@ -126,21 +126,9 @@ pub fn completed(
     true
 }
 
-/// A connection's figures at its close (`--lifetime`), from its socket.
-pub struct Figures {
-    pub end: End,
-    pub errno: u32,
-    pub bytes_sent: u64,
-    pub bytes_received: u64,
-    pub segs_out: u32,
-    pub segs_in: u32,
-    pub retransmits: u32,
-    pub srtt_us: u32,
-}
-
 /// Reports a traced connection that closed now (`--lifetime`), with its `figures`.
 #[inline(always)]
-pub fn closed(live: &LiveConnection, figures: &Figures) {
+pub fn closed(live: &LiveConnection, figures: &CloseFigures) {
     let Some(mut entry) = reserve::<CloseRecord>() else {
         return;
     };
@@ -151,14 +139,7 @@ pub fn closed(live: &LiveConnection, figures: &Figures) {
         (*slot).connect.header = RecordKind::Close.header();
         (*slot).established_ns = live.established_ns;
         (*slot).closed_ns = aya_ebpf::helpers::bpf_ktime_get_boot_ns();
-        (*slot).bytes_sent = figures.bytes_sent;
-        (*slot).bytes_received = figures.bytes_received;
-        (*slot).segs_out = figures.segs_out;
-        (*slot).segs_in = figures.segs_in;
-        (*slot).retransmits = figures.retransmits;
-        (*slot).srtt_us = figures.srtt_us;
-        (*slot).end = figures.end as u32;
-        (*slot).errno = figures.errno;
+        (*slot).figures = *figures;
     }
     submit(entry);
 }

@@ -7,15 +7,13 @@
 use core::mem::MaybeUninit;
 
 use probe_common::{
-    End, Family,
+    CloseFigures, End, Family,
     life::{payload_received, payload_sent},
     state::{LiveConnection, counter},
 };
 
 use crate::{
-    LIFETIME, LIVE, SOCK_OFFSETS,
-    emit::{self, Figures},
-    outcome,
+    LIFETIME, LIVE, SOCK_OFFSETS, emit, outcome,
     sock::{self, Sock},
 };
 
@@ -78,8 +76,8 @@ fn closed(sk_ptr: *const u8, old: i32) {
     let errno = sock::error(sk_ptr, offsets);
     let all_acked = sock::snd_una(sk_ptr, offsets) == sock::write_seq(sk_ptr, offsets);
     let fin_received = sock::fin_received(sk_ptr, offsets);
-    let figures = Figures {
-        end: End::of_close(old, errno, all_acked, fin_received),
+    let figures = CloseFigures {
+        end: End::of_close(old, errno, all_acked, fin_received) as u32,
         errno,
         bytes_sent: payload_sent(sock::bytes_acked(sk_ptr, offsets), old, all_acked),
         bytes_received: payload_received(sock::bytes_received(sk_ptr, offsets), fin_received),

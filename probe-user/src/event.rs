@@ -183,20 +183,21 @@ impl CloseEvent {
 
     /// Decodes a close record.
     pub(crate) fn from_record(r: &CloseRecord) -> Result<Self, Malformed> {
-        let end = End::try_from(r.end).map_err(Malformed::End)?;
+        let f = &r.figures;
+        let end = End::try_from(f.end).map_err(Malformed::End)?;
         Ok(CloseEvent {
             connect: ConnectEvent::from_record(&r.connect)?,
             established_ns: r.established_ns,
             closed_ns: r.closed_ns,
             end,
-            errno: r.errno,
+            errno: f.errno,
             figures: Some(Figures {
-                bytes_sent: r.bytes_sent,
-                bytes_received: r.bytes_received,
-                segs_out: r.segs_out,
-                segs_in: r.segs_in,
-                retransmits: r.retransmits,
-                srtt_us: r.srtt_us,
+                bytes_sent: f.bytes_sent,
+                bytes_received: f.bytes_received,
+                segs_out: f.segs_out,
+                segs_in: f.segs_in,
+                retransmits: f.retransmits,
+                srtt_us: f.srtt_us,
             }),
         })
     }

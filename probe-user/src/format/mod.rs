@@ -348,20 +348,23 @@ pub(crate) mod tests {
             "unknown format 'xml' (expected one of: minimal, stap, json, life)"
         );
     }
+
     /// A close of the test connect: established 1 ms after it, closed 1.5 s later.
     fn closed(end: crate::End, figures: bool) -> CloseEvent {
         let mut record = probe_common::CloseRecord {
             connect: record(AF_INET, &[10, 0, 0, 1], 40000, &[10, 0, 0, 2], 443),
             established_ns: 5_001_000_123,
             closed_ns: 6_501_000_123,
-            bytes_sent: 1000,
-            bytes_received: 2500,
-            segs_out: 7,
-            segs_in: 6,
-            retransmits: 1,
-            srtt_us: 250,
-            end: end as u32,
-            errno: 0,
+            figures: probe_common::CloseFigures {
+                bytes_sent: 1000,
+                bytes_received: 2500,
+                segs_out: 7,
+                segs_in: 6,
+                retransmits: 1,
+                srtt_us: 250,
+                end: end as u32,
+                errno: 0,
+            },
         };
         record.connect.header = probe_common::RecordKind::Close.header();
         let mut close = CloseEvent::from_record(&record).unwrap();
