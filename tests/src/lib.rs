@@ -277,6 +277,27 @@ impl ProbeUser {
     }
 }
 
+/// Runs probe-user as `cmd` while `f` runs, its stdout read in the background (JSON lines are
+/// long: a few hundred of them fill a pipe), then stops it (SIGINT); returns its output,
+/// checked to be a success, and what `f` returned.
+pub fn run_while<R>(cmd: &mut Command, f: impl FnOnce() -> R) -> (Finished, R) {
+    let mut tracer = ProbeUser::start_with(cmd);
+    tracer.read_stdout_in_background();
+    let made = f();
+    let out = tracer.stop();
+    assert!(out.status.success(), "{cmd:?}: {out:?}");
+    (out, made)
+}
+
+/// [`run_while`] with the backend under test, `args` and `--pid <this process>` (natively, the
+/// host's other processes connect too).
+pub fn run_here<R>(args: &[&str], f: impl FnOnce() -> R) -> (Finished, R) {
+    let pid = std::process::id().to_string();
+    let mut cmd = probe_user_command();
+    cmd.args(args).args(["--pid", &pid]);
+    run_while(&mut cmd, f)
+}
+
 /// Runs probe-user to completion with `args` (for argument errors).
 pub fn run_probe_user(args: &[&str]) -> Finished {
     let out = Command::new(probe_user())

@@ -21,7 +21,7 @@ use probe_tests::{
         icmp_unreachable_errno, start_connect, wait_for_the_end,
     },
     free_port, json_lines, kernel_release, listener, metric_samples, netns, probe_user_command,
-    reports_failed_calls, scrape, serving_addr, summary, unmapped,
+    reports_failed_calls, run_while, scrape, serving_addr, summary, unmapped,
 };
 use serde_json::Value;
 use socket2::{Domain, Socket, Type};
@@ -54,11 +54,7 @@ struct Traced {
 fn traced<R>(args: &[&str], f: impl FnOnce() -> R) -> (Traced, R) {
     let mut cmd = probe_user_command();
     cmd.args(["--outcome", "--format", "json"]).args(args);
-    let mut tracer = ProbeUser::start_with(&mut cmd);
-    tracer.read_stdout_in_background();
-    let made = f();
-    let out = tracer.stop();
-    assert!(out.status.success(), "{args:?}: {out:?}");
+    let (out, made) = run_while(&mut cmd, f);
     let lines = json_lines(&out.stdout);
     let s = summary(&out.stderr);
     assert_eq!(s.printed, lines.len() as u64, "{out:?}");

@@ -12,9 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use probe_tests::{
-    ProbeUser, assert_one_line_error, json_lines, probe_user_command, summary, unmapped,
-};
+use probe_tests::{assert_one_line_error, json_lines, run_here, summary, unmapped};
 use serde_json::Value;
 
 /// How a test connection ends.
@@ -179,17 +177,13 @@ fn connection(dst: SocketAddr, len: usize, ending: Ending) -> Seen {
 /// Runs probe-user with `args` and `--pid <this process>` while `f` runs; returns stdout and
 /// stderr once it ended (SIGINT).
 fn traced<R>(args: &[&str], f: impl FnOnce() -> R) -> (String, String, R) {
-    let pid = std::process::id().to_string();
-    let mut cmd = probe_user_command();
-    cmd.args(args).args(["--pid", &pid]);
-    let mut tracer = ProbeUser::start_with(&mut cmd);
-    tracer.read_stdout_in_background();
-    let made = f();
-    // Closes are reported when the socket reaches CLOSE, which a FIN exchange reaches within
-    // the round trip that follows the application's close.
-    thread::sleep(Duration::from_millis(300));
-    let out = tracer.stop();
-    assert!(out.status.success(), "{args:?}: {out:?}");
+    let (out, made) = run_here(args, || {
+        let made = f();
+        // Closes are reported when the socket reaches CLOSE, which a FIN exchange reaches
+        // within the round trip that follows the application's close.
+        thread::sleep(Duration::from_millis(300));
+        made
+    });
     (out.stdout, out.stderr, made)
 }
 

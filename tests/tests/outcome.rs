@@ -10,14 +10,14 @@ use std::{
 };
 
 use probe_tests::{
-    Finished, ProbeUser, Summary, SynDropping, TRACEPOINT, backend, bound_reusing_address,
+    Finished, Summary, SynDropping, TRACEPOINT, backend, bound_reusing_address,
     connect_in_progress,
     faults::{
         Capture, ICMP_HOST_UNREACH, any_loopback_port, closed_port, error_once_closed,
         send_icmp_unreachable, set_tcp_option,
     },
-    json_lines, listener, probe_user_command, reports_failed_calls, run_probe_user, summary,
-    unix_now, unmapped,
+    json_lines, listener, reports_failed_calls, run_here, run_probe_user, summary, unix_now,
+    unmapped,
 };
 use serde_json::Value;
 use socket2::{Domain, Socket, Type};
@@ -46,28 +46,13 @@ struct Traced {
     out: Finished,
 }
 
-/// Runs probe-user with `args` and `--pid <this process>` (natively, the host's other
-/// processes connect too) while `f` makes connects; returns its output and what `f` returned.
-fn run<R>(args: &[&str], f: impl FnOnce() -> R) -> (Finished, R) {
-    let pid = std::process::id().to_string();
-    let mut cmd = probe_user_command();
-    cmd.args(args).args(["--pid", &pid]);
-    let mut tracer = ProbeUser::start_with(&mut cmd);
-    // JSON lines are long: a few hundred of them fill a pipe.
-    tracer.read_stdout_in_background();
-    let made = f();
-    let out = tracer.stop();
-    assert!(out.status.success(), "{args:?}: {out:?}");
-    (out, made)
-}
-
-/// [`run`] with `--format json` and `args` (which must ask for outcomes): every line is a
+/// [`run_here`] with `--format json` and `args` (which must ask for outcomes): every line is a
 /// connect of this process with an outcome and a latency, made while tracing.
 fn json_traced<R>(args: &[&str], f: impl FnOnce() -> R) -> (Traced, R) {
     let mut all = vec!["--format", "json"];
     all.extend_from_slice(args);
     let from = unix_now();
-    let (out, made) = run(&all, f);
+    let (out, made) = run_here(&all, f);
     let to = unix_now();
     let lines = json_lines(&out.stdout);
     let summary = summary(&out.stderr);
@@ -535,7 +520,7 @@ fn outcome_of_each_connect_from_several_threads_is_reported_once() {
 fn outcome_in_stap_format_ends_the_line_with_outcome_and_latency() {
     let (_closed, dst) = closed_port(Ipv4Addr::LOCALHOST.into());
     let from = unix_now();
-    let (out, a) = run(&["--outcome"], || {
+    let (out, a) = run_here(&["--outcome"], || {
         attempt(dst, Some(any_loopback_port(dst)))
     });
     let to = unix_now();
