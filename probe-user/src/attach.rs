@@ -134,31 +134,31 @@ impl TracerBuilder {
 }
 
 impl TracerBuilder {
-    /// With [`TracerBuilder::lifetime`]: events with outcomes (the completion path is what
-    /// starts following a connection), untracked outcomes becoming tracked.
+    /// With [`TracerBuilder::lifetime`]: outcomes (the completion path is what starts
+    /// following a connection), untracked outcomes becoming tracked, of events or of counts
+    /// (counted in userspace: see [`TracerBuilder::count_in_userspace`]).
     fn follow_lifetimes(&mut self) -> Result<(), crate::Conflict> {
         if !self.lifetime {
             return Ok(());
         }
-        match self.report {
-            Report::Events {
-                outcome: crate::Outcomes::Untracked,
-            } => {
-                self.report = Report::Events {
-                    outcome: crate::Outcomes::Tracked(crate::OutcomeFilter::default()),
-                };
-                Ok(())
-            }
-            Report::Events {
-                outcome: crate::Outcomes::Tracked(filter),
-            } if !filter.is_failed_only() => Ok(()),
-            _ => Err(crate::Conflict::LifetimeNeedsEvents),
+        let tracked = crate::Outcomes::Tracked(crate::OutcomeFilter::default());
+        match &mut self.report {
+            Report::Events { outcome } | Report::Counts { outcome, .. } => match outcome {
+                crate::Outcomes::Untracked => {
+                    *outcome = tracked;
+                    Ok(())
+                }
+                crate::Outcomes::Tracked(filter) if !filter.is_failed_only() => Ok(()),
+                _ => Err(crate::Conflict::LifetimeNeedsOutcomes),
+            },
+            _ => Err(crate::Conflict::LifetimeNeedsOutcomes),
         }
     }
 
-    /// Counts whose keys hold what only userspace knows (a DNS name, a NAT's destination) are
-    /// counted from events ([`crate::tally`]): the kernel side then reports each connect as an
-    /// event, with the same outcomes and filters. Counting by name implies the names.
+    /// Counts whose keys hold what only userspace knows (a DNS name, a NAT's destination), or
+    /// with [`TracerBuilder::lifetime`] what only closes tell, are counted from events
+    /// ([`crate::tally`]): the kernel side then reports each connect (and close) as an event,
+    /// with the same outcomes and filters. Counting by name implies the names.
     fn count_in_userspace(&mut self) -> Option<TallyConfig> {
         let Report::Counts { by, outcome, .. } = self.report else {
             return None;
@@ -166,13 +166,14 @@ impl TracerBuilder {
         if by == CountBy::Name && self.names.is_none() {
             self.names = Some(crate::NamesConfig::default());
         }
-        if self.names.is_none() && !self.nat {
+        if self.names.is_none() && !self.nat && !self.lifetime {
             return None;
         }
         let config = TallyConfig {
             by,
             per_cgroup: self.report.counts_per_cgroup(),
             max_series: self.max_series,
+            lifetime: self.lifetime,
         };
         // The caller's cgroup comes with the identity that names and NAT need anyway.
         self.report = Report::Events { outcome };

@@ -159,10 +159,13 @@ impl TracerBuilder {
     /// [`crate::Event::Close`] for it, with its duration, bytes and segments each way,
     /// retransmits, round-trip time and how it ended, when its socket closes (from
     /// `sock:inet_sock_set_state`, which every backend then attaches), or as
-    /// [`crate::End::Open`] after [`Tracer::detach`] if it is still open. Needs events with
-    /// outcomes ([`Report::Events`]; [`crate::Outcomes::Untracked`] becomes
-    /// [`crate::Outcomes::Tracked`]), else [`crate::TracerBuilder::attach`] fails with
-    /// [`crate::Conflict::LifetimeNeedsEvents`].
+    /// [`crate::End::Open`] after [`Tracer::detach`] if it is still open. With
+    /// [`Report::Counts`], counted in userspace from those events instead
+    /// ([`Tracer::counts_in_userspace`]): the rows of established connects carry their
+    /// connections' counts ([`crate::ConnectCount::connections`]: open now, closed, bytes,
+    /// durations). Needs outcomes ([`crate::Outcomes::Untracked`] becomes
+    /// [`crate::Outcomes::Tracked`]), established connects among them, else
+    /// [`crate::TracerBuilder::attach`] fails with [`crate::Conflict::LifetimeNeedsOutcomes`].
     pub fn lifetime(mut self, yes: bool) -> Self {
         self.lifetime = yes;
         self

@@ -93,6 +93,96 @@ pub struct ConnectCount {
     /// found the kernel's map at its budget ([`crate::TracerBuilder::max_series`]). Its
     /// address, port, cgroup and workload are `None` and 0: it stands for all of them.
     pub overflow: bool,
+    /// With [`crate::TracerBuilder::lifetime`], the rows of established connects: those
+    /// connections followed to their close. `None` otherwise.
+    pub connections: Option<ConnectionCounts>,
+}
+
+/// The upper bounds, in nanoseconds, of the finite buckets of
+/// [`ConnectionCounts::duration_buckets`]: powers of 4 from 16 us to 2^36 us (about 19 hours),
+/// the latency histogram's exported bounds carried on to the lengths of connections. The last
+/// bucket, one past these, counts the rest.
+///
+/// ```
+/// use probe_user::{ConnectionCounts, DURATION_BUCKET_BOUNDS_NS};
+///
+/// assert_eq!(DURATION_BUCKET_BOUNDS_NS[0], 16_000);
+/// assert_eq!(DURATION_BUCKET_BOUNDS_NS[16], 68_719_476_736_000); // 19 h 5 min
+/// assert_eq!(DURATION_BUCKET_BOUNDS_NS.len() + 1, ConnectionCounts::DURATION_BUCKETS);
+/// ```
+pub const DURATION_BUCKET_BOUNDS_NS: [u64; 17] = {
+    let mut bounds = [0; 17];
+    let mut b = 0;
+    while b < bounds.len() {
+        bounds[b] = 1000 << (4 + 2 * b);
+        b += 1;
+    }
+    bounds
+};
+
+/// The connections of a count row followed from established to their close
+/// ([`crate::TracerBuilder::lifetime`]), counted as their closes are drained: bytes and
+/// durations are those of closed connections.
+///
+/// ```
+/// use probe_user::ConnectionCounts;
+///
+/// let mut counts = ConnectionCounts::default();
+/// counts.opened = 3;
+/// counts.closed = 1;
+/// assert_eq!(counts.active(), 2);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConnectionCounts {
+    /// Connections that came up and were followed (each an established connect of the row).
+    pub opened: u64,
+    /// Those of them that closed.
+    pub closed: u64,
+    /// Payload bytes the closed ones sent and had acknowledged (see [`crate::Figures`]).
+    pub bytes_sent: u64,
+    /// Payload bytes the closed ones received.
+    pub bytes_received: u64,
+    /// The closed ones' durations (established to close), summed, in nanoseconds.
+    pub duration_ns: u64,
+    /// How many closed ones lasted at most [`DURATION_BUCKET_BOUNDS_NS`]`[b]` and more than
+    /// the bound of `b - 1` (the last: longer than every bound).
+    pub duration_buckets: [u64; ConnectionCounts::DURATION_BUCKETS],
+}
+
+impl ConnectionCounts {
+    /// The length of [`ConnectionCounts::duration_buckets`].
+    pub const DURATION_BUCKETS: usize = DURATION_BUCKET_BOUNDS_NS.len() + 1;
+
+    /// Connections open now: opened and not closed. A connection the kernel's table of
+    /// followed connections lost (counted as dropped) stays open here.
+    pub fn active(&self) -> u64 {
+        self.opened.saturating_sub(self.closed)
+    }
+
+    /// Counts one closed connection of `duration_ns` and its payload bytes.
+    pub(crate) fn close(&mut self, duration_ns: u64, bytes: Option<(u64, u64)>) {
+        self.closed += 1;
+        if let Some((sent, received)) = bytes {
+            self.bytes_sent += sent;
+            self.bytes_received += received;
+        }
+        self.duration_ns += duration_ns;
+        let bucket = DURATION_BUCKET_BOUNDS_NS.partition_point(|&bound| bound < duration_ns);
+        self.duration_buckets[bucket] += 1;
+    }
+
+    /// Adds `other`'s counts to these.
+    pub fn merge(&mut self, other: &ConnectionCounts) {
+        self.opened += other.opened;
+        self.closed += other.closed;
+        self.bytes_sent += other.bytes_sent;
+        self.bytes_received += other.bytes_received;
+        self.duration_ns += other.duration_ns;
+        for (sum, n) in self.duration_buckets.iter_mut().zip(other.duration_buckets) {
+            *sum += n;
+        }
+    }
 }
 
 impl ConnectCount {
@@ -117,6 +207,7 @@ impl ConnectCount {
             dns_name: None,
             nat_dst: None,
             overflow: false,
+            connections: None,
         }
     }
 }
@@ -145,16 +236,16 @@ pub(crate) fn rows(
 ) -> Vec<ConnectCount> {
     let counts = counts
         .into_iter()
-        .map(|(key, value)| (key, value, Naming::default()));
+        .map(|(key, value)| (key, value, Naming::default(), None));
     named_rows(by, per_cgroup, counts, names)
 }
 
-/// [`rows`] of counts whose keys carry a name and NAT destination too (counted in userspace:
-/// see `tally`).
+/// [`rows`] of counts whose keys carry a name and NAT destination too, and with lifetimes
+/// their connections' counts (counted in userspace: see `tally`).
 pub(crate) fn named_rows(
     by: CountBy,
     per_cgroup: bool,
-    counts: impl IntoIterator<Item = (CountKey, CountValue, Naming)>,
+    counts: impl IntoIterator<Item = (CountKey, CountValue, Naming, Option<ConnectionCounts>)>,
     mut names: impl FnMut(u64) -> WorkloadNames,
 ) -> Vec<ConnectCount> {
     type Row = (
@@ -168,7 +259,7 @@ pub(crate) fn named_rows(
         Naming,
     );
     let mut rows: BTreeMap<Row, ConnectCount> = BTreeMap::new();
-    for (key, value, naming) in counts {
+    for (key, value, naming, connections) in counts {
         let Ok(family) = event::family(key.family) else {
             continue;
         };
@@ -207,6 +298,9 @@ pub(crate) fn named_rows(
         row.connects += value.connects;
         row.latency_ns += value.latency_ns;
         row.syn_retransmits += value.syn_retransmits;
+        if let Some(connections) = connections {
+            row.connections.get_or_insert_default().merge(&connections);
+        }
         if row.outcome.is_some() {
             for (sum, n) in row.latency_buckets.iter_mut().zip(value.buckets) {
                 *sum += n;

@@ -86,7 +86,9 @@ pub use backend::FailureHooks;
 pub(crate) use backend::Mode;
 pub use builder::TracerBuilder;
 pub use clock::WallClock;
-pub use counts::{ConnectCount, LATENCY_BUCKET_BOUNDS_NS, Retired};
+pub use counts::{
+    ConnectCount, ConnectionCounts, DURATION_BUCKET_BOUNDS_NS, LATENCY_BUCKET_BOUNDS_NS, Retired,
+};
 pub use dns::{DnsStats, NamesConfig};
 pub use error::{
     AttachError, BackendError, BackendErrors, Cause, Error, FilterError, Missing, VerifierLog,

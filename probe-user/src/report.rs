@@ -158,9 +158,9 @@ pub enum Conflict {
     SuccessesOutcomes,
     /// Following connections to their close needs an event for each connect that came up.
     #[error(
-        "following connections to their close needs an event for each connect with its outcome: not counts, timestamps only, successes only or failed only"
+        "following connections to their close needs each connect's outcome, established ones included: not timestamps only, successes only or failed only"
     )]
-    LifetimeNeedsEvents,
+    LifetimeNeedsOutcomes,
 }
 
 /// The kernel side's globals that say what to report, set at load.

@@ -14,13 +14,13 @@ use std::{
 };
 
 use probe_common::{
-    CountBy, RawAddr,
+    CountBy, End, Outcome, RawAddr,
     outcome::{LATENCY_BUCKETS, latency_bucket},
     state::{CountKey, CountValue},
 };
 
 use crate::{
-    ConnectEvent,
+    CloseEvent, ConnectEvent, ConnectionCounts,
     count_map::{GoneCgroups, Presence},
     counts::Retired,
 };
@@ -42,13 +42,23 @@ pub(crate) struct TallyConfig {
     pub per_cgroup: bool,
     /// The most label sets (keys besides the overflow keys).
     pub max_series: u32,
+    /// Established connects are followed to their close ([`crate::TracerBuilder::lifetime`]):
+    /// their rows count their connections too ([`ConnectionCounts`]).
+    pub lifetime: bool,
+}
+
+/// One key's counts: its connects, and with lifetimes its connections.
+#[derive(Clone, Copy, Debug)]
+struct Counted {
+    value: CountValue,
+    connections: Option<ConnectionCounts>,
 }
 
 /// The connects counted so far, by key and naming.
 #[derive(Debug)]
 pub(crate) struct Tally {
     pub config: TallyConfig,
-    counts: HashMap<(CountKey, Naming), CountValue>,
+    counts: HashMap<(CountKey, Naming), Counted>,
     /// Label sets counted (keys besides the overflow keys).
     series: usize,
     /// Connects counted under an overflow key, the budget being in use.
@@ -77,27 +87,8 @@ impl Tally {
         let cause = completion
             .and_then(|c| c.cause.as_ref())
             .map_or(0, |c| c.cause() as u8);
-        let cgroup_id = match (&event.workload, self.config.per_cgroup) {
-            (Some(workload), true) => workload.cgroup_id,
-            _ => 0,
-        };
-        // By name the key keeps the port, as by port; the name is beside it.
-        let by = match self.config.by {
-            CountBy::Name => CountBy::Port,
-            by => by,
-        };
-        let family = event.family.af();
-        let mut key = CountKey::new(
-            by as u8,
-            cgroup_id,
-            (raw_addr(event.dst.ip()), event.dst.port()),
-            family,
-            (outcome, cause),
-        );
-        let naming = Naming {
-            dns_name: event.dns_name.clone(),
-            nat_dst: event.nat_dst,
-        };
+        let (mut key, naming) = self.key(event, (outcome, cause));
+        let family = key.family;
         let mut entry = (key, naming);
         if !self.counts.contains_key(&entry) {
             if self.series < self.config.max_series as usize {
@@ -108,7 +99,15 @@ impl Tally {
                 self.overflow += 1;
             }
         }
-        let value = self.counts.entry(entry).or_insert(CountValue::ZERO);
+        let counted = self.counts.entry(entry).or_insert(Counted {
+            value: CountValue::ZERO,
+            connections: None,
+        });
+        // An established connect is followed to its close (the kernel's `LIVE`).
+        if self.config.lifetime && completion.is_some_and(|c| c.outcome == Outcome::Established) {
+            counted.connections.get_or_insert_default().opened += 1;
+        }
+        let value = &mut counted.value;
         value.connects += 1;
         let Some(completion) = completion else {
             return;
@@ -119,11 +118,66 @@ impl Tally {
         value.buckets[usize::from(bucket)] += 1;
     }
 
+    /// Counts a connection's close ([`crate::TracerBuilder::lifetime`]) in the row its
+    /// established connect was counted in: its own, or if that went to the overflow row, the
+    /// overflow row. One still open at the end ([`End::Open`]) stays open; the close of a
+    /// connection whose row was retired with its cgroup meanwhile is not counted.
+    pub(crate) fn close(&mut self, close: &CloseEvent) {
+        if !self.config.lifetime || close.end == End::Open {
+            return;
+        }
+        let established = (Outcome::Established as u8, 0);
+        let (key, naming) = self.key(&close.connect, established);
+        let overflow = (
+            CountKey::overflow(key.family, established),
+            Naming::default(),
+        );
+        let counted = match self.counts.get_mut(&(key, naming)) {
+            Some(counted) => counted,
+            None => match self.counts.get_mut(&overflow) {
+                Some(counted) => counted,
+                None => return,
+            },
+        };
+        let bytes = close.figures.map(|f| (f.bytes_sent, f.bytes_received));
+        counted
+            .connections
+            .get_or_insert_default()
+            .close(close.duration_ns(), bytes);
+    }
+
+    /// A connect's key, as the kernel side would make it, and its naming.
+    fn key(&self, event: &ConnectEvent, (outcome, cause): (u8, u8)) -> (CountKey, Naming) {
+        let cgroup_id = match (&event.workload, self.config.per_cgroup) {
+            (Some(workload), true) => workload.cgroup_id,
+            _ => 0,
+        };
+        // By name the key keeps the port, as by port; the name is beside it.
+        let by = match self.config.by {
+            CountBy::Name => CountBy::Port,
+            by => by,
+        };
+        let key = CountKey::new(
+            by as u8,
+            cgroup_id,
+            (raw_addr(event.dst.ip()), event.dst.port()),
+            event.family.af(),
+            (outcome, cause),
+        );
+        let naming = Naming {
+            dns_name: event.dns_name.clone(),
+            nat_dst: event.nat_dst,
+        };
+        (key, naming)
+    }
+
     /// Every count, with its naming.
-    pub(crate) fn entries(&self) -> impl Iterator<Item = (CountKey, CountValue, Naming)> + '_ {
-        self.counts
-            .iter()
-            .map(|((key, naming), value)| (*key, *value, naming.clone()))
+    pub(crate) fn entries(
+        &self,
+    ) -> impl Iterator<Item = (CountKey, CountValue, Naming, Option<ConnectionCounts>)> + '_ {
+        self.counts.iter().map(|((key, naming), counted)| {
+            (*key, counted.value, naming.clone(), counted.connections)
+        })
     }
 
     /// Label sets counted (keys besides the overflow keys).
@@ -142,7 +196,7 @@ impl Tally {
         &mut self,
         after: Duration,
         presence: impl FnMut(u64) -> Option<Presence>,
-    ) -> Vec<(CountKey, CountValue, Naming)> {
+    ) -> Vec<(CountKey, CountValue, Naming, Option<ConnectionCounts>)> {
         let with_keys: HashSet<u64> = self
             .counts
             .keys()
@@ -158,16 +212,16 @@ impl Tally {
             return Vec::new();
         }
         let mut retired = Vec::new();
-        self.counts.retain(|(key, naming), value| {
+        self.counts.retain(|(key, naming), counted| {
             let keep = key.overflow != 0 || !due.contains(&key.cgroup_id);
             if !keep {
-                retired.push((*key, *value, naming.clone()));
+                retired.push((*key, counted.value, naming.clone(), counted.connections));
             }
             keep
         });
         self.series -= retired.len();
         self.retired.series += retired.len() as u64;
-        self.retired.connects += retired.iter().map(|(_, v, _)| v.connects).sum::<u64>();
+        self.retired.connects += retired.iter().map(|(_, v, _, _)| v.connects).sum::<u64>();
         retired
     }
 }
@@ -189,15 +243,14 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::{
-        Completion, ConnectCount, Outcome, WorkloadNames, counts::named_rows, format::tests::v4,
-    };
+    use crate::{Completion, ConnectCount, WorkloadNames, counts::named_rows, format::tests::v4};
 
     fn config(by: CountBy, max_series: u32) -> TallyConfig {
         TallyConfig {
             by,
             per_cgroup: false,
             max_series,
+            lifetime: false,
         }
     }
 
@@ -315,7 +368,121 @@ mod tests {
         assert_eq!(retired.len(), 1);
         assert_eq!((retired[0].0.cgroup_id, retired[0].1.connects), (7, 2));
         assert_eq!((tally.series(), tally.retired().connects), (1, 2));
-        assert!(tally.entries().all(|(key, _, _)| key.cgroup_id == 8));
+        assert!(tally.entries().all(|(key, ..)| key.cgroup_id == 8));
+    }
+
+    /// An established connect to `dst`.
+    fn established(dst: &str) -> ConnectEvent {
+        let mut event = to(dst, None);
+        event.completion = Some(Completion {
+            outcome: Outcome::Established,
+            latency_ns: 50_000,
+            errno: 0,
+            syn_retransmits: 0,
+            cause: None,
+        });
+        event
+    }
+
+    /// The close of `connect` after `ms` milliseconds, `bytes` sent and received.
+    fn closed(connect: &ConnectEvent, end: End, ms: u64, bytes: (u64, u64)) -> CloseEvent {
+        let mut connect = connect.clone();
+        connect.completion = None;
+        CloseEvent {
+            connect,
+            established_ns: 1_000_000_000,
+            closed_ns: 1_000_000_000 + ms * 1_000_000,
+            end,
+            errno: 0,
+            figures: (end != End::Open).then_some(crate::Figures {
+                bytes_sent: bytes.0,
+                bytes_received: bytes.1,
+                segs_out: 5,
+                segs_in: 5,
+                retransmits: 0,
+                srtt_us: 40,
+            }),
+        }
+    }
+
+    #[test]
+    fn closes_count_in_the_row_of_their_established_connect() {
+        let mut tally = Tally::new(TallyConfig {
+            lifetime: true,
+            ..config(CountBy::Destination, 16)
+        });
+        let (a, b) = (established("10.0.0.1:443"), established("10.0.0.1:443"));
+        let mut refused = to("10.0.0.1:443", None);
+        refused.completion = Some(Completion {
+            outcome: Outcome::Refused,
+            ..a.completion.unwrap()
+        });
+        for event in [&a, &b, &refused] {
+            tally.add(event);
+        }
+        tally.close(&closed(&a, End::FinLocal, 10, (100, 2_000)));
+        // Still open at the end: not a close.
+        tally.close(&closed(&b, End::Open, 0, (0, 0)));
+        let rows = rows(&tally);
+        let up = rows
+            .iter()
+            .find(|r| r.outcome == Some(Outcome::Established))
+            .unwrap();
+        let connections = up.connections.unwrap();
+        assert_eq!((connections.opened, connections.closed), (2, 1));
+        assert_eq!(connections.active(), 1);
+        assert_eq!(
+            (connections.bytes_sent, connections.bytes_received),
+            (100, 2_000)
+        );
+        assert_eq!(connections.duration_ns, 10_000_000);
+        // 10 ms: above 4.096 ms (bucket 4), at most 16.384 ms (bucket 5).
+        assert_eq!(connections.duration_buckets[5], 1);
+        assert_eq!(connections.duration_buckets.iter().sum::<u64>(), 1);
+        let refused = rows
+            .iter()
+            .find(|r| r.outcome == Some(Outcome::Refused))
+            .unwrap();
+        assert_eq!(refused.connections, None);
+    }
+
+    #[test]
+    fn past_the_budget_closes_count_in_the_overflow_row() {
+        let mut tally = Tally::new(TallyConfig {
+            lifetime: true,
+            ..config(CountBy::Destination, 1)
+        });
+        let (kept, over) = (established("10.0.0.1:80"), established("10.0.0.2:80"));
+        tally.add(&kept);
+        tally.add(&over);
+        tally.close(&closed(&over, End::RstReceived, 1, (1, 2)));
+        let rows = rows(&tally);
+        let other = rows
+            .iter()
+            .find(|r| r.overflow)
+            .unwrap()
+            .connections
+            .unwrap();
+        assert_eq!(
+            (other.opened, other.closed, other.bytes_received),
+            (1, 1, 2)
+        );
+        let own = rows
+            .iter()
+            .find(|r| !r.overflow)
+            .unwrap()
+            .connections
+            .unwrap();
+        assert_eq!((own.opened, own.closed), (1, 0));
+    }
+
+    #[test]
+    fn without_lifetimes_rows_have_no_connections() {
+        let mut tally = Tally::new(config(CountBy::Destination, 16));
+        let a = established("10.0.0.1:443");
+        tally.add(&a);
+        tally.close(&closed(&a, End::FinPeer, 1, (1, 1)));
+        assert_eq!(rows(&tally)[0].connections, None);
     }
 
     proptest! {

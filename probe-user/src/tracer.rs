@@ -307,6 +307,9 @@ impl Tracer {
                     if let Some(live) = live {
                         live.recall(&mut close.connect);
                     }
+                    if let Some(tally) = tally {
+                        tally.close(&close);
+                    }
                     on_event(&Event::Close(*close));
                     n += 1;
                 }
@@ -465,7 +468,7 @@ impl Tracer {
                 .counts
                 .retire(after, presence)
                 .into_iter()
-                .map(|(key, value)| (key, value, Default::default()))
+                .map(|(key, value)| (key, value, Default::default(), None))
                 .collect(),
         };
         counts::named_rows(by, true, retired, |id| workloads.names(id))

@@ -277,6 +277,17 @@ impl ProbeUser {
     }
 }
 
+/// A test that panics with probe-user still running does not leave it tracing (and holding its
+/// ring buffer and maps) through the tests that follow.
+impl Drop for ProbeUser {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// Runs probe-user as `cmd` while `f` runs, its stdout read in the background (JSON lines are
 /// long: a few hundred of them fill a pipe), then stops it (SIGINT); returns its output,
 /// checked to be a success, and what `f` returned.

@@ -12,7 +12,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use probe_tests::{assert_one_line_error, json_lines, run_here, summary, unmapped};
+use probe_tests::{
+    ProbeUser, assert_one_line_error, json_lines, metric_samples, probe_user_command, run_here,
+    scrape, serving_addr, summary, unmapped,
+};
 use serde_json::Value;
 
 /// How a test connection ends.
@@ -351,20 +354,185 @@ fn lifetime_life_format_prints_a_line_per_close() {
     }
 }
 
+/// The samples of `name` for the connects and connections to port `port` (the client's side,
+/// for the families with a role), summed over their other labels.
+fn sample(body: &str, name: &str, port: u16) -> f64 {
+    metric_samples(body, name)
+        .into_iter()
+        .filter(|(labels, _)| {
+            labels.get("dport").map(String::as_str) == Some(&port.to_string())
+                && labels.get("role").is_none_or(|role| role == "client")
+        })
+        .map(|(_, value)| value)
+        .sum()
+}
+
+/// Scrapes `addr` until `done` holds of the body (the tracer counts closes as it drains
+/// them, every 50 ms), at most 10 s.
+fn scrape_until(addr: SocketAddr, done: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let body = scrape(addr);
+        if done(&body) || Instant::now() > deadline {
+            return body;
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn lifetime_metrics_and_counts_follow_each_connection() {
+    let dst = server("127.0.0.1:0");
+    let port = dst.port();
+    let filter = port.to_string();
+    let pid = std::process::id().to_string();
+    let mut cmd = probe_user_command();
+    cmd.args([
+        "--lifetime",
+        "--metrics",
+        "127.0.0.1:0",
+        "--filter-port",
+        &filter,
+    ])
+    .args(["--pid", &pid]);
+    let tracer = ProbeUser::start_until(&mut cmd, "Counting TCP connects");
+    let addr = serving_addr(&tracer);
+    let seen: Vec<Seen> = [Ending::ClientFin, Ending::ServerFin, Ending::ServerRst]
+        .into_iter()
+        .enumerate()
+        .map(|(i, ending)| connection(dst, 700 + 10 * i, ending))
+        .collect();
+    // Two held open.
+    let mut open: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(dst).unwrap()).collect();
+    let closed = |n: f64| {
+        move |body: &str| sample(body, "tcpconn_connection_duration_seconds_count", port) == n
+    };
+    let body = scrape_until(addr, closed(3.0));
+    let (sent, received) = seen
+        .iter()
+        .fold((0, 0), |(s, r), c| (s + c.sent, r + c.received));
+    let expect = |body: &str, active: f64, closes: usize| {
+        assert_eq!(sample(body, "tcpconn_connects_total", port), 5.0, "{body}");
+        assert_eq!(
+            sample(body, "tcpconn_connections_active", port),
+            active,
+            "{body}"
+        );
+        assert_eq!(
+            sample(body, "tcpconn_bytes_sent_total", port),
+            seen[..closes].iter().map(|c| c.sent).sum::<u64>() as f64,
+            "{body}"
+        );
+        assert_eq!(
+            sample(body, "tcpconn_bytes_received_total", port),
+            seen[..closes].iter().map(|c| c.received).sum::<u64>() as f64,
+            "{body}"
+        );
+        assert_eq!(
+            sample(body, "tcpconn_connection_duration_seconds_count", port),
+            closes as f64,
+            "{body}"
+        );
+        // The +Inf bucket holds every close; the sum is at most the clients' time.
+        assert_eq!(
+            metric_samples(body, "tcpconn_connection_duration_seconds_bucket")
+                .iter()
+                .filter(|(l, _)| l.get("le").map(String::as_str) == Some("+Inf"))
+                .map(|(_, v)| v)
+                .sum::<f64>(),
+            closes as f64,
+            "{body}"
+        );
+        let elapsed: Duration = seen[..closes].iter().map(|c| c.elapsed + SLACK).sum();
+        let sum = sample(body, "tcpconn_connection_duration_seconds_sum", port);
+        assert!(sum > 0.0 && sum <= elapsed.as_secs_f64(), "{body}");
+    };
+    expect(&body, 2.0, 3);
+    // One of the open ones closes: a FIN from the client's side, 6 bytes each way.
+    let mut one = open.pop().unwrap();
+    one.write_all(b"w1234\xff").unwrap();
+    one.shutdown(Shutdown::Write).unwrap();
+    let mut answer = Vec::new();
+    one.read_to_end(&mut answer).unwrap();
+    drop(one);
+    let body = scrape_until(addr, closed(4.0));
+    assert_eq!(
+        sample(&body, "tcpconn_connections_active", port),
+        1.0,
+        "{body}"
+    );
+    assert_eq!(
+        sample(&body, "tcpconn_bytes_sent_total", port),
+        (sent + 6) as f64,
+        "{body}"
+    );
+    assert_eq!(
+        sample(&body, "tcpconn_bytes_received_total", port),
+        (received + answer.len() as u64) as f64,
+        "{body}"
+    );
+    let out = tracer.stop();
+    assert!(out.status.success(), "{out:?}");
+    drop(open);
+
+    // The same in the count table's JSON row at exit: the one left open is still active.
+    let mut cmd = probe_user_command();
+    cmd.args([
+        "--lifetime",
+        "--count",
+        "--format",
+        "json",
+        "--filter-port",
+        &filter,
+    ])
+    .args(["--pid", &pid]);
+    let tracer = ProbeUser::start_until(&mut cmd, "Counting TCP connects");
+    let seen = connection(dst, 900, Ending::ClientRst);
+    let held = TcpStream::connect(dst).unwrap();
+    thread::sleep(Duration::from_millis(300));
+    let out = tracer.stop();
+    assert!(out.status.success(), "{out:?}");
+    drop(held);
+    let table: Value =
+        serde_json::from_str(out.stdout.trim()).unwrap_or_else(|e| panic!("{e}: {out:?}"));
+    let rows = table["counts"].as_array().unwrap();
+    let row = rows
+        .iter()
+        .find(|r| r["outcome"] == "established")
+        .unwrap_or_else(|| panic!("{table}"));
+    assert_eq!(row["connects"], 2, "{row}");
+    let connections = &row["connections"];
+    assert_eq!(
+        (
+            &connections["active"],
+            &connections["closed"],
+            &connections["bytes_sent"],
+            &connections["bytes_received"],
+        ),
+        (
+            &Value::from(1),
+            &Value::from(1),
+            &Value::from(seen.sent),
+            &Value::from(seen.received)
+        ),
+        "{row}"
+    );
+}
+
 #[test]
 fn lifetime_conflicts_are_one_line_errors() {
     for (args, expected) in [
         (
-            &["--lifetime", "--count"][..],
-            "probe-user: error: --lifetime reports each close as a line: use it with --format json or life, without --count, --metrics or --otlp-endpoint",
-        ),
-        (
             &["--format", "life", "--metrics", "127.0.0.1:0"][..],
-            "probe-user: error: --lifetime reports each close as a line: use it with --format json or life, without --count, --metrics or --otlp-endpoint",
+            "probe-user: error: --format life prints a line per closed connection: to count connections with --count, --metrics or --otlp-endpoint use --lifetime",
         ),
         (
             &["--lifetime"][..],
-            "probe-user: error: --lifetime reports each close as a line: use it with --format json or life",
+            "probe-user: error: --lifetime reports each close as a line: use it with --format json or life, or count connections with --count, --metrics or --otlp-endpoint",
+        ),
+        (
+            &["--lifetime", "--count", "--failed-only"][..],
+            "probe-user: error: --lifetime follows each connect that came up: not with --successes-only or --failed-only",
         ),
         (
             &["--lifetime", "--format", "json", "--failed-only"][..],

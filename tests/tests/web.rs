@@ -1,6 +1,7 @@
 //! `--metrics` with `--web-config-file`: basic authentication, TLS, and TLS client
 //! certificates, checked with real clients against a running probe-user, with certificates and
-//! bcrypt hashes made for each run. Nothing here depends on the kernel or the backend, so
+//! bcrypt hashes made for each run; and the endpoint's bounds against clients that hold
+//! connections without scraping. Nothing here depends on the kernel or the backend, so
 //! `cargo xtask test` runs it in one pass only (natively with the tracepoint backend where the
 //! host allows; see `ONCE` in xtask/src/test.rs).
 
@@ -365,4 +366,142 @@ fn web_config_errors_are_one_line_before_anything_is_attached() {
         String::from_utf8_lossy(&out.stderr),
         "probe-user: error: the following required arguments were not provided: --metrics <ADDR>\n"
     );
+}
+
+/// `--metrics` outlives clients that hold connections without scraping: 300 idle connections
+/// and one that never finishes its request headers do not keep a scrape out for more than
+/// probe-user's header timeout (5 s; its connection deadline is 10 s): the connections
+/// beyond its cap (64) are answered 503 and closed at once, the others closed when the header
+/// timeout expires. `--metrics 0` says which port the kernel picked.
+#[test]
+fn metrics_endpoint_outlasts_idle_and_slow_clients() {
+    use std::{
+        io::{Read as _, Write as _},
+        net::{Ipv4Addr, SocketAddr, TcpStream},
+        time::Instant,
+    };
+
+    /// probe-user's cap on connections served at once (`metrics::MAX_CONNECTIONS`).
+    const MAX_CONNECTIONS: usize = 64;
+    const BUSY: &str = "HTTP/1.1 503 Service Unavailable\r\n";
+    const OK: &str = "HTTP/1.1 200 OK\r\n";
+
+    /// The address in probe-user's `probe-user: serving metrics on http://ADDR/metrics` line,
+    /// printed before the banner, never port 0.
+    fn serving_addr(tracer: &ProbeUser) -> SocketAddr {
+        let preamble = tracer.preamble();
+        let addr = preamble
+            .lines()
+            .find_map(|l| l.strip_prefix("probe-user: serving metrics on http://"))
+            .and_then(|rest| rest.strip_suffix("/metrics"))
+            .unwrap_or_else(|| panic!("no serving line before the banner: {preamble:?}"));
+        let addr: SocketAddr = addr.parse().unwrap_or_else(|e| panic!("{addr:?}: {e}"));
+        assert_ne!(addr.port(), 0, "{preamble:?}");
+        addr
+    }
+
+    /// Everything `stream` receives until the server closes it, each read bounded by
+    /// `timeout`: Err if a read times out (the server kept the connection open).
+    fn read_until_closed(stream: &mut TcpStream, timeout: Duration) -> std::io::Result<String> {
+        stream.set_read_timeout(Some(timeout))?;
+        let mut received = Vec::new();
+        match stream.read_to_end(&mut received) {
+            Ok(_) => {}
+            // Closed with unread data on the server's side.
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            Err(e) => return Err(e),
+        }
+        Ok(String::from_utf8_lossy(&received).into_owned())
+    }
+
+    /// One scrape of `/metrics` on a new connection, every step bounded by `timeout`.
+    fn scrape(addr: SocketAddr, timeout: Duration) -> std::io::Result<String> {
+        let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
+        stream.set_write_timeout(Some(timeout))?;
+        stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
+        read_until_closed(&mut stream, timeout)
+    }
+
+    // `--metrics 0`: loopback, on a port the kernel picks, and that port is the one served.
+    let tracer = ProbeUser::start_until(
+        probe_user_command().args(["--metrics", "0"]),
+        "Counting TCP connects",
+    );
+    let addr = serving_addr(&tracer);
+    assert_eq!(addr.ip(), Ipv4Addr::LOCALHOST);
+    let response = scrape(addr, Duration::from_secs(5)).unwrap();
+    assert!(response.starts_with(OK), "{response:?}");
+    let out = tracer.stop();
+    assert!(out.status.success(), "{out:?}");
+
+    let tracer = ProbeUser::start_until(
+        probe_user_command().args(["--metrics", "127.0.0.1:0"]),
+        "Counting TCP connects",
+    );
+    let addr = serving_addr(&tracer);
+    assert_eq!(addr.ip(), Ipv4Addr::LOCALHOST);
+    let start = Instant::now();
+    // First a request whose headers never end, then 300 connections that send nothing (well
+    // within this process's and probe-user's 1024 descriptors).
+    let mut slow = TcpStream::connect(addr).unwrap();
+    slow.write_all(b"GET /metrics HTTP/1.1\r\n").unwrap();
+    let mut idle: Vec<TcpStream> = (0..300)
+        .map(|i| TcpStream::connect(addr).unwrap_or_else(|e| panic!("connection {i}: {e}")))
+        .collect();
+
+    // Scrapes get through once the header timeout has freed the slots (503 until then).
+    let mut attempts = 0;
+    let response = loop {
+        attempts += 1;
+        let refused = match scrape(addr, Duration::from_secs(5)) {
+            Ok(response) if response.starts_with(OK) => break response,
+            other => other,
+        };
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no scrape got through in 20 s ({attempts} attempts), the last: {refused:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let waited = start.elapsed();
+    let (head, body) = probe_tests::http_response(&response);
+    assert!(
+        head.contains("content-type: application/openmetrics-text"),
+        "{head}"
+    );
+    assert!(body.contains("tcpconn_events_dropped_total 0\n"), "{body}");
+    assert!(body.ends_with("# EOF\n"), "{body}");
+    // Not at once: the first attempts found every slot taken.
+    assert!(attempts > 1, "{attempts} attempts in {waited:?}");
+
+    // Every connection was closed by probe-user: the slow one and the first 63 idle ones (the
+    // cap, less the slow one) when their header timeout expired, without an answer; the 237
+    // beyond the cap at once, with a 503.
+    assert_eq!(
+        read_until_closed(&mut slow, Duration::from_secs(5)).unwrap(),
+        ""
+    );
+    let mut refused = 0;
+    for (i, stream) in idle.iter_mut().enumerate() {
+        let received = read_until_closed(stream, Duration::from_secs(5))
+            .unwrap_or_else(|e| panic!("idle connection {i} still open: {e}"));
+        if i < MAX_CONNECTIONS - 1 {
+            assert_eq!(received, "", "idle connection {i}");
+        } else {
+            assert!(
+                received.starts_with(BUSY),
+                "idle connection {i}: {received:?}"
+            );
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, 300 - (MAX_CONNECTIONS - 1));
+    drop((slow, idle));
+
+    // And it keeps serving, straight away now.
+    let response = scrape(addr, Duration::from_secs(5)).unwrap();
+    assert!(response.starts_with(OK), "{response:?}");
+    let out = tracer.stop();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(out.stdout, "", "nothing is printed per connect");
 }

@@ -26,6 +26,10 @@ const BACKENDS: [&str; 3] = [KPROBE, FENTRY, TRACEPOINT];
 /// tracepoint backend where the host can, else in the first VM with its first backend.
 const ONCE: &[&str] = &["web", "otlp"];
 
+/// libtest's per-test wall times (`test x ... ok <1.234s>`), which say where a pass's minutes
+/// go: unstable options, allowed at run time by `RUSTC_BOOTSTRAP=1` as for `-Z build-std`.
+const TIMES: &str = "-Z unstable-options --report-time";
+
 /// The line the guest script prints for each test binary that failed.
 const FAILED_MARKER: &str = "xtask-failed:";
 
@@ -219,7 +223,9 @@ fn run_natively(
             ])
             .arg(test)
             .args(["--test-threads=1", "--show-output"])
+            .args(TIMES.split(' '))
             .args(filter)
+            .env("RUSTC_BOOTSTRAP", "1")
             .env("PROBE_USER", probe_user)
             .env("PATH", &path)
             .env("RUST_BACKTRACE", "1");
@@ -315,7 +321,8 @@ fn guest_script(
 ) -> String {
     let filter = filter.unwrap_or("");
     let mut script = String::from(
-        "export PROBE_USER=/bin/probe-user PROBE_IN_VM=1 RUST_BACKTRACE=1\nstatus=0\n",
+        "export PROBE_USER=/bin/probe-user PROBE_IN_VM=1 RUST_BACKTRACE=1 RUSTC_BOOTSTRAP=1\n\
+         status=0\n",
     );
     if fentry_refused {
         script.push_str(&format!(
@@ -334,7 +341,7 @@ fn guest_script(
                 continue;
             }
             script.push_str(&format!(
-                "PROBE_ATTACH={backend} /bin/{name} --test-threads=1 --show-output {filter} \
+                "PROBE_ATTACH={backend} /bin/{name} --test-threads=1 --show-output {TIMES} {filter} \
                  || {{ status=1; echo '{FAILED_MARKER} --attach {backend}, {name}'; }}\n"
             ));
         }

@@ -184,10 +184,36 @@ pub(super) struct JsonCount<'a> {
     pub(super) latency_ns_sum: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) syn_retransmits: Option<u64>,
+    /// With lifetimes, the connections of a row of established connects.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) connections: Option<JsonConnections>,
     #[serde(flatten)]
     pub(super) naming: JsonNaming<'a>,
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     pub(super) workload: Option<JsonCountWorkload<'a>>,
+}
+
+/// A count row's connections (`--lifetime`): open now, closed, and the closed ones' payload
+/// bytes and durations.
+#[derive(Serialize)]
+pub(super) struct JsonConnections {
+    active: u64,
+    closed: u64,
+    bytes_sent: u64,
+    bytes_received: u64,
+    duration_ns_sum: u64,
+}
+
+impl From<&crate::ConnectionCounts> for JsonConnections {
+    fn from(c: &crate::ConnectionCounts) -> Self {
+        JsonConnections {
+            active: c.active(),
+            closed: c.closed,
+            bytes_sent: c.bytes_sent,
+            bytes_received: c.bytes_received,
+            duration_ns_sum: c.duration_ns,
+        }
+    }
 }
 
 /// The JSON fields of a count row's workload (counting by cgroup or container).

@@ -33,6 +33,7 @@ impl Formatter {
                     cause: c.cause.map(|o| o.name()),
                     latency_ns_sum: c.outcome.map(|_| c.latency_ns),
                     syn_retransmits: c.outcome.map(|_| c.syn_retransmits),
+                    connections: c.connections.as_ref().map(Into::into),
                     naming: JsonNaming::of(c.dns_name.as_deref(), c.nat_dst),
                     workload: c.workload.as_ref().map(|w| JsonCountWorkload {
                         // A row of a whole container has no one cgroup.
@@ -59,6 +60,16 @@ impl Formatter {
                 out,
                 "{:<11}  {:<7}  {:>12}  {:>7}  ",
                 "OUTCOME", "CAUSE", "AVG LATENCY", "RETRANS"
+            );
+        }
+        // With lifetimes, the connections of the established rows: open now, closed, and the
+        // closed ones' payload bytes each way.
+        let connections = counts.iter().any(|c| c.connections.is_some());
+        if connections {
+            let _ = write!(
+                out,
+                "{:>7}  {:>7}  {:>12}  {:>12}  ",
+                "ACTIVE", "CLOSED", "BYTES SENT", "BYTES RECV"
             );
         }
         // By cgroup or container the row names who connected instead of where to (the
@@ -94,6 +105,22 @@ impl Formatter {
                     outcome.name(),
                     c.syn_retransmits
                 );
+            }
+            match &c.connections {
+                Some(n) => {
+                    let _ = write!(
+                        out,
+                        "{:>7}  {:>7}  {:>12}  {:>12}  ",
+                        n.active(),
+                        n.closed,
+                        n.bytes_sent,
+                        n.bytes_received
+                    );
+                }
+                None if connections => {
+                    let _ = write!(out, "{:>7}  {:>7}  {:>12}  {:>12}  ", "-", "-", "-", "-");
+                }
+                None => {}
             }
             let _ = write!(out, "{:<14}  ", function);
             match (&c.workload, c.daddr) {

@@ -210,14 +210,17 @@ pub struct Cli {
 impl Cli {
     /// Options clap accepts one by one that cannot work together.
     pub fn contradiction(&self) -> Option<&'static str> {
-        if self.lifetime() && self.counting() {
+        if self.format == Format::Life && self.counting() {
             return Some(
-                "--lifetime reports each close as a line: use it with --format json or life, without --count, --metrics or --otlp-endpoint",
+                "--format life prints a line per closed connection: to count connections with --count, --metrics or --otlp-endpoint use --lifetime",
             );
         }
-        if self.lifetime && matches!(self.format, Format::Stap | Format::Minimal) {
+        if self.lifetime
+            && !self.counting()
+            && matches!(self.format, Format::Stap | Format::Minimal)
+        {
             return Some(
-                "--lifetime reports each close as a line: use it with --format json or life",
+                "--lifetime reports each close as a line: use it with --format json or life, or count connections with --count, --metrics or --otlp-endpoint",
             );
         }
         if self.format == Format::Life && (self.names || self.nat) {

@@ -20,7 +20,8 @@ use std::{
 
 use probe_common::Named as _;
 use probe_user::{
-    ConnectCount, Counters, LATENCY_BUCKET_BOUNDS_NS, Outcome, ProgramStats, WorkloadNames,
+    ConnectCount, ConnectionCounts, Counters, DURATION_BUCKET_BOUNDS_NS, LATENCY_BUCKET_BOUNDS_NS,
+    Outcome, ProgramStats, WorkloadNames,
 };
 
 use super::WorkloadLabel;
@@ -93,16 +94,56 @@ pub enum Value {
     Histogram(Histogram),
 }
 
-/// A latency histogram, counted in the kernel.
-#[derive(Clone, Debug, Default, PartialEq)]
+/// A histogram of seconds: connect latencies (counted in the kernel) or connection durations.
+#[derive(Clone, Debug, PartialEq)]
 pub struct Histogram {
     pub sum_seconds: f64,
     pub count: u64,
-    /// Per bucket of [`bucket_bounds_seconds`] (not cumulative), the last one `+Inf`.
-    pub buckets: [u64; EXPORTED_BUCKETS.len() + 1],
+    /// Its buckets' finite upper bounds.
+    pub bounds: Bounds,
+    /// Per bucket of `bounds` (not cumulative), the last one `+Inf`.
+    pub buckets: Vec<u64>,
+}
+
+/// The finite upper bounds of a [`Histogram`]'s buckets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bounds {
+    /// Connect latencies: [`bucket_bounds_seconds`].
+    Latency,
+    /// Connection durations: [`DURATION_BUCKET_BOUNDS_NS`], 16 us to 19 hours.
+    Duration,
+}
+
+impl Bounds {
+    pub const ALL: [Bounds; 2] = [Bounds::Latency, Bounds::Duration];
+
+    /// The bounds, in seconds (`+Inf` follows).
+    pub fn seconds(self) -> Vec<f64> {
+        match self {
+            Bounds::Latency => bucket_bounds_seconds().collect(),
+            Bounds::Duration => DURATION_BUCKET_BOUNDS_NS
+                .iter()
+                .map(|&ns| ns as f64 / 1e9)
+                .collect(),
+        }
+    }
 }
 
 impl Histogram {
+    /// An empty histogram with `bounds`.
+    pub fn new(bounds: Bounds) -> Self {
+        let buckets = match bounds {
+            Bounds::Latency => EXPORTED_BUCKETS.len() + 1,
+            Bounds::Duration => ConnectionCounts::DURATION_BUCKETS,
+        };
+        Histogram {
+            sum_seconds: 0.0,
+            count: 0,
+            bounds,
+            buckets: vec![0; buckets],
+        }
+    }
+
     /// Adds the kernel-bucketed latencies of `row`.
     fn add(&mut self, row: &ConnectCount) {
         self.sum_seconds += row.latency_ns as f64 / 1e9;
@@ -112,6 +153,15 @@ impl Histogram {
         for (b, &n) in row.latency_buckets.iter().enumerate() {
             let exported = EXPORTED_BUCKETS.partition_point(|&bound| bound < b);
             self.buckets[exported] += n;
+        }
+    }
+
+    /// Adds the durations of closed connections.
+    fn add_durations(&mut self, connections: &ConnectionCounts) {
+        self.sum_seconds += connections.duration_ns as f64 / 1e9;
+        self.count += connections.closed;
+        for (sum, n) in self.buckets.iter_mut().zip(connections.duration_buckets) {
+            *sum += n;
         }
     }
 }
@@ -255,10 +305,18 @@ impl Exposition {
         let mut failures: BTreeMap<Labels, u64> = BTreeMap::new();
         let mut retransmits: BTreeMap<Labels, u64> = BTreeMap::new();
         let mut durations: BTreeMap<Labels, Histogram> = BTreeMap::new();
+        let mut connections: BTreeMap<Labels, ConnectionCounts> = BTreeMap::new();
         let mut infos: BTreeMap<Labels, ()> = BTreeMap::new();
         let traced_outcomes = rows.iter().any(|r| r.outcome.is_some());
+        let lifetimes = rows.iter().any(|r| r.connections.is_some());
         let mut add = |labels: Labels, row: &ConnectCount| {
             *connects.entry(labels.clone()).or_default() += row.connects;
+            // The connections of the established connects: the client's side of each.
+            if let Some(counts) = &row.connections {
+                let mut labels = labels.clone();
+                labels.push(("role", "client".to_string()));
+                connections.entry(labels).or_default().merge(counts);
+            }
             let Some(outcome) = row.outcome else {
                 return;
             };
@@ -272,7 +330,10 @@ impl Exposition {
             }
             let mut labels = labels;
             labels.push(("outcome", outcome.name().to_string()));
-            durations.entry(labels).or_default().add(row);
+            durations
+                .entry(labels)
+                .or_insert_with(|| Histogram::new(Bounds::Latency))
+                .add(row);
         };
         let mut containers = std::collections::HashSet::new();
         for row in rows {
@@ -332,6 +393,9 @@ impl Exposition {
                     .collect(),
             });
         }
+        if lifetimes {
+            families.extend(connection_families(connections));
+        }
         if let Some(label) = options.label {
             let (name, help) = match label {
                 WorkloadLabel::Cgroup => (
@@ -357,6 +421,59 @@ impl Exposition {
         }
         Exposition(families)
     }
+}
+
+/// The families of the connections followed to their close (`--lifetime`), by the labels of
+/// their connects' series and `role`: open now, the closed ones' payload bytes each way and
+/// their durations.
+fn connection_families(connections: BTreeMap<Labels, ConnectionCounts>) -> Vec<MetricFamily> {
+    let series = |value: &dyn Fn(&ConnectionCounts) -> Value| -> Vec<Series> {
+        connections
+            .iter()
+            .map(|(labels, counts)| Series {
+                labels: labels.clone(),
+                value: value(counts),
+            })
+            .collect()
+    };
+    vec![
+        MetricFamily {
+            name: "connections_active",
+            help: "TCP connections traced from their connect that are open now, by destination \
+                   and role",
+            kind: Kind::Gauge,
+            unit: None,
+            series: series(&|c| Value::Count(c.active())),
+        },
+        MetricFamily {
+            name: "bytes_sent",
+            help: "Payload bytes sent and acknowledged on the traced connections that closed, by \
+                   destination and role",
+            kind: Kind::Counter,
+            unit: None,
+            series: series(&|c| Value::Count(c.bytes_sent)),
+        },
+        MetricFamily {
+            name: "bytes_received",
+            help: "Payload bytes received on the traced connections that closed, by destination \
+                   and role",
+            kind: Kind::Counter,
+            unit: None,
+            series: series(&|c| Value::Count(c.bytes_received)),
+        },
+        MetricFamily {
+            name: "connection_duration_seconds",
+            help: "Time from established to close of the traced connections that closed, by \
+                   destination and role",
+            kind: Kind::Histogram,
+            unit: Some("seconds"),
+            series: series(&|c| {
+                let mut histogram = Histogram::new(Bounds::Duration);
+                histogram.add_durations(c);
+                Value::Histogram(histogram)
+            }),
+        },
+    ]
 }
 
 /// The `container_id` label's value in `labels`, if any.

@@ -8,9 +8,7 @@
 
 use std::io::Write as _;
 
-use super::exposition::{
-    Exposition, Histogram, Kind, Labels, MetricFamily, PREFIX, Value, bucket_bounds_seconds,
-};
+use super::exposition::{Bounds, Exposition, Histogram, Kind, Labels, MetricFamily, PREFIX, Value};
 
 /// The exposition's content type.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -23,9 +21,13 @@ pub const CHUNK: usize = 64 * 1024;
 /// (nobody reads any more).
 pub fn write(exposition: &Exposition, mut emit: impl FnMut(Vec<u8>) -> bool) {
     let mut out = Vec::with_capacity(CHUNK + 4096);
-    let bounds: Vec<String> = bucket_bounds_seconds()
-        .map(|s| s.to_string())
-        .chain(["+Inf".to_string()])
+    // Each kind of histogram's `le` values, written once.
+    let bounds: Vec<(Bounds, Vec<String>)> = Bounds::ALL
+        .into_iter()
+        .map(|b| {
+            let text = b.seconds().into_iter().map(|s| s.to_string());
+            (b, text.chain(["+Inf".to_string()]).collect())
+        })
         .collect();
     for family in &exposition.0 {
         header(&mut out, family);
@@ -84,7 +86,7 @@ fn sample(
     family: &MetricFamily,
     labels: &Labels,
     value: &Value,
-    bounds: &[String],
+    bounds: &[(Bounds, Vec<String>)],
 ) {
     let name = family.name;
     let suffix = match family.kind {
@@ -96,7 +98,16 @@ fn sample(
     match value {
         Value::Count(n) => line(out, name, suffix, &labels, Number::Int(*n)),
         Value::Seconds(s) => line(out, name, suffix, &labels, Number::Float(*s)),
-        Value::Histogram(h) => histogram(out, name, &labels, h, bounds),
+        Value::Histogram(h) => {
+            let bounds = bounds.iter().find(|(b, _)| *b == h.bounds);
+            histogram(
+                out,
+                name,
+                &labels,
+                h,
+                bounds.map_or(&[][..], |(_, text)| text),
+            )
+        }
     }
 }
 
@@ -131,7 +142,7 @@ fn histogram(out: &mut Vec<u8>, name: &str, labels: &str, h: &Histogram, bounds:
         format!("\",{labels}}}")
     };
     let mut cumulative = 0;
-    for (bound, n) in bounds.iter().zip(h.buckets) {
+    for (bound, &n) in bounds.iter().zip(&h.buckets) {
         cumulative += n;
         out.extend_from_slice(head.as_bytes());
         out.extend_from_slice(bound.as_bytes());
@@ -195,7 +206,7 @@ mod tests {
 
     use super::super::{
         WorkloadLabel,
-        exposition::{Bookkeeping, Exposition, Options, Pins},
+        exposition::{Bookkeeping, Exposition, Options, Pins, bucket_bounds_seconds},
     };
     use super::*;
 

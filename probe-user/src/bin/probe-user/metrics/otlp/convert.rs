@@ -20,9 +20,7 @@ use opentelemetry_proto::tonic::{
     resource::v1::Resource,
 };
 
-use crate::metrics::exposition::{
-    Exposition, Kind, Labels, MetricFamily, PREFIX, Value, bucket_bounds_seconds,
-};
+use crate::metrics::exposition::{Bounds, Exposition, Kind, Labels, MetricFamily, PREFIX, Value};
 
 /// The instrumentation scope's name and version, and the default `service.name`.
 pub const NAME: &str = "probe-user";
@@ -43,7 +41,8 @@ pub fn request(
     attributes: &[(String, String)],
     times: Times,
 ) -> ExportMetricsServiceRequest {
-    let bounds: Vec<f64> = bucket_bounds_seconds().collect();
+    let bounds: Vec<(Bounds, Vec<f64>)> =
+        Bounds::ALL.into_iter().map(|b| (b, b.seconds())).collect();
     let metrics = exposition
         .0
         .iter()
@@ -104,7 +103,7 @@ pub fn resource(
     attributes
 }
 
-fn metric(family: &MetricFamily, times: Times, bounds: &[f64]) -> Metric {
+fn metric(family: &MetricFamily, times: Times, bounds: &[(Bounds, Vec<f64>)]) -> Metric {
     let cumulative = AggregationTemporality::Cumulative as i32;
     let numbers = || -> Vec<NumberDataPoint> {
         family
@@ -167,8 +166,11 @@ fn metric(family: &MetricFamily, times: Times, bounds: &[f64]) -> Metric {
                             time_unix_nano: times.now,
                             count: h.count,
                             sum: Some(h.sum_seconds),
-                            bucket_counts: h.buckets.to_vec(),
-                            explicit_bounds: bounds.to_vec(),
+                            bucket_counts: h.buckets.clone(),
+                            explicit_bounds: bounds
+                                .iter()
+                                .find(|(b, _)| *b == h.bounds)
+                                .map_or_else(Vec::new, |(_, bounds)| bounds.clone()),
                             ..Default::default()
                         }),
                         _ => None,
@@ -245,7 +247,7 @@ mod tests {
         let mut latencies = Latencies {
             sum_seconds: 0.25,
             count: 3,
-            ..Default::default()
+            ..Latencies::new(Bounds::Latency)
         };
         latencies.buckets[0] = 1;
         latencies.buckets[12] = 2;
@@ -397,10 +399,7 @@ mod tests {
         };
         assert_eq!(string_attributes(&point.attributes), owned(&port));
         assert_eq!((point.count, point.sum), (3, Some(0.25)));
-        assert_eq!(
-            point.explicit_bounds,
-            bucket_bounds_seconds().collect::<Vec<_>>()
-        );
+        assert_eq!(point.explicit_bounds, Bounds::Latency.seconds());
         // One count per bucket, the last one past the last bound: not cumulative.
         assert_eq!(point.bucket_counts.len(), point.explicit_bounds.len() + 1);
         assert_eq!(point.bucket_counts, [1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
