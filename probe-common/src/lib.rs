@@ -192,6 +192,9 @@ pub enum Function {
     /// `int tcp_connect(struct sock *sk)`: called by both once the source is assigned and the
     /// SYN is about to go out (`--successes-only`).
     TcpConnect,
+    /// `struct sock *inet_csk_accept(struct sock *sk, ...)`: returns the connection a listener
+    /// accepted (`--accept`), in the accepting task's context.
+    InetCskAccept,
 }
 
 impl Function {
@@ -201,6 +204,40 @@ impl Function {
             Function::TcpV4Connect => "tcp_v4_connect",
             Function::TcpV6Connect => "tcp_v6_connect",
             Function::TcpConnect => "tcp_connect",
+            Function::InetCskAccept => "inet_csk_accept",
+        }
+    }
+}
+
+/// Which end of a connection a record is of, as records store it (a plain `u16`).
+#[repr(u16)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Role {
+    /// The connecting side: a `tcp_v4_connect` / `tcp_v6_connect` call.
+    #[default]
+    Client = 0,
+    /// The listening side: a connection a local listener accepted (`inet_csk_accept`).
+    Server = 1,
+}
+
+impl Role {
+    /// The role whose value is `value`, if any.
+    pub const fn from_u16(value: u16) -> Option<Role> {
+        match value {
+            0 => Some(Role::Client),
+            1 => Some(Role::Server),
+            _ => None,
+        }
+    }
+}
+
+impl Named for Role {
+    const ALL: &'static [Self] = &[Role::Client, Role::Server];
+
+    fn name(self) -> &'static str {
+        match self {
+            Role::Client => "client",
+            Role::Server => "server",
         }
     }
 }

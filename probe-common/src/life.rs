@@ -87,17 +87,18 @@ impl End {
 }
 
 /// The payload bytes a connection sent that the peer acknowledged, from the socket's
-/// `bytes_acked` at its close, which counts sequence numbers: the SYN's (acknowledged for any
-/// connection that came up) and, once acknowledged, the FIN's. `fin_acked`: this side sent a
-/// FIN (it left ESTABLISHED or CLOSE_WAIT by closing, `old` one of FIN_WAIT1, FIN_WAIT2,
-/// CLOSING, LAST_ACK) and everything it sent was acknowledged (`all_acked`: `snd_una` reached
-/// `write_seq`).
+/// `bytes_acked` at its close, which counts sequence numbers: a client's SYN (acknowledged for
+/// any connection that came up; a server's SYN-ACK is not counted, its socket being created
+/// with the SYN-ACK already acknowledged: `syn`, false for an accepted connection) and, once
+/// acknowledged, the FIN's. `fin_acked`: this side sent a FIN (it left ESTABLISHED or
+/// CLOSE_WAIT by closing, `old` one of FIN_WAIT1, FIN_WAIT2, CLOSING, LAST_ACK) and everything
+/// it sent was acknowledged (`all_acked`: `snd_una` reached `write_seq`).
 #[inline(always)]
-pub const fn payload_sent(bytes_acked: u64, old: i32, all_acked: bool) -> u64 {
+pub const fn payload_sent(bytes_acked: u64, old: i32, all_acked: bool, syn: bool) -> u64 {
     use tcp_state::*;
     let fin_sent = matches!(old, FIN_WAIT1 | FIN_WAIT2 | CLOSING | LAST_ACK);
     let fin_acked = fin_sent && all_acked;
-    bytes_acked.saturating_sub(1 + fin_acked as u64)
+    bytes_acked.saturating_sub(syn as u64 + fin_acked as u64)
 }
 
 /// The payload bytes a connection received, from the socket's `bytes_received` at its close,
@@ -186,13 +187,16 @@ mod tests {
     #[test]
     fn payload_leaves_out_the_syn_and_fins() {
         // 1000 bytes, the FIN acknowledged (snd_una == write_seq) after the peer's.
-        assert_eq!(payload_sent(1002, LAST_ACK, true), 1000);
-        assert_eq!(payload_sent(1002, FIN_WAIT2, true), 1000);
+        assert_eq!(payload_sent(1002, LAST_ACK, true, true), 1000);
+        assert_eq!(payload_sent(1002, FIN_WAIT2, true, true), 1000);
         // The FIN sent but never acknowledged (a reset, a timeout).
-        assert_eq!(payload_sent(1001, FIN_WAIT1, false), 1000);
+        assert_eq!(payload_sent(1001, FIN_WAIT1, false, true), 1000);
         // No FIN sent: a reset by this side.
-        assert_eq!(payload_sent(1, ESTABLISHED, true), 0);
-        assert_eq!(payload_sent(0, ESTABLISHED, true), 0);
+        assert_eq!(payload_sent(1, ESTABLISHED, true, true), 0);
+        assert_eq!(payload_sent(0, ESTABLISHED, true, true), 0);
+        // A server's: no SYN among them.
+        assert_eq!(payload_sent(1001, LAST_ACK, true, false), 1000);
+        assert_eq!(payload_sent(1000, ESTABLISHED, true, false), 1000);
         assert_eq!(payload_received(2501, true), 2500);
         assert_eq!(payload_received(2500, false), 2500);
         assert_eq!(payload_received(0, true), 0);

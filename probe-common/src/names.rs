@@ -132,5 +132,7 @@ pub mod program {
         /// raw tracepoint net:net_dev_queue (`--nat`: a connect's SYN leaving for another
         /// destination than its socket's).
         packet_queued,
+        /// kretprobe on inet_csk_accept (`--accept`: the connection a listener accepted).
+        inet_csk_accept,
     }
 }

@@ -25,6 +25,10 @@ pub enum RecordKind {
     Nat = 5,
     /// A [`CloseRecord`]: a traced connection that closed, with its figures (`--lifetime`).
     Close = 6,
+    /// A [`ConnectRecord`] of a connection a local listener accepted (`--accept`): the peer
+    /// as its source, the local address and port as its destination, the accepting task as
+    /// its caller, [`crate::Role::Server`].
+    Accept = 7,
 }
 
 impl RecordKind {
@@ -50,6 +54,7 @@ impl TryFrom<u32> for RecordKind {
             4 => Ok(RecordKind::Dns),
             5 => Ok(RecordKind::Nat),
             6 => Ok(RecordKind::Close),
+            7 => Ok(RecordKind::Accept),
             other => Err(other),
         }
     }
@@ -98,8 +103,9 @@ pub struct ConnectRecord {
     pub dport: u16,
     /// [`crate::AF_INET`] or [`crate::AF_INET6`] (a [`crate::Family`] value).
     pub family: u16,
-    /// Explicit padding, always zero.
-    pub _pad: u16,
+    /// Which end of the connection this is (a [`crate::Role`] value): the client's for a
+    /// connect, the server's for an accept.
+    pub role: u16,
     /// The calling task's name, NUL-padded.
     pub comm: [u8; COMM_LEN],
     /// Who the caller is beyond its pid (cgroup, namespaces): filled only when the `IDENTITY`

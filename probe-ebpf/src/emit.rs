@@ -16,7 +16,7 @@ use aya_ebpf::{
 use aya_log_ebpf::debug;
 use probe_common::{
     COMM_LEN, CloseFigures, CloseRecord, ConnectRecord, CountBy, DNS_PAYLOAD_MAX, DnsRecord,
-    NatRecord, Outcome, OutcomeRecord, RawAddr, RecordKind, TimestampRecord, Trouble,
+    NatRecord, Outcome, OutcomeRecord, RawAddr, RecordKind, Role, TimestampRecord, Trouble,
     outcome::{LATENCY_BUCKETS, latency_bucket},
     state::{CountKey, CountValue, LiveConnection, counter},
 };
@@ -51,6 +51,27 @@ pub fn connect<C: EbpfContext>(
         ctx,
         "connect ret={} sport={} dport={}", record.ret, record.sport, record.dport
     );
+    submit(entry);
+}
+
+/// Reports a connection a local listener accepted (`--accept`): the record `fill` writes in
+/// place (the peer as source, the local end as destination, the accepting task as caller),
+/// made an accept's, then handed to `follow` (`--lifetime`: copied into `LIVE`) before it is
+/// committed. Never counted: accepts are reported as events only.
+#[inline(always)]
+pub fn accepted(fill: impl Fill, follow: impl FnOnce(&ConnectRecord)) {
+    let Some(mut entry) = reserve::<ConnectRecord>() else {
+        return;
+    };
+    fill.fill(&mut entry);
+    let slot = entry.as_mut_ptr();
+    // SAFETY: `fill` initialised the record; two plain fields rewritten.
+    let record = unsafe {
+        (*slot).header = RecordKind::Accept.header();
+        (*slot).role = Role::Server as u16;
+        &*slot
+    };
+    follow(record);
     submit(entry);
 }
 
@@ -269,7 +290,7 @@ pub fn task_record(
         (*r).sport = sport;
         (*r).dport = to.port;
         (*r).family = to.family.af();
-        (*r)._pad = 0;
+        (*r).role = Role::Client as u16;
         if CALLER_NAMES.load() != 0 {
             (*r).uid = bpf_get_current_uid_gid() as u32;
             // The raw helper writes comm in place; aya's wrapper returns a copy, moved byte

@@ -1,13 +1,13 @@
 //! Traced connections followed from ESTABLISHED to CLOSE (`--lifetime`, which implies
 //! `--outcome`): the completion path puts each connect that came up and was reported in
-//! `LIVE` ([`opened`]); the `inet_sock_set_state` programs of every backend report the
+//! `LIVE` ([`opened`]), the accept hook each accept reported (`--accept`); the `inet_sock_set_state` programs of every backend report the
 //! connection when its socket moves to CLOSE, with the kernel's own counters of it
 //! ([`closed_call`]), as bcc's tcplife does from the same tracepoint.
 
 use core::mem::MaybeUninit;
 
 use probe_common::{
-    CloseFigures, End, Family,
+    CloseFigures, End, Family, Role,
     life::{payload_received, payload_sent},
     state::{LiveConnection, counter},
 };
@@ -68,8 +68,14 @@ fn closed(sk_ptr: *const u8, old: i32) {
     // same address. Such an entry is removed uncounted: lost.
     let sk = Sock::read(sk_ptr, offsets);
     let family = Family::from_af(live.connect.family).unwrap_or(Family::V4);
-    if sk.connection().port != live.connect.dport || sk.bound_source(family).1 != live.connect.sport
-    {
+    // A client's record has the peer as destination, a server's (an accept) as source.
+    let server = live.connect.role == Role::Server as u16;
+    let (local_port, peer_port) = if server {
+        (live.connect.dport, live.connect.sport)
+    } else {
+        (live.connect.sport, live.connect.dport)
+    };
+    if sk.connection().port != peer_port || sk.bound_source(family).1 != local_port {
         let _ = LIVE.remove(&key);
         return;
     }
@@ -79,7 +85,7 @@ fn closed(sk_ptr: *const u8, old: i32) {
     let figures = CloseFigures {
         end: End::of_close(old, errno, all_acked, fin_received) as u32,
         errno,
-        bytes_sent: payload_sent(sock::bytes_acked(sk_ptr, offsets), old, all_acked),
+        bytes_sent: payload_sent(sock::bytes_acked(sk_ptr, offsets), old, all_acked, !server),
         bytes_received: payload_received(sock::bytes_received(sk_ptr, offsets), fin_received),
         segs_out: sock::segs_out(sk_ptr, offsets),
         segs_in: sock::segs_in(sk_ptr, offsets),

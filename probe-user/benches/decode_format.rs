@@ -42,7 +42,7 @@ fn record(i: usize, ipv6: bool) -> Vec<u8> {
         sport: 32768 + (i % 28000) as u16,
         dport: [80, 443, 8080, 5432][i % 4],
         family: if v6 { AF_INET6 } else { AF_INET },
-        _pad: 0,
+        role: 0,
         comm,
         identity: Identity::default(),
     };

@@ -37,6 +37,9 @@ impl TracerBuilder {
     pub fn attach(mut self) -> Result<Tracer, Error> {
         let started = std::time::Instant::now();
         self.follow_lifetimes()?;
+        if self.accepts && !matches!(self.report, Report::Events { .. }) {
+            return Err(crate::Conflict::AcceptsNeedEvents.into());
+        }
         let tally = self.count_in_userspace();
         let mut startup = crate::Startup::default();
         let keys = loader::validate(&self)?;
@@ -90,6 +93,11 @@ impl TracerBuilder {
                     if self.nat {
                         let hooking = std::time::Instant::now();
                         backend::attach_nat(&mut ebpf).map_err(Error::Nat)?;
+                        startup.attach += hooking.elapsed();
+                    }
+                    if self.accepts {
+                        let hooking = std::time::Instant::now();
+                        backend::attach_accepts(&mut ebpf).map_err(Error::Accepts)?;
                         startup.attach += hooking.elapsed();
                     }
                     let loaded = Loaded {

@@ -200,6 +200,18 @@ pub(crate) fn attach_names(ebpf: &mut Ebpf) -> Result<(), AttachError> {
     )
 }
 
+/// Attaches the accept hook (`--accept`): a kretprobe on `inet_csk_accept`, whatever the
+/// backend (the connection a listener accepted, in the accepting task's context).
+pub(crate) fn attach_accepts(ebpf: &mut Ebpf) -> Result<(), AttachError> {
+    kernel::check_kprobes()?;
+    kprobe(
+        ebpf,
+        program::inet_csk_accept,
+        &[Function::InetCskAccept.name()],
+        &mut Vec::new(),
+    )
+}
+
 /// Attaches the NAT hook (`--nat`): the `net:net_dev_queue` tracepoint.
 pub(crate) fn attach_nat(ebpf: &mut Ebpf) -> Result<(), AttachError> {
     raw_tracepoint(

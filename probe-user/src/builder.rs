@@ -49,6 +49,7 @@ pub struct TracerBuilder {
     pub(crate) names: Option<crate::NamesConfig>,
     pub(crate) nat: bool,
     pub(crate) lifetime: bool,
+    pub(crate) accepts: bool,
 }
 
 impl Default for TracerBuilder {
@@ -73,6 +74,7 @@ impl Default for TracerBuilder {
             names: None,
             nat: false,
             lifetime: false,
+            accepts: false,
         }
     }
 }
@@ -168,6 +170,20 @@ impl TracerBuilder {
     /// [`crate::TracerBuilder::attach`] fails with [`crate::Conflict::LifetimeNeedsOutcomes`].
     pub fn lifetime(mut self, yes: bool) -> Self {
         self.lifetime = yes;
+        self
+    }
+
+    /// Also reports each connection a local listener accepts, as an [`crate::Event::Accept`]
+    /// ([`crate::Role::Server`]): the peer as `src`, the local address and port as `dst`, the
+    /// task that accepted it as the caller, from a kretprobe on `inet_csk_accept` (every
+    /// backend; needs kprobes, else [`crate::TracerBuilder::attach`] fails with
+    /// [`crate::Error::Accepts`]). The filters apply as to a connect: the caller filters to the
+    /// accepting task, the destination filters (`filter_ports`, `filter_destinations`,
+    /// `families`) to the local end. With [`TracerBuilder::lifetime`] accepted connections are
+    /// followed to their close too, from the accept. Events only ([`Report::Events`]), else
+    /// `attach` fails with [`crate::Conflict::AcceptsNeedEvents`].
+    pub fn accepts(mut self, yes: bool) -> Self {
+        self.accepts = yes;
         self
     }
 

@@ -4,12 +4,15 @@ use std::net::SocketAddr;
 
 use probe_common::{
     COMM_LEN, CloseRecord, ConnectRecord, DnsRecord, End, Family, Function, Identity, NatRecord,
-    Outcome, OutcomeRecord, RawAddr, RecordHeader, RecordKind, TimestampRecord,
+    Outcome, OutcomeRecord, RawAddr, RecordHeader, RecordKind, Role, TimestampRecord,
 };
 
 use crate::WorkloadNames;
 
-/// One traced `tcp_v4_connect` / `tcp_v6_connect` call.
+/// One traced `tcp_v4_connect` / `tcp_v6_connect` call, or (with
+/// [`crate::TracerBuilder::accepts`], [`Role::Server`]) one connection a local listener
+/// accepted: `src` is then the peer, `dst` the local address and port, the caller the
+/// accepting task, `boot_ns` the accept's return.
 ///
 /// A tracer reporting [`crate::Report::Timestamps`] fills only `boot_ns` and
 /// `family`; the other fields are zero or unspecified.
@@ -31,8 +34,11 @@ pub struct ConnectEvent {
     pub src: SocketAddr,
     /// Destination address and port.
     pub dst: SocketAddr,
-    /// The call's return value: 0 or a negative errno.
+    /// The call's return value: 0 or a negative errno (0 for an accept).
     pub ret: i32,
+    /// Which end of the connection: [`Role::Client`] for a connect, [`Role::Server`] for an
+    /// accept.
+    pub role: Role,
     /// How the connect ended, with outcomes ([`crate::Outcomes::Tracked`]); `None` without.
     pub completion: Option<Completion>,
     /// Who made it beyond the pid, with [`crate::TracerBuilder::identity`]; `None` without.
@@ -130,16 +136,23 @@ pub enum Malformed {
     /// The record's end is none of [`End`]'s.
     #[error("a record of unknown end {0}")]
     End(u32),
+    /// The record's role is none of [`Role`]'s.
+    #[error("a record of unknown role {0}")]
+    Role(u16),
 }
 
-/// What the tracer reports: a connect, or (with [`crate::TracerBuilder::lifetime`]) the close
-/// of a connection one opened. Exhaustive: a new kind of event is a breaking change, so a
+/// What the tracer reports: a connect, with [`crate::TracerBuilder::accepts`] a connection a
+/// local listener accepted, and with [`crate::TracerBuilder::lifetime`] the close of a
+/// connection either opened. Exhaustive: a new kind of event is a breaking change, so a
 /// `match` over these stays complete.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[allow(clippy::large_enum_variant)]
 pub enum Event {
     /// A traced connect call (and with outcomes, how it ended).
     Connect(ConnectEvent),
+    /// A connection a local listener accepted ([`Role::Server`]: `src` the peer, `dst` the
+    /// local address and port, the caller the accepting task).
+    Accept(ConnectEvent),
     /// A traced connection that closed, or was still open when tracing ended.
     Close(CloseEvent),
 }
@@ -149,7 +162,7 @@ impl Event {
     pub fn connect(&self) -> Option<&ConnectEvent> {
         match self {
             Event::Connect(connect) => Some(connect),
-            Event::Close(_) => None,
+            Event::Accept(_) | Event::Close(_) => None,
         }
     }
 }
@@ -246,6 +259,7 @@ pub struct Figures {
 #[allow(clippy::large_enum_variant)]
 pub(crate) enum Record {
     Connect(ConnectEvent),
+    Accept(ConnectEvent),
     Close(Box<CloseEvent>),
     Dns(Box<DnsRecord>),
     Nat(NatRecord),
@@ -268,6 +282,9 @@ impl Record {
                 let close = CloseEvent::from_record(&read_record(bytes)?)?;
                 return Ok(Record::Close(Box::new(close)));
             }
+            RecordKind::Accept => {
+                return ConnectEvent::from_record(&read_record(bytes)?).map(Record::Accept);
+            }
         };
         event.map(Record::Connect)
     }
@@ -289,13 +306,17 @@ impl ConnectEvent {
             Record::Dns(_) => Err(Malformed::NotConnect(RecordKind::Dns as u32)),
             Record::Nat(_) => Err(Malformed::NotConnect(RecordKind::Nat as u32)),
             Record::Close(_) => Err(Malformed::NotConnect(RecordKind::Close as u32)),
+            Record::Accept(_) => Err(Malformed::NotConnect(RecordKind::Accept as u32)),
         }
     }
 
     /// The kernel function that connected the socket: `tcp_v4_connect` or `tcp_v6_connect`
-    /// after the family (SystemTap's examples print it).
+    /// after the family (SystemTap's examples print it); `inet_csk_accept` for an accept.
     pub fn function(&self) -> Function {
-        self.family.connect_function()
+        match self.role {
+            Role::Client => self.family.connect_function(),
+            Role::Server => Function::InetCskAccept,
+        }
     }
 
     /// Builds an event from an entry-only record (only the time and function are known).
@@ -311,6 +332,7 @@ impl ConnectEvent {
             src: SocketAddr::new(any, 0),
             dst: SocketAddr::new(any, 0),
             ret: 0,
+            role: Role::Client,
             completion: None,
             workload: None,
             dns_name: None,
@@ -347,6 +369,7 @@ impl ConnectEvent {
             src: SocketAddr::new(family.ip(&r.saddr), r.sport),
             dst: SocketAddr::new(family.ip(&r.daddr), r.dport),
             ret: r.ret,
+            role: Role::from_u16(r.role).ok_or(Malformed::Role(r.role))?,
             completion: None,
             workload: Workload::of(&r.identity),
             dns_name: None,
@@ -405,7 +428,7 @@ pub(crate) mod tests {
             sport,
             dport,
             family,
-            _pad: 0,
+            role: 0,
             comm: [0; COMM_LEN],
             identity: Identity::default(),
         };
@@ -511,6 +534,7 @@ pub(crate) mod tests {
         use super::*;
 
         const FAMILY_AT: usize = std::mem::offset_of!(ConnectRecord, family);
+        const ROLE_AT: usize = std::mem::offset_of!(ConnectRecord, role);
 
         /// The size of the record of the kind in `bytes`' header, if it names one.
         fn size_of_kind(bytes: &[u8]) -> Option<usize> {
@@ -522,6 +546,7 @@ pub(crate) mod tests {
                 RecordKind::Dns => Some(probe_common::DnsRecord::SIZE),
                 RecordKind::Nat => Some(NatRecord::SIZE),
                 RecordKind::Close => Some(CloseRecord::SIZE),
+                RecordKind::Accept => Some(ConnectRecord::SIZE),
             }
         }
 
@@ -529,7 +554,7 @@ pub(crate) mod tests {
             #[test]
             fn any_bytes_decode_or_are_malformed(
                 mut bytes in proptest::collection::vec(any::<u8>(), 0..200),
-                kind in 0u32..8,
+                kind in 0u32..9,
             ) {
                 if bytes.len() >= 4 {
                     bytes[..4].copy_from_slice(&kind.to_ne_bytes());
@@ -551,9 +576,11 @@ pub(crate) mod tests {
                     }
                     Err(Malformed::NotConnect(k)) => {
                         prop_assert_eq!(size_of_kind(&bytes), Some(bytes.len()));
-                        prop_assert!([RecordKind::Dns, RecordKind::Nat, RecordKind::Close]
-                            .iter()
-                            .any(|&n| n as u32 == k));
+                        prop_assert!(
+                            [RecordKind::Dns, RecordKind::Nat, RecordKind::Close, RecordKind::Accept]
+                                .iter()
+                                .any(|&n| n as u32 == k)
+                        );
                     }
                     Err(Malformed::Cause(c)) => {
                         prop_assert_eq!(kind, RecordKind::Outcome as u32);
@@ -563,6 +590,7 @@ pub(crate) mod tests {
                         prop_assert_eq!(kind, RecordKind::Close as u32);
                         prop_assert!(probe_common::End::try_from(e).is_err());
                     }
+                    Err(Malformed::Role(r)) => prop_assert!(Role::from_u16(r).is_none()),
                 }
             }
 
@@ -574,6 +602,7 @@ pub(crate) mod tests {
                 let family = if v6 { AF_INET6 } else { AF_INET };
                 bytes[..4].copy_from_slice(&(RecordKind::Connect as u32).to_ne_bytes());
                 bytes[FAMILY_AT..FAMILY_AT + 2].copy_from_slice(&family.to_ne_bytes());
+                bytes[ROLE_AT..ROLE_AT + 2].copy_from_slice(&(Role::Client as u16).to_ne_bytes());
                 let ev = ConnectEvent::decode(&bytes).unwrap();
                 let r: ConnectRecord = read_record(&bytes).unwrap();
                 prop_assert_eq!(ev.family, if v6 { Family::V6 } else { Family::V4 });

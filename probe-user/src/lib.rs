@@ -97,7 +97,7 @@ pub use event::{CloseEvent, Completion, ConnectEvent, Event, Figures, Malformed,
 pub use failure::{DropReason, FailureCause, IcmpError};
 pub use format::{Format, Formatter};
 pub use identity::WorkloadNames;
-pub use probe_common::{Backend, CountBy, End, Family, Function, Outcome};
+pub use probe_common::{Backend, CountBy, End, Family, Function, Outcome, Role};
 pub use report::{Conflict, OutcomeFilter, Outcomes, Report};
 pub use stats::{Counters, ProgramStats, Startup};
 pub use stream::{DRAIN_INTERVAL, EventStream};

@@ -70,7 +70,11 @@ const SLACK: Duration = Duration::from_millis(200);
 /// (`b'f'`: close; `b'r'`: reset; `b'h'`: hold the connection a while, then close; anything
 /// else: wait for the client's end, then close).
 fn server(addr: &str) -> SocketAddr {
-    let listener = TcpListener::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"));
+    serve(TcpListener::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}")))
+}
+
+/// [`server`] on a listener already bound.
+fn serve(listener: TcpListener) -> SocketAddr {
     let local = listener.local_addr().unwrap();
     thread::spawn(move || {
         for stream in listener.incoming() {
@@ -354,6 +358,166 @@ fn lifetime_life_format_prints_a_line_per_close() {
     }
 }
 
+impl Ending {
+    /// The `end` probe-user must report for the server's side of the connection.
+    fn server_end(self) -> &'static str {
+        match self {
+            Ending::ClientFin => "fin_peer",
+            Ending::ServerFin => "fin_local",
+            Ending::ClientRst | Ending::ClientFinThenRst => "rst_received",
+            Ending::ServerRst => "rst_sent",
+        }
+    }
+}
+
+/// The lines of `lines` of the connection `src` -> `dst` whose `event` is `event` (`None` for
+/// a connect's line, which has none) and, for a close, whose role is `role`.
+fn events_of<'a>(
+    lines: &'a [Value],
+    event: Option<&str>,
+    role: &str,
+    (src, dst): (SocketAddr, SocketAddr),
+) -> Vec<&'a Value> {
+    lines
+        .iter()
+        .filter(|l| l["event"].as_str() == event)
+        .filter(|l| event != Some("close") || l["role"] == role)
+        .filter(|l| endpoint(l, "saddr", "sport") == src && endpoint(l, "daddr", "dport") == dst)
+        .collect()
+}
+
+#[test]
+fn lifetime_accepts_report_the_server_side_of_each_connection() {
+    if !probe_tests::kernel_has_kprobes() {
+        assert_one_line_error(
+            &["--accept", "--format", "json"],
+            1,
+            "probe-user: error: --accept: cannot watch accepted connections (a kretprobe on inet_csk_accept): this kernel has no kprobes (CONFIG_KPROBES is off), so probe-user cannot trace it",
+        );
+        return;
+    }
+    // Bound now, accepting once tracing runs: the kretprobe sees the returns of the accept
+    // calls entered after it was attached.
+    let bind = |addr: &str| TcpListener::bind(addr).unwrap();
+    let listeners = [
+        bind("127.0.0.1:0"),
+        bind("[::1]:0"),
+        // Dual-stack: an IPv4 client's connection is accepted on an IPv6 socket
+        // (IPv4-mapped), and reported as IPv4.
+        bind("[::]:0"),
+        // Not traced (--filter-port): neither its accept nor its closes.
+        bind("127.0.0.1:0"),
+    ];
+    let port = |i: usize| listeners[i].local_addr().unwrap().port();
+    let ports = format!("{},{},{}", port(0), port(1), port(2));
+    let (stdout, stderr, (seen, open, open_since, v6)) = traced(
+        &[
+            "--accept",
+            "--lifetime",
+            "--format",
+            "json",
+            "--filter-port",
+            &ports,
+        ],
+        || {
+            let [v4, v6, dual, other] = listeners.map(serve);
+            let dual_v4: SocketAddr = format!("127.0.0.1:{}", dual.port()).parse().unwrap();
+            let mut seen = Vec::new();
+            for (i, dst) in [v4, v6, dual_v4].into_iter().enumerate() {
+                for (j, ending) in [
+                    Ending::ClientFin,
+                    Ending::ServerFin,
+                    Ending::ClientRst,
+                    Ending::ServerRst,
+                    Ending::ClientFinThenRst,
+                ]
+                .into_iter()
+                .enumerate()
+                {
+                    seen.push(connection(dst, 1000 + 100 * i + 10 * j, ending));
+                }
+            }
+            connection(other, 500, Ending::ServerFin);
+            let open_since = Instant::now();
+            let mut open = TcpStream::connect(v6).unwrap();
+            open.write_all(b"w12345").unwrap();
+            // The server thread accepts it.
+            thread::sleep(Duration::from_millis(100));
+            (seen, open, open_since, v6)
+        },
+    );
+    let lines = json_lines(&stdout);
+    let summary = summary(&stderr);
+    assert_eq!(summary.printed, lines.len() as u64, "{stderr}");
+    assert_eq!(
+        (summary.dropped, summary.missed, summary.malformed),
+        (0, 0, 0),
+        "{stderr}"
+    );
+    let pid = std::process::id();
+    for s in &seen {
+        let tuple = (s.src, s.dst);
+        let accepts = events_of(&lines, Some("accept"), "server", tuple);
+        assert_eq!(accepts.len(), 1, "{s:?}: {stdout}");
+        let accept = accepts[0];
+        assert_eq!(
+            (&accept["role"], &accept["function"], &accept["pid"]),
+            (&"server".into(), &"inet_csk_accept".into(), &pid.into()),
+            "{accept}"
+        );
+        let family = if s.dst.is_ipv4() { "ipv4" } else { "ipv6" };
+        assert_eq!(accept["family"], family, "{accept}");
+        // The accepting thread, not the connecting one.
+        let connect = events_of(&lines, None, "client", tuple);
+        assert_eq!(connect.len(), 1, "{s:?}: {stdout}");
+        assert_ne!(accept["tid"], connect[0]["tid"], "{accept}");
+        // Each side's close, each with what that side counted.
+        let client = events_of(&lines, Some("close"), "client", tuple);
+        let server = events_of(&lines, Some("close"), "server", tuple);
+        assert_eq!((client.len(), server.len()), (1, 1), "{s:?}: {stdout}");
+        let close = server[0];
+        assert_eq!(close["end"], s.ending.server_end(), "{s:?}: {close}");
+        assert_eq!(close["pid"], pid, "{close}");
+        assert_eq!(close["function"], "inet_csk_accept", "{close}");
+        // What the client sent, the server received; what the client received, the server
+        // sent, acknowledged (a reset from the client carries no acknowledgement the server
+        // takes: its last segments may stay unacknowledged).
+        assert_eq!(close["bytes_received"], s.sent, "{s:?}: {close}");
+        let sent = close["bytes_sent"].as_u64().unwrap();
+        match s.ending {
+            Ending::ClientRst | Ending::ClientFinThenRst => {
+                assert!(sent <= s.received, "{s:?}: {close}")
+            }
+            _ => assert_eq!(sent, s.received, "{s:?}: {close}"),
+        }
+        assert_eq!(client[0]["end"], s.ending.end(), "{s:?}: {}", client[0]);
+        let duration = close["duration_ns"].as_u64().unwrap();
+        assert!(
+            duration > 0 && duration <= (s.elapsed + SLACK).as_nanos() as u64,
+            "{s:?}: {close}"
+        );
+    }
+    // The one left open: accepted, open at exit on both sides.
+    let src = unmapped(open.local_addr().unwrap());
+    let tuple = (src, unmapped(v6));
+    assert_eq!(
+        events_of(&lines, Some("accept"), "server", tuple).len(),
+        1,
+        "{stdout}"
+    );
+    let server = events_of(&lines, Some("close"), "server", tuple);
+    assert_eq!(server.len(), 1, "{stdout}");
+    assert_eq!(server[0]["end"], "open", "{}", server[0]);
+    assert!(
+        server[0]["duration_ns"].as_u64().unwrap() <= open_since.elapsed().as_nanos() as u64,
+        "{}",
+        server[0]
+    );
+    drop(open);
+    // Nothing else: per connection a connect, an accept and two closes.
+    assert_eq!(lines.len(), 4 * (seen.len() + 1), "{stdout}");
+}
+
 /// The samples of `name` for the connects and connections to port `port` (the client's side,
 /// for the families with a role), summed over their other labels.
 fn sample(body: &str, name: &str, port: u16) -> f64 {
@@ -529,6 +693,14 @@ fn lifetime_conflicts_are_one_line_errors() {
         (
             &["--lifetime"][..],
             "probe-user: error: --lifetime reports each close as a line: use it with --format json or life, or count connections with --count, --metrics or --otlp-endpoint",
+        ),
+        (
+            &["--accept", "--count"][..],
+            "probe-user: error: --accept reports accepted connections as JSON lines (their closes with --format life): not with --count, --metrics or --otlp-endpoint",
+        ),
+        (
+            &["--accept"][..],
+            "probe-user: error: --accept reports accepted connections as JSON lines: use it with --format json (or life, for their closes)",
         ),
         (
             &["--lifetime", "--count", "--failed-only"][..],

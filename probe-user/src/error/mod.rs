@@ -104,6 +104,9 @@ pub enum Error {
     /// (`__udp_enqueue_schedule_skb`), which could not be attached.
     #[error("--names: cannot watch DNS answers (a kprobe on __udp_enqueue_schedule_skb)")]
     Names(#[source] AttachError),
+    /// `--accept` needs a kretprobe on `inet_csk_accept`, which could not be attached.
+    #[error("--accept: cannot watch accepted connections (a kretprobe on inet_csk_accept)")]
+    Accepts(#[source] AttachError),
     /// `--nat` needs the `net:net_dev_queue` tracepoint, which could not be attached.
     #[error("--nat: cannot watch SYNs leaving (the net:net_dev_queue tracepoint)")]
     Nat(#[source] AttachError),

@@ -2,9 +2,12 @@
 
 use serde::Serialize;
 
-/// The JSON line: every field of a [`ConnectEvent`], timestamps in ns and in s.
+/// The JSON line: every field of a [`ConnectEvent`], timestamps in ns and in s. An accept's
+/// starts with `"event":"accept"` and has `"role":"server"` (a connect's has neither).
 #[derive(Serialize)]
 pub(super) struct JsonLine<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) event: Option<&'static str>,
     pub(super) time_ns: u64,
     pub(super) time_s: u64,
     pub(super) pid: u32,
@@ -13,6 +16,8 @@ pub(super) struct JsonLine<'a> {
     pub(super) comm: &'a str,
     pub(super) family: &'static str,
     pub(super) function: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) role: Option<&'static str>,
     pub(super) saddr: std::net::IpAddr,
     pub(super) sport: u16,
     pub(super) daddr: std::net::IpAddr,

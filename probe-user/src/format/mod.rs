@@ -124,14 +124,16 @@ impl Formatter {
     pub const LIFE_HEADER: &'static str = "TIME       PID     LADDR           LPORT RADDR           RPORT   TX_BYTES   RX_BYTES         MS END          COMM\n";
 
     /// Appends what `event` shows in this format (a line, newline included, or nothing: a
-    /// close in the SystemTap formats, a connect in [`Format::Life`]) to `out`.
+    /// close or an accept in the SystemTap formats, a connect or an accept in
+    /// [`Format::Life`]) to `out`.
     pub fn write(&self, out: &mut Vec<u8>, event: &Event) {
         match event {
             Event::Connect(connect) if self.format != Format::Life => {
                 self.write_connect(out, connect)
             }
+            Event::Accept(accept) if self.format == Format::Json => self.write_connect(out, accept),
             Event::Close(close) => self.write_close(out, close),
-            Event::Connect(_) => {}
+            Event::Connect(_) | Event::Accept(_) => {}
         }
     }
 
@@ -153,7 +155,7 @@ impl Formatter {
                     comm: &c.comm(),
                     family: c.family.name(),
                     function: c.function().name(),
-                    role: "client",
+                    role: c.role.name(),
                     saddr: c.src.ip(),
                     sport: c.src.port(),
                     daddr: c.dst.ip(),
@@ -177,6 +179,11 @@ impl Formatter {
             }
             Format::Life => {
                 use std::io::Write as _;
+                // A server's connection runs from the peer (`src`) to the local end (`dst`).
+                let (local, remote) = match c.role {
+                    crate::Role::Client => (c.src, c.dst),
+                    crate::Role::Server => (c.dst, c.src),
+                };
                 let (sent, received) = close.figures.map_or(("-".into(), "-".into()), |f| {
                     (f.bytes_sent.to_string(), f.bytes_received.to_string())
                 });
@@ -187,10 +194,10 @@ impl Formatter {
                     "{:<10} {:<7} {:<15} {:<5} {:<15} {:<5} {:>10} {:>10} {:>10.3} {:<12} {}",
                     time_ns / 1_000_000_000,
                     c.pid,
-                    c.src.ip(),
-                    c.src.port(),
-                    c.dst.ip(),
-                    c.dst.port(),
+                    local.ip(),
+                    local.port(),
+                    remote.ip(),
+                    remote.port(),
                     sent,
                     received,
                     ms,
@@ -208,7 +215,9 @@ impl Formatter {
         let time_s = time_ns / 1_000_000_000;
         let function = event.function().name();
         if self.format == Format::Json {
+            let server = event.role == crate::Role::Server;
             let line = JsonLine {
+                event: server.then_some("accept"),
                 time_ns,
                 time_s,
                 pid: event.pid,
@@ -217,6 +226,7 @@ impl Formatter {
                 comm: &event.comm(),
                 family: event.family.name(),
                 function,
+                role: server.then_some("server"),
                 saddr: event.src.ip(),
                 sport: event.src.port(),
                 daddr: event.dst.ip(),
@@ -306,6 +316,7 @@ pub(crate) mod tests {
         use super::*;
 
         const FAMILY_AT: usize = std::mem::offset_of!(ConnectRecord, family);
+        const ROLE_AT: usize = std::mem::offset_of!(ConnectRecord, role);
 
         pub(crate) fn event() -> impl Strategy<Value = ConnectEvent> {
             (
@@ -316,6 +327,7 @@ pub(crate) mod tests {
                     let family = if v6 { AF_INET6 } else { AF_INET };
                     bytes[..4].copy_from_slice(&(RecordKind::Connect as u32).to_ne_bytes());
                     bytes[FAMILY_AT..FAMILY_AT + 2].copy_from_slice(&family.to_ne_bytes());
+                    bytes[ROLE_AT..ROLE_AT + 2].copy_from_slice(&0u16.to_ne_bytes());
                     ConnectEvent::decode(&bytes).unwrap()
                 })
         }
@@ -406,6 +418,56 @@ pub(crate) mod tests {
         let mut out = Vec::new();
         Formatter::new(Format::Life, CLOCK).write(&mut out, &connect);
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn accepts_print_in_json_and_their_closes_from_the_local_end_in_life() {
+        // A connection from 10.0.0.1:40000 accepted on 10.0.0.2:443.
+        let mut record = record(AF_INET, &[10, 0, 0, 1], 40000, &[10, 0, 0, 2], 443);
+        record.header = probe_common::RecordKind::Accept.header();
+        record.role = crate::Role::Server as u16;
+        let accept = ConnectEvent::from_record(&record).unwrap();
+        let write = |format, event: &Event| {
+            let mut out = Vec::new();
+            Formatter::new(format, CLOCK).write(&mut out, event);
+            String::from_utf8(out).unwrap()
+        };
+        let line: serde_json::Value =
+            serde_json::from_str(&write(Format::Json, &Event::Accept(accept.clone()))).unwrap();
+        assert_eq!(
+            (&line["event"], &line["role"], &line["function"]),
+            (
+                &"accept".into(),
+                &"server".into(),
+                &"inet_csk_accept".into()
+            )
+        );
+        assert_eq!(
+            (&line["saddr"], &line["sport"]),
+            (&"10.0.0.1".into(), &40000.into())
+        );
+        assert_eq!(
+            (&line["daddr"], &line["dport"]),
+            (&"10.0.0.2".into(), &443.into())
+        );
+        for format in [Format::Stap, Format::Minimal, Format::Life] {
+            assert_eq!(write(format, &Event::Accept(accept.clone())), "");
+        }
+        // A connect's line has neither field.
+        let connect = write(Format::Json, &Event::Connect(v4()));
+        assert!(!connect.contains("\"event\"") && !connect.contains("\"role\""));
+        let mut close = closed(crate::End::FinLocal, true);
+        close.connect = accept;
+        let close = Event::Close(close);
+        assert_eq!(
+            write(Format::Life, &close),
+            "1795778064 42      10.0.0.2        443   10.0.0.1        40000       1000       2500   1500.000 fin_local    curl\n"
+        );
+        let line: serde_json::Value = serde_json::from_str(&write(Format::Json, &close)).unwrap();
+        assert_eq!(
+            (&line["role"], &line["dport"]),
+            (&"server".into(), &443.into())
+        );
     }
 
     #[test]

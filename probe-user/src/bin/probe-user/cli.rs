@@ -96,6 +96,13 @@ pub struct Cli {
     /// lines. Implies --outcome.
     #[arg(long)]
     pub lifetime: bool,
+    /// Also report each connection a local listener accepts (a kretprobe on inet_csk_accept;
+    /// needs kprobes): JSON lines with "event":"accept" and "role":"server", the peer as
+    /// source, the local address and port as destination, the accepting task as caller. The
+    /// filters apply as to connects (--filter-port: the local port). With --lifetime (or
+    /// --format life) their closes too.
+    #[arg(long)]
+    pub accept: bool,
     /// Only report connects that did not come up (every outcome but established; filtered in
     /// the kernel). Implies --outcome.
     #[arg(long)]
@@ -221,6 +228,16 @@ impl Cli {
         {
             return Some(
                 "--lifetime reports each close as a line: use it with --format json or life, or count connections with --count, --metrics or --otlp-endpoint",
+            );
+        }
+        if self.accept && self.counting() {
+            return Some(
+                "--accept reports accepted connections as JSON lines (their closes with --format life): not with --count, --metrics or --otlp-endpoint",
+            );
+        }
+        if self.accept && matches!(self.format, Format::Stap | Format::Minimal) {
+            return Some(
+                "--accept reports accepted connections as JSON lines: use it with --format json (or life, for their closes)",
             );
         }
         if self.format == Format::Life && (self.names || self.nat) {

@@ -126,6 +126,7 @@ async fn run(
         .identity(every_field)
         .caller_names(every_field || life)
         .lifetime(lifetime)
+        .accepts(cli.accept)
         .program_stats(cli.stats);
     if let Some(btf) = cli.btf {
         builder = builder.btf_path(btf);

@@ -1,0 +1,74 @@
+//! Accepted connections (`--accept`): a kretprobe on `inet_csk_accept`, which returns the
+//! connection a listener accepted in the accepting task's context, as bcc's tcpaccept and
+//! Inspektor Gadget's trace_tcp do. Every backend uses it where the kernel has kprobes. The
+//! connection is reported like a connect from the peer to the local address and port, with the
+//! accepting task as its caller, through the same admission path (the destination filters then
+//! apply to the local end: `--filter-port 80` is the connects to port 80 and the accepts on it).
+
+use core::{mem::MaybeUninit, ptr::addr_of_mut};
+
+use aya_ebpf::{helpers::bpf_ktime_get_boot_ns, macros::kretprobe, programs::RetProbeContext};
+use probe_common::state::LiveConnection;
+
+use crate::{
+    SOCK_OFFSETS, emit,
+    filter::{self, Admitted, Destination},
+    life,
+    sock::{IPPROTO_TCP, Sock},
+};
+
+/// Return of `struct sock *inet_csk_accept(struct sock *sk, ...)`: the accepted socket, or
+/// NULL when the call failed (no connection waiting on a non-blocking socket, a signal).
+#[kretprobe]
+pub fn inet_csk_accept(ctx: RetProbeContext) -> u32 {
+    let sk: u64 = ctx.ret();
+    if sk != 0 {
+        on_accept_return(sk as *const u8);
+    }
+    0
+}
+
+#[inline(always)]
+fn on_accept_return(sk_ptr: *const u8) {
+    let sk = Sock::read(sk_ptr, SOCK_OFFSETS.load());
+    // MPTCP accepts through here too, with its own protocol number.
+    if sk.protocol() != IPPROTO_TCP {
+        return;
+    }
+    // The peer, as a connect's destination is read (an IPv4 peer of an IPv6 listener, kept as
+    // an IPv4-mapped address, is IPv4), and the local end the listener was bound to.
+    let peer = sk.connection();
+    let (addr, port) = sk.source(peer.family);
+    let local = Destination {
+        family: peer.family,
+        addr,
+        port,
+    };
+    let Some(Admitted { pid_tgid, .. }) = filter::admitted(sk_ptr, |_| Some(local)) else {
+        return;
+    };
+    let boot_ns = unsafe { bpf_ktime_get_boot_ns() };
+    let fill = emit::TaskRecord {
+        boot_ns,
+        pid_tgid,
+        sk: sk_ptr,
+        source: (peer.addr, peer.port),
+        to: &local,
+        ret: 0,
+    };
+    emit::accepted(fill, |record| {
+        if !life::enabled() {
+            return;
+        }
+        // Followed from now: the handshake completed before the accept, at a time the
+        // accepting task never saw.
+        let mut live = MaybeUninit::<LiveConnection>::uninit();
+        let slot = live.as_mut_ptr();
+        // SAFETY: both fields written; the record is whole records to whole records.
+        unsafe {
+            emit::copy_record(addr_of_mut!((*slot).connect), record);
+            (*slot).established_ns = boot_ns;
+            life::opened(sk_ptr, &*slot);
+        }
+    });
+}
