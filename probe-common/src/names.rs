@@ -132,7 +132,13 @@ pub mod program {
         /// raw tracepoint net:net_dev_queue (`--nat`: a connect's SYN leaving for another
         /// destination than its socket's).
         packet_queued,
-        /// kretprobe on inet_csk_accept (`--accept`: the connection a listener accepted).
+        /// kretprobe on inet_csk_accept (`--accept`: the connection a listener accepted, where
+        /// the kernel cannot attach fexit programs).
         inet_csk_accept,
+        /// fexit on inet_csk_accept(sk, flags, err, kern), before Linux 6.10 (`--accept`,
+        /// where the kernel has BPF trampolines).
+        fexit_inet_csk_accept,
+        /// fexit on inet_csk_accept(sk, arg), Linux 6.10 and later (`--accept`).
+        fexit_inet_csk_accept2,
     }
 }

@@ -302,9 +302,8 @@ static CAUSE_HOOKS: Array<u32> = Array::with_max_entries(1, 0);
 
 /// `--lifetime`: each traced connection between ESTABLISHED and CLOSE, keyed by socket
 /// address; written by the completion path when a connect comes up, and by the accept hook for
-/// an accepted one (`life::opened`), updated
-/// when a FIN is first sent or received and removed at CLOSE by the `inet_sock_set_state`
-/// programs (`life::changed_call`), which report the close. Userspace reads what is left once
+/// an accepted one (`life::opened`); removed at CLOSE by the `inet_sock_set_state` programs
+/// (`life::closed_call`), which report the close. Userspace reads what is left once
 /// the programs are detached (connections still open). An LRU, as `CONNECTING` is: a local user
 /// holding more connections open than it holds loses the closes of the oldest, not every new
 /// one's; `COUNTERS[LIVE_ADDED]` and `[LIVE_REMOVED]` let userspace count the evictions as
@@ -369,7 +368,8 @@ check_names! {
         tcp_connect::tcp_connect, tcp_connect::fentry_tcp_connect, fentry::fentry_tcp_v4_connect,
         fentry::fentry_tcp_v6_connect, fentry::fexit_tcp_v4_connect, fentry::fexit_tcp_v6_connect,
         tracepoint::inet_sock_set_state, outcome::connect_outcome, cause::icmp_error,
-        cause::skb_dropped, dns::udp_delivered, nat::packet_queued, accept::inet_csk_accept;
+        cause::skb_dropped, dns::udp_delivered, nat::packet_queued, accept::inet_csk_accept,
+        accept::fexit_inet_csk_accept, accept::fexit_inet_csk_accept2;
 }
 
 #[cfg(not(test))]

@@ -319,6 +319,12 @@ impl Sock {
         i32::from(self.head_field::<u8>(self.offsets.state))
     }
 
+    /// `skc_state` as it is now, read again from the socket (not from the head read earlier).
+    #[inline(always)]
+    pub fn state_now(&self) -> i32 {
+        i32::from(read_at::<u8>(self.ptr, self.offsets.state))
+    }
+
     /// `sk_protocol` (`IPPROTO_TCP` for TCP).
     #[inline(always)]
     pub fn protocol(&self) -> u16 {

@@ -95,15 +95,19 @@ impl TracerBuilder {
                         backend::attach_nat(&mut ebpf).map_err(Error::Nat)?;
                         startup.attach += hooking.elapsed();
                     }
+                    let mut trampolines = false;
                     if self.accepts {
                         let hooking = std::time::Instant::now();
-                        backend::attach_accepts(&mut ebpf).map_err(Error::Accepts)?;
+                        trampolines =
+                            backend::attach_accepts(&mut ebpf, prepared.functions.as_ref())
+                                .map_err(Error::Accepts)?;
                         startup.attach += hooking.elapsed();
                     }
                     let loaded = Loaded {
                         tally,
                         nat: self.nat,
                         lifetime: self.lifetime,
+                        trampolines,
                         names: self.names,
                         failure_hooks,
                         backend,
@@ -183,6 +187,9 @@ impl TracerBuilder {
             max_series: self.max_series,
             lifetime: self.lifetime,
         };
+        // Each event then carries its caller's cgroup, which per-cgroup keys need (names and
+        // NAT ask for the identity anyway; lifetimes alone do not).
+        self.identity |= config.per_cgroup;
         // The caller's cgroup comes with the identity that names and NAT need anyway.
         self.report = Report::Events { outcome };
         Some(config)

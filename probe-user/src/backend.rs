@@ -200,16 +200,54 @@ pub(crate) fn attach_names(ebpf: &mut Ebpf) -> Result<(), AttachError> {
     )
 }
 
-/// Attaches the accept hook (`--accept`): a kretprobe on `inet_csk_accept`, whatever the
-/// backend (the connection a listener accepted, in the accepting task's context).
-pub(crate) fn attach_accepts(ebpf: &mut Ebpf) -> Result<(), AttachError> {
-    kernel::check_kprobes()?;
-    kprobe(
-        ebpf,
-        program::inet_csk_accept,
-        &[Function::InetCskAccept.name()],
-        &mut Vec::new(),
-    )
+/// Attaches the accept hook (`--accept`), whatever the backend: an fexit program on
+/// `inet_csk_accept` where the kernel can attach one (no limit on the calls in progress), else
+/// a kretprobe (which the kernel gives a few instances, each held while an `accept()` blocks).
+/// Returns whether it is the fexit program; the kretprobe's error if neither attaches.
+pub(crate) fn attach_accepts(
+    ebpf: &mut Ebpf,
+    ids: Option<&FunctionIds>,
+) -> Result<bool, AttachError> {
+    let function = Function::InetCskAccept;
+    let fexit = (|| {
+        let btf = match ids {
+            Some(ids) => ids.btf(&[function.name()]),
+            None => {
+                crate::btf::function_btf(Path::new(crate::btf::VMLINUX_BTF), &[function.name()])
+                    .map_err(|e| AttachError::KernelBtf(Box::new(e)))?
+            }
+        };
+        let name = fexit_accept_program();
+        load_trampoline(ebpf, name, function, &btf, &mut Vec::new())?;
+        attach_trampolines(ebpf, &[(name, function)])
+    })();
+    match fexit {
+        Ok(()) => Ok(true),
+        Err(error) => {
+            log::debug!(
+                "--accept: no fexit program on inet_csk_accept, a kretprobe instead: {}",
+                crate::error::chain(&error)
+            );
+            unload(ebpf, fexit_accept_program());
+            kernel::check_kprobes()?;
+            kprobe(
+                ebpf,
+                program::inet_csk_accept,
+                &[function.name()],
+                &mut Vec::new(),
+            )?;
+            Ok(false)
+        }
+    }
+}
+
+/// The fexit program for the running kernel's `inet_csk_accept`.
+fn fexit_accept_program() -> &'static str {
+    if kernel::accept_takes_two_args() {
+        program::fexit_inet_csk_accept2
+    } else {
+        program::fexit_inet_csk_accept
+    }
 }
 
 /// Attaches the NAT hook (`--nat`): the `net:net_dev_queue` tracepoint.

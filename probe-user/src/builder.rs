@@ -175,9 +175,9 @@ impl TracerBuilder {
 
     /// Also reports each connection a local listener accepts, as an [`crate::Event::Accept`]
     /// ([`crate::Role::Server`]): the peer as `src`, the local address and port as `dst`, the
-    /// task that accepted it as the caller, from a kretprobe on `inet_csk_accept` (every
-    /// backend; needs kprobes, else [`crate::TracerBuilder::attach`] fails with
-    /// [`crate::Error::Accepts`]). The filters apply as to a connect: the caller filters to the
+    /// task that accepted it as the caller, from the return of `inet_csk_accept` (every
+    /// backend: an fexit program where the kernel has BPF trampolines, else a kretprobe; with
+    /// neither, [`crate::TracerBuilder::attach`] fails with [`crate::Error::Accepts`]). The filters apply as to a connect: the caller filters to the
     /// accepting task, the destination filters (`filter_ports`, `filter_destinations`,
     /// `families`) to the local end. With [`TracerBuilder::lifetime`] accepted connections are
     /// followed to their close too, from the accept. Events only ([`Report::Events`]), else

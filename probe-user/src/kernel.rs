@@ -160,6 +160,15 @@ pub fn has_atomics() -> bool {
     aya::util::KernelVersion::current().is_ok_and(|running| running >= since)
 }
 
+/// Whether the running kernel's `inet_csk_accept` takes two arguments, `(sk, arg)` (Linux
+/// 6.10 and later), rather than four, `(sk, flags, err, kern)`: which fexit program reads its
+/// return value. A kernel whose version says otherwise than its function has refuses that
+/// program (the verifier checks reads against the function's BTF), and the kretprobe is used.
+pub fn accept_takes_two_args() -> bool {
+    let since = aya::util::KernelVersion::new(6, 10, 0);
+    aya::util::KernelVersion::current().is_ok_and(|running| running >= since)
+}
+
 /// Raises `RLIMIT_MEMLOCK`, which bounds BPF map memory on kernels before 5.11: to unlimited if
 /// allowed (root), else the soft limit to the hard one.
 pub fn raise_memlock_limit() {

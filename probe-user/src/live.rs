@@ -121,6 +121,11 @@ impl Namings {
     }
 
     fn recall(&mut self, connect: &mut crate::ConnectEvent) {
+        // A server's connection has the same endpoints as its client's (a local one): only
+        // the connect was named.
+        if connect.role != crate::Role::Client {
+            return;
+        }
         if let Some((dns_name, nat_dst)) = self.by_endpoints.remove(&(connect.src, connect.dst)) {
             (connect.dns_name, connect.nat_dst) = (dns_name, nat_dst);
         }

@@ -52,6 +52,9 @@ pub(crate) struct Loaded {
     pub tally: Option<crate::tally::TallyConfig>,
     /// Whether connections are followed to their close (`--lifetime`).
     pub lifetime: bool,
+    /// Whether a program runs from a BPF trampoline whatever the backend: `--accept`'s fexit
+    /// program (detaching then waits as for the fentry backend).
+    pub trampolines: bool,
 }
 
 /// The compiled kernel side, built by build.rs, for kernels without BPF atomics.

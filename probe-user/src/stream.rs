@@ -29,10 +29,11 @@ pub const DRAIN_INTERVAL: Duration = Duration::from_millis(50);
 /// use tokio_stream::StreamExt as _;
 ///
 /// # async fn agent() -> Result<(), Box<dyn std::error::Error>> {
-/// let mut events = Tracer::builder().lifetime(true).attach()?.into_stream()?;
+/// let mut events = Tracer::builder().lifetime(true).accepts(true).attach()?.into_stream()?;
 /// // One event at a time...
 /// match events.next().await {
 ///     Some(Event::Connect(c)) => println!("{} connected to {}", c.comm(), c.dst),
+///     Some(Event::Accept(a)) => println!("{} accepted {} on {}", a.comm(), a.src, a.dst),
 ///     Some(Event::Close(c)) => println!("{} closed after {} ns", c.connect.dst, c.duration_ns()),
 ///     None => {}
 /// }

@@ -14,7 +14,7 @@ use std::{
 };
 
 use probe_common::{
-    CountBy, End, Outcome, RawAddr,
+    CountBy, End, Outcome, RawAddr, Role, limit,
     outcome::{LATENCY_BUCKETS, latency_bucket},
     state::{CountKey, CountValue},
 };
@@ -65,6 +65,9 @@ pub(crate) struct Tally {
     pub overflow: u64,
     gone: GoneCgroups,
     retired: Retired,
+    /// With lifetimes, the established connects counted under an overflow key, by their
+    /// endpoints, for their closes (at most `limit::MAX_LIVE`, as many as the kernel follows).
+    overflowed: HashSet<(SocketAddr, SocketAddr)>,
 }
 
 impl Tally {
@@ -76,6 +79,7 @@ impl Tally {
             overflow: 0,
             gone: GoneCgroups::default(),
             retired: Retired::default(),
+            overflowed: HashSet::new(),
         }
     }
 
@@ -90,6 +94,9 @@ impl Tally {
         let (mut key, naming) = self.key(event, (outcome, cause));
         let family = key.family;
         let mut entry = (key, naming);
+        // An established connect is followed to its close (the kernel's `LIVE`).
+        let followed =
+            self.config.lifetime && completion.is_some_and(|c| c.outcome == Outcome::Established);
         if !self.counts.contains_key(&entry) {
             if self.series < self.config.max_series as usize {
                 self.series += 1;
@@ -97,14 +104,16 @@ impl Tally {
                 key = CountKey::overflow(family, (outcome, cause));
                 entry = (key, Naming::default());
                 self.overflow += 1;
+                if followed && self.overflowed.len() < limit::MAX_LIVE as usize {
+                    self.overflowed.insert((event.src, event.dst));
+                }
             }
         }
         let counted = self.counts.entry(entry).or_insert(Counted {
             value: CountValue::ZERO,
             connections: None,
         });
-        // An established connect is followed to its close (the kernel's `LIVE`).
-        if self.config.lifetime && completion.is_some_and(|c| c.outcome == Outcome::Established) {
+        if followed {
             counted.connections.get_or_insert_default().opened += 1;
         }
         let value = &mut counted.value;
@@ -119,25 +128,26 @@ impl Tally {
     }
 
     /// Counts a connection's close ([`crate::TracerBuilder::lifetime`]) in the row its
-    /// established connect was counted in: its own, or if that went to the overflow row, the
-    /// overflow row. One still open at the end ([`End::Open`]) stays open; the close of a
-    /// connection whose row was retired with its cgroup meanwhile is not counted.
+    /// established connect was counted in: the overflow row if it went there, else its own.
+    /// One still open at the end ([`End::Open`]) stays open; the close of a connection whose
+    /// row was retired with its cgroup meanwhile is not counted.
     pub(crate) fn close(&mut self, close: &CloseEvent) {
-        if !self.config.lifetime || close.end == End::Open {
+        if !self.config.lifetime || close.end == End::Open || close.connect.role != Role::Client {
             return;
         }
         let established = (Outcome::Established as u8, 0);
         let (key, naming) = self.key(&close.connect, established);
-        let overflow = (
-            CountKey::overflow(key.family, established),
-            Naming::default(),
-        );
-        let counted = match self.counts.get_mut(&(key, naming)) {
-            Some(counted) => counted,
-            None => match self.counts.get_mut(&overflow) {
-                Some(counted) => counted,
-                None => return,
-            },
+        let endpoints = (close.connect.src, close.connect.dst);
+        let entry = if self.overflowed.remove(&endpoints) {
+            (
+                CountKey::overflow(key.family, established),
+                Naming::default(),
+            )
+        } else {
+            (key, naming)
+        };
+        let Some(counted) = self.counts.get_mut(&entry) else {
+            return;
         };
         let bytes = close.figures.map(|f| (f.bytes_sent, f.bytes_received));
         counted
@@ -474,6 +484,41 @@ mod tests {
             .connections
             .unwrap();
         assert_eq!((own.opened, own.closed), (1, 0));
+    }
+
+    #[test]
+    fn the_close_of_a_retired_row_is_not_counted_elsewhere() {
+        let mut tally = Tally::new(TallyConfig {
+            lifetime: true,
+            per_cgroup: true,
+            ..config(CountBy::Destination, 1)
+        });
+        let mut gone = established("10.0.0.1:80");
+        gone.workload = Some(crate::Workload {
+            cgroup_id: 7,
+            ..Default::default()
+        });
+        tally.add(&gone);
+        // Past the budget: the overflow row, which the retired row's close must not reach.
+        let mut other = established("10.0.0.2:80");
+        other.workload = gone.workload.clone();
+        other.workload.as_mut().unwrap().cgroup_id = 8;
+        tally.add(&other);
+        tally.retire(Duration::ZERO, |id| Some(Presence::Known(id != 7)));
+        let overflow = |tally: &Tally| {
+            let rows = rows(tally);
+            let row = rows
+                .iter()
+                .find(|r| r.overflow)
+                .unwrap()
+                .connections
+                .unwrap();
+            (row.opened, row.closed)
+        };
+        tally.close(&closed(&gone, End::FinLocal, 1, (1, 1)));
+        assert_eq!(overflow(&tally), (1, 0));
+        tally.close(&closed(&other, End::FinLocal, 1, (1, 1)));
+        assert_eq!(overflow(&tally), (1, 1));
     }
 
     #[test]

@@ -89,6 +89,8 @@ const REAP_EVERY: Duration = Duration::from_secs(1);
 /// ```
 pub struct Tracer {
     backend: Backend,
+    /// Whether a program runs from a BPF trampoline (the fentry backend's, `--accept`'s fexit).
+    trampolines: bool,
     failure_hooks: crate::FailureHooks,
     // The DNS names learned (`--names`).
     names: Option<DnsNames>,
@@ -159,6 +161,7 @@ impl Tracer {
             nat,
             tally,
             lifetime,
+            trampolines,
         }: Loaded,
         logger: Option<EbpfLogger<&'static dyn log::Log>>,
         stats: Option<std::os::fd::OwnedFd>,
@@ -173,6 +176,7 @@ impl Tracer {
             .collect();
         Ok(Tracer {
             backend,
+            trampolines: trampolines || backend == Backend::Fentry,
             failure_hooks,
             names: names.map(DnsNames::new),
             nat: nat.then(NatTable::default),
@@ -539,8 +543,8 @@ impl Tracer {
             if !waited {
                 std::thread::sleep(DETACH_GRACE);
                 self.inexact_exit = true;
-            } else if self.backend == Backend::Fentry {
-                // The one window no RCU wait sees: a thread that returned from the connect
+            } else if self.trampolines {
+                // The one window no RCU wait sees: a thread that returned from a traced
                 // function into the fexit trampoline before the kernel patched it to skip the
                 // programs, and was preempted there before the trampoline entered its RCU
                 // section (a few instructions, preemptible kernels only). Such a thread gets

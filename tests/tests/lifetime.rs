@@ -181,6 +181,25 @@ fn connection(dst: SocketAddr, len: usize, ending: Ending) -> Seen {
     }
 }
 
+/// One connection to each of `dsts` per way of ending, a different size for each, so that a
+/// mix-up shows.
+fn every_ending(dsts: [SocketAddr; 3]) -> Vec<Seen> {
+    let endings = [
+        Ending::ClientFin,
+        Ending::ServerFin,
+        Ending::ClientRst,
+        Ending::ServerRst,
+        Ending::ClientFinThenRst,
+    ];
+    let mut seen = Vec::new();
+    for (i, dst) in dsts.into_iter().enumerate() {
+        for (j, ending) in endings.into_iter().enumerate() {
+            seen.push(connection(dst, 1000 + 100 * i + 10 * j, ending));
+        }
+    }
+    seen
+}
+
 /// Runs probe-user with `args` and `--pid <this process>` while `f` runs; returns stdout and
 /// stderr once it ended (SIGINT).
 fn traced<R>(args: &[&str], f: impl FnOnce() -> R) -> (String, String, R) {
@@ -220,22 +239,7 @@ fn lifetime_closes_carry_the_bytes_each_side_counted_and_how_they_ended() {
     let (stdout, stderr, (seen, open, open_since)) = traced(
         &["--lifetime", "--format", "json", "--filter-port", &ports],
         || {
-            let mut seen = Vec::new();
-            for (i, dst) in [v4, v6, mapped].into_iter().enumerate() {
-                for (j, ending) in [
-                    Ending::ClientFin,
-                    Ending::ServerFin,
-                    Ending::ClientRst,
-                    Ending::ServerRst,
-                    Ending::ClientFinThenRst,
-                ]
-                .into_iter()
-                .enumerate()
-                {
-                    // A different size for each, so that a mix-up shows.
-                    seen.push(connection(dst, 1000 + 100 * i + 10 * j, ending));
-                }
-            }
+            let seen = every_ending([v4, v6, mapped]);
             connection(other, 500, Ending::ServerFin);
             // One still open at exit.
             let open_since = Instant::now();
@@ -392,7 +396,7 @@ fn lifetime_accepts_report_the_server_side_of_each_connection() {
         assert_one_line_error(
             &["--accept", "--format", "json"],
             1,
-            "probe-user: error: --accept: cannot watch accepted connections (a kretprobe on inet_csk_accept): this kernel has no kprobes (CONFIG_KPROBES is off), so probe-user cannot trace it",
+            "probe-user: error: --accept: cannot watch accepted connections (an fexit program or a kretprobe on inet_csk_accept): this kernel has no kprobes (CONFIG_KPROBES is off), so probe-user cannot trace it",
         );
         return;
     }
@@ -408,8 +412,12 @@ fn lifetime_accepts_report_the_server_side_of_each_connection() {
         // Not traced (--filter-port): neither its accept nor its closes.
         bind("127.0.0.1:0"),
     ];
-    let port = |i: usize| listeners[i].local_addr().unwrap().port();
-    let ports = format!("{},{},{}", port(0), port(1), port(2));
+    let ports = format!(
+        "{},{},{}",
+        port_of(&listeners[0]),
+        port_of(&listeners[1]),
+        port_of(&listeners[2])
+    );
     let (stdout, stderr, (seen, open, open_since, v6)) = traced(
         &[
             "--accept",
@@ -418,25 +426,12 @@ fn lifetime_accepts_report_the_server_side_of_each_connection() {
             "json",
             "--filter-port",
             &ports,
+            "--stats",
         ],
         || {
             let [v4, v6, dual, other] = listeners.map(serve);
             let dual_v4: SocketAddr = format!("127.0.0.1:{}", dual.port()).parse().unwrap();
-            let mut seen = Vec::new();
-            for (i, dst) in [v4, v6, dual_v4].into_iter().enumerate() {
-                for (j, ending) in [
-                    Ending::ClientFin,
-                    Ending::ServerFin,
-                    Ending::ClientRst,
-                    Ending::ServerRst,
-                    Ending::ClientFinThenRst,
-                ]
-                .into_iter()
-                .enumerate()
-                {
-                    seen.push(connection(dst, 1000 + 100 * i + 10 * j, ending));
-                }
-            }
+            let seen = every_ending([v4, v6, dual_v4]);
             connection(other, 500, Ending::ServerFin);
             let open_since = Instant::now();
             let mut open = TcpStream::connect(v6).unwrap();
@@ -454,6 +449,22 @@ fn lifetime_accepts_report_the_server_side_of_each_connection() {
         (0, 0, 0),
         "{stderr}"
     );
+    // Seen by the fexit program where the kernel has BPF trampolines (no limit on the
+    // accept() calls blocked at once), else by the kretprobe.
+    let runs = |name: &str| {
+        stderr
+            .lines()
+            .filter_map(|l| l.strip_prefix(&format!("probe-user: program {name} ran ")))
+            .filter_map(|rest| rest.split(' ').next()?.parse::<u64>().ok())
+            .sum::<u64>()
+    };
+    let fexit = runs("fexit_inet_csk_accept") + runs("fexit_inet_csk_accept2");
+    let kretprobe = runs("inet_csk_accept");
+    if probe_tests::kernel_has_fentry() {
+        assert!(fexit > seen.len() as u64 && kretprobe == 0, "{stderr}");
+    } else {
+        assert!(kretprobe > seen.len() as u64 && fexit == 0, "{stderr}");
+    }
     let pid = std::process::id();
     for s in &seen {
         let tuple = (s.src, s.dst);
@@ -516,6 +527,53 @@ fn lifetime_accepts_report_the_server_side_of_each_connection() {
     drop(open);
     // Nothing else: per connection a connect, an accept and two closes.
     assert_eq!(lines.len(), 4 * (seen.len() + 1), "{stdout}");
+    // The identity is the accepting task's, in the listener's network namespace.
+    for accept in lines.iter().filter(|l| l["event"] == "accept") {
+        assert_eq!(accept["netns"], lines[0]["netns"], "{accept}");
+        assert!(accept["cgroup_id"].is_u64(), "{accept}");
+    }
+
+    // The destination filters apply to the local end: -6 leaves out the IPv4 accepts (and
+    // connects), the IPv4-mapped one included.
+    let listeners = [bind("127.0.0.1:0"), bind("[::1]:0"), bind("[::]:0")];
+    let ports = format!(
+        "{},{},{}",
+        port_of(&listeners[0]),
+        port_of(&listeners[1]),
+        port_of(&listeners[2])
+    );
+    let (stdout, _, seen) = traced(
+        &[
+            "--accept",
+            "-6",
+            "--format",
+            "json",
+            "--filter-port",
+            &ports,
+        ],
+        || {
+            let [v4, v6, dual] = listeners.map(serve);
+            let dual_v4: SocketAddr = format!("127.0.0.1:{}", dual.port()).parse().unwrap();
+            let dual_v6: SocketAddr = format!("[::1]:{}", dual.port()).parse().unwrap();
+            [v4, v6, dual_v4, dual_v6].map(|dst| connection(dst, 100, Ending::ServerFin))
+        },
+    );
+    let lines = json_lines(&stdout);
+    let accepted: Vec<(SocketAddr, SocketAddr)> = lines
+        .iter()
+        .filter(|l| l["event"] == "accept")
+        .map(|l| (endpoint(l, "saddr", "sport"), endpoint(l, "daddr", "dport")))
+        .collect();
+    let want: Vec<(SocketAddr, SocketAddr)> = seen
+        .iter()
+        .filter(|s| s.dst.is_ipv6())
+        .map(|s| (s.src, s.dst))
+        .collect();
+    assert_eq!(accepted, want, "{stdout}");
+}
+
+fn port_of(listener: &TcpListener) -> u16 {
+    listener.local_addr().unwrap().port()
 }
 
 /// The samples of `name` for the connects and connections to port `port` (the client's side,
@@ -697,6 +755,10 @@ fn lifetime_conflicts_are_one_line_errors() {
         (
             &["--accept", "--count"][..],
             "probe-user: error: --accept reports accepted connections as JSON lines (their closes with --format life): not with --count, --metrics or --otlp-endpoint",
+        ),
+        (
+            &["--accept", "--format", "json", "--failed-only"][..],
+            "probe-user: error: --accept reports connections that came up, which have no connect latency: not with --failed-only or --min-latency",
         ),
         (
             &["--accept"][..],

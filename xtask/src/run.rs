@@ -12,6 +12,9 @@ pub struct Options {
     /// The VM's architecture (aarch64: qemu-system-aarch64 and Debian's arm64 6.1 kernel).
     #[arg(long, value_enum, default_value_t)]
     arch: Arch,
+    /// A kernel of the matrix (5.10, 6.1, 6.12) instead of the default one.
+    #[arg(long)]
+    kernel: Option<String>,
     /// Connects the client makes to each port, over IPv4 and over IPv6.
     #[arg(long, default_value_t = 3)]
     count: u32,
@@ -44,8 +47,13 @@ pub fn run(options: Options) -> Result<()> {
     let guest = vm::Guest::new(script)
         .binary("probe-user", &probe_user)
         .binaries(&helpers);
+    let kernel = match &options.kernel {
+        Some(version) => Some(crate::kernels::image(version, options.arch)?),
+        None => None,
+    };
     let boot = vm::Boot {
         arch: options.arch,
+        kernel,
         ..Default::default()
     };
     let code = boot.run(&guest, &artifacts::work_dir("run"), |line| {

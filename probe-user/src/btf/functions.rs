@@ -21,12 +21,13 @@ use probe_common::Function;
 
 use super::reader::KernelBtf;
 
-/// The connect functions whose type ids [`offsets`](super::offsets()) notes on the way, for
-/// fentry and fexit.
-pub(super) const FUNCTIONS: [&str; 3] = [
+/// The functions whose type ids [`offsets`](super::offsets()) notes on the way, for fentry
+/// and fexit: the connect functions, and `inet_csk_accept` (`--accept`).
+pub(super) const FUNCTIONS: [&str; 4] = [
     Function::TcpV4Connect.name(),
     Function::TcpV6Connect.name(),
     Function::TcpConnect.name(),
+    Function::InetCskAccept.name(),
 ];
 
 /// An [`aya::Btf`] to load fentry and fexit programs for the kernel functions `functions`

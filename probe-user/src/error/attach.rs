@@ -268,7 +268,7 @@ pub(super) fn permission_message(program: &str, capable: bool) -> String {
 }
 
 /// `error` and its sources, joined by `: `.
-pub(super) fn chain(error: &dyn std::error::Error) -> String {
+pub(crate) fn chain(error: &dyn std::error::Error) -> String {
     let causes: Vec<String> = std::iter::successors(Some(error), |e| e.source())
         .map(ToString::to_string)
         .collect();

@@ -12,6 +12,7 @@ use crate::escape::Escaped;
 
 mod attach;
 
+pub(crate) use attach::chain;
 pub use attach::{AttachError, BackendError, BackendErrors, VerifierLog};
 
 /// An underlying error whose type is not part of this crate's API (aya's, which may change with
@@ -104,8 +105,11 @@ pub enum Error {
     /// (`__udp_enqueue_schedule_skb`), which could not be attached.
     #[error("--names: cannot watch DNS answers (a kprobe on __udp_enqueue_schedule_skb)")]
     Names(#[source] AttachError),
-    /// `--accept` needs a kretprobe on `inet_csk_accept`, which could not be attached.
-    #[error("--accept: cannot watch accepted connections (a kretprobe on inet_csk_accept)")]
+    /// `--accept` needs an fexit program or a kretprobe on `inet_csk_accept`, neither of which
+    /// could be attached (the kretprobe's error).
+    #[error(
+        "--accept: cannot watch accepted connections (an fexit program or a kretprobe on inet_csk_accept)"
+    )]
     Accepts(#[source] AttachError),
     /// `--nat` needs the `net:net_dev_queue` tracepoint, which could not be attached.
     #[error("--nat: cannot watch SYNs leaving (the net:net_dev_queue tracepoint)")]

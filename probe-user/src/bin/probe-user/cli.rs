@@ -96,8 +96,8 @@ pub struct Cli {
     /// lines. Implies --outcome.
     #[arg(long)]
     pub lifetime: bool,
-    /// Also report each connection a local listener accepts (a kretprobe on inet_csk_accept;
-    /// needs kprobes): JSON lines with "event":"accept" and "role":"server", the peer as
+    /// Also report each connection a local listener accepts (the return of inet_csk_accept:
+    /// needs BPF trampolines or kprobes): JSON lines with "event":"accept" and "role":"server", the peer as
     /// source, the local address and port as destination, the accepting task as caller. The
     /// filters apply as to connects (--filter-port: the local port). With --lifetime (or
     /// --format life) their closes too.
@@ -228,6 +228,11 @@ impl Cli {
         {
             return Some(
                 "--lifetime reports each close as a line: use it with --format json or life, or count connections with --count, --metrics or --otlp-endpoint",
+            );
+        }
+        if self.accept && (self.failed_only || self.min_latency.is_some()) {
+            return Some(
+                "--accept reports connections that came up, which have no connect latency: not with --failed-only or --min-latency",
             );
         }
         if self.accept && self.counting() {

@@ -253,12 +253,21 @@ impl Pins {
                         empty.connects = 0;
                         empty.latency_ns = 0;
                         empty.latency_buckets = [0; ConnectCount::LATENCY_BUCKETS];
+                        empty.syn_retransmits = 0;
+                        empty.connections = None;
                         empty
                     });
                 carried.connects += row.connects;
                 carried.latency_ns += row.latency_ns;
+                carried.syn_retransmits += row.syn_retransmits;
                 for (sum, n) in carried.latency_buckets.iter_mut().zip(row.latency_buckets) {
                     *sum += n;
+                }
+                if let Some(connections) = &row.connections {
+                    carried
+                        .connections
+                        .get_or_insert_default()
+                        .merge(connections);
                 }
             }
         }
