@@ -199,6 +199,8 @@ pub(super) const CONFIGS: &[Config] = &[
     // ends of each connection: the client's and the accepted one).
     traced("life", LIFETIME, ProbeUser("/bin/probe-user --format life"), 8080),
     traced("json-lifetime", LIFETIME, ProbeUser("/bin/probe-user --format json --lifetime"), 8080),
+    // Both ends of each connection, as tcplife reports them: the accept and its close too.
+    traced("life-accept", LIFETIME, ProbeUser("/bin/probe-user --format life --accept"), 8080),
     traced("peer-tcplife", LIFETIME, Peer("/bin/peer-tcplife"), 8080),
     // libbpf-tools' tcpconnect: kprobe + kretprobe, a perf buffer.
     traced("peer-tcpconnect", "example 2", Peer("/bin/peer-tcpconnect"), 8080),
