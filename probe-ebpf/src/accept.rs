@@ -28,10 +28,7 @@ use crate::{
 /// NULL when the call failed (no connection waiting on a non-blocking socket, a signal).
 #[kretprobe]
 pub fn inet_csk_accept(ctx: RetProbeContext) -> u32 {
-    let sk: u64 = ctx.ret();
-    if sk != 0 {
-        on_accept_return(sk as *const u8);
-    }
+    on_accept_return(ctx.ret());
     0
 }
 
@@ -43,25 +40,24 @@ pub fn inet_csk_accept(ctx: RetProbeContext) -> u32 {
 /// The same, as an fexit program: `inet_csk_accept(sk, flags, err, kern)`, before Linux 6.10.
 #[fexit(function = "inet_csk_accept")]
 pub fn fexit_inet_csk_accept(ctx: FExitContext) -> u32 {
-    let sk: u64 = ctx.arg(4);
-    if sk != 0 {
-        on_accept_return(sk as *const u8);
-    }
+    on_accept_return(ctx.arg(4));
     0
 }
 
 /// The same for `inet_csk_accept(sk, arg)`, Linux 6.10 and later.
 #[fexit(function = "inet_csk_accept")]
 pub fn fexit_inet_csk_accept2(ctx: FExitContext) -> u32 {
-    let sk: u64 = ctx.arg(2);
-    if sk != 0 {
-        on_accept_return(sk as *const u8);
-    }
+    on_accept_return(ctx.arg(2));
     0
 }
 
+/// `sk`: what `inet_csk_accept` returned, NULL when the call failed.
 #[inline(always)]
-fn on_accept_return(sk_ptr: *const u8) {
+fn on_accept_return(sk: u64) {
+    if sk == 0 {
+        return;
+    }
+    let sk_ptr = sk as *const u8;
     let sk = Sock::read(sk_ptr, SOCK_OFFSETS.load());
     // MPTCP accepts through here too, with its own protocol number.
     if sk.protocol() != IPPROTO_TCP {

@@ -190,7 +190,6 @@ impl TracerBuilder {
         // Each event then carries its caller's cgroup, which per-cgroup keys need (names and
         // NAT ask for the identity anyway; lifetimes alone do not).
         self.identity |= config.per_cgroup;
-        // The caller's cgroup comes with the identity that names and NAT need anyway.
         self.report = Report::Events { outcome };
         Some(config)
     }

@@ -190,6 +190,20 @@ impl ConnectCount {
     /// [`LATENCY_BUCKET_BOUNDS_NS`], and one for longer latencies.
     pub const LATENCY_BUCKETS: usize = LATENCY_BUCKETS as usize + 1;
 
+    /// Adds `other`'s counts (connects, latencies, SYN retransmits, connections) to this row's,
+    /// its labels left as they are: for an agent that folds rows together.
+    pub fn merge(&mut self, other: &ConnectCount) {
+        self.connects += other.connects;
+        self.latency_ns += other.latency_ns;
+        self.syn_retransmits += other.syn_retransmits;
+        for (sum, n) in self.latency_buckets.iter_mut().zip(other.latency_buckets) {
+            *sum += n;
+        }
+        if let Some(connections) = &other.connections {
+            self.connections.get_or_insert_default().merge(connections);
+        }
+    }
+
     /// A row of no connects to `daddr` (or any address) and `dport`, of no workload or outcome.
     pub const fn new(family: Family, daddr: Option<IpAddr>, dport: u16) -> Self {
         ConnectCount {

@@ -264,6 +264,14 @@ mod tests {
         }
     }
 
+    /// `config` with lifetimes: established connects followed to their close.
+    fn followed(by: CountBy, max_series: u32) -> TallyConfig {
+        TallyConfig {
+            lifetime: true,
+            ..config(by, max_series)
+        }
+    }
+
     /// A connect to `dst` named `name`.
     fn to(dst: &str, name: Option<&str>) -> ConnectEvent {
         let mut event = v4();
@@ -417,10 +425,7 @@ mod tests {
 
     #[test]
     fn closes_count_in_the_row_of_their_established_connect() {
-        let mut tally = Tally::new(TallyConfig {
-            lifetime: true,
-            ..config(CountBy::Destination, 16)
-        });
+        let mut tally = Tally::new(followed(CountBy::Destination, 16));
         let (a, b) = (established("10.0.0.1:443"), established("10.0.0.1:443"));
         let mut refused = to("10.0.0.1:443", None);
         refused.completion = Some(Completion {
@@ -458,10 +463,7 @@ mod tests {
 
     #[test]
     fn past_the_budget_closes_count_in_the_overflow_row() {
-        let mut tally = Tally::new(TallyConfig {
-            lifetime: true,
-            ..config(CountBy::Destination, 1)
-        });
+        let mut tally = Tally::new(followed(CountBy::Destination, 1));
         let (kept, over) = (established("10.0.0.1:80"), established("10.0.0.2:80"));
         tally.add(&kept);
         tally.add(&over);
@@ -489,9 +491,8 @@ mod tests {
     #[test]
     fn the_close_of_a_retired_row_is_not_counted_elsewhere() {
         let mut tally = Tally::new(TallyConfig {
-            lifetime: true,
             per_cgroup: true,
-            ..config(CountBy::Destination, 1)
+            ..followed(CountBy::Destination, 1)
         });
         let mut gone = established("10.0.0.1:80");
         gone.workload = Some(crate::Workload {

@@ -305,13 +305,10 @@ impl Tracer {
                     on_event(&Event::Connect(event));
                     n += 1;
                 }
-                // A connection a local listener accepted (`--accept`): named, and followed to
-                // its close with `--lifetime`, as a connect. Never counted (events only).
+                // A connection a local listener accepted (`--accept`): its workload named (no
+                // DNS name or NAT: those are a connect's). Never counted (events only).
                 Ok(Record::Accept(mut event)) => {
                     name(&mut event, false, dns, nat);
-                    if let Some(live) = live {
-                        live.remember(&event);
-                    }
                     on_event(&Event::Accept(event));
                     n += 1;
                 }

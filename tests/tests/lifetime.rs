@@ -363,13 +363,15 @@ fn lifetime_life_format_prints_a_line_per_close() {
 }
 
 impl Ending {
-    /// The `end` probe-user must report for the server's side of the connection.
+    /// The `end` probe-user must report for the server's side of the connection: the
+    /// client's, seen from the other end.
     fn server_end(self) -> &'static str {
-        match self {
-            Ending::ClientFin => "fin_peer",
-            Ending::ServerFin => "fin_local",
-            Ending::ClientRst | Ending::ClientFinThenRst => "rst_received",
-            Ending::ServerRst => "rst_sent",
+        match self.end() {
+            "fin_local" => "fin_peer",
+            "fin_peer" => "fin_local",
+            "rst_sent" => "rst_received",
+            "rst_received" => "rst_sent",
+            other => unreachable!("{other}"),
         }
     }
 }

@@ -14,7 +14,7 @@
 //! series to another.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, btree_map::Entry},
     time::{Duration, Instant},
 };
 
@@ -245,29 +245,11 @@ impl Pins {
                 let Some(labels) = labels(row, options, self, &mut infos) else {
                     continue;
                 };
-                let carried = self
-                    .carried
-                    .entry((labels, row.outcome))
-                    .or_insert_with(|| {
-                        let mut empty = row.clone();
-                        empty.connects = 0;
-                        empty.latency_ns = 0;
-                        empty.latency_buckets = [0; ConnectCount::LATENCY_BUCKETS];
-                        empty.syn_retransmits = 0;
-                        empty.connections = None;
-                        empty
-                    });
-                carried.connects += row.connects;
-                carried.latency_ns += row.latency_ns;
-                carried.syn_retransmits += row.syn_retransmits;
-                for (sum, n) in carried.latency_buckets.iter_mut().zip(row.latency_buckets) {
-                    *sum += n;
-                }
-                if let Some(connections) = &row.connections {
-                    carried
-                        .connections
-                        .get_or_insert_default()
-                        .merge(connections);
+                match self.carried.entry((labels, row.outcome)) {
+                    Entry::Vacant(entry) => {
+                        entry.insert(row.clone());
+                    }
+                    Entry::Occupied(mut entry) => entry.get_mut().merge(row),
                 }
             }
         }
