@@ -353,6 +353,7 @@ mod user {
     unsafe impl aya::Pod for super::state::PendingConnect {}
     unsafe impl aya::Pod for super::state::ConnectingSlot {}
     unsafe impl aya::Pod for super::state::LiveConnection {}
+    unsafe impl aya::Pod for super::record::CloseFigures {}
     unsafe impl aya::Pod for super::state::CountKey {}
     unsafe impl aya::Pod for super::state::CountValue {}
     unsafe impl aya::Pod for super::record::OutcomeRecord {}

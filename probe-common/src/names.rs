@@ -56,6 +56,8 @@ pub mod map {
         /// Traced connections between ESTABLISHED and CLOSE (`--lifetime`): an LRU of
         /// `crate::state::LiveConnection` by socket address.
         LIVE,
+        /// An open connection's `crate::CloseFigures`, written by `live_figures` (one entry).
+        OPEN_FIGURES,
     }
 }
 
@@ -140,5 +142,8 @@ pub mod program {
         fexit_inet_csk_accept,
         /// fexit on inet_csk_accept(sk, arg), Linux 6.10 and later (`--accept`).
         fexit_inet_csk_accept2,
+        /// Never attached: run by userspace once detached (`BPF_PROG_TEST_RUN`) for each
+        /// connection still in `LIVE`, to read its counters so far (`--lifetime`).
+        live_figures,
     }
 }

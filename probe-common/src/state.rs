@@ -131,8 +131,9 @@ pub struct CountKey {
     pub overflow: u8,
     /// With `--outcome`: the [`crate::Cause`] of a failed connect (as `u8`); otherwise 0.
     pub cause: u8,
-    /// Explicit padding, always zero.
-    pub _pad: u8,
+    /// A [`crate::Role`] value: 0 (client) in every key the kernel side makes; userspace counts
+    /// the connections local listeners accepted (`--accept`) under 1 (server).
+    pub role: u8,
 }
 
 impl CountKey {
@@ -170,8 +171,15 @@ impl CountKey {
             outcome,
             overflow: 0,
             cause,
-            _pad: 0,
+            role: 0,
         }
+    }
+
+    /// The same key, of `role`'s side.
+    #[inline(always)]
+    pub const fn of_role(mut self, role: crate::Role) -> CountKey {
+        self.role = role as u8;
+        self
     }
 
     /// The overflow key of `family` and `outcome`: where the kernel side counts a connect whose
@@ -189,7 +197,7 @@ impl CountKey {
             outcome,
             overflow: 1,
             cause,
-            _pad: 0,
+            role: 0,
         }
     }
 }

@@ -11,17 +11,18 @@
 use core::{mem::MaybeUninit, ptr::addr_of_mut};
 
 use aya_ebpf::{
-    helpers::bpf_ktime_get_boot_ns,
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns},
     macros::{fexit, kretprobe},
     programs::{FExitContext, RetProbeContext},
 };
+
 use probe_common::state::LiveConnection;
 
 use crate::{
     SOCK_OFFSETS, emit,
     filter::{self, Admitted, Destination},
-    life,
-    sock::{IPPROTO_TCP, Sock, TCP_CLOSE},
+    life, outcome,
+    sock::{self, IPPROTO_TCP, Sock, TCP_CLOSE, TCP_ESTABLISHED},
 };
 
 /// Return of `struct sock *inet_csk_accept(struct sock *sk, ...)`: the accepted socket, or
@@ -58,24 +59,46 @@ fn on_accept_return(sk: u64) {
         return;
     }
     let sk_ptr = sk as *const u8;
-    let sk = Sock::read(sk_ptr, SOCK_OFFSETS.load());
-    // MPTCP accepts through here too, with its own protocol number.
-    if sk.protocol() != IPPROTO_TCP {
-        return;
+    // Two calls, each with its own frame: the report's is most of the stack already.
+    let closed_at = report_call(sk_ptr);
+    if closed_at != 0 {
+        close_call(sk_ptr, closed_at);
     }
-    // The peer, as a connect's destination is read (an IPv4 peer of an IPv6 listener, kept as
-    // an IPv4-mapped address, is IPv4), and the local end the listener was bound to.
+}
+
+/// The accepted connection's two ends, as a connect's record has them: the peer, read as a
+/// connect's destination is (an IPv4 peer of an IPv6 listener, kept as an IPv4-mapped address,
+/// is IPv4), and the local end the listener was bound to (`inet_sport`, not `skc_num`: a
+/// connection reset while it waited to be accepted has released its port already). `None`
+/// for a socket other than TCP's (MPTCP accepts through here too).
+#[inline(always)]
+fn ends(sk_ptr: *const u8) -> Option<(Destination, Destination)> {
+    let sk = Sock::read(sk_ptr, SOCK_OFFSETS.load());
+    if sk.protocol() != IPPROTO_TCP {
+        return None;
+    }
     let peer = sk.connection();
-    // `inet_sport`, not `skc_num`: a connection reset while it waited to be accepted has
-    // released its port already.
     let (addr, port) = sk.bound_source(peer.family);
     let local = Destination {
         family: peer.family,
         addr,
         port,
     };
+    Some((peer, local))
+}
+
+/// Reports the accept of socket `sk_ptr` if admitted; with `--lifetime`, follows its
+/// connection from now (the handshake completed before, at a time the accepting task never
+/// saw). Returns the accept's time if the connection had closed already (reset or aborted
+/// while it waited to be accepted: it went from ESTABLISHED to CLOSE unseen, having no entry
+/// in `LIVE` then, and will not change state again), for [`close_call`]; else 0.
+#[inline(never)]
+fn report_call(sk_ptr: *const u8) -> u64 {
+    let Some((peer, local)) = ends(sk_ptr) else {
+        return 0;
+    };
     let Some(Admitted { pid_tgid, .. }) = filter::admitted(sk_ptr, |_| Some(local)) else {
-        return;
+        return 0;
     };
     let boot_ns = unsafe { bpf_ktime_get_boot_ns() };
     let fill = emit::TaskRecord {
@@ -86,14 +109,15 @@ fn on_accept_return(sk: u64) {
         to: &local,
         ret: 0,
     };
+    let mut closed_at = 0;
     emit::accepted(fill, |record| {
-        // Not followed if it was reset while it waited to be accepted: it reached CLOSE
-        // before, and will not change state again.
-        if !life::enabled() || sk.state_now() == TCP_CLOSE {
+        if !life::enabled() {
             return;
         }
-        // Followed from now: the handshake completed before the accept, at a time the
-        // accepting task never saw.
+        if sock::state(sk_ptr, SOCK_OFFSETS.load()) == TCP_CLOSE {
+            closed_at = boot_ns;
+            return;
+        }
         let mut live = MaybeUninit::<LiveConnection>::uninit();
         let slot = live.as_mut_ptr();
         // SAFETY: both fields written; the record is whole records to whole records.
@@ -103,4 +127,27 @@ fn on_accept_return(sk: u64) {
             life::opened(sk_ptr, &*slot);
         }
     });
+    closed_at
+}
+
+/// Reports the close of accepted socket `sk_ptr`, reported at `accepted_ns` already closed (see
+/// [`report_call`]): a record written as the accept's was, by the same task, with the
+/// socket's counters. Returns 0, through `outcome::returned`.
+#[inline(never)]
+fn close_call(sk_ptr: *const u8, accepted_ns: u64) -> i32 {
+    if let Some((peer, local)) = ends(sk_ptr) {
+        let fill = emit::TaskRecord {
+            boot_ns: accepted_ns,
+            pid_tgid: bpf_get_current_pid_tgid(),
+            sk: sk_ptr,
+            source: (peer.addr, peer.port),
+            to: &local,
+            ret: 0,
+        };
+        let ends = (local.port, peer.port);
+        if let Some(figures) = life::figures(sk_ptr, (true, ends), Some(TCP_ESTABLISHED)) {
+            emit::closed(emit::Server(fill), accepted_ns, &figures);
+        }
+    }
+    outcome::returned(0)
 }

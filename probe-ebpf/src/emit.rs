@@ -18,7 +18,7 @@ use probe_common::{
     COMM_LEN, CloseFigures, CloseRecord, ConnectRecord, CountBy, DNS_PAYLOAD_MAX, DnsRecord,
     NatRecord, Outcome, OutcomeRecord, RawAddr, RecordKind, Role, TimestampRecord, Trouble,
     outcome::{LATENCY_BUCKETS, latency_bucket},
-    state::{CountKey, CountValue, LiveConnection, counter},
+    state::{CountKey, CountValue, counter},
 };
 
 use crate::{
@@ -63,12 +63,11 @@ pub fn accepted(fill: impl Fill, follow: impl FnOnce(&ConnectRecord)) {
     let Some(mut entry) = reserve::<ConnectRecord>() else {
         return;
     };
-    fill.fill(&mut entry);
+    Server(fill).fill(&mut entry);
     let slot = entry.as_mut_ptr();
-    // SAFETY: `fill` initialised the record; two plain fields rewritten.
+    // SAFETY: `fill` initialised the record; one plain field rewritten.
     let record = unsafe {
         (*slot).header = RecordKind::Accept.header();
-        (*slot).role = Role::Server as u16;
         &*slot
     };
     follow(record);
@@ -147,18 +146,20 @@ pub fn completed(
     true
 }
 
-/// Reports a traced connection that closed now (`--lifetime`), with its `figures`.
+/// Reports a traced connection closed now (`--lifetime`), established at `established_ns`, with
+/// its `figures`: the connect's record `fill` writes (in place), made a close's.
 #[inline(always)]
-pub fn closed(live: &LiveConnection, figures: &CloseFigures) {
+pub fn closed(fill: impl Fill, established_ns: u64, figures: &CloseFigures) {
     let Some(mut entry) = reserve::<CloseRecord>() else {
         return;
     };
     let slot = entry.as_mut_ptr();
-    // SAFETY: the reservation is a CloseRecord's size and alignment; every field is written.
+    // SAFETY: the reservation is a CloseRecord's size and alignment; `fill` writes every field
+    // of the connect's record, the rest are written here.
     unsafe {
-        copy_record(addr_of_mut!((*slot).connect), &live.connect);
+        fill.fill(&mut *addr_of_mut!((*slot).connect).cast::<MaybeUninit<ConnectRecord>>());
         (*slot).connect.header = RecordKind::Close.header();
-        (*slot).established_ns = live.established_ns;
+        (*slot).established_ns = established_ns;
         (*slot).closed_ns = aya_ebpf::helpers::bpf_ktime_get_boot_ns();
         (*slot).figures = *figures;
     }
@@ -251,6 +252,19 @@ impl Fill for TaskRecord<'_> {
             self.to,
             self.ret,
         );
+    }
+}
+
+/// The record another `Fill` writes, made the server's side of its connection (an accept's,
+/// or its close's).
+pub struct Server<F>(pub F);
+
+impl<F: Fill> Fill for Server<F> {
+    #[inline(always)]
+    fn fill(self, record: &mut MaybeUninit<ConnectRecord>) {
+        self.0.fill(record);
+        // SAFETY: initialised by the inner `fill`; one plain field rewritten.
+        unsafe { (*record.as_mut_ptr()).role = Role::Server as u16 };
     }
 }
 

@@ -23,7 +23,8 @@
 //! that counts each connect in `CONNECT_COUNTS` instead of emitting it.
 //!
 //! With `--lifetime` ([`life`]) a connect that came up is followed to its close, which both
-//! `inet_sock_set_state` programs report with the socket's own counters.
+//! `inet_sock_set_state` programs report with the socket's own counters; once detached,
+//! userspace runs `life::live_figures` for each connection still open.
 //!
 //! With `--outcome`, [`cause`]'s hooks note what only the packet path sees of a failing
 //! handshake (an ICMP error, a SYN dropped in this host) for the completion path.
@@ -63,7 +64,7 @@ use aya_ebpf::{
     maps::{Array, CgroupArray, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use probe_common::{
-    COMM_LEN, ConnectRecord, CountBy, FilterFlags, OutcomeConfig, SockOffsets,
+    COMM_LEN, CloseFigures, ConnectRecord, CountBy, FilterFlags, OutcomeConfig, SockOffsets,
     config::{ContainerPrefix, DropConfig, DstKey, PORT_WORDS, SkbOffsets, TaskOffsets},
     limit,
     state::{
@@ -311,6 +312,12 @@ static CAUSE_HOOKS: Array<u32> = Array::with_max_entries(1, 0);
 #[map]
 static LIVE: LruHashMap<u64, LiveConnection> = LruHashMap::with_max_entries(limit::MAX_LIVE, 0);
 
+/// `--lifetime`, once detached: an open connection's counters so far, written by
+/// `life::live_figures` when userspace runs it for a connection left in `LIVE`, read by
+/// userspace right after.
+#[map]
+static OPEN_FIGURES: Array<CloseFigures> = Array::with_max_entries(1, 0);
+
 /// fexit backend: the socket an IPv4-mapped connect's inner tcp_v4_connect just reported, keyed
 /// by pid_tgid; written by that call's exit, consumed by the outer tcp_v6_connect's exit, which
 /// then stays silent. An LRU: with `-4` nobody consumes the entries.
@@ -361,7 +368,7 @@ check_names! {
     maps: EVENTS, COUNTERS, PENDING, CONNECTING, CONNECTING_SLOTS, CONNECTING_OVERFLOWED,
         RECORD_SCRATCH, MAPPED_INNER, CONNECT_COUNTS, PID_FILTER,
         UID_FILTER, CGROUP_FILTER, NETNS_FILTER, COMM_FILTER, DST_FILTER, SYN_TROUBLE,
-        CAUSE_HOOKS, LIVE;
+        CAUSE_HOOKS, LIVE, OPEN_FIGURES;
     globals: SOCK_OFFSETS, FILTERS, ENTRY_ONLY, WAKEUP_BYTES, COUNT_BY, PORT_SET, OUTCOME,
         TASK_OFFSETS, IDENTITY, CALLER_NAMES, CONTAINERS, COUNT_CGROUP, SKB_OFFSETS, DROPS, LIFETIME;
     programs: kprobe::tcp_v4_connect, kprobe::tcp_v6_connect, kprobe::tcp_connect_return,
@@ -369,7 +376,7 @@ check_names! {
         fentry::fentry_tcp_v6_connect, fentry::fexit_tcp_v4_connect, fentry::fexit_tcp_v6_connect,
         tracepoint::inet_sock_set_state, outcome::connect_outcome, cause::icmp_error,
         cause::skb_dropped, dns::udp_delivered, nat::packet_queued, accept::inet_csk_accept,
-        accept::fexit_inet_csk_accept, accept::fexit_inet_csk_accept2;
+        accept::fexit_inet_csk_accept, accept::fexit_inet_csk_accept2, life::live_figures;
 }
 
 #[cfg(not(test))]

@@ -158,6 +158,21 @@ pub fn fin_received(sk: *const u8, offsets: SockOffsets) -> bool {
     (flags >> (offsets.sock_done & 63)) & 1 != 0
 }
 
+/// The socket's local and remote ports (`inet_sport`, `skc_dport`): a followed connection's
+/// socket still holds them at its close (`--lifetime`).
+#[inline(always)]
+pub fn ports(sk: *const u8, offsets: SockOffsets) -> (u16, u16) {
+    let local: u16 = read_at(sk, offsets.inet_sport);
+    let remote: u16 = read_at(sk, offsets.dport);
+    (u16::from_be(local), u16::from_be(remote))
+}
+
+/// The socket's state now (`skc_state`, a `TCP_*` value).
+#[inline(always)]
+pub fn state(sk: *const u8, offsets: SockOffsets) -> i32 {
+    i32::from(read_at::<u8>(sk, offsets.state))
+}
+
 /// The socket's `tcp_sock.snd_una`: in SYN_SENT, its connect's initial sequence number.
 #[inline(always)]
 pub fn snd_una(sk: *const u8, offsets: SockOffsets) -> u32 {
@@ -317,12 +332,6 @@ impl Sock {
     #[inline(always)]
     pub fn state(&self) -> i32 {
         i32::from(self.head_field::<u8>(self.offsets.state))
-    }
-
-    /// `skc_state` as it is now, read again from the socket (not from the head read earlier).
-    #[inline(always)]
-    pub fn state_now(&self) -> i32 {
-        i32::from(read_at::<u8>(self.ptr, self.offsets.state))
     }
 
     /// `sk_protocol` (`IPPROTO_TCP` for TCP).

@@ -37,8 +37,8 @@ impl TracerBuilder {
     pub fn attach(mut self) -> Result<Tracer, Error> {
         let started = std::time::Instant::now();
         self.follow_lifetimes()?;
-        if self.accepts && !matches!(self.report, Report::Events { .. }) {
-            return Err(crate::Conflict::AcceptsNeedEvents.into());
+        if self.accepts && matches!(self.report, Report::Timestamps) {
+            return Err(crate::Conflict::TimestampsAccepts.into());
         }
         let tally = self.count_in_userspace();
         let mut startup = crate::Startup::default();
@@ -102,6 +102,13 @@ impl TracerBuilder {
                             backend::attach_accepts(&mut ebpf, prepared.functions.as_ref())
                                 .map_err(Error::Accepts)?;
                         startup.attach += hooking.elapsed();
+                    }
+                    if self.lifetime {
+                        // Without it the connections open at the end are reported all the same,
+                        // without their counters.
+                        if let Err(e) = backend::load_live_figures(&mut ebpf) {
+                            log::warn!("connections open at the end will have no counters: {e}");
+                        }
                     }
                     let loaded = Loaded {
                         tally,
@@ -168,9 +175,10 @@ impl TracerBuilder {
     }
 
     /// Counts whose keys hold what only userspace knows (a DNS name, a NAT's destination), or
-    /// with [`TracerBuilder::lifetime`] what only closes tell, are counted from events
-    /// ([`crate::tally`]): the kernel side then reports each connect (and close) as an event,
-    /// with the same outcomes and filters. Counting by name implies the names.
+    /// with [`TracerBuilder::lifetime`] what only closes tell, or with
+    /// [`TracerBuilder::accepts`] the accepts, are counted from events ([`crate::tally`]): the
+    /// kernel side then reports each connect (accept, close) as an event, with the same
+    /// outcomes and filters. Counting by name implies the names.
     fn count_in_userspace(&mut self) -> Option<TallyConfig> {
         let Report::Counts { by, outcome, .. } = self.report else {
             return None;
@@ -178,7 +186,7 @@ impl TracerBuilder {
         if by == CountBy::Name && self.names.is_none() {
             self.names = Some(crate::NamesConfig::default());
         }
-        if self.names.is_none() && !self.nat && !self.lifetime {
+        if self.names.is_none() && !self.nat && !self.lifetime && !self.accepts {
             return None;
         }
         let config = TallyConfig {

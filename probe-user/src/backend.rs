@@ -399,13 +399,40 @@ fn attach_trampolines(
 
 /// Detaches and unloads program `name` (after a failed attach).
 fn unload(ebpf: &mut Ebpf, name: &str) {
-    let _ = match ebpf.program_mut(name) {
-        Some(Program::KProbe(p)) => p.unload(),
-        Some(Program::FEntry(p)) => p.unload(),
-        Some(Program::FExit(p)) => p.unload(),
-        Some(Program::RawTracePoint(p)) => p.unload(),
+    if let Some(program) = ebpf.program_mut(name) {
+        unload_program(program);
+    }
+}
+
+/// Detaches every program attached (each of probe's hook types), leaving `live_figures`, never
+/// attached, loaded to be run (the others stay loaded too while the tracer holds their
+/// descriptors, for their statistics).
+pub(crate) fn detach_all(ebpf: &mut Ebpf) {
+    for (name, program) in ebpf.programs_mut() {
+        if name != program::live_figures {
+            unload_program(program);
+        }
+    }
+}
+
+fn unload_program(program: &mut Program) {
+    let _ = match program {
+        Program::KProbe(p) => p.unload(),
+        Program::FEntry(p) => p.unload(),
+        Program::FExit(p) => p.unload(),
+        Program::RawTracePoint(p) => p.unload(),
         _ => Ok(()),
     };
+}
+
+/// Loads `live_figures`, which reads the connections still open at the end (`--lifetime`),
+/// run by userspace, never attached.
+pub(crate) fn load_live_figures(ebpf: &mut Ebpf) -> Result<(), AttachError> {
+    let name = program::live_figures;
+    let program: &mut RawTracePoint = program(ebpf, name)?;
+    program
+        .load()
+        .map_err(|e| diagnose::load_refused(name, None, e))
 }
 
 /// Program `name` of the object, as the type its hook needs.

@@ -177,11 +177,13 @@ impl TracerBuilder {
     /// ([`crate::Role::Server`]): the peer as `src`, the local address and port as `dst`, the
     /// task that accepted it as the caller, from the return of `inet_csk_accept` (every
     /// backend: an fexit program where the kernel has BPF trampolines, else a kretprobe; with
-    /// neither, [`crate::TracerBuilder::attach`] fails with [`crate::Error::Accepts`]). The filters apply as to a connect: the caller filters to the
+    /// neither, [`crate::TracerBuilder::attach`] fails with [`crate::Error::Accepts`]). The
+    /// filters apply as to a connect: the caller filters to the
     /// accepting task, the destination filters (`filter_ports`, `filter_destinations`,
     /// `families`) to the local end. With [`TracerBuilder::lifetime`] accepted connections are
-    /// followed to their close too, from the accept. Events only ([`Report::Events`]), else
-    /// `attach` fails with [`crate::Conflict::AcceptsNeedEvents`].
+    /// followed to their close too, from the accept. Counted ([`Report::Counts`]), accepts
+    /// make rows of their own ([`crate::ConnectCount::role`]), counted in userspace. Not with
+    /// [`Report::Timestamps`]: `attach` fails with [`crate::Conflict::TimestampsAccepts`].
     pub fn accepts(mut self, yes: bool) -> Self {
         self.accepts = yes;
         self

@@ -9,7 +9,7 @@ use std::{
 };
 
 use probe_common::{
-    CountBy, Family, Outcome,
+    CountBy, Family, Function, Outcome, Role,
     outcome::{LATENCY_BUCKETS, latency_bucket_bound_ns},
     state::{CountKey, CountValue},
 };
@@ -93,9 +93,14 @@ pub struct ConnectCount {
     /// found the kernel's map at its budget ([`crate::TracerBuilder::max_series`]). Its
     /// address, port, cgroup and workload are `None` and 0: it stands for all of them.
     pub overflow: bool,
-    /// With [`crate::TracerBuilder::lifetime`], the rows of established connects: those
-    /// connections followed to their close. `None` otherwise.
+    /// With [`crate::TracerBuilder::lifetime`], the rows of established connects (and of
+    /// accepts): those connections followed to their close. `None` otherwise.
     pub connections: Option<ConnectionCounts>,
+    /// Whose row it is: connects ([`Role::Client`]), or with
+    /// [`crate::TracerBuilder::accepts`] the connections local listeners accepted
+    /// ([`Role::Server`]: `connects` counts accepts, `daddr` and `dport` are the local end,
+    /// there is no outcome).
+    pub role: Role,
 }
 
 /// The upper bounds, in nanoseconds, of the finite buckets of
@@ -222,6 +227,16 @@ impl ConnectCount {
             nat_dst: None,
             overflow: false,
             connections: None,
+            role: Role::Client,
+        }
+    }
+
+    /// The kernel function its row counts calls of: the family's connect function, or
+    /// `inet_csk_accept` for accepts.
+    pub const fn function(&self) -> Function {
+        match self.role {
+            Role::Client => self.family.connect_function(),
+            Role::Server => Function::InetCskAccept,
         }
     }
 }
@@ -263,6 +278,7 @@ pub(crate) fn named_rows(
     mut names: impl FnMut(u64) -> WorkloadNames,
 ) -> Vec<ConnectCount> {
     type Row = (
+        u8,
         bool,
         u16,
         Option<IpAddr>,
@@ -290,6 +306,7 @@ pub(crate) fn named_rows(
         let id = (overflow, key.family, daddr, dport, (key.outcome, key.cause));
         let row = rows
             .entry((
+                key.role,
                 id.0,
                 id.1,
                 id.2,
@@ -307,6 +324,7 @@ pub(crate) fn named_rows(
                 outcome: Outcome::try_from(u32::from(key.outcome)).ok(),
                 cause: Cause::try_from(u32::from(key.cause)).ok(),
                 overflow,
+                role: Role::from_u16(u16::from(key.role)).unwrap_or_default(),
                 ..ConnectCount::new(family, daddr, dport)
             });
         row.connects += value.connects;
@@ -334,6 +352,7 @@ pub(crate) fn named_rows(
         };
         b.connects.cmp(&a.connects).then_with(|| {
             (
+                a.role,
                 a.overflow,
                 &a.dns_name,
                 a.dport,
@@ -344,6 +363,7 @@ pub(crate) fn named_rows(
                 workload(a),
             )
                 .cmp(&(
+                    b.role,
                     b.overflow,
                     &b.dns_name,
                     b.dport,

@@ -183,8 +183,10 @@ pub struct CloseEvent {
     pub end: End,
     /// The error the kernel gave the socket (`ECONNRESET`, `ETIMEDOUT`, ...), 0 if none.
     pub errno: u32,
-    /// The kernel's counters of the connection at its close; `None` for [`End::Open`] (the
-    /// socket is not read at the end).
+    /// The kernel's counters of the connection at its close, or for [`End::Open`] when
+    /// tracing ended; `None` for one open whose socket could not be read then (it closed
+    /// meanwhile, or the kernel cannot run the reading program: `BPF_PROG_TEST_RUN` of raw
+    /// tracepoint programs).
     pub figures: Option<Figures>,
 }
 
@@ -204,30 +206,38 @@ impl CloseEvent {
             closed_ns: r.closed_ns,
             end,
             errno: f.errno,
-            figures: Some(Figures {
-                bytes_sent: f.bytes_sent,
-                bytes_received: f.bytes_received,
-                segs_out: f.segs_out,
-                segs_in: f.segs_in,
-                retransmits: f.retransmits,
-                srtt_us: f.srtt_us,
-            }),
+            figures: Some(Figures::from(f)),
         })
     }
 
-    /// A connection still open at `now_ns`, from what the kernel side kept of it.
+    /// A connection still open at `now_ns`, from what the kernel side kept of it and its
+    /// counters then, if read.
     pub(crate) fn open(
         live: &probe_common::state::LiveConnection,
         now_ns: u64,
+        figures: Option<&probe_common::CloseFigures>,
     ) -> Result<Self, Malformed> {
         Ok(CloseEvent {
             connect: ConnectEvent::from_record(&live.connect)?,
             established_ns: live.established_ns,
             closed_ns: now_ns.max(live.established_ns),
             end: End::Open,
-            errno: 0,
-            figures: None,
+            errno: figures.map_or(0, |f| f.errno),
+            figures: figures.map(Figures::from),
         })
+    }
+}
+
+impl From<&probe_common::CloseFigures> for Figures {
+    fn from(f: &probe_common::CloseFigures) -> Self {
+        Figures {
+            bytes_sent: f.bytes_sent,
+            bytes_received: f.bytes_received,
+            segs_out: f.segs_out,
+            segs_in: f.segs_in,
+            retransmits: f.retransmits,
+            srtt_us: f.srtt_us,
+        }
     }
 }
 

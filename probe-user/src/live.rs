@@ -1,6 +1,7 @@
 //! The kernel's traced connections between ESTABLISHED and CLOSE (probe-ebpf's `life`, with
 //! [`crate::TracerBuilder::lifetime`]): userspace accounts for the LRU's evictions and takes
-//! what is left at the end, as connections still open.
+//! what is left at the end, as connections still open, each with its counters so far (read by
+//! the kernel side's `live_figures`, run once for each through `BPF_PROG_TEST_RUN`).
 
 use std::{
     net::SocketAddr,
@@ -12,10 +13,12 @@ use std::{
 
 use aya::{
     Ebpf,
-    maps::{HashMap, MapData},
+    maps::{Array, HashMap, MapData},
+    programs::{RawTracePoint, RawTracePointRunOptions, TestRun},
 };
 use probe_common::{
-    names::map,
+    CloseFigures, End,
+    names::{map, program},
     state::{LiveConnection, counter},
 };
 
@@ -24,6 +27,8 @@ use crate::{Error, maps::take_map};
 /// The LRU hash `LIVE`.
 pub(crate) struct Live {
     lru: HashMap<MapData, u64, LiveConnection>,
+    /// Where `live_figures` leaves a connection's counters.
+    figures: Array<MapData, CloseFigures>,
     /// Entries deleted by userspace (taken at the end).
     deleted: u64,
     /// The highest count of the LRU's evictions seen so far.
@@ -42,6 +47,7 @@ impl Live {
     pub(crate) fn new(ebpf: &mut Ebpf) -> Result<Self, Error> {
         Ok(Live {
             lru: take_map(ebpf, map::LIVE)?,
+            figures: take_map(ebpf, map::OPEN_FIGURES)?,
             deleted: 0,
             evicted: AtomicU64::new(0),
             naming: Namings::default(),
@@ -63,18 +69,37 @@ impl Live {
         self.lru.keys().filter(Result::is_ok).count()
     }
 
-    /// Once detached: removes and returns every connection held.
-    pub(crate) fn take_all(&mut self) -> Vec<LiveConnection> {
+    /// Once detached: removes and returns every connection held, each with its counters now
+    /// if `ebpf`'s `live_figures` could read them (loaded, and the socket still holding the
+    /// connection: not one that closed since the programs were detached).
+    pub(crate) fn take_all(&mut self, ebpf: &Ebpf) -> Vec<(LiveConnection, Option<CloseFigures>)> {
+        let reader: Option<&RawTracePoint> = ebpf
+            .program(program::live_figures)
+            .and_then(|p| p.try_into().ok());
         let keys: Vec<u64> = self.lru.keys().filter_map(Result::ok).collect();
-        let taken: Vec<LiveConnection> = keys
+        let taken: Vec<_> = keys
             .into_iter()
             .filter_map(|key| {
                 let live = self.lru.get(&key, 0).ok()?;
-                self.lru.remove(&key).is_ok().then_some(live)
+                let figures = reader.and_then(|reader| self.read(reader, key));
+                self.lru.remove(&key).is_ok().then_some((live, figures))
             })
             .collect();
         self.deleted += taken.len() as u64;
         taken
+    }
+
+    /// Socket `key`'s counters now, by running `reader` with it.
+    fn read(&self, reader: &RawTracePoint, key: u64) -> Option<CloseFigures> {
+        let mut args = [0; 12];
+        args[0] = key;
+        let run = RawTracePointRunOptions { args, cpu: None };
+        if let Err(e) = reader.test_run(run) {
+            log::debug!("live_figures: {e}");
+            return None;
+        }
+        let figures = self.figures.get(&0, 0).ok()?;
+        (figures.end == End::Open as u32).then_some(figures)
     }
 
     /// Closes that cannot be reported: connections the LRU evicted to make room for newer ones

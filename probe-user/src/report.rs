@@ -161,9 +161,12 @@ pub enum Conflict {
         "following connections to their close needs each connect's outcome, established ones included: not timestamps only, successes only or failed only"
     )]
     LifetimeNeedsOutcomes,
-    /// Accepted connections are reported as events: not counted, nor timestamps only.
-    #[error("accepted connections are reported as events: not as counts or timestamps only")]
-    AcceptsNeedEvents,
+    /// Accepted connections are reported (or counted) from a record each, which
+    /// timestamps-only tracing does not make.
+    #[error(
+        "accepted connections are reported from a record of each, which timestamps-only tracing does not make"
+    )]
+    TimestampsAccepts,
 }
 
 /// The kernel side's globals that say what to report, set at load.

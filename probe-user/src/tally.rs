@@ -65,9 +65,10 @@ pub(crate) struct Tally {
     pub overflow: u64,
     gone: GoneCgroups,
     retired: Retired,
-    /// With lifetimes, the established connects counted under an overflow key, by their
-    /// endpoints, for their closes (at most `limit::MAX_LIVE`, as many as the kernel follows).
-    overflowed: HashSet<(SocketAddr, SocketAddr)>,
+    /// With lifetimes, the established connects (and accepts) counted under an overflow key,
+    /// by their side and endpoints, for their closes (at most `limit::MAX_LIVE`, as many as the
+    /// kernel follows).
+    overflowed: HashSet<(Role, SocketAddr, SocketAddr)>,
 }
 
 impl Tally {
@@ -83,8 +84,9 @@ impl Tally {
         }
     }
 
-    /// Counts one connect: under its key, or if that key is new and the budget is in use,
-    /// under the overflow key of its family, outcome and cause (as the kernel side does).
+    /// Counts one connect (or accept, under its server's side): under its key, or if that key
+    /// is new and the budget is in use, under the overflow key of its family, outcome and cause
+    /// (as the kernel side does) and side.
     pub(crate) fn add(&mut self, event: &ConnectEvent) {
         let completion = event.completion.as_ref();
         let outcome = completion.map_or(0, |c| c.outcome as u8);
@@ -94,18 +96,20 @@ impl Tally {
         let (mut key, naming) = self.key(event, (outcome, cause));
         let family = key.family;
         let mut entry = (key, naming);
-        // An established connect is followed to its close (the kernel's `LIVE`).
-        let followed =
-            self.config.lifetime && completion.is_some_and(|c| c.outcome == Outcome::Established);
+        // An established connect, and an accept, are followed to their close (the kernel's
+        // `LIVE`).
+        let followed = self.config.lifetime
+            && (event.role == Role::Server
+                || completion.is_some_and(|c| c.outcome == Outcome::Established));
         if !self.counts.contains_key(&entry) {
             if self.series < self.config.max_series as usize {
                 self.series += 1;
             } else {
-                key = CountKey::overflow(family, (outcome, cause));
+                key = CountKey::overflow(family, (outcome, cause)).of_role(event.role);
                 entry = (key, Naming::default());
                 self.overflow += 1;
                 if followed && self.overflowed.len() < limit::MAX_LIVE as usize {
-                    self.overflowed.insert((event.src, event.dst));
+                    self.overflowed.insert((event.role, event.src, event.dst));
                 }
             }
         }
@@ -128,19 +132,24 @@ impl Tally {
     }
 
     /// Counts a connection's close ([`crate::TracerBuilder::lifetime`]) in the row its
-    /// established connect was counted in: the overflow row if it went there, else its own.
-    /// One still open at the end ([`End::Open`]) stays open; the close of a connection whose
-    /// row was retired with its cgroup meanwhile is not counted.
+    /// established connect (or its accept) was counted in: the overflow row if it went there,
+    /// else its own. One still open at the end ([`End::Open`]) stays open; the close of a
+    /// connection whose row was retired with its cgroup meanwhile is not counted.
     pub(crate) fn close(&mut self, close: &CloseEvent) {
-        if !self.config.lifetime || close.end == End::Open || close.connect.role != Role::Client {
+        if !self.config.lifetime || close.end == End::Open {
             return;
         }
-        let established = (Outcome::Established as u8, 0);
+        let role = close.connect.role;
+        // An accept has no outcome.
+        let established = match role {
+            Role::Client => (Outcome::Established as u8, 0),
+            Role::Server => (0, 0),
+        };
         let (key, naming) = self.key(&close.connect, established);
-        let endpoints = (close.connect.src, close.connect.dst);
+        let endpoints = (role, close.connect.src, close.connect.dst);
         let entry = if self.overflowed.remove(&endpoints) {
             (
-                CountKey::overflow(key.family, established),
+                CountKey::overflow(key.family, established).of_role(role),
                 Naming::default(),
             )
         } else {
@@ -173,7 +182,8 @@ impl Tally {
             (raw_addr(event.dst.ip()), event.dst.port()),
             event.family.af(),
             (outcome, cause),
-        );
+        )
+        .of_role(event.role);
         let naming = Naming {
             dns_name: event.dns_name.clone(),
             nat_dst: event.nat_dst,
@@ -486,6 +496,49 @@ mod tests {
             .connections
             .unwrap();
         assert_eq!((own.opened, own.closed), (1, 0));
+    }
+
+    #[test]
+    fn accepts_and_their_closes_count_in_rows_of_their_own() {
+        // Two rows of budget: the connects' and the accepts' to the same end.
+        let mut tally = Tally::new(followed(CountBy::Destination, 2));
+        let connect = established("127.0.0.1:8080");
+        // The same connection seen from the listener: no outcome, the local end as dst.
+        let mut accept = to("127.0.0.1:8080", None);
+        accept.role = Role::Server;
+        tally.add(&connect);
+        tally.add(&accept);
+        // Past the budget: an accept on another port goes to the accepts' overflow row.
+        let mut over = to("127.0.0.1:9090", None);
+        over.role = Role::Server;
+        tally.add(&over);
+        // Each side's close, with its own bytes; the overflowed accept's close too.
+        tally.close(&closed(&connect, End::FinLocal, 3, (10, 20)));
+        tally.close(&closed(&accept, End::FinPeer, 2, (20, 10)));
+        tally.close(&closed(&over, End::RstReceived, 1, (0, 5)));
+        let rows = rows(&tally);
+        assert_eq!(rows.len(), 3, "{rows:?}");
+        let row = |role, overflow| {
+            rows.iter()
+                .find(|r| r.role == role && r.overflow == overflow)
+                .unwrap()
+        };
+        let (client, server) = (row(Role::Client, false), row(Role::Server, false));
+        assert_eq!(
+            (client.connects, client.outcome),
+            (1, Some(Outcome::Established))
+        );
+        assert_eq!((server.connects, server.outcome), (1, None));
+        assert_eq!(server.function(), probe_common::Function::InetCskAccept);
+        assert_eq!(client.function(), probe_common::Function::TcpV4Connect);
+        let bytes = |r: &ConnectCount| {
+            let c = r.connections.unwrap();
+            (c.opened, c.closed, c.bytes_sent, c.bytes_received)
+        };
+        assert_eq!(bytes(client), (1, 1, 10, 20));
+        assert_eq!(bytes(server), (1, 1, 20, 10));
+        let other = row(Role::Server, true);
+        assert_eq!((other.connects, bytes(other)), (1, (1, 1, 0, 5)));
     }
 
     #[test]

@@ -306,9 +306,12 @@ impl Tracer {
                     n += 1;
                 }
                 // A connection a local listener accepted (`--accept`): its workload named (no
-                // DNS name or NAT: those are a connect's). Never counted (events only).
+                // DNS name or NAT: those are a connect's), counted under its server's side.
                 Ok(Record::Accept(mut event)) => {
                     name(&mut event, false, dns, nat);
+                    if let Some(tally) = tally {
+                        tally.add(&event);
+                    }
                     on_event(&Event::Accept(event));
                     n += 1;
                 }
@@ -532,10 +535,12 @@ impl Tracer {
     /// counters, and the programs' statistics. This is the exact way to end: every connect a
     /// program saw is then printed, dropped or missed. Dropping the tracer detaches too.
     pub fn detach(&mut self) {
-        if self.ebpf.take().is_some() {
+        if let Some(mut ebpf) = self.ebpf.take() {
             // Closing the links stops new runs; a run already in progress (a raw tracepoint
             // on another CPU, an fexit program preempted on a preemptible kernel) can still
-            // write after that, until the barrier returns.
+            // write after that, until the barrier returns. The object itself is kept until
+            // the connections still open are read, by its never attached `live_figures`.
+            crate::backend::detach_all(&mut ebpf);
             let waited = self.barrier.as_ref().is_some_and(|b| b.wait().is_ok());
             if !waited {
                 std::thread::sleep(DETACH_GRACE);
@@ -556,8 +561,8 @@ impl Tracer {
             }
             if let Some(live) = &mut self.live {
                 let now = clock::boot_now_ns();
-                for connection in live.take_all() {
-                    match CloseEvent::open(&connection, now) {
+                for (connection, figures) in live.take_all(&ebpf) {
+                    match CloseEvent::open(&connection, now, figures.as_ref()) {
                         Ok(close) => self.open_at_end.push_back(close),
                         Err(_) => self.malformed += 1,
                     }

@@ -297,12 +297,23 @@ fn lifetime_closes_carry_the_bytes_each_side_counted_and_how_they_ended() {
             _ => assert!(close.get("errno").is_none(), "{close}"),
         }
     }
-    // The one left open: reported open, without figures, at exit.
+    // The one left open: reported open at exit, with its counters then (6 bytes sent, the
+    // server waiting for more before it answers).
     let dst = unmapped(v4);
     let closes = lines_of(&lines, open_src, dst, true);
     assert_eq!(closes.len(), 1, "{stdout}");
     assert_eq!(closes[0]["end"], "open", "{}", closes[0]);
-    assert!(closes[0].get("bytes_sent").is_none(), "{}", closes[0]);
+    assert_eq!(
+        (&closes[0]["bytes_sent"], &closes[0]["bytes_received"]),
+        (&6.into(), &0.into()),
+        "{}",
+        closes[0]
+    );
+    assert!(
+        closes[0]["segs_out"].as_u64().unwrap() >= 2,
+        "{}",
+        closes[0]
+    );
     let duration = closes[0]["duration_ns"].as_u64().unwrap();
     assert!(
         duration <= open_since.elapsed().as_nanos() as u64,
@@ -414,13 +425,16 @@ fn lifetime_accepts_report_the_server_side_of_each_connection() {
         // Not traced (--filter-port): neither its accept nor its closes.
         bind("127.0.0.1:0"),
     ];
+    // Accepted only after its client reset the connection.
+    let late = bind("127.0.0.1:0");
     let ports = format!(
-        "{},{},{}",
+        "{},{},{},{}",
         port_of(&listeners[0]),
         port_of(&listeners[1]),
-        port_of(&listeners[2])
+        port_of(&listeners[2]),
+        port_of(&late)
     );
-    let (stdout, stderr, (seen, open, open_since, v6)) = traced(
+    let (stdout, stderr, (seen, open, open_since, v6, reset)) = traced(
         &[
             "--accept",
             "--lifetime",
@@ -438,9 +452,33 @@ fn lifetime_accepts_report_the_server_side_of_each_connection() {
             let open_since = Instant::now();
             let mut open = TcpStream::connect(v6).unwrap();
             open.write_all(b"w12345").unwrap();
-            // The server thread accepts it.
+            // Reset by the client (SO_LINGER 0) while it waits to be accepted: accept()
+            // still returns it, closed.
+            let mut client = TcpStream::connect(late.local_addr().unwrap()).unwrap();
+            client.write_all(b"abc").unwrap();
+            let reset = (client.local_addr().unwrap(), late.local_addr().unwrap());
+            thread::sleep(Duration::from_millis(50));
+            socket2::SockRef::from(&client)
+                .set_linger(Some(Duration::ZERO))
+                .unwrap();
+            drop(client);
+            thread::sleep(Duration::from_millis(50));
+            // Its data is read, then the reset.
+            let (mut accepted, _) = late.accept().unwrap();
+            let mut got = Vec::new();
+            let mut buf = [0; 8];
+            let err = loop {
+                match accepted.read(&mut buf) {
+                    Ok(n @ 1..) => got.extend_from_slice(&buf[..n]),
+                    Ok(0) => panic!("no reset after {got:?}"),
+                    Err(e) => break e,
+                }
+            };
+            assert_eq!(got, b"abc");
+            assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}");
+            // The server thread accepts the open one.
             thread::sleep(Duration::from_millis(100));
-            (seen, open, open_since, v6)
+            (seen, open, open_since, v6, reset)
         },
     );
     let lines = json_lines(&stdout);
@@ -519,16 +557,42 @@ fn lifetime_accepts_report_the_server_side_of_each_connection() {
         "{stdout}"
     );
     let server = events_of(&lines, Some("close"), "server", tuple);
-    assert_eq!(server.len(), 1, "{stdout}");
+    let client = events_of(&lines, Some("close"), "client", tuple);
+    assert_eq!((server.len(), client.len()), (1, 1), "{stdout}");
     assert_eq!(server[0]["end"], "open", "{}", server[0]);
     assert!(
         server[0]["duration_ns"].as_u64().unwrap() <= open_since.elapsed().as_nanos() as u64,
         "{}",
         server[0]
     );
+    // Each side's counters at exit: 6 bytes from the client, no answer yet.
+    let bytes = |line: &Value| (line["bytes_sent"].as_u64(), line["bytes_received"].as_u64());
+    assert_eq!(bytes(server[0]), (Some(0), Some(6)), "{}", server[0]);
+    assert_eq!(client[0]["end"], "open", "{}", client[0]);
+    assert_eq!(bytes(client[0]), (Some(6), Some(0)), "{}", client[0]);
     drop(open);
+    // The one reset before it was accepted: its accept, then its close at once, reset by the
+    // peer, with the 3 bytes it received meanwhile.
+    assert_eq!(
+        events_of(&lines, Some("accept"), "server", reset).len(),
+        1,
+        "{stdout}"
+    );
+    let closes = events_of(&lines, Some("close"), "server", reset);
+    assert_eq!(closes.len(), 1, "{stdout}");
+    let close = closes[0];
+    assert_eq!(
+        (&close["end"], &close["errno"], &close["bytes_received"]),
+        (&"rst_received".into(), &104.into(), &3.into()),
+        "{close}"
+    );
+    assert_eq!(
+        events_of(&lines, Some("close"), "client", reset)[0]["end"],
+        "rst_sent",
+        "{stdout}"
+    );
     // Nothing else: per connection a connect, an accept and two closes.
-    assert_eq!(lines.len(), 4 * (seen.len() + 1), "{stdout}");
+    assert_eq!(lines.len(), 4 * (seen.len() + 2), "{stdout}");
     // The identity is the accepting task's, in the listener's network namespace.
     for accept in lines.iter().filter(|l| l["event"] == "accept") {
         assert_eq!(accept["netns"], lines[0]["netns"], "{accept}");
@@ -700,46 +764,159 @@ fn lifetime_metrics_and_counts_follow_each_connection() {
     drop(open);
 
     // The same in the count table's JSON row at exit: the one left open is still active.
-    let mut cmd = probe_user_command();
-    cmd.args([
-        "--lifetime",
-        "--count",
-        "--format",
-        "json",
-        "--filter-port",
-        &filter,
-    ])
-    .args(["--pid", &pid]);
-    let tracer = ProbeUser::start_until(&mut cmd, "Counting TCP connects");
-    let seen = connection(dst, 900, Ending::ClientRst);
-    let held = TcpStream::connect(dst).unwrap();
-    thread::sleep(Duration::from_millis(300));
-    let out = tracer.stop();
-    assert!(out.status.success(), "{out:?}");
-    drop(held);
-    let table: Value =
-        serde_json::from_str(out.stdout.trim()).unwrap_or_else(|e| panic!("{e}: {out:?}"));
+    let (table, seen) = counted_at_exit(&["--lifetime", "--filter-port", &filter], || dst);
     let rows = table["counts"].as_array().unwrap();
     let row = rows
         .iter()
         .find(|r| r["outcome"] == "established")
         .unwrap_or_else(|| panic!("{table}"));
     assert_eq!(row["connects"], 2, "{row}");
-    let connections = &row["connections"];
     assert_eq!(
-        (
-            &connections["active"],
-            &connections["closed"],
-            &connections["bytes_sent"],
-            &connections["bytes_received"],
-        ),
-        (
-            &Value::from(1),
-            &Value::from(1),
-            &Value::from(seen.sent),
-            &Value::from(seen.received)
-        ),
+        connections_of(row),
+        [Some(1), Some(1), Some(seen.sent), Some(seen.received)],
         "{row}"
+    );
+}
+
+/// Runs a tracer counting with `args`, `--count --format json` and `--pid` of this process,
+/// while one connection to the server `start` gives once tracing runs sends 900 bytes and
+/// ends with the client's FIN and another stays open; returns the count table printed at exit
+/// and what the first connection saw.
+fn counted_at_exit(args: &[&str], start: impl FnOnce() -> SocketAddr) -> (Value, Seen) {
+    let mut cmd = probe_user_command();
+    cmd.args(args)
+        .args(["--count", "--format", "json"])
+        .args(["--pid", &std::process::id().to_string()]);
+    let tracer = ProbeUser::start_until(&mut cmd, "Counting TCP connects");
+    let dst = start();
+    let seen = connection(dst, 900, Ending::ClientFin);
+    let held = TcpStream::connect(dst).unwrap();
+    thread::sleep(Duration::from_millis(300));
+    let out = tracer.stop();
+    assert!(out.status.success(), "{out:?}");
+    drop(held);
+    let table = serde_json::from_str(out.stdout.trim()).unwrap_or_else(|e| panic!("{e}: {out:?}"));
+    (table, seen)
+}
+
+/// A count row's connections: active, closed, bytes sent, bytes received.
+fn connections_of(row: &Value) -> [Option<u64>; 4] {
+    let connections = &row["connections"];
+    ["active", "closed", "bytes_sent", "bytes_received"].map(|k| connections[k].as_u64())
+}
+
+/// [`sample`] for `role`'s side.
+fn sample_of(body: &str, name: &str, port: u16, role: &str) -> f64 {
+    metric_samples(body, name)
+        .into_iter()
+        .filter(|(labels, _)| {
+            labels.get("dport").map(String::as_str) == Some(&port.to_string())
+                && labels.get("role").is_none_or(|r| r == role)
+        })
+        .map(|(_, value)| value)
+        .sum()
+}
+
+#[test]
+fn lifetime_accepts_are_counted_on_the_server_side() {
+    if !probe_tests::kernel_has_kprobes() {
+        return; // --accept's one-line error: see the test above
+    }
+    // Bound now, accepting once tracing runs (see the test above).
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = port_of(&listener);
+    let filter = port.to_string();
+    let pid = std::process::id().to_string();
+    let mut cmd = probe_user_command();
+    cmd.args([
+        "--accept",
+        "--lifetime",
+        "--metrics",
+        "127.0.0.1:0",
+        "--filter-port",
+        &filter,
+    ])
+    .args(["--pid", &pid]);
+    let tracer = ProbeUser::start_until(&mut cmd, "Counting TCP connects");
+    let addr = serving_addr(&tracer);
+    let dst = serve(listener);
+    let seen: Vec<Seen> = [Ending::ClientFin, Ending::ServerFin, Ending::ServerRst]
+        .into_iter()
+        .enumerate()
+        .map(|(i, ending)| connection(dst, 800 + 10 * i, ending))
+        .collect();
+    let mut held = TcpStream::connect(dst).unwrap();
+    held.write_all(b"w1234").unwrap();
+    let closed = |body: &str| {
+        ["client", "server"].iter().all(|role| {
+            sample_of(
+                body,
+                "tcpconn_connection_duration_seconds_count",
+                port,
+                role,
+            ) == 3.0
+        }) && sample_of(body, "tcpconn_accepts_total", port, "server") == 4.0
+    };
+    let body = scrape_until(addr, closed);
+    let (sent, received) = seen
+        .iter()
+        .fold((0, 0), |(s, r), c| (s + c.sent, r + c.received));
+    let client = |name: &str| sample(&body, name, port);
+    let server = |name: &str| sample_of(&body, name, port, "server");
+    // Each connection counted once on each side: its connect, its accept; each side's bytes
+    // the mirror of the other's.
+    let (sent, received) = (sent as f64, received as f64);
+    assert_eq!(
+        [
+            client("tcpconn_connects_total"),
+            server("tcpconn_accepts_total"),
+            client("tcpconn_connections_active"),
+            server("tcpconn_connections_active"),
+            client("tcpconn_bytes_sent_total"),
+            server("tcpconn_bytes_sent_total"),
+            server("tcpconn_bytes_received_total"),
+        ],
+        [4.0, 4.0, 1.0, 1.0, sent, received, sent],
+        "{body}"
+    );
+    let out = tracer.stop();
+    assert!(out.status.success(), "{out:?}");
+    drop(held);
+
+    // The count table's JSON at exit: a row of accepts, by the local end.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = port_of(&listener);
+    let filter = port.to_string();
+    let args = ["--accept", "--lifetime", "--filter-port", &filter];
+    let (table, seen) = counted_at_exit(&args, || serve(listener));
+    let rows = table["counts"].as_array().unwrap();
+    let accepts: Vec<&Value> = rows.iter().filter(|r| r["role"] == "server").collect();
+    assert_eq!(accepts.len(), 1, "{table}");
+    let row = accepts[0];
+    let key = ["function", "daddr", "dport", "connects"].map(|k| &row[k]);
+    let want: [Value; 4] = [
+        "inet_csk_accept".into(),
+        "127.0.0.1".into(),
+        port.into(),
+        2.into(),
+    ];
+    assert_eq!(key, want.each_ref(), "{row}");
+    assert!(row.get("outcome").is_none(), "{row}");
+    // The server sent what the client received, and received what it sent.
+    assert_eq!(
+        connections_of(row),
+        [Some(1), Some(1), Some(seen.received), Some(seen.sent)],
+        "{row}"
+    );
+    // The connects' row beside it, as without --accept.
+    let connects = rows
+        .iter()
+        .find(|r| r["outcome"] == "established")
+        .unwrap_or_else(|| panic!("{table}"));
+    assert_eq!(
+        (&connects["connects"], connects.get("role")),
+        (&2.into(), None),
+        "{connects}"
     );
 }
 
@@ -755,16 +932,12 @@ fn lifetime_conflicts_are_one_line_errors() {
             "probe-user: error: --lifetime reports each close as a line: use it with --format json or life, or count connections with --count, --metrics or --otlp-endpoint",
         ),
         (
-            &["--accept", "--count"][..],
-            "probe-user: error: --accept reports accepted connections as JSON lines (their closes with --format life): not with --count, --metrics or --otlp-endpoint",
-        ),
-        (
             &["--accept", "--format", "json", "--failed-only"][..],
             "probe-user: error: --accept reports connections that came up, which have no connect latency: not with --failed-only or --min-latency",
         ),
         (
             &["--accept"][..],
-            "probe-user: error: --accept reports accepted connections as JSON lines: use it with --format json (or life, for their closes)",
+            "probe-user: error: --accept reports accepted connections as JSON lines: use it with --format json (or life, for their closes), or count them with --count, --metrics or --otlp-endpoint",
         ),
         (
             &["--lifetime", "--count", "--failed-only"][..],

@@ -174,6 +174,9 @@ impl<'a> JsonNaming<'a> {
 #[derive(Serialize)]
 pub(super) struct JsonCount<'a> {
     pub(super) function: &'static str,
+    /// `"server"` for a row of accepts (`--accept`), as accept lines say; absent for connects.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) role: Option<&'static str>,
     pub(super) family: &'static str,
     pub(super) daddr: Option<std::net::IpAddr>,
     pub(super) dport: u16,
@@ -189,7 +192,7 @@ pub(super) struct JsonCount<'a> {
     pub(super) latency_ns_sum: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) syn_retransmits: Option<u64>,
-    /// With lifetimes, the connections of a row of established connects.
+    /// With lifetimes, the connections of a row of established connects (or accepts).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) connections: Option<JsonConnections>,
     #[serde(flatten)]

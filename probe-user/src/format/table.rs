@@ -23,7 +23,8 @@ impl Formatter {
             let rows: Vec<JsonCount> = counts
                 .iter()
                 .map(|c| JsonCount {
-                    function: c.family.connect_function().name(),
+                    function: c.function().name(),
+                    role: (c.role == crate::Role::Server).then(|| c.role.name()),
                     family: c.family.name(),
                     daddr: c.daddr,
                     dport: c.dport,
@@ -92,7 +93,9 @@ impl Formatter {
         };
         let _ = writeln!(out, "{:<14}  {last}", "FUNCTION");
         for c in counts {
-            let function = c.family.connect_function().name();
+            // A row of accepts (`--accept`) is `inet_csk_accept`'s, its destination the local
+            // end.
+            let function = c.function().name();
             let _ = write!(out, "{:>10}  ", c.connects);
             if let Some(outcome) = c.outcome {
                 let mut avg = Vec::new();

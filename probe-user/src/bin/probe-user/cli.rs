@@ -97,10 +97,12 @@ pub struct Cli {
     #[arg(long)]
     pub lifetime: bool,
     /// Also report each connection a local listener accepts (the return of inet_csk_accept:
-    /// needs BPF trampolines or kprobes): JSON lines with "event":"accept" and "role":"server", the peer as
-    /// source, the local address and port as destination, the accepting task as caller. The
-    /// filters apply as to connects (--filter-port: the local port). With --lifetime (or
-    /// --format life) their closes too.
+    /// needs BPF trampolines or kprobes): JSON lines with "event":"accept" and
+    /// "role":"server", the peer as source, the local address and port as destination, the
+    /// accepting task as caller. The filters apply as to connects (--filter-port: the local
+    /// port). With --lifetime (or --format life) their closes too. Counted (--count,
+    /// --metrics, --otlp-endpoint): rows of inet_csk_accept by local end, and
+    /// tcpconn_accepts_total.
     #[arg(long)]
     pub accept: bool,
     /// Only report connects that did not come up (every outcome but established; filtered in
@@ -235,14 +237,10 @@ impl Cli {
                 "--accept reports connections that came up, which have no connect latency: not with --failed-only or --min-latency",
             );
         }
-        if self.accept && self.counting() {
+        if self.accept && !self.counting() && matches!(self.format, Format::Stap | Format::Minimal)
+        {
             return Some(
-                "--accept reports accepted connections as JSON lines (their closes with --format life): not with --count, --metrics or --otlp-endpoint",
-            );
-        }
-        if self.accept && matches!(self.format, Format::Stap | Format::Minimal) {
-            return Some(
-                "--accept reports accepted connections as JSON lines: use it with --format json (or life, for their closes)",
+                "--accept reports accepted connections as JSON lines: use it with --format json (or life, for their closes), or count them with --count, --metrics or --otlp-endpoint",
             );
         }
         if self.format == Format::Life && (self.names || self.nat) {

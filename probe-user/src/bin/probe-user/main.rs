@@ -198,6 +198,7 @@ async fn run(
                 with_names: names,
                 with_nat: cli.nat,
                 label: cli.metrics_label,
+                with_accepts: cli.accept,
             },
             pins: metrics::Pins::default(),
             writers: std::sync::Arc::new(tokio::sync::Semaphore::new(metrics::body::WRITERS)),

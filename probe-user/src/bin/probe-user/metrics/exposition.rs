@@ -21,7 +21,7 @@ use std::{
 use probe_common::Named as _;
 use probe_user::{
     ConnectCount, ConnectionCounts, Counters, DURATION_BUCKET_BOUNDS_NS, LATENCY_BUCKET_BOUNDS_NS,
-    Outcome, ProgramStats, WorkloadNames,
+    Outcome, ProgramStats, Role, WorkloadNames,
 };
 
 use super::WorkloadLabel;
@@ -177,6 +177,8 @@ pub struct Options {
     pub with_nat: bool,
     /// `--metrics-label`.
     pub label: Option<WorkloadLabel>,
+    /// `--accept`: `tcpconn_accepts_total`, before any accept too.
+    pub with_accepts: bool,
 }
 
 /// How long a connect of a cgroup not named yet is held back from the `container_id` series,
@@ -192,10 +194,10 @@ pub struct Pins {
     names: HashMap<u64, WorkloadNames>,
     /// Since when each cgroup not named yet has been held back (`--metrics-label container`).
     unnamed: HashMap<u64, Instant>,
-    /// By `container_id` series (its labels and outcome), the counts of its retired cgroups:
+    /// By `container_id` series (its labels, side and outcome), the counts of its retired cgroups:
     /// the series is the sum of its cgroups', so without them it would go down. Kept while
     /// the container has a cgroup with counts.
-    carried: BTreeMap<(Labels, Option<Outcome>), ConnectCount>,
+    carried: BTreeMap<(Labels, Role, Option<Outcome>), ConnectCount>,
 }
 
 impl Pins {
@@ -245,7 +247,7 @@ impl Pins {
                 let Some(labels) = labels(row, options, self, &mut infos) else {
                     continue;
                 };
-                match self.carried.entry((labels, row.outcome)) {
+                match self.carried.entry((labels, row.role, row.outcome)) {
                     Entry::Vacant(entry) => {
                         entry.insert(row.clone());
                     }
@@ -293,6 +295,7 @@ impl Exposition {
     ) -> Exposition {
         pins.keep_only(rows);
         let mut connects: BTreeMap<Labels, u64> = BTreeMap::new();
+        let mut accepts: BTreeMap<Labels, u64> = BTreeMap::new();
         let mut failures: BTreeMap<Labels, u64> = BTreeMap::new();
         let mut retransmits: BTreeMap<Labels, u64> = BTreeMap::new();
         let mut durations: BTreeMap<Labels, Histogram> = BTreeMap::new();
@@ -301,11 +304,17 @@ impl Exposition {
         let traced_outcomes = rows.iter().any(|r| r.outcome.is_some());
         let lifetimes = rows.iter().any(|r| r.connections.is_some());
         let mut add = |labels: Labels, row: &ConnectCount| {
-            *connects.entry(labels.clone()).or_default() += row.connects;
-            // The connections of the established connects: the client's side of each.
+            // An accept's row is labelled like a connect's, by its local end.
+            let calls = match row.role {
+                Role::Client => &mut connects,
+                Role::Server => &mut accepts,
+            };
+            *calls.entry(labels.clone()).or_default() += row.connects;
+            // The connections of the established connects (the client's side of each) and of
+            // the accepts (the server's).
             if let Some(counts) = &row.connections {
                 let mut labels = labels.clone();
-                labels.push(("role", "client".to_string()));
+                labels.push(("role", row.role.name().to_string()));
                 connections.entry(labels).or_default().merge(counts);
             }
             let Some(outcome) = row.outcome else {
@@ -334,9 +343,10 @@ impl Exposition {
             }
         }
         // Retired cgroups' counts go on in the series of a container that still counts.
-        pins.carried
-            .retain(|(labels, _), _| container_of(labels).is_some_and(|c| containers.contains(&c)));
-        for ((labels, _), row) in &pins.carried {
+        pins.carried.retain(|(labels, _, _), _| {
+            container_of(labels).is_some_and(|c| containers.contains(&c))
+        });
+        for ((labels, _, _), row) in &pins.carried {
             add(labels.clone(), row);
         }
         let counts = |map: BTreeMap<Labels, u64>| -> Vec<Series> {
@@ -354,6 +364,16 @@ impl Exposition {
             unit: None,
             series: counts(connects),
         }];
+        if options.with_accepts {
+            families.push(MetricFamily {
+                name: "accepts",
+                help: "TCP connections local listeners accepted (inet_csk_accept), by local \
+                       address and port",
+                kind: Kind::Counter,
+                unit: None,
+                series: counts(accepts),
+            });
+        }
         if traced_outcomes {
             families.push(MetricFamily {
                 name: "connect_failures",
@@ -430,8 +450,8 @@ fn connection_families(connections: BTreeMap<Labels, ConnectionCounts>) -> Vec<M
     vec![
         MetricFamily {
             name: "connections_active",
-            help: "TCP connections traced from their connect that are open now, by destination \
-                   and role",
+            help: "TCP connections traced from their connect (or accept) that are open now, by \
+                   destination (the local end for a server's) and role",
             kind: Kind::Gauge,
             unit: None,
             series: series(&|c| Value::Count(c.active())),

@@ -202,7 +202,9 @@ pub fn escape_label_value(value: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use probe_user::{ConnectCount, Family, Outcome, ProgramStats, WorkloadNames};
+    use probe_user::{
+        ConnectCount, ConnectionCounts, Family, Outcome, ProgramStats, Role, WorkloadNames,
+    };
 
     use super::super::{
         WorkloadLabel,
@@ -287,6 +289,40 @@ mod tests {
             let want: u64 = row.latency_buckets[..=b].iter().sum();
             assert_eq!(bucket(&le.to_string()), want, "le {le}");
         }
+    }
+
+    #[test]
+    fn accepts_have_their_own_family_and_their_connections_the_servers_role() {
+        let connections = |opened, closed, bytes_sent| {
+            let mut c = ConnectionCounts::default();
+            (c.opened, c.closed, c.bytes_sent) = (opened, closed, bytes_sent);
+            c
+        };
+        let mut connects = count("127.0.0.1", 2);
+        connects.connections = Some(connections(2, 1, 10));
+        let mut accepts = count("127.0.0.1", 3);
+        accepts.role = Role::Server;
+        accepts.connections = Some(connections(3, 3, 20));
+        let options = Options {
+            with_accepts: true,
+            ..Options::default()
+        };
+        let text = render(&[connects, accepts], options, &mut Pins::default());
+        for line in [
+            r#"tcpconn_connects_total{family="ipv4",dport="443"} 2"#,
+            r#"tcpconn_accepts_total{family="ipv4",dport="443"} 3"#,
+            r#"tcpconn_connections_active{family="ipv4",dport="443",role="client"} 1"#,
+            r#"tcpconn_connections_active{family="ipv4",dport="443",role="server"} 0"#,
+            r#"tcpconn_bytes_sent_total{family="ipv4",dport="443",role="client"} 10"#,
+            r#"tcpconn_bytes_sent_total{family="ipv4",dport="443",role="server"} 20"#,
+        ] {
+            assert!(text.contains(&format!("{line}\n")), "{line} in\n{text}");
+        }
+        // Without --accept, no accepts family (and no accepts rows to fill it).
+        assert!(!plain(&[count("127.0.0.1", 1)]).contains("tcpconn_accepts"));
+        // With it, the family before any accept.
+        let text = render(&[count("127.0.0.1", 1)], options, &mut Pins::default());
+        assert!(text.contains("# TYPE tcpconn_accepts counter\n"), "{text}");
     }
 
     #[test]
