@@ -114,10 +114,6 @@ fn report_call(sk_ptr: *const u8) -> u64 {
         if !life::enabled() {
             return;
         }
-        if sock::state(sk_ptr, SOCK_OFFSETS.load()) == TCP_CLOSE {
-            closed_at = boot_ns;
-            return;
-        }
         let mut live = MaybeUninit::<LiveConnection>::uninit();
         let slot = live.as_mut_ptr();
         // SAFETY: both fields written; the record is whole records to whole records.
@@ -125,6 +121,12 @@ fn report_call(sk_ptr: *const u8) -> u64 {
             emit::copy_record(addr_of_mut!((*slot).connect), record);
             (*slot).established_ns = boot_ns;
             life::opened(sk_ptr, &*slot);
+        }
+        // Its state read once it is in `LIVE`: a close on another CPU from then on finds it
+        // (and reports it, or this run does: whichever removes the entry). Closed already, it
+        // will not change state again.
+        if sock::state(sk_ptr, SOCK_OFFSETS.load()) == TCP_CLOSE && life::forget(sk_ptr) {
+            closed_at = boot_ns;
         }
     });
     closed_at

@@ -14,7 +14,10 @@ use probe_common::{
     state::{LiveConnection, counter},
 };
 
-use crate::{LIFETIME, LIVE, OPEN_FIGURES, SOCK_OFFSETS, emit, outcome, sock};
+use crate::{
+    LIFETIME, LIVE, OPEN_FIGURES, SOCK_OFFSETS, emit, outcome,
+    sock::{self, TCP_CLOSE},
+};
 
 /// Whether connections are followed to their close (`--lifetime`).
 #[inline(always)]
@@ -30,6 +33,17 @@ pub fn opened(sk_ptr: *const u8, live: &LiveConnection) {
     if LIVE.insert(&(sk_ptr as u64), live, 0).is_ok() {
         emit::count(counter::LIVE_ADDED);
     }
+}
+
+/// Stops following socket `sk_ptr` (an accepted one found closed once in `LIVE`): whether its
+/// entry was still there to remove, counted as removed, rather than taken by its close.
+#[inline(always)]
+pub fn forget(sk_ptr: *const u8) -> bool {
+    let removed = LIVE.remove(&(sk_ptr as u64)).is_ok();
+    if removed {
+        emit::count(counter::LIVE_REMOVED);
+    }
+    removed
 }
 
 /// Socket `sk_ptr` moved from `old` to CLOSE. A function of its own (a BPF-to-BPF call), as
@@ -111,9 +125,9 @@ fn ends(connect: &ConnectRecord) -> (bool, (u16, u16)) {
 
 /// The kernel's counters of socket `sk_ptr`, whose connection's side (`server`) and ports
 /// (local, remote) are `ends`: at its close from state `old`, or with `old` `None` so far
-/// (`End::Open`, in the state it is in now). `None` if the socket no longer has those ports:
-/// one whose close was missed (a run the kernel skipped) leaves its entry to the next socket
-/// at the same address.
+/// (`End::Open`, in the state it is in now). `None` if the socket no longer has those ports
+/// (one whose close was missed, a run the kernel skipped, leaves its entry to the next socket
+/// at the same address), or so far if it has closed.
 #[inline(always)]
 pub fn figures(
     sk_ptr: *const u8,
@@ -126,7 +140,11 @@ pub fn figures(
     }
     let state = match old {
         Some(old) => old,
-        None => sock::state(sk_ptr, offsets),
+        // Open at the detach, closed since: its close was not seen, nor is it read as open.
+        None => match sock::state(sk_ptr, offsets) {
+            TCP_CLOSE => return None,
+            state => state,
+        },
     };
     let errno = sock::error(sk_ptr, offsets);
     let all_acked = sock::snd_una(sk_ptr, offsets) == sock::write_seq(sk_ptr, offsets);

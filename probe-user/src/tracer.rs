@@ -167,8 +167,10 @@ impl Tracer {
         stats: Option<std::os::fd::OwnedFd>,
         startup: Startup,
     ) -> Result<Self, Error> {
+        // The programs that run on hooks: not `live_figures`, run by userspace at the end.
         let programs = ebpf
             .programs()
+            .filter(|(name, _)| *name != probe_common::names::program::live_figures)
             .filter_map(|(name, program)| {
                 let fd = program.fd().ok()?.try_clone().ok()?;
                 Some((name.to_string(), fd))

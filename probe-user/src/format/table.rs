@@ -91,7 +91,12 @@ impl Formatter {
             (true, false) => "CGROUP",
             (true, true) => "CONTAINER",
         };
-        let _ = writeln!(out, "{:<14}  {last}", "FUNCTION");
+        // `tcp_v6_connect`, and with accepts `inet_csk_accept`.
+        let width = match counts.iter().any(|c| c.role == crate::Role::Server) {
+            true => "inet_csk_accept".len(),
+            false => "tcp_v6_connect".len(),
+        };
+        let _ = writeln!(out, "{:<width$}  {last}", "FUNCTION");
         for c in counts {
             // A row of accepts (`--accept`) is `inet_csk_accept`'s, its destination the local
             // end.
@@ -108,6 +113,9 @@ impl Formatter {
                     outcome.name(),
                     c.syn_retransmits
                 );
+            } else if outcomes {
+                // A row of accepts beside connects' outcomes: accepts have none.
+                let _ = write!(out, "{:<11}  {:<7}  {:>12}  {:>7}  ", "-", "-", "-", "-");
             }
             match &c.connections {
                 Some(n) => {
@@ -125,7 +133,7 @@ impl Formatter {
                 }
                 None => {}
             }
-            let _ = write!(out, "{:<14}  ", function);
+            let _ = write!(out, "{function:<width$}  ");
             match (&c.workload, c.daddr) {
                 // Every label set past the budget (`--max-series`).
                 _ if c.overflow => out.extend_from_slice(b"other"),
@@ -330,6 +338,42 @@ mod tests {
         );
         assert!(table(Format::Json).contains(
             r#"{"cause":"rst","connects":1,"daddr":"127.0.0.1","dport":8081,"family":"ipv4","function":"tcp_v4_connect","latency_ns_sum":183400,"outcome":"refused","syn_retransmits":0}"#
+        ));
+    }
+
+    /// A row of accepts beside connects' outcomes: `-` where accepts have nothing, the
+    /// function `inet_csk_accept`, the local end; in JSON `"role":"server"`.
+    #[test]
+    fn count_tables_with_accepts() {
+        let end = Some("127.0.0.1".parse().unwrap());
+        let counts = [
+            ConnectCount {
+                daddr: end,
+                dport: 8080,
+                outcome: Some(crate::Outcome::Established),
+                connects: 4,
+                latency_ns: 1_000_000,
+                ..COUNT
+            },
+            ConnectCount {
+                daddr: end,
+                dport: 8080,
+                connects: 3,
+                role: crate::Role::Server,
+                ..COUNT
+            },
+        ];
+        assert_eq!(
+            table(Format::Stap, &counts),
+            concat!(
+                "1795778063: connects since start\n",
+                "  CONNECTS  OUTCOME      CAUSE     AVG LATENCY  RETRANS  FUNCTION         DESTINATION\n",
+                "         4  established  -             0.250ms        0  tcp_v4_connect   127.0.0.1:8080\n",
+                "         3  -            -                   -        -  inet_csk_accept  127.0.0.1:8080\n",
+            )
+        );
+        assert!(table(Format::Json, &counts).contains(
+            r#"{"connects":3,"daddr":"127.0.0.1","dport":8080,"family":"ipv4","function":"inet_csk_accept","role":"server"}"#
         ));
     }
 

@@ -201,6 +201,8 @@ pub(super) const CONFIGS: &[Config] = &[
     traced("json-lifetime", LIFETIME, ProbeUser("/bin/probe-user --format json --lifetime"), 8080),
     // Both ends of each connection, as tcplife reports them: the accept and its close too.
     traced("life-accept", LIFETIME, ProbeUser("/bin/probe-user --format life --accept"), 8080),
+    // The same counted (each connect, accept and close crosses the ring buffer; userspace counts).
+    traced("life-accept-count", LIFETIME, ProbeUser("/bin/probe-user --count --interval 1h --lifetime --accept"), 8080),
     traced("peer-tcplife", LIFETIME, Peer("/bin/peer-tcplife"), 8080),
     // libbpf-tools' tcpconnect: kprobe + kretprobe, a perf buffer.
     traced("peer-tcpconnect", "example 2", Peer("/bin/peer-tcpconnect"), 8080),

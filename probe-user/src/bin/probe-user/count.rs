@@ -200,8 +200,13 @@ pub async fn count_until_signal(
     let counted: u64 = tracer.connect_counts().iter().map(|c| c.connects).sum();
     let counters = tracer.counters();
     let retired = tracer.retired();
+    // With --accept the rows count accepts too.
+    let what = match counting.options.with_accepts {
+        true => "connects and accepts",
+        false => "connects",
+    };
     eprintln!(
-        "probe-user: {} connects counted, {} dropped, {} missed, {} malformed",
+        "probe-user: {} {what} counted, {} dropped, {} missed, {} malformed",
         counted + retired.connects,
         counters.dropped,
         counters.missed,
@@ -210,7 +215,7 @@ pub async fn count_until_signal(
     if counters.overflow > 0 || retired.series > 0 {
         let (_, max_series) = tracer.series();
         eprintln!(
-            "probe-user: {} connects counted as \"other\" beyond --max-series {max_series}, {} of retired cgroups",
+            "probe-user: {} {what} counted as \"other\" beyond --max-series {max_series}, {} of retired cgroups",
             counters.overflow, retired.connects
         );
     }
