@@ -114,6 +114,12 @@ fn report_call(sk_ptr: *const u8) -> u64 {
         if !life::enabled() {
             return;
         }
+        // Closed already (reset while it waited to be accepted): not put in `LIVE`, where it
+        // could take the place of a connection still open.
+        if sock::state(sk_ptr, SOCK_OFFSETS.load()) == TCP_CLOSE {
+            closed_at = boot_ns;
+            return;
+        }
         let mut live = MaybeUninit::<LiveConnection>::uninit();
         let slot = live.as_mut_ptr();
         // SAFETY: both fields written; the record is whole records to whole records.
@@ -122,9 +128,10 @@ fn report_call(sk_ptr: *const u8) -> u64 {
             (*slot).established_ns = boot_ns;
             life::opened(sk_ptr, &*slot);
         }
-        // Its state read once it is in `LIVE`: a close on another CPU from then on finds it
-        // (and reports it, or this run does: whichever removes the entry). Closed already, it
-        // will not change state again.
+        // Its state read again once it is in `LIVE`: a close on another CPU from then on
+        // finds the entry and reports it; one that ran before it was there has stored CLOSE
+        // by now (but in the few instructions between its run and the store), and this run
+        // reports it.
         if sock::state(sk_ptr, SOCK_OFFSETS.load()) == TCP_CLOSE && life::forget(sk_ptr) {
             closed_at = boot_ns;
         }

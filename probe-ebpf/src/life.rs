@@ -35,15 +35,22 @@ pub fn opened(sk_ptr: *const u8, live: &LiveConnection) {
     }
 }
 
-/// Stops following socket `sk_ptr` (an accepted one found closed once in `LIVE`): whether its
-/// entry was still there to remove, counted as removed, rather than taken by its close.
+/// Stops following socket `sk_ptr`, an accepted one found closed once in `LIVE`: whether its
+/// entry was there (its close then to be reported by the caller), counted as removed. Its
+/// `closed` run, if any, ended before the state read CLOSE (the tracepoint fires before the
+/// state is stored), so nothing else removes it meanwhile but an LRU eviction (then its close
+/// is reported all the same).
 #[inline(always)]
 pub fn forget(sk_ptr: *const u8) -> bool {
-    let removed = LIVE.remove(&(sk_ptr as u64)).is_ok();
-    if removed {
-        emit::count(counter::LIVE_REMOVED);
+    let key = sk_ptr as u64;
+    // SAFETY: only whether there is an entry.
+    if unsafe { LIVE.get(&key) }.is_none() {
+        return false;
     }
-    removed
+    // Counted before the removal, as `closed` does: userspace never sees the entry in neither.
+    emit::count(counter::LIVE_REMOVED);
+    let _ = LIVE.remove(&key);
+    true
 }
 
 /// Socket `sk_ptr` moved from `old` to CLOSE. A function of its own (a BPF-to-BPF call), as

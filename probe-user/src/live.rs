@@ -73,8 +73,10 @@ impl Live {
     /// if `ebpf`'s `live_figures` could read them (loaded, and the socket still holding the
     /// connection: not one that closed since the programs were detached).
     pub(crate) fn take_all(&mut self, ebpf: &Ebpf) -> Vec<(LiveConnection, Option<CloseFigures>)> {
+        // Not loaded (said at attach): the connections go without counters.
         let mut reader: Option<&RawTracePoint> = ebpf
             .program(program::live_figures)
+            .filter(|p| p.fd().is_ok())
             .and_then(|p| p.try_into().ok());
         let keys: Vec<u64> = self.lru.keys().filter_map(Result::ok).collect();
         let mut taken = Vec::with_capacity(keys.len());
