@@ -645,14 +645,7 @@ fn port_of(listener: &TcpListener) -> u16 {
 /// The samples of `name` for the connects and connections to port `port` (the client's side,
 /// for the families with a role), summed over their other labels.
 fn sample(body: &str, name: &str, port: u16) -> f64 {
-    metric_samples(body, name)
-        .into_iter()
-        .filter(|(labels, _)| {
-            labels.get("dport").map(String::as_str) == Some(&port.to_string())
-                && labels.get("role").is_none_or(|role| role == "client")
-        })
-        .map(|(_, value)| value)
-        .sum()
+    sample_of(body, name, port, "client")
 }
 
 /// Scrapes `addr` until `done` holds of the body (the tracer counts closes as it drains
