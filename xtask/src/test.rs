@@ -33,6 +33,10 @@ const TIMES: &str = "-Z unstable-options --report-time";
 /// The line the guest script prints for each test binary that failed.
 const FAILED_MARKER: &str = "xtask-failed:";
 
+/// The line the guest script prints before each [`Step`], with its index: where a second boot
+/// resumes after a kernel crash.
+const STEP_MARKER: &str = "xtask-step:";
+
 #[derive(clap::Args)]
 pub struct Options {
     /// Skip `cargo fmt --check` and `cargo clippy`.
@@ -130,6 +134,9 @@ pub fn run(options: Options) -> Result<()> {
         )?);
     }
 
+    // Kernel crashes survived by a second boot, reported again at the end (CI logs keep the
+    // end).
+    let mut crashes = Vec::new();
     for (name, image) in &kernels {
         // Where fentry cannot attach, the guest checks that asking for it is refused instead.
         let fentry_refused = !has_fentry(arch, name) && options.attach.iter().any(|b| b == FENTRY);
@@ -139,42 +146,85 @@ pub fn run(options: Options) -> Result<()> {
             .filter(|b| !(fentry_refused && *b == FENTRY))
             .cloned()
             .collect();
-        let script = guest_script(
-            &tests,
-            &backends,
-            fentry_refused,
-            std::mem::take(&mut once_left),
-            options.filter.as_deref(),
-        );
-        // Every guest can DNAT (tests run /bin/netfilter-up, then nft).
-        let guest = vm::Guest::new(script)
-            .binary("probe-user", &probe_user)
-            .binaries(helpers.iter().chain(&tests))
-            .files(&netfilter::guest_files(image, arch)?);
-        eprintln!(
-            "xtask: booting kernel {name} ({}) with {} test binaries",
-            image.display(),
-            tests.len()
-        );
-        let boot = vm::Boot {
-            kernel: Some(image.clone()),
-            arch,
-            ..Default::default()
-        };
-        let code = boot.run(&guest, &artifacts::work_dir("test"), |line| {
-            if let Some(what) = line.strip_prefix(FAILED_MARKER) {
-                failed.push(format!("kernel {name}, {}", what.trim()));
+        let steps = steps(&tests, &backends, std::mem::take(&mut once_left));
+        let mut from = 0;
+        let mut crashed_once = false;
+        loop {
+            let script = guest_script(
+                &steps,
+                from,
+                fentry_refused && from == 0,
+                options.filter.as_deref(),
+            );
+            // Every guest can DNAT (tests run /bin/netfilter-up, then nft).
+            let guest = vm::Guest::new(script)
+                .binary("probe-user", &probe_user)
+                .binaries(helpers.iter().chain(&tests))
+                .files(&netfilter::guest_files(image, arch)?);
+            eprintln!(
+                "xtask: booting kernel {name} ({}) with {} test binaries",
+                image.display(),
+                tests.len()
+            );
+            let boot = vm::Boot {
+                kernel: Some(image.clone()),
+                arch,
+                ..Default::default()
+            };
+            let mut running = None;
+            let result = boot.run(&guest, &artifacts::work_dir("test"), |line| {
+                if let Some(what) = line.strip_prefix(FAILED_MARKER) {
+                    failed.push(format!("kernel {name}, {}", what.trim()));
+                } else if let Some(step) = line.strip_prefix(STEP_MARKER) {
+                    running = step.trim().parse::<usize>().ok();
+                }
+                println!("{line}")
+            });
+            let code = match result {
+                Ok(code) => code,
+                Err(error) => {
+                    let Some(crash) = error.downcast_ref::<vm::Crashed>() else {
+                        return Err(error);
+                    };
+                    let during = running.map_or("before the first test".to_string(), |i| {
+                        format!("during {}", steps[i])
+                    });
+                    let oops = crash
+                        .oops
+                        .first()
+                        .map_or("no oops on the console", |l| l.trim());
+                    let report = format!("kernel {name} crashed {during}: {oops}");
+                    eprintln!("xtask: {report}");
+                    for line in &crash.oops {
+                        eprintln!("xtask:   {line}");
+                    }
+                    if crashed_once {
+                        failed.push(report);
+                        break;
+                    }
+                    // Once: a crash under TCG may be the emulator's rather than the kernel's.
+                    // It is reported here and at the end, and a second boot resumes at the
+                    // step that was running; a second crash in the same pass fails it.
+                    crashed_once = true;
+                    crashes.push(report);
+                    from = running.unwrap_or(from);
+                    eprintln!("xtask: booting kernel {name} again, from {}", steps[from]);
+                    continue;
+                }
+            };
+            eprintln!("xtask: kernel {name}: integration tests exited with {code}");
+            if code != 0
+                && !failed
+                    .iter()
+                    .any(|f| f.starts_with(&format!("kernel {name},")))
+            {
+                failed.push(format!("kernel {name}"));
             }
-            println!("{line}")
-        })?;
-        eprintln!("xtask: kernel {name}: integration tests exited with {code}");
-        if code != 0
-            && !failed
-                .iter()
-                .any(|f| f.starts_with(&format!("kernel {name},")))
-        {
-            failed.push(format!("kernel {name}"));
+            break;
         }
+    }
+    for crash in &crashes {
+        eprintln!("xtask: note: {crash} (resumed on a second boot; the oops is above)");
     }
     if !failed.is_empty() {
         bail!("integration tests failed: {}", failed.join("; "));
@@ -308,17 +358,41 @@ fn has_fentry(arch: Arch, kernel: &str) -> bool {
     !(arch == Arch::Aarch64 && matches!(kernel, "5.10" | "6.1"))
 }
 
-/// Runs every test binary with every backend in turn, marking each failure on the console, and
-/// exits non-zero if any failed. One test at a time: each test traces the whole (otherwise idle)
-/// VM. With `fentry_refused`, first checks that `--attach fentry` fails in one line. The tests
-/// of [`ONCE`] run only with `once`, and then with the first backend.
-fn guest_script(
-    tests: &[(String, PathBuf)],
-    backends: &[String],
-    fentry_refused: bool,
-    once: bool,
-    filter: Option<&str>,
-) -> String {
+/// One run of one test binary in the guest, with one backend.
+struct Step {
+    backend: String,
+    test: String,
+}
+
+impl std::fmt::Display for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} with --attach {}", self.test, self.backend)
+    }
+}
+
+/// Every test binary with every backend in turn, one test at a time: each test traces the
+/// whole (otherwise idle) VM. The tests of [`ONCE`] run only with `once`, and then with the
+/// first backend.
+fn steps(tests: &[(String, PathBuf)], backends: &[String], once: bool) -> Vec<Step> {
+    let mut steps = Vec::new();
+    for (i, backend) in backends.iter().enumerate() {
+        for (name, _) in tests {
+            if ONCE.contains(&name.as_str()) && !(once && i == 0) {
+                continue;
+            }
+            steps.push(Step {
+                backend: backend.clone(),
+                test: name.clone(),
+            });
+        }
+    }
+    steps
+}
+
+/// Runs `steps` from index `from` on, marking each start ([`STEP_MARKER`]) and each failure
+/// ([`FAILED_MARKER`]) on the console, and exits non-zero if any failed. With `fentry_refused`,
+/// first checks that `--attach fentry` fails in one line.
+fn guest_script(steps: &[Step], from: usize, fentry_refused: bool, filter: Option<&str>) -> String {
     let filter = filter.unwrap_or("");
     let mut script = String::from(
         "export PROBE_USER=/bin/probe-user PROBE_IN_VM=1 RUST_BACKTRACE=1 RUSTC_BOOTSTRAP=1\n\
@@ -334,17 +408,21 @@ fn guest_script(
              else status=1; echo \"{FAILED_MARKER} --attach {FENTRY} not refused ($code): $err\"; fi\n"
         ));
     }
-    for (i, backend) in backends.iter().enumerate() {
-        script.push_str(&format!("echo 'xtask: --attach {backend}'\n"));
-        for (name, _) in tests {
-            if ONCE.contains(&name.as_str()) && !(once && i == 0) {
-                continue;
-            }
-            script.push_str(&format!(
-                "PROBE_ATTACH={backend} /bin/{name} --test-threads=1 --show-output {TIMES} {filter} \
-                 || {{ status=1; echo '{FAILED_MARKER} --attach {backend}, {name}'; }}\n"
-            ));
+    let mut backend = None;
+    for (i, step) in steps.iter().enumerate().skip(from) {
+        let Step {
+            backend: attach,
+            test,
+        } = step;
+        if backend != Some(attach) {
+            script.push_str(&format!("echo 'xtask: --attach {attach}'\n"));
+            backend = Some(attach);
         }
+        script.push_str(&format!(
+            "echo '{STEP_MARKER}{i}'\n\
+             PROBE_ATTACH={attach} /bin/{test} --test-threads=1 --show-output {TIMES} {filter} \
+             || {{ status=1; echo '{FAILED_MARKER} --attach {attach}, {test}'; }}\n"
+        ));
     }
     script.push_str("exit $status");
     script

@@ -16,6 +16,47 @@ use crate::{artifacts::Arch, kernels};
 /// The line the guest's init prints last, with the exit code of its script.
 const EXIT_MARKER: &str = "probe-vm-exit=";
 
+/// How many console lines of a kernel oops [`Crashed`] keeps: its header, registers and the
+/// first frames of its call trace (a full oops is ~80 lines, which CI logs cut in the middle).
+const OOPS_LINES: usize = 24;
+
+/// The error of [`Boot::run`] when the guest stopped without reporting an exit code: its kernel
+/// crashed (`panic=-1` and `-no-reboot` end qemu), or the guest died otherwise. Callers
+/// downcast to it to tell a crash from their own failures.
+#[derive(Debug)]
+pub struct Crashed {
+    /// The oops, from its first line (`BUG:`, `Oops:`, `general protection fault`, ...); empty
+    /// when the console showed none.
+    pub oops: Vec<String>,
+}
+
+impl std::fmt::Display for Crashed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.oops.first() {
+            Some(first) => write!(f, "the VM's kernel crashed: {}", first.trim()),
+            None => f.write_str("the VM stopped without reporting an exit code"),
+        }
+    }
+}
+
+impl std::error::Error for Crashed {}
+
+/// Whether a console line starts a kernel oops or panic.
+fn starts_oops(line: &str) -> bool {
+    const HEADS: [&str; 7] = [
+        "BUG:",
+        "Oops:",
+        "general protection fault",
+        "kernel BUG at",
+        "Unable to handle kernel",
+        "Internal error:",
+        "Kernel panic",
+    ];
+    // After the `[ seconds]` stamp.
+    let text = line.split_once("] ").map_or(line, |(_, text)| text);
+    HEADS.iter().any(|head| text.starts_with(head))
+}
+
 /// The host's newest installed Debian kernel image, or `$PROBE_KERNEL`: the kernel SystemTap's
 /// modules are built for (`bench overhead --stap`), whose headers and debug info apt installs
 /// on the host. Everything else boots the kernels of [`kernels::MATRIX`], fetched by xtask.
@@ -250,6 +291,7 @@ impl Boot {
         });
         let deadline = Instant::now() + self.timeout;
         let mut exit = None;
+        let mut oops = Vec::new();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
@@ -257,6 +299,9 @@ impl Boot {
                     if let Some(code) = line.strip_prefix(EXIT_MARKER) {
                         exit = code.trim().parse().ok();
                     } else {
+                        if (!oops.is_empty() || starts_oops(&line)) && oops.len() < OOPS_LINES {
+                            oops.push(line.clone());
+                        }
                         on_line(&line);
                     }
                 }
@@ -268,6 +313,9 @@ impl Boot {
             }
         }
         child.wait()?;
-        exit.context("the VM stopped without reporting an exit code (kernel panic?)")
+        match exit {
+            Some(code) => Ok(code),
+            None => Err(Crashed { oops }.into()),
+        }
     }
 }
