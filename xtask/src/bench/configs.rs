@@ -61,9 +61,42 @@ pub(super) enum Tracer {
 /// (no SystemTap example does).
 pub(super) const LIFETIME: &str = "connection lifetime";
 
-/// What the guest needs of libbpf-tools for the peers: the package, and the programs' paths in it.
-pub(super) const PEER_PACKAGE: &str = "libbpf-tools";
-pub(super) const PEER_PROGRAMS: [&str; 2] = ["usr/sbin/tcpconnect", "usr/sbin/tcplife"];
+/// What the guest needs for the peers: Debian bookworm's packages and the programs' paths in
+/// each, run as `/bin/peer-<program>` with the package's libraries in `/lib/<package>`.
+pub(super) const PEER_PACKAGES: [(&str, &[&str]); 2] = [
+    ("libbpf-tools", &["usr/sbin/tcpconnect", "usr/sbin/tcplife"]),
+    ("bpftrace", &["usr/bin/bpftrace"]),
+];
+
+/// bpftrace's equivalent of SystemTap's examples 2 and 3 (as bpftrace's own `tcpconnect.bt`
+/// reads the socket, but on `tcp_v4_connect`/`tcp_v6_connect`'s return, as SystemTap and
+/// probe report them): each call with its source and destination, only those to `port` if
+/// given. The guest path it is written to, and its text.
+pub(super) fn bpftrace_script(port: Option<u16>) -> (String, String) {
+    let (file, only) = match port {
+        Some(port) => (
+            format!("connect-{port}.bt"),
+            format!("$dport == {port} && "),
+        ),
+        None => ("connect.bt".to_string(), String::new()),
+    };
+    let text = format!(
+        "kprobe:tcp_v4_connect, kprobe:tcp_v6_connect {{ @sk[tid] = arg0; }}\n\
+         kretprobe:tcp_v4_connect, kretprobe:tcp_v6_connect /@sk[tid]/ {{\n\
+         \x20 $sk = (struct sock *)@sk[tid];\n\
+         \x20 $c = $sk->__sk_common;\n\
+         \x20 $dport = ($c.skc_dport >> 8) | (($c.skc_dport << 8) & 0xff00);\n\
+         \x20 if ({only}$c.skc_family == 2) {{\n\
+         \x20   printf(\"%llu: %s src=%s:%d dst=%s:%d\\n\", nsecs, probe, ntop(2, $c.skc_rcv_saddr), $c.skc_num, ntop(2, $c.skc_daddr), $dport);\n\
+         \x20 }}\n\
+         \x20 if ({only}$c.skc_family == 10) {{\n\
+         \x20   printf(\"%llu: %s src=[%s]:%d dst=[%s]:%d\\n\", nsecs, probe, ntop(10, $c.skc_v6_rcv_saddr.in6_u.u6_addr8), $c.skc_num, ntop(10, $c.skc_v6_daddr.in6_u.u6_addr8), $dport);\n\
+         \x20 }}\n\
+         \x20 delete(@sk[tid]);\n\
+         }}\n"
+    );
+    (format!("/lib/bpftrace/{file}"), text)
+}
 
 const fn traced(name: &'static str, example: &'static str, tracer: Tracer, port: u16) -> Config {
     Config {
@@ -116,6 +149,7 @@ impl Config {
         match self.tracer {
             Some(Tracer::Stap(_)) => "kprobe",
             Some(Tracer::Peer(command)) if command.contains("tcplife") => "perf:2",
+            // Its kprobes and kretprobes each through a perf event, and its printf's buffer.
             Some(Tracer::Peer(_)) => "perf:5",
             _ => "banner",
         }
@@ -208,6 +242,10 @@ pub(super) const CONFIGS: &[Config] = &[
     traced("peer-tcpconnect", "example 2", Peer("/bin/peer-tcpconnect"), 8080),
     traced("peer-tcpconnect-hit", "example 3, printed", Peer("/bin/peer-tcpconnect -P 8080"), 8080),
     traced("peer-tcpconnect-miss", "example 3, filtered out", Peer("/bin/peer-tcpconnect -P 8080"), 9090),
+    // bpftrace: the same probes, its printf through a perf buffer (`-q`: no banner line).
+    traced("peer-bpftrace", "example 2", Peer("/bin/peer-bpftrace -q /lib/bpftrace/connect.bt"), 8080),
+    traced("peer-bpftrace-hit", "example 3, printed", Peer("/bin/peer-bpftrace -q /lib/bpftrace/connect-8080.bt"), 8080),
+    traced("peer-bpftrace-miss", "example 3, filtered out", Peer("/bin/peer-bpftrace -q /lib/bpftrace/connect-8080.bt"), 9090),
     dns("baseline-dns", None),
     dns("dns-json", Some(ProbeUser("/bin/probe-user --format json"))),
     dns("dns-json-names", Some(ProbeUser("/bin/probe-user --format json --names"))),

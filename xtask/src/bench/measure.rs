@@ -1,15 +1,22 @@
 //! One boot that runs every configuration of `overhead` or `latency` (or a saved console log
 //! of one), parsed into what each run measured.
 
-use std::{collections::BTreeMap, fmt::Write as _};
+use std::{
+    collections::BTreeMap,
+    fmt::Write as _,
+    path::{Path, PathBuf},
+};
 
 use anyhow::{Context as _, Result, bail};
 
 use super::{
-    configs::{CONFIGS, PEER_PACKAGE, PEER_PROGRAMS},
+    configs::{CONFIGS, PEER_PACKAGES, bpftrace_script},
     options::Options,
 };
-use crate::{artifacts, debian, kernels, stap, vm};
+use crate::{
+    artifacts::{self, Arch},
+    debian, kernels, stap, vm,
+};
 
 /// What one run measured.
 pub(super) struct Run {
@@ -91,17 +98,7 @@ pub(super) fn measure(options: &Options, latency: bool) -> Result<Measured> {
                 }
             }
             if options.peers {
-                let dir = debian::programs(
-                    PEER_PACKAGE,
-                    "bookworm",
-                    PEER_PACKAGE,
-                    &PEER_PROGRAMS,
-                    options.arch,
-                )?;
-                let names = PEER_PROGRAMS.map(|p| p.rsplit('/').next().unwrap_or(p));
-                for (guest_path, host) in
-                    debian::guest_files(&dir, "/lib/peers", &names, "peer-", options.arch)?
-                {
+                for (guest_path, host) in peer_files(options.arch)? {
                     guest = guest.file(&guest_path, &host);
                 }
             }
@@ -133,6 +130,34 @@ pub(super) fn measure(options: &Options, latency: bool) -> Result<Measured> {
         resources,
         peaks,
     })
+}
+
+/// The guest files of the peers (guest path, host path): each package's programs with their
+/// libraries (see [`PEER_PACKAGES`]) and bpftrace's scripts.
+pub(super) fn peer_files(arch: Arch) -> Result<Vec<(String, PathBuf)>> {
+    let mut files = Vec::new();
+    for (package, programs) in PEER_PACKAGES {
+        let dir = debian::programs(package, "bookworm", package, programs, arch)?;
+        let names: Vec<&str> = programs
+            .iter()
+            .map(|p| p.rsplit('/').next().unwrap_or(p))
+            .collect();
+        files.extend(debian::guest_files(
+            &dir,
+            &format!("/lib/{package}"),
+            &names,
+            "peer-",
+            arch,
+        )?);
+    }
+    let scripts = artifacts::work_dir("debian");
+    for port in [None, Some(8080)] {
+        let (guest_path, text) = bpftrace_script(port);
+        let host = scripts.join(debian::file_name(Path::new(&guest_path)));
+        std::fs::write(&host, text)?;
+        files.push((guest_path, host));
+    }
+    Ok(files)
 }
 
 fn guest_script(options: &Options, latency: bool) -> String {

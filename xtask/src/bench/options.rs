@@ -28,7 +28,8 @@ pub struct Options {
     #[arg(long)]
     pub(super) stap: bool,
     /// Also run the peers probe is measured against: libbpf-tools' tcpconnect (examples 2 and
-    /// 3) and tcplife (connection lifetimes), Debian bookworm's libbpf-tools package and its
+    /// 3) and tcplife (connection lifetimes), and bpftrace with the same probes as tcpconnect
+    /// (examples 2 and 3): Debian bookworm's libbpf-tools and bpftrace packages and their
     /// libraries, fetched on first use.
     #[arg(long)]
     pub(super) peers: bool,
@@ -45,14 +46,20 @@ pub struct Options {
     /// the default backend).
     #[arg(long, value_enum, default_value = "x86_64")]
     pub(super) arch: Arch,
+    /// For `overhead`: another kernel of the matrix (5.10, 6.1, 6.12) than the arch's default,
+    /// as for the peers on every kernel. Printed only: the report's sections in
+    /// docs/benchmarks.md are the default kernel's.
+    #[arg(long, conflicts_with = "write")]
+    pub(super) kernel: Option<String>,
 }
 
 impl Options {
     /// The kernel booted, as the report names it.
-    pub(super) fn kernel(&self) -> &'static str {
-        match self.arch {
-            Arch::X86_64 => "6.1",
-            Arch::Aarch64 => "6.12",
+    pub(super) fn kernel(&self) -> &str {
+        match (&self.kernel, self.arch) {
+            (Some(kernel), _) => kernel,
+            (None, Arch::X86_64) => "6.1",
+            (None, Arch::Aarch64) => "6.12",
         }
     }
 

@@ -1,8 +1,9 @@
 //! `cargo xtask bench throughput`: how many connects per second probe-user reports, and whether
 //! it drops any, with 1, 2 and 8 threads connecting as fast as they can in the 2-vCPU VM (qemu
 //! TCG without icount: real time on an emulated CPU, so rates are the VM's, not a host's), for
-//! stap lines, JSON lines and `--count`. The untraced rate of the same workload says how close
-//! tracing comes to the kernel's own pace: the reader must never be what drops events first.
+//! stap lines, JSON lines, `--outcome` and `--count`, with libbpf-tools' `tcpconnect` beside
+//! them. The untraced rate of the same workload says how close tracing comes to the kernel's
+//! own pace: the reader must never be what drops events first.
 
 use std::fmt::Write as _;
 
@@ -20,13 +21,16 @@ const CYCLES: u32 = 20_000;
 /// Connecting threads per run.
 const THREADS: [u32; 3] = [1, 2, 8];
 
-/// (name, probe-user command; none for the untraced workload). Lines go to a file on tmpfs, as
-/// a log would.
-const CONFIGS: [(&str, Option<&str>); 4] = [
+/// (name, tracer command; none for the untraced workload). Lines go to a file on tmpfs, as a
+/// log would. The peer is libbpf-tools' `tcpconnect` (a perf buffer), run as in `overhead
+/// --peers`.
+const CONFIGS: [(&str, Option<&str>); 6] = [
     ("untraced", None),
     ("stap", Some("/bin/probe-user")),
     ("json", Some("/bin/probe-user --format json")),
+    ("outcome", Some("/bin/probe-user --outcome")),
     ("count", Some("/bin/probe-user --count --interval 1h")),
+    ("tcpconnect", Some("/bin/peer-tcpconnect")),
 ];
 
 /// What one run measured.
@@ -40,9 +44,12 @@ struct Run {
 
 pub(super) fn run(write: bool) -> Result<()> {
     let probe_user = artifacts::probe_user(Arch::X86_64)?;
-    let guest = vm::Guest::new(guest_script())
+    let mut guest = vm::Guest::new(guest_script())
         .binary("probe-user", &probe_user)
         .binaries(&artifacts::test_helpers(Arch::X86_64)?);
+    for (guest_path, host) in super::measure::peer_files(Arch::X86_64)? {
+        guest = guest.file(&guest_path, &host);
+    }
     let mut runs = Vec::new();
     let mut on_line = |line: &str| {
         println!("{line}");
@@ -66,15 +73,29 @@ pub(super) fn run(write: bool) -> Result<()> {
 
 fn guest_script() -> String {
     let mut s = String::from(
-        "tput() { name=$1; threads=$2; shift 2\n\
+        // probe-user is ready at its banner and stopped with SIGTERM; its summary is its last
+        // line. tcpconnect is ready once it holds its perf events (a kprobe and a kretprobe per
+        // family, its buffer on each of the 2 vCPUs), stopped with SIGINT (which it handles, so
+        // it flushes); it prints a header line, and `lost N events on CPU #C` for each loss.
+        "ready() { case $1 in\n\
+           /bin/peer-*) [ $(ls -l /proc/$t/fd 2>/dev/null | grep -c perf_event) -ge 6 ];;\n\
+           *) grep -q -e Tracing -e Counting /tmp/err 2>/dev/null;;\n\
+         esac; }\n\
+         tput() { name=$1; threads=$2; shift 2\n\
          if [ $# -gt 0 ]; then\n\
            rm -f /tmp/err; \"$@\" > /tmp/out 2> /tmp/err & t=$!\n\
-           until grep -q -e Tracing -e Counting /tmp/err 2>/dev/null; do\n\
+           until ready $1; do\n\
              kill -0 $t 2>/dev/null || { cat /tmp/err; return 1; }; sleep 0.05; done\n\
          fi\n\
          r=$(/bin/connect-bench --cycles $CYCLES --port 8080 --threads $threads) || return 1\n\
          s=none\n\
-         if [ $# -gt 0 ]; then kill -TERM $t; wait $t; s=$(tail -n 1 /tmp/err | tr ' ' _); fi\n\
+         case $1 in\n\
+           '') ;;\n\
+           /bin/peer-*) kill -INT $t; wait $t\n\
+             lost=$(grep -i '^lost ' /tmp/err | awk '{n += $2} END {print n + 0}')\n\
+             s=peer:$(($(wc -l < /tmp/out) - 1)):$lost;;\n\
+           *) kill -TERM $t; wait $t; s=$(tail -n 1 /tmp/err | tr ' ' _);;\n\
+         esac\n\
          echo \"tput $name $threads $r summary=$s\"\n\
          sleep 1\n\
          }\n",
@@ -93,7 +114,8 @@ fn guest_script() -> String {
     s
 }
 
-/// Parses `tput <name> <threads> cycles=N ns=T summary=<probe-user's last line, _ for spaces>`.
+/// Parses `tput <name> <threads> cycles=N ns=T summary=<probe-user's last line, _ for spaces,
+/// or peer:<lines>:<lost>>`.
 fn parse(line: &str) -> Option<Run> {
     let mut words = line.strip_prefix("tput ")?.split(' ');
     let name = words.next()?.to_string();
@@ -110,6 +132,14 @@ fn parse(line: &str) -> Option<Run> {
         .collect();
     let summary = match (summary.as_str(), numbers.as_slice()) {
         ("none", _) => None,
+        // "peer:<lines after the header>:<events it says it lost>"
+        (peer, _) if peer.starts_with("peer:") => {
+            let mut fields = peer.split(':').skip(1).map(str::parse::<u64>);
+            let (Some(Ok(reported)), Some(Ok(lost))) = (fields.next(), fields.next()) else {
+                return None;
+            };
+            Some((reported, lost, 0))
+        }
         (_, [reported, dropped, missed, ..]) => Some((*reported, *dropped, *missed)),
         _ => return None,
     };
@@ -130,7 +160,9 @@ fn report(runs: &[Run]) -> Result<String> {
          (Debian 6.1, qemu TCG without icount: real time on an emulated CPU, so the rates are \
          the VM's, far below a real machine's). The default backend (fentry); lines to a file \
          on tmpfs. Reported is what probe-user printed (or counted); dropped and missed come \
-         from its summary.\n"
+         from its summary. Beside it, libbpf-tools' `tcpconnect` (Debian bookworm's 0.26, \
+         kprobes and a perf buffer): reported is the lines it printed, dropped the events its \
+         perf buffer says it lost.\n"
     );
     let _ = writeln!(
         out,
