@@ -56,9 +56,14 @@ fn calls_in_flight(stderr: &str) -> u64 {
 #[test]
 fn stress_every_connect_is_printed_or_counted_and_no_state_is_left_behind() {
     // 8 threads x 20k connects as fast as they go, IPv4 and IPv6 alternating: 80% refused by a
-    // closed port, 10% accepted, 10% failing inside the connect call (no route).
+    // closed port, 10% accepted, 10% failing inside the connect call (no route). xtask sets
+    // `PROBE_STRESS_CONNECTS` lower on the kernels where the full size adds CI minutes and no
+    // other path (see docs/development.md).
     const THREADS: usize = 8;
-    const PER_THREAD: usize = 20_000;
+    let per_thread: usize = std::env::var("PROBE_STRESS_CONNECTS")
+        .ok()
+        .and_then(|n| n.parse::<usize>().ok())
+        .map_or(20_000, |n| n.div_ceil(THREADS).max(10));
     let accepted = [listener("127.0.0.1:0"), listener("[::1]:0")];
     let refused: [SocketAddr; 2] = ["127.0.0.1:9".parse().unwrap(), "[::1]:9".parse().unwrap()];
     let unroutable: [SocketAddr; 2] = [
@@ -71,7 +76,7 @@ fn stress_every_connect_is_printed_or_counted_and_no_state_is_left_behind() {
     let workers: Vec<_> = (0..THREADS)
         .map(|t| {
             std::thread::spawn(move || {
-                (0..PER_THREAD)
+                (0..per_thread)
                     .map(|i| {
                         let family = (t + i) % 2;
                         let dst = match i % 10 {
@@ -115,7 +120,7 @@ fn stress_every_connect_is_printed_or_counted_and_no_state_is_left_behind() {
         );
     }
     let connects: u64 = made.values().sum();
-    assert_eq!(unroutable_made, (THREADS * PER_THREAD / 10) as u64);
+    assert_eq!(unroutable_made, (THREADS * per_thread.div_ceil(10)) as u64);
     let summary = summary(&out.stderr);
     assert_eq!(summary.printed, printed.values().sum::<u64>());
     assert_eq!(summary.malformed, 0, "{}", out.stderr);
