@@ -209,7 +209,9 @@ pub fn run(options: Options) -> Result<()> {
                     crashed_once = true;
                     crashes.push(report);
                     from = running.unwrap_or(from);
-                    eprintln!("xtask: booting kernel {name} again, from {}", steps[from]);
+                    if let Some(step) = steps.get(from) {
+                        eprintln!("xtask: booting kernel {name} again, from {step}");
+                    }
                     continue;
                 }
             };
