@@ -37,9 +37,19 @@ pub(super) struct Measured {
     pub(super) program_stats: BTreeMap<&'static str, Vec<String>>,
     /// From its `--stats` run: start-up time and memory.
     pub(super) resources: BTreeMap<&'static str, (String, String)>,
-    /// Measured alike for every tracer, per run: exec to ready (centiseconds of the guest's
-    /// clock) and peak RSS (`VmHWM`, KiB) after the run's connects.
-    pub(super) peaks: BTreeMap<&'static str, Vec<(u64, u64)>>,
+    /// Measured alike for every tracer, per run.
+    pub(super) peaks: BTreeMap<&'static str, Vec<Peak>>,
+}
+
+/// A tracer's start-up and memory in one run, measured from outside alike for every tracer.
+pub(super) struct Peak {
+    /// Exec to ready, in centiseconds of the guest's clock.
+    pub(super) ready: u64,
+    /// Peak RSS (`VmHWM`, KiB) after the run's connects.
+    pub(super) hwm: u64,
+    /// RSS (`VmRSS`, KiB) then, once the run is over: what it keeps while tracing (none in
+    /// console logs from before it was taken).
+    pub(super) rss: Option<u64>,
 }
 
 /// Boots the VM that runs every configuration of `options` (paced, in real time, if
@@ -49,7 +59,7 @@ pub(super) fn measure(options: &Options, latency: bool) -> Result<Measured> {
     let mut stderr_notes = BTreeMap::new();
     let mut program_stats: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
     let mut resources: BTreeMap<&'static str, (String, String)> = BTreeMap::new();
-    let mut peaks: BTreeMap<&'static str, Vec<(u64, u64)>> = BTreeMap::new();
+    let mut peaks: BTreeMap<&'static str, Vec<Peak>> = BTreeMap::new();
     let mut console = Vec::new();
     let mut on_line = |line: &str| {
         println!("{line}");
@@ -187,9 +197,10 @@ fn guest_script(options: &Options, latency: bool) -> String {
          [ $ready = banner ] || sleep 1\n\
          r=$(/bin/connect-bench --cycles $CYCLES --port $port $workload $PACE) || return 1\n\
          hwm=$(grep VmHWM /proc/$t/status | tr -s ' ' | cut -d' ' -f2)\n\
+         rss=$(grep VmRSS /proc/$t/status | tr -s ' ' | cut -d' ' -f2)\n\
          kill -$stop $t; wait $t\n\
          echo \"result $name $r lines=$(wc -l < /tmp/out)\"\n\
-         echo \"peak $name ready=$((t1 - t0)) hwm=$hwm\"\n\
+         echo \"peak $name ready=$((t1 - t0)) hwm=$hwm rss=$rss\"\n\
          sleep 2\n\
          tail -n +2 /tmp/err | sed \"s/^/stderr $name: /\"\n\
          }\n",
@@ -253,14 +264,17 @@ fn parse_result(line: &str) -> Option<(&'static str, Run)> {
     ))
 }
 
-/// Parses `peak <name> ready=<centiseconds> hwm=<KiB>`.
-fn parse_peak(line: &str) -> Option<(&'static str, (u64, u64))> {
+/// Parses `peak <name> ready=<centiseconds> hwm=<KiB> [rss=<KiB>]`.
+fn parse_peak(line: &str) -> Option<(&'static str, Peak)> {
     let mut words = line.strip_prefix("peak ")?.split(' ');
     let name = words.next()?;
     let config = CONFIGS.iter().find(|c| c.name == name)?;
     let ready = words.next()?.strip_prefix("ready=")?.parse().ok()?;
     let hwm = words.next()?.strip_prefix("hwm=")?.parse().ok()?;
-    Some((config.name, (ready, hwm)))
+    let rss = words
+        .next()
+        .and_then(|w| w.strip_prefix("rss=")?.parse().ok());
+    Some((config.name, Peak { ready, hwm, rss }))
 }
 
 /// Median guest ns per connect cycle over the runs of configuration `name`, if it ran.

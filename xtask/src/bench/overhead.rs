@@ -8,7 +8,7 @@ use anyhow::{Context as _, Result};
 
 use super::{
     configs::{CONFIGS, Config, LIFETIME, Workload, tracer_command},
-    measure::{Measured, Run, median_per_cycle},
+    measure::{Measured, Peak, Run, median, median_per_cycle},
     options::Options,
     report::write_section,
 };
@@ -348,28 +348,36 @@ fn lifetimes(out: &mut String, options: &Options, runs: &BTreeMap<&str, Vec<Run>
 
 /// Start-up and peak memory taken alike for every tracer of the run (probe-user's own `--stats`
 /// measure from inside; this one from outside, as for a peer).
-fn alike(out: &mut String, options: &Options, peaks: &BTreeMap<&str, Vec<(u64, u64)>>) {
+fn alike(out: &mut String, options: &Options, peaks: &BTreeMap<&str, Vec<Peak>>) {
     if peaks.is_empty() {
         return;
     }
     let _ = writeln!(
         out,
-        "\nStart-up and peak memory measured alike for every tracer: from its launch to ready as \
+        "\nStart-up and memory measured alike for every tracer: from its launch to ready as \
          the guest's shell sees it (probe-user's banner, SystemTap's kprobe, a peer's perf \
-         events; polled every 10 ms, so within 10 ms) and `VmHWM` after the run's connects; \
-         medians of the runs:\n"
+         events; polled every 10 ms, so within 10 ms), and `VmHWM` (peak) and `VmRSS` \
+         (steady, still tracing) after the run's connects; medians of the runs:\n"
     );
-    let _ = writeln!(out, "| configuration | port | launch to ready | peak RSS |");
-    let _ = writeln!(out, "|---|---|---|---|");
+    let _ = writeln!(
+        out,
+        "| configuration | port | launch to ready | peak RSS | steady RSS |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|");
     for c in options.configs().filter(|c| c.tracer.is_some()) {
         let Some(p) = peaks.get(c.name) else {
             continue;
         };
-        let ready = super::measure::median(p.iter().map(|p| p.0 as f64).collect());
-        let hwm = super::measure::median(p.iter().map(|p| p.1 as f64).collect());
+        let ready = median(p.iter().map(|p| p.ready as f64).collect());
+        let hwm = median(p.iter().map(|p| p.hwm as f64).collect());
+        let rss: Vec<f64> = p.iter().filter_map(|p| p.rss).map(|r| r as f64).collect();
+        let rss = match rss.is_empty() {
+            true => "-".to_string(),
+            false => format!("{:.0} KiB", median(rss)),
+        };
         let _ = writeln!(
             out,
-            "| `{}` | {} | {:.0} ms | {:.0} KiB |",
+            "| `{}` | {} | {:.0} ms | {:.0} KiB | {rss} |",
             tracer_command(c),
             c.port,
             ready * 10.0,
