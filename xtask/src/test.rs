@@ -187,9 +187,11 @@ pub fn run(options: Options) -> Result<()> {
                     let Some(crash) = error.downcast_ref::<vm::Crashed>() else {
                         return Err(error);
                     };
-                    let during = running.map_or("before the first test".to_string(), |i| {
-                        format!("during {}", steps[i])
-                    });
+                    let during = running
+                        .and_then(|i| steps.get(i))
+                        .map_or("before the first test".to_string(), |s| {
+                            format!("during {s}")
+                        });
                     let oops = crash
                         .oops
                         .first()
@@ -208,7 +210,7 @@ pub fn run(options: Options) -> Result<()> {
                     // step that was running; a second crash in the same pass fails it.
                     crashed_once = true;
                     crashes.push(report);
-                    from = running.unwrap_or(from);
+                    from = running.filter(|&i| i < steps.len()).unwrap_or(from);
                     if let Some(step) = steps.get(from) {
                         eprintln!("xtask: booting kernel {name} again, from {step}");
                     }
@@ -280,6 +282,8 @@ fn run_natively(
             .args(filter)
             .env("RUSTC_BOOTSTRAP", "1")
             .env("PROBE_USER", probe_user)
+            // The full-size stress test runs natively (see `stress_connects`).
+            .env_remove("PROBE_STRESS_CONNECTS")
             .env("PATH", &path)
             .env("RUST_BACKTRACE", "1");
             match attach {

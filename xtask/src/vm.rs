@@ -41,20 +41,35 @@ impl std::fmt::Display for Crashed {
 
 impl std::error::Error for Crashed {}
 
-/// Whether a console line starts a kernel oops or panic.
-fn starts_oops(line: &str) -> bool {
-    const HEADS: [&str; 7] = [
+/// How a console line starts a kernel oops or panic, if it does.
+fn oops_head(line: &str) -> Option<Head> {
+    const OOPSES: [&str; 6] = [
         "BUG:",
         "Oops:",
         "general protection fault",
         "kernel BUG at",
         "Unable to handle kernel",
         "Internal error:",
-        "Kernel panic",
     ];
     // After the `[ seconds]` stamp.
     let text = line.split_once("] ").map_or(line, |(_, text)| text);
-    HEADS.iter().any(|head| text.starts_with(head))
+    if OOPSES.iter().any(|head| text.starts_with(head)) {
+        Some(Head::Oops)
+    } else if text.starts_with("Kernel panic") {
+        Some(Head::Panic)
+    } else {
+        None
+    }
+}
+
+/// What a line [`oops_head`] recognizes starts.
+#[derive(PartialEq)]
+enum Head {
+    /// An oops: the last one before the end is the one that matters (an earlier `BUG:` such
+    /// as a soft lockup may not have been fatal).
+    Oops,
+    /// The panic, which follows the oops that caused it (kept) or starts the report itself.
+    Panic,
 }
 
 /// The host's newest installed Debian kernel image, or `$PROBE_KERNEL`: the kernel SystemTap's
@@ -291,15 +306,21 @@ impl Boot {
         });
         let deadline = Instant::now() + self.timeout;
         let mut exit = None;
+        let mut exit_seen = false;
         let mut oops = Vec::new();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
                 Ok(line) => {
                     if let Some(code) = line.strip_prefix(EXIT_MARKER) {
+                        exit_seen = true;
                         exit = code.trim().parse().ok();
                     } else {
-                        if (!oops.is_empty() || starts_oops(&line)) && oops.len() < OOPS_LINES {
+                        let head = oops_head(&line);
+                        if head == Some(Head::Oops) {
+                            oops.clear();
+                        }
+                        if (head.is_some() || !oops.is_empty()) && oops.len() < OOPS_LINES {
                             oops.push(line.clone());
                         }
                         on_line(&line);
@@ -313,9 +334,10 @@ impl Boot {
             }
         }
         child.wait()?;
-        match exit {
-            Some(code) => Ok(code),
-            None => Err(Crashed { oops }.into()),
+        match (exit, exit_seen) {
+            (Some(code), _) => Ok(code),
+            (None, true) => bail!("the guest's exit code was garbled on the console"),
+            (None, false) => Err(Crashed { oops }.into()),
         }
     }
 }

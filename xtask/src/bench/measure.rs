@@ -108,7 +108,8 @@ pub(super) fn measure(options: &Options, latency: bool) -> Result<Measured> {
                 }
             }
             if options.peers {
-                for (guest_path, host) in peer_files(options.arch)? {
+                let packages = PEER_PACKAGES.map(|(package, _)| package);
+                for (guest_path, host) in peer_files(options.arch, &packages)? {
                     guest = guest.file(&guest_path, &host);
                 }
             }
@@ -142,11 +143,14 @@ pub(super) fn measure(options: &Options, latency: bool) -> Result<Measured> {
     })
 }
 
-/// The guest files of the peers (guest path, host path): each package's programs with their
-/// libraries (see [`PEER_PACKAGES`]) and bpftrace's scripts.
-pub(super) fn peer_files(arch: Arch) -> Result<Vec<(String, PathBuf)>> {
+/// The guest files (guest path, host path) of the peer packages `packages` (of
+/// [`PEER_PACKAGES`]): each one's programs with their libraries, and bpftrace's scripts.
+pub(super) fn peer_files(arch: Arch, packages: &[&str]) -> Result<Vec<(String, PathBuf)>> {
     let mut files = Vec::new();
-    for (package, programs) in PEER_PACKAGES {
+    for (package, programs) in PEER_PACKAGES
+        .iter()
+        .filter(|(name, _)| packages.contains(name))
+    {
         let dir = debian::programs(package, "bookworm", package, programs, arch)?;
         let names: Vec<&str> = programs
             .iter()
@@ -161,7 +165,8 @@ pub(super) fn peer_files(arch: Arch) -> Result<Vec<(String, PathBuf)>> {
         )?);
     }
     let scripts = artifacts::work_dir("debian");
-    for port in [None, Some(8080)] {
+    let bpftrace = packages.contains(&"bpftrace");
+    for port in [None, Some(8080)].into_iter().filter(|_| bpftrace) {
         let (guest_path, text) = bpftrace_script(port);
         let host = scripts.join(debian::file_name(Path::new(&guest_path)));
         std::fs::write(&host, text)?;

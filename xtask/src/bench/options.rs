@@ -48,8 +48,9 @@ pub struct Options {
     pub(super) arch: Arch,
     /// For `overhead`: another kernel of the matrix (5.10, 6.1, 6.12) than the arch's default,
     /// as for the peers on every kernel. Printed only: the report's sections in
-    /// docs/benchmarks.md are the default kernel's.
-    #[arg(long, conflicts_with = "write")]
+    /// docs/benchmarks.md are the default kernel's; not with `--stap`, whose modules are built
+    /// for the host's kernel, which it boots.
+    #[arg(long, conflicts_with_all = ["write", "stap"])]
     pub(super) kernel: Option<String>,
 }
 

@@ -47,19 +47,25 @@ pub(super) fn run(write: bool) -> Result<()> {
     let mut guest = vm::Guest::new(guest_script())
         .binary("probe-user", &probe_user)
         .binaries(&artifacts::test_helpers(Arch::X86_64)?);
-    for (guest_path, host) in super::measure::peer_files(Arch::X86_64)? {
+    for (guest_path, host) in super::measure::peer_files(Arch::X86_64, &["libbpf-tools"])? {
         guest = guest.file(&guest_path, &host);
     }
     let mut runs = Vec::new();
+    let mut unparsed = Vec::new();
     let mut on_line = |line: &str| {
         println!("{line}");
         if let Some(run) = parse(line) {
             runs.push(run);
+        } else if line.starts_with("tput ") {
+            unparsed.push(line.to_string());
         }
     };
     let code = vm::Boot::default().run(&guest, &artifacts::work_dir("throughput"), &mut on_line)?;
     if code != 0 {
         bail!("the throughput benchmark failed in the VM (exit code {code})");
+    }
+    if let Some(line) = unparsed.first() {
+        bail!("cannot read the throughput run {line:?}");
     }
     let report = report(&runs)?;
     println!("{report}");
