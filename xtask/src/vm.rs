@@ -341,3 +341,20 @@ impl Boot {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oops_heads_are_recognised_after_the_timestamp() {
+        let oops = "[  460.1] BUG: unable to handle page fault for address: 0000000000000008";
+        assert!(oops_head(oops) == Some(Head::Oops));
+        let gp = "[  460.1] general protection fault, probably for non-canonical address";
+        assert!(oops_head(gp) == Some(Head::Oops));
+        let panic = "[  460.8] Kernel panic - not syncing: Fatal exception in interrupt";
+        assert!(oops_head(panic) == Some(Head::Panic));
+        assert!(oops_head("[  460.8] RIP: 0010:irqentry_exit+0x1c/0x40").is_none());
+        assert!(oops_head("test edge_bug: ... ok").is_none());
+    }
+}

@@ -197,3 +197,26 @@ fn report(runs: &[Run]) -> Result<String> {
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_are_read_with_probe_users_summary_or_a_peers_counts() {
+        let run = parse(
+            "tput json 2 cycles=20000 ns=4000000000 \
+             summary=probe-user:_20000_events_printed,_3_dropped,_1_missed,_0_malformed",
+        )
+        .unwrap();
+        assert_eq!((run.name.as_str(), run.threads), ("json", 2));
+        assert_eq!(run.per_s, 5000.0);
+        assert_eq!(run.summary, Some((20000, 3, 1)));
+        let peer = parse("tput tcpconnect 8 cycles=20000 ns=4000000000 summary=peer:19990:10");
+        assert_eq!(peer.unwrap().summary, Some((19990, 10, 0)));
+        let untraced = parse("tput untraced 1 cycles=20000 ns=4000000000 summary=none");
+        assert_eq!(untraced.unwrap().summary, None);
+        // No header line: the line count less one is negative, which is no run.
+        assert!(parse("tput tcpconnect 1 cycles=20000 ns=1 summary=peer:-1:0").is_none());
+    }
+}
