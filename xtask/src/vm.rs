@@ -25,8 +25,9 @@ const OOPS_LINES: usize = 24;
 /// downcast to it to tell a crash from their own failures.
 #[derive(Debug)]
 pub struct Crashed {
-    /// The oops, from its first line (`BUG:`, `Oops:`, `general protection fault`, ...); empty
-    /// when the console showed none.
+    /// The last oops before the end, from its first line (`BUG:`, `Oops:`, `general
+    /// protection fault`, ...), or the panic line if no oops came before it; empty when the
+    /// console showed neither.
     pub oops: Vec<String>,
 }
 
@@ -305,16 +306,15 @@ impl Boot {
             }
         });
         let deadline = Instant::now() + self.timeout;
-        let mut exit = None;
-        let mut exit_seen = false;
+        // The exit marker's code, once seen (none if garbled).
+        let mut exit: Option<Option<i32>> = None;
         let mut oops = Vec::new();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
                 Ok(line) => {
                     if let Some(code) = line.strip_prefix(EXIT_MARKER) {
-                        exit_seen = true;
-                        exit = code.trim().parse().ok();
+                        exit = Some(code.trim().parse().ok());
                     } else {
                         let head = oops_head(&line);
                         if head == Some(Head::Oops) {
@@ -334,10 +334,10 @@ impl Boot {
             }
         }
         child.wait()?;
-        match (exit, exit_seen) {
-            (Some(code), _) => Ok(code),
-            (None, true) => bail!("the guest's exit code was garbled on the console"),
-            (None, false) => Err(Crashed { oops }.into()),
+        match exit {
+            Some(Some(code)) => Ok(code),
+            Some(None) => bail!("the guest's exit code was garbled on the console"),
+            None => Err(Crashed { oops }.into()),
         }
     }
 }

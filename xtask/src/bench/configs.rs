@@ -149,7 +149,8 @@ impl Config {
         match self.tracer {
             Some(Tracer::Stap(_)) => "kprobe",
             Some(Tracer::Peer(command)) if command.contains("tcplife") => "perf:2",
-            // Its kprobes and kretprobes each through a perf event, and its printf's buffer.
+            // tcpconnect's or bpftrace's kprobe and kretprobe per connect function, each a perf
+            // event, and its perf buffer on the guest's one CPU.
             Some(Tracer::Peer(_)) => "perf:5",
             _ => "banner",
         }

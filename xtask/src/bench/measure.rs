@@ -164,13 +164,14 @@ pub(super) fn peer_files(arch: Arch, packages: &[&str]) -> Result<Vec<(String, P
             arch,
         )?);
     }
-    let scripts = artifacts::work_dir("debian");
-    let bpftrace = packages.contains(&"bpftrace");
-    for port in [None, Some(8080)].into_iter().filter(|_| bpftrace) {
-        let (guest_path, text) = bpftrace_script(port);
-        let host = scripts.join(debian::file_name(Path::new(&guest_path)));
-        std::fs::write(&host, text)?;
-        files.push((guest_path, host));
+    if packages.contains(&"bpftrace") {
+        let scripts = artifacts::work_dir("debian");
+        for port in [None, Some(8080)] {
+            let (guest_path, text) = bpftrace_script(port);
+            let host = scripts.join(debian::file_name(Path::new(&guest_path)));
+            std::fs::write(&host, text)?;
+            files.push((guest_path, host));
+        }
     }
     Ok(files)
 }

@@ -82,7 +82,7 @@ fn guest_script() -> String {
         // probe-user is ready at its banner and stopped with SIGTERM; its summary is its last
         // line. tcpconnect is ready once it holds its perf events (a kprobe and a kretprobe per
         // family, its buffer on each of the 2 vCPUs), stopped with SIGINT (which it handles, so
-        // it flushes); it prints a header line, and `lost N events on CPU #C` for each loss.
+        // it flushes); it prints a header line, and `Lost N events on CPU #C!` for each loss.
         "ready() { case $1 in\n\
            /bin/peer-*) [ $(ls -l /proc/$t/fd 2>/dev/null | grep -c perf_event) -ge 6 ];;\n\
            *) grep -q -e Tracing -e Counting /tmp/err 2>/dev/null;;\n\
